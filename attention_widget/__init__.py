@@ -1,0 +1,50 @@
+"""attention_widget: see multi-head self-attention, stage by stage, live in Jupyter.
+
+The engine (:mod:`attention_widget.engine`, :mod:`attention_widget.inputs`) needs only NumPy;
+the widget is imported lazily, so ``import attention_widget`` does not load ipywidgets.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .engine import (
+    MEMORY_LIMIT_BYTES,
+    AttentionParams,
+    AttentionTrace,
+    causal_mask,
+    estimate_memory,
+    init_params,
+    multi_head_attention,
+    sliding_window_mask,
+)
+from .inputs import embed, positional_encoding, tokenize
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MEMORY_LIMIT_BYTES",
+    "AttentionParams",
+    "AttentionTrace",
+    "AttentionWidget",
+    "__version__",
+    "causal_mask",
+    "embed",
+    "estimate_memory",
+    "init_params",
+    "multi_head_attention",
+    "positional_encoding",
+    "sliding_window_mask",
+    "tokenize",
+]
+
+if TYPE_CHECKING:
+    from .widget import AttentionWidget
+
+
+def __getattr__(name: str) -> Any:
+    if name == "AttentionWidget":
+        from .widget import AttentionWidget
+
+        return AttentionWidget
+    raise AttributeError(f"module 'attention_widget' has no attribute {name!r}")

@@ -1,0 +1,638 @@
+"""Multi-head self-attention in NumPy, with every intermediate kept.
+
+One attention layer, numbered as in "Attention Is All You Need" (section 3.2):
+
+1. project:  ``Q = X W_Q``, ``K = X W_K``, ``V = X W_V``, split into heads
+2. attend:   ``scores = Q K^T / sqrt(d_head)``; ``weights = softmax(scores / T)`` with
+   masked keys at exactly 0; ``head_out = weights V``
+3. combine:  ``concat = [head_1 ... head_h]``; ``output = concat W_O``
+
+The paper's row-vector convention is used throughout: a sequence is a ``(seq_len, d_model)``
+array and ``Q = X @ w_q``.  Grouped-query attention (``n_kv_heads < n_heads``, as in Llama and
+Qwen3) lets consecutive groups of query heads share one key/value head.
+
+This module imports only NumPy and the standard library, so it can be used and tested without
+Jupyter.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Union
+
+import numpy as np
+
+__all__ = [
+    "MEMORY_LIMIT_BYTES",
+    "AttentionParams",
+    "AttentionTrace",
+    "causal_mask",
+    "estimate_memory",
+    "init_params",
+    "multi_head_attention",
+    "sliding_window_mask",
+]
+
+#: Largest working memory (bytes) one call of :func:`multi_head_attention` may need.  Above it
+#: the call raises ``ValueError`` before allocating anything, instead of swapping the machine.
+#: The two ``(n_heads, seq_len, seq_len)`` arrays dominate: 4 GiB is, in float64, about
+#: 4,600 tokens with 12 heads.
+MEMORY_LIMIT_BYTES = 4 * 2**30
+
+# Values this far below the row maximum underflow to exactly 0 under ``exp`` in float32 and
+# float64 alike (exp(-1000) == 0.0), while staying finite so that ``0 * fill == 0``.
+_MASK_FILL = -1000.0
+_BLOCK = 64  # side of the seeded blocks the weight matrices are cut from
+
+MaskLike = Union[None, str, np.ndarray]
+DTypes = (np.float32, np.float64)
+
+
+# --------------------------------------------------------------------------------------------
+# argument checks (raised at the public boundary, with sentences a student understands)
+# --------------------------------------------------------------------------------------------
+def _check_int(name: str, value: object, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    value = int(value)
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _check_heads(d_model: int, n_heads: object, n_kv_heads: object) -> tuple[int, int, int]:
+    """Return ``(n_heads, n_kv_heads, d_head)`` after checking that they divide evenly."""
+    n_heads = _check_int("n_heads", n_heads)
+    n_kv_heads = n_heads if n_kv_heads is None else _check_int("n_kv_heads", n_kv_heads)
+    if d_model % n_heads:
+        divisors = [h for h in range(1, d_model + 1) if d_model % h == 0]
+        raise ValueError(
+            f"d_model={d_model} is not divisible by n_heads={n_heads}: each head gets "
+            f"d_model / n_heads columns, so n_heads must be one of {divisors}"
+        )
+    if n_kv_heads > n_heads or n_heads % n_kv_heads:
+        divisors = [h for h in range(1, n_heads + 1) if n_heads % h == 0]
+        raise ValueError(
+            f"n_heads={n_heads} is not divisible by n_kv_heads={n_kv_heads}: query heads share "
+            f"key/value heads in equal groups, so n_kv_heads must be one of {divisors}"
+        )
+    return n_heads, n_kv_heads, d_model // n_heads
+
+
+def _check_temperature(temperature: object) -> float:
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise TypeError(
+            f"temperature must be a real number, got {temperature!r} "
+            f"({type(temperature).__name__})"
+        )
+    t = float(temperature)
+    if not math.isfinite(t) or t <= 0:
+        raise ValueError(f"temperature must be a finite number > 0, got {t!r}")
+    return t
+
+
+def _check_dtype(dtype: object) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)  # type: ignore[call-overload]
+    except TypeError as err:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from err
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def _as_float_matrix(name: str, value: object, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """Convert ``value`` to a finite float64 array, naming ``name`` in every error."""
+    if value is None:
+        raise TypeError(f"{name} must be an array, got None")
+    arr = np.asarray(value)
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.floating)
+        or np.issubdtype(arr.dtype, np.integer)
+        or arr.dtype == bool
+    ):
+        raise TypeError(f"{name} must hold real numbers, got an array of dtype {arr.dtype}")
+    arr = arr.astype(np.float64, copy=False)
+    if shape is not None and arr.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
+    if arr.size and not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinity; every value must be finite")
+    return arr
+
+
+# --------------------------------------------------------------------------------------------
+# parameters
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class AttentionParams:
+    """The four projections of one attention layer (row-vector convention, ``Q = X @ w_q``).
+
+    Parameters
+    ----------
+    w_q : ndarray, shape (d_model, d_model)
+        Query projection; columns ``h*d_head:(h+1)*d_head`` belong to query head ``h``.
+    w_k, w_v : ndarray, shape (d_model, n_kv_heads * d_head)
+        Key and value projections; one block of ``d_head`` columns per key/value head.
+    w_o : ndarray, shape (d_model, d_model)
+        Output projection applied to the concatenated head outputs.
+    b_q : ndarray, shape (d_model,), optional
+    b_k, b_v : ndarray, shape (n_kv_heads * d_head,), optional
+    b_o : ndarray, shape (d_model,), optional
+        Biases, or None for a layer without bias.
+
+    Notes
+    -----
+    The arrays are stored as read-only float64 copies; :meth:`as_dtype` gives cached float32
+    views for fast computation.
+    """
+
+    w_q: np.ndarray
+    w_k: np.ndarray
+    w_v: np.ndarray
+    w_o: np.ndarray
+    b_q: np.ndarray | None = None
+    b_k: np.ndarray | None = None
+    b_v: np.ndarray | None = None
+    b_o: np.ndarray | None = None
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        w_q = _as_float_matrix("params.w_q", self.w_q)
+        if w_q.ndim != 2 or w_q.shape[0] != w_q.shape[1] or w_q.shape[0] == 0:
+            raise ValueError(f"params.w_q must be a square (d_model, d_model) array, got {w_q.shape}")
+        d = w_q.shape[0]
+        w_k = _as_float_matrix("params.w_k", self.w_k)
+        if w_k.ndim != 2 or w_k.shape[0] != d or w_k.shape[1] == 0 or w_k.shape[1] > d:
+            raise ValueError(
+                f"params.w_k must have shape (d_model={d}, n_kv_heads * d_head), got {w_k.shape}"
+            )
+        d_kv = w_k.shape[1]
+        arrays = {
+            "w_q": w_q,
+            "w_k": w_k,
+            "w_v": _as_float_matrix("params.w_v", self.w_v, (d, d_kv)),
+            "w_o": _as_float_matrix("params.w_o", self.w_o, (d, d)),
+        }
+        for name, size in (("b_q", d), ("b_k", d_kv), ("b_v", d_kv), ("b_o", d)):
+            value = getattr(self, name)
+            arrays[name] = None if value is None else _as_float_matrix(f"params.{name}", value, (size,))
+        for name, arr in arrays.items():
+            if arr is not None:
+                arr = arr.copy() if arr is getattr(self, name) else arr
+                arr.setflags(write=False)
+            object.__setattr__(self, name, arr)
+
+    @property
+    def d_model(self) -> int:
+        """Width of the model: rows of every weight matrix."""
+        return self.w_q.shape[0]
+
+    @property
+    def d_kv(self) -> int:
+        """Columns of ``w_k`` and ``w_v``: ``n_kv_heads * d_head``."""
+        return self.w_k.shape[1]
+
+    @property
+    def has_bias(self) -> bool:
+        """Whether the layer adds biases after its projections."""
+        return self.b_q is not None
+
+    def as_dtype(self, dtype: np.dtype) -> dict[str, np.ndarray | None]:
+        """The fused ``[w_q | w_k | w_v]`` projection, ``w_o`` and biases in ``dtype`` (cached)."""
+        key = np.dtype(dtype).str
+        if key not in self._cache:
+            biases = (self.b_q, self.b_k, self.b_v)
+            self._cache[key] = {
+                "w_qkv": np.ascontiguousarray(
+                    np.concatenate([self.w_q, self.w_k, self.w_v], axis=1), dtype=dtype
+                ),
+                "b_qkv": None
+                if any(b is None for b in biases)
+                else np.concatenate(biases).astype(dtype),
+                "w_o": np.ascontiguousarray(self.w_o, dtype=dtype),
+                "b_o": None if self.b_o is None else self.b_o.astype(dtype),
+            }
+        return self._cache[key]
+
+
+def _seeded_matrix(seed: int, which: int, rows: int, cols: int) -> np.ndarray:
+    """Leading ``(rows, cols)`` block of an unbounded seeded standard-normal matrix.
+
+    The matrix is cut into 64 x 64 blocks, each drawn from its own generator keyed by
+    ``(seed, which, block_row, block_col)``.  A larger request therefore contains every smaller
+    one as its top-left corner: growing ``d_model`` adds rows and columns, it never redraws the
+    old ones.
+    """
+    out = np.empty((rows, cols))
+    for bi in range(0, rows, _BLOCK):
+        for bj in range(0, cols, _BLOCK):
+            block = np.random.default_rng([seed, which, bi // _BLOCK, bj // _BLOCK])
+            tile = block.standard_normal((_BLOCK, _BLOCK))
+            out[bi : bi + _BLOCK, bj : bj + _BLOCK] = tile[: rows - bi, : cols - bj]
+    return out
+
+
+@lru_cache(maxsize=64)
+def _init_full(d_model: int, seed: int, bias: bool) -> tuple[np.ndarray | None, ...]:
+    scale = 1.0 / math.sqrt(d_model)  # keeps the variance of X @ W near that of X
+    mats = [_seeded_matrix(seed, which, d_model, d_model) * scale for which in range(4)]
+    biases = [
+        0.1 * _seeded_matrix(seed, 4 + which, 1, d_model)[0] if bias else None
+        for which in range(4)
+    ]
+    for arr in (*mats, *biases):
+        if arr is not None:
+            arr.setflags(write=False)
+    return (*mats, *biases)
+
+
+def init_params(
+    d_model: int,
+    n_heads: int,
+    n_kv_heads: int | None = None,
+    seed: int = 0,
+    bias: bool = False,
+) -> AttentionParams:
+    """Deterministic random parameters for one attention layer.
+
+    Parameters
+    ----------
+    d_model : int
+        Model width; must be divisible by ``n_heads``.
+    n_heads : int
+        Number of query heads.
+    n_kv_heads : int, optional
+        Number of key/value heads (grouped-query attention); must divide ``n_heads``.
+        Defaults to ``n_heads`` (ordinary multi-head attention); 1 is multi-query attention.
+    seed : int, default 0
+        Same seed, same weights, in every process.
+    bias : bool, default False
+        Whether to draw biases too.
+
+    Returns
+    -------
+    AttentionParams
+        ``w_q, w_o`` of shape (d_model, d_model); ``w_k, w_v`` of shape
+        (d_model, n_kv_heads * d_head).
+
+    Notes
+    -----
+    Two teaching invariants hold:
+
+    * ``n_heads`` does not change the weights: heads are column slices of one projection, so a
+      different head count partitions the same ``w_q`` differently.  With grouped-query
+      attention, key/value head ``g`` keeps the columns of query head ``g * n_heads //
+      n_kv_heads``, so ``n_kv_heads == n_heads`` gives back ordinary attention exactly.
+    * ``d_model`` changes the weights smoothly: each matrix is the top-left corner of one larger
+      seeded matrix, scaled by ``1 / sqrt(d_model)``.
+    """
+    d_model = _check_int("d_model", d_model)
+    n_heads, n_kv_heads, d_head = _check_heads(d_model, n_heads, n_kv_heads)
+    seed = _check_int("seed", seed, minimum=0)
+    if not isinstance(bias, (bool, np.bool_)):
+        raise TypeError(f"bias must be True or False, got {bias!r}")
+    w_q, w_k, w_v, w_o, b_q, b_k, b_v, b_o = _init_full(d_model, seed, bool(bias))
+    if n_kv_heads != n_heads:
+        group = n_heads // n_kv_heads
+        cols = np.concatenate(
+            [np.arange(g * group * d_head, (g * group + 1) * d_head) for g in range(n_kv_heads)]
+        )
+        w_k, w_v = w_k[:, cols], w_v[:, cols]
+        if bias:
+            b_k, b_v = b_k[cols], b_v[cols]
+    return AttentionParams(w_q, w_k, w_v, w_o, b_q, b_k, b_v, b_o)
+
+
+# --------------------------------------------------------------------------------------------
+# masks
+# --------------------------------------------------------------------------------------------
+def causal_mask(seq_len: int) -> np.ndarray:
+    """Boolean ``(seq_len, seq_len)`` mask, True where query ``i`` may attend key ``j <= i``."""
+    seq_len = _check_int("seq_len", seq_len)
+    return np.tri(seq_len, dtype=bool)
+
+
+def sliding_window_mask(seq_len: int, window: int) -> np.ndarray:
+    """Causal local attention: query ``i`` sees keys ``i - window + 1 .. i``.
+
+    Parameters
+    ----------
+    seq_len : int
+        Sequence length.
+    window : int
+        How many keys each query sees, itself included (``window >= seq_len`` is causal).
+
+    Returns
+    -------
+    ndarray of bool, shape (seq_len, seq_len)
+    """
+    seq_len = _check_int("seq_len", seq_len)
+    window = _check_int("window", window)
+    i = np.arange(seq_len)
+    diff = i[:, None] - i[None, :]
+    return (diff >= 0) & (diff < window)
+
+
+def _resolve_mask(mask: MaskLike, seq_len: int, window: int | None) -> np.ndarray | None:
+    """Return a boolean (seq_len, seq_len) array, or None for full attention."""
+    if mask is None:
+        return None
+    if isinstance(mask, str):
+        if mask == "none":
+            return None
+        if mask == "causal":
+            return causal_mask(seq_len)
+        if mask == "sliding":
+            if window is None:
+                raise ValueError('mask="sliding" needs window=<keys per query>, got window=None')
+            return sliding_window_mask(seq_len, window)
+        raise ValueError(
+            f'mask must be None, "none", "causal", "sliding" or a boolean array, got {mask!r}'
+        )
+    arr = np.asarray(mask)
+    if arr.dtype != bool:
+        raise TypeError(f"mask array must be boolean (True = may attend), got dtype {arr.dtype}")
+    if arr.shape != (seq_len, seq_len):
+        raise ValueError(
+            f"mask must have shape (seq_len, seq_len) = ({seq_len}, {seq_len}), got {arr.shape}"
+        )
+    empty = np.flatnonzero(~arr.any(axis=1))
+    if empty.size:
+        raise ValueError(
+            f"mask row {int(empty[0])} allows no key: every query must attend to at least one "
+            "key (softmax over nothing is undefined)"
+        )
+    if arr.all():
+        return None
+    return arr
+
+
+# --------------------------------------------------------------------------------------------
+# the trace
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class AttentionTrace:
+    """Every intermediate of one multi-head self-attention layer.
+
+    Attributes
+    ----------
+    x : ndarray, shape (seq_len, d_model)
+        The input.
+    q : ndarray, shape (n_heads, seq_len, d_head)
+        Queries, ``X @ w_q`` split into heads.
+    k, v : ndarray, shape (n_kv_heads, seq_len, d_head)
+        Keys and values, split into key/value heads.
+    scores : ndarray, shape (n_heads, seq_len, seq_len)
+        ``q @ k^T / sqrt(d_head)``, before temperature and mask.
+    weights : ndarray, shape (n_heads, seq_len, seq_len)
+        ``softmax(scores / temperature)`` over keys; masked entries are exactly 0, rows sum to 1.
+    head_outputs : ndarray, shape (n_heads, seq_len, d_head)
+        ``weights @ v`` for each head.
+    concat : ndarray, shape (seq_len, d_model)
+        Head outputs side by side.
+    output : ndarray, shape (seq_len, d_model)
+        ``concat @ w_o (+ b_o)``.
+    mask : ndarray of bool, shape (seq_len, seq_len)
+        True where query ``i`` may attend key ``j`` (all True without a mask).
+    entropy : ndarray, shape (n_heads, seq_len)
+        Entropy (nats) of each row of ``weights``: 0 for a one-hot row, ``log(#keys)`` for a
+        uniform one.  Low entropy = a sharp head.
+    temperature : float
+        The softmax temperature used.
+    """
+
+    x: np.ndarray
+    q: np.ndarray
+    k: np.ndarray
+    v: np.ndarray
+    scores: np.ndarray
+    weights: np.ndarray
+    head_outputs: np.ndarray
+    concat: np.ndarray
+    output: np.ndarray
+    mask: np.ndarray
+    entropy: np.ndarray
+    temperature: float
+
+    @property
+    def seq_len(self) -> int:
+        """Number of tokens."""
+        return self.x.shape[0]
+
+    @property
+    def d_model(self) -> int:
+        """Model width."""
+        return self.x.shape[1]
+
+    @property
+    def n_heads(self) -> int:
+        """Number of query heads."""
+        return self.q.shape[0]
+
+    @property
+    def n_kv_heads(self) -> int:
+        """Number of key/value heads."""
+        return self.k.shape[0]
+
+    @property
+    def d_head(self) -> int:
+        """Width of one head: ``d_model // n_heads``."""
+        return self.q.shape[2]
+
+    @property
+    def head_entropy(self) -> np.ndarray:
+        """Mean row entropy of each head, shape (n_heads,)."""
+        return self.entropy.mean(axis=1)
+
+    def kv_head(self, head: int) -> int:
+        """Index of the key/value head that query head ``head`` reads."""
+        return head // (self.n_heads // self.n_kv_heads)
+
+
+# --------------------------------------------------------------------------------------------
+# the computation
+# --------------------------------------------------------------------------------------------
+def estimate_memory(
+    seq_len: int, d_model: int, n_heads: int, n_kv_heads: int | None = None, dtype=np.float64
+) -> int:
+    """Bytes of working memory :func:`multi_head_attention` allocates for these sizes.
+
+    Returns
+    -------
+    int
+        Two ``(n_heads, seq_len, seq_len)`` arrays (scores and weights) plus the
+        ``(seq_len, ...)`` projections, head outputs, concat and output.
+    """
+    n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
+    d_head = d_model // n_heads
+    itemsize = np.dtype(dtype).itemsize
+    square = 2 * n_heads * seq_len * seq_len
+    rows = seq_len * (3 * d_model + 4 * n_kv_heads * d_head) + seq_len * (n_heads + 3)
+    return int(itemsize * (square + rows + seq_len * seq_len))
+
+
+def _softmax_rows(
+    z: np.ndarray, mask: np.ndarray | None, inv_temperature: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Turn scores into weights in place; return ``(weights, row_entropy)``.
+
+    ``z`` is (n_heads, seq_len, seq_len) scores; on return it holds the weights.  The entropy
+    uses ``H = log(sum_j e_j) - sum_j w_j z_j`` (with ``z`` shifted so its row maximum is 0),
+    which needs no logarithm of the weights.
+    """
+    if inv_temperature != 1.0:
+        z *= inv_temperature
+    if mask is not None:
+        np.copyto(z, -np.inf, where=~mask)
+    z -= z.max(axis=-1, keepdims=True)  # max-subtracted: exp never overflows
+    if mask is not None:
+        np.copyto(z, _MASK_FILL, where=~mask)  # finite, and exp(-1000) == 0 exactly
+    e = np.exp(z)
+    total = e.sum(axis=-1)  # >= 1: the row maximum contributes exp(0)
+    ez = np.einsum("hij,hij->hi", e, z)
+    entropy = np.log(total) - ez / total
+    np.maximum(entropy, 0.0, out=entropy)  # rounding can give -1e-16 for a one-hot row
+    np.multiply(e, (1.0 / total)[..., None], out=z)
+    return z, entropy
+
+
+def multi_head_attention(
+    x: np.ndarray,
+    params: AttentionParams,
+    *,
+    n_heads: int,
+    n_kv_heads: int | None = None,
+    temperature: float = 1.0,
+    mask: MaskLike = None,
+    window: int | None = None,
+    dtype: type | np.dtype = np.float64,
+) -> AttentionTrace:
+    """Run one multi-head self-attention layer and keep every intermediate.
+
+    Parameters
+    ----------
+    x : array_like, shape (seq_len, d_model)
+        The input sequence, one row per token.
+    params : AttentionParams
+        The layer's projections, e.g. from :func:`init_params`.
+    n_heads : int
+        Number of query heads; must divide ``d_model``.
+    n_kv_heads : int, optional
+        Number of key/value heads (grouped-query attention); defaults to ``n_heads``.
+    temperature : float, default 1.0
+        Softmax temperature ``T > 0``: weights are ``softmax(scores / T)``.  Small T sharpens
+        every row towards one-hot, large T flattens it towards uniform.
+    mask : None, "none", "causal", "sliding", or ndarray of bool, shape (seq_len, seq_len)
+        True where query ``i`` may attend key ``j``.  ``"sliding"`` needs ``window``.
+    window : int, optional
+        Keys per query for ``mask="sliding"`` (see :func:`sliding_window_mask`).
+    dtype : float32 or float64, default float64
+        Precision of the computation.
+
+    Returns
+    -------
+    AttentionTrace
+        Every stage, from ``x`` to ``output``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For any invalid argument, naming it; ``ValueError`` also when the arrays would need more
+        than :data:`MEMORY_LIMIT_BYTES`.
+    """
+    if not isinstance(params, AttentionParams):
+        raise TypeError(f"params must be an AttentionParams (see init_params), got {type(params)}")
+    dt = _check_dtype(dtype)
+    temperature = _check_temperature(temperature)
+    d_model = params.d_model
+    n_heads, n_kv_heads, d_head = _check_heads(d_model, n_heads, n_kv_heads)
+    if params.d_kv != n_kv_heads * d_head:
+        raise ValueError(
+            f"params do not match n_heads={n_heads}, n_kv_heads={n_kv_heads}: w_k has "
+            f"{params.d_kv} columns but n_kv_heads * d_head = {n_kv_heads} * {d_head} = "
+            f"{n_kv_heads * d_head}; make params with init_params(d_model, n_heads, n_kv_heads)"
+        )
+    x_arr = np.asarray(x)
+    if x_arr.dtype == object or not (
+        np.issubdtype(x_arr.dtype, np.number) or x_arr.dtype == bool
+    ) or np.issubdtype(x_arr.dtype, np.complexfloating):
+        raise TypeError(f"x must hold real numbers, got an array of dtype {x_arr.dtype}")
+    if x_arr.ndim != 2:
+        raise ValueError(f"x must be 2-D (seq_len, d_model), got {x_arr.ndim}-D shape {x_arr.shape}")
+    seq_len = x_arr.shape[0]
+    if seq_len == 0:
+        raise ValueError("x is empty: it needs at least one token (one row)")
+    if x_arr.shape[1] != d_model:
+        raise ValueError(
+            f"x has width {x_arr.shape[1]} but params expect d_model={d_model}: "
+            f"x must have shape (seq_len, {d_model})"
+        )
+    x_arr = np.ascontiguousarray(x_arr, dtype=dt)
+    if not np.isfinite(x_arr).all():
+        raise ValueError("x contains NaN or infinity; every value must be finite")
+    need = estimate_memory(seq_len, d_model, n_heads, n_kv_heads, dt)
+    if need > MEMORY_LIMIT_BYTES:
+        raise ValueError(
+            f"seq_len={seq_len} with n_heads={n_heads} would need about {need / 2**30:.1f} GiB "
+            f"(limit MEMORY_LIMIT_BYTES = {MEMORY_LIMIT_BYTES / 2**30:.1f} GiB): use a shorter "
+            "sequence, fewer heads or dtype=float32"
+        )
+    bool_mask = _resolve_mask(mask, seq_len, window)
+    w = params.as_dtype(dt)
+    group = n_heads // n_kv_heads
+    d_kv = n_kv_heads * d_head
+
+    # 1. project: [seq, d_model] @ [d_model, d_model + 2 d_kv] -> [seq, d_model + 2 d_kv]
+    qkv = x_arr @ w["w_qkv"]
+    if w["b_qkv"] is not None:
+        qkv += w["b_qkv"]
+    # split into heads: [seq, h * d_head] -> [h, seq, d_head]
+    q = np.ascontiguousarray(qkv[:, :d_model].reshape(seq_len, n_heads, d_head).transpose(1, 0, 2))
+    k = np.ascontiguousarray(
+        qkv[:, d_model : d_model + d_kv].reshape(seq_len, n_kv_heads, d_head).transpose(1, 0, 2)
+    )
+    v = np.ascontiguousarray(
+        qkv[:, d_model + d_kv :].reshape(seq_len, n_kv_heads, d_head).transpose(1, 0, 2)
+    )
+
+    # 2. attend.  Query heads of one group share a K/V head, so stack the group's queries:
+    # [h, seq, d_head] -> [kv, group * seq, d_head]; @ [kv, d_head, seq] -> [kv, group*seq, seq]
+    scale = 1.0 / math.sqrt(d_head)
+    q_grouped = (q * dt.type(scale)).reshape(n_kv_heads, group * seq_len, d_head)
+    scores = np.matmul(q_grouped, k.transpose(0, 2, 1)).reshape(n_heads, seq_len, seq_len)
+    weights, entropy = _softmax_rows(scores.copy(), bool_mask, 1.0 / temperature)
+    # [kv, group * seq, seq] @ [kv, seq, d_head] -> [h, seq, d_head]
+    head_outputs = np.matmul(
+        weights.reshape(n_kv_heads, group * seq_len, seq_len), v
+    ).reshape(n_heads, seq_len, d_head)
+
+    # 3. combine: [h, seq, d_head] -> [seq, h * d_head] -> @ w_o -> [seq, d_model]
+    concat = np.ascontiguousarray(head_outputs.transpose(1, 0, 2)).reshape(seq_len, d_model)
+    output = concat @ w["w_o"]
+    if w["b_o"] is not None:
+        output += w["b_o"]
+    if not np.isfinite(output).all():  # a non-finite score or weight reaches the output
+        raise ValueError(
+            "the scores overflowed (values too large for "
+            f"{dt}); scale x or the weights down, or use dtype=float64"
+        )
+    if bool_mask is None:
+        bool_mask = np.ones((seq_len, seq_len), dtype=bool)
+    return AttentionTrace(
+        x=x_arr,
+        q=q,
+        k=k,
+        v=v,
+        scores=scores,
+        weights=weights,
+        head_outputs=head_outputs,
+        concat=concat,
+        output=output,
+        mask=bool_mask,
+        entropy=entropy,
+        temperature=temperature,
+    )
+
