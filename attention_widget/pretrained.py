@@ -1,0 +1,1348 @@
+"""Look inside real pretrained transformers: a NumPy forward over Hugging Face checkpoint folders.
+
+A checkpoint folder in the Hugging Face layout holds ``config.json``, ``model.safetensors`` (or
+shards listed in ``model.safetensors.index.json``) and ``tokenizer.json``.
+:func:`load_pretrained` reads it and returns a :class:`PretrainedModel` whose
+:meth:`~PretrainedModel.trace` runs the embeddings and every block up to the chosen layer in
+NumPy (float32) and returns that layer's attention as the engine's
+:class:`~attention_widget.engine.AttentionTrace`: what the model really computes there.
+
+Supported families (``model_type`` in ``config.json``):
+
+* ``"bert"`` -- BERT-style encoders (BERT, MiniLM): absolute position and token-type
+  embeddings, post-LayerNorm blocks, full (bidirectional) attention, GELU.
+* ``"gpt2"`` -- GPT-2: learned positions, pre-LayerNorm blocks, causal attention, fused
+  ``c_attn`` (Conv1D, stored ``(in, out)``).
+* ``"llama"`` -- Llama: RMSNorm, rotary position embeddings (rotate-half), grouped-query
+  attention, SwiGLU MLP.
+* ``"qwen3"`` -- Qwen3: Llama plus a per-head RMSNorm of queries and keys (``q_norm``,
+  ``k_norm``) before the rotation.  Its ``head_dim`` (often 128) need not equal
+  ``d_model / n_heads``.
+
+Nothing in the folder is executed: weights are read with the NumPy safetensors reader of
+:mod:`attention_widget.safetensors_io` (no pickle), the configuration with :func:`json.load`,
+and the tokenizer with the ``tokenizers`` package (an optional extra:
+``pip install attention-widget[models]``).  No torch, no network.
+
+Memory: the safetensors files are memory-mapped.  Float32 weights are used in place; bfloat16 and
+float16 weights are upcast to float32 one layer at a time when that layer runs.  Prepared layers
+are kept while they fit in ``cache_bytes``; layers beyond that budget are prepared again on each
+forward.  Embedding matrices are never upcast as a whole: only the rows of the tokens used are
+read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import mmap
+import numbers
+import os
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .engine import MEMORY_LIMIT_BYTES, AttentionTrace, _check_temperature, _softmax_rows
+from .safetensors_io import SafetensorsError, SafetensorsFile
+
+__all__ = [
+    "SUPPORTED_MODEL_TYPES",
+    "Encoding",
+    "PretrainedModel",
+    "load_pretrained",
+]
+
+#: ``model_type`` values of ``config.json`` that :func:`load_pretrained` can run.
+SUPPORTED_MODEL_TYPES = ("bert", "gpt2", "llama", "qwen3")
+
+ProgressCallback = Callable[[float, str], Any]
+
+_INSTALL_HINT = "pip install attention-widget[models]"
+_FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")
+
+
+# --------------------------------------------------------------------------------------------
+# elementwise pieces (float32, vectorised)
+# --------------------------------------------------------------------------------------------
+# Abramowitz & Stegun 7.1.26: erf(z) = 1 - t (a1 + t (a2 + ... a5 t)) exp(-z^2), t = 1/(1+p z),
+# absolute error < 1.5e-7 for z >= 0.  Far faster than math.erf element by element.
+_ERF_P = 0.3275911
+_ERF_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+
+
+def gelu_erf(x: np.ndarray) -> np.ndarray:
+    """Exact-form GELU ``x * Phi(x) = x/2 (1 + erf(x / sqrt 2))``, vectorised.
+
+    Uses ``gelu(x) = max(x, 0) - |x|/2 * (1 - erf(|x|/sqrt 2))`` with the Abramowitz-Stegun
+    7.1.26 approximation of ``1 - erf`` (absolute error below 1.5e-7), which is accurate in
+    both tails and needs one ``exp``.
+
+    Parameters
+    ----------
+    x : ndarray of float32 or float64, any shape
+
+    Returns
+    -------
+    ndarray, same shape and dtype
+    """
+    a = np.abs(x)
+    a *= x.dtype.type(1.0 / math.sqrt(2.0))  # z = |x| / sqrt 2
+    t = a * x.dtype.type(_ERF_P)
+    t += 1.0
+    np.reciprocal(t, out=t)
+    poly = t * x.dtype.type(_ERF_A[4])
+    for coef in _ERF_A[3::-1]:
+        poly += coef
+        poly *= t
+    np.square(a, out=a)
+    np.negative(a, out=a)
+    np.exp(a, out=a)  # exp(-z^2)
+    poly *= a  # 1 - erf(z)
+    np.abs(x, out=a)
+    a *= 0.5
+    poly *= a  # |x|/2 (1 - erf(z))
+    out = np.maximum(x, 0)
+    out -= poly
+    return out
+
+
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    """GELU in the tanh form of GPT-2 (``gelu_new``): ``x/2 (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3)))``."""
+    c = x.dtype.type(math.sqrt(2.0 / math.pi))
+    inner = x * x
+    inner *= x.dtype.type(0.044715)
+    inner += 1.0
+    inner *= x
+    inner *= c
+    np.tanh(inner, out=inner)
+    inner += 1.0
+    inner *= x
+    inner *= 0.5
+    return inner
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    """SiLU (swish): ``x * sigmoid(x)``."""
+    e = np.negative(x)
+    np.exp(e, out=e)
+    e += 1.0
+    return np.divide(x, e, out=e)
+
+
+def _relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0)
+
+
+_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "gelu": gelu_erf,
+    "gelu_new": gelu_tanh,
+    "gelu_pytorch_tanh": gelu_tanh,
+    "gelu_fast": gelu_tanh,
+    "relu": _relu,
+    "silu": silu,
+    "swish": silu,
+}
+
+
+def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, eps: float) -> np.ndarray:
+    """LayerNorm over the last axis: ``(x - mean) / sqrt(var + eps) * w + b``."""
+    mu = x.mean(axis=-1, keepdims=True)
+    xc = x - mu
+    var = np.einsum("...i,...i->...", xc, xc)[..., None]
+    var *= x.dtype.type(1.0 / x.shape[-1])
+    var += x.dtype.type(eps)
+    xc /= np.sqrt(var, out=var)
+    xc *= w
+    if b is not None:
+        xc += b
+    return xc
+
+
+def _rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    """RMSNorm over the last axis: ``x / sqrt(mean(x^2) + eps) * w`` (Llama, Qwen3)."""
+    ms = np.einsum("...i,...i->...", x, x)[..., None]
+    ms *= x.dtype.type(1.0 / x.shape[-1])
+    ms += x.dtype.type(eps)
+    out = x / np.sqrt(ms, out=ms)
+    out *= w
+    return out
+
+
+def _softmax_fast(z: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Row softmax in place over the last axis; ``mask`` False -> weight exactly 0."""
+    if mask is not None:
+        np.copyto(z, -np.inf, where=~mask)
+    z -= z.max(axis=-1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=-1, keepdims=True)
+    return z
+
+
+# --------------------------------------------------------------------------------------------
+# small helpers
+# --------------------------------------------------------------------------------------------
+def _owns_memory(a: np.ndarray) -> bool:
+    """False for a view of a memory-mapped file (costs no RAM of its own), else True."""
+    while a.base is not None:
+        if isinstance(a.base, mmap.mmap):
+            return False
+        if not isinstance(a.base, np.ndarray):
+            return True
+        a = a.base
+    return True
+
+
+def _report(progress: ProgressCallback | None, fraction: float, message: str) -> None:
+    if progress is not None:
+        progress(min(max(float(fraction), 0.0), 1.0), message)
+
+
+def _import_tokenizers():
+    try:
+        import tokenizers
+    except ImportError as err:  # pragma: no cover - exercised by monkeypatching in tests
+        raise ImportError(
+            "reading tokenizer.json needs the optional `tokenizers` package; install it with "
+            f"`{_INSTALL_HINT}`"
+        ) from err
+    return tokenizers
+
+
+def _bytes_to_unicode() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, inverted: printable character -> byte value."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+_BYTE_DECODER = _bytes_to_unicode()
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """A text as the model sees it.
+
+    Attributes
+    ----------
+    text : str
+        The text.
+    ids : ndarray of int64, shape (seq_len,)
+        Token ids, special tokens included.
+    tokens : list of str
+        The tokenizer's own token strings (``"##ing"``, ``"Ġthe"``, ``"[CLS]"``).
+    display : list of str
+        Readable token strings: byte-level BPE (``"Ġthe"``) and SentencePiece (``"▁the"``)
+        markers turned back into spaces; WordPiece ``"##"`` and special tokens kept.
+    special : list of bool
+        True for special tokens the tokenizer added (``[CLS]``, ``[SEP]``, BOS, ...).
+    """
+
+    text: str
+    ids: np.ndarray
+    tokens: list[str]
+    display: list[str]
+    special: list[bool]
+
+
+@dataclass
+class _TextState:
+    encoding: Encoding
+    blocks: list[np.ndarray]  # blocks[i] = input of layer i (blocks[0] = embeddings), float32
+
+
+@dataclass
+class _RawAttention:
+    x: np.ndarray
+    q: np.ndarray
+    k: np.ndarray
+    v: np.ndarray
+    scores: np.ndarray
+    w_o: np.ndarray  # (d_model, n_heads * d_head): output = concat @ w_o.T + b_o
+    b_o: np.ndarray | None
+
+
+class _Tensors:
+    """All tensors of a checkpoint, from one file or from shards, looked up by name."""
+
+    def __init__(self, folder: Path) -> None:
+        single = folder / "model.safetensors"
+        index = folder / "model.safetensors.index.json"
+        self._files: dict[str, SafetensorsFile] = {}
+        self._where: dict[str, str] = {}
+        if single.is_file():
+            f = SafetensorsFile(single)
+            self._files[single.name] = f
+            self._where = dict.fromkeys(f.keys(), single.name)
+        elif index.is_file():
+            try:
+                weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+                if not isinstance(weight_map, dict):
+                    raise TypeError("weight_map is not an object")
+            except (ValueError, KeyError, TypeError) as err:
+                raise ValueError(
+                    f"{index}: not a valid safetensors index: expected JSON with a "
+                    f"'weight_map' object ({err})"
+                ) from None
+            for name, fname in weight_map.items():
+                if not isinstance(fname, str) or Path(fname).name != fname:
+                    raise ValueError(
+                        f"{index}: shard name {fname!r} for tensor {name!r} is not a plain file "
+                        "name in the same folder"
+                    )
+                if fname not in self._files:
+                    self._files[fname] = SafetensorsFile(folder / fname)
+                if name not in self._files[fname]:
+                    raise SafetensorsError(
+                        f"{folder / fname}: has no tensor {name!r}, which {index.name} places "
+                        "in it"
+                    )
+                self._where[name] = fname
+        else:
+            raise FileNotFoundError(
+                f"{folder}: no model.safetensors (or model.safetensors.index.json) in this "
+                "folder; only safetensors checkpoints are read (never pickled .bin files)"
+            )
+        self.folder = folder
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._where
+
+    def keys(self) -> list[str]:
+        return list(self._where)
+
+    def file(self, name: str) -> SafetensorsFile:
+        return self._files[self._where[name]]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.file(name).shape(name)
+
+    def dtype(self, name: str) -> str:
+        return self.file(name).dtype(name)
+
+    def f32(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
+        """Tensor as float32 (a view for F32 files, an upcast copy otherwise)."""
+        arr = self.file(name).get(name, rows=rows)
+        return arr if arr.dtype == np.float32 else arr.astype(np.float32)
+
+    @property
+    def file_names(self) -> str:
+        return ", ".join(sorted(self._files))
+
+
+# --------------------------------------------------------------------------------------------
+# the model
+# --------------------------------------------------------------------------------------------
+class PretrainedModel:
+    """A pretrained transformer read from a checkpoint folder, run in NumPy (float32).
+
+    Create it with :func:`load_pretrained`.
+
+    Attributes
+    ----------
+    name : str
+        Folder name, e.g. ``"all-MiniLM-L6-v2"``.
+    path : pathlib.Path
+        The folder.
+    model_type : str
+        ``config.json``'s ``model_type``: one of :data:`SUPPORTED_MODEL_TYPES`.
+    config : dict
+        ``config.json`` as read.
+    n_layers, n_heads, n_kv_heads, d_model, d_head : int
+        Architecture.  ``n_heads * d_head`` may differ from ``d_model`` (Qwen3).
+    causal : bool
+        True for decoders (GPT-2, Llama, Qwen3): query ``i`` sees keys ``j <= i``.
+    max_tokens : int
+        Longest text (in tokens, special tokens included) the model accepts.
+    vocab_size : int
+        Rows of the token embedding.
+    stored_dtype : str
+        Safetensors dtype of the weights, e.g. ``"F32"`` or ``"BF16"``.
+    progress : callable(fraction, message) or None
+        Called while layers are read and run; assign to change it.
+    cache_bytes : int
+        Budget for prepared (float32, fused) layer weights kept between calls.
+
+    Notes
+    -----
+    Hidden states are cached per text (the last few texts), so moving between layers or
+    changing the temperature re-runs nothing but one layer's softmax.  The temperature is a
+    what-if applied to the chosen layer only: the hidden states feeding it are always the
+    model's real ones (temperature 1).
+    """
+
+    causal = True
+    _TEXT_CACHE = 8
+    _RAW_CACHE = 8
+
+    def __init__(
+        self,
+        path: Path,
+        config: dict,
+        tensors: _Tensors,
+        tokenizer: Any,
+        tokenizer_style: str,
+        progress: ProgressCallback | None,
+        cache_bytes: int,
+    ) -> None:
+        self.path = path
+        self.name = path.name
+        self.config = config
+        self.model_type = str(config["model_type"])
+        self._t = tensors
+        self._tok = tokenizer
+        self._tok_style = tokenizer_style
+        self.progress = progress
+        self.cache_bytes = int(cache_bytes)
+        self._layer_cache: dict[int, dict[str, np.ndarray | None]] = {}
+        self._cached_bytes = 0
+        self._states: OrderedDict[str, _TextState] = OrderedDict()
+        self._raw: OrderedDict[tuple[str, int], _RawAttention] = OrderedDict()
+        self._masks: dict[int, np.ndarray] = {}
+        self._parse_config()
+        self._find_prefix()
+        self._validate_shapes()
+        self.vocab_size = self._t.shape(self._embedding_name)[0]
+        self.stored_dtype = self._t.dtype(self._embedding_name)
+        memory_cap = int(math.sqrt(MEMORY_LIMIT_BYTES / (4 * 4 * self.n_heads)))
+        self.max_tokens = int(min(self._max_positions, memory_cap))
+
+    # ---- to be provided by each family ------------------------------------------------------
+    _prefix_suffix: str = ""  # a tensor name suffix that locates the prefix ("bert.", "model.")
+    _embedding_name: str = ""
+
+    def _parse_config(self) -> None:
+        raise NotImplementedError
+
+    def _expected_shapes(self) -> dict[str, tuple[int, ...]]:
+        raise NotImplementedError
+
+    def _prepare_layer(self, i: int) -> dict[str, np.ndarray | None]:
+        raise NotImplementedError
+
+    def _embed(self, ids: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _qkv(
+        self, h: np.ndarray, w: dict, i: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def _after_attention(self, h: np.ndarray, attn_out: np.ndarray, w: dict) -> np.ndarray:
+        raise NotImplementedError
+
+    def _final(self, h: np.ndarray) -> np.ndarray:
+        return h
+
+    def _scale(self, i: int) -> float:
+        return 1.0 / math.sqrt(self.d_head)
+
+    # ---- config helpers ---------------------------------------------------------------------
+    def _cfg(self, *keys: str, default: Any = ...) -> Any:
+        for key in keys:
+            if key in self.config and self.config[key] is not None:
+                return self.config[key]
+        if default is ...:
+            raise ValueError(
+                f"{self.path / 'config.json'}: missing {' or '.join(repr(k) for k in keys)}, "
+                f"needed for model_type {self.model_type!r}"
+            )
+        return default
+
+    def _cfg_int(self, *keys: str, default: Any = ...) -> int:
+        value = self._cfg(*keys, default=default)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(
+                f"{self.path / 'config.json'}: {keys[0]} must be a positive integer, got {value!r}"
+            )
+        return int(value)
+
+    def _find_prefix(self) -> None:
+        suffix = self._prefix_suffix
+        found = sorted(n for n in self._t.keys() if n.endswith(suffix))
+        found = [n for n in found if n[: -len(suffix)] in ("", *self._prefixes)]
+        if not found:
+            raise ValueError(
+                f"{self.path}: {self._t.file_names} has no tensor named '{suffix}' (with an "
+                f"optional prefix {', '.join(repr(p) for p in self._prefixes)}): the weights do "
+                f"not look like a {self.model_type!r} model, though config.json says so"
+            )
+        self._p = found[0][: -len(suffix)]
+        self._embedding_name = self._p + self._embedding_suffix
+
+    _prefixes: tuple[str, ...] = ()
+    _embedding_suffix: str = ""
+
+    def _validate_shapes(self) -> None:
+        for name, shape in self._expected_shapes().items():
+            if name not in self._t:
+                raise ValueError(
+                    f"{self.path}: tensor {name!r} is missing from {self._t.file_names} "
+                    f"(config.json says {self.n_layers} layers of a {self.model_type!r} model)"
+                )
+            got = self._t.shape(name)
+            if got != shape:
+                raise ValueError(
+                    f"{self.path}: config.json disagrees with the weights: tensor {name!r} in "
+                    f"{self._t.file(name).path.name} has shape {got}, but config.json "
+                    f"({self._describe_config()}) implies {shape}"
+                )
+            dtype = self._t.dtype(name)
+            if dtype not in _FLOAT_DTYPES:
+                raise ValueError(
+                    f"{self.path}: tensor {name!r} in {self._t.file(name).path.name} has dtype "
+                    f"{dtype}; weights must be one of {', '.join(_FLOAT_DTYPES)}"
+                )
+
+    def _describe_config(self) -> str:
+        return (
+            f"d_model={self.d_model}, n_heads={self.n_heads}, n_kv_heads={self.n_kv_heads}, "
+            f"d_head={self.d_head}, d_ff={self.d_ff}, n_layers={self.n_layers}"
+        )
+
+    # ---- weights ----------------------------------------------------------------------------
+    def _layer(self, i: int) -> dict[str, np.ndarray | None]:
+        if i in self._layer_cache:
+            return self._layer_cache[i]
+        w = self._prepare_layer(i)
+        size = sum(a.nbytes for a in w.values() if a is not None and _owns_memory(a))
+        if self._cached_bytes + size <= self.cache_bytes:
+            self._layer_cache[i] = w
+            self._cached_bytes += size
+        return w
+
+    def clear_cache(self) -> None:
+        """Forget prepared layer weights and cached hidden states (frees memory)."""
+        self._layer_cache.clear()
+        self._cached_bytes = 0
+        self._states.clear()
+        self._raw.clear()
+
+    # ---- tokenization -----------------------------------------------------------------------
+    def encode(self, text: str) -> Encoding:
+        """Tokenize ``text`` as the model does, special tokens included.
+
+        Raises
+        ------
+        TypeError
+            If ``text`` is not a string.
+        ValueError
+            If it gives no tokens, more than :attr:`max_tokens`, or an id outside the
+            embedding.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a string, got {text!r} ({type(text).__name__})")
+        state = self._states.get(text)
+        if state is not None:
+            return state.encoding
+        enc = self._tok.encode(text, add_special_tokens=True)
+        ids = np.asarray(enc.ids, dtype=np.int64)
+        if ids.size == 0:
+            raise ValueError(f"text {text!r} gives no tokens; type at least one word")
+        if ids.size > self.max_tokens:
+            raise ValueError(
+                f"text has {ids.size} tokens but {self.name} accepts at most "
+                f"max_tokens={self.max_tokens}; use a shorter text"
+            )
+        if ids.max() >= self.vocab_size:
+            raise ValueError(
+                f"{self.path / 'tokenizer.json'} gives token id {int(ids.max())} but the "
+                f"embedding in {self._t.file_names} has only {self.vocab_size} rows: the "
+                "tokenizer does not belong to these weights"
+            )
+        tokens = list(enc.tokens)
+        special = [bool(s) for s in enc.special_tokens_mask]
+        return Encoding(text, ids, tokens, self._display(tokens, special), special)
+
+    def _display(self, tokens: list[str], special: list[bool]) -> list[str]:
+        if self._tok_style == "bytelevel":
+            out = []
+            for tok, sp in zip(tokens, special):
+                if sp or not all(c in _BYTE_DECODER for c in tok):
+                    out.append(tok)
+                else:
+                    out.append(bytes(_BYTE_DECODER[c] for c in tok).decode("utf-8", "replace"))
+            return out
+        if self._tok_style == "metaspace":
+            return [tok if sp else tok.replace("▁", " ") for tok, sp in zip(tokens, special)]
+        return list(tokens)
+
+    def tokenize(self, text: str) -> list[str]:
+        """Readable token strings of ``text``, special tokens ([CLS], [SEP], BOS) included.
+
+        Byte-level BPE markers (``Ġ``) and SentencePiece markers (``▁``) are shown as spaces;
+        see :meth:`encode` for the raw strings and ids.
+        """
+        return self.encode(text).display
+
+    def special_token_mask(self, text: str) -> list[bool]:
+        """True for each special token of ``tokenize(text)``."""
+        return self.encode(text).special
+
+    # ---- forward ----------------------------------------------------------------------------
+    def _mask(self, seq_len: int) -> np.ndarray | None:
+        if not self.causal:
+            return None
+        if seq_len not in self._masks:
+            self._masks[seq_len] = np.tri(seq_len, dtype=bool)
+        return self._masks[seq_len]
+
+    def _scores(self, q: np.ndarray, k: np.ndarray, i: int) -> np.ndarray:
+        """``q k^T * scale`` with grouped-query sharing: (h, s, d), (kv, s, d) -> (h, s, s)."""
+        h, s, d = q.shape
+        kv = k.shape[0]
+        qg = (q * np.float32(self._scale(i))).reshape(kv, (h // kv) * s, d)
+        return np.matmul(qg, k.transpose(0, 2, 1)).reshape(h, s, s)
+
+    @staticmethod
+    def _mix(weights: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """``weights @ v`` per head: (h, s, s), (kv, s, d) -> (h, s, d)."""
+        h, s, _ = weights.shape
+        kv, _, d = v.shape
+        return np.matmul(weights.reshape(kv, (h // kv) * s, s), v).reshape(h, s, d)
+
+    @staticmethod
+    def _concat(head_out: np.ndarray) -> np.ndarray:
+        """(h, s, d) -> (s, h * d)."""
+        h, s, d = head_out.shape
+        return np.ascontiguousarray(head_out.transpose(1, 0, 2)).reshape(s, h * d)
+
+    @staticmethod
+    def _o_proj(concat: np.ndarray, w_o: np.ndarray, b_o: np.ndarray | None) -> np.ndarray:
+        out = concat @ w_o.T
+        if b_o is not None:
+            out += b_o
+        return out
+
+    def _block(self, h: np.ndarray, i: int, want_weights: bool) -> tuple[np.ndarray, Any]:
+        w = self._layer(i)
+        _, q, k, v = self._qkv(h, w, i)
+        weights = _softmax_fast(self._scores(q, k, i), self._mask(h.shape[0]))
+        attn = self._o_proj(self._concat(self._mix(weights, v)), w["w_o"], w["b_o"])
+        return self._after_attention(h, attn, w), (weights if want_weights else None)
+
+    def forward_ids(
+        self, ids: np.ndarray, *, output_attentions: bool = True
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Run the whole model on token ids (no caching), like ``transformers`` with
+        ``output_hidden_states=True, output_attentions=True``.
+
+        Parameters
+        ----------
+        ids : array_like of int, shape (seq_len,)
+        output_attentions : bool, default True
+
+        Returns
+        -------
+        hidden_states : list of ndarray, n_layers + 1 arrays of shape (seq_len, d_model)
+            Embedding output, then the output of each block (the last after the final norm,
+            for the decoders that have one).
+        attentions : list of ndarray, n_layers arrays of shape (n_heads, seq_len, seq_len)
+            Attention probabilities of each layer (empty without ``output_attentions``).
+        """
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.ndim != 1 or ids.size == 0:
+            raise ValueError(f"ids must be a non-empty 1-D array of token ids, got shape {ids.shape}")
+        if ids.min() < 0 or ids.max() >= self.vocab_size:
+            raise ValueError(f"ids must lie in [0, {self.vocab_size}), got {ids.min()}..{ids.max()}")
+        if ids.size > self.max_tokens:
+            raise ValueError(f"ids has {ids.size} tokens; max_tokens is {self.max_tokens}")
+        h = self._embed(ids)
+        hidden, atts = [h], []
+        for i in range(self.n_layers):
+            _report(self.progress, i / self.n_layers, f"layer {i + 1}/{self.n_layers}")
+            h, a = self._block(h, i, output_attentions)
+            hidden.append(h)
+            if output_attentions:
+                atts.append(a)
+        hidden[-1] = self._final(h)
+        _report(self.progress, 1.0, "done")
+        return hidden, atts
+
+    def _state(self, text: str, upto: int) -> _TextState:
+        """Cached state of ``text`` with the inputs of layers ``0..upto`` computed."""
+        state = self._states.get(text)
+        if state is None:
+            enc = self.encode(text)
+            _report(self.progress, 0.0, "embeddings")
+            state = _TextState(enc, [self._readonly(self._embed(enc.ids))])
+            self._states[text] = state
+            while len(self._states) > self._TEXT_CACHE:
+                self._states.popitem(last=False)
+        else:
+            self._states.move_to_end(text)
+        todo = range(len(state.blocks) - 1, upto)
+        for n, i in enumerate(todo):
+            _report(self.progress, n / len(todo), f"layer {i + 1}/{upto}")
+            h, _ = self._block(state.blocks[i], i, False)
+            state.blocks.append(self._readonly(h))
+        if len(todo):
+            _report(self.progress, 1.0, "done")
+        return state
+
+    @staticmethod
+    def _readonly(a: np.ndarray) -> np.ndarray:
+        a.setflags(write=False)
+        return a
+
+    def _check_layer(self, layer: object) -> int:
+        if isinstance(layer, bool) or not isinstance(layer, numbers.Integral):
+            raise TypeError(f"layer must be an integer, got {layer!r} ({type(layer).__name__})")
+        if not 0 <= layer < self.n_layers:
+            raise ValueError(
+                f"layer must be in 0..{self.n_layers - 1} ({self.name} has {self.n_layers} "
+                f"layers), got {layer}"
+            )
+        return int(layer)
+
+    def _raw_attention(self, text: str, layer: int) -> _RawAttention:
+        key = (text, layer)
+        raw = self._raw.get(key)
+        if raw is not None:
+            self._raw.move_to_end(key)
+            return raw
+        state = self._state(text, layer)
+        w = self._layer(layer)
+        x, q, k, v = self._qkv(state.blocks[layer], w, layer)
+        scores = self._scores(q, k, layer)
+        arrays = [np.ascontiguousarray(a) for a in (x, q, k, v, scores)]
+        raw = _RawAttention(*(self._readonly(a) for a in arrays), w["w_o"], w["b_o"])
+        self._raw[key] = raw
+        while len(self._raw) > self._RAW_CACHE:
+            self._raw.popitem(last=False)
+        return raw
+
+    # ---- public results ---------------------------------------------------------------------
+    def trace(self, text: str, layer: int, temperature: float = 1.0) -> AttentionTrace:
+        """The attention of ``layer`` on ``text``, as the model computes it.
+
+        Parameters
+        ----------
+        text : str
+            Input text; tokenized with the model's tokenizer (special tokens added).
+        layer : int
+            0-based layer index, ``0 <= layer < n_layers``.
+        temperature : float, default 1.0
+            ``weights = softmax(scores / temperature)``; 1 is the real model.  Only this
+            layer's weights, head outputs and output change; its input is the real one.
+
+        Returns
+        -------
+        AttentionTrace
+            float32 arrays, with these meanings for a real model:
+
+            * ``x`` (seq, d_model): the (normed) input of the attention block -- the
+              LayerNorm/RMSNorm output for GPT-2/Llama/Qwen3, the block input for BERT.
+            * ``q`` (n_heads, seq, d_head), ``k, v`` (n_kv_heads, seq, d_head): as really used,
+              i.e. after bias, Qwen3's ``q_norm``/``k_norm`` and the rotary embedding.
+            * ``scores`` (n_heads, seq, seq): ``q k^T`` times the model's scale
+              (``1/sqrt(d_head)``; GPT-2 may also divide by ``layer + 1``), before
+              temperature and mask.
+            * ``weights``: ``softmax(scores / T)`` with masked (future) keys exactly 0.
+            * ``head_outputs`` (n_heads, seq, d_head), ``concat`` (seq, n_heads * d_head):
+              note ``n_heads * d_head`` may differ from ``d_model`` (Qwen3).
+            * ``output`` (seq, d_model): the attention block's output projection, bias
+              included, before the residual connection.
+            * ``mask`` (seq, seq): causal for decoders, all True for BERT.
+
+        Raises
+        ------
+        TypeError, ValueError
+            For a bad ``text``, ``layer`` or ``temperature``, naming it.
+        """
+        layer = self._check_layer(layer)
+        temperature = _check_temperature(temperature)
+        raw = self._raw_attention(text, layer)
+        seq = raw.x.shape[0]
+        mask = self._mask(seq)
+        weights, entropy = _softmax_rows(raw.scores.copy(), mask, 1.0 / temperature)
+        head_outputs = self._mix(weights, raw.v)
+        concat = self._concat(head_outputs)
+        output = self._o_proj(concat, raw.w_o, raw.b_o)
+        return AttentionTrace(
+            x=raw.x,
+            q=raw.q,
+            k=raw.k,
+            v=raw.v,
+            scores=raw.scores,
+            weights=weights,
+            head_outputs=head_outputs,
+            concat=concat,
+            output=output,
+            mask=np.ones((seq, seq), dtype=bool) if mask is None else mask.copy(),
+            entropy=entropy,
+            temperature=temperature,
+        )
+
+    def hidden_states(self, text: str) -> list[np.ndarray]:
+        """Embedding output and the output of every block, like ``output_hidden_states``.
+
+        Returns
+        -------
+        list of ndarray, n_layers + 1 arrays of shape (seq_len, d_model), float32
+            The last one has the final norm applied (GPT-2 ``ln_f``, Llama/Qwen3 ``norm``), as
+            in ``transformers``; BERT has no final norm.
+        """
+        state = self._state(text, self.n_layers)
+        out = list(state.blocks)
+        out[-1] = self._final(out[-1])
+        return out
+
+    def attentions(self, text: str) -> list[np.ndarray]:
+        """Attention probabilities of every layer, like ``output_attentions``.
+
+        Returns
+        -------
+        list of ndarray, n_layers arrays of shape (n_heads, seq_len, seq_len), float32
+        """
+        out = []
+        for i in range(self.n_layers):
+            raw = self._raw_attention(text, i)
+            out.append(_softmax_fast(raw.scores.copy(), self._mask(raw.x.shape[0])))
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"<PretrainedModel {self.name!r} ({self.model_type}): {self.n_layers} layers, "
+            f"{self.n_heads} heads ({self.n_kv_heads} kv), d_model={self.d_model}, "
+            f"d_head={self.d_head}, {self.stored_dtype}>"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# families
+# --------------------------------------------------------------------------------------------
+class _Bert(PretrainedModel):
+    causal = False
+    _prefix_suffix = "embeddings.word_embeddings.weight"
+    _prefixes = ("bert.",)
+    _embedding_suffix = "embeddings.word_embeddings.weight"
+
+    def _parse_config(self) -> None:
+        self.d_model = self._cfg_int("hidden_size")
+        self.n_heads = self._cfg_int("num_attention_heads")
+        self.n_kv_heads = self.n_heads
+        self.n_layers = self._cfg_int("num_hidden_layers")
+        self.d_ff = self._cfg_int("intermediate_size")
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"{self.path / 'config.json'}: hidden_size={self.d_model} is not divisible by "
+                f"num_attention_heads={self.n_heads}"
+            )
+        self.d_head = self.d_model // self.n_heads
+        self._eps = float(self._cfg("layer_norm_eps", default=1e-12))
+        self._max_positions = self._cfg_int("max_position_embeddings", default=512)
+        self._act = _activation(self, self._cfg("hidden_act", default="gelu"))
+        pos_type = self._cfg("position_embedding_type", default="absolute")
+        if pos_type != "absolute":
+            raise ValueError(
+                f"{self.path / 'config.json'}: position_embedding_type={pos_type!r} is not "
+                "supported (only 'absolute')"
+            )
+
+    def _name(self, i: int, part: str) -> str:
+        return f"{self._p}encoder.layer.{i}.{part}"
+
+    def _expected_shapes(self) -> dict[str, tuple[int, ...]]:
+        d, ff, p = self.d_model, self.d_ff, self._p
+        out = {
+            f"{p}embeddings.position_embeddings.weight": (self._max_positions, d),
+            f"{p}embeddings.LayerNorm.weight": (d,),
+            f"{p}embeddings.LayerNorm.bias": (d,),
+        }
+        word = f"{p}embeddings.word_embeddings.weight"
+        out[word] = (self._t.shape(word)[0], d)
+        for i in range(self.n_layers):
+            for part, shape in (
+                ("attention.self.query.weight", (d, d)),
+                ("attention.self.query.bias", (d,)),
+                ("attention.self.key.weight", (d, d)),
+                ("attention.self.key.bias", (d,)),
+                ("attention.self.value.weight", (d, d)),
+                ("attention.self.value.bias", (d,)),
+                ("attention.output.dense.weight", (d, d)),
+                ("attention.output.dense.bias", (d,)),
+                ("attention.output.LayerNorm.weight", (d,)),
+                ("attention.output.LayerNorm.bias", (d,)),
+                ("intermediate.dense.weight", (ff, d)),
+                ("intermediate.dense.bias", (ff,)),
+                ("output.dense.weight", (d, ff)),
+                ("output.dense.bias", (d,)),
+                ("output.LayerNorm.weight", (d,)),
+                ("output.LayerNorm.bias", (d,)),
+            ):
+                out[self._name(i, part)] = shape
+        return out
+
+    def _prepare_layer(self, i: int) -> dict[str, np.ndarray | None]:
+        g = lambda part: self._t.f32(self._name(i, part))  # noqa: E731
+        return {
+            "w_qkv": np.concatenate(
+                [g(f"attention.self.{n}.weight") for n in ("query", "key", "value")]
+            ),
+            "b_qkv": np.concatenate([g(f"attention.self.{n}.bias") for n in ("query", "key", "value")]),
+            "w_o": g("attention.output.dense.weight"),
+            "b_o": g("attention.output.dense.bias"),
+            "ln1_w": g("attention.output.LayerNorm.weight"),
+            "ln1_b": g("attention.output.LayerNorm.bias"),
+            "w_in": g("intermediate.dense.weight"),
+            "b_in": g("intermediate.dense.bias"),
+            "w_out": g("output.dense.weight"),
+            "b_out": g("output.dense.bias"),
+            "ln2_w": g("output.LayerNorm.weight"),
+            "ln2_b": g("output.LayerNorm.bias"),
+        }
+
+    def _embed(self, ids: np.ndarray) -> np.ndarray:
+        p = self._p
+        h = self._t.f32(p + "embeddings.word_embeddings.weight", rows=ids).copy()
+        tt = p + "embeddings.token_type_embeddings.weight"
+        if tt in self._t:
+            h += self._t.f32(tt, rows=np.zeros(1, dtype=np.int64))  # one segment: type 0
+        h += self._t.f32(p + "embeddings.position_embeddings.weight")[: ids.size]
+        return _layer_norm(
+            h,
+            self._t.f32(p + "embeddings.LayerNorm.weight"),
+            self._t.f32(p + "embeddings.LayerNorm.bias"),
+            self._eps,
+        )
+
+    def _qkv(self, h, w, i):
+        s, d = h.shape
+        qkv = h @ w["w_qkv"].T
+        qkv += w["b_qkv"]
+        # [s, 3d] -> [3, h, s, d_head]
+        qkv = qkv.reshape(s, 3, self.n_heads, self.d_head).transpose(1, 2, 0, 3)
+        return h, qkv[0], qkv[1], qkv[2]
+
+    def _after_attention(self, h, attn_out, w):
+        attn_out += h
+        h1 = _layer_norm(attn_out, w["ln1_w"], w["ln1_b"], self._eps)
+        ff = h1 @ w["w_in"].T
+        ff += w["b_in"]
+        ff = self._act(ff)
+        out = ff @ w["w_out"].T
+        out += w["b_out"]
+        out += h1
+        return _layer_norm(out, w["ln2_w"], w["ln2_b"], self._eps)
+
+
+class _GPT2(PretrainedModel):
+    _prefix_suffix = "wte.weight"
+    _prefixes = ("transformer.",)
+    _embedding_suffix = "wte.weight"
+
+    def _parse_config(self) -> None:
+        self.d_model = self._cfg_int("n_embd", "hidden_size")
+        self.n_heads = self._cfg_int("n_head", "num_attention_heads")
+        self.n_kv_heads = self.n_heads
+        self.n_layers = self._cfg_int("n_layer", "num_hidden_layers")
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"{self.path / 'config.json'}: n_embd={self.d_model} is not divisible by "
+                f"n_head={self.n_heads}"
+            )
+        self.d_head = self.d_model // self.n_heads
+        self.d_ff = self._cfg_int("n_inner", default=4 * self.d_model)
+        self._eps = float(self._cfg("layer_norm_epsilon", default=1e-5))
+        self._max_positions = self._cfg_int("n_positions", "max_position_embeddings", default=1024)
+        self._act = _activation(self, self._cfg("activation_function", default="gelu_new"))
+        self._scale_weights = bool(self._cfg("scale_attn_weights", default=True))
+        self._inverse_layer = bool(self._cfg("scale_attn_by_inverse_layer_idx", default=False))
+
+    def _scale(self, i: int) -> float:
+        scale = 1.0 / math.sqrt(self.d_head) if self._scale_weights else 1.0
+        return scale / (i + 1) if self._inverse_layer else scale
+
+    def _name(self, i: int, part: str) -> str:
+        return f"{self._p}h.{i}.{part}"
+
+    def _expected_shapes(self) -> dict[str, tuple[int, ...]]:
+        d, ff, p = self.d_model, self.d_ff, self._p
+        out = {
+            f"{p}wpe.weight": (self._max_positions, d),
+            f"{p}ln_f.weight": (d,),
+            f"{p}ln_f.bias": (d,),
+            f"{p}wte.weight": (self._t.shape(p + "wte.weight")[0], d),
+        }
+        for i in range(self.n_layers):
+            for part, shape in (
+                ("ln_1.weight", (d,)),
+                ("ln_1.bias", (d,)),
+                ("attn.c_attn.weight", (d, 3 * d)),
+                ("attn.c_attn.bias", (3 * d,)),
+                ("attn.c_proj.weight", (d, d)),
+                ("attn.c_proj.bias", (d,)),
+                ("ln_2.weight", (d,)),
+                ("ln_2.bias", (d,)),
+                ("mlp.c_fc.weight", (d, ff)),
+                ("mlp.c_fc.bias", (ff,)),
+                ("mlp.c_proj.weight", (ff, d)),
+                ("mlp.c_proj.bias", (d,)),
+            ):
+                out[self._name(i, part)] = shape
+        return out
+
+    def _prepare_layer(self, i: int) -> dict[str, np.ndarray | None]:
+        g = lambda part: self._t.f32(self._name(i, part))  # noqa: E731
+        return {
+            "ln1_w": g("ln_1.weight"),
+            "ln1_b": g("ln_1.bias"),
+            "w_qkv": g("attn.c_attn.weight"),  # Conv1D: (in, out), x @ W
+            "b_qkv": g("attn.c_attn.bias"),
+            "w_o": g("attn.c_proj.weight").T,  # Conv1D (in, out) -> (out, in) view, like Linear
+            "b_o": g("attn.c_proj.bias"),
+            "ln2_w": g("ln_2.weight"),
+            "ln2_b": g("ln_2.bias"),
+            "w_fc": g("mlp.c_fc.weight"),
+            "b_fc": g("mlp.c_fc.bias"),
+            "w_proj": g("mlp.c_proj.weight"),
+            "b_proj": g("mlp.c_proj.bias"),
+        }
+
+    def _embed(self, ids: np.ndarray) -> np.ndarray:
+        h = self._t.f32(self._p + "wte.weight", rows=ids).copy()
+        h += self._t.f32(self._p + "wpe.weight")[: ids.size]
+        return h
+
+    def _qkv(self, h, w, i):
+        s = h.shape[0]
+        x = _layer_norm(h, w["ln1_w"], w["ln1_b"], self._eps)
+        qkv = x @ w["w_qkv"]
+        qkv += w["b_qkv"]
+        qkv = qkv.reshape(s, 3, self.n_heads, self.d_head).transpose(1, 2, 0, 3)
+        return x, qkv[0], qkv[1], qkv[2]
+
+    def _after_attention(self, h, attn_out, w):
+        attn_out += h
+        x = _layer_norm(attn_out, w["ln2_w"], w["ln2_b"], self._eps)
+        ff = x @ w["w_fc"]
+        ff += w["b_fc"]
+        out = self._act(ff) @ w["w_proj"]
+        out += w["b_proj"]
+        out += attn_out
+        return out
+
+    def _final(self, h):
+        p = self._p
+        return _layer_norm(h, self._t.f32(p + "ln_f.weight"), self._t.f32(p + "ln_f.bias"), self._eps)
+
+
+class _Llama(PretrainedModel):
+    _prefix_suffix = "embed_tokens.weight"
+    _prefixes = ("model.",)
+    _embedding_suffix = "embed_tokens.weight"
+    _qk_norm = False
+
+    def _parse_config(self) -> None:
+        cfg_file = self.path / "config.json"
+        self.d_model = self._cfg_int("hidden_size")
+        self.n_heads = self._cfg_int("num_attention_heads")
+        self.n_kv_heads = self._cfg_int("num_key_value_heads", default=self.n_heads)
+        self.n_layers = self._cfg_int("num_hidden_layers")
+        self.d_ff = self._cfg_int("intermediate_size")
+        default_head = 128 if self._qk_norm else self.d_model // self.n_heads
+        self.d_head = self._cfg_int("head_dim", default=default_head)
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(
+                f"{cfg_file}: num_attention_heads={self.n_heads} is not divisible by "
+                f"num_key_value_heads={self.n_kv_heads}"
+            )
+        self._eps = float(self._cfg("rms_norm_eps", default=1e-6))
+        self._max_positions = self._cfg_int("max_position_embeddings", default=2048)
+        self._act = _activation(self, self._cfg("hidden_act", default="silu"))
+        self._attn_bias = bool(self._cfg("attention_bias", default=False))
+        self._mlp_bias = bool(self._cfg("mlp_bias", default=False))
+        if self._cfg("use_sliding_window", default=False) or "sliding_attention" in (
+            self._cfg("layer_types", default=()) or ()
+        ):
+            raise ValueError(
+                f"{cfg_file}: sliding-window attention (use_sliding_window / layer_types) is not "
+                "supported"
+            )
+        self._inv_freq = self._rope_inv_freq(cfg_file)
+        self._rope_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _rope_inv_freq(self, cfg_file: Path) -> np.ndarray:
+        params = self._cfg("rope_parameters", default=None) or self._cfg(
+            "rope_scaling", default=None
+        ) or {}
+        if not isinstance(params, dict):
+            raise ValueError(f"{cfg_file}: rope_parameters must be an object, got {params!r}")
+        theta = float(params.get("rope_theta", self._cfg("rope_theta", default=10000.0)))
+        rope_type = params.get("rope_type", params.get("type", "default"))
+        if float(params.get("partial_rotary_factor", 1.0)) != 1.0:
+            raise ValueError(f"{cfg_file}: partial_rotary_factor != 1 is not supported")
+        dim = self.d_head
+        # float32 like transformers: 1 / theta ** (arange(0, dim, 2) / dim)
+        exponent = (np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim)).astype(np.float32)
+        inv = (1.0 / np.power(np.float32(theta), exponent, dtype=np.float32)).astype(np.float32)
+        if rope_type == "default":
+            return inv
+        if rope_type == "linear":
+            return (inv / np.float32(params["factor"])).astype(np.float32)
+        if rope_type == "llama3":
+            factor = float(params["factor"])
+            low, high = float(params["low_freq_factor"]), float(params["high_freq_factor"])
+            old = float(params["original_max_position_embeddings"])
+            wavelen = 2 * math.pi / inv
+            scaled = np.where(wavelen > old / low, inv / factor, inv)
+            smooth = (old / wavelen - low) / (high - low)
+            smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+            medium = ~(wavelen < old / high) & ~(wavelen > old / low)
+            return np.where(medium, smoothed, scaled).astype(np.float32)
+        raise ValueError(
+            f"{cfg_file}: rope type {rope_type!r} is not supported (only 'default', 'linear' and "
+            "'llama3')"
+        )
+
+    def _rope(self, s: int) -> tuple[np.ndarray, np.ndarray]:
+        if s not in self._rope_cache:
+            freqs = np.arange(s, dtype=np.float32)[:, None] * self._inv_freq[None, :]
+            emb = np.concatenate([freqs, freqs], axis=1)
+            self._rope_cache = {s: (np.cos(emb), np.sin(emb))}
+        return self._rope_cache[s]
+
+    @staticmethod
+    def _apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+        """Rotate-half RoPE: ``x cos + rotate_half(x) sin``; x (heads, s, d)."""
+        half = x.shape[-1] // 2
+        rot = np.empty_like(x)
+        np.negative(x[..., half:], out=rot[..., :half])
+        rot[..., half:] = x[..., :half]
+        rot *= sin
+        out = x * cos
+        out += rot
+        return out
+
+    def _name(self, i: int, part: str) -> str:
+        return f"{self._p}layers.{i}.{part}"
+
+    def _expected_shapes(self) -> dict[str, tuple[int, ...]]:
+        d, ff, p = self.d_model, self.d_ff, self._p
+        hd, kvd = self.n_heads * self.d_head, self.n_kv_heads * self.d_head
+        out = {
+            f"{p}norm.weight": (d,),
+            f"{p}embed_tokens.weight": (self._t.shape(p + "embed_tokens.weight")[0], d),
+        }
+        for i in range(self.n_layers):
+            parts = [
+                ("input_layernorm.weight", (d,)),
+                ("post_attention_layernorm.weight", (d,)),
+                ("self_attn.q_proj.weight", (hd, d)),
+                ("self_attn.k_proj.weight", (kvd, d)),
+                ("self_attn.v_proj.weight", (kvd, d)),
+                ("self_attn.o_proj.weight", (d, hd)),
+                ("mlp.gate_proj.weight", (ff, d)),
+                ("mlp.up_proj.weight", (ff, d)),
+                ("mlp.down_proj.weight", (d, ff)),
+            ]
+            if self._attn_bias:
+                parts += [
+                    ("self_attn.q_proj.bias", (hd,)),
+                    ("self_attn.k_proj.bias", (kvd,)),
+                    ("self_attn.v_proj.bias", (kvd,)),
+                    ("self_attn.o_proj.bias", (d,)),
+                ]
+            if self._mlp_bias:
+                parts += [
+                    ("mlp.gate_proj.bias", (ff,)),
+                    ("mlp.up_proj.bias", (ff,)),
+                    ("mlp.down_proj.bias", (d,)),
+                ]
+            if self._qk_norm:
+                parts += [("self_attn.q_norm.weight", (self.d_head,)), ("self_attn.k_norm.weight", (self.d_head,))]
+            for part, shape in parts:
+                out[self._name(i, part)] = shape
+        return out
+
+    def _prepare_layer(self, i: int) -> dict[str, np.ndarray | None]:
+        g = lambda part: self._t.f32(self._name(i, part))  # noqa: E731
+        a = "self_attn."
+        w: dict[str, np.ndarray | None] = {
+            "ln1": g("input_layernorm.weight"),
+            "ln2": g("post_attention_layernorm.weight"),
+            "w_qkv": np.concatenate([g(f"{a}{n}_proj.weight") for n in "qkv"]),
+            "b_qkv": np.concatenate([g(f"{a}{n}_proj.bias") for n in "qkv"])
+            if self._attn_bias
+            else None,
+            "w_o": g(a + "o_proj.weight"),
+            "b_o": g(a + "o_proj.bias") if self._attn_bias else None,
+            "w_gate_up": np.concatenate([g("mlp.gate_proj.weight"), g("mlp.up_proj.weight")]),
+            "b_gate_up": np.concatenate([g("mlp.gate_proj.bias"), g("mlp.up_proj.bias")])
+            if self._mlp_bias
+            else None,
+            "w_down": g("mlp.down_proj.weight"),
+            "b_down": g("mlp.down_proj.bias") if self._mlp_bias else None,
+        }
+        if self._qk_norm:
+            w["q_norm"] = g(a + "q_norm.weight")
+            w["k_norm"] = g(a + "k_norm.weight")
+        return w
+
+    def _embed(self, ids: np.ndarray) -> np.ndarray:
+        return np.array(self._t.f32(self._p + "embed_tokens.weight", rows=ids))
+
+    def _qkv(self, h, w, i):
+        s = h.shape[0]
+        hd, kvd, dh = self.n_heads * self.d_head, self.n_kv_heads * self.d_head, self.d_head
+        x = _rms_norm(h, w["ln1"], self._eps)
+        qkv = x @ w["w_qkv"].T
+        if w["b_qkv"] is not None:
+            qkv += w["b_qkv"]
+        # [s, h * dh] -> [h, s, dh]
+        q = qkv[:, :hd].reshape(s, self.n_heads, dh).transpose(1, 0, 2)
+        k = qkv[:, hd : hd + kvd].reshape(s, self.n_kv_heads, dh).transpose(1, 0, 2)
+        v = np.ascontiguousarray(qkv[:, hd + kvd :].reshape(s, self.n_kv_heads, dh).transpose(1, 0, 2))
+        if self._qk_norm:
+            q = _rms_norm(q, w["q_norm"], self._eps)
+            k = _rms_norm(k, w["k_norm"], self._eps)
+        cos, sin = self._rope(s)
+        return x, self._apply_rope(q, cos, sin), self._apply_rope(k, cos, sin), v
+
+    def _after_attention(self, h, attn_out, w):
+        attn_out += h
+        x = _rms_norm(attn_out, w["ln2"], self._eps)
+        gu = x @ w["w_gate_up"].T
+        if w["b_gate_up"] is not None:
+            gu += w["b_gate_up"]
+        gate = self._act(gu[:, : self.d_ff])
+        gate *= gu[:, self.d_ff :]
+        out = gate @ w["w_down"].T
+        if w["b_down"] is not None:
+            out += w["b_down"]
+        out += attn_out
+        return out
+
+    def _final(self, h):
+        return _rms_norm(h, self._t.f32(self._p + "norm.weight"), self._eps)
+
+
+class _Qwen3(_Llama):
+    _qk_norm = True
+
+
+_FAMILIES: dict[str, type[PretrainedModel]] = {
+    "bert": _Bert,
+    "gpt2": _GPT2,
+    "llama": _Llama,
+    "qwen3": _Qwen3,
+}
+
+
+def _activation(model: PretrainedModel, name: object) -> Callable[[np.ndarray], np.ndarray]:
+    if name not in _ACTIVATIONS:
+        raise ValueError(
+            f"{model.path / 'config.json'}: activation {name!r} is not supported (supported: "
+            f"{', '.join(_ACTIVATIONS)})"
+        )
+    return _ACTIVATIONS[name]  # type: ignore[index]
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+# --------------------------------------------------------------------------------------------
+def _load_tokenizer(path: Path) -> tuple[Any, str]:
+    tokenizers = _import_tokenizers()
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+        tok = tokenizers.Tokenizer.from_str(json.dumps(spec))
+    except Exception as err:  # tokenizers raises its own Exception types
+        raise ValueError(f"{path}: not a valid tokenizer.json ({err})") from None
+    tok.no_padding()  # e.g. MiniLM's file pads every text to 128 tokens
+    tok.no_truncation()
+    decoder = json.dumps(spec.get("decoder")) + json.dumps(spec.get("pre_tokenizer"))
+    if "ByteLevel" in decoder:
+        style = "bytelevel"
+    elif "Metaspace" in decoder or "\\u2581" in decoder or "▁" in decoder:
+        style = "metaspace"
+    else:
+        style = "plain"
+    return tok, style
+
+
+def load_pretrained(
+    path: str | os.PathLike,
+    progress: ProgressCallback | None = None,
+    *,
+    cache_bytes: int = 512 * 2**20,
+) -> PretrainedModel:
+    """Open a Hugging Face checkpoint folder for NumPy inference.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Folder with ``config.json``, ``model.safetensors`` (or ``model.safetensors.index.json``
+        and its shards) and ``tokenizer.json``.
+    progress : callable(fraction: float, message: str), optional
+        Called while the checkpoint is opened and, later, while layers are read and run
+        (``fraction`` in [0, 1] of the current step); e.g. to drive an ipywidgets progress
+        bar.  Stored as ``model.progress``.
+    cache_bytes : int, default 512 MiB
+        How many bytes of prepared float32 layer weights to keep between calls.  Float32
+        checkpoints cost little here (fused copies of the attention and MLP matrices);
+        bfloat16 checkpoints are upcast layer by layer and the layers beyond the budget are
+        upcast again on each forward instead of being held.
+
+    Returns
+    -------
+    PretrainedModel
+        Lazy: only the headers are read here; weights are read when a layer first runs.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the folder or one of its files is missing.
+    ValueError
+        For an unsupported ``model_type``, a corrupt or truncated safetensors file
+        (:class:`~attention_widget.safetensors_io.SafetensorsError`), a config that disagrees
+        with the tensor shapes, or an invalid tokenizer.json; the message names the file.
+    ImportError
+        If the optional ``tokenizers`` package is missing (``pip install
+        attention-widget[models]``).
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a folder path (str or PathLike), got {path!r}")
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder (expected a checkpoint folder)")
+    if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, numbers.Integral) or cache_bytes < 0:
+        raise ValueError(f"cache_bytes must be an integer >= 0, got {cache_bytes!r}")
+    _report(progress, 0.0, "reading config.json")
+    cfg_path = folder / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{folder}: no config.json in this folder")
+    try:
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{cfg_path}: not valid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{cfg_path}: expected a JSON object, got {type(config).__name__}")
+    model_type = config.get("model_type")
+    if model_type not in _FAMILIES:
+        raise ValueError(
+            f"{cfg_path}: model_type {model_type!r} is not supported; supported: "
+            f"{', '.join(SUPPORTED_MODEL_TYPES)}"
+        )
+    tok_path = folder / "tokenizer.json"
+    if not tok_path.is_file():
+        raise FileNotFoundError(
+            f"{folder}: no tokenizer.json in this folder (only the fast-tokenizer file format "
+            "is read)"
+        )
+    _report(progress, 0.2, "reading safetensors headers")
+    tensors = _Tensors(folder)
+    _report(progress, 0.6, "reading tokenizer.json")
+    tokenizer, style = _load_tokenizer(tok_path)
+    model = _FAMILIES[model_type](folder, config, tensors, tokenizer, style, progress, cache_bytes)
+    _report(progress, 1.0, "ready")
+    return model
