@@ -1,0 +1,503 @@
+"""Start JupyterLab / Voila and headless Chromium for the browser tests and the benchmark.
+
+Nothing here runs at import time: import it freely (``tests/conftest.py`` and
+``benchmarks/browser.py`` both do).  See ``/work/shared/BROWSER_TESTING.md`` for why each wait
+below exists; the comments say which race each one closes.
+
+Usage
+-----
+>>> with JupyterServer("lab", root_dir) as lab, launch_browser() as browser:  # doctest: +SKIP
+...     page = new_page(browser)
+...     page.goto(lab.url("lab/tree/tour.ipynb"))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+CHROMIUM = os.environ.get("AW_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+VIEWPORT = {"width": 1280, "height": 1000}
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+SCREENSHOTS = REPO / "build" / "screenshots"
+
+# Console messages that are not errors of ours.  Each entry: (substring, why it is harmless).
+KNOWN_CONSOLE_NOISE: tuple[tuple[str, str], ...] = (
+    # Chromium asks for /favicon.ico on Voila pages; Voila serves none -> 404 logged as error.
+    ("favicon.ico", "the browser's automatic favicon request; no page code involved"),
+)
+
+
+# ------------------------------------------------------------------------------------------
+# processes
+# ------------------------------------------------------------------------------------------
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _children_map() -> dict[int, list[int]]:
+    """Parent pid -> child pids, read from /proc (no psutil needed)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # the command name (field 2) may contain spaces and parentheses: split after the last ')'
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    return children
+
+
+def descendants(pid: int) -> list[int]:
+    """Every living descendant of ``pid`` (children first-level first)."""
+    tree = _children_map()
+    out, todo = [], [pid]
+    while todo:
+        for child in tree.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is dead for our purposes
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def kill_tree(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """Terminate ``proc``, its process group and every descendant (kernels run in their own
+    session, so the group alone is not enough); SIGKILL whatever survives ``grace`` seconds."""
+    pids = [proc.pid, *descendants(proc.pid)]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if pid == proc.pid:
+                    os.killpg(proc.pid, sig)  # the server was started as a session leader
+                else:
+                    os.kill(pid, sig)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if proc.poll() is None or any(_alive(p) for p in pids[1:]):
+                time.sleep(0.05)
+                continue
+            break
+        if proc.poll() is not None and not any(_alive(p) for p in pids[1:]):
+            break
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
+
+
+def _http_get(url: str, timeout: float = 2.0) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+@dataclass
+class JupyterServer:
+    """JupyterLab (``kind="lab"``) or Voila (``kind="voila"``) on 127.0.0.1 with a token.
+
+    Parameters
+    ----------
+    kind : "lab" or "voila"
+    root_dir : Path
+        Served folder (Voila serves every notebook in it under ``/voila/render/<name>``).
+    timeout : float
+        Seconds to wait for the server to answer.
+
+    Notes
+    -----
+    Config, runtime, IPython and (Lab) settings/workspace dirs are fresh temp folders, so
+    nothing of the machine's user setup leaks in, and the "Jupyter news" toast is switched off.
+    The server runs in its own session; :meth:`stop` shuts it down and kills its whole process
+    tree, kernels included.  Use it as a context manager or call :meth:`stop` in a finalizer.
+    """
+
+    kind: str
+    root_dir: Path
+    timeout: float = 60.0
+    token: str = field(default_factory=lambda: secrets.token_hex(16))
+    port: int = 0
+    proc: subprocess.Popen | None = None
+    tmp: Path | None = None
+    log_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("lab", "voila"):
+            raise ValueError(f"kind must be 'lab' or 'voila', got {self.kind!r}")
+        self.root_dir = Path(self.root_dir)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> JupyterServer:
+        """Start the server and block until it answers (raises if it dies or times out)."""
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"aw-{self.kind}-"))
+        env = dict(os.environ)
+        for var, sub in (
+            ("JUPYTER_CONFIG_DIR", "config"),
+            ("JUPYTER_RUNTIME_DIR", "runtime"),
+            ("IPYTHONDIR", "ipython"),
+        ):
+            (self.tmp / sub).mkdir()
+            env[var] = str(self.tmp / sub)
+        env.pop("JUPYTER_TOKEN", None)
+        env["PYTHONUNBUFFERED"] = "1"
+        self.port = free_port()
+        if self.kind == "lab":
+            settings = self.tmp / "settings"
+            notif = settings / "@jupyterlab" / "apputils-extension"
+            notif.mkdir(parents=True)
+            (notif / "notification.jupyterlab-settings").write_text(
+                json.dumps({"fetchNews": "false", "checkForUpdates": False})
+            )
+            (self.tmp / "workspaces").mkdir()
+            cmd = [
+                sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
+                "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}",
+                "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
+                f"--ServerApp.root_dir={self.root_dir}",
+                f"--LabApp.workspaces_dir={self.tmp / 'workspaces'}",
+                f"--LabApp.user_settings_dir={settings}",
+                "--LabApp.news_url=None", "--LabApp.extension_manager=readonly",
+                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            ]  # fmt: skip
+        else:
+            cmd = [
+                sys.executable, "-m", "voila", "--no-browser", f"--port={self.port}",
+                "--Voila.ip=127.0.0.1", f"--token={self.token}",
+                "--show_tracebacks=True", str(self.root_dir),
+            ]  # fmt: skip
+        self.log_path = self.tmp / "server.log"
+        log = open(self.log_path, "wb")  # the child keeps its own copy of the descriptor
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=self.root_dir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        probe = (
+            self.url("api/status") if self.kind == "lab" else self.url("voila/static/voila.js")
+        )
+        deadline = time.monotonic() + self.timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.kind} exited early:\n{self.log()}")
+            with contextlib.suppress(OSError):
+                if _http_get(probe) == 200:
+                    return self
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{self.kind} not ready in {self.timeout} s:\n{self.log()}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        """Shut down the server, its kernels and every process it started; remove temp dirs."""
+        if self.proc is not None and self.proc.poll() is None:
+            if self.kind == "lab":  # clean shutdown first: Lab stops its kernels itself
+                with contextlib.suppress(OSError):
+                    req = urllib.request.Request(
+                        f"http://127.0.0.1:{self.port}/api/shutdown",
+                        method="POST",
+                        headers={"Authorization": f"token {self.token}"},
+                    )
+                    urllib.request.urlopen(req, timeout=5).close()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    # the shutdown is asynchronous: give kernels a moment to exit
+                    self.proc.wait(timeout=5)
+        if self.proc is not None:
+            kill_tree(self.proc)
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
+
+    def __enter__(self) -> JupyterServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- helpers ---------------------------------------------------------------------------
+    def url(self, path: str = "") -> str:
+        """Absolute URL of ``path`` on this server, token included."""
+        sep = "&" if "?" in path else "?"
+        return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}{sep}token={self.token}"
+
+    def notebook_url(self, name: str, query: str = "") -> str:
+        """The page that opens (Lab) or renders (Voila) notebook ``name`` in ``root_dir``."""
+        path = f"lab/tree/{name}" if self.kind == "lab" else f"voila/render/{name}"
+        return self.url(f"{path}?{query}" if query else path)
+
+    def log(self) -> str:
+        """The server's combined stdout/stderr so far (for failure messages)."""
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+
+# ------------------------------------------------------------------------------------------
+# notebooks
+# ------------------------------------------------------------------------------------------
+def write_notebook(path: Path, cells: list[str | tuple[str, str]]) -> Path:
+    """Write a notebook of code cells (or ``("markdown", text)`` pairs) with a python3 kernel."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "python3", "display_name": "Python 3", "language": "python"
+    }
+    for cell in cells:
+        if isinstance(cell, tuple):
+            nb.cells.append(nbformat.v4.new_markdown_cell(cell[1]))
+        else:
+            nb.cells.append(nbformat.v4.new_code_cell(cell))
+    nbformat.write(nb, path)
+    return path
+
+
+TRIVIAL_NOTEBOOK = [
+    "import ipywidgets as W\n"
+    "slider = W.IntSlider(value=0, min=0, max=100, description='n')\n"
+    "label = W.Label('value=0')\n"
+    "label.add_class('trivial-label')\n"
+    "slider.add_class('trivial-slider')\n"
+    "slider.observe(lambda ch: setattr(label, 'value', f\"value={ch['new']}\"), 'value')\n"
+    "W.VBox([slider, label])",
+]
+
+
+# ------------------------------------------------------------------------------------------
+# the browser
+# ------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def launch_browser() -> Iterator[Any]:
+    """Headless Debian Chromium driven by Python playwright; closed on exit."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@dataclass
+class PageLog:
+    """What a page reported: console errors, uncaught exceptions, dialogs (all dismissed)."""
+
+    console_errors: list[str] = field(default_factory=list)
+    page_errors: list[str] = field(default_factory=list)
+    dialogs: list[str] = field(default_factory=list)
+
+    def real_errors(self) -> list[str]:
+        """Console errors and uncaught exceptions minus :data:`KNOWN_CONSOLE_NOISE`."""
+        errs = self.console_errors + self.page_errors
+        return [e for e in errs if not any(s in e for s, _why in KNOWN_CONSOLE_NOISE)]
+
+
+def new_page(browser: Any) -> tuple[Any, PageLog]:
+    """A fresh context + page (1280x1000) that records console errors and dialogs.
+
+    Every dialog (``alert``, ``confirm``, ``beforeunload``...) is recorded and dismissed, so a
+    dialog can never block the test; tests assert ``log.dialogs == []`` where none may open.
+    """
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    log = PageLog()
+
+    def on_console(msg: Any) -> None:
+        if msg.type == "error":
+            loc = msg.location or {}
+            log.console_errors.append(f"{msg.text} @ {loc.get('url', '')}")
+
+    def on_dialog(dialog: Any) -> None:
+        log.dialogs.append(f"{dialog.type}: {dialog.message}")
+        with contextlib.suppress(Exception):
+            dialog.dismiss()
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda exc: log.page_errors.append(f"uncaught: {exc}"))
+    page.on("dialog", on_dialog)
+    return page, log
+
+
+# ------------------------------------------------------------------------------------------
+# JupyterLab actions
+# ------------------------------------------------------------------------------------------
+def lab_run_all(page: Any, timeout: float = 60.0) -> None:
+    """Wait for the kernel to be idle, then Run -> Run All Cells, and check it started.
+
+    The toolbar reads "idle" before any kernel exists, and Run All clicked then runs nothing;
+    so wait for the status bar's "Python 3 (ipykernel) | Idle", then check that the first
+    prompt becomes ``[*]:`` or ``[1]:``; retry once if it did not.
+    """
+    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=timeout * 1000)
+    page.wait_for_function(
+        """() => {
+            const bar = document.querySelector('#jp-main-statusbar');
+            return bar && /Python 3 \\(ipykernel\\)\\s*\\|\\s*Idle/.test(bar.textContent);
+        }""",
+        timeout=timeout * 1000,
+    )
+    for _attempt in range(3):
+        page.click(".lm-MenuBar-itemLabel:text-is('Run')")
+        page.click(".lm-Menu-item[data-command='runmenu:run-all']")
+        try:
+            page.wait_for_function(
+                """() => {
+                    const p = document.querySelector(
+                        '.jp-NotebookPanel .jp-CodeCell .jp-InputPrompt');
+                    return p && /\\[(\\*|1)\\]/.test(p.textContent);
+                }""",
+                timeout=15000,
+            )
+            return
+        except Exception:  # retried, then raised below
+            page.keyboard.press("Escape")
+    raise AssertionError("JupyterLab: Run All did not start executing the notebook")
+
+
+def lab_wait_all_done(page: Any, timeout: float = 90.0) -> None:
+    """Wait until every code cell has a number prompt (none ``[*]`` or empty) and no error."""
+    page.wait_for_function(
+        """() => {
+            const ps = [...document.querySelectorAll(
+                '.jp-NotebookPanel .jp-CodeCell .jp-InputArea-prompt')];
+            return ps.length > 0 && ps.every(p => /\\[\\d+\\]/.test(p.textContent));
+        }""",
+        timeout=timeout * 1000,
+    )
+    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+    tracebacks = page.locator(".jp-RenderedText[data-mime-type='application/vnd.jupyter.error']")
+    if tracebacks.count():
+        raise AssertionError(f"a cell raised: {tracebacks.first.inner_text()[:2000]}")
+    del errors  # stderr (warnings) is allowed; only errors fail
+
+
+def lab_append_cell_and_run(page: Any, code: str) -> None:
+    """Add a code cell at the end of the open notebook, type ``code`` and run it."""
+    last = page.locator(".jp-NotebookPanel .jp-Cell").last
+    last.locator(".jp-InputPrompt").click()  # select it (command mode)
+    page.keyboard.press("Escape")
+    page.keyboard.press("b")  # insert below, in command mode
+    page.keyboard.press("Enter")  # edit mode
+    page.keyboard.insert_text(code)
+    page.keyboard.press("Shift+Enter")
+
+
+# ------------------------------------------------------------------------------------------
+# widget interactions (Lab and Voila alike)
+# ------------------------------------------------------------------------------------------
+def drag_slider(page: Any, slider: Any, fraction: float, moves: int = 10) -> None:
+    """Drag the noUiSlider handle inside ``slider`` (a locator) to ``fraction`` of its track.
+
+    Presses the mouse on the handle's centre, moves in ``moves`` steps along ``.noUi-base`` and
+    releases: what a person does.
+    """
+    handle = slider.locator(".noUi-handle").first
+    base = slider.locator(".noUi-base").first
+    handle.scroll_into_view_if_needed()
+    hb, bb = handle.bounding_box(), base.bounding_box()
+    if hb is None or bb is None:
+        raise AssertionError("slider is not visible")
+    x0, y0 = hb["x"] + hb["width"] / 2, hb["y"] + hb["height"] / 2
+    x1 = bb["x"] + min(max(fraction, 0.0), 1.0) * bb["width"]
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x1, y0, steps=moves)
+    page.mouse.up()
+
+
+def press_slider(page: Any, slider: Any, key: str, times: int = 1) -> None:
+    """Focus the slider handle and press ``key`` (e.g. ArrowRight) ``times`` times."""
+    handle = slider.locator(".noUi-handle").first
+    handle.scroll_into_view_if_needed()
+    handle.focus()
+    for _ in range(times):
+        page.keyboard.press(key)
+
+
+# JS: resolve after two animation frames (the browser has painted whatever was queued)
+TWO_FRAMES_JS = """() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(
+    () => r(performance.now()))))"""
+
+
+def heatmap_hrefs(root: Any, selector: str = ".aw-fig-weights image.heatmap") -> list[str]:
+    """Current ``href`` of every heatmap image matching ``selector`` under ``root``."""
+    return root.evaluate(
+        """(root, sel) => [...root.querySelectorAll(sel)].map(
+            img => img.getAttribute('href') || img.getAttribute('xlink:href') || '')""",
+        selector,
+    )
+
+
+def wait_stable_hrefs(
+    page: Any, root: Any, selector: str = ".aw-fig-weights image.heatmap", quiet_ms: int = 400,
+    timeout: float = 20.0,
+) -> list[str]:
+    """Wait until the heatmap hrefs under ``root`` stop changing for ``quiet_ms``; return them."""
+    deadline = time.monotonic() + timeout
+    last = heatmap_hrefs(root, selector)
+    since = time.monotonic()
+    while time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+        now = heatmap_hrefs(root, selector)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif (time.monotonic() - since) * 1000 >= quiet_ms:
+            return last
+    raise AssertionError(f"heatmaps under {selector!r} kept changing for {timeout} s")
+
+
+def screenshot(page: Any, target: Any, name: str) -> Path:
+    """Save a PNG of ``target`` (a locator) to ``build/screenshots/<name>.png``."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    target.scroll_into_view_if_needed()
+    page.wait_for_timeout(200)
+    target.screenshot(path=str(path))
+    return path
