@@ -1,0 +1,719 @@
+"""AttentionWidget: one multi-head self-attention layer as a live diagram.
+
+Data flow, one direction: controls -> traits (validated) -> engine -> AttentionTrace -> plots.
+The widget owns the state and the wiring; the maths is in :mod:`attention_widget.engine` and
+the drawing in :mod:`attention_widget.plots`.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import ipywidgets as W
+import numpy as np
+import traitlets as T
+
+from .engine import AttentionParams, AttentionTrace, init_params, multi_head_attention
+from .inputs import embed, tokenize
+from .plots import COLORMAPS, Panel, PanelFigure
+
+__all__ = ["MAX_TOKENS", "AttentionWidget"]
+
+#: Longest text the widget draws (tokens).  Beyond it the widget shows a message.
+MAX_TOKENS = 512
+D_MODEL_CHOICES = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768)
+STAGES = (
+    "1 · tokens and input X",
+    "2 · projections Q, K, V",
+    "3 · scores",
+    "4 · attention weights",
+    "5 · head outputs",
+    "6 · concat and output",
+)
+Q_COLOR, K_COLOR, V_COLOR = "#1f77b4", "#ff7f0e", "#2ca02c"  # one colour code, every stage
+BUSY_AFTER_S = 0.2
+GRID_FOCUS_MAX = 40  # focus panel with per-cell hover up to this many tokens
+_GRID_GREY = "#9e9e9e"
+_GRID_MASKED = -0.125
+_CHOICE_CONTROLS = ("d_model", "n_heads", "n_kv_heads", "head", "query")
+DEFAULT_TEXT = "The animal didn't cross the street because it was too tired."
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _fmt_t(t: float) -> str:
+    return f"{t:.3g}"
+
+
+class AttentionWidget(W.VBox):
+    """Multi-head self-attention, every stage drawn live and linked to sliders.
+
+    Parameters
+    ----------
+    text : str
+        The sentence; tokenized with :func:`attention_widget.tokenize`.
+    d_model : int
+        Model width (one of the offered widths when built from text).
+    n_heads : int
+        Query heads; must divide ``d_model``.
+    n_kv_heads : int, optional
+        Key/value heads (grouped-query attention); must divide ``n_heads``.  Default: n_heads.
+    temperature : float
+        Softmax temperature ``T > 0``.
+    mask : {"none", "causal", "sliding"}
+        Attention mask; ``"sliding"`` uses ``window``.
+    window : int
+        Keys per query for the sliding mask.
+    seed : int
+        Seed of the random weights and token vectors.
+    positional : bool
+        Add sinusoidal positional encodings to the token vectors.
+    colormap : str
+        One of ``COLORMAPS`` (all colour-blind safe).
+
+    Attributes
+    ----------
+    trace : AttentionTrace
+        What is on screen.
+    params : AttentionParams
+    tokens : list of str
+    """
+
+    text = T.Unicode(DEFAULT_TEXT, help="The sentence to attend over.")
+    d_model = T.Int(64, help="Model width: columns of X, Q, K, V and the output.")
+    n_heads = T.Int(4, help="Number of query heads; divides d_model.")
+    n_kv_heads = T.Int(None, allow_none=True, help="Key/value heads (GQA); divides n_heads.")
+    temperature = T.Float(1.0, help="Softmax temperature T > 0: weights = softmax(scores / T).")
+    mask = T.Enum(["none", "causal", "sliding"], "none", help="Which keys each query may see.")
+    window = T.Int(3, help="Keys per query for the sliding-window mask.")
+    seed = T.Int(0, help="Seed of the weights and token vectors.")
+    positional = T.Bool(True, help="Add sinusoidal positional encodings to X.")
+    colormap = T.Enum(list(COLORMAPS), "viridis", help="Colour scheme (colour-blind safe).")
+    head = T.Int(0, help="Head shown large in the focus panel.")
+    query = T.Int(-1, help="Query token highlighted in every head (-1: none).")
+    step = T.Int(len(STAGES), help="Stages revealed (step-through mode); all by default.")
+    error = T.Unicode("", read_only=True, help="Message for the last bad input, '' if none.")
+    notice = T.Unicode("", read_only=True, help="Last automatic adjustment, e.g. snapped heads.")
+
+    _CONFIG = ("text", "d_model", "n_heads", "n_kv_heads", "temperature", "mask", "window",
+               "seed", "positional")
+
+    def __init__(self, text: str = DEFAULT_TEXT, *, d_model: int = 64, n_heads: int = 4,
+                 n_kv_heads: int | None = None, temperature: float = 1.0, mask: str = "none",
+                 window: int = 3, seed: int = 0, positional: bool = True,
+                 colormap: str = "viridis", **kwargs: Any) -> None:
+        self._ready = False
+        self._arrays: tuple[np.ndarray, AttentionParams] | None = None
+        self._fixed_tokens: list[str] | None = None
+        self._last_compute_s = 0.0
+        self._bytes_sent = 0
+        self.trace: AttentionTrace | None = None
+        self.params: AttentionParams | None = None
+        self.tokens: list[str] = []
+        arrays = kwargs.pop("_arrays", None)
+        super().__init__(**kwargs)
+        if arrays is not None:
+            self._arrays = arrays[:2]
+            self._fixed_tokens = arrays[2]
+        self._build_view()
+        with self.hold_trait_notifications():
+            self.d_model = d_model
+            self.n_heads = n_heads
+            self.n_kv_heads = n_kv_heads
+            self.temperature = temperature
+            self.mask = mask
+            self.window = window
+            self.seed = seed
+            self.positional = positional
+            self.colormap = colormap
+            self.text = text
+        self._ready = True
+        self._recompute()
+        self._sync_controls()
+
+    # ---------------------------------------------------------------------------------------
+    # construction
+    # ---------------------------------------------------------------------------------------
+    @classmethod
+    def from_arrays(cls, x: np.ndarray, params: AttentionParams, tokens: Sequence[str] | None = None,
+                    *, n_heads: int, n_kv_heads: int | None = None, temperature: float = 1.0,
+                    mask: str = "none", window: int = 3, **kwargs: Any) -> AttentionWidget:
+        """Show your own input and weights.
+
+        Parameters
+        ----------
+        x : array_like, shape (seq_len, d_model)
+        params : AttentionParams
+        tokens : sequence of str, optional
+            Row labels; default ``"0", "1", ...``.
+        n_heads, n_kv_heads, temperature, mask, window
+            As for :func:`attention_widget.multi_head_attention`.
+
+        Raises
+        ------
+        TypeError, ValueError
+            When ``x``, ``params`` or ``tokens`` do not fit together.
+        """
+        if not isinstance(params, AttentionParams):
+            raise TypeError(f"params must be an AttentionParams, got {type(params).__name__}")
+        # Validate once through the engine: it names the bad argument.
+        multi_head_attention(x, params, n_heads=n_heads, n_kv_heads=n_kv_heads,
+                             temperature=temperature, mask=mask, window=window)
+        x = np.array(x, dtype=np.float64)
+        if tokens is None:
+            tokens = [str(i) for i in range(x.shape[0])]
+        tokens = [str(t) for t in tokens]
+        if len(tokens) != x.shape[0]:
+            raise ValueError(f"tokens has {len(tokens)} entries but x has {x.shape[0]} rows")
+        return cls(" ".join(tokens), d_model=params.d_model, n_heads=n_heads,
+                   n_kv_heads=n_kv_heads, temperature=temperature, mask=mask, window=window,
+                   _arrays=(x, params, tokens), **kwargs)
+
+    def _build_view(self) -> None:
+        self.add_class("attention-widget")
+        c: dict[str, W.DOMWidget] = {}
+        c["text"] = W.Text(description="text", continuous_update=False,
+                           layout={"width": "100%"})
+        c["d_model"] = W.SelectionSlider(description="d_model", options=list(D_MODEL_CHOICES),
+                                         continuous_update=True)
+        c["n_heads"] = W.SelectionSlider(description="n_heads", options=[1])
+        c["n_kv_heads"] = W.SelectionSlider(description="n_kv_heads", options=[1])
+        c["temperature"] = W.FloatLogSlider(description="temperature", base=10, min=np.log10(0.05),
+                                            max=np.log10(20), step=0.01, readout_format=".3g")
+        c["mask"] = W.ToggleButtons(description="mask", options=["none", "causal", "sliding"],
+                                    style={"button_width": "70px"})
+        c["window"] = W.BoundedIntText(description="window", min=1, max=MAX_TOKENS,
+                                       layout={"width": "150px"})
+        c["seed"] = W.BoundedIntText(description="seed", min=0, max=2**31 - 1,
+                                     layout={"width": "150px"})
+        c["positional"] = W.Checkbox(description="positional encodings", indent=False)
+        c["colormap"] = W.Dropdown(description="colours", options=list(COLORMAPS),
+                                   layout={"width": "200px"})
+        c["head"] = W.Dropdown(description="focus head", options=[0], layout={"width": "200px"})
+        c["query"] = W.Dropdown(description="query", options=[("(none)", -1)],
+                                layout={"width": "260px"})
+        c["step"] = W.IntSlider(description="stages", min=1, max=len(STAGES),
+                                layout={"width": "300px"})
+        for name, ctrl in c.items():
+            ctrl.add_class(f"aw-{name}")
+            if hasattr(ctrl, "style") and "description_width" in ctrl.style.keys:
+                ctrl.style.description_width = "initial"
+            if name in _CHOICE_CONTROLS:  # options depend on state: wired by _sync_controls
+                ctrl.observe(self._on_choice_control, "value")
+            else:
+                T.link((self, name), (ctrl, "value"))
+        self.controls = c
+        self._play = W.Play(min=1, max=len(STAGES), interval=1500, description="step through")
+        self._play.add_class("aw-play")
+
+        self._summary = W.HTML()
+        self._summary.add_class("aw-summary")
+        self._error = W.HTML()
+        self._error.add_class("aw-error")
+        self._notice = W.HTML()
+        self._notice.add_class("aw-notice")
+        self._busy = W.HTML()
+        self._busy.add_class("aw-busy")
+        self._tokens_html = W.HTML()
+        self._tokens_html.add_class("aw-tokens")
+        self._entropy_html = W.HTML()
+        self._entropy_html.add_class("aw-entropy")
+        self._focus_html = W.HTML()
+        self._focus_html.add_class("aw-focus-readout")
+        self._hover_html = W.HTML()
+        self._hover_html.add_class("aw-hover")
+
+        self.figs = {
+            "x": PanelFigure("aw-fig-x", signed=True, cell_px=10, max_height=320, label="X"),
+            "qkv": PanelFigure("aw-fig-qkv", signed=True, cell_px=10, max_height=320),
+            "scores": PanelFigure("aw-fig-scores", signed=True, cell_px=6, max_height=520),
+            "weights": PanelFigure("aw-fig-weights", signed=False, cell_px=6, max_height=520),
+            "outputs": PanelFigure("aw-fig-outputs", signed=True, cell_px=8, max_height=520),
+            "concat": PanelFigure("aw-fig-concat", signed=True, cell_px=10, max_height=320),
+            "focus": PanelFigure("aw-fig-focus", signed=False, cell_px=16, max_height=520,
+                                 min_height=260),
+            "contrib": PanelFigure("aw-fig-contrib", signed=True, cell_px=12, max_height=420),
+        }
+        self._focus_grid: Any = None
+
+        def stage(i: int, formula: str, *body: W.Widget) -> W.VBox:
+            head = W.HTML(f"<b>{STAGES[i]}</b> &nbsp; <span class='aw-formula'>{formula}</span>")
+            box = W.VBox([head, *body])
+            box.add_class("aw-stage")
+            box.add_class(f"aw-stage-{i + 1}")
+            return box
+
+        def q(s: str, color: str) -> str:
+            return f"<b style='color:{color}'>{s}</b>"
+
+        self._stage_boxes = [
+            stage(0, "x<sub>i</sub> = embedding(token<sub>i</sub>) + PE(i)",
+                  self._tokens_html, self.figs["x"].figure),
+            stage(1, f"{q('Q', Q_COLOR)} = X W<sup>Q</sup>, {q('K', K_COLOR)} = X W<sup>K</sup>, "
+                  f"{q('V', V_COLOR)} = X W<sup>V</sup>; grey lines mark the heads",
+                  self.figs["qkv"].figure),
+            stage(2, f"scores = {q('q', Q_COLOR)}·{q('k', K_COLOR)}<sup>T</sup> / √d<sub>head</sub>"
+                  " (rows: queries, columns: keys)", self.figs["scores"].figure),
+            stage(3, "weights = softmax(scores / T) over keys; grey = masked", self._entropy_html,
+                  self.figs["weights"].figure),
+            stage(4, f"head<sub>h</sub> = weights<sub>h</sub> {q('V', V_COLOR)}<sub>h</sub>",
+                  self.figs["outputs"].figure),
+            stage(5, "concat = [head<sub>1</sub> … head<sub>h</sub>]; output = concat W<sup>O</sup>",
+                  self.figs["concat"].figure),
+        ]
+        self._focus_box = W.VBox([
+            W.HTML("<b>Focus</b> &nbsp; one head large; a query row as a weighted sum of V rows"),
+            W.HBox([c["head"], c["query"]]),
+            self._hover_html,
+            self.figs["focus"].figure,
+            self._focus_html,
+            self.figs["contrib"].figure,
+        ])
+        self._focus_box.add_class("aw-focus")
+        controls = W.VBox([
+            c["text"],
+            W.HBox([c["d_model"], c["n_heads"], c["n_kv_heads"]],
+                   layout={"flex_flow": "row wrap"}),
+            W.HBox([c["temperature"], c["mask"], c["window"]], layout={"flex_flow": "row wrap"}),
+            W.HBox([c["seed"], c["positional"], c["colormap"], self._play, c["step"]],
+                   layout={"flex_flow": "row wrap"}),
+        ])
+        controls.add_class("aw-controls")
+        T.link((self, "step"), (self._play, "value"))
+        self.children = (controls, self._summary, self._busy, self._error, self._notice,
+                         *self._stage_boxes, self._focus_box)
+
+    # ---------------------------------------------------------------------------------------
+    # validation: impossible values from Python raise TraitError and change nothing
+    # ---------------------------------------------------------------------------------------
+    @T.validate("d_model")
+    def _valid_d_model(self, proposal: dict) -> int:
+        d = proposal["value"]
+        if self._arrays is not None and d != self._arrays[1].d_model:
+            raise T.TraitError(
+                f"d_model is fixed at {self._arrays[1].d_model} by the arrays given to "
+                f"from_arrays, got {d}"
+            )
+        if d < 1 or d > 4096:
+            raise T.TraitError(f"d_model must be between 1 and 4096, got {d}")
+        return d
+
+    @T.validate("n_heads")
+    def _valid_n_heads(self, proposal: dict) -> int:
+        h = proposal["value"]
+        if h < 1 or self.d_model % h:
+            raise T.TraitError(
+                f"n_heads={h} does not divide d_model={self.d_model}: choose one of "
+                f"{_divisors(self.d_model)}"
+            )
+        if self._arrays is not None and h not in self._array_head_options():
+            raise T.TraitError(
+                f"n_heads={h} does not fit the given weights (w_k has {self._arrays[1].d_kv} "
+                f"columns): choose one of {self._array_head_options()}"
+            )
+        return h
+
+    @T.validate("n_kv_heads")
+    def _valid_n_kv(self, proposal: dict) -> int | None:
+        kv = proposal["value"]
+        if kv is None:
+            return None
+        if kv < 1 or self.n_heads % kv:
+            raise T.TraitError(
+                f"n_kv_heads={kv} does not divide n_heads={self.n_heads}: choose one of "
+                f"{_divisors(self.n_heads)}"
+            )
+        return kv
+
+    @T.validate("temperature")
+    def _valid_temperature(self, proposal: dict) -> float:
+        t = proposal["value"]
+        if not np.isfinite(t) or t <= 0:
+            raise T.TraitError(f"temperature must be a finite number > 0, got {t!r}")
+        return t
+
+    @T.validate("window")
+    def _valid_window(self, proposal: dict) -> int:
+        if proposal["value"] < 1:
+            raise T.TraitError(f"window must be >= 1, got {proposal['value']}")
+        return proposal["value"]
+
+    @T.validate("seed")
+    def _valid_seed(self, proposal: dict) -> int:
+        if proposal["value"] < 0:
+            raise T.TraitError(f"seed must be >= 0, got {proposal['value']}")
+        return proposal["value"]
+
+    @T.validate("head")
+    def _valid_head(self, proposal: dict) -> int:
+        h = proposal["value"]
+        if not 0 <= h < self.n_heads:
+            raise T.TraitError(f"head must be in 0..{self.n_heads - 1}, got {h}")
+        return h
+
+    @T.validate("query")
+    def _valid_query(self, proposal: dict) -> int:
+        q = proposal["value"]
+        if not -1 <= q < max(len(self.tokens), 1):
+            raise T.TraitError(f"query must be -1 or a token index < {len(self.tokens)}, got {q}")
+        return q
+
+    @T.validate("step")
+    def _valid_step(self, proposal: dict) -> int:
+        return int(np.clip(proposal["value"], 1, len(STAGES)))
+
+    # d_model changes never leave an invalid state: n_heads (and n_kv_heads) snap.
+    @T.observe("d_model")
+    def _snap_heads(self, change: dict) -> None:
+        if self.d_model % self.n_heads:
+            divs = _divisors(self.d_model)
+            new = min(divs, key=lambda h: (abs(h - self.n_heads), -h))
+            self.set_trait("notice", f"n_heads {self.n_heads} does not divide d_model "
+                           f"{self.d_model}: snapped to {new}")
+            self.n_heads = new
+
+    @T.observe("n_heads")
+    def _snap_kv(self, change: dict) -> None:
+        if self.n_kv_heads is not None and self.n_heads % self.n_kv_heads:
+            old = self.n_kv_heads
+            # Keep grouped-query attention if possible: the largest divisor below the old value.
+            new = max(d for d in _divisors(self.n_heads) if d <= old)
+            self.set_trait("notice", f"n_kv_heads {old} does not divide n_heads "
+                           f"{self.n_heads}: snapped to {new}")
+            self.n_kv_heads = new
+        if self.head >= self.n_heads:
+            self.head = 0
+
+    def _on_choice_control(self, change: dict) -> None:
+        if self._syncing or change["new"] is None:
+            return
+        name = next(k for k in _CHOICE_CONTROLS if self.controls[k] is change["owner"])
+        value = change["new"]
+        if name == "n_kv_heads" and value == self.n_heads:
+            value = None  # "as many as n_heads": stays so when n_heads changes
+        setattr(self, name, value)
+
+    _syncing = False
+
+    def _array_head_options(self) -> list[int]:
+        assert self._arrays is not None
+        p = self._arrays[1]
+        out = []
+        for h in _divisors(p.d_model):
+            d_head = p.d_model // h
+            if p.d_kv % d_head == 0 and h % (p.d_kv // d_head) == 0:
+                out.append(h)
+        return out
+
+    # ---------------------------------------------------------------------------------------
+    # reacting
+    # ---------------------------------------------------------------------------------------
+    @T.observe(*_CONFIG)
+    def _on_config(self, change: dict) -> None:
+        if self._ready:
+            self._recompute(change)
+            self._sync_controls()
+
+    @T.observe("colormap")
+    def _on_colormap(self, change: dict) -> None:
+        for fig in self.figs.values():
+            fig.set_colormap(self.colormap)
+        if self._ready and self.trace is not None:
+            self._draw_focus()
+
+    @T.observe("head", "query")
+    def _on_focus(self, change: dict) -> None:
+        if self._ready and self.trace is not None:
+            self._draw_focus()
+            self._sync_controls()
+
+    @T.observe("step")
+    def _on_step(self, change: dict) -> None:
+        for i, box in enumerate(self._stage_boxes):
+            box.layout.display = None if i < self.step else "none"
+
+    def _sync_controls(self) -> None:
+        """Offer only valid values in the sliders (divisors, tokens)."""
+        self._syncing = True
+        try:
+            c = self.controls
+            if self._arrays is None:
+                choices = sorted(set(D_MODEL_CHOICES) | {self.d_model})
+                heads = _divisors(self.d_model)
+            else:
+                choices = [self.d_model]
+                heads = self._array_head_options()
+            with self.hold_sync():
+                if list(c["d_model"].options) != choices:
+                    c["d_model"].options = choices
+                c["d_model"].value = self.d_model
+                if list(c["n_heads"].options) != heads:
+                    c["n_heads"].options = heads
+                c["n_heads"].value = self.n_heads
+                kv_opts = _divisors(self.n_heads)
+                if self._arrays is not None and self.trace is not None:
+                    kv_opts = [self.trace.n_kv_heads]
+                if list(c["n_kv_heads"].options) != kv_opts:
+                    c["n_kv_heads"].options = kv_opts
+                kv = self.n_kv_heads or self.n_heads
+                if self._arrays is not None and self.trace is not None:
+                    kv = self.trace.n_kv_heads
+                c["n_kv_heads"].value = kv
+                head_opts = [(f"head {h}", h) for h in range(self.n_heads)]
+                if c["head"].options != tuple(head_opts):
+                    c["head"].options = head_opts
+                c["head"].value = self.head
+                query_opts = [("(none)", -1), *((f"{i}: {t}", i) for i, t in enumerate(self.tokens))]
+                if c["query"].options != tuple(query_opts):
+                    c["query"].options = query_opts
+                c["query"].value = self.query
+                c["window"].disabled = self.mask != "sliding"
+                fixed = self._arrays is not None
+                for name in ("text", "d_model", "seed", "positional"):
+                    c[name].disabled = fixed
+        finally:
+            self._syncing = False
+
+    def _inputs(self) -> tuple[list[str], np.ndarray, AttentionParams]:
+        """Tokens, X and params for the current settings; ValueError with a message if bad."""
+        if self._arrays is not None:
+            x, params = self._arrays
+            return list(self._fixed_tokens or []), x, params
+        if not self.text.strip():
+            raise ValueError("The text is empty: type a sentence to see its attention.")
+        tokens = tokenize(self.text)
+        if not tokens:
+            raise ValueError("The text has no words or symbols to attend over.")
+        if len(tokens) > MAX_TOKENS:
+            raise ValueError(f"The text has {len(tokens)} tokens; the widget draws at most "
+                             f"{MAX_TOKENS}. Shorten it.")
+        x = embed(tokens, self.d_model, seed=self.seed, positional=self.positional)
+        params = init_params(self.d_model, self.n_heads, self.n_kv_heads, seed=self.seed)
+        return tokens, x, params
+
+    def _recompute(self, change: dict | None = None) -> None:
+        what = "" if change is None else f"{change['name']}={change['new']!r}"
+        predicted = self._last_compute_s
+        if predicted > BUSY_AFTER_S:
+            self._busy.value = f"<span>⏳ computing {html.escape(what)} …</span>"
+        start = time.perf_counter()
+        try:
+            tokens, x, params = self._inputs()
+            mask = self.mask
+            window = min(self.window, len(tokens)) if mask == "sliding" else None
+            trace = multi_head_attention(
+                x, params, n_heads=self.n_heads, n_kv_heads=self._kv_for(params),
+                temperature=self.temperature, mask=mask, window=window, dtype=np.float64)
+        except (ValueError, TypeError) as err:
+            self.set_trait("error", str(err))
+            self._error.value = (f"<div style='color:#c62828'>⚠ {html.escape(str(err))} "
+                                 "The diagram below still shows the last valid input.</div>")
+            self._busy.value = ""
+            return
+        self.set_trait("error", "")
+        self._error.value = ""
+        self.tokens, self.params, self.trace = tokens, params, trace
+        if self.query >= len(tokens):
+            self.query = -1
+        self._draw()
+        self._notice.value = (f"<i>{html.escape(self.notice)}</i>" if self.notice else "")
+        self._last_compute_s = time.perf_counter() - start
+        self._busy.value = ""
+
+    def _kv_for(self, params: AttentionParams) -> int | None:
+        if self._arrays is None:
+            return self.n_kv_heads
+        d_head = params.d_model // self.n_heads
+        return params.d_kv // d_head
+
+    # ---------------------------------------------------------------------------------------
+    # drawing (arrays in, no maths beyond slicing)
+    # ---------------------------------------------------------------------------------------
+    def _draw(self) -> None:
+        tr, toks = self.trace, self.tokens
+        assert tr is not None
+        h, kv, dh = tr.n_heads, tr.n_kv_heads, tr.d_head
+        ncols = min(h, 4)
+        sent = 0
+        with self.hold_sync():
+            self._tokens_html.value = self._token_strip()
+            sent += self.figs["x"].update(
+                [Panel(tr.x, f"X  ({tr.seq_len} × {tr.d_model})", toks, None)])
+            q2 = tr.q.transpose(1, 0, 2).reshape(tr.seq_len, h * dh)
+            k2 = tr.k.transpose(1, 0, 2).reshape(tr.seq_len, kv * dh)
+            v2 = tr.v.transpose(1, 0, 2).reshape(tr.seq_len, kv * dh)
+            sent += self.figs["qkv"].update([
+                Panel(q2, f"Q ({tr.seq_len} × {h * dh}), {h} heads", toks, None,
+                      [i * dh for i in range(1, h)], Q_COLOR),
+                Panel(k2, f"K ({tr.seq_len} × {kv * dh}), {kv} kv heads", toks, None,
+                      [i * dh for i in range(1, kv)], K_COLOR),
+                Panel(v2, f"V ({tr.seq_len} × {kv * dh})", toks, None,
+                      [i * dh for i in range(1, kv)], V_COLOR),
+            ])
+            kv_note = "" if kv == h else "→kv"
+            sent += self.figs["scores"].update(
+                [Panel(tr.scores[i], f"head {i}{kv_note}{tr.kv_head(i) if kv_note else ''}",
+                       toks, toks) for i in range(h)], ncols=ncols)
+            ent = tr.head_entropy
+            sent += self.figs["weights"].update(
+                [Panel(tr.weights[i], f"head {i}  H={ent[i]:.2f}", toks, toks)
+                 for i in range(h)], ncols=ncols, mask=tr.mask)
+            sent += self.figs["outputs"].update(
+                [Panel(tr.head_outputs[i], f"head {i} ({tr.seq_len} × {dh})", toks, None)
+                 for i in range(h)], ncols=min(h, 8))
+            sent += self.figs["concat"].update([
+                Panel(tr.concat, f"concat ({tr.seq_len} × {h * dh})", toks, None,
+                      [i * dh for i in range(1, h)]),
+                Panel(tr.output, f"output = concat W_O ({tr.seq_len} × {tr.d_model})", toks),
+            ])
+            self._entropy_html.value = self._entropy_text()
+            self._draw_focus()
+            self._summary.value = html.escape(self.summary)
+        self._bytes_sent = sent
+
+    @property
+    def summary(self) -> str:
+        """One line stating what is drawn."""
+        tr = self.trace
+        if tr is None:
+            return "nothing drawn yet"
+        mask = self.mask + (f", window={min(self.window, tr.seq_len)}"
+                            if self.mask == "sliding" else "")
+        return (f"seq_len={tr.seq_len}, d_model={tr.d_model}, n_heads={tr.n_heads}, "
+                f"n_kv_heads={tr.n_kv_heads}, temperature={_fmt_t(tr.temperature)}, mask={mask}")
+
+    def _token_strip(self) -> str:
+        spans = "".join(
+            f"<span class='aw-token' title='token {i}' style='display:inline-block;margin:1px;"
+            f"padding:0 4px;border:1px solid #8888;border-radius:3px'>{html.escape(t)}</span>"
+            for i, t in enumerate(self.tokens[:MAX_TOKENS]))
+        tr = self.trace
+        assert tr is not None
+        return (f"<div>{spans}</div><div style='font-size:90%'>d_head = d_model / n_heads = "
+                f"{tr.d_model} / {tr.n_heads} = <b>{tr.d_head}</b></div>")
+
+    def _entropy_text(self) -> str:
+        tr = self.trace
+        assert tr is not None
+        ent = tr.head_entropy
+        uniform = float(np.mean(np.log(tr.mask.sum(axis=1))))
+        cells = " · ".join(f"h{i}: {e:.2f}" for i, e in enumerate(ent))
+        return (f"<span style='font-size:90%'>mean row entropy per head (nats; 0 = one-hot, "
+                f"{uniform:.2f} = uniform): {cells}</span>")
+
+    def _draw_focus(self) -> None:
+        tr, toks = self.trace, self.tokens
+        assert tr is not None
+        h = min(self.head, tr.n_heads - 1)
+        weights = tr.weights[h]
+        title = f"head {h}: weights ({tr.seq_len} × {tr.seq_len}), H={tr.head_entropy[h]:.2f}"
+        fig = self.figs["focus"]
+        use_grid = 2 <= tr.seq_len <= GRID_FOCUS_MAX  # bqplot squeezes a 1x1 grid away
+        with fig.figure.hold_sync():
+            fig.update([Panel(weights, title, toks, toks)], mask=None if use_grid else tr.mask)
+            self._set_focus_grid(weights, fig, use_grid)
+            wfig = self.figs["weights"]
+            if self.query >= 0:
+                wfig.show_highlight([wfig.row_box(i, self.query) for i in range(tr.n_heads)])
+                fig.show_highlight([fig.row_box(0, self.query)])
+            else:
+                wfig.show_highlight(None)
+                fig.show_highlight(None)
+        self._hover_html.value = ("<i>hover a cell for its query, key and weight</i>" if use_grid
+                                  else f"<i>per-cell hover is available up to {GRID_FOCUS_MAX} "
+                                  "tokens; pick a query below to read its row</i>")
+        self._draw_contributions(h)
+
+    def _set_focus_grid(self, weights: np.ndarray, fig: PanelFigure, use_grid: bool) -> None:
+        """At small seq_len, an opaque GridHeatMap over the focus panel gives per-cell hover.
+
+        Masked cells get the value ``-1/8``, which its colour scale (one grey stop below the
+        colormap's 0..1 stops) draws grey.
+        """
+        import bqplot as bq
+
+        if not use_grid:
+            if self._focus_grid is not None:
+                self._focus_grid.visible = False
+            return
+        n = weights.shape[0]
+        x0, y0 = fig.panel_offsets()[0]
+        color = np.where(self.trace.mask, weights, _GRID_MASKED)
+        rows = np.arange(n, dtype=float) + y0 - 0.5
+        cols = np.arange(n, dtype=float) + x0 - 0.5
+        if self._focus_grid is None:
+            self._focus_grid = bq.GridHeatMap(
+                row=rows, column=cols, color=color, row_align="start", column_align="start",
+                stroke=None, scales={"row": fig.y_scale, "column": fig.x_scale,
+                                     "color": bq.ColorScale(min=_GRID_MASKED, max=1.0)},
+                interactions={"hover": "tooltip"},
+            )
+            self._focus_grid.on_hover(self._on_hover)
+        self._focus_grid.scales["color"].colors = [_GRID_GREY, *COLORMAPS[self.colormap]]
+        self._focus_grid.scales["color"].min = -1.0 / (len(COLORMAPS[self.colormap]) - 1)
+        self._focus_grid.scales["color"].max = 1.0
+        with self._focus_grid.hold_trait_notifications():
+            self._focus_grid.row, self._focus_grid.column = rows, cols
+            self._focus_grid.color = np.where(
+                self.trace.mask, weights, self._focus_grid.scales["color"].min)
+        self._focus_grid.visible = True
+        marks = list(fig.figure.marks)
+        if self._focus_grid not in marks:
+            marks.insert(1, self._focus_grid)
+            fig.figure.marks = marks
+
+    def _on_hover(self, mark: Any, event: dict) -> None:
+        data = event.get("data", {})
+        tr = self.trace
+        if tr is None:
+            return
+        i, j = int(data.get("row", -1)), int(data.get("column", -1))
+        if not (0 <= i < tr.seq_len and 0 <= j < tr.seq_len):
+            return
+        h = min(self.head, tr.n_heads - 1)
+        w = tr.weights[h, i, j]
+        what = f"{w:.4f}" if tr.mask[i, j] else "masked"
+        self._hover_html.value = (
+            f"head {h}: query <b>{html.escape(self.tokens[i])}</b> ({i}) → key "
+            f"<b>{html.escape(self.tokens[j])}</b> ({j}): weight <b>{what}</b>")
+
+    def _draw_contributions(self, h: int) -> None:
+        tr, toks = self.trace, self.tokens
+        assert tr is not None
+        fig = self.figs["contrib"]
+        i = self.query
+        if i < 0:
+            fig.figure.layout.display = "none"
+            self._focus_html.value = "<i>choose a query token to see how its output row is built</i>"
+            return
+        fig.figure.layout.display = None
+        w_row = tr.weights[h, i]  # [seq]
+        v = tr.v[tr.kv_head(h)]  # [seq, d_head]
+        contrib = w_row[:, None] * v  # [seq, d_head]: w_ij v_j
+        out_row = tr.head_outputs[h, i][None, :]  # [1, d_head] = sum_j w_ij v_j
+        fig.update([
+            Panel(contrib, f"w[{i},j] · v_j  (head {h})", toks, None),
+            Panel(out_row, "Σ_j = output row", [toks[i]], None),
+        ], ncols=1)
+        top = np.argsort(-w_row)[:5]
+        parts = " + ".join(f"{w_row[j]:.2f}·v[{html.escape(toks[j])}]" for j in top)
+        self._focus_html.value = (
+            f"output of head {h} for <b>{html.escape(toks[i])}</b> = Σ<sub>j</sub> "
+            f"w<sub>{i}j</sub> v<sub>j</sub> ≈ {parts}{' + …' if len(w_row) > 5 else ''}")
+
+    # ---------------------------------------------------------------------------------------
+    # inspection helpers (used by tests and notebooks)
+    # ---------------------------------------------------------------------------------------
+    def displayed(self, stage: str) -> list[np.ndarray]:
+        """The arrays the heatmaps of ``stage`` currently hold (float32, as sent)."""
+        return self.figs[stage].displayed()
+
+    @property
+    def bytes_sent(self) -> int:
+        """Array bytes sent to the browser by the last update."""
+        return self._bytes_sent
