@@ -224,7 +224,7 @@ class PanelFigure:
         lx: list[list[float]] = []
         ly: list[list[float]] = []
         colors: list[str] = []
-        for p, (x0, y0) in zip(panels, self._offsets):
+        for p, (x0, y0) in zip(panels, self._offsets, strict=True):
             rows, cols = p.array.shape
             xs.append(x0 - 0.5)
             ys.append(y0 - 1.6)
@@ -305,7 +305,7 @@ class PanelFigure:
         two); this returns it at its own shape.
         """
         out = []
-        for hm, sent in zip(self._heatmaps, self._sent):
+        for hm, sent in zip(self._heatmaps, self._sent, strict=True):
             arr = np.asarray(hm.color)
             out.append(arr[: sent.shape[0], : sent.shape[1]])
         return out

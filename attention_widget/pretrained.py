@@ -111,7 +111,10 @@ def gelu_erf(x: np.ndarray) -> np.ndarray:
 
 
 def gelu_tanh(x: np.ndarray) -> np.ndarray:
-    """GELU in the tanh form of GPT-2 (``gelu_new``): ``x/2 (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3)))``."""
+    """GELU in GPT-2's tanh form (``gelu_new``).
+
+    ``x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``.
+    """
     c = x.dtype.type(math.sqrt(2.0 / math.pi))
     inner = x * x
     inner *= x.dtype.type(0.044715)
@@ -186,7 +189,7 @@ def _softmax_fast(z: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
 # small helpers
 # --------------------------------------------------------------------------------------------
 def _owns_memory(a: np.ndarray) -> bool:
-    """False for a view of a memory-mapped file (costs no RAM of its own), else True."""
+    """Tell whether ``a`` holds RAM of its own (False for a view of a memory-mapped file)."""
     while a.base is not None:
         if isinstance(a.base, mmap.mmap):
             return False
@@ -222,7 +225,7 @@ def _bytes_to_unicode() -> dict[str, int]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
+    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
 
 
 _BYTE_DECODER = _bytes_to_unicode()
@@ -303,8 +306,7 @@ class _Tensors:
                     self._files[fname] = SafetensorsFile(folder / fname)
                 if name not in self._files[fname]:
                     raise SafetensorsError(
-                        f"{folder / fname}: has no tensor {name!r}, which {index.name} places "
-                        "in it"
+                        f"{folder / fname}: has no tensor {name!r}, which {index.name} places in it"
                     )
                 self._where[name] = fname
         else:
@@ -566,14 +568,15 @@ class PretrainedModel:
     def _display(self, tokens: list[str], special: list[bool]) -> list[str]:
         if self._tok_style == "bytelevel":
             out = []
-            for tok, sp in zip(tokens, special):
+            for tok, sp in zip(tokens, special, strict=True):
                 if sp or not all(c in _BYTE_DECODER for c in tok):
                     out.append(tok)
                 else:
                     out.append(bytes(_BYTE_DECODER[c] for c in tok).decode("utf-8", "replace"))
             return out
         if self._tok_style == "metaspace":
-            return [tok if sp else tok.replace("▁", " ") for tok, sp in zip(tokens, special)]
+            pairs = zip(tokens, special, strict=True)
+            return [tok if sp else tok.replace("▁", " ") for tok, sp in pairs]
         return list(tokens)
 
     def tokenize(self, text: str) -> list[str]:
@@ -585,7 +588,7 @@ class PretrainedModel:
         return self.encode(text).display
 
     def special_token_mask(self, text: str) -> list[bool]:
-        """True for each special token of ``tokenize(text)``."""
+        """Flag each token of ``tokenize(text)``: True for special tokens ([CLS], BOS, ...)."""
         return self.encode(text).special
 
     # ---- forward ----------------------------------------------------------------------------
@@ -633,8 +636,9 @@ class PretrainedModel:
     def forward_ids(
         self, ids: np.ndarray, *, output_attentions: bool = True
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Run the whole model on token ids (no caching), like ``transformers`` with
-        ``output_hidden_states=True, output_attentions=True``.
+        """Run the whole model on token ids, without caching.
+
+        Like ``transformers`` with ``output_hidden_states=True, output_attentions=True``.
 
         Parameters
         ----------
@@ -651,9 +655,13 @@ class PretrainedModel:
         """
         ids = np.asarray(ids, dtype=np.int64)
         if ids.ndim != 1 or ids.size == 0:
-            raise ValueError(f"ids must be a non-empty 1-D array of token ids, got shape {ids.shape}")
+            raise ValueError(
+                f"ids must be a non-empty 1-D array of token ids, got shape {ids.shape}"
+            )
         if ids.min() < 0 or ids.max() >= self.vocab_size:
-            raise ValueError(f"ids must lie in [0, {self.vocab_size}), got {ids.min()}..{ids.max()}")
+            raise ValueError(
+                f"ids must lie in [0, {self.vocab_size}), got {ids.min()}..{ids.max()}"
+            )
         if ids.size > self.max_tokens:
             raise ValueError(f"ids has {ids.size} tokens; max_tokens is {self.max_tokens}")
         h = self._embed(ids)
@@ -669,7 +677,7 @@ class PretrainedModel:
         return hidden, atts
 
     def _state(self, text: str, upto: int) -> _TextState:
-        """Cached state of ``text`` with the inputs of layers ``0..upto`` computed."""
+        """Return the cached state of ``text`` with the inputs of layers ``0..upto`` computed."""
         state = self._states.get(text)
         if state is None:
             enc = self.encode(text)
@@ -723,7 +731,7 @@ class PretrainedModel:
 
     # ---- public results ---------------------------------------------------------------------
     def trace(self, text: str, layer: int, temperature: float = 1.0) -> AttentionTrace:
-        """The attention of ``layer`` on ``text``, as the model computes it.
+        """Compute the attention of ``layer`` on ``text``, as the model really does.
 
         Parameters
         ----------
@@ -889,7 +897,9 @@ class _Bert(PretrainedModel):
             "w_qkv": np.concatenate(
                 [g(f"attention.self.{n}.weight") for n in ("query", "key", "value")]
             ),
-            "b_qkv": np.concatenate([g(f"attention.self.{n}.bias") for n in ("query", "key", "value")]),
+            "b_qkv": np.concatenate(
+                [g(f"attention.self.{n}.bias") for n in ("query", "key", "value")]
+            ),
             "w_o": g("attention.output.dense.weight"),
             "b_o": g("attention.output.dense.bias"),
             "ln1_w": g("attention.output.LayerNorm.weight"),
@@ -917,7 +927,7 @@ class _Bert(PretrainedModel):
         )
 
     def _qkv(self, h, w, i):
-        s, d = h.shape
+        s = h.shape[0]
         qkv = h @ w["w_qkv"].T
         qkv += w["b_qkv"]
         # [s, 3d] -> [3, h, s, d_head]
@@ -1034,7 +1044,9 @@ class _GPT2(PretrainedModel):
 
     def _final(self, h):
         p = self._p
-        return _layer_norm(h, self._t.f32(p + "ln_f.weight"), self._t.f32(p + "ln_f.bias"), self._eps)
+        return _layer_norm(
+            h, self._t.f32(p + "ln_f.weight"), self._t.f32(p + "ln_f.bias"), self._eps
+        )
 
 
 class _Llama(PretrainedModel):
@@ -1073,9 +1085,11 @@ class _Llama(PretrainedModel):
         self._rope_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def _rope_inv_freq(self, cfg_file: Path) -> np.ndarray:
-        params = self._cfg("rope_parameters", default=None) or self._cfg(
-            "rope_scaling", default=None
-        ) or {}
+        params = (
+            self._cfg("rope_parameters", default=None)
+            or self._cfg("rope_scaling", default=None)
+            or {}
+        )
         if not isinstance(params, dict):
             raise ValueError(f"{cfg_file}: rope_parameters must be an object, got {params!r}")
         theta = float(params.get("rope_theta", self._cfg("rope_theta", default=10000.0)))
@@ -1160,7 +1174,10 @@ class _Llama(PretrainedModel):
                     ("mlp.down_proj.bias", (d,)),
                 ]
             if self._qk_norm:
-                parts += [("self_attn.q_norm.weight", (self.d_head,)), ("self_attn.k_norm.weight", (self.d_head,))]
+                parts += [
+                    ("self_attn.q_norm.weight", (self.d_head,)),
+                    ("self_attn.k_norm.weight", (self.d_head,)),
+                ]
             for part, shape in parts:
                 out[self._name(i, part)] = shape
         return out
@@ -1202,7 +1219,9 @@ class _Llama(PretrainedModel):
         # [s, h * dh] -> [h, s, dh]
         q = qkv[:, :hd].reshape(s, self.n_heads, dh).transpose(1, 0, 2)
         k = qkv[:, hd : hd + kvd].reshape(s, self.n_kv_heads, dh).transpose(1, 0, 2)
-        v = np.ascontiguousarray(qkv[:, hd + kvd :].reshape(s, self.n_kv_heads, dh).transpose(1, 0, 2))
+        v = np.ascontiguousarray(
+            qkv[:, hd + kvd :].reshape(s, self.n_kv_heads, dh).transpose(1, 0, 2)
+        )
         if self._qk_norm:
             q = _rms_norm(q, w["q_norm"], self._eps)
             k = _rms_norm(k, w["k_norm"], self._eps)
@@ -1315,7 +1334,11 @@ def load_pretrained(
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder (expected a checkpoint folder)")
-    if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, numbers.Integral) or cache_bytes < 0:
+    if (
+        isinstance(cache_bytes, bool)
+        or not isinstance(cache_bytes, numbers.Integral)
+        or cache_bytes < 0
+    ):
         raise ValueError(f"cache_bytes must be an integer >= 0, got {cache_bytes!r}")
     _report(progress, 0.0, "reading config.json")
     cfg_path = folder / "config.json"

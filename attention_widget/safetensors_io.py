@@ -168,7 +168,9 @@ class SafetensorsFile:
         if not isinstance(shape, list) or not all(
             isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape
         ):
-            raise SafetensorsError(f"{where}: corrupt shape {shape!r}: expected a list of ints >= 0")
+            raise SafetensorsError(
+                f"{where}: corrupt shape {shape!r}: expected a list of ints >= 0"
+            )
         if (
             not isinstance(offsets, list)
             or len(offsets) != 2
@@ -250,7 +252,9 @@ class SafetensorsFile:
         count = (end - begin) // np_dtype.itemsize
         if count == 0:
             return np.zeros(shape, dtype=np_dtype)
-        arr = np.frombuffer(self._buffer(), dtype=np_dtype, count=count, offset=self._data_start + begin)
+        arr = np.frombuffer(
+            self._buffer(), dtype=np_dtype, count=count, offset=self._data_start + begin
+        )
         return arr.reshape(shape)
 
     def get(self, name: str, *, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:

@@ -140,8 +140,9 @@ class AttentionWidget(W.VBox):
     # construction
     # ---------------------------------------------------------------------------------------
     @classmethod
-    def from_arrays(cls, x: np.ndarray, params: AttentionParams, tokens: Sequence[str] | None = None,
-                    *, n_heads: int, n_kv_heads: int | None = None, temperature: float = 1.0,
+    def from_arrays(cls, x: np.ndarray, params: AttentionParams,
+                    tokens: Sequence[str] | None = None, *, n_heads: int,
+                    n_kv_heads: int | None = None, temperature: float = 1.0,
                     mask: str = "none", window: int = 3, **kwargs: Any) -> AttentionWidget:
         """Show your own input and weights.
 
@@ -263,7 +264,8 @@ class AttentionWidget(W.VBox):
                   self.figs["weights"].figure),
             stage(4, f"head<sub>h</sub> = weights<sub>h</sub> {q('V', V_COLOR)}<sub>h</sub>",
                   self.figs["outputs"].figure),
-            stage(5, "concat = [head<sub>1</sub> … head<sub>h</sub>]; output = concat W<sup>O</sup>",
+            stage(5, "concat = [head<sub>1</sub> … head<sub>h</sub>]; "
+                  "output = concat W<sup>O</sup>",
                   self.figs["concat"].figure),
         ]
         self._focus_box = W.VBox([
@@ -468,7 +470,8 @@ class AttentionWidget(W.VBox):
                 if c["head"].options != tuple(head_opts):
                     c["head"].options = head_opts
                 c["head"].value = self.head
-                query_opts = [("(none)", -1), *((f"{i}: {t}", i) for i, t in enumerate(self.tokens))]
+                query_opts = [("(none)", -1),
+                              *((f"{i}: {t}", i) for i, t in enumerate(self.tokens))]
                 if c["query"].options != tuple(query_opts):
                     c["query"].options = query_opts
                 c["query"].value = self.query
@@ -689,7 +692,8 @@ class AttentionWidget(W.VBox):
         i = self.query
         if i < 0:
             fig.figure.layout.display = "none"
-            self._focus_html.value = "<i>choose a query token to see how its output row is built</i>"
+            self._focus_html.value = (
+                "<i>choose a query token to see how its output row is built</i>")
             return
         fig.figure.layout.display = None
         w_row = tr.weights[h, i]  # [seq]
