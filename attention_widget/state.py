@@ -1,0 +1,500 @@
+"""Save and load a widget state: settings, tokens and arrays in one ``.npz`` file, no pickle.
+
+A state file is a NumPy ``.npz`` archive (a zip of ``.npy`` arrays) holding
+
+* ``meta``: UTF-8 JSON (as a uint8 array) with the format name and version, the settings,
+  the tokens and the temperature;
+* ``x``: the input as the user gave it;
+* ``params_w_q`` ... ``params_b_o``: the layer's projections (when saved);
+* ``trace_x`` ... ``trace_entropy``: every array of the :class:`AttentionTrace`, so a figure can
+  be checked and reproduced exactly.
+
+Loading never unpickles: every member's ``.npy`` header is read and checked (numeric dtype, sane
+size) before its data, and ``allow_pickle=False`` throughout.  A corrupt, truncated or hand-edited
+file raises ``ValueError`` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import tempfile
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .engine import MEMORY_LIMIT_BYTES, AttentionParams, AttentionTrace
+
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "StateFile", "load_state", "save_state", "verify_trace"]
+
+#: Written in every state file's metadata; files without it are refused.
+FORMAT_NAME = "attention_widget.state"
+#: Version of the file layout.  Loading refuses newer (unknown) versions.
+FORMAT_VERSION = 1
+
+#: The arrays of an AttentionTrace, in order, with their float/bool kind.
+TRACE_ARRAYS = (
+    "x", "q", "k", "v", "scores", "weights", "head_outputs", "concat", "output", "mask", "entropy",
+)
+_PARAM_NAMES = ("w_q", "w_k", "w_v", "w_o", "b_q", "b_k", "b_v", "b_o")
+_MAX_META_BYTES = 16 * 2**20  # settings + tokens: 16 MiB is far more than any sentence needs
+
+
+@dataclass(frozen=True, eq=False)
+class StateFile:
+    """The contents of a state file written by :func:`save_state`.
+
+    Attributes
+    ----------
+    path : str
+        The file it was read from.
+    version : int
+        Format version of the file.
+    settings : dict
+        The settings saved (e.g. the widget's traits), as JSON values.
+    tokens : list of str
+        One label per token, length ``seq_len``.
+    x : ndarray, shape (seq_len, d_model)
+        The input as given by the user (dtype preserved).
+    params : AttentionParams or None
+        The layer's projections, when they were saved.
+    trace : AttentionTrace
+        The saved trace, rebuilt from the stored arrays (read-only arrays).
+    """
+
+    path: str
+    version: int
+    settings: dict[str, Any]
+    tokens: list[str]
+    x: np.ndarray
+    params: AttentionParams | None
+    trace: AttentionTrace
+
+    @property
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The stored trace arrays by name (``x, q, k, ..., entropy``)."""
+        return {name: getattr(self.trace, name) for name in TRACE_ARRAYS}
+
+
+# --------------------------------------------------------------------------------------------
+# saving
+# --------------------------------------------------------------------------------------------
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    raise TypeError(f"settings values must be JSON numbers, strings, lists or dicts, got {value!r}")
+
+
+def _numeric(name: str, value: Any) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.dtype.hasobject or arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be an array of real numbers, got dtype {arr.dtype}")
+    if arr.dtype.kind == "f" and arr.size and not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinity; every value must be finite")
+    return arr
+
+
+def save_state(
+    path: str | os.PathLike,
+    settings: Mapping[str, Any],
+    trace: AttentionTrace,
+    tokens: Sequence[str],
+    params: AttentionParams | None = None,
+    x: Any = None,
+) -> Path:
+    """Write settings, tokens, input, parameters and trace to one ``.npz`` file (no pickle).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The file to write, exactly this name (conventionally ``.npz``).  Written atomically: a
+        crash leaves the old file or the new one, never half of one.
+    settings : dict
+        JSON-serialisable settings (e.g. ``{"d_model": 64, "n_heads": 4, "mask": "causal"}``);
+        NumPy scalars are converted.
+    trace : AttentionTrace
+        The trace on screen.
+    tokens : list of str
+        One label per token (length ``trace.seq_len``).
+    params : AttentionParams, optional
+        The projections that made ``trace``; needed to recompute it from ``x`` alone.
+    x : array_like, shape (seq_len, d_model), optional
+        The input as the user gave it (e.g. before a float32 cast); defaults to ``trace.x``.
+
+    Returns
+    -------
+    pathlib.Path
+        The file written.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    if not isinstance(trace, AttentionTrace):
+        raise TypeError(f"trace must be an AttentionTrace, got {type(trace).__name__}")
+    if not isinstance(settings, Mapping) or not all(isinstance(k, str) for k in settings):
+        raise TypeError(f"settings must be a dict with str keys, got {settings!r}")
+    if isinstance(tokens, str) or not isinstance(tokens, Sequence):
+        raise TypeError(f"tokens must be a list of str, got {type(tokens).__name__}")
+    tokens = list(tokens)
+    if not all(isinstance(t, str) for t in tokens):
+        raise TypeError("tokens must be a list of str")
+    if len(tokens) != trace.seq_len:
+        raise ValueError(
+            f"tokens has {len(tokens)} entries but the trace has seq_len={trace.seq_len}"
+        )
+    if params is not None and not isinstance(params, AttentionParams):
+        raise TypeError(f"params must be an AttentionParams or None, got {type(params).__name__}")
+    if params is not None and (
+        params.d_model != trace.d_model or params.d_kv != trace.n_kv_heads * trace.d_head
+    ):
+        raise ValueError(
+            f"params (d_model={params.d_model}, w_k columns={params.d_kv}) do not match the "
+            f"trace (d_model={trace.d_model}, n_kv_heads * d_head="
+            f"{trace.n_kv_heads * trace.d_head})"
+        )
+    x_arr = trace.x if x is None else _numeric("x", x)
+    if x_arr.shape != trace.x.shape:
+        raise ValueError(f"x has shape {x_arr.shape} but the trace's input is {trace.x.shape}")
+    try:
+        meta_text = json.dumps(
+            {
+                "format": FORMAT_NAME,
+                "version": FORMAT_VERSION,
+                "settings": dict(settings),
+                "tokens": tokens,
+                "temperature": float(trace.temperature),
+                "has_params": params is not None,
+                "has_bias": bool(params is not None and params.b_q is not None),
+            },
+            allow_nan=False,
+            default=_json_default,
+            ensure_ascii=False,
+        )
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"settings cannot be saved as JSON: {err}") from None
+    arrays: dict[str, np.ndarray] = {
+        "meta": np.frombuffer(meta_text.encode("utf-8"), dtype=np.uint8),
+        "x": np.ascontiguousarray(x_arr),
+    }
+    if params is not None:
+        for name in _PARAM_NAMES:
+            value = getattr(params, name)
+            if value is not None:
+                arrays[f"params_{name}"] = value
+    for name in TRACE_ARRAYS:
+        arrays[f"trace_{name}"] = np.ascontiguousarray(getattr(trace, name))
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as f:  # a file object: savez adds no ".npz" suffix
+            np.savez_compressed(f, allow_pickle=False, **arrays)
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return p
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+# --------------------------------------------------------------------------------------------
+class _Bad(Exception):
+    """A problem with the file's contents (turned into ValueError naming the file)."""
+
+
+def _read_members(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the archive, headers checked before any data is read."""
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except Exception as err:
+        raise _Bad(f"not a NumPy .npz archive ({type(err).__name__}: {err})") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise _Bad("a single .npy array, not an .npz archive of a saved state")
+    with npz:
+        zf: zipfile.ZipFile = npz.zip
+        out: dict[str, np.ndarray] = {}
+        infos = zf.infolist()
+        if len(infos) > 64:
+            raise _Bad(f"{len(infos)} members in the archive; a state file has at most 21")
+        for info in infos:
+            name = info.filename
+            if not name.endswith(".npy"):
+                raise _Bad(f"unexpected member {name!r} (not an .npy array)")
+            key = name[:-4]
+            if key in out:
+                raise _Bad(f"the member {name!r} appears twice")
+            try:
+                with zf.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                    elif version == (2, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                    else:
+                        raise ValueError(f"unknown .npy version {version}")
+            except Exception as err:
+                raise _Bad(f"member {key!r} is not a valid .npy array ({err})") from None
+            if dtype.hasobject or dtype.kind not in "biuf":
+                # checked before reading the data: object arrays are never unpickled
+                raise _Bad(
+                    f"member {key!r} has dtype {dtype} (Python objects or text); a state file "
+                    "holds only numbers, so it is refused without reading it"
+                )
+            nbytes = math.prod(shape) * dtype.itemsize
+            if nbytes > MEMORY_LIMIT_BYTES:
+                raise _Bad(f"member {key!r} claims shape {shape} ({nbytes} bytes): too large")
+            try:
+                out[key] = npz[key]
+            except Exception as err:
+                raise _Bad(
+                    f"member {key!r} is corrupt or truncated ({type(err).__name__}: {err})"
+                ) from None
+    return out
+
+
+def _float_array(arrays: dict[str, np.ndarray], key: str, shape: tuple[int, ...]) -> np.ndarray:
+    if key not in arrays:
+        raise _Bad(f"the array {key!r} is missing")
+    arr = arrays[key]
+    if arr.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise _Bad(f"array {key!r} has dtype {arr.dtype}; expected float32 or float64")
+    if arr.shape != shape:
+        raise _Bad(f"array {key!r} has shape {arr.shape}; expected {shape}")
+    if arr.size and not np.isfinite(arr).all():
+        raise _Bad(f"array {key!r} contains NaN or infinity")
+    return arr
+
+
+def _parse_meta(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    if "meta" not in arrays:
+        raise _Bad("no 'meta' entry: not written by attention_widget.save_state")
+    raw = arrays["meta"]
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        raise _Bad(f"'meta' must be a 1-D uint8 array of JSON text, got {raw.dtype} {raw.shape}")
+    if raw.size > _MAX_META_BYTES:
+        raise _Bad(f"'meta' is {raw.size} bytes; at most {_MAX_META_BYTES} are allowed")
+    try:
+        meta = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise _Bad(f"'meta' is not valid UTF-8 JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise _Bad("'meta' must be a JSON object")
+    if meta.get("format") != FORMAT_NAME:
+        raise _Bad(f"'meta' has format {meta.get('format')!r}; expected {FORMAT_NAME!r}")
+    version = meta.get("version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise _Bad(f"'meta' has version {version!r}; expected an integer")
+    if version != FORMAT_VERSION:
+        raise _Bad(
+            f"format version {version}, but this attention_widget reads version "
+            f"{FORMAT_VERSION} (upgrade attention_widget to read newer files)"
+        )
+    if not isinstance(meta.get("settings"), dict):
+        raise _Bad("'meta.settings' must be a JSON object")
+    tokens = meta.get("tokens")
+    if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+        raise _Bad("'meta.tokens' must be a list of strings")
+    t = meta.get("temperature")
+    if isinstance(t, bool) or not isinstance(t, numbers.Real) or not math.isfinite(t) or t <= 0:
+        raise _Bad(f"'meta.temperature' must be a finite number > 0, got {t!r}")
+    for key in ("has_params", "has_bias"):
+        if not isinstance(meta.get(key), bool):
+            raise _Bad(f"'meta.{key}' must be true or false, got {meta.get(key)!r}")
+    return meta
+
+
+def _parse(path: Path) -> StateFile:
+    arrays = _read_members(path)
+    meta = _parse_meta(arrays)
+    expected = {"meta", "x"} | {f"trace_{n}" for n in TRACE_ARRAYS}
+    if meta["has_params"]:
+        names = _PARAM_NAMES if meta["has_bias"] else _PARAM_NAMES[:4]
+        expected |= {f"params_{n}" for n in names}
+    missing = sorted(expected - arrays.keys())
+    if missing:
+        raise _Bad(f"missing array(s) {missing}")
+    extra = sorted(arrays.keys() - expected)
+    if extra:
+        raise _Bad(f"unexpected array(s) {extra}")
+
+    # sizes from the trace's own arrays, then every shape checked against them
+    tx = arrays["trace_x"]
+    tq = arrays["trace_q"]
+    tk = arrays["trace_k"]
+    if tx.ndim != 2 or tq.ndim != 3 or tk.ndim != 3:
+        raise _Bad(
+            f"trace arrays have the wrong number of dimensions (x {tx.shape}, q {tq.shape}, "
+            f"k {tk.shape})"
+        )
+    seq_len, d_model = tx.shape
+    n_heads, _, d_head = tq.shape
+    n_kv = tk.shape[0]
+    if seq_len == 0 or n_heads == 0 or n_kv == 0 or d_head == 0:
+        raise _Bad(f"trace arrays are empty (x {tx.shape}, q {tq.shape}, k {tk.shape})")
+    if n_heads * d_head != d_model or n_heads % n_kv:
+        raise _Bad(
+            f"trace sizes are inconsistent: n_heads={n_heads} * d_head={d_head} must equal "
+            f"d_model={d_model} and n_kv_heads={n_kv} must divide n_heads"
+        )
+    if len(meta["tokens"]) != seq_len:
+        raise _Bad(f"{len(meta['tokens'])} tokens but the arrays have seq_len={seq_len}")
+    shapes = {
+        "x": (seq_len, d_model),
+        "q": (n_heads, seq_len, d_head),
+        "k": (n_kv, seq_len, d_head),
+        "v": (n_kv, seq_len, d_head),
+        "scores": (n_heads, seq_len, seq_len),
+        "weights": (n_heads, seq_len, seq_len),
+        "head_outputs": (n_heads, seq_len, d_head),
+        "concat": (seq_len, d_model),
+        "output": (seq_len, d_model),
+        "entropy": (n_heads, seq_len),
+    }
+    trace_arrays: dict[str, np.ndarray] = {}
+    for name, shape in shapes.items():
+        trace_arrays[name] = _float_array(arrays, f"trace_{name}", shape)
+    dtypes = {a.dtype for a in trace_arrays.values()}
+    if len(dtypes) != 1:
+        raise _Bad(f"trace arrays mix dtypes {sorted(str(d) for d in dtypes)}")
+    mask = arrays["trace_mask"]
+    if mask.dtype != np.bool_ or mask.shape != (seq_len, seq_len):
+        raise _Bad(
+            f"array 'trace_mask' must be bool of shape {(seq_len, seq_len)}, got "
+            f"{mask.dtype} {mask.shape}"
+        )
+    if not mask.any(axis=1).all():
+        raise _Bad("array 'trace_mask' has a row that allows no key")
+    trace_arrays["mask"] = mask
+    x = arrays["x"]
+    if x.shape != (seq_len, d_model):
+        raise _Bad(f"array 'x' has shape {x.shape}; expected {(seq_len, d_model)}")
+    if x.dtype.kind == "f" and x.size and not np.isfinite(x).all():
+        raise _Bad("array 'x' contains NaN or infinity")
+    params = None
+    if meta["has_params"]:
+        d_kv = n_kv * d_head
+        pshapes = {
+            "w_q": (d_model, d_model),
+            "w_k": (d_model, d_kv),
+            "w_v": (d_model, d_kv),
+            "w_o": (d_model, d_model),
+            "b_q": (d_model,),
+            "b_k": (d_kv,),
+            "b_v": (d_kv,),
+            "b_o": (d_model,),
+        }
+        pvals = {
+            name: _float_array(arrays, f"params_{name}", pshapes[name])
+            for name in _PARAM_NAMES
+            if f"params_{name}" in arrays
+        }
+        try:
+            params = AttentionParams(**pvals)
+        except (TypeError, ValueError) as err:
+            raise _Bad(f"stored params are invalid ({err})") from None
+    for arr in (*trace_arrays.values(), x):
+        arr.setflags(write=False)
+    trace = AttentionTrace(temperature=float(meta["temperature"]), **trace_arrays)
+    return StateFile(
+        path=str(path),
+        version=int(meta["version"]),
+        settings=meta["settings"],
+        tokens=list(meta["tokens"]),
+        x=x,
+        params=params,
+        trace=trace,
+    )
+
+
+def load_state(path: str | os.PathLike) -> StateFile:
+    """Read a state file written by :func:`save_state`, checking everything in it.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The ``.npz`` file.
+
+    Returns
+    -------
+    StateFile
+        Settings, tokens, ``x``, ``params`` (or None) and the stored trace.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If the file is not a state file, is corrupt or truncated, or was edited into something
+        inconsistent (missing or extra arrays, wrong dtypes or shapes, NaN, bad JSON, an unknown
+        format version, an object array).  The message names the file and the problem.
+        Nothing in the file is ever executed or unpickled.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"state file {str(p)!r} does not exist")
+    try:
+        return _parse(p)
+    except _Bad as err:
+        raise ValueError(f"cannot load state file {str(p)!r}: {err}") from None
+
+
+def verify_trace(state: StateFile, trace: AttentionTrace) -> None:
+    """Check that a recomputed trace is bit-for-bit the one stored in a state file.
+
+    Parameters
+    ----------
+    state : StateFile
+        From :func:`load_state`.
+    trace : AttentionTrace
+        Recomputed from ``state.settings``, ``state.x`` and ``state.params``.
+
+    Raises
+    ------
+    ValueError
+        Naming the file and the first stage that differs (dtype, shape, or values with the
+        largest difference), or the temperature.
+    """
+    if not isinstance(state, StateFile):
+        raise TypeError(f"state must be a StateFile from load_state, got {type(state).__name__}")
+    if not isinstance(trace, AttentionTrace):
+        raise TypeError(f"trace must be an AttentionTrace, got {type(trace).__name__}")
+    where = f"state file {state.path!r}"
+    if trace.temperature != state.trace.temperature:
+        raise ValueError(
+            f"{where}: temperature {trace.temperature!r} differs from the saved "
+            f"{state.trace.temperature!r}"
+        )
+    for name in TRACE_ARRAYS:
+        saved, new = getattr(state.trace, name), getattr(trace, name)
+        if saved.shape != new.shape:
+            raise ValueError(
+                f"{where}: recomputed {name} has shape {new.shape}, saved {saved.shape}"
+            )
+        if saved.dtype != new.dtype:
+            raise ValueError(
+                f"{where}: recomputed {name} has dtype {new.dtype}, saved {saved.dtype}"
+            )
+        if not np.array_equal(saved, new):
+            diff = (
+                float(np.max(np.abs(saved.astype(np.float64) - new.astype(np.float64))))
+                if saved.dtype != np.bool_
+                else float(np.count_nonzero(saved != new))
+            )
+            raise ValueError(
+                f"{where}: recomputed {name} differs from the saved one (largest difference "
+                f"{diff:.3g}); the file was edited or made by a different engine version"
+            )
