@@ -478,7 +478,9 @@ def verify_trace(state: StateFile, trace: AttentionTrace) -> None:
             f"{where}: temperature {trace.temperature!r} differs from the saved "
             f"{state.trace.temperature!r}"
         )
-    for name in TRACE_ARRAYS:
+    # inputs first (x, then the mask), so the message names the cause, not a consequence
+    order = ("x", "mask", *(n for n in TRACE_ARRAYS if n not in ("x", "mask")))
+    for name in order:
         saved, new = getattr(state.trace, name), getattr(trace, name)
         if saved.shape != new.shape:
             raise ValueError(
