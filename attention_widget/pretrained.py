@@ -233,7 +233,7 @@ _BYTE_DECODER = _bytes_to_unicode()
 
 @dataclass(frozen=True)
 class Encoding:
-    """A text as the model sees it.
+    r"""A text as the model sees it.
 
     Attributes
     ----------
@@ -245,7 +245,9 @@ class Encoding:
         The tokenizer's own token strings (``"##ing"``, ``"Ġthe"``, ``"[CLS]"``).
     display : list of str
         Readable token strings: byte-level BPE (``"Ġthe"``) and SentencePiece (``"▁the"``)
-        markers turned back into spaces; WordPiece ``"##"`` and special tokens kept.
+        markers turned back into spaces; WordPiece ``"##"`` and special tokens kept.  A
+        byte-level token holding part of a multi-byte character shows the loose bytes as
+        ``\xNN`` escapes (``"é"`` split in two shows as ``"h\xc3"``, ``"\xa9ll"``).
     special : list of bool
         True for special tokens the tokenizer added (``[CLS]``, ``[SEP]``, BOS, ...).
     """
@@ -572,7 +574,8 @@ class PretrainedModel:
                 if sp or not all(c in _BYTE_DECODER for c in tok):
                     out.append(tok)
                 else:
-                    out.append(bytes(_BYTE_DECODER[c] for c in tok).decode("utf-8", "replace"))
+                    raw = bytes(_BYTE_DECODER[c] for c in tok)
+                    out.append(raw.decode("utf-8", "backslashreplace"))
             return out
         if self._tok_style == "metaspace":
             pairs = zip(tokens, special, strict=True)

