@@ -51,25 +51,45 @@ __all__ = [
 #: Stage names accepted by ``stages=``, in the order of the computation.
 STAGES = ("x", "q", "k", "v", "scores", "weights", "outputs", "concat", "output")
 
-# Colour tables: 33 evenly spaced samples of the matplotlib colormaps of the same name (sRGB,
+# Colour tables: 65 evenly spaced samples of the matplotlib colormaps of the same name (sRGB,
 # hex), interpolated linearly.  All are perceptually ordered and readable with the common
 # colour-vision deficiencies (viridis family, cividis; ColorBrewer RdBu / PuOr).
 _TABLES = {
-    "viridis": "440154470d6048186a482374472d7b4537814240863e49893b528b375b8d33638d2f6b8e2c728e"
-    "297a8e26828e23898e21918c1f988b1fa08822a78528ae8032b67a3fbc734ec36b5ec96270cf5784d44b98"
-    "d83eaddc30c2df23d8e219ece51bfde725",
-    "cividis": "00224e00285b002e6a0533711a386f273e6e32436d3b496c434e6c4b546c535a6d5a5f6e61656f"
-    "686a716f70737676767d7c788482798c8878938e789b9476a39a74aba072b4a76fbcae6cc4b468cdbb63d5"
-    "c25edec958e7d150f0d846f9e03afee838",
-    "magma": "0000040303120a0822130d341d114729115a36106b440f7651127c5d177f6a1c81762181832681902a"
-    "819c2e7faa337db73779c43c75d0416fdc4869e75263ef5d5ef56b5cf9795dfc8961fd9869fea772feb67c"
-    "fec488fed395fde2a3fcf0b2fcfdbf",
-    "RdBu_r": "0530610e41791752901f63a82a71b23480b93f8ec0529dc86bacd184bcd99bc9e0aed3e6c2ddecd4"
-    "e6f1e0ecf3ecf2f5f7f6f6f9eee7fbe5d8fddcc9fbccb4f8bb9ef5aa89ee9677e48066db6b55d05548c53e"
-    "3dba2832ab162a930e267c072267001f",
-    "PuOr_r": "2d004b390c5e4518715225845f3a916d529c7b6aa88a7eb39990bfa9a1cbb7b1d5c3c0ddcfcfe5da"
-    "dcece4e5f0eeeef3f7f7f6f9efe1fce8cdfee1b9fed59ffdc885fdbc6bf7ac52ee9b39e58a20d97b12cb6e"
-    "0dbd6109ae55069e4c078d43077f3b08",
+    "viridis": (
+        "44015446065a470d6047136548186a481d6f482374482878472d7b46327e453681443b84424086404587"
+        "3f49893d4e8a3b528b39568c375a8d355e8d33638d31668e2f6a8e2e6e8e2c728e2b768e297a8e287d8e"
+        "26818e25858e23898e228c8d21908c20948c1f988b1e9b8a1f9f8820a38721a68524aa8328ae802cb17e"
+        "31b57b37b8773ebc7445bf704cc26c54c6675dc96365cc5d6ece5878d15282d34c8cd64696d83fa0da39"
+        "abdc32b5de2bc0df24cbe11fd5e21ae0e318eae51af4e61efde725"
+    ),
+    "cividis": (
+        "00224e00255400285b002b62002e6a0030700433711135701a386f213b6e273e6e2d416d32436d36466c"
+        "3b496c3f4c6c434e6c47516c4b546c4f576c52596d565c6d5a5f6e5d626e61656f646770686a716b6d72"
+        "6f70737273747576767978777c7b78807e788481798784788b87788f8a78938d789790779b93769f9676"
+        "a39a75a79d74aba072afa371b3a670b7aa6ebbad6cbfb06bc3b469c8b766ccba64d0be61d4c15fd9c55c"
+        "ddc958e1cc55e6d051ead44cefd748f4db42f8df3cfde334fee838"
+    ),
+    "magma": (
+        "00000402010903031106051a0a08220e0b2b130d33180f3d1d114622115028115a2f116336106a3d0f71"
+        "430f764a107950127c57147e5d177f631980691c816f1e817621817c23828226818928818f2a81952c80"
+        "9c2e7fa2307ea9327daf347bb63779bc3977c33b75c93e72cf4170d6446ddb486ae14c66e65163ea5661"
+        "ee5c5ef2635df5695cf7715cf9785dfa805efb8761fc8f64fd9668fe9e6cfea571fead76feb47bfebb81"
+        "fec387feca8dfed194fed99bfde0a2fde7a9fceeb0fcf6b8fcfdbf"
+    ),
+    "RdBu_r": (
+        "05306109386d0e41781249841752901b5a9c1f63a7246aae2a71b22f78b5347fb93986bd3f8dc04595c4"
+        "529cc85ea4cc6bacd077b4d583bcd990c3dd9ac9e0a4cee3aed3e6b7d8e9c1ddeccbe2eed3e6f0d9e9f2"
+        "dfecf3e5eff4ebf1f5f1f4f6f7f7f6f8f3f0f9eee8faeae0fbe6d9fce1d2fdddcafcd6c1fbcdb6f9c5ab"
+        "f8bda0f7b495f5ac8bf3a380ee9878ea8d70e58267e0785fdc6d57d7624fd25749cc4c43c6403ec13539"
+        "bb2a34b51f2ead162aa21328960f268a0b257e082373042167001f"
+    ),
+    "PuOr_r": (
+        "2d004b330655390c5e3f12684518714b1e7b522584582e8b5f3a916646976d529c745ea27b6aa88275ad"
+        "897eb39186b9998fbfa198c5a9a1cbb0a9d1b7b1d5bdb8d9c3c0ddc9c7e1cfcee5d4d6e9dadcecdfe0ee"
+        "e4e5f0e8e9f1edeef3f2f2f5f7f6f6f8f3edf9f0e3faecd9fbe9cefce5c4fee1bafedcaefed6a1fed094"
+        "fdca87fdc37afdbd6dfcb661f8ae54f3a548ee9d3cea952fe58c23e18416da7d12d37610cc700ec5690c"
+        "be620ab75c07b05606a85206a04d079749078f44078740087f3b08"
+    ),
 }
 #: Names accepted by ``colormap=`` (the sequential scale of the attention weights).
 SEQUENTIAL_COLORMAPS = ("viridis", "cividis", "magma")
@@ -715,21 +735,25 @@ def _matplotlib() -> Any:
 
 
 def _mpl_figure(layout: _Layout, dpi: float) -> Any:
+    """One matplotlib Figure with one full-size Axes in layout pixels (y down)."""
     _, figure_cls = _matplotlib()
     from matplotlib.patches import Rectangle
 
     px = 1 / 96  # inches per layout pixel
-    W, H = layout.width, layout.height
-    fig = figure_cls(figsize=(W * px, H * px), dpi=dpi, facecolor="white")
+    width, height = layout.width, layout.height
+    fig = figure_cls(figsize=(width * px, height * px), dpi=dpi, facecolor="white")
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_axis_off()
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+    light, dark = np.array(_MASK_LIGHT) / 255, np.array(_MASK_DARK) / 255
+    anchors = {"start": "left", "middle": "center", "end": "right"}
 
     def walk(node: Any) -> None:
         if isinstance(node, _Group):
             for item in node.items:
                 walk(item)
         elif isinstance(node, _Heat):
-            ax = fig.add_axes((node.x / W, 1 - (node.y + node.height) / H, node.width / W,
-                               node.height / H))
-            ax.set_axis_off()
             rgba = np.concatenate(
                 [node.rgb, np.full((*node.rgb.shape[:2], 1), 255, np.uint8)], axis=2
             )
@@ -737,23 +761,25 @@ def _mpl_figure(layout: _Layout, dpi: float) -> Any:
                 rgba[node.masked, 3] = 0  # transparent: the hatched patch below shows through
                 ax.add_patch(
                     Rectangle(
-                        (0, 0), 1, 1, transform=ax.transAxes, facecolor=np.array(_MASK_LIGHT) / 255,
-                        edgecolor=np.array(_MASK_DARK) / 255, hatch="////", linewidth=0, zorder=0,
+                        (node.x, node.y), node.width, node.height, facecolor=light,
+                        edgecolor=dark, hatch="////", linewidth=0, zorder=0,
                     )
                 )
-            ax.imshow(rgba, interpolation="nearest", aspect="auto", zorder=1,
-                      extent=(0, rgba.shape[1], rgba.shape[0], 0))
-            ax.set_xlim(0, rgba.shape[1])
-            ax.set_ylim(rgba.shape[0], 0)
+            ax.imshow(
+                rgba, interpolation="nearest", aspect="auto", zorder=1,
+                extent=(node.x, node.x + node.width, node.y + node.height, node.y),
+            )
         else:
-            fig.text(
-                node.x / W, 1 - node.y / H, node.text, fontsize=node.size * 0.75,
-                ha={"start": "left", "middle": "center", "end": "right"}[node.anchor],
+            ax.text(
+                node.x, node.y, node.text, fontsize=node.size * 0.75, ha=anchors[node.anchor],
                 va="baseline", rotation=-node.rotate, rotation_mode="anchor",
-                fontweight=node.weight, family="DejaVu Sans",
+                fontweight=node.weight, family="DejaVu Sans", zorder=2,
+                parse_math=False,  # a token "$x$" is text, not mathtext
             )
 
     walk(layout.root)
+    ax.set_xlim(0, width)  # imshow resets the limits
+    ax.set_ylim(height, 0)
     return fig
 
 
@@ -772,7 +798,9 @@ def _mpl_bytes(layout: _Layout, fmt: str, dpi: float) -> bytes:
     fig = _mpl_figure(layout, dpi)
     buf = io.BytesIO()
     # vector formats keep text as text: SVG <text>, PDF embedded TrueType (Type 42)
-    with matplotlib.rc_context({"svg.fonttype": "none", "pdf.fonttype": 42}):
+    # (and each heatmap stays its own small image instead of one page-sized composite)
+    rc = {"svg.fonttype": "none", "pdf.fonttype": 42, "image.composite_image": False}
+    with matplotlib.rc_context(rc):
         fig.savefig(buf, format=fmt, dpi=dpi, facecolor="white")
     return buf.getvalue()
 
