@@ -100,13 +100,13 @@ class PanelFigure:
             self.color_scale.mid = 0.0
         self.set_colormap(colormap)
         self.mask_scale = bq.ColorScale(min=0.0, max=1.0, colors=MASK_COLORS)
-        self.x_axis = bq.Axis(scale=self.x_scale, orientation="horizontal", side="top",
+        self.x_axis = bq.Axis(scale=self.x_scale, side="top",
                               tick_values=np.array([]), tick_labels={}, grid_lines="none",
                               tick_style={"font-size": "10px"}, tick_rotate=-45)
-        self.y_axis = bq.Axis(scale=self.y_scale, orientation="vertical", side="left",
+        self.y_axis = bq.Axis(scale=self.y_scale, side="left",
                               tick_values=np.array([]), tick_labels={}, grid_lines="none",
                               tick_style={"font-size": "10px"})
-        self.c_axis = bq.ColorAxis(scale=self.color_scale, orientation="vertical", side="right",
+        self.c_axis = bq.ColorAxis(scale=self.color_scale, side="right",
                                    label=label, num_ticks=5, tick_format=".2g")
         self.titles = bq.Label(x=[0.0], y=[0.0], text=[""], colors=["#808080"],
                                scales={"x": self.x_scale, "y": self.y_scale},

@@ -162,6 +162,10 @@ class AttentionWidget(W.VBox):
         """
         if not isinstance(params, AttentionParams):
             raise TypeError(f"params must be an AttentionParams, got {type(params).__name__}")
+        if n_kv_heads is None and isinstance(n_heads, int) and n_heads > 0:
+            d_head = params.d_model // n_heads
+            if d_head and params.d_kv % d_head == 0:
+                n_kv_heads = params.d_kv // d_head  # what the weights were made for
         # Validate once through the engine: it names the bad argument.
         multi_head_attention(x, params, n_heads=n_heads, n_kv_heads=n_kv_heads,
                              temperature=temperature, mask=mask, window=window)
@@ -172,7 +176,7 @@ class AttentionWidget(W.VBox):
         if len(tokens) != x.shape[0]:
             raise ValueError(f"tokens has {len(tokens)} entries but x has {x.shape[0]} rows")
         return cls(" ".join(tokens), d_model=params.d_model, n_heads=n_heads,
-                   n_kv_heads=n_kv_heads, temperature=temperature, mask=mask, window=window,
+                   n_kv_heads=None if n_kv_heads == n_heads else n_kv_heads, temperature=temperature, mask=mask, window=window,
                    _arrays=(x, params, tokens), **kwargs)
 
     def _build_view(self) -> None:
@@ -369,18 +373,13 @@ class AttentionWidget(W.VBox):
     def _valid_step(self, proposal: dict) -> int:
         return int(np.clip(proposal["value"], 1, len(STAGES)))
 
-    # d_model changes never leave an invalid state: n_heads (and n_kv_heads) snap.
-    @T.observe("d_model")
-    def _snap_heads(self, change: dict) -> None:
+    def _snap(self) -> None:
+        """After d_model or n_heads changed: snap n_heads, n_kv_heads and head to valid values."""
         if self.d_model % self.n_heads:
-            divs = _divisors(self.d_model)
-            new = min(divs, key=lambda h: (abs(h - self.n_heads), -h))
+            new = min(_divisors(self.d_model), key=lambda h: (abs(h - self.n_heads), -h))
             self.set_trait("notice", f"n_heads {self.n_heads} does not divide d_model "
                            f"{self.d_model}: snapped to {new}")
             self.n_heads = new
-
-    @T.observe("n_heads")
-    def _snap_kv(self, change: dict) -> None:
         if self.n_kv_heads is not None and self.n_heads % self.n_kv_heads:
             old = self.n_kv_heads
             # Keep grouped-query attention if possible: the largest divisor below the old value.
@@ -417,9 +416,16 @@ class AttentionWidget(W.VBox):
     # ---------------------------------------------------------------------------------------
     @T.observe(*_CONFIG)
     def _on_config(self, change: dict) -> None:
-        if self._ready:
-            self._recompute(change)
-            self._sync_controls()
+        if not self._ready:
+            return
+        self._ready = False  # one recompute for the change and the snaps it causes
+        self.set_trait("notice", "")
+        try:
+            self._snap()
+        finally:
+            self._ready = True
+        self._recompute(change)
+        self._sync_controls()
 
     @T.observe("colormap")
     def _on_colormap(self, change: dict) -> None:

@@ -1,0 +1,347 @@
+"""Headless widget tests: what the heatmaps hold equals what the engine computes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import traitlets
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from attention_widget import (
+    AttentionWidget,
+    embed,
+    init_params,
+    multi_head_attention,
+    tokenize,
+)
+from attention_widget.widget import MAX_TOKENS
+
+TEXT = "The cat sat on the mat because the cat was tired."
+
+
+def reference(w: AttentionWidget):
+    """The trace recomputed from the widget's settings through the public engine API."""
+    tokens = tokenize(w.text)
+    x = embed(tokens, w.d_model, seed=w.seed, positional=w.positional)
+    params = init_params(w.d_model, w.n_heads, w.n_kv_heads, seed=w.seed)
+    window = min(w.window, len(tokens)) if w.mask == "sliding" else None
+    return multi_head_attention(x, params, n_heads=w.n_heads, n_kv_heads=w.n_kv_heads,
+                                temperature=w.temperature, mask=w.mask, window=window)
+
+
+def assert_display_matches(w: AttentionWidget) -> None:
+    tr = w.trace
+    weights = w.displayed("weights")
+    assert len(weights) == tr.n_heads == w.n_heads
+    for h in range(tr.n_heads):
+        np.testing.assert_allclose(weights[h], tr.weights[h], atol=1e-6)
+        np.testing.assert_allclose(w.displayed("scores")[h], tr.scores[h], rtol=1e-6, atol=1e-5)
+        np.testing.assert_allclose(w.displayed("outputs")[h], tr.head_outputs[h], rtol=1e-6,
+                                   atol=1e-5)
+    x_disp, = w.displayed("x")
+    np.testing.assert_allclose(x_disp, tr.x, rtol=1e-6, atol=1e-5)
+    q_disp, k_disp, v_disp = w.displayed("qkv")
+    np.testing.assert_allclose(q_disp, tr.q.transpose(1, 0, 2).reshape(tr.seq_len, -1),
+                               rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(k_disp, tr.k.transpose(1, 0, 2).reshape(tr.seq_len, -1),
+                               rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(v_disp, tr.v.transpose(1, 0, 2).reshape(tr.seq_len, -1),
+                               rtol=1e-6, atol=1e-5)
+    concat, output = w.displayed("concat")
+    np.testing.assert_allclose(concat, tr.concat, rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(output, tr.output, rtol=1e-6, atol=1e-5)
+    for stage in ("x", "qkv", "scores", "weights", "outputs", "concat", "focus"):
+        for arr in w.displayed(stage):
+            assert np.isfinite(arr).all(), stage
+    assert w.summary == (
+        f"seq_len={tr.seq_len}, d_model={w.d_model}, n_heads={w.n_heads}, "
+        f"n_kv_heads={w.n_kv_heads or w.n_heads}, temperature={w.temperature:.3g}, "
+        f"mask={w.mask}" + (f", window={min(w.window, tr.seq_len)}" if w.mask == "sliding" else "")
+    )
+    assert w._summary.value.startswith("seq_len=")
+
+
+@pytest.fixture
+def w() -> AttentionWidget:
+    return AttentionWidget(TEXT, d_model=32, n_heads=4)
+
+
+def test_default_widget_matches_engine(w):
+    ref = reference(w)
+    np.testing.assert_array_equal(w.trace.weights, ref.weights)
+    np.testing.assert_array_equal(w.trace.output, ref.output)
+    assert w.tokens == tokenize(TEXT)
+    assert w.tokens.count("the") == 2 and w.tokens.count("cat") == 2  # repeats keep their rows
+    assert_display_matches(w)
+    assert "attention-widget" in w._dom_classes
+    assert w.error == ""
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "changed", "unchanged"),
+    [
+        ("temperature", 0.3, ["weights", "outputs", "concat"], ["x", "qkv", "scores"]),
+        # heads are slices of the same projection: Q, K, V themselves do not change
+        ("n_heads", 8, ["scores", "weights", "outputs"], ["x", "qkv"]),
+        ("d_model", 48, ["x", "qkv", "scores", "weights", "outputs", "concat"], []),
+        ("mask", "causal", ["weights", "outputs", "concat"], ["x", "qkv", "scores"]),
+        ("seed", 5, ["x", "qkv", "scores", "weights"], []),
+        ("positional", False, ["x", "qkv", "scores", "weights"], []),
+        ("n_kv_heads", 2, ["qkv", "scores", "weights"], ["x"]),
+        ("text", "A different sentence here.", ["x", "qkv", "weights"], []),
+    ],
+)
+def test_each_control_updates_its_panels(w, name, value, changed, unchanged):
+    before = {stage: [a.copy() for a in w.displayed(stage)] for stage in w.figs}
+    setattr(w, name, value)  # from Python; the controls are linked to the same traits
+    assert_display_matches(w)
+    for stage in changed:
+        after = w.displayed(stage)
+        assert len(after) != len(before[stage]) or any(
+            a.shape != b.shape or not np.array_equal(a, b)
+            for a, b in zip(after, before[stage], strict=True)
+        ), stage
+    for stage in unchanged:
+        for a, b in zip(w.displayed(stage), before[stage], strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_controls_drive_traits(w):
+    w.controls["temperature"].value = 2.0
+    assert w.temperature == 2.0 and w.trace.temperature == 2.0
+    w.controls["n_heads"].value = 8
+    assert w.n_heads == 8 and len(w.displayed("weights")) == 8
+    w.controls["mask"].value = "causal"
+    assert w.mask == "causal"
+    assert (w.trace.weights[:, np.triu_indices(w.trace.seq_len, 1)[0],
+                            np.triu_indices(w.trace.seq_len, 1)[1]] == 0).all()
+    w.controls["n_kv_heads"].value = 2
+    assert w.trace.n_kv_heads == 2
+    assert_display_matches(w)
+
+
+def test_n_heads_control_offers_only_divisors(w):
+    for d in (24, 48, 96):
+        w.d_model = d
+        options = list(w.controls["n_heads"].options)
+        assert options == [h for h in range(1, d + 1) if d % h == 0]
+        assert w.n_heads in options
+
+
+def test_d_model_change_snaps_heads_and_says_so():
+    w = AttentionWidget(TEXT, d_model=64, n_heads=16)
+    w.d_model = 24
+    assert 24 % w.n_heads == 0
+    assert "snapped" in w.notice and "n_heads" in w.notice
+    assert "snapped" in w._notice.value
+    assert_display_matches(w)
+
+
+def test_n_heads_change_snaps_kv_heads():
+    w = AttentionWidget(TEXT, d_model=48, n_heads=4, n_kv_heads=4)
+    w.n_heads = 6
+    assert w.n_heads % (w.n_kv_heads or w.n_heads) == 0
+    assert_display_matches(w)
+
+
+@pytest.mark.parametrize(("name", "value", "words"), [
+    ("n_heads", 5, "does not divide d_model=32"),
+    ("n_heads", 0, "n_heads=0"),
+    ("temperature", 0.0, "temperature must be"),
+    ("temperature", -1.0, "temperature must be"),
+    ("temperature", float("nan"), "temperature must be"),
+    ("n_kv_heads", 3, "does not divide n_heads=4"),
+    ("window", 0, "window must be"),
+])
+def test_impossible_values_raise_and_change_nothing(w, name, value, words):
+    before = w.trace
+    old = getattr(w, name)
+    with pytest.raises(traitlets.TraitError, match=words):
+        setattr(w, name, value)
+    assert getattr(w, name) == old
+    assert w.trace is before
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "\n\t", " ".join(["tok"] * (MAX_TOKENS + 1))])
+def test_bad_text_shows_message_and_recovers(w, bad):
+    good = w.trace
+    w.text = bad
+    assert w.error and w.error in w._error.value.replace("&#x27;", "'")
+    assert w.trace is good  # the last valid diagram stays on screen
+    w.text = "Now it works again."
+    assert w.error == "" and w._error.value == ""
+    assert w.tokens == ["Now", "it", "works", "again", "."]
+    assert_display_matches(w)
+
+
+def test_user_text_is_escaped(w):
+    evil = "hi <img src=x onerror=alert(1)> <script>alert(2)</script> & bye"
+    w.text = evil
+    html = w._tokens_html.value
+    assert "<img" not in html and "<script" not in html
+    assert "&lt;" in html and "&amp;" in html
+    assert "img" in w.tokens and "script" in w.tokens
+    w.query = w.tokens.index("<")
+    assert "<script" not in w._focus_html.value
+    # axis labels are SVG text set by d3 .text(): they hold the raw token, never parsed as HTML
+    labels = w.figs["weights"].y_axis.tick_labels
+    assert "<" in labels.values()
+
+
+def test_gqa_shares_kv_heads():
+    w = AttentionWidget(TEXT, d_model=32, n_heads=8, n_kv_heads=2)
+    tr = w.trace
+    assert tr.k.shape == (2, tr.seq_len, 4)
+    assert [tr.kv_head(h) for h in range(8)] == [0, 0, 0, 0, 1, 1, 1, 1]
+    k_disp = w.displayed("qkv")[1]
+    assert k_disp.shape == (tr.seq_len, 8)  # 2 kv heads x d_head 4
+    assert_display_matches(w)
+
+
+def test_masks_draw_masked_cells():
+    w = AttentionWidget(TEXT, d_model=32, n_heads=4, mask="sliding", window=2)
+    tr = w.trace
+    expected = np.tri(tr.seq_len, dtype=bool) & ~np.tri(tr.seq_len, k=-2, dtype=bool)
+    np.testing.assert_array_equal(tr.mask, expected)
+    overlay = w.figs["weights"]._masks
+    assert all(m.visible for m in overlay)
+    np.testing.assert_array_equal(np.asarray(overlay[0].color) > 0, ~expected)
+    w.mask = "none"
+    assert not any(m.visible for m in w.figs["weights"]._masks)
+
+
+def test_colormap_switch(w):
+    w.colormap = "cividis"
+    assert w.figs["weights"].color_scale.colors[0] == "#00204c"
+    assert w.figs["weights"].color_scale.min == 0 and w.figs["weights"].color_scale.max == 1
+    scale = w.figs["scores"].color_scale
+    assert scale.min == -scale.max  # signed arrays: symmetric around 0
+
+
+def test_focus_head_and_query(w):
+    w.head = 2
+    np.testing.assert_allclose(w.displayed("focus")[0], w.trace.weights[2], atol=1e-6)
+    w.query = 3
+    contrib, out_row = w.displayed("contrib")
+    tr = w.trace
+    np.testing.assert_allclose(contrib.sum(axis=0), tr.head_outputs[2, 3], atol=1e-5)
+    np.testing.assert_allclose(out_row[0], tr.head_outputs[2, 3], atol=1e-6)
+    assert w.figs["weights"].highlight.visible
+    w.query = -1
+    assert not w.figs["weights"].highlight.visible
+    with pytest.raises(traitlets.TraitError):
+        w.head = 4
+
+
+def test_hover_readout_names_tokens(w):
+    w._on_hover(None, {"data": {"row": 1, "column": 3, "color": 0.1}})
+    assert "cat" in w._hover_html.value and "on" in w._hover_html.value
+
+
+def test_step_through_reveals_stages_in_order(w):
+    w.step = 1
+    shown = [b.layout.display != "none" for b in w._stage_boxes]
+    assert shown == [True, False, False, False, False, False]
+    w.step = 4
+    assert [b.layout.display != "none" for b in w._stage_boxes] == [True] * 4 + [False] * 2
+
+
+def test_temperature_change_sends_only_what_changed():
+    w = AttentionWidget(" ".join(f"w{i}" for i in range(64)), d_model=256, n_heads=8)
+    w.temperature = 0.5
+    tr = w.trace
+    payload = 4 * (tr.weights.size + tr.head_outputs.size + tr.concat.size + tr.output.size)
+    assert 0 < w.bytes_sent <= 1.2 * payload
+
+
+def test_from_arrays_shows_user_arrays():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((5, 12))
+    params = init_params(12, 3, seed=7, bias=True)
+    w = AttentionWidget.from_arrays(x, params, tokens=["a", "b", "<b>", "a", "."], n_heads=3,
+                                    mask="causal")
+    ref = multi_head_attention(x, params, n_heads=3, mask="causal")
+    np.testing.assert_array_equal(w.trace.output, ref.output)
+    np.testing.assert_allclose(w.displayed("weights")[1], ref.weights[1], atol=1e-6)
+    assert w.controls["text"].disabled and w.controls["d_model"].disabled
+    w.temperature = 0.5
+    ref = multi_head_attention(x, params, n_heads=3, mask="causal", temperature=0.5)
+    np.testing.assert_allclose(w.trace.weights, ref.weights)
+    with pytest.raises(traitlets.TraitError, match="d_model is fixed"):
+        w.d_model = 24
+    with pytest.raises(ValueError, match="tokens has 2 entries"):
+        AttentionWidget.from_arrays(x, params, tokens=["a", "b"], n_heads=3)
+    with pytest.raises(ValueError, match="x has width"):
+        AttentionWidget.from_arrays(x[:, :4], params, n_heads=3)
+
+
+def test_large_input_stays_drawable():
+    text = " ".join(f"t{i % 50}" for i in range(300))
+    w = AttentionWidget(text, d_model=64, n_heads=4)
+    assert w.trace.seq_len == 300
+    assert len(w.figs["weights"].x_axis.tick_values) <= 4 * 32  # labels thinned, not 300/panel
+    assert w.figs["focus"]._heatmaps and w._focus_grid is None  # no per-cell DOM at this size
+
+
+# ----------------------------------------------------------------------------------------------
+# stateful: random sequences of changes keep every invariant
+# ----------------------------------------------------------------------------------------------
+class WidgetMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = AttentionWidget("one two three two one", d_model=16, n_heads=2)
+
+    @rule(d=st.sampled_from([8, 12, 16, 24, 32]))
+    def set_d_model(self, d):
+        self.w.d_model = d
+
+    @rule(data=st.data())
+    def set_heads(self, data):
+        self.w.n_heads = data.draw(st.sampled_from(list(self.w.controls["n_heads"].options)))
+
+    @rule(data=st.data())
+    def set_kv(self, data):
+        self.w.controls["n_kv_heads"].value = data.draw(
+            st.sampled_from(list(self.w.controls["n_kv_heads"].options)))
+
+    @rule(t=st.floats(0.05, 20))
+    def set_temperature(self, t):
+        self.w.temperature = t
+
+    @rule(m=st.sampled_from(["none", "causal", "sliding"]), win=st.integers(1, 6))
+    def set_mask(self, m, win):
+        self.w.window = win
+        self.w.mask = m
+
+    @rule(text=st.text(max_size=40))
+    def set_text(self, text):
+        self.w.text = text
+
+    @rule(h=st.integers(-3, 40))
+    def set_bad_heads(self, h):
+        try:
+            self.w.n_heads = h
+        except traitlets.TraitError:
+            pass
+
+    @rule(q=st.integers(-1, 10))
+    def set_query(self, q):
+        if q < len(self.w.tokens):
+            self.w.query = q
+
+    @invariant()
+    def consistent(self):
+        w = self.w
+        assert len(w.figs["weights"].displayed()) == w.n_heads == w.trace.n_heads
+        if not w.error:
+            assert_display_matches(w)
+            assert w.trace.q.shape == (w.n_heads, len(w.tokens), w.d_model // w.n_heads)
+
+
+WidgetMachine.TestCase.settings = settings(
+    max_examples=25, stateful_step_count=12, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestWidgetStateful = WidgetMachine.TestCase
