@@ -176,7 +176,8 @@ class AttentionWidget(W.VBox):
         if len(tokens) != x.shape[0]:
             raise ValueError(f"tokens has {len(tokens)} entries but x has {x.shape[0]} rows")
         return cls(" ".join(tokens), d_model=params.d_model, n_heads=n_heads,
-                   n_kv_heads=None if n_kv_heads == n_heads else n_kv_heads, temperature=temperature, mask=mask, window=window,
+                   n_kv_heads=None if n_kv_heads == n_heads else n_kv_heads,
+                   temperature=temperature, mask=mask, window=window,
                    _arrays=(x, params, tokens), **kwargs)
 
     def _build_view(self) -> None:
