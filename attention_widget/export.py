@@ -37,6 +37,7 @@ from .engine import AttentionTrace
 
 __all__ = [
     "DIVERGING_COLORMAPS",
+    "PAIRED_DIVERGING",
     "SEQUENTIAL_COLORMAPS",
     "STAGES",
     "colormap_rgb",
@@ -53,7 +54,7 @@ STAGES = ("x", "q", "k", "v", "scores", "weights", "outputs", "concat", "output"
 
 # Colour tables: 65 evenly spaced samples of the matplotlib colormaps of the same name (sRGB,
 # hex), interpolated linearly.  All are perceptually ordered and readable with the common
-# colour-vision deficiencies (viridis family, cividis; ColorBrewer RdBu / PuOr).
+# colour-vision deficiencies (viridis family, cividis; ColorBrewer RdBu / PuOr; Greys).
 _TABLES = {
     "viridis": (
         "44015446065a470d6047136548186a481d6f482374482878472d7b46327e453681443b84424086404587"
@@ -76,6 +77,13 @@ _TABLES = {
         "ee5c5ef2635df5695cf7715cf9785dfa805efb8761fc8f64fd9668fe9e6cfea571fead76feb47bfebb81"
         "fec387feca8dfed194fed99bfde0a2fde7a9fceeb0fcf6b8fcfdbf"
     ),
+    "greys": (
+        "fffffffdfdfdfbfbfbf9f9f9f8f8f8f6f6f6f4f4f4f2f2f2f0f0f0edededeaeaeae7e7e7e4e4e4e2e2e2"
+        "dfdfdfdcdcdcd9d9d9d6d6d6d2d2d2cecececbcbcbc8c8c8c4c4c4c0c0c0bdbdbdb8b8b8b3b3b3aeaeae"
+        "aaaaaaa5a5a5a0a0a09b9b9b9696969292928d8d8d8989898484848080807c7c7c7777777373736f6f6f"
+        "6b6b6b6767676262625e5e5e5a5a5a5656565252524c4c4c4747474141413c3c3c3636363030302b2b2b"
+        "2525252020201c1c1c1717171212120e0e0e090909050505000000"
+    ),
     "RdBu_r": (
         "05306109386d0e41781249841752901b5a9c1f63a7246aae2a71b22f78b5347fb93986bd3f8dc04595c4"
         "529cc85ea4cc6bacd077b4d583bcd990c3dd9ac9e0a4cee3aed3e6b7d8e9c1ddeccbe2eed3e6f0d9e9f2"
@@ -92,9 +100,17 @@ _TABLES = {
     ),
 }
 #: Names accepted by ``colormap=`` (the sequential scale of the attention weights).
-SEQUENTIAL_COLORMAPS = ("viridis", "cividis", "magma")
-#: Names accepted by ``diverging=`` (signed arrays: negative blue/purple, positive red/orange).
-DIVERGING_COLORMAPS = ("RdBu_r", "PuOr_r")
+SEQUENTIAL_COLORMAPS = ("viridis", "cividis", "magma", "greys")
+#: Names accepted by ``diverging=`` (signed arrays: negative blue/purple, positive red/orange;
+#: "greys_sym" shows magnitude only, black at both ends, for greyscale printing).
+DIVERGING_COLORMAPS = ("RdBu_r", "PuOr_r", "greys_sym")
+#: The diverging scale used with each sequential one when ``diverging=None`` (as the widget).
+PAIRED_DIVERGING = {
+    "viridis": "RdBu_r",
+    "cividis": "PuOr_r",
+    "magma": "RdBu_r",
+    "greys": "greys_sym",
+}
 
 _MASK_LIGHT = (217, 217, 217)  # hatch background of masked cells (#d9d9d9)
 _MASK_DARK = (136, 136, 136)  # hatch lines (#888888)
@@ -113,6 +129,8 @@ def _table(name: str) -> np.ndarray:
 
 
 _LUTS = {name: _table(name) for name in _TABLES}
+# black (-max) .. white (0) .. black (+max): the greys table folded around 0
+_LUTS["greys_sym"] = _LUTS["greys"][np.abs(np.arange(-64, 65, 2))]
 
 
 def colormap_rgb(values: Any, colormap: str, vmin: float, vmax: float) -> np.ndarray:
@@ -239,11 +257,15 @@ def _check_heads(heads: object, n_heads: int) -> list[int]:
     return sorted(out)
 
 
-def _check_colormap(colormap: object, diverging: object) -> None:
+def _check_colormap(colormap: object, diverging: object) -> str:
+    """Check both scales; return the diverging one (paired with ``colormap`` when None)."""
     if colormap not in SEQUENTIAL_COLORMAPS:
         raise ValueError(f"colormap must be one of {SEQUENTIAL_COLORMAPS}, got {colormap!r}")
+    if diverging is None:
+        return PAIRED_DIVERGING[colormap]  # type: ignore[index]
     if diverging not in DIVERGING_COLORMAPS:
         raise ValueError(f"diverging must be one of {DIVERGING_COLORMAPS}, got {diverging!r}")
+    return diverging  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------------------------
@@ -272,6 +294,7 @@ class _Heat:
     masked: np.ndarray | None = None  # (rows, cols) bool, True = masked (drawn hatched)
     tips: list[str] | None = None  # one tooltip per cell, row-major
     cls: str = "aw-cells"
+    raster: bool = False  # draw as one embedded PNG image instead of one <rect> per cell
 
     @property
     def width(self) -> int:
@@ -360,6 +383,7 @@ def _layout(
     diverging: str,
     title: str | None,
     tooltips: bool,
+    vector_stages: frozenset[str] = frozenset(STAGES),
 ) -> _Layout:
     seq_len = trace.seq_len
     ch = int(min(16, max(2, 280 // seq_len)))  # row height, px: every stage shares the rows
@@ -427,21 +451,15 @@ def _layout(
                 pg.items.append(_Text(x, line_top + 11, label, 11, cls="aw-panel-title"))
             rgb = colormap_rgb(data, cmap, vmin, vmax)
             tips = None
-            if tooltips:
-                if token_cols:
-                    tips = [
-                        f"{tokens[i]} → {tokens[j]}: "
-                        + ("masked" if mask is not None and mask[i, j] else f"{data[i, j]:.4g}")
-                        for i in range(n_rows)
-                        for j in range(n_cols)
-                    ]
-                else:
-                    tips = [
-                        f"{tokens[i]}, dim {j}: {data[i, j]:.4g}"
-                        for i in range(n_rows)
-                        for j in range(n_cols)
-                    ]
-            pg.items.append(_Heat(x, top, cw, ch, rgb, mask, tips))
+            if tooltips and token_cols:  # query -> key: value, on the square panels only
+                tips = [
+                    f"{tokens[i]} → {tokens[j]}: "
+                    + ("masked" if mask is not None and mask[i, j] else f"{data[i, j]:.4g}")
+                    for i in range(n_rows)
+                    for j in range(n_cols)
+                ]
+            raster = stage not in vector_stages
+            pg.items.append(_Heat(x, top, cw, ch, rgb, mask, tips, raster=raster))
             if x == x0:  # query / row labels on the first panel of each line
                 rl = _Group("aw-row-labels")
                 for i in range(0, n_rows, step):
@@ -548,7 +566,7 @@ def _hatched_rgb(heat: _Heat) -> np.ndarray:
 def _svg_heat(heat: _Heat, hatch_id: str, max_rects: int, out: list[str]) -> None:
     rows, cols, _ = heat.rgb.shape
     out.append(f'<g class="{heat.cls}" data-rows="{rows}" data-cols="{cols}">')
-    if rows * cols > max_rects:
+    if heat.raster or rows * cols > max_rects:
         data = base64.b64encode(encode_png(_hatched_rgb(heat))).decode("ascii")
         url = f"data:image/png;base64,{data}"
         out.append(
@@ -611,10 +629,11 @@ def diagram_svg(
     heads: Sequence[int] | int | None = None,
     colormap: str = "viridis",
     title: str | None = None,
-    diverging: str = "RdBu_r",
+    diverging: str | None = None,
     max_rects: int = 2500,
     tooltips: bool = False,
     id_prefix: str = "aw-",
+    vector_stages: Sequence[str] | str | None = None,
 ) -> str:
     """Draw the attention diagram as a standalone SVG document, with no plotting library.
 
@@ -636,15 +655,21 @@ def diagram_svg(
         :data:`SEQUENTIAL_COLORMAPS`.
     title : str, optional
         Title line; defaults to a summary of the trace's sizes.
-    diverging : str, default "RdBu_r"
-        Scale of the signed stages (symmetric around 0, blue negative, red positive).
+    diverging : str, optional
+        Scale of the signed stages (symmetric around 0), one of :data:`DIVERGING_COLORMAPS`;
+        default paired with ``colormap`` as in the widget (:data:`PAIRED_DIVERGING`: blue-red
+        for viridis and magma, purple-orange for cividis, black-white-black for greys).
     max_rects : int, default 2500
         Panels with more cells are embedded as one PNG image instead of one ``<rect>`` per cell
         (files stay small; the text stays text either way).
     tooltips : bool, default False
-        Give each cell a ``<title>`` (query, key, value) shown on hover in a browser.
+        Give each cell of the scores and weights panels a ``<title>`` ("query → key: value")
+        shown on hover in a browser.
     id_prefix : str, default "aw-"
         Prefix of the SVG ids, so several diagrams can share one HTML page.
+    vector_stages : list of str, optional
+        Stages drawn as ``<rect>`` cells (up to ``max_rects`` per panel); the others are
+        embedded PNG images.  Default: every stage.
 
     Returns
     -------
@@ -657,7 +682,8 @@ def diagram_svg(
         For an invalid argument, naming it.
     """
     svg, _ = _diagram_svg(
-        trace, tokens, stages, heads, colormap, title, diverging, max_rects, tooltips, id_prefix
+        trace, tokens, stages, heads, colormap, title, diverging, max_rects, tooltips, id_prefix,
+        vector_stages,
     )
     return svg
 
@@ -673,9 +699,11 @@ def _diagram_svg(
     max_rects: Any,
     tooltips: bool,
     id_prefix: str,
+    vector_stages: Any = None,
 ) -> tuple[str, _Layout]:
     trace = _check_trace(trace)
-    layout = _build(trace, tokens, stages, heads, colormap, title, diverging, tooltips)
+    vector = frozenset(STAGES if vector_stages is None else _check_stages(vector_stages))
+    layout = _build(trace, tokens, stages, heads, colormap, title, diverging, tooltips, vector)
     if isinstance(max_rects, bool) or not isinstance(max_rects, numbers.Integral):
         raise TypeError(f"max_rects must be an integer, got {max_rects!r}")
     if not isinstance(id_prefix, str) or not all(c.isalnum() or c in "-_" for c in id_prefix):
@@ -709,14 +737,15 @@ def _build(
     title: Any,
     diverging: Any,
     tooltips: bool,
+    vector_stages: frozenset[str] = frozenset(STAGES),
 ) -> _Layout:
     tok = _check_tokens(tokens, trace.seq_len)
     st = _check_stages(stages)
     hd = _check_heads(heads, trace.n_heads)
-    _check_colormap(colormap, diverging)
+    diverging = _check_colormap(colormap, diverging)
     if title is not None and not isinstance(title, str):
         raise TypeError(f"title must be a str or None, got {type(title).__name__}")
-    return _layout(trace, tok, st, hd, colormap, diverging, title, bool(tooltips))
+    return _layout(trace, tok, st, hd, colormap, diverging, title, bool(tooltips), vector_stages)
 
 
 # --------------------------------------------------------------------------------------------
@@ -814,7 +843,7 @@ def diagram_png_bytes(
     colormap: str = "viridis",
     dpi: float = 150,
     title: str | None = None,
-    diverging: str = "RdBu_r",
+    diverging: str | None = None,
 ) -> bytes:
     """The diagram of :func:`diagram_svg` as PNG bytes (needs matplotlib, the ``export`` extra).
 
@@ -842,6 +871,7 @@ def diagram_data_url(
     colormap: str = "viridis",
     dpi: float = 150,
     title: str | None = None,
+    diverging: str | None = None,
 ) -> str:
     """A ``data:`` URL of the diagram for a browser download link (``<a download href=...>``).
 
@@ -849,7 +879,7 @@ def diagram_data_url(
     ----------
     format : {"svg", "png"}
         SVG needs nothing; PNG needs matplotlib.
-    stages, heads, colormap, dpi, title
+    stages, heads, colormap, dpi, title, diverging
         As :func:`diagram_svg` and :func:`diagram_png_bytes`.
 
     Returns
@@ -858,11 +888,15 @@ def diagram_data_url(
         ``data:image/svg+xml;base64,...`` or ``data:image/png;base64,...``.
     """
     if format == "svg":
-        svg = diagram_svg(trace, tokens, stages=stages, heads=heads, colormap=colormap, title=title)
+        svg = diagram_svg(
+            trace, tokens, stages=stages, heads=heads, colormap=colormap, title=title,
+            diverging=diverging,
+        )
         data, mime = svg.encode("utf-8"), "image/svg+xml"
     elif format == "png":
         data = diagram_png_bytes(
-            trace, tokens, stages=stages, heads=heads, colormap=colormap, dpi=dpi, title=title
+            trace, tokens, stages=stages, heads=heads, colormap=colormap, dpi=dpi, title=title,
+            diverging=diverging,
         )
         mime = "image/png"
     else:
@@ -884,7 +918,7 @@ def save_figure(
     colormap: str = "viridis",
     dpi: float = 150,
     title: str | None = None,
-    diverging: str = "RdBu_r",
+    diverging: str | None = None,
 ) -> Path:
     """Write the diagram to an SVG, PNG or PDF file.
 
@@ -956,8 +990,22 @@ def _script_json(value: Any) -> str:
     )
 
 
+def _mask_name(mask: np.ndarray) -> str:
+    """"none", "causal", "sliding(window=w)" or "custom" for a boolean (seq, seq) mask."""
+    if mask.all():
+        return "none"
+    n = mask.shape[0]
+    if np.array_equal(mask, np.tri(n, dtype=bool)):
+        return "causal"
+    window = int(mask.sum(axis=1).max())
+    diff = np.arange(n)[:, None] - np.arange(n)[None, :]
+    if np.array_equal(mask, (diff >= 0) & (diff < window)):
+        return f"sliding(window={window})"
+    return "custom"
+
+
 def _summary(trace: AttentionTrace) -> str:
-    mask = "none" if trace.mask.all() else "masked"
+    mask = _mask_name(trace.mask)
     return (
         f"seq_len={trace.seq_len}, d_model={trace.d_model}, n_heads={trace.n_heads}, "
         f"n_kv_heads={trace.n_kv_heads}, temperature={_fmt(trace.temperature)}, mask={mask}"
@@ -1006,7 +1054,7 @@ def to_html(
     settings: Mapping[str, Any] | None = None,
     stages: Sequence[str] | str | None = None,
     heads: Sequence[int] | int | None = None,
-    diverging: str = "RdBu_r",
+    diverging: str | None = None,
 ) -> Path:
     """Write one standalone HTML page of the diagram that works offline.
 
@@ -1071,15 +1119,16 @@ def to_html(
         if heads is not None and i > 0:  # keep the heads that exist in this variant
             wanted = _check_heads(heads, trace.n_heads)
             hd = [h for h in wanted if h < tr.n_heads] or None
+        # the square panels as cells with hover tooltips; the rest as compact images
         svg, _ = _diagram_svg(
             tr, tok, stages, hd, colormap, None, diverging, 2500,
-            tr.seq_len <= 24, f"aw{i}-",
+            tr.seq_len <= 24, f"aw{i}-", ("scores", "weights"),
         )
         summary = _summary(tr)
         meta.append({"label": label, "summary": summary})
         panes.append(
             f'<section class="aw-variant" data-variant="{i}" data-label="{_esc(label)}"'
-            f'{" hidden" if i else ""}>\n<p class="aw-summary">{_esc(summary)}</p>\n{svg}</section>'
+            f'{" hidden" if i else ""}>\n{svg}</section>'
         )
     options = "".join(
         f'<option value="{i}">{_esc(label)} — {_esc(_summary(tr))}</option>'

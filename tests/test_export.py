@@ -69,11 +69,17 @@ def _hex(color: str) -> np.ndarray:
     return np.array([int(color[i : i + 2], 16) for i in (1, 3, 5)])
 
 
+_MPL_NAME = {"greys": "Greys", "greys_sym": "Greys"}
+
+
 def _mpl(name, t) -> np.ndarray:
     """The matplotlib colormap as a continuous scale: its 256 entries (entry k at t = k/255),
-    interpolated linearly, in 0..255 units."""
-    lut = colormaps[name](np.arange(256) / 255)[:, :3] * 255
-    pos = np.clip(np.asarray(t, dtype=float), 0, 1) * 255
+    interpolated linearly, in 0..255 units.  "greys_sym" is Greys folded: Greys(|2t - 1|)."""
+    lut = colormaps[_MPL_NAME.get(name, name)](np.arange(256) / 255)[:, :3] * 255
+    pos = np.clip(np.asarray(t, dtype=float), 0, 1)
+    if name == "greys_sym":
+        pos = np.abs(2 * pos - 1)
+    pos = pos * 255
     return np.stack([np.interp(pos, np.arange(256), lut[:, c]) for c in range(3)], axis=-1)
 
 
@@ -85,8 +91,9 @@ def test_colour_tables_match_matplotlib(name):
     t = np.linspace(0, 1, 1001)
     ours = colormap_rgb(t, name, 0.0, 1.0).astype(float)
     assert np.abs(ours - _mpl(name, t)).max() <= 3.0  # 65 of 256 samples: < 1.2 % off
-    exact = colormaps[name](np.arange(256) / 255)[:, :3] * 255  # matplotlib's own entries
-    assert np.abs(colormap_rgb(np.arange(256) / 255, name, 0, 1) - exact).max() <= 3.0
+    if name != "greys_sym":
+        exact = colormaps[_MPL_NAME.get(name, name)](np.arange(256) / 255)[:, :3] * 255
+        assert np.abs(colormap_rgb(np.arange(256) / 255, name, 0, 1) - exact).max() <= 3.0
 
 
 def test_colormap_rgb_clips_and_checks():
@@ -192,6 +199,22 @@ def test_signed_stages_use_a_symmetric_diverging_scale():
     assert np.abs(lut[32] - np.array([0xF7, 0xF6, 0xF6])).max() <= 1  # 0 is the neutral centre
 
 
+@pytest.mark.parametrize(
+    ("colormap", "diverging"),
+    [("viridis", "RdBu_r"), ("cividis", "PuOr_r"), ("magma", "RdBu_r"), ("greys", "greys_sym")],
+)
+def test_signed_scale_is_paired_with_the_colormap_like_the_widget(causal, colormap, diverging):
+    root = _parse(diagram_svg(causal, TOKENS, stages=["x", "weights"], colormap=colormap))
+    bars = [g for g in root.iter(f"{SVG}g") if g.get("class") == "aw-colorbar"]
+    assert [b.get("data-colormap") for b in bars] == [diverging, colormap]
+    m = np.abs(causal.x).max()
+    fills = np.array([_hex(r.get("fill")) for r in _cells(_panels(root, "x")[0])])
+    assert np.abs(fills - _mpl(diverging, (causal.x.reshape(-1) + m) / (2 * m))).max() <= 3.0
+    root = _parse(diagram_svg(causal, TOKENS, stages="x", diverging="PuOr_r"))
+    bars = [g for g in root.iter(f"{SVG}g") if g.get("class") == "aw-colorbar"]
+    assert bars[0].get("data-colormap") == "PuOr_r"
+
+
 def test_masked_cells_are_hatched_not_zero(causal):
     n = causal.seq_len
     root = _parse(diagram_svg(causal, TOKENS, stages=["scores", "weights"]))
@@ -241,6 +264,20 @@ def test_large_panels_become_embedded_png_with_hatched_mask():
     # token labels are thinned but stay text
     labels = {t.text for t in root.iter(f"{SVG}text") if t.get("class") == "aw-token"}
     assert "w0" in labels and len(labels) >= 15
+
+
+def test_vector_stages_choose_rects_or_images(causal):
+    root = _parse(diagram_svg(causal, TOKENS, stages=["x", "weights"], vector_stages="weights"))
+    (x_panel,) = _panels(root, "x")
+    assert [el.tag for el in _cells(x_panel)] == [f"{SVG}image"]
+    for panel in _panels(root, "weights"):
+        assert {el.tag for el in _cells(panel)} == {f"{SVG}rect"}
+    img = Image.open(io.BytesIO(base64.b64decode(_cells(x_panel)[0].get("href").split(",")[1])))
+    ch = img.size[1] // causal.seq_len
+    cw = img.size[0] // causal.d_model
+    centres = np.asarray(img)[ch // 2 :: ch, cw // 2 :: cw][: causal.seq_len, : causal.d_model]
+    m = np.abs(causal.x).max()
+    assert np.abs(centres - _mpl("RdBu_r", (causal.x + m) / (2 * m))).max() <= 3.0
 
 
 @pytest.mark.parametrize(
@@ -382,6 +419,17 @@ def test_html_escapes_everything(causal, tmp_path):
         to_html(causal, tmp_path / "v.html", TOKENS, variants={"short": _trace(TOKENS[:5])})
 
 
+def test_html_summary_names_the_mask(tmp_path):
+    variants = {
+        "sliding": _trace(mask="sliding", window=3),
+        "causal": _trace(mask="causal"),
+        "custom": _trace(mask=np.eye(11, dtype=bool) | np.eye(11, k=1, dtype=bool)),
+    }
+    page = to_html(_trace(), tmp_path / "m.html", TOKENS, variants=variants).read_text()
+    for summary in ("mask=none", "mask=sliding(window=3)", "mask=causal", "mask=custom"):
+        assert summary in page
+
+
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -441,7 +489,8 @@ def test_html_offline_in_chromium(causal, tmp_path):
             page.select_option("#aw-variant", "1")
             n1, fills1 = visible_weights()
             assert n1 == 4 and fills1 != fills0
-            assert "temperature=0.2" in page.inner_text("#aw-current")
+            current = page.inner_text("#aw-current")
+            assert "temperature=0.2" in current and "mask=causal" in current
             page.select_option("#aw-variant", "2")
             n2, _ = visible_weights()
             assert n2 == 2
