@@ -44,6 +44,7 @@ __all__ = [
     "diagram_data_url",
     "diagram_png_bytes",
     "diagram_svg",
+    "download_link",
     "encode_png",
     "save_figure",
     "to_html",
@@ -902,6 +903,53 @@ def diagram_data_url(
     else:
         raise ValueError(f'format must be "svg" or "png", got {format!r}')
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def download_link(
+    trace: AttentionTrace,
+    tokens: Sequence[str] | None = None,
+    *,
+    format: str = "svg",
+    filename: str | None = None,
+    label: str | None = None,
+    stages: Sequence[str] | str | None = None,
+    heads: Sequence[int] | int | None = None,
+    colormap: str = "viridis",
+    dpi: float = 150,
+    title: str | None = None,
+    diverging: str | None = None,
+) -> str:
+    """An HTML ``<a download>`` link that saves the diagram in the browser (for an HTML widget).
+
+    Parameters
+    ----------
+    format : {"svg", "png"}
+        File type; PNG needs matplotlib.
+    filename : str, optional
+        Suggested file name; default ``"attention.svg"`` / ``"attention.png"``.
+    label : str, optional
+        Link text; default ``"Download SVG"`` / ``"Download PNG"``.
+    stages, heads, colormap, dpi, title, diverging
+        As :func:`diagram_data_url`.
+
+    Returns
+    -------
+    str
+        ``<a class="aw-download aw-download-<format>" download="..." href="data:...">...</a>``,
+        with the file name and label HTML-escaped.
+    """
+    url = diagram_data_url(
+        trace, tokens, format=format, stages=stages, heads=heads, colormap=colormap, dpi=dpi,
+        title=title, diverging=diverging,
+    )
+    filename = filename if filename is not None else f"attention.{format}"
+    label = label if label is not None else f"Download {format.upper()}"
+    if not isinstance(filename, str) or not filename or "/" in filename or "\\" in filename:
+        raise ValueError(f"filename must be a plain file name, got {filename!r}")
+    return (
+        f'<a class="aw-download aw-download-{format}" download="{_esc(filename)}" '
+        f'href="{url}">{_esc(str(label))}</a>'
+    )
 
 
 _FORMATS = ("svg", "png", "pdf")

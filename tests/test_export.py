@@ -26,6 +26,7 @@ from attention_widget.export import (
     diagram_data_url,
     diagram_png_bytes,
     diagram_svg,
+    download_link,
     encode_png,
     save_figure,
     to_html,
@@ -370,6 +371,19 @@ def test_png_bytes_and_data_urls(causal):
     assert base64.b64decode(url.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="format"):
         diagram_data_url(causal, TOKENS, format="gif")
+
+
+def test_download_link_is_an_escaped_anchor(causal):
+    html_text = download_link(causal, TOKENS, stages="weights", filename='a"b.svg', label="<b>")
+    root = ET.fromstring(html_text)
+    assert root.tag == "a" and root.get("download") == 'a"b.svg' and root.text == "<b>"
+    assert root.get("class") == "aw-download aw-download-svg"
+    svg = base64.b64decode(root.get("href").split(",", 1)[1]).decode("utf-8")
+    assert len(_panels(_parse(svg), "weights")) == causal.n_heads
+    png = ET.fromstring(download_link(causal, TOKENS, format="png", stages="x", dpi=30))
+    assert png.get("download") == "attention.png" and png.text == "Download PNG"
+    with pytest.raises(ValueError, match="filename"):
+        download_link(causal, TOKENS, filename="../x.svg")
 
 
 def test_save_figure_bad_arguments(causal, tmp_path):
