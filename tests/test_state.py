@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import zipfile
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from attention_widget import (
     AttentionParams,
+    AttentionTrace,
     embed,
     init_params,
     multi_head_attention,
@@ -87,6 +89,12 @@ def _write(path: Path, arrays) -> Path:
 # --------------------------------------------------------------------------------------------
 # round trips
 # --------------------------------------------------------------------------------------------
+def test_every_trace_field_is_saved():
+    """If the engine adds a field to AttentionTrace, the state format must learn it."""
+    names = {f.name for f in dataclasses.fields(AttentionTrace)}
+    assert names == {*TRACE_ARRAYS, "temperature"}
+
+
 def test_round_trip_is_identical(saved, case):
     tokens, x, params, trace = case
     state = load_state(saved)
