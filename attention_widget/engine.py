@@ -47,7 +47,7 @@ MEMORY_LIMIT_BYTES = 4 * 2**30
 _MASK_FILL = -1000.0
 _BLOCK = 64  # side of the seeded blocks the weight matrices are cut from
 
-MaskLike = Union[None, str, np.ndarray]
+MaskLike = Union[None, str, np.ndarray]  # noqa: UP007 (a runtime alias on Python 3.10)
 DTypes = (np.float32, np.float64)
 
 
@@ -162,7 +162,9 @@ class AttentionParams:
     def __post_init__(self) -> None:
         w_q = _as_float_matrix("params.w_q", self.w_q)
         if w_q.ndim != 2 or w_q.shape[0] != w_q.shape[1] or w_q.shape[0] == 0:
-            raise ValueError(f"params.w_q must be a square (d_model, d_model) array, got {w_q.shape}")
+            raise ValueError(
+                f"params.w_q must be a square (d_model, d_model) array, got {w_q.shape}"
+            )
         d = w_q.shape[0]
         w_k = _as_float_matrix("params.w_k", self.w_k)
         if w_k.ndim != 2 or w_k.shape[0] != d or w_k.shape[1] == 0 or w_k.shape[1] > d:
@@ -178,7 +180,9 @@ class AttentionParams:
         }
         for name, size in (("b_q", d), ("b_k", d_kv), ("b_v", d_kv), ("b_o", d)):
             value = getattr(self, name)
-            arrays[name] = None if value is None else _as_float_matrix(f"params.{name}", value, (size,))
+            arrays[name] = (
+                None if value is None else _as_float_matrix(f"params.{name}", value, (size,))
+            )
         for name, arr in arrays.items():
             if arr is not None:
                 arr = arr.copy() if arr is getattr(self, name) else arr
@@ -336,8 +340,11 @@ def sliding_window_mask(seq_len: int, window: int) -> np.ndarray:
     return (diff >= 0) & (diff < window)
 
 
-def _resolve_mask(mask: MaskLike, seq_len: int, window: int | None) -> np.ndarray | None:
-    """Return a boolean (seq_len, seq_len) array, or None for full attention."""
+def _resolve_mask(
+    mask: MaskLike, seq_len: int, window: int | None, n_keys: int | None = None
+) -> np.ndarray | None:
+    """Return a boolean (seq_len, n_keys) array, or None for full attention."""
+    n_keys = seq_len if n_keys is None else n_keys
     if mask is None:
         return None
     if isinstance(mask, str):
@@ -355,9 +362,9 @@ def _resolve_mask(mask: MaskLike, seq_len: int, window: int | None) -> np.ndarra
     arr = np.asarray(mask)
     if arr.dtype != bool:
         raise TypeError(f"mask array must be boolean (True = may attend), got dtype {arr.dtype}")
-    if arr.shape != (seq_len, seq_len):
+    if arr.shape != (seq_len, n_keys):
         raise ValueError(
-            f"mask must have shape (seq_len, seq_len) = ({seq_len}, {seq_len}), got {arr.shape}"
+            f"mask must have shape (seq_len, seq_len) = ({seq_len}, {n_keys}), got {arr.shape}"
         )
     empty = np.flatnonzero(~arr.any(axis=1))
     if empty.size:
@@ -463,40 +470,196 @@ def estimate_memory(
     Returns
     -------
     int
-        Two ``(n_heads, seq_len, seq_len)`` arrays (scores and weights) plus the
-        ``(seq_len, ...)`` projections, head outputs, concat and output.
+        Two ``(n_heads, seq_len, seq_len)`` arrays (scores and weights), one
+        ``(seq_len, seq_len)`` mask, plus the ``(seq_len, ...)`` projections, head outputs,
+        concat and output.
     """
     n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
     d_head = d_model // n_heads
     itemsize = np.dtype(dtype).itemsize
-    square = 2 * n_heads * seq_len * seq_len
-    rows = seq_len * (3 * d_model + 4 * n_kv_heads * d_head) + seq_len * (n_heads + 3)
-    return int(itemsize * (square + rows + seq_len * seq_len))
+    square = 2 * n_heads * seq_len * seq_len + seq_len * seq_len
+    rows = seq_len * (4 * d_model + 4 * n_kv_heads * d_head) + seq_len * (n_heads + 3)
+    return int(itemsize * (square + rows) + seq_len * seq_len)  # + the boolean mask
+
+
+# Target size (bytes) of one block of scores: the softmax of a block runs while the block is
+# still in the core's cache (L2), instead of streaming the whole (n_heads, seq, seq) array
+# through memory once per step.
+_BLOCK_BYTES = 1 << 19
+
+
+def _softmax_block(
+    z: np.ndarray,
+    w: np.ndarray,
+    mask_bias: np.ndarray | None,
+    inv_temperature: float,
+    entropy: np.ndarray,
+) -> None:
+    """Masked softmax of ``z / T`` over the last axis, written to ``w``; entropy to ``entropy``.
+
+    Parameters
+    ----------
+    z : ndarray, shape (..., rows, seq_len)
+        Scores; read only, finite.
+    w : ndarray, same shape as ``z``
+        Output: the weights.  Masked entries come out exactly 0.
+    mask_bias : ndarray, shape (rows, seq_len), optional
+        0 where a key may be attended, ``-inf`` where it may not (every row has a 0).
+    inv_temperature : float
+        ``1 / T``.
+    entropy : ndarray, shape (..., rows)
+        Output: ``H = -sum_j w_j log w_j`` per row, in nats.
+
+    Notes
+    -----
+    With ``m`` the row maximum of the allowed scores and ``e_j = exp((z_j - m) / T)``
+    (``e_j = 0`` for a masked key, and the maximum contributes ``exp(0) = 1``, so no overflow),
+    ``w_j = e_j / S`` with ``S = sum_j e_j``, and
+    ``H = log S - sum_j w_j (z_j - m) / T = log S - (sum_j e_j z_j / S - m) / T``,
+    which needs no logarithm of the weights and only finite ``z``.
+    """
+    if mask_bias is not None:
+        np.add(z, mask_bias, out=w)  # masked keys become -inf, the others stay exact
+        src = w
+    else:
+        src = z
+    m = src.max(axis=-1, keepdims=True)
+    np.subtract(src, m, out=w)  # <= 0 everywhere, exactly 0 at the maximum
+    if inv_temperature != 1.0:
+        w *= inv_temperature
+    np.exp(w, out=w)  # exp(-inf) = 0: masked entries are exactly 0
+    total = w.sum(axis=-1)  # >= 1
+    ez = np.einsum("...j,...j->...", w, z)
+    np.reciprocal(total, out=total)  # now 1 / S
+    w *= total[..., None]
+    ez *= total  # sum_j w_j z_j
+    ez -= m[..., 0]
+    ez *= inv_temperature  # sum_j w_j (z_j - m) / T  (<= 0)
+    np.log(total, out=total)  # -log S
+    np.negative(total, out=entropy)
+    entropy -= ez
+    np.maximum(entropy, 0.0, out=entropy)  # rounding can give -1e-16 for a one-hot row
+
+
+def _mask_bias(mask: np.ndarray | None, dtype: np.dtype) -> np.ndarray | None:
+    """0 where ``mask`` allows a key, ``-inf`` where it does not; None without a mask."""
+    if mask is None:
+        return None
+    bias = np.zeros(mask.shape, dtype=dtype)
+    bias[~mask] = -np.inf
+    return bias
+
+
+def _blocks(n_heads: int, n_rows: int, row_bytes: int) -> list[tuple[slice, slice]]:
+    """Cut (n_heads, n_rows) rows of ``row_bytes`` each into blocks of about _BLOCK_BYTES.
+
+    Whole heads are grouped when one head is smaller than a block (short sequences: few calls);
+    otherwise each head is cut into runs of rows.
+    """
+    head_bytes = n_rows * row_bytes
+    if head_bytes <= _BLOCK_BYTES:
+        per = max(1, _BLOCK_BYTES // max(head_bytes, 1))
+        every = slice(None)
+        return [(slice(h, min(n_heads, h + per)), every) for h in range(0, n_heads, per)]
+    rows = max(1, _BLOCK_BYTES // max(row_bytes, 1))
+    return [
+        (slice(h, h + 1), slice(r, min(n_rows, r + rows)))
+        for h in range(n_heads)
+        for r in range(0, n_rows, rows)
+    ]
 
 
 def _softmax_rows(
     z: np.ndarray, mask: np.ndarray | None, inv_temperature: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Turn scores into weights in place; return ``(weights, row_entropy)``.
+    """Turn (n_heads, seq_len, seq_len) scores into weights in place; return (weights, entropy).
 
-    ``z`` is (n_heads, seq_len, seq_len) scores; on return it holds the weights.  The entropy
-    uses ``H = log(sum_j e_j) - sum_j w_j z_j`` (with ``z`` shifted so its row maximum is 0),
-    which needs no logarithm of the weights.
+    Kept for callers of the first version; :func:`softmax` is the public form.
     """
-    if inv_temperature != 1.0:
-        z *= inv_temperature
-    if mask is not None:
-        np.copyto(z, -np.inf, where=~mask)
-    z -= z.max(axis=-1, keepdims=True)  # max-subtracted: exp never overflows
-    if mask is not None:
-        np.copyto(z, _MASK_FILL, where=~mask)  # finite, and exp(-1000) == 0 exactly
-    e = np.exp(z)
-    total = e.sum(axis=-1)  # >= 1: the row maximum contributes exp(0)
-    ez = np.einsum("hij,hij->hi", e, z)
-    entropy = np.log(total) - ez / total
-    np.maximum(entropy, 0.0, out=entropy)  # rounding can give -1e-16 for a one-hot row
-    np.multiply(e, (1.0 / total)[..., None], out=z)
-    return z, entropy
+    weights, entropy = _softmax(z.copy(), mask, inv_temperature, out=z)
+    return weights, entropy
+
+
+def _softmax(
+    scores: np.ndarray,
+    mask: np.ndarray | None,
+    inv_temperature: float,
+    out: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Blocked masked softmax over the last axis of a C-contiguous (..., rows, seq) array."""
+    weights = np.empty_like(scores) if out is None else out
+    entropy = np.empty(scores.shape[:-1], dtype=scores.dtype)
+    bias = _mask_bias(mask, scores.dtype)
+    n_rows, seq_len = scores.shape[-2:]
+    z2 = scores.reshape(-1, n_rows, seq_len)
+    w2 = weights.reshape(-1, n_rows, seq_len)
+    e2 = entropy.reshape(-1, n_rows)
+    with np.errstate(invalid="ignore", over="ignore"):
+        for heads, rows in _blocks(z2.shape[0], n_rows, seq_len * scores.itemsize):
+            _softmax_block(
+                z2[heads, rows], w2[heads, rows], None if bias is None else bias[rows],
+                inv_temperature, e2[heads, rows],
+            )
+    return weights, entropy
+
+
+def softmax(
+    scores: np.ndarray, *, temperature: float = 1.0, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """The attention softmax on its own: ``softmax(scores / temperature)`` over the last axis.
+
+    Parameters
+    ----------
+    scores : array_like, shape (..., seq_q, seq_k)
+        Finite real scores (for example ``AttentionTrace.scores``).
+    temperature : float, default 1.0
+        ``T > 0``.
+    mask : ndarray of bool, shape (seq_q, seq_k), optional
+        True where a key may be attended; every row needs at least one True.  Masked weights
+        are exactly 0.
+
+    Returns
+    -------
+    ndarray, same shape as ``scores`` (float64, or float32 for float32 input)
+        Non-negative weights whose rows sum to 1.
+    """
+    inv_t = 1.0 / _check_temperature(temperature)
+    z = _as_float_matrix("scores", scores)
+    if isinstance(scores, np.ndarray) and scores.dtype == np.float32:
+        z = scores
+    if z.ndim < 1 or z.size == 0:
+        raise ValueError(f"scores must be a non-empty array, got shape {z.shape}")
+    z2 = z.reshape((1,) * (2 - z.ndim) + z.shape) if z.ndim < 2 else z
+    resolved = None if mask is None else _resolve_mask(mask, z2.shape[-2], None, z2.shape[-1])
+    weights, _ = _softmax(np.ascontiguousarray(z2), resolved, inv_t)
+    return weights.reshape(z.shape)
+
+
+def _attend(
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None, inv_temperature: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Step 2 of the layer; returns ``scores, weights, head_outputs, entropy``.
+
+    ``q`` is (n_heads, seq, d_head), ``k`` and ``v`` are (n_kv_heads, seq, d_head).  The two
+    products are one batched BLAS call each (query heads of a group share their K/V head, so
+    their rows are stacked); the softmax between them runs in cache-sized blocks.
+    """
+    n_heads, seq_len, d_head = q.shape
+    n_kv = k.shape[0]
+    group = n_heads // n_kv
+    dt = q.dtype
+    # [kv, seq, d_head] -> [kv, d_head, seq], with 1 / sqrt(d_head) folded in
+    k_t = (k * dt.type(1.0 / math.sqrt(d_head))).transpose(0, 2, 1)
+    # [kv, group * seq, d_head] @ [kv, d_head, seq] -> [kv, group * seq, seq] = [h, seq, seq]
+    scores = np.matmul(q.reshape(n_kv, group * seq_len, d_head), k_t).reshape(
+        n_heads, seq_len, seq_len
+    )
+    weights, entropy = _softmax(scores, mask, inv_temperature)
+    # [kv, group * seq, seq] @ [kv, seq, d_head] -> [h, seq, d_head]
+    head_outputs = np.matmul(weights.reshape(n_kv, group * seq_len, seq_len), v).reshape(
+        n_heads, seq_len, d_head
+    )
+    return scores, weights, head_outputs, entropy
 
 
 def multi_head_attention(
@@ -541,7 +704,7 @@ def multi_head_attention(
     ------
     TypeError, ValueError
         For any invalid argument, naming it; ``ValueError`` also when the arrays would need more
-        than :data:`MEMORY_LIMIT_BYTES`.
+        than :data:`MEMORY_LIMIT_BYTES` (raised before anything large is allocated).
     """
     if not isinstance(params, AttentionParams):
         raise TypeError(f"params must be an AttentionParams (see init_params), got {type(params)}")
@@ -555,24 +718,24 @@ def multi_head_attention(
             f"{params.d_kv} columns but n_kv_heads * d_head = {n_kv_heads} * {d_head} = "
             f"{n_kv_heads * d_head}; make params with init_params(d_model, n_heads, n_kv_heads)"
         )
-    x_arr = np.asarray(x)
-    if x_arr.dtype == object or not (
-        np.issubdtype(x_arr.dtype, np.number) or x_arr.dtype == bool
-    ) or np.issubdtype(x_arr.dtype, np.complexfloating):
-        raise TypeError(f"x must hold real numbers, got an array of dtype {x_arr.dtype}")
+    x_arr = x if isinstance(x, np.ndarray) else np.asarray(x)
+    if x_arr.dtype.kind not in "fiub":
+        raise TypeError(
+            f"x must hold real numbers, got an array of dtype {x_arr.dtype}"
+            + (f" (for example {x_arr.flat[0]!r})" if x_arr.size else "")
+        )
     if x_arr.ndim != 2:
-        raise ValueError(f"x must be 2-D (seq_len, d_model), got {x_arr.ndim}-D shape {x_arr.shape}")
+        raise ValueError(
+            f"x must be 2-D (seq_len, d_model), got {x_arr.ndim}-D shape {x_arr.shape}"
+        )
     seq_len = x_arr.shape[0]
     if seq_len == 0:
-        raise ValueError("x is empty: it needs at least one token (one row)")
+        raise ValueError(f"x is empty (shape {x_arr.shape}): it needs at least one token (row)")
     if x_arr.shape[1] != d_model:
         raise ValueError(
             f"x has width {x_arr.shape[1]} but params expect d_model={d_model}: "
             f"x must have shape (seq_len, {d_model})"
         )
-    x_arr = np.ascontiguousarray(x_arr, dtype=dt)
-    if not np.isfinite(x_arr).all():
-        raise ValueError("x contains NaN or infinity; every value must be finite")
     need = estimate_memory(seq_len, d_model, n_heads, n_kv_heads, dt)
     if need > MEMORY_LIMIT_BYTES:
         raise ValueError(
@@ -580,16 +743,23 @@ def multi_head_attention(
             f"(limit MEMORY_LIMIT_BYTES = {MEMORY_LIMIT_BYTES / 2**30:.1f} GiB): use a shorter "
             "sequence, fewer heads or dtype=float32"
         )
+    x_arr = np.ascontiguousarray(x_arr, dtype=dt)
+    if not np.isfinite(x_arr.sum()) and not np.isfinite(x_arr).all():
+        # (a finite sum proves every entry finite; the full check runs only when it is not)
+        bad = np.argwhere(~np.isfinite(x_arr))[0]
+        raise ValueError(
+            f"x contains NaN or infinity (x[{bad[0]}, {bad[1]}] = {x_arr[tuple(bad)]}); "
+            "every value must be finite"
+        )
     bool_mask = _resolve_mask(mask, seq_len, window)
     w = params.as_dtype(dt)
-    group = n_heads // n_kv_heads
     d_kv = n_kv_heads * d_head
 
     # 1. project: [seq, d_model] @ [d_model, d_model + 2 d_kv] -> [seq, d_model + 2 d_kv]
     qkv = x_arr @ w["w_qkv"]
     if w["b_qkv"] is not None:
         qkv += w["b_qkv"]
-    # split into heads: [seq, h * d_head] -> [h, seq, d_head]
+    # split into heads: [seq, h * d_head] -> [h, seq, d_head] (contiguous: small copies)
     q = np.ascontiguousarray(qkv[:, :d_model].reshape(seq_len, n_heads, d_head).transpose(1, 0, 2))
     k = np.ascontiguousarray(
         qkv[:, d_model : d_model + d_kv].reshape(seq_len, n_kv_heads, d_head).transpose(1, 0, 2)
@@ -598,23 +768,16 @@ def multi_head_attention(
         qkv[:, d_model + d_kv :].reshape(seq_len, n_kv_heads, d_head).transpose(1, 0, 2)
     )
 
-    # 2. attend.  Query heads of one group share a K/V head, so stack the group's queries:
-    # [h, seq, d_head] -> [kv, group * seq, d_head]; @ [kv, d_head, seq] -> [kv, group*seq, seq]
-    scale = 1.0 / math.sqrt(d_head)
-    q_grouped = (q * dt.type(scale)).reshape(n_kv_heads, group * seq_len, d_head)
-    scores = np.matmul(q_grouped, k.transpose(0, 2, 1)).reshape(n_heads, seq_len, seq_len)
-    weights, entropy = _softmax_rows(scores.copy(), bool_mask, 1.0 / temperature)
-    # [kv, group * seq, seq] @ [kv, seq, d_head] -> [h, seq, d_head]
-    head_outputs = np.matmul(
-        weights.reshape(n_kv_heads, group * seq_len, seq_len), v
-    ).reshape(n_heads, seq_len, d_head)
+    # 2. attend: scores = q k^T / sqrt(d_head) -> weights = softmax(scores / T) -> weights @ v
+    scores, weights, head_outputs, entropy = _attend(q, k, v, bool_mask, 1.0 / temperature)
 
     # 3. combine: [h, seq, d_head] -> [seq, h * d_head] -> @ w_o -> [seq, d_model]
-    concat = np.ascontiguousarray(head_outputs.transpose(1, 0, 2)).reshape(seq_len, d_model)
+    concat = head_outputs.transpose(1, 0, 2).reshape(seq_len, d_model)
     output = concat @ w["w_o"]
     if w["b_o"] is not None:
         output += w["b_o"]
-    if not np.isfinite(output).all():  # a non-finite score or weight reaches the output
+    # a non-finite score or weight reaches the output (a finite sum proves all finite)
+    if not np.isfinite(output.sum()) and not np.isfinite(output).all():
         raise ValueError(
             "the scores overflowed (values too large for "
             f"{dt}); scale x or the weights down, or use dtype=float64"
@@ -635,4 +798,3 @@ def multi_head_attention(
         entropy=entropy,
         temperature=temperature,
     )
-
