@@ -9,10 +9,13 @@ float32 binary buffers.
 
 from __future__ import annotations
 
+import struct
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import bqplot as bq
+import ipywidgets as W
 import numpy as np
 
 __all__ = ["COLORMAPS", "DIVERGING", "Panel", "PanelFigure", "tick_positions"]
@@ -37,7 +40,7 @@ DIVERGING: dict[str, list[str]] = {
     "greys": ["#000000", "#525252", "#969696", "#d9d9d9", "#ffffff", "#d9d9d9", "#969696",
               "#525252", "#000000"],
 }
-MASK_COLORS = ["rgba(128,128,128,0)", "rgba(128,128,128,0.85)"]
+MASK_RGBA = (150, 150, 150, 235)  # masked cells: grey, nearly opaque
 GAP = 1.0  # empty cells between panels
 MAX_TICKS = 32  # axis labels per panel before they are thinned out
 
@@ -99,7 +102,7 @@ class PanelFigure:
         if signed:
             self.color_scale.mid = 0.0
         self.set_colormap(colormap)
-        self.mask_scale = bq.ColorScale(min=0.0, max=1.0, colors=MASK_COLORS)
+        self._mask_image = W.Image(format="png")
         self.x_axis = bq.Axis(scale=self.x_scale, side="top",
                               tick_values=np.array([]), tick_labels={}, grid_lines="none",
                               tick_style={"font-size": "10px"}, tick_rotate=-45)
@@ -129,8 +132,9 @@ class PanelFigure:
         self._sent: list[np.ndarray] = []
         self._geometry: tuple = ()
         self._offsets: list[tuple[float, float]] = []
-        self._has_mask = False
         self._range = None
+        self._extra: list[bq.Mark] = []
+        self._label_key: tuple = ()
 
     # ---------------------------------------------------------------------------------------
     def set_colormap(self, name: str) -> None:
@@ -145,32 +149,60 @@ class PanelFigure:
                mask: np.ndarray | None = None) -> int:
         """Show ``panels``; return the number of array bytes sent.
 
-        Marks are rebuilt only when the number or shapes of the panels change; otherwise only
-        the colour arrays that changed are sent.  ``mask`` (bool, True = allowed) is drawn over
-        every panel as grey where False.
+        Existing marks are reused: a mark is sent only the arrays of it that changed (colours,
+        or cell positions when the layout moved), and marks are created only for panels that
+        did not exist before.  ``mask`` (bool, True = allowed) is drawn over every panel as grey
+        where False.
         """
-        sent = 0
         ncols = ncols or len(panels)
-        shapes = tuple(p.array.shape for p in panels)
-        geometry = (shapes, ncols)
+        geometry = (tuple(p.array.shape for p in panels), ncols)
+        sent = 0
         with self.figure.hold_sync():
             if geometry != self._geometry:
-                self._build(panels, ncols)
-                sent += sum(4 * p.array.size for p in panels)
-            else:
-                for i, p in enumerate(panels):
-                    arr = np.asarray(p.array, dtype=np.float32)
-                    if not np.array_equal(arr, self._sent[i]):
-                        self._heatmaps[i].color = _drawable(arr)
+                self._layout(panels, ncols)
+            marks_before = len(self._heatmaps)
+            for i, p in enumerate(panels):
+                arr = np.asarray(p.array, dtype=np.float32)
+                x0, y0 = self._offsets[i]
+                rows, cols = arr.shape
+                if i >= marks_before:
+                    hm = bq.HeatMap(
+                        x=_centers(cols, x0), y=_centers(rows, y0), color=_drawable(arr),
+                        scales={"x": self.x_scale, "y": self.y_scale,
+                                "color": self.color_scale})
+                    self._heatmaps.append(hm)
+                    self._sent.append(arr)
+                    sent += arr.nbytes
+                    continue
+                hm = self._heatmaps[i]
+                same_color = arr.shape == self._sent[i].shape and np.array_equal(arr, self._sent[i])
+                with hm.hold_sync():
+                    sent += _set_if_changed(hm, "x", _centers(cols, x0))
+                    sent += _set_if_changed(hm, "y", _centers(rows, y0))
+                    if not same_color:
+                        hm.color = _drawable(arr)
                         self._sent[i] = arr
                         sent += arr.nbytes
+            del self._heatmaps[len(panels):], self._sent[len(panels):]
+            self._update_mask(mask)
             self._update_labels(panels)
             self._update_range(panels)
-            self._update_mask(mask)
+            marks = [*self._heatmaps, *self._extra, *self._masks, self.lines, self.highlight,
+                     self.titles]
+            if list(self.figure.marks) != marks:
+                self.figure.marks = marks
         return sent
 
-    def _build(self, panels: Sequence[Panel], ncols: int) -> None:
-        self._heatmaps, self._masks, self._sent, self._offsets = [], [], [], []
+    def add_mark(self, mark: bq.Mark) -> None:
+        """Draw ``mark`` above the panels (e.g. an interactive grid over the focus panel)."""
+        if mark not in self._extra:
+            self._extra.append(mark)
+            marks = list(self.figure.marks)
+            marks.insert(len(self._heatmaps), mark)
+            self.figure.marks = marks
+
+    def _layout(self, panels: Sequence[Panel], ncols: int) -> None:
+        """Place the panels in a grid: rows of ``ncols``, each cell as large as its largest."""
         row_heights: list[int] = []
         col_widths: list[int] = []
         for i, p in enumerate(panels):
@@ -184,41 +216,31 @@ class PanelFigure:
         title_gap = 2.0
         y_starts = np.cumsum([0.0] + [h + GAP + title_gap for h in row_heights])
         x_starts = np.cumsum([0.0] + [w + 2 * GAP for w in col_widths])
-        marks = []
-        for i, p in enumerate(panels):
+        self._offsets = []
+        for i in range(len(panels)):
             r, c = divmod(i, ncols)
-            x0, y0 = float(x_starts[c]), float(y_starts[r] + title_gap)
-            self._offsets.append((x0, y0))
-            rows, cols = p.array.shape
-            arr = np.asarray(p.array, dtype=np.float32)
-            hm = bq.HeatMap(
-                x=_centers(cols, x0), y=_centers(rows, y0), color=_drawable(arr),
-                scales={"x": self.x_scale, "y": self.y_scale, "color": self.color_scale},
-            )
-            self._heatmaps.append(hm)
-            self._sent.append(arr)
-            marks.append(hm)
-        for x0, y0 in self._offsets:
-            rows, cols = panels[0].array.shape
-            mk = bq.HeatMap(
-                x=_centers(cols, x0), y=_centers(rows, y0),
-                color=np.zeros((max(rows, 2), max(cols, 2)), dtype=np.float32),
-                scales={"x": self.x_scale, "y": self.y_scale, "color": self.mask_scale},
-                visible=False,
-            )
-            self._masks.append(mk)
-        self._has_mask = False
+            self._offsets.append((float(x_starts[c]), float(y_starts[r] + title_gap)))
         width = float(x_starts[-1] - 2 * GAP)
         height = float(y_starts[-1] - GAP)
         self.x_scale.min, self.x_scale.max = -0.5, width - 0.5
         self.y_scale.min, self.y_scale.max = -0.5, height - 0.5
         px = int(np.clip(self.cell_px * height + 80, self.min_height, self.max_height))
         self.figure.layout.height = f"{px}px"
-        self.figure.marks = [*marks, *self._masks, self.lines, self.highlight, self.titles]
         self._geometry = (tuple(p.array.shape for p in panels), ncols)
 
     def _update_labels(self, panels: Sequence[Panel]) -> None:
-        xs, ys, texts = [], [], []
+        titles = [p.title for p in panels]
+        if list(self.titles.text) != titles or len(self.titles.x) != len(titles):
+            self.titles.x = [x0 - 0.5 for x0, _ in self._offsets]
+            self.titles.y = [y0 - 1.6 for _, y0 in self._offsets]
+            self.titles.text = titles
+        key = (self._geometry, tuple(
+            (None if p.row_labels is None else tuple(p.row_labels),
+             None if p.col_labels is None else tuple(p.col_labels),
+             tuple(p.boundaries), p.boundary_color) for p in panels))
+        if key == self._label_key:
+            return  # ticks and head boundaries are already on screen
+        self._label_key = key
         x_ticks: dict[float, str] = {}
         y_ticks: dict[float, str] = {}
         lx: list[list[float]] = []
@@ -226,9 +248,6 @@ class PanelFigure:
         colors: list[str] = []
         for p, (x0, y0) in zip(panels, self._offsets, strict=True):
             rows, cols = p.array.shape
-            xs.append(x0 - 0.5)
-            ys.append(y0 - 1.6)
-            texts.append(p.title)
             if p.col_labels is not None:
                 for j in tick_positions(cols):
                     x_ticks.setdefault(x0 + j, p.col_labels[j])
@@ -239,7 +258,6 @@ class PanelFigure:
                 lx.append([x0 + b - 0.5, x0 + b - 0.5])
                 ly.append([y0 - 0.5, y0 + rows - 0.5])
                 colors.append(p.boundary_color)
-        self.titles.x, self.titles.y, self.titles.text = xs, ys, texts
         self._set_ticks(self.x_axis, x_ticks)
         self._set_ticks(self.y_axis, y_ticks)
         if lx:
@@ -267,17 +285,34 @@ class PanelFigure:
             self.color_scale.min, self.color_scale.max = -peak, peak
 
     def _update_mask(self, mask: np.ndarray | None) -> None:
+        """Grey, pixel-exact image over masked cells: one shared PNG, one Image mark a panel.
+
+        An image (not a HeatMap) keeps "one HeatMap per head" true and costs one small PNG.
+        """
         show = mask is not None and not mask.all()
-        if show:
-            masked = _drawable((~mask).astype(np.float32))
+        if not show:
             for mk in self._masks:
-                if mk.color.shape != masked.shape or not np.array_equal(mk.color, masked):
-                    mk.color = masked
+                if mk.visible:
+                    mk.visible = False
+            return
+        png = mask_png(mask)
+        if bytes(self._mask_image.value) != png:
+            self._mask_image.value = png
+        rows, cols = mask.shape
+        for i, (x0, y0) in enumerate(self._offsets):
+            x = np.array([x0 - 0.5, x0 + cols - 0.5])
+            y = np.array([y0 - 0.5, y0 + rows - 0.5])
+            if i == len(self._masks):
+                self._masks.append(bq.Image(image=self._mask_image, x=x, y=y, pixelated=True,
+                                            scales={"x": self.x_scale, "y": self.y_scale}))
+                continue
+            mk = self._masks[i]
+            with mk.hold_sync():
+                _set_if_changed(mk, "x", x)
+                _set_if_changed(mk, "y", y)
                 mk.visible = True
-        elif self._has_mask:
-            for mk in self._masks:
-                mk.visible = False
-        self._has_mask = show
+        for mk in self._masks[len(self._offsets):]:
+            mk.visible = False
 
     def show_highlight(self, segments: list[tuple[list[float], list[float]]] | None) -> None:
         """Draw rectangles (closed polylines in data coordinates), or hide them with None."""
@@ -309,6 +344,37 @@ class PanelFigure:
             arr = np.asarray(hm.color)
             out.append(arr[: sent.shape[0], : sent.shape[1]])
         return out
+
+
+def mask_png(mask: np.ndarray) -> bytes:
+    """PNG (RGBA, one pixel a cell) that is grey where ``mask`` is False, transparent elsewhere.
+
+    Parameters
+    ----------
+    mask : ndarray of bool, shape (rows, cols)
+        True where attention is allowed.
+    """
+    rows, cols = mask.shape
+    rgba = np.zeros((rows, cols, 4), dtype=np.uint8)
+    rgba[~mask] = MASK_RGBA
+    raw = b"".join(b"\x00" + rgba[r].tobytes() for r in range(rows))  # filter 0 per scanline
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", cols, rows, 8, 6, 0, 0, 0)  # 8-bit RGBA
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+            + chunk(b"IEND", b""))
+
+
+def _set_if_changed(mark: bq.Mark, name: str, value: np.ndarray) -> int:
+    """Set an array trait only if it differs; return the bytes sent."""
+    old = getattr(mark, name)
+    if old is not None and old.shape == value.shape and np.array_equal(old, value):
+        return 0
+    setattr(mark, name, value)
+    return value.nbytes
 
 
 def _centers(n: int, offset: float) -> np.ndarray:

@@ -112,6 +112,7 @@ class AttentionWidget(W.VBox):
         self._fixed_tokens: list[str] | None = None
         self._last_compute_s = 0.0
         self._bytes_sent = 0
+        self._input_cache: tuple | None = None
         self.trace: AttentionTrace | None = None
         self.params: AttentionParams | None = None
         self.tokens: list[str] = []
@@ -189,8 +190,8 @@ class AttentionWidget(W.VBox):
                                          continuous_update=True)
         c["n_heads"] = W.SelectionSlider(description="n_heads", options=[1])
         c["n_kv_heads"] = W.SelectionSlider(description="n_kv_heads", options=[1])
-        c["temperature"] = W.FloatLogSlider(description="temperature", base=10, min=np.log10(0.05),
-                                            max=np.log10(20), step=0.01, readout_format=".3g")
+        c["temperature"] = W.FloatLogSlider(description="temperature", base=10, min=-1.3, max=1.3,
+                                            step=0.01, readout_format=".3g")
         c["mask"] = W.ToggleButtons(description="mask", options=["none", "causal", "sliding"],
                                     style={"button_width": "70px"})
         c["window"] = W.BoundedIntText(description="window", min=1, max=MAX_TOKENS,
@@ -273,14 +274,14 @@ class AttentionWidget(W.VBox):
                   "output = concat W<sup>O</sup>",
                   self.figs["concat"].figure),
         ]
-        self._focus_box = W.VBox([
+        self._focus_parts = (
             W.HTML("<b>Focus</b> &nbsp; one head large; a query row as a weighted sum of V rows"),
             W.HBox([c["head"], c["query"]]),
             self._hover_html,
             self.figs["focus"].figure,
             self._focus_html,
-            self.figs["contrib"].figure,
-        ])
+        )
+        self._focus_box = W.VBox(self._focus_parts)
         self._focus_box.add_class("aw-focus")
         controls = W.VBox([
             c["text"],
@@ -292,8 +293,8 @@ class AttentionWidget(W.VBox):
         ])
         controls.add_class("aw-controls")
         T.link((self, "step"), (self._play, "value"))
-        self.children = (controls, self._summary, self._busy, self._error, self._notice,
-                         *self._stage_boxes, self._focus_box)
+        self._header = (controls, self._summary, self._busy, self._error, self._notice)
+        self._layout_children()
 
     # ---------------------------------------------------------------------------------------
     # validation: impossible values from Python raise TraitError and change nothing
@@ -443,8 +444,18 @@ class AttentionWidget(W.VBox):
 
     @T.observe("step")
     def _on_step(self, change: dict) -> None:
-        for i, box in enumerate(self._stage_boxes):
-            box.layout.display = None if i < self.step else "none"
+        self._layout_children()
+
+    def _layout_children(self) -> None:
+        """Show the first ``step`` stages.
+
+        Hidden parts leave the DOM: a bqplot figure laid out inside ``display: none`` has a
+        0 x 0 size and draws rectangles of negative size.
+        """
+        focus = (self._focus_box,) if self.step == len(STAGES) else ()
+        children = (*self._header, *self._stage_boxes[: self.step], *focus)
+        if self.children != children:
+            self.children = children
 
     def _sync_controls(self) -> None:
         """Offer only valid values in the sliders (divisors, tokens)."""
@@ -502,8 +513,13 @@ class AttentionWidget(W.VBox):
         if len(tokens) > MAX_TOKENS:
             raise ValueError(f"The text has {len(tokens)} tokens; the widget draws at most "
                              f"{MAX_TOKENS}. Shorten it.")
-        x = embed(tokens, self.d_model, seed=self.seed, positional=self.positional)
-        params = init_params(self.d_model, self.n_heads, self.n_kv_heads, seed=self.seed)
+        key = (tuple(tokens), self.d_model, self.n_heads, self.n_kv_heads, self.seed,
+               self.positional)
+        if self._input_cache is None or self._input_cache[0] != key:
+            x = embed(tokens, self.d_model, seed=self.seed, positional=self.positional)
+            params = init_params(self.d_model, self.n_heads, self.n_kv_heads, seed=self.seed)
+            self._input_cache = (key, x, params)
+        _, x, params = self._input_cache
         return tokens, x, params
 
     def _recompute(self, change: dict | None = None) -> None:
@@ -528,6 +544,7 @@ class AttentionWidget(W.VBox):
         self.set_trait("error", "")
         self._error.value = ""
         self.tokens, self.params, self.trace = tokens, params, trace
+        self._drawn_mask = mask + (f", window={window}" if mask == "sliding" else "")
         if self.query >= len(tokens):
             self.query = -1
         self._draw()
@@ -592,8 +609,7 @@ class AttentionWidget(W.VBox):
         tr = self.trace
         if tr is None:
             return "nothing drawn yet"
-        mask = self.mask + (f", window={min(self.window, tr.seq_len)}"
-                            if self.mask == "sliding" else "")
+        mask = self._drawn_mask  # the mask of what is drawn, even while a new input is bad
         return (f"seq_len={tr.seq_len}, d_model={tr.d_model}, n_heads={tr.n_heads}, "
                 f"n_kv_heads={tr.n_kv_heads}, temperature={_fmt_t(tr.temperature)}, mask={mask}")
 
@@ -672,10 +688,7 @@ class AttentionWidget(W.VBox):
             self._focus_grid.color = np.where(
                 self.trace.mask, weights, self._focus_grid.scales["color"].min)
         self._focus_grid.visible = True
-        marks = list(fig.figure.marks)
-        if self._focus_grid not in marks:
-            marks.insert(1, self._focus_grid)
-            fig.figure.marks = marks
+        fig.add_mark(self._focus_grid)
 
     def _on_hover(self, mark: Any, event: dict) -> None:
         data = event.get("data", {})
@@ -698,11 +711,11 @@ class AttentionWidget(W.VBox):
         fig = self.figs["contrib"]
         i = self.query
         if i < 0:
-            fig.figure.layout.display = "none"
+            self._focus_box.children = self._focus_parts  # figure out of the DOM, see above
             self._focus_html.value = (
                 "<i>choose a query token to see how its output row is built</i>")
             return
-        fig.figure.layout.display = None
+        self._focus_box.children = (*self._focus_parts, fig.figure)
         w_row = tr.weights[h, i]  # [seq]
         v = tr.v[tr.kv_head(h)]  # [seq, d_head]
         contrib = w_row[:, None] * v  # [seq, d_head]: w_ij v_j

@@ -206,8 +206,19 @@ def test_masks_draw_masked_cells():
     expected = np.tri(tr.seq_len, dtype=bool) & ~np.tri(tr.seq_len, k=-2, dtype=bool)
     np.testing.assert_array_equal(tr.mask, expected)
     overlay = w.figs["weights"]._masks
-    assert all(m.visible for m in overlay)
-    np.testing.assert_array_equal(np.asarray(overlay[0].color) > 0, ~expected)
+    assert len(overlay) == w.n_heads and all(m.visible for m in overlay)
+    png = bytes(overlay[0].image.value)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    import struct
+    import zlib
+    width, height = struct.unpack(">II", png[16:24])
+    assert (height, width) == expected.shape
+    idat = png[png.index(b"IDAT") + 4:]
+    raw = zlib.decompress(idat[: struct.unpack(">I", png[png.index(b"IDAT") - 4:
+                                                       png.index(b"IDAT")])[0]])
+    alpha = np.frombuffer(raw, np.uint8).reshape(height, 1 + 4 * width)[:, 1:].reshape(
+        height, width, 4)[..., 3]
+    np.testing.assert_array_equal(alpha > 0, ~expected)  # grey exactly on the masked cells
     w.mask = "none"
     assert not any(m.visible for m in w.figs["weights"]._masks)
 
@@ -229,7 +240,9 @@ def test_focus_head_and_query(w):
     np.testing.assert_allclose(contrib.sum(axis=0), tr.head_outputs[2, 3], atol=1e-5)
     np.testing.assert_allclose(out_row[0], tr.head_outputs[2, 3], atol=1e-6)
     assert w.figs["weights"].highlight.visible
+    assert w.figs["contrib"].figure in w._focus_box.children
     w.query = -1
+    assert w.figs["contrib"].figure not in w._focus_box.children
     assert not w.figs["weights"].highlight.visible
     with pytest.raises(traitlets.TraitError):
         w.head = 4
@@ -242,10 +255,15 @@ def test_hover_readout_names_tokens(w):
 
 def test_step_through_reveals_stages_in_order(w):
     w.step = 1
-    shown = [b.layout.display != "none" for b in w._stage_boxes]
+    shown = [b in w.children for b in w._stage_boxes]
     assert shown == [True, False, False, False, False, False]
+    assert w._focus_box not in w.children
     w.step = 4
-    assert [b.layout.display != "none" for b in w._stage_boxes] == [True] * 4 + [False] * 2
+    assert [b in w.children for b in w._stage_boxes] == [True] * 4 + [False] * 2
+    w.temperature = 0.5  # hidden stages still follow the controls
+    w.step = 6
+    assert all(b in w.children for b in w._stage_boxes) and w._focus_box in w.children
+    assert_display_matches(w)
 
 
 def test_temperature_change_sends_only_what_changed():

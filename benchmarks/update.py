@@ -1,0 +1,116 @@
+"""Kernel-side cost of one control change, against ipywidgets.interact + matplotlib.
+
+Run: python benchmarks/update.py
+
+For seq_len 64, d_model 256, 8 heads it measures, in one run:
+- ours: setting ``temperature`` (and ``n_heads``) on an AttentionWidget, including the
+  serialization of every message the change sends (recorded through a comm that keeps the JSON
+  and the binary buffers);
+- the baseline a teacher would otherwise write: ``ipywidgets.interactive`` around a function
+  that recomputes attention and draws the same heads' weights and outputs with matplotlib,
+  rendered to PNG as the inline backend does;
+- bytes sent versus the float32 payload of what changed;
+- the same temperature change at seq_len 512 (goal: < 1 s).
+"""
+
+from __future__ import annotations
+
+import io
+import statistics
+import time
+
+import matplotlib
+
+matplotlib.use("Agg")
+import ipywidgets as W
+import matplotlib.pyplot as plt
+
+from attention_widget import (
+    AttentionWidget,
+    embed,
+    init_params,
+    multi_head_attention,
+)
+from attention_widget.testing import record_comm_messages
+
+SEQ, D_MODEL, HEADS = 64, 256, 8
+TOKENS = [f"w{i % 40}" for i in range(SEQ)]
+TEMPS = [0.5, 0.7, 1.0, 1.4, 2.0, 3.0]
+
+
+def median_time(fn, values, repeat=3):
+    times = []
+    for _ in range(repeat):
+        for v in values:
+            t0 = time.perf_counter()
+            fn(v)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def baseline_frame_s() -> float:
+    x = embed(TOKENS, D_MODEL)
+    params = init_params(D_MODEL, HEADS)
+
+    def draw(temperature=1.0):
+        tr = multi_head_attention(x, params, n_heads=HEADS, temperature=temperature)
+        fig, axes = plt.subplots(2, HEADS, figsize=(2 * HEADS, 4.5))
+        for h in range(HEADS):
+            axes[0, h].imshow(tr.weights[h], vmin=0, vmax=1, cmap="viridis")
+            axes[0, h].set_title(f"head {h}")
+            axes[1, h].imshow(tr.head_outputs[h], cmap="RdBu_r")
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")  # what the inline backend sends
+        plt.close(fig)
+
+    ui = W.interactive(draw, temperature=W.FloatLogSlider(value=1.0, min=-1.3, max=1.3))
+    slider = ui.children[0]
+
+    def step(t):
+        slider.value = t  # interactive calls draw() inside its Output widget
+
+    step(0.9)
+    return median_time(step, TEMPS, repeat=1)
+
+
+def ours(seq: int, name: str, values) -> tuple[float, int, int]:
+    """Median seconds per change, bytes sent and float32 payload of the last change."""
+    tokens = [f"w{i % 40}" for i in range(seq)]
+    with record_comm_messages() as rec:
+        w = AttentionWidget(" ".join(tokens), d_model=D_MODEL, n_heads=HEADS)
+        setattr(w, name, values[-1])
+
+        def step(v):
+            rec.clear()
+            setattr(w, name, v)
+
+        t = median_time(step, values)
+        tr = w.trace
+        if name == "temperature":  # what a temperature change changes
+            arrays = [tr.weights, tr.head_outputs, tr.concat, tr.output,
+                      tr.weights[w.head]]  # the focus panel shows one head again
+        else:
+            arrays = [tr.scores, tr.weights, tr.head_outputs, tr.concat, tr.output,
+                      tr.weights[w.head]]
+        payload = sum(4 * a.size for a in arrays)
+        return t, rec.total_bytes, payload
+
+
+def main() -> None:
+    base = baseline_frame_s()
+    print(f"seq_len={SEQ}, d_model={D_MODEL}, n_heads={HEADS}")
+    print(f"baseline  interact + matplotlib, 8 heads x (weights, outputs): {base * 1e3:8.1f} ms")
+    rows = [("temperature", SEQ, TEMPS), ("n_heads", SEQ, [4, 8])]
+    for name, seq, values in rows:
+        t, sent, payload = ours(seq, name, values)
+        print(f"ours      {name:<12} full diagram: {t * 1e3:8.2f} ms   speed-up {base / t:6.1f}x"
+              f"   sent {sent / 1e3:8.1f} kB / float32 payload {payload / 1e3:8.1f} kB"
+              f" = {sent / payload:.2f}x")
+    t, sent, payload = ours(512, "temperature", [0.5, 2.0])
+    print(f"large     temperature at seq_len=512: {t * 1e3:8.1f} ms   "
+          f"sent {sent / 1e6:.2f} MB = {sent / payload:.2f}x payload")
+    print("goals: speed-up >= 50x; sent <= 1.2x payload; seq_len 512 < 1000 ms")
+
+
+if __name__ == "__main__":
+    main()
