@@ -335,6 +335,68 @@ def test_decoder_trace_stages_match_transformers(tiny, kind):
         np.testing.assert_allclose(tr.x, norm(block_in).numpy(), atol=TOL)
 
 
+ROPE_VARIANTS = {
+    "llama3": {
+        "rope_type": "llama3",
+        "rope_theta": 500.0,
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 16,
+    },
+    "linear": {"rope_type": "linear", "rope_theta": 500.0, "factor": 4.0},
+}
+
+
+def _llama_with_rope(folder: Path, rope: dict) -> Path:
+    torch.manual_seed(5)
+    tok = _word_tokenizer(bos=True)
+    cfg = transformers.LlamaConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=32,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_hidden_layers=2,
+        intermediate_size=48,
+        max_position_embeddings=64,
+        rope_parameters=rope,
+    )
+    model = transformers.LlamaForCausalLM(cfg)
+    for p in model.parameters():
+        if p.ndim == 2:
+            p.normal_(0.0, 0.35)
+    model.save_pretrained(folder)
+    tok.save(str(folder / "tokenizer.json"))
+    return folder
+
+
+@pytest.mark.parametrize("rope_type", ["llama3", "linear"])
+def test_rope_scaling_variants(tmp_path, tiny, rope_type):
+    folder = _llama_with_rope(tmp_path / rope_type, ROPE_VARIANTS[rope_type])
+    model = load_pretrained(folder)
+    text = TEXTS["llama"]
+    _, at_ref = _run_hf(_hf(folder), model.encode(text).ids)
+    assert _max_diff(model.attentions(text), at_ref) < TOL
+    # the scaling matters: ignoring it (default RoPE, same weights) gives other attention
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["rope_parameters"] = {"rope_type": "default", "rope_theta": 500.0}
+    plain = _copy(folder, tmp_path / "plain")
+    (plain / "config.json").write_text(json.dumps(cfg))
+    assert _max_diff(load_pretrained(plain).attentions(text), at_ref) > 1e-2
+    # older configs: theta at the top level, the scaling under rope_scaling
+    cfg = json.loads((folder / "config.json").read_text())
+    rope = cfg.pop("rope_parameters")
+    cfg["rope_theta"] = rope.pop("rope_theta")
+    cfg["rope_scaling"] = rope
+    old = _copy(folder, tmp_path / "old")
+    (old / "config.json").write_text(json.dumps(cfg))
+    assert _max_diff(load_pretrained(old).attentions(text), at_ref) < TOL
+    cfg["rope_scaling"]["rope_type"] = "yarn"
+    (old / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"config\.json: rope type 'yarn' is not supported"):
+        load_pretrained(old)
+
+
 def test_qwen3_shape_facts(tiny):
     model = load_pretrained(tiny["qwen3"])
     assert (model.d_model, model.n_heads, model.n_kv_heads, model.d_head) == (32, 4, 2, 16)
