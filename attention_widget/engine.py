@@ -724,13 +724,15 @@ def multi_head_attention(
             f"x must hold real numbers, got an array of dtype {x_arr.dtype}"
             + (f" (for example {x_arr.flat[0]!r})" if x_arr.size else "")
         )
+    if x_arr.size == 0:
+        raise ValueError(
+            f"x is empty (shape {x_arr.shape}): it needs at least one token, a (1, {d_model}) row"
+        )
     if x_arr.ndim != 2:
         raise ValueError(
             f"x must be 2-D (seq_len, d_model), got {x_arr.ndim}-D shape {x_arr.shape}"
         )
     seq_len = x_arr.shape[0]
-    if seq_len == 0:
-        raise ValueError(f"x is empty (shape {x_arr.shape}): it needs at least one token (row)")
     if x_arr.shape[1] != d_model:
         raise ValueError(
             f"x has width {x_arr.shape[1]} but params expect d_model={d_model}: "
