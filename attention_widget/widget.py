@@ -8,8 +8,10 @@ the drawing in :mod:`attention_widget.plots`.
 from __future__ import annotations
 
 import html
+import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import ipywidgets as W
@@ -292,8 +294,22 @@ class AttentionWidget(W.VBox):
                    layout={"flex_flow": "row wrap"}),
         ])
         controls.add_class("aw-controls")
+        self._export_what = W.Dropdown(
+            description="export", options=[("whole diagram", "all"), ("weights", "weights"),
+                                           ("focus head", "focus")], layout={"width": "230px"})
+        self._export_format = W.ToggleButtons(options=["svg", "png"],
+                                              style={"button_width": "50px"})
+        self._export_button = W.Button(description="prepare download", icon="download")
+        self._export_link = W.HTML()
+        export_parts = {"export-what": self._export_what, "export-format": self._export_format,
+                        "export-button": self._export_button, "export-link": self._export_link}
+        for name, wdg in export_parts.items():
+            wdg.add_class(f"aw-{name}")
+        self._export_button.on_click(lambda _: self._prepare_download())
+        self._export_row = W.HBox(list(export_parts.values()), layout={"flex_flow": "row wrap"})
         T.link((self, "step"), (self._play, "value"))
-        self._header = (controls, self._summary, self._busy, self._error, self._notice)
+        self._header = (controls, self._export_row, self._summary, self._busy, self._error,
+                        self._notice)
         self._layout_children()
 
     # ---------------------------------------------------------------------------------------
@@ -729,6 +745,134 @@ class AttentionWidget(W.VBox):
         self._focus_html.value = (
             f"output of head {h} for <b>{html.escape(toks[i])}</b> = Σ<sub>j</sub> "
             f"w<sub>{i}j</sub> v<sub>j</sub> ≈ {parts}{' + …' if len(w_row) > 5 else ''}")
+
+    # ---------------------------------------------------------------------------------------
+    # export and state (the work is in attention_widget.export / attention_widget.state)
+    # ---------------------------------------------------------------------------------------
+    def _export_selection(self) -> dict[str, Any]:
+        what = self._export_what.value
+        if what == "weights":
+            return {"stages": ["weights"], "heads": None}
+        if what == "focus":
+            return {"stages": ["weights"], "heads": [self.head]}
+        return {"stages": None, "heads": None}
+
+    def _prepare_download(self) -> None:
+        """Build a download link for the chosen part and format (the browser saves it)."""
+        from .export import download_link
+
+        fmt = self._export_format.value
+        self._export_link.value = "<i>preparing …</i>"
+        try:
+            link = download_link(self.trace, self.tokens, format=fmt, colormap=self.colormap,
+                                 filename=f"attention-{self._export_what.value}.{fmt}",
+                                 title=self.summary, **self._export_selection())
+        except (ImportError, ValueError) as err:
+            link = f"<span style='color:#c62828'>{html.escape(str(err))}</span>"
+        self._export_link.value = link
+
+    def save_figure(self, path: str | os.PathLike, *, stages: Sequence[str] | None = None,
+                    heads: Sequence[int] | None = None, dpi: float = 150,
+                    title: str | None = None) -> Path:
+        """Write the diagram (or chosen stages and heads) as SVG, PNG or PDF, by suffix.
+
+        SVG needs nothing extra and keeps text as text; PNG and PDF use matplotlib
+        (``pip install attention-widget[export]``).  See
+        :func:`attention_widget.export.save_figure`.
+        """
+        from .export import save_figure
+
+        return save_figure(self.trace, path, self.tokens, stages=stages, heads=heads,
+                           colormap=self.colormap, dpi=dpi,
+                           title=self.summary if title is None else title)
+
+    def to_html(self, path: str | os.PathLike, *,
+                temperatures: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0),
+                head_counts: Sequence[int] | None = None, title: str | None = None) -> Path:
+        """Write a standalone HTML page of the current state that works offline.
+
+        The page also holds precomputed variants (other temperatures, other head counts) to
+        switch between without a kernel.
+        """
+        from .export import to_html
+
+        tokens, x, params = self._inputs()
+        window = min(self.window, len(tokens)) if self.mask == "sliding" else None
+        variants: dict[str, AttentionTrace] = {}
+        for t in temperatures:
+            if t != self.temperature:
+                variants[f"temperature {t:g}"] = multi_head_attention(
+                    x, params, n_heads=self.n_heads, n_kv_heads=self._kv_for(params),
+                    temperature=t, mask=self.mask, window=window)
+        if head_counts is None:
+            options = (self._array_head_options() if self._arrays is not None
+                       else _divisors(self.d_model))
+            head_counts = [h for h in options if h != self.n_heads and h <= 16][-3:]
+        for h in head_counts:
+            d_head = params.d_model // h
+            kv = params.d_kv // d_head if self._arrays is not None else None
+            p = params if self._arrays is not None else init_params(self.d_model, h,
+                                                                    seed=self.seed)
+            variants[f"{h} heads"] = multi_head_attention(
+                x, p, n_heads=h, n_kv_heads=kv, temperature=self.temperature, mask=self.mask,
+                window=window)
+        return to_html(self.trace, path, self.tokens, variants=variants, colormap=self.colormap,
+                       title=self.summary if title is None else title, settings=self.settings)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Every setting needed to rebuild this widget (JSON values)."""
+        return {
+            "mode": "arrays" if self._arrays is not None else "text",
+            "text": self.text, "d_model": self.d_model, "n_heads": self.n_heads,
+            "n_kv_heads": self.n_kv_heads, "temperature": self.temperature, "mask": self.mask,
+            "window": self.window, "seed": self.seed, "positional": self.positional,
+            "colormap": self.colormap, "head": self.head, "query": self.query,
+            "step": self.step, "dtype": "float64",
+        }
+
+    def save_state(self, path: str | os.PathLike) -> Path:
+        """Save settings, tokens, X, parameters and every trace array to one ``.npz`` file.
+
+        No pickle: :meth:`load_state` rebuilds the widget and checks it reproduces the trace
+        exactly.
+        """
+        from .state import save_state
+
+        if self.trace is None or self.params is None:
+            raise ValueError("nothing to save: the widget has no valid input yet")
+        return save_state(path, self.settings, self.trace, self.tokens, params=self.params,
+                          x=self.trace.x)
+
+    @classmethod
+    def load_state(cls, path: str | os.PathLike) -> AttentionWidget:
+        """Rebuild a widget from :meth:`save_state`'s file; the trace must come out identical.
+
+        Raises
+        ------
+        ValueError
+            If the file is corrupt, truncated or edited, naming the file and the problem.
+        """
+        from .state import load_state, verify_trace
+
+        st = load_state(path)
+        s = st.settings
+        try:
+            common = {k: s[k] for k in ("n_heads", "n_kv_heads", "temperature", "mask", "window")}
+            view = {k: s[k] for k in ("colormap",)}
+            if s["mode"] == "arrays":
+                if st.params is None:
+                    raise KeyError("params")
+                w = cls.from_arrays(st.x, st.params, st.tokens, **common, **view)
+            else:
+                w = cls(s["text"], d_model=s["d_model"], seed=s["seed"],
+                        positional=s["positional"], **common, **view)
+            w.head, w.query, w.step = s["head"], s["query"], s["step"]
+        except (KeyError, TypeError, T.TraitError) as err:
+            raise ValueError(f"{os.fspath(path)}: the saved settings are incomplete or "
+                             f"invalid ({type(err).__name__}: {err})") from None
+        verify_trace(st, w.trace)
+        return w
 
     # ---------------------------------------------------------------------------------------
     # inspection helpers (used by tests and notebooks)

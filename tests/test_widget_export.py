@@ -1,0 +1,92 @@
+"""The widget's export and state methods: files valid, round trips exact, bad files rejected."""
+
+from __future__ import annotations
+
+import base64
+import struct
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+
+from attention_widget import AttentionWidget, init_params
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+@pytest.fixture
+def w():
+    w = AttentionWidget("The cat <script>x</script> sat.", d_model=32, n_heads=4, n_kv_heads=2,
+                        mask="causal", temperature=0.7)
+    w.query = 2
+    return w
+
+
+def test_save_figure_svg_png_pdf(w, tmp_path):
+    svg = w.save_figure(tmp_path / "d.svg")
+    root = ET.parse(svg).getroot()
+    texts = {t.text for t in root.iter(f"{SVG}text")}
+    assert {"cat", "script", "<", "sat"} <= texts  # tokens as text, '<' escaped by the XML
+    assert "<script" not in svg.read_text()
+    png = w.save_figure(tmp_path / "d.png", stages=["weights"], heads=[1]).read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])
+    assert width > 100 and height > 100
+    pdf = w.save_figure(tmp_path / "d.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF")
+    with pytest.raises(ValueError, match="stage"):
+        w.save_figure(tmp_path / "d.svg", stages=["nope"])
+    with pytest.raises(ValueError, match="head"):
+        w.save_figure(tmp_path / "d.svg", heads=[9])
+
+
+def test_download_control_builds_valid_links(w):
+    for what in ("all", "weights", "focus"):
+        for fmt in ("svg", "png"):
+            w._export_what.value, w._export_format.value = what, fmt
+            w._export_button.click()
+            link = w._export_link.value
+            assert f'download="attention-{what}.{fmt}"' in link
+            data = base64.b64decode(link.split("base64,", 1)[1].split('"', 1)[0])
+            if fmt == "png":
+                assert data[:8] == b"\x89PNG\r\n\x1a\n"
+            else:
+                ET.fromstring(data)  # parses as XML
+                assert b"<script" not in data
+
+
+def test_to_html_has_variants(w, tmp_path):
+    page = w.to_html(tmp_path / "p.html").read_text()
+    assert "<html" in page.lower() and "temperature 0.25" in page and "2 heads" in page
+    assert "<script>x</script>" not in page  # token text never becomes markup
+
+
+def test_state_round_trip_text_and_arrays(w, tmp_path):
+    w.save_state(tmp_path / "s.npz")
+    w2 = AttentionWidget.load_state(tmp_path / "s.npz")
+    assert w2.summary == w.summary and w2.query == w.query and w2.tokens == w.tokens
+    for name in ("x", "q", "k", "v", "scores", "weights", "head_outputs", "output", "entropy"):
+        np.testing.assert_array_equal(getattr(w2.trace, name), getattr(w.trace, name))
+    x = np.random.default_rng(2).standard_normal((4, 12))
+    a = AttentionWidget.from_arrays(x, init_params(12, 3, seed=4, bias=True), ["a", "b", "c", "d"],
+                                    n_heads=3)
+    a.save_state(tmp_path / "a.npz")
+    a2 = AttentionWidget.load_state(tmp_path / "a.npz")
+    np.testing.assert_array_equal(a2.trace.output, a.trace.output)
+    assert a2.controls["text"].disabled
+
+
+def test_state_file_edited_or_truncated_is_rejected(w, tmp_path):
+    path = w.save_state(tmp_path / "s.npz")
+    data = path.read_bytes()
+    (tmp_path / "t.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"t\.npz"):
+        AttentionWidget.load_state(tmp_path / "t.npz")
+    # a consistent file whose stored trace does not match what its settings recompute
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    key = next(k for k in arrays if "weights" in k)
+    arrays[key] = arrays[key] * 0.5
+    np.savez(tmp_path / "e.npz", **arrays)
+    with pytest.raises(ValueError, match=r"e\.npz"):
+        AttentionWidget.load_state(tmp_path / "e.npz")
