@@ -42,7 +42,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -831,6 +831,31 @@ class PretrainedModel:
             out.append(_softmax_fast(raw.scores.copy(), self._mask(raw.x.shape[0])))
         return out
 
+    _FAMILY_NAMES: ClassVar[dict[str, str]] = {
+        "bert": "BERT encoder",
+        "gpt2": "GPT-2 decoder",
+        "llama": "Llama decoder",
+        "qwen3": "Qwen3 decoder",
+    }
+
+    def describe(self) -> str:
+        """One line on the architecture, e.g. for a widget title or a disabled control.
+
+        Examples
+        --------
+        >>> model.describe()  # doctest: +SKIP
+        'model: BERT encoder, 6 layers x 12 heads, d_model 384, d_head 32, bidirectional (F32)'
+        """
+        heads = f"{self.n_heads} heads"
+        if self.n_kv_heads != self.n_heads:
+            heads += f" ({self.n_kv_heads} key/value heads)"
+        attention = "causal" if self.causal else "bidirectional"
+        return (
+            f"{self.name}: {self._FAMILY_NAMES[self.model_type]}, {self.n_layers} layers x "
+            f"{heads}, d_model {self.d_model}, d_head {self.d_head}, {attention} "
+            f"({self.stored_dtype})"
+        )
+
     def __repr__(self) -> str:
         return (
             f"<PretrainedModel {self.name!r} ({self.model_type}): {self.n_layers} layers, "
@@ -1275,8 +1300,9 @@ def _activation(model: PretrainedModel, name: object) -> Callable[[np.ndarray], 
 def _load_tokenizer(path: Path) -> tuple[Any, str]:
     tokenizers = _import_tokenizers()
     try:
-        spec = json.loads(path.read_text(encoding="utf-8"))
-        tok = tokenizers.Tokenizer.from_str(json.dumps(spec))
+        text = path.read_text(encoding="utf-8")
+        spec = json.loads(text)
+        tok = tokenizers.Tokenizer.from_str(text)
     except Exception as err:  # tokenizers raises its own Exception types
         raise ValueError(f"{path}: not a valid tokenizer.json ({err})") from None
     tok.no_padding()  # e.g. MiniLM's file pads every text to 128 tokens

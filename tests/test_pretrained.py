@@ -251,6 +251,10 @@ def test_minilm_attributes(minilm):
     assert minilm.name == MINILM.name
     assert minilm.max_tokens == 512
     assert minilm.stored_dtype == "F32"
+    assert minilm.describe() == (
+        f"{MINILM.name}: BERT encoder, 6 layers x 12 heads, d_model 384, d_head 32, "
+        "bidirectional (F32)"
+    )
 
 
 @pytest.mark.parametrize("layer", [0, 3, 5])
@@ -403,6 +407,7 @@ def test_qwen3_shape_facts(tiny):
     tr = model.trace(TEXTS["qwen3"], 1)
     assert tr.d_model == 32 and tr.d_head == 16 and tr.concat.shape[1] == 64
     assert [tr.kv_head(h) for h in range(4)] == [0, 0, 1, 1]
+    assert "4 heads (2 key/value heads)" in model.describe() and "causal" in model.describe()
 
 
 def test_sharded_checkpoint(tiny):
