@@ -99,11 +99,14 @@ class AttentionWidget(W.VBox):
     head = T.Int(0, help="Head shown large in the focus panel.")
     query = T.Int(-1, help="Query token highlighted in every head (-1: none).")
     step = T.Int(len(STAGES), help="Stages revealed (step-through mode); all by default.")
+    layer = T.Int(0, help="Layer of a pretrained model whose attention is shown.")
+    show_special = T.Bool(True, help="Show special tokens ([CLS], [SEP], BOS) of a pretrained "
+                          "model; hidden, their rows and columns are left out of the panels.")
     error = T.Unicode("", read_only=True, help="Message for the last bad input, '' if none.")
     notice = T.Unicode("", read_only=True, help="Last automatic adjustment, e.g. snapped heads.")
 
     _CONFIG = ("text", "d_model", "n_heads", "n_kv_heads", "temperature", "mask", "window",
-               "seed", "positional")
+               "seed", "positional", "layer", "show_special")
 
     def __init__(self, text: str = DEFAULT_TEXT, *, d_model: int = 64, n_heads: int = 4,
                  n_kv_heads: int | None = None, temperature: float = 1.0, mask: str = "none",
@@ -115,10 +118,14 @@ class AttentionWidget(W.VBox):
         self._last_compute_s = 0.0
         self._bytes_sent = 0
         self._input_cache: tuple | None = None
+        self._progress_box = W.HBox()
         self.trace: AttentionTrace | None = None
         self.params: AttentionParams | None = None
         self.tokens: list[str] = []
         arrays = kwargs.pop("_arrays", None)
+        self._model: Any = kwargs.pop("_model", None)
+        layer = kwargs.pop("layer", 0)
+        show_special = kwargs.pop("show_special", True)
         super().__init__(**kwargs)
         if arrays is not None:
             self._arrays = arrays[:2]
@@ -134,6 +141,8 @@ class AttentionWidget(W.VBox):
             self.seed = seed
             self.positional = positional
             self.colormap = colormap
+            self.layer = layer
+            self.show_special = show_special
             self.text = text
         self._ready = True
         self._recompute()
@@ -183,6 +192,75 @@ class AttentionWidget(W.VBox):
                    temperature=temperature, mask=mask, window=window,
                    _arrays=(x, params, tokens), **kwargs)
 
+    @classmethod
+    def from_pretrained(cls, model: str | os.PathLike | Any, text: str = DEFAULT_TEXT, *,
+                        layer: int = 0, temperature: float = 1.0, show_special: bool = True,
+                        progress: bool = True, **kwargs: Any) -> AttentionWidget:
+        """Show the real attention of a pretrained model (NumPy forward, no torch).
+
+        Parameters
+        ----------
+        model : path or PretrainedModel
+            A Hugging Face checkpoint folder (``config.json``, ``model.safetensors``,
+            ``tokenizer.json``) or a model from :func:`attention_widget.pretrained.load_pretrained`.
+            Needs the ``models`` extra: ``pip install attention-widget[models]``.
+        text : str
+            Tokenized with the model's own tokenizer.
+        layer : int
+            Which layer's attention to show (0-based).
+        temperature : float
+            Re-softmax the real scores with ``T`` (1 = the model as trained).
+        show_special : bool
+            Show special tokens ([CLS], [SEP], BOS).
+        progress : bool
+            Show a progress bar while the checkpoint is read and layers run.
+
+        Notes
+        -----
+        d_model, heads, key/value heads, mask, positional encodings and seed are fixed by the
+        trained model: their controls are disabled.  Layer, head, query, temperature and text
+        stay live.
+        """
+        from .pretrained import PretrainedModel, load_pretrained
+
+        bar = W.FloatProgress(min=0.0, max=1.0, description="loading", bar_style="info")
+        bar.add_class("aw-progress")
+        label = W.Label()
+        box = W.HBox([bar, label])
+        shown = False
+        if progress:
+            try:
+                from IPython import get_ipython
+                from IPython.display import display
+
+                if get_ipython() is not None:
+                    display(box)
+                    shown = True
+            except ImportError:  # pragma: no cover - IPython comes with ipywidgets
+                pass
+
+        def report(fraction: float, message: str) -> None:
+            bar.value, label.value = float(fraction), str(message)
+
+        if isinstance(model, PretrainedModel):
+            model.progress = report
+        else:
+            model = load_pretrained(model, progress=report)
+        try:
+            mask = "causal" if model.causal else "none"
+            w = cls(text, d_model=model.d_model, n_heads=model.n_heads,
+                    n_kv_heads=None if model.n_kv_heads == model.n_heads else model.n_kv_heads,
+                    temperature=temperature, mask=mask, positional=False, layer=layer,
+                    show_special=show_special, _model=model, **kwargs)
+        finally:
+            if shown:
+                box.close()
+        w._progress_box = box
+        model.progress = report  # later layer changes report into the widget's own bar
+        w.children = (box, *w.children) if w._model is not None else w.children
+        box.layout.display = "none"
+        return w
+
     def _build_view(self) -> None:
         self.add_class("attention-widget")
         c: dict[str, W.DOMWidget] = {}
@@ -208,6 +286,9 @@ class AttentionWidget(W.VBox):
                                 layout={"width": "260px"})
         c["step"] = W.IntSlider(description="stages", min=1, max=len(STAGES),
                                 layout={"width": "300px"})
+        n_layers = self._model.n_layers if self._model is not None else 1
+        c["layer"] = W.IntSlider(description="layer", min=0, max=n_layers - 1)
+        c["show_special"] = W.Checkbox(description="special tokens", indent=False)
         for name, ctrl in c.items():
             ctrl.add_class(f"aw-{name}")
             if hasattr(ctrl, "style") and "description_width" in ctrl.style.keys:
@@ -285,7 +366,16 @@ class AttentionWidget(W.VBox):
         )
         self._focus_box = W.VBox(self._focus_parts)
         self._focus_box.add_class("aw-focus")
+        model_row = []
+        if self._model is not None:
+            m = self._model
+            model_row = [W.HBox([
+                W.HTML(f"<b>{html.escape(m.name)}</b> ({html.escape(m.model_type)}, "
+                       f"{m.n_layers} layers): the architecture is fixed by the trained weights; "
+                       "layer, head, query, temperature and text stay live."),
+                c["layer"], c["show_special"]], layout={"flex_flow": "row wrap"})]
         controls = W.VBox([
+            *model_row,
             c["text"],
             W.HBox([c["d_model"], c["n_heads"], c["n_kv_heads"]],
                    layout={"flex_flow": "row wrap"}),
@@ -315,9 +405,21 @@ class AttentionWidget(W.VBox):
     # ---------------------------------------------------------------------------------------
     # validation: impossible values from Python raise TraitError and change nothing
     # ---------------------------------------------------------------------------------------
+    @T.validate("layer")
+    def _valid_layer(self, proposal: dict) -> int:
+        n = self._model.n_layers if self._model is not None else 1
+        if not 0 <= proposal["value"] < n:
+            raise T.TraitError(f"layer must be in 0..{n - 1}, got {proposal['value']}")
+        return proposal["value"]
+
     @T.validate("d_model")
     def _valid_d_model(self, proposal: dict) -> int:
         d = proposal["value"]
+        if self._model is not None:
+            if d != self._model.d_model:
+                raise T.TraitError(f"d_model is fixed at {self._model.d_model} by the pretrained "
+                                   f"model, got {d}")
+            return d
         if self._arrays is not None and d != self._arrays[1].d_model:
             raise T.TraitError(
                 f"d_model is fixed at {self._arrays[1].d_model} by the arrays given to "
@@ -330,6 +432,11 @@ class AttentionWidget(W.VBox):
     @T.validate("n_heads")
     def _valid_n_heads(self, proposal: dict) -> int:
         h = proposal["value"]
+        if self._model is not None:
+            if h != self._model.n_heads:
+                raise T.TraitError(f"n_heads is fixed at {self._model.n_heads} by the pretrained "
+                                   f"model, got {h}")
+            return h
         if h < 1 or self.d_model % h:
             raise T.TraitError(
                 f"n_heads={h} does not divide d_model={self.d_model}: choose one of "
@@ -347,6 +454,9 @@ class AttentionWidget(W.VBox):
         kv = proposal["value"]
         if kv is None:
             return None
+        if self._model is not None and kv != self._model.n_kv_heads:
+            raise T.TraitError(f"n_kv_heads is fixed at {self._model.n_kv_heads} by the "
+                               f"pretrained model, got {kv}")
         if kv < 1 or self.n_heads % kv:
             raise T.TraitError(
                 f"n_kv_heads={kv} does not divide n_heads={self.n_heads}: choose one of "
@@ -478,7 +588,9 @@ class AttentionWidget(W.VBox):
         self._syncing = True
         try:
             c = self.controls
-            if self._arrays is None:
+            if self._model is not None:
+                choices, heads = [self.d_model], [self.n_heads]
+            elif self._arrays is None:
                 choices = sorted(set(D_MODEL_CHOICES) | {self.d_model})
                 heads = _divisors(self.d_model)
             else:
@@ -492,7 +604,9 @@ class AttentionWidget(W.VBox):
                     c["n_heads"].options = heads
                 c["n_heads"].value = self.n_heads
                 kv_opts = _divisors(self.n_heads)
-                if self._arrays is not None and self.trace is not None:
+                if self._model is not None:
+                    kv_opts = [self._model.n_kv_heads]
+                elif self._arrays is not None and self.trace is not None:
                     kv_opts = [self.trace.n_kv_heads]
                 if list(c["n_kv_heads"].options) != kv_opts:
                     c["n_kv_heads"].options = kv_opts
@@ -513,6 +627,10 @@ class AttentionWidget(W.VBox):
                 fixed = self._arrays is not None
                 for name in ("text", "d_model", "seed", "positional"):
                     c[name].disabled = fixed
+                if self._model is not None:  # fixed by the trained weights
+                    for name in ("d_model", "n_heads", "n_kv_heads", "mask", "window", "seed",
+                                 "positional"):
+                        c[name].disabled = True
         finally:
             self._syncing = False
 
@@ -545,12 +663,17 @@ class AttentionWidget(W.VBox):
             self._busy.value = f"<span>⏳ computing {html.escape(what)} …</span>"
         start = time.perf_counter()
         try:
-            tokens, x, params = self._inputs()
             mask = self.mask
-            window = min(self.window, len(tokens)) if mask == "sliding" else None
-            trace = multi_head_attention(
-                x, params, n_heads=self.n_heads, n_kv_heads=self._kv_for(params),
-                temperature=self.temperature, mask=mask, window=window, dtype=np.float64)
+            window = None
+            if self._model is not None:
+                tokens, trace = self._pretrained_trace()
+                params = None
+            else:
+                tokens, x, params = self._inputs()
+                window = min(self.window, len(tokens)) if mask == "sliding" else None
+                trace = multi_head_attention(
+                    x, params, n_heads=self.n_heads, n_kv_heads=self._kv_for(params),
+                    temperature=self.temperature, mask=mask, window=window, dtype=np.float64)
         except (ValueError, TypeError) as err:
             self.set_trait("error", str(err))
             self._error.value = (f"<div style='color:#c62828'>⚠ {html.escape(str(err))} "
@@ -561,12 +684,42 @@ class AttentionWidget(W.VBox):
         self._error.value = ""
         self.tokens, self.params, self.trace = tokens, params, trace
         self._drawn_mask = mask + (f", window={window}" if mask == "sliding" else "")
+        self._drawn_layer = self.layer
         if self.query >= len(tokens):
             self.query = -1
         self._draw()
         self._notice.value = (f"<i>{html.escape(self.notice)}</i>" if self.notice else "")
         self._last_compute_s = time.perf_counter() - start
         self._busy.value = ""
+
+    def _pretrained_trace(self) -> tuple[list[str], AttentionTrace]:
+        """The model's real attention at ``layer`` (special tokens left out if hidden)."""
+        if not self.text.strip():
+            raise ValueError("The text is empty: type a sentence to see its attention.")
+        model = self._model
+        tokens = model.tokenize(self.text)
+        limit = min(MAX_TOKENS, model.max_tokens)
+        if len(tokens) > limit:
+            raise ValueError(f"The text has {len(tokens)} tokens; this model and widget take at "
+                             f"most {limit}. Shorten it.")
+        self._progress_box.layout.display = None
+        try:
+            trace = model.trace(self.text, self.layer, temperature=self.temperature)
+        finally:
+            self._progress_box.layout.display = "none"
+        if self.show_special:
+            return tokens, trace
+        keep = np.flatnonzero(~np.array(model.special_token_mask(self.text), dtype=bool))
+        if keep.size == 0:
+            raise ValueError("The text has only special tokens; show them or add words.")
+        sq = np.ix_(np.arange(trace.n_heads), keep, keep)
+        cut = AttentionTrace(
+            x=trace.x[keep], q=trace.q[:, keep], k=trace.k[:, keep], v=trace.v[:, keep],
+            scores=trace.scores[sq], weights=trace.weights[sq],
+            head_outputs=trace.head_outputs[:, keep], concat=trace.concat[keep],
+            output=trace.output[keep], mask=trace.mask[np.ix_(keep, keep)],
+            entropy=trace.entropy[:, keep], temperature=trace.temperature)
+        return [tokens[i] for i in keep], cut
 
     def _kv_for(self, params: AttentionParams) -> int | None:
         if self._arrays is None:
@@ -626,8 +779,10 @@ class AttentionWidget(W.VBox):
         if tr is None:
             return "nothing drawn yet"
         mask = self._drawn_mask  # the mask of what is drawn, even while a new input is bad
+        layer = f", layer={self._drawn_layer}" if self._model is not None else ""
         return (f"seq_len={tr.seq_len}, d_model={tr.d_model}, n_heads={tr.n_heads}, "
-                f"n_kv_heads={tr.n_kv_heads}, temperature={_fmt_t(tr.temperature)}, mask={mask}")
+                f"n_kv_heads={tr.n_kv_heads}, temperature={_fmt_t(tr.temperature)}, "
+                f"mask={mask}{layer}")
 
     def _token_strip(self) -> str:
         spans = "".join(
@@ -823,7 +978,10 @@ class AttentionWidget(W.VBox):
     def settings(self) -> dict[str, Any]:
         """Every setting needed to rebuild this widget (JSON values)."""
         return {
-            "mode": "arrays" if self._arrays is not None else "text",
+            "mode": ("pretrained" if self._model is not None
+                     else "arrays" if self._arrays is not None else "text"),
+            "model_path": None if self._model is None else os.fspath(self._model.path),
+            "layer": self.layer, "show_special": self.show_special,
             "text": self.text, "d_model": self.d_model, "n_heads": self.n_heads,
             "n_kv_heads": self.n_kv_heads, "temperature": self.temperature, "mask": self.mask,
             "window": self.window, "seed": self.seed, "positional": self.positional,
@@ -839,7 +997,7 @@ class AttentionWidget(W.VBox):
         """
         from .state import save_state
 
-        if self.trace is None or self.params is None:
+        if self.trace is None:
             raise ValueError("nothing to save: the widget has no valid input yet")
         return save_state(path, self.settings, self.trace, self.tokens, params=self.params,
                           x=self.trace.x)
@@ -860,7 +1018,11 @@ class AttentionWidget(W.VBox):
         try:
             common = {k: s[k] for k in ("n_heads", "n_kv_heads", "temperature", "mask", "window")}
             view = {k: s[k] for k in ("colormap",)}
-            if s["mode"] == "arrays":
+            if s["mode"] == "pretrained":
+                w = cls.from_pretrained(s["model_path"], s["text"], layer=s["layer"],
+                                        temperature=s["temperature"],
+                                        show_special=s["show_special"], progress=False, **view)
+            elif s["mode"] == "arrays":
                 if st.params is None:
                     raise KeyError("params")
                 w = cls.from_arrays(st.x, st.params, st.tokens, **common, **view)

