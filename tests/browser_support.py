@@ -52,6 +52,12 @@ SCREENSHOTS = REPO / "build" / "screenshots"
 KNOWN_CONSOLE_NOISE: tuple[tuple[str, str], ...] = (
     # Chromium asks for /favicon.ico on Voila pages; Voila serves none -> 404 logged as error.
     ("favicon.ico", "the browser's automatic favicon request; no page code involved"),
+    # Voila's default template links Font Awesome CSS from a CDN; these test machines have no
+    # internet (ERR_NAME_NOT_RESOLVED).  The widget uses no icon font; with internet it loads.
+    (
+        "@ https://cdn.jsdelivr.net/npm/@fortawesome/fontawesome-free",
+        "Voila template's CDN stylesheet, unreachable offline",
+    ),
 )
 
 
