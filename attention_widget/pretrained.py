@@ -203,12 +203,11 @@ def _softmax_fast(z: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 def _owns_memory(a: np.ndarray) -> bool:
     """Tell whether ``a`` holds RAM of its own (False for a view of a memory-mapped file)."""
-    while a.base is not None:
-        if isinstance(a.base, mmap.mmap):
+    base: object = a
+    while base is not None:
+        if isinstance(base, mmap.mmap):
             return False
-        if not isinstance(a.base, np.ndarray):
-            return True
-        a = a.base
+        base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
     return True
 
 

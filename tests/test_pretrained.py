@@ -447,6 +447,13 @@ def test_bf16_upcast_uses_less_memory_than_float32_model(tiny):
     assert len(cached._layer_cache) == 3 and cached._cached_bytes > 0
 
 
+def test_float32_weights_are_used_in_place(minilm):
+    """Float32 tensors are views of the memory map; only the fused q|k|v copy costs RAM."""
+    minilm.hidden_states("memory check")
+    fused_qkv = (3 * 384 * 384 + 3 * 384) * 4  # bytes per layer
+    assert minilm._cached_bytes == 6 * fused_qkv
+
+
 # --------------------------------------------------------------------------------------------
 # temperature, caching, laziness, progress
 # --------------------------------------------------------------------------------------------
