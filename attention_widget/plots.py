@@ -42,6 +42,7 @@ DIVERGING: dict[str, list[str]] = {
 }
 MASK_RGBA = (150, 150, 150, 235)  # masked cells: grey, nearly opaque
 GAP = 1.0  # empty cells between panels
+PLOT_WIDTH_PX = 1000  # plot width assumed for sizing square-celled figures (JupyterLab, 1280px)
 MAX_TICKS = 32  # axis labels per panel before they are thinned out
 
 
@@ -86,12 +87,16 @@ class PanelFigure:
     colormap : str
         Key of :data:`COLORMAPS`.
     cell_px : float
-        Preferred pixel size of a cell; the figure height follows from it (clamped).
+        Preferred pixel height of a cell; the figure height follows from it (clamped).
+    square : bool
+        Keep cells square (attention matrices): the plot area's aspect ratio is fixed to the
+        data's, and the height follows from a typical notebook width.
     """
 
     def __init__(self, css_class: str, *, signed: bool, colormap: str = "viridis",
                  cell_px: float = 14.0, max_height: int = 420, min_height: int = 160,
-                 label: str = "") -> None:
+                 label: str = "", square: bool = False) -> None:
+        self.square = square
         self.signed = signed
         self.cell_px = cell_px
         self.max_height = max_height
@@ -224,8 +229,18 @@ class PanelFigure:
         height = float(y_starts[-1] - GAP)
         self.x_scale.min, self.x_scale.max = -0.5, width - 0.5
         self.y_scale.min, self.y_scale.max = -0.5, height - 0.5
-        px = int(np.clip(self.cell_px * height + 80, self.min_height, self.max_height))
-        self.figure.layout.height = f"{px}px"
+        margin = self.figure.fig_margin["top"] + self.figure.fig_margin["bottom"]
+        if self.square:
+            aspect = float(np.clip(width / height, 0.2, 20.0))
+            fig = self.figure
+            if aspect > fig.max_aspect_ratio:
+                fig.max_aspect_ratio, fig.min_aspect_ratio = aspect, aspect
+            else:
+                fig.min_aspect_ratio, fig.max_aspect_ratio = aspect, aspect
+            px = PLOT_WIDTH_PX / aspect + margin
+        else:
+            px = self.cell_px * height + margin
+        self.figure.layout.height = f"{int(np.clip(px, self.min_height, self.max_height))}px"
         self._geometry = (tuple(p.array.shape for p in panels), ncols)
 
     def _update_labels(self, panels: Sequence[Panel]) -> None:
@@ -301,7 +316,9 @@ class PanelFigure:
         rows, cols = mask.shape
         for i, (x0, y0) in enumerate(self._offsets):
             x = np.array([x0 - 0.5, x0 + cols - 0.5])
-            y = np.array([y0 - 0.5, y0 + rows - 0.5])
+            # bqplot draws an Image from y[0] at the bottom edge up to y[1]; on this reversed
+            # y scale the first image row must therefore start at the larger y
+            y = np.array([y0 + rows - 0.5, y0 - 0.5])
             if i == len(self._masks):
                 self._masks.append(bq.Image(image=self._mask_image, x=x, y=y, pixelated=True,
                                             scales={"x": self.x_scale, "y": self.y_scale}))

@@ -321,11 +321,11 @@ class AttentionWidget(W.VBox):
         self.figs = {
             "x": PanelFigure("aw-fig-x", signed=True, cell_px=10, max_height=320, label="X"),
             "qkv": PanelFigure("aw-fig-qkv", signed=True, cell_px=10, max_height=320),
-            "scores": PanelFigure("aw-fig-scores", signed=True, cell_px=6, max_height=520),
-            "weights": PanelFigure("aw-fig-weights", signed=False, cell_px=6, max_height=520),
+            "scores": PanelFigure("aw-fig-scores", signed=True, square=True, max_height=640),
+            "weights": PanelFigure("aw-fig-weights", signed=False, square=True, max_height=640),
             "outputs": PanelFigure("aw-fig-outputs", signed=True, cell_px=8, max_height=520),
             "concat": PanelFigure("aw-fig-concat", signed=True, cell_px=10, max_height=320),
-            "focus": PanelFigure("aw-fig-focus", signed=False, cell_px=16, max_height=520,
+            "focus": PanelFigure("aw-fig-focus", signed=False, square=True, max_height=560,
                                  min_height=260),
             "contrib": PanelFigure("aw-fig-contrib", signed=True, cell_px=12, max_height=420),
         }
