@@ -10,9 +10,9 @@ Run::
     python benchmarks/pretrained.py            # seq_len 32 and 128, 2 threads
     python benchmarks/pretrained.py --threads 1 --repeats 50
 
-Prints the median time of each side, the ratio numpy / torch (below 1 = NumPy faster), and the
-widget's per-interaction cost: a temperature change (re-softmax of cached scores) and a
-layer change for a text already run.
+Prints, for each side, the best of ``--rounds`` interleaved rounds of the median time, the
+ratio numpy / torch (below 1 = NumPy faster), and the widget's per-interaction cost: a
+temperature change (re-softmax of cached scores) and a layer change for a text already run.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def _median_ms(fn, repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="threads for both sides")
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per side")
     parser.add_argument("--seq-lens", type=int, nargs="+", default=[32, 128])
     args = parser.parse_args()
     # BLAS threads must be fixed before NumPy loads its BLAS
@@ -65,9 +66,9 @@ def main() -> None:
     ) * 20
     all_ids = model._tok.encode(words, add_special_tokens=False).ids
     print(
-        f"MiniLM (all-MiniLM-L6-v2), float32, {args.threads} threads, median of "
-        f"{args.repeats}; numpy {np.__version__}, torch {torch.__version__}, "
-        f"transformers {transformers.__version__}"
+        f"MiniLM (all-MiniLM-L6-v2), float32, {args.threads} threads, best of {args.rounds} "
+        f"interleaved medians of {max(1, args.repeats // args.rounds)}; numpy "
+        f"{np.__version__}, torch {torch.__version__}, transformers {transformers.__version__}"
     )
     print(f"{'seq_len':>7} {'numpy ms':>9} {'torch ms':>9} {'ratio':>6}   max |diff| attn")
     for n in args.seq_lens:
@@ -86,11 +87,12 @@ def main() -> None:
             float(np.abs(a - b[0].numpy()).max())
             for a, b in zip(at, run_torch().attentions, strict=True)
         )
-        # interleave the two so that machine noise hits both alike
+        # interleave the two so that machine noise hits both alike; best round of each
         t_np, t_pt = [], []
-        for _ in range(3):
-            t_np.append(_median_ms(run_numpy, args.repeats // 3 or 1))
-            t_pt.append(_median_ms(run_torch, args.repeats // 3 or 1))
+        per_round = max(1, args.repeats // args.rounds)
+        for _ in range(args.rounds):
+            t_np.append(_median_ms(run_numpy, per_round))
+            t_pt.append(_median_ms(run_torch, per_round))
         a, b = min(t_np), min(t_pt)
         print(f"{n:>7} {a:>9.2f} {b:>9.2f} {a / b:>6.2f}   {diff:.1e}")
 
