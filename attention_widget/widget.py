@@ -48,6 +48,19 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
+def _progress_bar(description: str) -> tuple[W.HBox, Any]:
+    """A progress bar with a message, and the ``report(fraction, message)`` that drives it."""
+    bar = W.FloatProgress(min=0.0, max=1.0, description=description, bar_style="info")
+    label = W.Label()
+    box = W.HBox([bar, label])
+    box.add_class("aw-progress")
+
+    def report(fraction: float, message: str) -> None:
+        bar.value, label.value = float(np.clip(fraction, 0.0, 1.0)), str(message)
+
+    return box, report
+
+
 def _fmt_t(t: float) -> str:
     return f"{t:.3g}"
 
@@ -118,7 +131,8 @@ class AttentionWidget(W.VBox):
         self._last_compute_s = 0.0
         self._bytes_sent = 0
         self._input_cache: tuple | None = None
-        self._progress_box = W.HBox()
+        self._progress_box, self._progress_report = _progress_bar("computing")
+        self._progress_box.layout.display = "none"
         self.trace: AttentionTrace | None = None
         self.params: AttentionParams | None = None
         self.tokens: list[str] = []
@@ -223,10 +237,7 @@ class AttentionWidget(W.VBox):
         """
         from .pretrained import PretrainedModel, load_pretrained
 
-        bar = W.FloatProgress(min=0.0, max=1.0, description="loading", bar_style="info")
-        bar.add_class("aw-progress")
-        label = W.Label()
-        box = W.HBox([bar, label])
+        box, report = _progress_bar("loading")
         shown = False
         if progress:
             try:
@@ -238,15 +249,11 @@ class AttentionWidget(W.VBox):
                     shown = True
             except ImportError:  # pragma: no cover - IPython comes with ipywidgets
                 pass
-
-        def report(fraction: float, message: str) -> None:
-            bar.value, label.value = float(fraction), str(message)
-
-        if isinstance(model, PretrainedModel):
-            model.progress = report
-        else:
-            model = load_pretrained(model, progress=report)
         try:
+            if isinstance(model, PretrainedModel):
+                model.progress = report
+            else:
+                model = load_pretrained(model, progress=report)
             mask = "causal" if model.causal else "none"
             w = cls(text, d_model=model.d_model, n_heads=model.n_heads,
                     n_kv_heads=None if model.n_kv_heads == model.n_heads else model.n_kv_heads,
@@ -255,10 +262,8 @@ class AttentionWidget(W.VBox):
         finally:
             if shown:
                 box.close()
-        w._progress_box = box
-        model.progress = report  # later layer changes report into the widget's own bar
-        w.children = (box, *w.children) if w._model is not None else w.children
-        box.layout.display = "none"
+        # Later changes (another layer, a longer text) report into the widget's own bar.
+        model.progress = w._progress_report
         return w
 
     def _build_view(self) -> None:
@@ -398,8 +403,8 @@ class AttentionWidget(W.VBox):
         self._export_button.on_click(lambda _: self._prepare_download())
         self._export_row = W.HBox(list(export_parts.values()), layout={"flex_flow": "row wrap"})
         T.link((self, "step"), (self._play, "value"))
-        self._header = (controls, self._export_row, self._summary, self._busy, self._error,
-                        self._notice)
+        self._header = (controls, self._export_row, self._summary, self._busy,
+                        self._progress_box, self._error, self._notice)
         self._layout_children()
 
     # ---------------------------------------------------------------------------------------
