@@ -447,6 +447,40 @@ def test_bf16_upcast_uses_less_memory_than_float32_model(tiny):
     assert len(cached._layer_cache) == 3 and cached._cached_bytes > 0
 
 
+def test_bf16_model_runs_in_memory_of_one_layer(tmp_path):
+    """With no cache budget, running a bf16 model needs about one layer at float32."""
+    import tracemalloc
+
+    tok = _word_tokenizer(bos=False)
+    cfg = transformers.Qwen3Config(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=256,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=64,
+        num_hidden_layers=8,
+        intermediate_size=1024,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    hf = transformers.Qwen3ForCausalLM(cfg).to(torch.bfloat16)
+    hf.save_pretrained(tmp_path)
+    tok.save(str(tmp_path / "tokenizer.json"))
+    float32_bytes = 4 * sum(p.numel() for p in hf.parameters())  # about 31.5 MB
+    model = load_pretrained(tmp_path, cache_bytes=0)
+    tracemalloc.start()  # NumPy reports its allocations to tracemalloc
+    try:
+        model.hidden_states("the cat sat on the mat")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < float32_bytes / 4, (peak, float32_bytes)
+    # with the default budget the prepared layers are kept (faster next time)
+    cached = load_pretrained(tmp_path)
+    cached.hidden_states("the cat sat on the mat")
+    assert cached._cached_bytes > float32_bytes / 2
+
+
 def test_float32_weights_are_used_in_place(minilm):
     """Float32 tensors are views of the memory map; only the fused q|k|v copy costs RAM."""
     minilm.hidden_states("memory check")
