@@ -336,8 +336,13 @@ class AttentionWidget(W.VBox):
         }
         self._focus_grid: Any = None
 
+        self._stage_heads: list[tuple[W.HTML, str]] = []
+
         def stage(i: int, formula: str, *body: W.Widget) -> W.VBox:
-            head = W.HTML(f"<b>{STAGES[i]}</b> &nbsp; <span class='aw-formula'>{formula}</span>")
+            head = W.HTML()
+            head.add_class("aw-stage-head")
+            self._stage_heads.append((head, f"<b>{STAGES[i]}</b> &nbsp; "
+                                            f"<span class='aw-formula'>{formula}</span>"))
             box = W.VBox([head, *body])
             box.add_class("aw-stage")
             box.add_class(f"aw-stage-{i + 1}")
@@ -773,6 +778,15 @@ class AttentionWidget(W.VBox):
                 Panel(tr.output, f"output = concat W_O ({tr.seq_len} × {tr.d_model})", toks),
             ])
             self._entropy_html.value = self._entropy_text()
+            n, hd, kvd = tr.seq_len, h * dh, kv * dh
+            shapes = (f"X: {n} × {tr.d_model}",
+                      f"Q: {n} × {hd} ({h} heads × {dh}); K, V: {n} × {kvd} ({kv} × {dh})",
+                      f"{h} × {n} × {n}", f"{h} × {n} × {n}", f"{h} × {n} × {dh}",
+                      f"concat: {n} × {hd}; output: {n} × {tr.d_model}")
+            for (head_html, text), shape in zip(self._stage_heads, shapes, strict=True):
+                value = f"{text} &nbsp; <span class='aw-shape'>[{shape}]</span>"
+                if head_html.value != value:
+                    head_html.value = value
             self._draw_focus()
             self._summary.value = html.escape(self.summary)
         self._bytes_sent = sent

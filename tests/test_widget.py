@@ -367,3 +367,25 @@ WidgetMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestWidgetStateful = WidgetMachine.TestCase
+
+
+def test_stage_headers_state_shapes():
+    w = AttentionWidget(TEXT, d_model=32, n_heads=8, n_kv_heads=2)
+    heads = [h.value for h, _ in w._stage_heads]
+    assert "[X: 12 × 32]" in heads[0]
+    assert "K, V: 12 × 8 (2 × 4)" in heads[1]
+    assert "[8 × 12 × 12]" in heads[3] and "[8 × 12 × 4]" in heads[4]
+
+
+def test_slow_recompute_shows_busy_before_computing():
+    from attention_widget.testing import record_comm_messages
+
+    with record_comm_messages() as rec:
+        w = AttentionWidget(TEXT, d_model=32, n_heads=4)
+        w._last_compute_s = 0.5  # the previous update was slow: the next one announces itself
+        rec.clear()
+        w.temperature = 0.25
+    busy = [d["state"]["value"] for _, d, _ in rec.messages
+            if d.get("method") == "update" and "computing" in str(d.get("state", {}).get("value"))]
+    assert busy and "temperature=0.25" in busy[0]
+    assert w._busy.value == ""  # cleared once the diagram is drawn
