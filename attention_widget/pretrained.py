@@ -350,6 +350,20 @@ class _Tensors:
         arr = self.file(name).get(name, rows=rows)
         return arr if arr.dtype == np.float32 else arr.astype(np.float32)
 
+    def f32_concat(self, names: list[str]) -> np.ndarray:
+        """Tensors stacked along their first axis, as one new float32 array.
+
+        Each part is converted straight into its slice (one pass, no temporaries): this is
+        how the fused ``[w_q; w_k; w_v]`` and ``[w_gate; w_up]`` weights are built.
+        """
+        shapes = [self.shape(n) for n in names]
+        out = np.empty((sum(s[0] for s in shapes), *shapes[0][1:]), dtype=np.float32)
+        row = 0
+        for name, shape in zip(names, shapes, strict=True):
+            self.file(name).read_into(name, out[row : row + shape[0]])
+            row += shape[0]
+        return out
+
     @property
     def file_names(self) -> str:
         return ", ".join(sorted(self._files))
@@ -930,13 +944,10 @@ class _Bert(PretrainedModel):
 
     def _prepare_layer(self, i: int) -> dict[str, np.ndarray | None]:
         g = lambda part: self._t.f32(self._name(i, part))  # noqa: E731
+        c = lambda parts: self._t.f32_concat([self._name(i, p) for p in parts])  # noqa: E731
         return {
-            "w_qkv": np.concatenate(
-                [g(f"attention.self.{n}.weight") for n in ("query", "key", "value")]
-            ),
-            "b_qkv": np.concatenate(
-                [g(f"attention.self.{n}.bias") for n in ("query", "key", "value")]
-            ),
+            "w_qkv": c([f"attention.self.{n}.weight" for n in ("query", "key", "value")]),
+            "b_qkv": c([f"attention.self.{n}.bias" for n in ("query", "key", "value")]),
             "w_o": g("attention.output.dense.weight"),
             "b_o": g("attention.output.dense.bias"),
             "ln1_w": g("attention.output.LayerNorm.weight"),
@@ -1216,20 +1227,17 @@ class _Llama(PretrainedModel):
 
     def _prepare_layer(self, i: int) -> dict[str, np.ndarray | None]:
         g = lambda part: self._t.f32(self._name(i, part))  # noqa: E731
+        c = lambda parts: self._t.f32_concat([self._name(i, p) for p in parts])  # noqa: E731
         a = "self_attn."
         w: dict[str, np.ndarray | None] = {
             "ln1": g("input_layernorm.weight"),
             "ln2": g("post_attention_layernorm.weight"),
-            "w_qkv": np.concatenate([g(f"{a}{n}_proj.weight") for n in "qkv"]),
-            "b_qkv": np.concatenate([g(f"{a}{n}_proj.bias") for n in "qkv"])
-            if self._attn_bias
-            else None,
+            "w_qkv": c([f"{a}{n}_proj.weight" for n in "qkv"]),
+            "b_qkv": c([f"{a}{n}_proj.bias" for n in "qkv"]) if self._attn_bias else None,
             "w_o": g(a + "o_proj.weight"),
             "b_o": g(a + "o_proj.bias") if self._attn_bias else None,
-            "w_gate_up": np.concatenate([g("mlp.gate_proj.weight"), g("mlp.up_proj.weight")]),
-            "b_gate_up": np.concatenate([g("mlp.gate_proj.bias"), g("mlp.up_proj.bias")])
-            if self._mlp_bias
-            else None,
+            "w_gate_up": c(["mlp.gate_proj.weight", "mlp.up_proj.weight"]),
+            "b_gate_up": c(["mlp.gate_proj.bias", "mlp.up_proj.bias"]) if self._mlp_bias else None,
             "w_down": g("mlp.down_proj.weight"),
             "b_down": g("mlp.down_proj.bias") if self._mlp_bias else None,
         }

@@ -78,9 +78,14 @@ def bf16_to_float32(bits: np.ndarray) -> np.ndarray:
     bits = np.asarray(bits)
     if bits.dtype.kind != "u" or bits.dtype.itemsize != 2:
         raise TypeError(f"bits must be a uint16 array of bfloat16 bit patterns, got {bits.dtype}")
-    out = bits.astype(np.uint32)
-    out <<= 16
-    return out.view(np.float32)
+    out = np.empty(bits.shape, dtype=np.float32)
+    _bf16_into(bits, out)
+    return out
+
+
+def _bf16_into(bits: np.ndarray, out: np.ndarray) -> None:
+    """Write the float32 values of bfloat16 ``bits`` into ``out`` in one pass."""
+    np.left_shift(bits, 16, out=out.view(np.uint32), dtype=np.uint32)
 
 
 class SafetensorsFile:
@@ -296,6 +301,37 @@ class SafetensorsFile:
         if dtype == "F16":
             return arr.astype(np.float32)
         return arr
+
+    def read_into(self, name: str, out: np.ndarray) -> np.ndarray:
+        """Write tensor ``name``, converted to ``out.dtype``, into the array ``out``.
+
+        One pass over the data and no temporary: used to upcast ``BF16`` weights straight into
+        a slice of a larger float32 array (for example a fused ``[w_q; w_k; w_v]``).
+
+        Parameters
+        ----------
+        name : str
+            Tensor name.
+        out : ndarray, shape ``self.shape(name)``, writable; float32 for ``BF16`` tensors
+
+        Returns
+        -------
+        ndarray
+            ``out``.
+        """
+        dtype, shape, _, _ = self._entry(name)
+        if out.shape != shape:
+            raise ValueError(
+                f"{self.path}: tensor {name!r} has shape {shape}, cannot read it into an array "
+                f"of shape {out.shape}"
+            )
+        if dtype == "BF16":
+            if out.dtype != np.float32 or not out.flags.c_contiguous:
+                raise TypeError(f"out must be a C-contiguous float32 array, got {out.dtype}")
+            _bf16_into(self.raw(name), out)
+        else:
+            np.copyto(out, self.raw(name), casting="same_kind")
+        return out
 
     def close(self) -> None:
         """Release the memory map (arrays handed out earlier keep it alive until they go)."""

@@ -733,6 +733,13 @@ def test_bf16_upcast_is_bit_exact(tmp_path):
     np.testing.assert_array_equal(f.get("b", rows=[3, 0]), t.float().numpy()[[3, 0]])
     with pytest.raises(TypeError, match="uint16"):
         bf16_to_float32(np.zeros(3, dtype=np.float32))
+    # read_into: the one-pass upcast into a slice of a larger array
+    big = np.full((6, 250), np.nan, dtype=np.float32)
+    f.read_into("b", big[1:5])
+    np.testing.assert_array_equal(big[1:5].view(np.uint32), t.float().numpy().view(np.uint32))
+    assert np.isnan(big[0]).all() and np.isnan(big[5]).all()
+    with pytest.raises(ValueError, match=r"has shape \(4, 250\)"):
+        f.read_into("b", big)
 
 
 DTYPES = [
