@@ -130,7 +130,8 @@ class AttentionWidget(W.VBox):
         self._fixed_tokens: list[str] | None = None
         self._last_compute_s = 0.0
         self._bytes_sent = 0
-        self._input_cache: tuple | None = None
+        self._x_cache: tuple | None = None
+        self._params_cache: tuple | None = None
         self._progress_box, self._progress_report = _progress_bar("computing")
         self._progress_box.layout.display = "none"
         self.trace: AttentionTrace | None = None
@@ -657,14 +658,18 @@ class AttentionWidget(W.VBox):
         if len(tokens) > MAX_TOKENS:
             raise ValueError(f"The text has {len(tokens)} tokens; the widget draws at most "
                              f"{MAX_TOKENS}. Shorten it.")
-        key = (tuple(tokens), self.d_model, self.n_heads, self.n_kv_heads, self.seed,
-               self.positional)
-        if self._input_cache is None or self._input_cache[0] != key:
-            x = embed(tokens, self.d_model, seed=self.seed, positional=self.positional)
-            params = init_params(self.d_model, self.n_heads, self.n_kv_heads, seed=self.seed)
-            self._input_cache = (key, x, params)
-        _, x, params = self._input_cache
-        return tokens, x, params
+        x_key = (tuple(tokens), self.d_model, self.seed, self.positional)
+        if self._x_cache is None or self._x_cache[0] != x_key:
+            self._x_cache = (x_key, embed(tokens, self.d_model, seed=self.seed,
+                                          positional=self.positional))
+        # Heads are slices of one projection: without grouped K/V heads the parameters do not
+        # depend on n_heads, so a head-count change reuses them (and their cached float copies).
+        p_key = (self.d_model, self.seed, None if self.n_kv_heads is None
+                 else (self.n_heads, self.n_kv_heads))
+        if self._params_cache is None or self._params_cache[0] != p_key:
+            self._params_cache = (p_key, init_params(self.d_model, self.n_heads,
+                                                     self.n_kv_heads, seed=self.seed))
+        return tokens, self._x_cache[1], self._params_cache[1]
 
     def _recompute(self, change: dict | None = None) -> None:
         what = "" if change is None else f"{change['name']}={change['new']!r}"
