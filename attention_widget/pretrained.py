@@ -412,7 +412,8 @@ class PretrainedModel:
 
     causal = True
     _TEXT_CACHE = 8
-    _RAW_CACHE = 8
+    _RAW_CACHE = 8  # layers' q, k, v, scores kept for fast temperature / layer changes ...
+    _RAW_CACHE_BYTES = 256 * 2**20  # ... within this many bytes (the newest is always kept)
 
     def __init__(
         self,
@@ -751,7 +752,14 @@ class PretrainedModel:
         arrays = [np.ascontiguousarray(a) for a in (x, q, k, v, scores)]
         raw = _RawAttention(*(self._readonly(a) for a in arrays), w["w_o"], w["b_o"])
         self._raw[key] = raw
-        while len(self._raw) > self._RAW_CACHE:
+
+        def size(r: _RawAttention) -> int:
+            return sum(a.nbytes for a in (r.x, r.q, r.k, r.v, r.scores))
+
+        while len(self._raw) > 1 and (
+            len(self._raw) > self._RAW_CACHE
+            or sum(size(r) for r in self._raw.values()) > self._RAW_CACHE_BYTES
+        ):
             self._raw.popitem(last=False)
         return raw
 

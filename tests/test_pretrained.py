@@ -550,6 +550,19 @@ def test_reads_only_needed_layers_and_caches(tiny, monkeypatch):
     assert reads and all(".layers.0." not in r for r in reads)  # layer 0 cached: not re-read
 
 
+def test_trace_cache_is_bounded(tiny):
+    model = load_pretrained(tiny["gpt2"])
+    texts = [f"the cat sat {'on the mat ' * k}" for k in range(10)]
+    for text in texts:
+        model.trace(text, 1)
+    assert len(model._raw) == model._RAW_CACHE == 8
+    assert len(model._states) == 8
+    model._RAW_CACHE_BYTES = 1  # a byte budget smaller than one entry keeps only the newest
+    first = model.trace(texts[0], 0)
+    assert list(model._raw) == [(texts[0], 0)]
+    np.testing.assert_array_equal(model.trace(texts[0], 0).weights, first.weights)
+
+
 def test_progress_reports(tiny):
     calls = []
     model = load_pretrained(tiny["gpt2"], progress=lambda f, m: calls.append((f, m)))
