@@ -507,3 +507,262 @@ def screenshot(page: Any, target: Any, name: str) -> Path:
     page.wait_for_timeout(200)
     target.screenshot(path=str(path))
     return path
+
+
+# ------------------------------------------------------------------------------------------
+# the tour's widget, exercised the same way in JupyterLab and in Voila
+# ------------------------------------------------------------------------------------------
+TOUR_TEXT = "The animal didn't cross the street because it was too tired."
+TOUR_FIRST_CELL = (
+    'w = AttentionWidget(text="The animal didn\'t cross the street because it was too tired.", '
+    "d_model=64, n_heads=4)"
+)
+TOUR_INITIAL = {"seq_len": "12", "d_model": "64", "n_heads": "4", "n_kv_heads": "4",
+                "temperature": "1", "mask": "none"}  # fmt: skip
+D_MODEL_OPTIONS = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768)
+# The issue's two payloads plus one that would set a flag instead of opening a dialog; 31
+# tokens, so that every token still labels an axis row (up to 32 are labelled).
+XSS_TEXT = "<img src=x onerror=alert(1)> <script>alert(2)</script> <svg onload=__pw=1>"
+STAGE_FIGS = (".aw-fig-scores", ".aw-fig-weights", ".aw-fig-outputs")
+
+# A notebook that renders a fresh widget from the query string (Voila passes it to the kernel
+# as $QUERY_STRING): the reference "fresh render" of given values.
+REFERENCE_NOTEBOOK = [
+    "import os\n"
+    "import urllib.parse\n"
+    "from attention_widget import AttentionWidget\n"
+    "q = dict(urllib.parse.parse_qsl(os.environ['QUERY_STRING']))\n"
+    "ref = AttentionWidget(text=q['text'], d_model=int(q['d_model']), n_heads=int(q['n_heads']),\n"
+    "                      temperature=float(q['temperature']))\n"
+    "ref.add_class('aw-reference')\n"
+    "ref",
+]
+
+
+def summary_values(widget: Any) -> dict[str, str]:
+    """The ``key=value`` pairs of the widget's ``.aw-summary`` line."""
+    # textContent, not innerText: Lab skips rendering off-screen cells (content-visibility)
+    text = widget.locator(".aw-summary").first.text_content() or ""
+    return dict(part.strip().split("=", 1) for part in text.split(",") if "=" in part)
+
+
+def wait_summary(page: Any, widget: Any, expected: dict[str, str], timeout: float = 30.0) -> None:
+    """Wait until the summary line shows every ``expected`` ``key=value`` (it is updated last,
+    after every panel was sent), then until the heatmaps stop changing."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = summary_values(widget)
+        if all(got.get(k) == v for k, v in expected.items()):
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError(f"summary shows {got}, expected {expected}")
+        page.wait_for_timeout(50)
+    for fig in STAGE_FIGS:
+        wait_stable_hrefs(page, widget, f"{fig} image.heatmap", quiet_ms=300)
+
+
+def stage_hrefs(widget: Any) -> dict[str, list[str]]:
+    """``{figure class: [href of each heatmap]}`` for scores, weights and head outputs."""
+    return {fig: heatmap_hrefs(widget, f"{fig} image.heatmap") for fig in STAGE_FIGS}
+
+
+# JS: decode each heatmap PNG and read the colour at the centre of every cell.  bqplot draws
+# the PNG at the figure's *pixel* size (so the href depends on the layout), but cell by cell;
+# the centre colours are what a student sees, independent of size.
+CELL_COLORS_JS = """async ([root, sel, rows, cols]) => {
+    const out = [];
+    for (const img of root.querySelectorAll(sel)) {
+        const im = new Image();
+        im.src = img.getAttribute('href') || img.getAttribute('xlink:href');
+        await im.decode();
+        const c = document.createElement('canvas');
+        c.width = im.naturalWidth; c.height = im.naturalHeight;
+        const ctx = c.getContext('2d');
+        ctx.drawImage(im, 0, 0);
+        const px = ctx.getImageData(0, 0, c.width, c.height).data;
+        const grid = [];
+        for (let i = 0; i < rows; i++) {
+            const y = Math.floor((i + 0.5) * c.height / rows);
+            for (let j = 0; j < cols; j++) {
+                const x = Math.floor((j + 0.5) * c.width / cols);
+                const k = 4 * (y * c.width + x);
+                grid.push((px[k] << 16) | (px[k + 1] << 8) | px[k + 2]);
+            }
+        }
+        out.push(grid);
+    }
+    return out;
+}"""
+
+
+def stage_colors(widget: Any) -> dict[str, list[list[int]]]:
+    """``{figure class: [cell colours (0xRRGGBB, row-major) of each heatmap]}``.
+
+    Grid sizes come from the summary line: scores and weights are seq_len x seq_len, head
+    outputs seq_len x d_head.
+    """
+    v = summary_values(widget)
+    seq, d_head = int(v["seq_len"]), int(v["d_model"]) // int(v["n_heads"])
+    shapes = {".aw-fig-scores": (seq, seq), ".aw-fig-weights": (seq, seq),
+              ".aw-fig-outputs": (seq, d_head)}  # fmt: skip
+    out = {}
+    for fig in STAGE_FIGS:
+        # bqplot lays out (and redraws) a figure only once it is on screen: a figure changed
+        # while off screen keeps an image drawn for its old size until then.
+        widget.locator(fig).first.scroll_into_view_if_needed()
+        wait_stable_hrefs(widget.page, widget, f"{fig} image.heatmap", quiet_ms=300)
+        out[fig] = widget.evaluate(
+            "(root, args) => (" + CELL_COLORS_JS + ")([root, ...args])",
+            [f"{fig} image.heatmap", *shapes[fig]],
+        )
+    return out
+
+
+def slider(widget: Any, name: str) -> Any:
+    """The ipywidgets slider with class ``aw-<name>`` inside ``widget``."""
+    return widget.locator(f".aw-{name}").first
+
+
+def full_screenshot(page: Any, target: Any, name: str, until: Any = None) -> Path:
+    """Screenshot ``target`` whole, or from its top to the bottom of ``until`` (a locator
+    inside it).  The viewport is grown to fit it first, because bqplot figures below the fold
+    are not laid out (they would come out blank); JupyterLab's chrome needs the extra room."""
+    box = target.bounding_box()
+    assert box is not None, "nothing to screenshot"
+    page.set_viewport_size({"width": VIEWPORT["width"], "height": int(box["height"]) + 400})
+    try:
+        target.scroll_into_view_if_needed()
+        page.wait_for_timeout(700)  # let bqplot relayout after the resize
+        if until is None:
+            return screenshot(page, target, name)
+        top, bottom = target.bounding_box(), until.bounding_box()
+        assert top is not None and bottom is not None
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        path = SCREENSHOTS / f"{name}.png"
+        clip = {"x": top["x"], "y": top["y"], "width": top["width"],
+                "height": bottom["y"] + bottom["height"] - top["y"] + 8}  # fmt: skip
+        page.screenshot(path=str(path), clip=clip)
+        return path
+    finally:
+        page.set_viewport_size(VIEWPORT)
+
+
+def _diff(a: dict[str, list], b: dict[str, list]) -> dict[str, list]:
+    """Per figure, the indices of the heatmaps that differ (for failure messages)."""
+    out: dict[str, list] = {}
+    for fig in a:
+        other = b.get(fig, [])
+        out[fig] = [i for i, (x, y) in enumerate(zip(a[fig], other, strict=False)) if x != y]
+        if len(a[fig]) != len(other):
+            out[fig].append(f"count {len(a[fig])} != {len(other)}")
+    return out
+
+
+def _all_changed(new: dict[str, list], old: dict[str, list]) -> None:
+    for fig, grids in new.items():
+        for i, grid in enumerate(grids[: len(old[fig])]):
+            assert grid != old[fig][i], f"{fig} heatmap {i} did not change"
+
+
+def exercise_tour_widget(
+    page: Any,
+    log: PageLog,
+    widget: Any,
+    fresh_colors: Any,
+    shot_prefix: str,
+) -> dict[str, Path]:
+    """Everything the issue asks of the tour's widget in a browser, Lab or Voila alike.
+
+    Parameters
+    ----------
+    page, log : from :func:`new_page`
+    widget : locator of the tour's ``.attention-widget`` (freshly rendered, initial state)
+    fresh_colors : callable(dict of d_model, n_heads, temperature) -> :func:`stage_colors` of
+        a *new* widget rendered with the values the tour's widget holds now
+    shot_prefix : screenshot file name prefix ("lab" / "voila")
+
+    Returns
+    -------
+    dict of str to Path
+        The screenshots taken.
+    """
+    from attention_widget import tokenize
+
+    shots: dict[str, Path] = {}
+    widget.wait_for(timeout=60000)
+    wait_summary(page, widget, TOUR_INITIAL)
+    hrefs = stage_hrefs(widget)
+    for fig, images in hrefs.items():  # contract: one HeatMap (one image) per head
+        assert len(images) == 4, (fig, len(images))
+        assert all(h.startswith("data:image/png") for h in images), fig
+    before = stage_colors(widget)
+    shots["initial"] = full_screenshot(page, widget, f"{shot_prefix}_tour_initial")
+    shots["readme"] = full_screenshot(
+        page, widget, f"{shot_prefix}_tour_top", until=widget.locator(".aw-stage-4").first
+    )
+
+    # --- mouse: drag each handle along its track -----------------------------------------
+    heads64 = [1, 2, 4, 8, 16, 32, 64]
+    drag_slider(page, slider(widget, "n_heads"), heads64.index(8) / (len(heads64) - 1))
+    wait_summary(page, widget, {"n_heads": "8"})
+    drag_slider(page, slider(widget, "temperature"), 1.0)  # to the right end: 10**1.3
+    wait_summary(page, widget, {"temperature": f"{10**1.3:.3g}"})
+    drag_slider(page, slider(widget, "d_model"), D_MODEL_OPTIONS.index(32) / 13)
+    mouse_state = {"d_model": "32", "n_heads": "8", "n_kv_heads": "8",
+                   "temperature": f"{10**1.3:.3g}", "seq_len": "12"}  # fmt: skip
+    wait_summary(page, widget, mouse_state)
+    for fig in STAGE_FIGS:
+        assert widget.locator(f"{fig} image.heatmap").count() == 8, fig
+    after_mouse = stage_colors(widget)
+    _all_changed(after_mouse, before)
+    fresh = fresh_colors({"d_model": 32, "n_heads": 8, "temperature": 10**1.3})
+    assert fresh == after_mouse, ("after mouse drags the heatmaps differ from a fresh render",
+                                  _diff(fresh, after_mouse))
+
+    # --- keyboard: focus the handle, arrow keys ------------------------------------------
+    press_slider(page, slider(widget, "d_model"), "ArrowRight", 2)  # 32 -> 48 -> 64
+    wait_summary(page, widget, {"d_model": "64", "n_heads": "8"})
+    press_slider(page, slider(widget, "n_heads"), "ArrowRight", 1)  # 8 -> 16
+    wait_summary(page, widget, {"n_heads": "16"})
+    press_slider(page, slider(widget, "temperature"), "ArrowLeft", 30)  # 10**(1.3 - 0.3)
+    key_state = {"d_model": "64", "n_heads": "16", "n_kv_heads": "16", "temperature": "10",
+                 "seq_len": "12", "mask": "none"}  # fmt: skip
+    wait_summary(page, widget, key_state)
+    for fig in STAGE_FIGS:
+        assert widget.locator(f"{fig} image.heatmap").count() == 16, fig
+    after_keys = stage_colors(widget)
+    _all_changed(after_keys, after_mouse)
+    fresh = fresh_colors({"d_model": 64, "n_heads": 16, "temperature": 10.0})
+    assert fresh == after_keys, ("after key presses the heatmaps differ from a fresh render",
+                                 _diff(fresh, after_keys))
+    shots["keyboard"] = full_screenshot(page, widget, f"{shot_prefix}_tour_after_keys")
+
+    # --- hostile text: shown as text, never run ------------------------------------------
+    text_input = widget.locator(".aw-text input").first
+    text_input.scroll_into_view_if_needed()
+    text_input.fill(XSS_TEXT)
+    text_input.press("Enter")
+    tokens = tokenize(XSS_TEXT)
+    wait_summary(page, widget, {"seq_len": str(len(tokens))})
+    strip = widget.locator(".aw-tokens .aw-token").all_inner_texts()
+    assert strip == tokens, strip
+    ticks = widget.evaluate(  # SVG text has no innerText
+        "root => [...root.querySelectorAll('.aw-fig-x .tick text')].map(t => t.textContent)"
+    )
+    n = len(tokens)  # every token labels a row of X, in order (the y axis)
+    assert any(ticks[i : i + n] == tokens for i in range(len(ticks) - n + 1)), ticks
+    assert log.dialogs == [], log.dialogs
+    hostile = page.evaluate(
+        """() => ({
+            pwned: window.__pw !== undefined,
+            imgs: document.querySelectorAll('img[src="x"], svg[onload]').length,
+            scripts: [...document.querySelectorAll('script')].filter(
+                s => s.textContent.includes('alert(2)')).length,
+        })"""
+    )
+    assert hostile == {"pwned": False, "imgs": 0, "scripts": 0}, hostile
+    shots["xss"] = full_screenshot(page, widget, f"{shot_prefix}_tour_hostile_text")
+
+    assert log.dialogs == [], log.dialogs
+    assert log.real_errors() == [], log.real_errors()
+    return shots

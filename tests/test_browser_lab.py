@@ -1,16 +1,26 @@
-"""JupyterLab in headless Chromium: the tour runs and the widget answers mouse and keyboard."""
+"""JupyterLab in headless Chromium: the tour runs and its widget answers mouse and keyboard."""
 
 from __future__ import annotations
 
+import itertools
+import os
+import shutil
 from pathlib import Path
 
 import pytest
 from browser_support import (
+    NOTEBOOKS,
+    REPO,
+    TOUR_FIRST_CELL,
     TRIVIAL_NOTEBOOK,
     drag_slider,
+    exercise_tour_widget,
+    lab_append_cell_and_run,
     lab_run_all,
     lab_wait_all_done,
     press_slider,
+    stage_colors,
+    wait_summary,
     write_notebook,
 )
 
@@ -38,3 +48,42 @@ def test_harness_plain_ipywidgets(jupyter_server, page_and_log, tmp_path: Path) 
     assert label.inner_text() == "value=100"
     assert log.dialogs == []
     assert log.real_errors() == []
+
+
+def test_lab_tour(jupyter_server, page_and_log, tmp_path: Path) -> None:
+    """The tour in JupyterLab: Run All without errors, then heatmap count, mouse + keyboard on
+    three sliders (checked against a fresh widget made in a new cell from the live widget's
+    exact values), hostile text shown as text, no dialog, no console error, screenshots."""
+    tour = NOTEBOOKS / "tour.ipynb"
+    assert TOUR_FIRST_CELL in tour.read_text(encoding="utf-8").replace('\\"', '"')
+    shutil.copy(tour, tmp_path / "tour.ipynb")  # Lab may save: never touch the repo's copy
+    lab = jupyter_server("lab", tmp_path)
+    page, log = page_and_log
+    page.goto(lab.notebook_url("tour.ipynb"), timeout=60000)
+    lab_run_all(page)
+    lab_wait_all_done(page)
+    widget = page.locator(".jp-NotebookPanel .attention-widget").first
+    counter = itertools.count()
+
+    def fresh_colors(values: dict) -> dict:
+        """A new widget, in a new cell, from the exact values the tour's widget holds."""
+        cls = f"aw-reference-{next(counter)}"
+        lab_append_cell_and_run(
+            page,
+            "ref = AttentionWidget(text=w.text, d_model=w.d_model, n_heads=w.n_heads, "
+            "n_kv_heads=w.n_kv_heads, temperature=w.temperature, mask=w.mask)\n"
+            f"assert (w.d_model, w.n_heads) == ({values['d_model']}, {values['n_heads']})\n"
+            f"assert abs(w.temperature - {values['temperature']!r}) < 1e-9\n"
+            f"ref.add_class({cls!r})\n"
+            "ref",
+        )
+        ref = page.locator(f".{cls}").first
+        ref.wait_for(timeout=30000)
+        wait_summary(page, ref, {"n_heads": str(values["n_heads"])})
+        return stage_colors(ref)
+
+    shots = exercise_tour_widget(page, log, widget, fresh_colors, "lab")
+    assert all(p.stat().st_size > 10_000 for p in shots.values())
+    if os.environ.get("AW_UPDATE_SCREENSHOT"):  # refresh the README's picture on purpose only
+        (REPO / "docs").mkdir(exist_ok=True)
+        shutil.copy(shots["readme"], REPO / "docs" / "screenshot.png")
