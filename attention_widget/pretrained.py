@@ -295,11 +295,11 @@ class _Tensors:
         single = folder / "model.safetensors"
         index = folder / "model.safetensors.index.json"
         self._files: dict[str, SafetensorsFile] = {}
-        self._where: dict[str, str] = {}
+        self._where: dict[str, tuple[str, str]] = {}  # name -> (file name, name in the file)
         if single.is_file():
             f = SafetensorsFile(single)
             self._files[single.name] = f
-            self._where = dict.fromkeys(f.keys(), single.name)
+            self._where = {n: (single.name, n) for n in f.keys()}
         elif index.is_file():
             try:
                 weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
@@ -322,12 +322,19 @@ class _Tensors:
                     raise SafetensorsError(
                         f"{folder / fname}: has no tensor {name!r}, which {index.name} places in it"
                     )
-                self._where[name] = fname
+                self._where[name] = (fname, name)
         else:
             raise FileNotFoundError(
                 f"{folder}: no model.safetensors (or model.safetensors.index.json) in this "
                 "folder; only safetensors checkpoints are read (never pickled .bin files)"
             )
+        # Checkpoints converted from the original TensorFlow BERT name LayerNorm parameters
+        # gamma / beta; transformers reads them as weight / bias, and so do we.
+        for name, where in list(self._where.items()):
+            for old, new in ((".gamma", ".weight"), (".beta", ".bias")):
+                alias = name[: -len(old)] + new
+                if name.endswith(old) and "LayerNorm" in name and alias not in self._where:
+                    self._where[alias] = where
         self.folder = folder
 
     def __contains__(self, name: str) -> bool:
@@ -337,17 +344,17 @@ class _Tensors:
         return list(self._where)
 
     def file(self, name: str) -> SafetensorsFile:
-        return self._files[self._where[name]]
+        return self._files[self._where[name][0]]
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return self.file(name).shape(name)
+        return self.file(name).shape(self._where[name][1])
 
     def dtype(self, name: str) -> str:
-        return self.file(name).dtype(name)
+        return self.file(name).dtype(self._where[name][1])
 
     def f32(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
         """Tensor as float32 (a view for F32 files, an upcast copy otherwise)."""
-        arr = self.file(name).get(name, rows=rows)
+        arr = self.file(name).get(self._where[name][1], rows=rows)
         return arr if arr.dtype == np.float32 else arr.astype(np.float32)
 
     def f32_concat(self, names: list[str]) -> np.ndarray:
@@ -360,7 +367,7 @@ class _Tensors:
         out = np.empty((sum(s[0] for s in shapes), *shapes[0][1:]), dtype=np.float32)
         row = 0
         for name, shape in zip(names, shapes, strict=True):
-            self.file(name).read_into(name, out[row : row + shape[0]])
+            self.file(name).read_into(self._where[name][1], out[row : row + shape[0]])
             row += shape[0]
         return out
 

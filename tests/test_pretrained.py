@@ -233,6 +233,26 @@ def test_minilm_matches_transformers(minilm, minilm_ref, text):
     assert max(float(a.max()) for a in at_ref) > 0.5
 
 
+def test_legacy_layernorm_names_and_bert_prefix(tmp_path, minilm):
+    """Checkpoints converted from TensorFlow name LayerNorm parameters gamma / beta, and
+    BertForMaskedLM-style files prefix every name with ``bert.``: both read the same."""
+    folder = tmp_path / "legacy"
+    folder.mkdir()
+    for name in ("config.json", "tokenizer.json"):
+        shutil.copy(MINILM / name, folder / name)
+    tensors = safetensors.numpy.load_file(str(MINILM / "model.safetensors"))
+    renamed = {}
+    for name, arr in tensors.items():
+        if "LayerNorm" in name:
+            name = name.replace(".weight", ".gamma").replace(".bias", ".beta")
+        renamed["bert." + name] = arr
+    assert any(n.endswith("LayerNorm.gamma") for n in renamed)
+    safetensors.numpy.save_file(renamed, str(folder / "model.safetensors"))
+    text = MINILM_TEXTS[0]
+    legacy = load_pretrained(folder)
+    assert _max_diff(legacy.hidden_states(text), minilm.hidden_states(text)) == 0.0
+
+
 def test_minilm_tokenizer_matches_transformers(minilm):
     ref_tok = transformers.AutoTokenizer.from_pretrained(MINILM)
     text = MINILM_TEXTS[1]
