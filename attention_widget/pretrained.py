@@ -584,6 +584,7 @@ class PretrainedModel:
             return state.encoding
         enc = self._tok.encode(text, add_special_tokens=True)
         ids = np.asarray(enc.ids, dtype=np.int64)
+        ids.setflags(write=False)  # shared through the cache
         if ids.size == 0:
             raise ValueError(f"text {text!r} gives no tokens; type at least one word")
         if ids.size > self.max_tokens:
