@@ -42,6 +42,7 @@ from browser_support import (
     JupyterServer,
     launch_browser,
     new_page,
+    stop_on_sigterm,
     write_notebook,
 )
 
@@ -208,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--only", choices=["floor", "all"], default="all")
     args = ap.parse_args(argv)
+    stop_on_sigterm()  # a timeout must not leave Voila and its kernels running
 
     root = Path(tempfile.mkdtemp(prefix="aw-bench-"))
     write_notebook(root / "floor.ipynb", TRIVIAL_NOTEBOOK)

@@ -134,6 +134,17 @@ def kill_tree(proc: subprocess.Popen, grace: float = 5.0) -> None:
         proc.wait(timeout=grace)
 
 
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM (a CI timeout, ``timeout(1)``) into KeyboardInterrupt, so that ``finally``
+    blocks and fixture finalizers still stop the servers; by default Python dies without them."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, handler)
+
+
 def _http_get(url: str, timeout: float = 2.0) -> int:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
@@ -557,8 +568,8 @@ def wait_summary(page: Any, widget: Any, expected: dict[str, str], timeout: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"summary shows {got}, expected {expected}")
         page.wait_for_timeout(50)
-    for fig in STAGE_FIGS:
-        wait_stable_hrefs(page, widget, f"{fig} image.heatmap", quiet_ms=300)
+    every_heatmap = ", ".join(f"{fig} image.heatmap" for fig in STAGE_FIGS)
+    wait_stable_hrefs(page, widget, every_heatmap, quiet_ms=300)
 
 
 def stage_hrefs(widget: Any) -> dict[str, list[str]]:

@@ -36,8 +36,9 @@ def page_and_log(browser: Any) -> Iterator[tuple[Any, Any]]:
 
 @pytest.fixture
 def jupyter_server() -> Iterator[Callable[[str, Path], Any]]:
-    from browser_support import JupyterServer
+    from browser_support import JupyterServer, stop_on_sigterm
 
+    stop_on_sigterm()
     started: list[JupyterServer] = []
 
     def start(kind: str, root_dir: Path) -> JupyterServer:
