@@ -19,6 +19,7 @@ from .engine import (
     sliding_window_mask,
 )
 from .inputs import embed, positional_encoding, tokenize
+from .pretrained import load_pretrained
 
 __version__ = "0.1.0"
 
@@ -32,6 +33,7 @@ __all__ = [
     "embed",
     "estimate_memory",
     "init_params",
+    "load_pretrained",
     "multi_head_attention",
     "positional_encoding",
     "sliding_window_mask",

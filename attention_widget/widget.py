@@ -381,9 +381,8 @@ class AttentionWidget(W.VBox):
         if self._model is not None:
             m = self._model
             model_row = [W.HBox([
-                W.HTML(f"<b>{html.escape(m.name)}</b> ({html.escape(m.model_type)}, "
-                       f"{m.n_layers} layers): the architecture is fixed by the trained weights; "
-                       "layer, head, query, temperature and text stay live."),
+                W.HTML(f"<b>{html.escape(m.describe())}</b>. The architecture is fixed by the "
+                       "trained weights; layer, head, query, temperature and text stay live."),
                 c["layer"], c["show_special"]], layout={"flex_flow": "row wrap"})]
         controls = W.VBox([
             *model_row,
