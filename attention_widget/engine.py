@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Union
@@ -486,12 +488,34 @@ def estimate_memory(
 # still in the core's cache (L2), instead of streaming the whole (n_heads, seq, seq) array
 # through memory once per step.
 _BLOCK_BYTES = 1 << 19
+# Target size of one chunk of the layer: scores computed (BLAS), turned into weights and
+# multiplied by V while the chunk is still in the last-level cache.
+_CHUNK_BYTES = 1 << 23
+# Below this many scores one thread does the softmax: starting a second costs more than it saves.
+_THREAD_MIN_ELEMENTS = 1 << 18
+_EXECUTOR: list = []  # the lazily created worker pool, shared by every call
+
+
+def _n_threads() -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, 4))
+
+
+def _executor() -> ThreadPoolExecutor:
+    if not _EXECUTOR:
+        _EXECUTOR.append(
+            ThreadPoolExecutor(max_workers=_n_threads() - 1, thread_name_prefix="attention")
+        )
+    return _EXECUTOR[0]
 
 
 def _softmax_block(
     z: np.ndarray,
     w: np.ndarray,
-    mask_bias: np.ndarray | None,
+    mask: tuple[np.ndarray, np.ndarray] | None,
     inv_temperature: float,
     entropy: np.ndarray,
 ) -> None:
@@ -503,8 +527,9 @@ def _softmax_block(
         Scores; read only, finite.
     w : ndarray, same shape as ``z``
         Output: the weights.  Masked entries come out exactly 0.
-    mask_bias : ndarray, shape (rows, seq_len), optional
-        0 where a key may be attended, ``-inf`` where it may not (every row has a 0).
+    mask : (bias, keep), each an ndarray of shape (rows, seq_len), optional
+        ``bias`` is 0 where a key may be attended and ``-inf`` where not (every row has a 0);
+        ``keep`` is 1.0 and 0.0 at the same places.
     inv_temperature : float
         ``1 / T``.
     entropy : ndarray, shape (..., rows)
@@ -512,56 +537,86 @@ def _softmax_block(
 
     Notes
     -----
-    With ``m`` the row maximum of the allowed scores and ``e_j = exp((z_j - m) / T)``
-    (``e_j = 0`` for a masked key, and the maximum contributes ``exp(0) = 1``, so no overflow),
-    ``w_j = e_j / S`` with ``S = sum_j e_j``, and
-    ``H = log S - sum_j w_j (z_j - m) / T = log S - (sum_j e_j z_j / S - m) / T``,
-    which needs no logarithm of the weights and only finite ``z``.
+    Softmax does not change when a row is shifted by a constant ``m``:
+    ``e_j = exp(z_j / T - m)``, ``w_j = e_j / S`` with ``S = sum_j e_j`` (masked ``e_j = 0``),
+    and ``H = log S - sum_j w_j (z_j / T - m)``, which needs no logarithm of the weights.
+
+    * Fast path, ``m = 0``: when every ``z / T`` of the block lies in a window where ``exp``
+      neither overflows (nor does a row sum) nor gives subnormal numbers -- the usual case --
+      the weights are ``exp(z / T)`` normalised, with no per-row maximum to find and subtract.
+    * Safe path otherwise, ``m`` = the row maximum of the allowed ``z / T``: every exponent is
+      <= 0 and the maximum gives ``exp(0) = 1``.  Exponents are clamped at about ``log(tiny)``
+      (-708 in float64, -87 in float32), as below it ``exp`` returns subnormal numbers, which
+      CPUs compute up to 100 times more slowly; such a weight (< 1e-307) becomes the smallest
+      normal number, and a masked one is then set to 0.
     """
-    if mask_bias is not None:
-        np.add(z, mask_bias, out=w)  # masked keys become -inf, the others stay exact
-        src = w
+    low, high = _EXP_WINDOW[w.dtype.char]
+    if low < float(z.min()) * inv_temperature and float(z.max()) * inv_temperature < high:
+        m = None
+        if inv_temperature != 1.0:
+            np.multiply(z, inv_temperature, out=w)
+            np.exp(w, out=w)
+        else:
+            np.exp(z, out=w)
     else:
-        src = z
-    m = src.max(axis=-1, keepdims=True)
-    np.subtract(src, m, out=w)  # <= 0 everywhere, exactly 0 at the maximum
-    if inv_temperature != 1.0:
-        w *= inv_temperature
-    np.exp(w, out=w)  # exp(-inf) = 0: masked entries are exactly 0
-    total = w.sum(axis=-1)  # >= 1
-    ez = np.einsum("...j,...j->...", w, z)
+        if mask is not None:
+            np.add(z, mask[0], out=w)  # masked keys become -inf, the others stay exact
+            m = w.max(axis=-1, keepdims=True)
+            w -= m
+        else:
+            m = z.max(axis=-1, keepdims=True)
+            np.subtract(z, m, out=w)  # <= 0 everywhere, exactly 0 at the maximum
+        if inv_temperature != 1.0:
+            w *= inv_temperature
+            m *= inv_temperature
+        np.maximum(w, _EXP_FLOOR[w.dtype.char], out=w)
+        np.exp(w, out=w)
+    if mask is not None:
+        w *= mask[1]  # masked entries exactly 0
+    total = w.sum(axis=-1)  # > 0: every row has an allowed key
+    ez = np.einsum("...j,...j->...", w, z)  # sum_j e_j z_j
     np.reciprocal(total, out=total)  # now 1 / S
     w *= total[..., None]
-    ez *= total  # sum_j w_j z_j
-    ez -= m[..., 0]
-    ez *= inv_temperature  # sum_j w_j (z_j - m) / T  (<= 0)
+    ez *= total
+    ez *= inv_temperature  # sum_j w_j z_j / T
+    if m is not None:
+        ez -= m[..., 0]
     np.log(total, out=total)  # -log S
     np.negative(total, out=entropy)
     entropy -= ez
     np.maximum(entropy, 0.0, out=entropy)  # rounding can give -1e-16 for a one-hot row
 
 
-def _mask_bias(mask: np.ndarray | None, dtype: np.dtype) -> np.ndarray | None:
-    """0 where ``mask`` allows a key, ``-inf`` where it does not; None without a mask."""
+# exp(x) is a normal number for x >= these (float64 'd', float32 'f')
+_EXP_FLOOR = {"d": -708.0, "f": -87.0}
+# exp(x) is normal, and a sum of up to 10**9 such numbers finite, for low < x < high
+_EXP_WINDOW = {"d": (-700.0, 600.0), "f": (-80.0, 60.0)}
+
+
+def _mask_arrays(mask: np.ndarray | None, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(bias, keep)`` for :func:`_softmax_block`: 0/-inf and 1/0 where ``mask`` is True/False."""
     if mask is None:
         return None
+    keep = mask.astype(dtype)
     bias = np.zeros(mask.shape, dtype=dtype)
     bias[~mask] = -np.inf
-    return bias
+    return bias, keep
 
 
-def _blocks(n_heads: int, n_rows: int, row_bytes: int) -> list[tuple[slice, slice]]:
-    """Cut (n_heads, n_rows) rows of ``row_bytes`` each into blocks of about _BLOCK_BYTES.
+def _blocks(
+    n_heads: int, n_rows: int, row_bytes: int, size: int
+) -> list[tuple[slice, slice]]:
+    """Cut (n_heads, n_rows) rows of ``row_bytes`` each into blocks of about ``size`` bytes.
 
     Whole heads are grouped when one head is smaller than a block (short sequences: few calls);
     otherwise each head is cut into runs of rows.
     """
     head_bytes = n_rows * row_bytes
-    if head_bytes <= _BLOCK_BYTES:
-        per = max(1, _BLOCK_BYTES // max(head_bytes, 1))
+    if head_bytes <= size:
+        per = max(1, size // max(head_bytes, 1))
         every = slice(None)
         return [(slice(h, min(n_heads, h + per)), every) for h in range(0, n_heads, per)]
-    rows = max(1, _BLOCK_BYTES // max(row_bytes, 1))
+    rows = max(1, size // max(row_bytes, 1))
     return [
         (slice(h, h + 1), slice(r, min(n_rows, r + rows)))
         for h in range(n_heads)
@@ -586,21 +641,58 @@ def _softmax(
     inv_temperature: float,
     out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Blocked masked softmax over the last axis of a C-contiguous (..., rows, seq) array."""
+    """Masked softmax over the last axis of a C-contiguous (..., rows, seq) array."""
     weights = np.empty_like(scores) if out is None else out
     entropy = np.empty(scores.shape[:-1], dtype=scores.dtype)
-    bias = _mask_bias(mask, scores.dtype)
     n_rows, seq_len = scores.shape[-2:]
-    z2 = scores.reshape(-1, n_rows, seq_len)
-    w2 = weights.reshape(-1, n_rows, seq_len)
-    e2 = entropy.reshape(-1, n_rows)
-    with np.errstate(invalid="ignore", over="ignore"):
-        for heads, rows in _blocks(z2.shape[0], n_rows, seq_len * scores.itemsize):
-            _softmax_block(
-                z2[heads, rows], w2[heads, rows], None if bias is None else bias[rows],
-                inv_temperature, e2[heads, rows],
-            )
+    _softmax_into(
+        scores.reshape(-1, n_rows, seq_len),
+        weights.reshape(-1, n_rows, seq_len),
+        entropy.reshape(-1, n_rows),
+        _mask_arrays(mask, scores.dtype),
+        slice(None),
+        inv_temperature,
+    )
     return weights, entropy
+
+
+def _softmax_into(
+    z: np.ndarray,
+    w: np.ndarray,
+    entropy: np.ndarray,
+    masks: tuple[np.ndarray, np.ndarray] | None,
+    mask_rows: slice,
+    inv_temperature: float,
+) -> None:
+    """Softmax of (heads, rows, seq) scores ``z`` into ``w`` and ``entropy``, block by block.
+
+    ``mask_rows`` selects the rows of ``masks`` that belong to ``z``'s rows.  Large inputs are
+    split between threads (NumPy's ufuncs release the GIL), each working through its share of
+    cache-sized blocks.
+    """
+    n_rows, seq_len = z.shape[-2:]
+    blocks = _blocks(z.shape[0], n_rows, seq_len * z.itemsize, _BLOCK_BYTES)
+    if masks is not None:
+        masks = (masks[0][mask_rows], masks[1][mask_rows])
+
+    def work(part: list[tuple[slice, slice]]) -> None:
+        with np.errstate(invalid="ignore", over="ignore", under="ignore"):
+            for heads, rows in part:
+                block_mask = None if masks is None else (masks[0][rows], masks[1][rows])
+                _softmax_block(
+                    z[heads, rows], w[heads, rows], block_mask, inv_temperature,
+                    entropy[heads, rows],
+                )
+
+    n_threads = min(_n_threads(), len(blocks))
+    if n_threads < 2 or z.size < _THREAD_MIN_ELEMENTS:
+        work(blocks)
+    else:
+        # interleaved shares: with a causal mask, early and late rows cost the same
+        futures = [_executor().submit(work, blocks[i::n_threads]) for i in range(1, n_threads)]
+        work(blocks[0::n_threads])
+        for future in futures:
+            future.result()
 
 
 def softmax(
@@ -640,25 +732,42 @@ def _attend(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Step 2 of the layer; returns ``scores, weights, head_outputs, entropy``.
 
-    ``q`` is (n_heads, seq, d_head), ``k`` and ``v`` are (n_kv_heads, seq, d_head).  The two
-    products are one batched BLAS call each (query heads of a group share their K/V head, so
-    their rows are stacked); the softmax between them runs in cache-sized blocks.
+    ``q`` is (n_heads, seq, d_head), ``k`` and ``v`` are (n_kv_heads, seq, d_head).  The work
+    goes in chunks of a few MiB (whole heads for short sequences, runs of query rows of one
+    head for long ones): each chunk's scores are one BLAS call, its softmax runs in
+    cache-sized blocks, and its product with V is one more BLAS call, all while the chunk is
+    still in the cache.  The two (n_heads, seq, seq) arrays are thus written once and read back
+    from cache, not from memory.
     """
     n_heads, seq_len, d_head = q.shape
-    n_kv = k.shape[0]
-    group = n_heads // n_kv
+    group = n_heads // k.shape[0]
     dt = q.dtype
     # [kv, seq, d_head] -> [kv, d_head, seq], with 1 / sqrt(d_head) folded in
     k_t = (k * dt.type(1.0 / math.sqrt(d_head))).transpose(0, 2, 1)
-    # [kv, group * seq, d_head] @ [kv, d_head, seq] -> [kv, group * seq, seq] = [h, seq, seq]
-    scores = np.matmul(q.reshape(n_kv, group * seq_len, d_head), k_t).reshape(
-        n_heads, seq_len, seq_len
-    )
-    weights, entropy = _softmax(scores, mask, inv_temperature)
-    # [kv, group * seq, seq] @ [kv, seq, d_head] -> [h, seq, d_head]
-    head_outputs = np.matmul(weights.reshape(n_kv, group * seq_len, seq_len), v).reshape(
-        n_heads, seq_len, d_head
-    )
+    # V transposed: OpenBLAS multiplies (d_head, seq) @ (seq, rows) faster than the
+    # (rows, seq) @ (seq, d_head) product it equals, transposed (one output row per head dim)
+    v_t = v.transpose(0, 2, 1)  # [kv, d_head, seq]
+    scores = np.empty((n_heads, seq_len, seq_len), dtype=dt)
+    weights = np.empty_like(scores)
+    head_outputs_t = np.empty((n_heads, d_head, seq_len), dtype=dt)
+    entropy = np.empty((n_heads, seq_len), dtype=dt)
+    masks = _mask_arrays(mask, dt)
+    chunks = _blocks(n_heads, seq_len, seq_len * dt.itemsize, _CHUNK_BYTES)
+    if group > 1 and chunks[0][1] == slice(None):
+        # whole heads per chunk: give every query head its K/V head ([h, d_head, seq] copies)
+        kv_of = np.arange(n_heads) // group
+        k_t, v_t = k_t[kv_of], v_t[kv_of]
+        group = 1
+    for heads, rows in chunks:
+        kv = heads if group == 1 else slice(heads.start // group, heads.start // group + 1)
+        z, w = scores[heads, rows], weights[heads, rows]
+        # [heads, rows, d_head] @ [heads, d_head, seq] -> [heads, rows, seq]
+        np.matmul(q[heads, rows], k_t[kv], out=z)
+        _softmax_into(z, w, entropy[heads, rows], masks, rows, inv_temperature)
+        # ([heads, rows, seq] @ [heads, seq, d_head])^T = [heads, d_head, seq] @ [heads, seq, rows]
+        head_outputs_t[heads, :, rows] = np.matmul(v_t[kv], w.transpose(0, 2, 1))
+    # [h, d_head, seq] -> [h, seq, d_head]
+    head_outputs = np.ascontiguousarray(head_outputs_t.transpose(0, 2, 1))
     return scores, weights, head_outputs, entropy
 
 

@@ -90,8 +90,8 @@ def test_low_temperature_gives_one_hot_rows(problem):
     best = scores.argmax(axis=-1)
     picked = np.take_along_axis(trace.weights, best[..., None], axis=-1)[..., 0]
     clear = np.ones(best.shape, bool) if top2 is None else (top2[..., 0] - top2[..., 1] > 0.01)
-    np.testing.assert_allclose(picked[clear], 1.0, rtol=0, atol=1e-30)
-    assert (trace.weights.max(axis=-1) >= 1.0 / trace.mask.sum(axis=1)).all()
+    np.testing.assert_allclose(picked[clear], 1.0, rtol=0, atol=1e-14)
+    assert (trace.weights.max(axis=-1) >= 1.0 / trace.mask.sum(axis=1) - 1e-15).all()
 
 
 @SETTINGS
@@ -173,9 +173,13 @@ def test_float32_within_1e_4_of_float64(problem, temperature):
 
 
 def test_long_sequences_match_a_plain_formula():
-    """Sizes whose scores do not fit one cache block take the blocked path: same maths."""
+    """Sizes whose scores do not fit one cache block take the blocked paths: same maths."""
     rng = np.random.default_rng(7)
-    for seq_len, d_model, n_heads, n_kv, mask in [(300, 16, 4, 2, "causal"), (257, 8, 2, 1, None)]:
+    for seq_len, d_model, n_heads, n_kv, mask in [
+        (300, 16, 4, 2, "causal"),  # several cache blocks per head
+        (257, 8, 2, 1, None),
+        (1100, 8, 4, 2, "causal"),  # one head (9.7 MB of scores) is cut into runs of rows
+    ]:
         params = init_params(d_model, n_heads, n_kv, seed=3, bias=True)
         x = rng.standard_normal((seq_len, d_model))
         trace = multi_head_attention(x, params, n_heads=n_heads, n_kv_heads=n_kv, mask=mask,
