@@ -545,10 +545,11 @@ def _softmax_block(
       neither overflows (nor does a row sum) nor gives subnormal numbers -- the usual case --
       the weights are ``exp(z / T)`` normalised, with no per-row maximum to find and subtract.
     * Safe path otherwise, ``m`` = the row maximum of the allowed ``z / T``: every exponent is
-      <= 0 and the maximum gives ``exp(0) = 1``.  Exponents are clamped at about ``log(tiny)``
-      (-708 in float64, -87 in float32), as below it ``exp`` returns subnormal numbers, which
-      CPUs compute up to 100 times more slowly; such a weight (< 1e-307) becomes the smallest
-      normal number, and a masked one is then set to 0.
+      <= 0 and the maximum gives ``exp(0) = 1``.  Exponents are clamped at -700 (float64;
+      -85 in float32), just above ``log(tiny)``: below it ``exp`` returns subnormal numbers,
+      which CPUs compute up to 100 times more slowly.  A weight below ``exp(-700) = 1e-304``
+      thus reads 1e-304 instead (a difference nothing can display), and a masked one is then
+      set to exactly 0.
     """
     low, high = _EXP_WINDOW[w.dtype.char]
     if low < float(z.min()) * inv_temperature and float(z.max()) * inv_temperature < high:
@@ -587,8 +588,9 @@ def _softmax_block(
     np.maximum(entropy, 0.0, out=entropy)  # rounding can give -1e-16 for a one-hot row
 
 
-# exp(x) is a normal number for x >= these (float64 'd', float32 'f')
-_EXP_FLOOR = {"d": -708.0, "f": -87.0}
+# exp(x) is a normal number, computed on the fast vector path, for x >= these
+# (float64 "d", float32 "f"; exp(-708) is normal but already takes a slow path)
+_EXP_FLOOR = {"d": -700.0, "f": -85.0}
 # exp(x) is normal, and a sum of up to 10**9 such numbers finite, for low < x < high
 _EXP_WINDOW = {"d": (-700.0, 600.0), "f": (-80.0, 60.0)}
 
