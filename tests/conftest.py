@@ -1,6 +1,6 @@
 """Shared pytest fixtures.  Browser fixtures only; no side effects at import.
 
-``browser`` (session): headless Chromium.  ``page_and_log`` (function): a fresh page that records
+``browser`` (module): headless Chromium.  ``page_and_log`` (function): a fresh page that records
 console errors and dismisses + records dialogs.  ``jupyter_server`` (function): a factory
 ``jupyter_server(kind, root_dir)`` that starts JupyterLab or Voila and always stops it (and its
 kernels) when the test ends, failed or not.
@@ -15,8 +15,10 @@ from typing import Any
 import pytest
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    # Module scope, not session: a running sync_playwright() blocks any other one in the same
+    # process ("Sync API inside the asyncio loop"), e.g. a test that launches its own browser.
     from browser_support import launch_browser
 
     with launch_browser() as b:
