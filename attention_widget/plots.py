@@ -245,10 +245,12 @@ class PanelFigure:
 
     def _update_labels(self, panels: Sequence[Panel]) -> None:
         titles = [p.title for p in panels]
-        if list(self.titles.text) != titles or len(self.titles.x) != len(titles):
-            self.titles.x = [x0 - 0.5 for x0, _ in self._offsets]
-            self.titles.y = [y0 - 1.6 for _, y0 in self._offsets]
-            self.titles.text = titles
+        xs = [x0 - 0.5 for x0, _ in self._offsets]
+        ys = [y0 - 1.6 for _, y0 in self._offsets]
+        if (list(self.titles.text) != titles or list(self.titles.x) != xs
+                or list(self.titles.y) != ys):
+            with self.titles.hold_sync():
+                self.titles.x, self.titles.y, self.titles.text = xs, ys, titles
         key = (self._geometry, tuple(
             (None if p.row_labels is None else tuple(p.row_labels),
              None if p.col_labels is None else tuple(p.col_labels),

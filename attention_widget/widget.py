@@ -877,7 +877,9 @@ class AttentionWidget(W.VBox):
         self._focus_grid.scales["color"].colors = [_GRID_GREY, *COLORMAPS[self.colormap]]
         self._focus_grid.scales["color"].min = -1.0 / (len(COLORMAPS[self.colormap]) - 1)
         self._focus_grid.scales["color"].max = 1.0
-        with self._focus_grid.hold_trait_notifications():
+        # One comm message: a GridHeatMap that gets new rows before the matching colours
+        # falls back to an alignment mode that fails on a LinearScale in the browser.
+        with self._focus_grid.hold_sync(), self._focus_grid.hold_trait_notifications():
             self._focus_grid.row, self._focus_grid.column = rows, cols
             self._focus_grid.color = np.where(
                 self.trace.mask, weights, self._focus_grid.scales["color"].min)

@@ -389,3 +389,12 @@ def test_slow_recompute_shows_busy_before_computing():
             if d.get("method") == "update" and "computing" in str(d.get("state", {}).get("value"))]
     assert busy and "temperature=0.25" in busy[0]
     assert w._busy.value == ""  # cleared once the diagram is drawn
+
+
+def test_panel_titles_follow_a_new_layout():
+    w = AttentionWidget(TEXT, d_model=64, n_heads=16)
+    fig = w.figs["scores"]
+    w.text = " ".join(f"t{i}" for i in range(31))
+    expected = [x0 - 0.5 for x0, _ in fig.panel_offsets()]
+    np.testing.assert_array_equal(fig.titles.x, expected)
+    np.testing.assert_array_equal(fig.titles.y, [y0 - 1.6 for _, y0 in fig.panel_offsets()])
