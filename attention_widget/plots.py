@@ -278,9 +278,10 @@ class PanelFigure:
         self._set_ticks(self.x_axis, x_ticks)
         self._set_ticks(self.y_axis, y_ticks)
         if lx:
-            self.lines.x, self.lines.y = np.array(lx), np.array(ly)
-            self.lines.colors = colors
-            self.lines.visible = True
+            with self.lines.hold_sync():  # x, y and colours must arrive together
+                self.lines.x, self.lines.y = np.array(lx), np.array(ly)
+                self.lines.colors = colors
+                self.lines.visible = True
         else:
             self.lines.visible = False
 
@@ -338,7 +339,7 @@ class PanelFigure:
         if not segments:
             self.highlight.visible = False
             return
-        with self.figure.hold_sync():
+        with self.highlight.hold_sync():  # x, y and colours must arrive together
             self.highlight.x = np.array([s[0] for s in segments])
             self.highlight.y = np.array([s[1] for s in segments])
             self.highlight.colors = ["#ff3d8b"] * len(segments)
