@@ -82,16 +82,22 @@ def peak_extra_memory(fn) -> int:
     return peak - base
 
 
-def interleaved_medians(fns: dict, repeats: int) -> dict:
-    """Median seconds of each callable, timed in turn so that they share the machine's load."""
-    for fn in fns.values():
-        fn()  # warm-up: caches, page faults of the first allocation, lazy imports
+def blocked_medians(fns: dict, repeats: int, rounds: int = 3) -> dict:
+    """Median seconds of each callable over ``rounds`` x ``repeats`` calls.
+
+    Each round runs every callable ``repeats`` times in a row (after one warm-up call), then
+    the next: the rounds share the machine's load fairly, while calls of one library are not
+    interleaved with the other's, whose worker threads keep spinning for a while after a call
+    (OpenMP in torch, OpenBLAS in NumPy) and would slow down the other side.
+    """
     times: dict = {name: [] for name in fns}
-    for _ in range(repeats):
+    for _ in range(rounds):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
+            fn()  # warm-up: caches, page faults of the first allocation, the other's spinners
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
@@ -114,7 +120,7 @@ def measure(seq_len: int, d_model: int, n_heads: int, repeats: int, peak: float)
     assert np.allclose(out_t[0].numpy(), trace.output, atol=1e-9), "ours and torch disagree"
     assert np.allclose(weights_t[0].numpy(), trace.weights, atol=1e-9), "weights disagree"
     del out_t, weights_t, trace
-    t = interleaved_medians({"ours": ours, "ours32": ours32, "torch": run_torch}, repeats)
+    t = blocked_medians({"ours": ours, "ours32": ours32, "torch": run_torch}, repeats)
     flops = attention_flops(seq_len, d_model, n_heads, n_heads)
     frac = flops / t["ours"] / 1e9 / peak
     mem = peak_extra_memory(ours)
@@ -128,7 +134,7 @@ def measure(seq_len: int, d_model: int, n_heads: int, repeats: int, peak: float)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=9, help="timed repeats per size")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per round and size")
     args = parser.parse_args()
     threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -138,8 +144,9 @@ def main() -> None:
         f"torch {torch.__version__}"
     )
     print(f"float64 matmul peak (2048^3 GEMM, median of 5): {peak:.1f} GFLOP/s\n")
-    print("times in ms (median); ratio = ours f64 / torch f64; %peak = layer matmul FLOPs / our")
-    print("f64 time / matmul peak; mem = peak extra MiB allocated by our f64 call (tracemalloc)\n")
+    print("times in ms (median of 3 rounds); ratio = ours f64 / torch f64; %peak = layer matmul")
+    print("FLOPs / our f64 time / matmul peak; mem = peak extra MiB our f64 call allocates")
+    print("(tracemalloc)\n")
     header = (
         f"{'seq_len':>7} {'d_model':>7} {'heads':>5} | {'ours f64':>8} {'ours f32':>8} "
         f"{'torchf64':>8} | {'ratio':>5} {'%peak':>6} | {'mem MiB':>7}"
@@ -147,7 +154,7 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for seq_len, d_model, n_heads in SIZES:
-        repeats = args.repeats if seq_len <= 1024 else max(3, args.repeats // 2)
+        repeats = args.repeats * 20 if seq_len <= 64 else args.repeats if seq_len <= 1024 else 2
         print(measure(seq_len, d_model, n_heads, repeats, peak), flush=True)
     print("\nGoals: ratio <= 1.0 at seq_len >= 512; >= 60% of peak at seq_len 1024;")
     print("ours f64 <= 1 ms at (64, 256, 8).")

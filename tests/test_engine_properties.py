@@ -178,7 +178,7 @@ def test_long_sequences_match_a_plain_formula():
     for seq_len, d_model, n_heads, n_kv, mask in [
         (300, 16, 4, 2, "causal"),  # several cache blocks per head
         (257, 8, 2, 1, None),
-        (1100, 8, 4, 2, "causal"),  # one head (9.7 MB of scores) is cut into runs of rows
+        (1100, 8, 4, 2, "causal"),  # threads share the blocks of the softmax
     ]:
         params = init_params(d_model, n_heads, n_kv, seed=3, bias=True)
         x = rng.standard_normal((seq_len, d_model))
