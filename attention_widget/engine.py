@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -662,6 +663,7 @@ def _softmax_into(
     masks: tuple[np.ndarray, np.ndarray] | None,
     mask_rows: slice,
     inv_temperature: float,
+    threads: bool = True,
 ) -> None:
     """Softmax of (heads, rows, seq) scores ``z`` into ``w`` and ``entropy``, block by block.
 
@@ -683,7 +685,7 @@ def _softmax_into(
                     entropy[heads, rows],
                 )
 
-    n_threads = min(_n_threads(), len(blocks))
+    n_threads = min(_n_threads(), len(blocks)) if threads else 1
     if n_threads < 2 or z.size < _THREAD_MIN_ELEMENTS:
         work(blocks)
     else:
@@ -759,6 +761,178 @@ def _attend(
         out_t.reshape(n_kv, d_head, group, seq_len).transpose(0, 2, 3, 1)
     ).reshape(n_heads, seq_len, d_head)
     return scores, weights, head_outputs, entropy
+
+
+class _OpenBLASThreads:
+    """Hold OpenBLAS at one thread while the engine's own threads share out the work.
+
+    Large layers run fastest here when each of our threads calls single-threaded BLAS on its
+    own heads (or rows): OpenBLAS's worker threads spin for a while after every call, and
+    that spinning takes the cores away from the NumPy work (softmax) between the calls, all
+    the more on a busy machine.  OpenBLAS has no per-call thread setting, so, like
+    ``threadpoolctl``, this finds the library NumPy loaded and sets its thread count for the
+    duration of the call (restored afterwards; nested and concurrent calls are counted).
+    Without an OpenBLAS (other BLAS, other platforms) the engine keeps its simple path.
+    """
+
+    _NAMES = (
+        ("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
+        ("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
+        ("openblas_set_num_threads64_", "openblas_get_num_threads64_"),
+        ("openblas_set_num_threads", "openblas_get_num_threads"),
+    )
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved = 1
+        self._funcs: tuple | None = None
+        self._searched = False
+
+    def _find(self) -> tuple | None:
+        import ctypes  # only when a large layer first runs
+
+        try:
+            with open("/proc/self/maps") as maps:
+                paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
+        except OSError:  # not Linux
+            return None
+        for path in sorted(paths):
+            try:
+                lib = ctypes.CDLL(path)
+            except OSError:
+                continue
+            for set_name, get_name in self._NAMES:
+                if hasattr(lib, set_name) and hasattr(lib, get_name):
+                    setter, getter = getattr(lib, set_name), getattr(lib, get_name)
+                    setter.argtypes, setter.restype = [ctypes.c_int], None
+                    getter.argtypes, getter.restype = [], ctypes.c_int
+                    return setter, getter
+        return None
+
+    def available(self) -> bool:
+        """Whether OpenBLAS was found (searched once)."""
+        if not self._searched:
+            with self._lock:
+                if not self._searched:
+                    try:
+                        self._funcs = self._find()
+                    except Exception:  # any surprise: keep the plain path
+                        self._funcs = None
+                    self._searched = True
+        return self._funcs is not None
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._users == 0:
+                self._saved = self._funcs[1]()
+                self._funcs[0](1)
+            self._users += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                self._funcs[0](self._saved)
+
+
+_BLAS_THREADS = _OpenBLASThreads()
+# Layers with at least this many scores (n_heads * seq_len**2) are shared out between threads.
+_SPLIT_MIN_SCORES = 1 << 19
+
+
+def _in_parallel(work, parts: list) -> None:
+    """Run ``work(part)`` for every part, the first on this thread, the others on the pool."""
+    futures = [_executor().submit(work, part) for part in parts[1:]]
+    try:
+        work(parts[0])
+    finally:
+        for future in futures:
+            future.result()
+
+
+def _layer_split(
+    x: np.ndarray,
+    w: dict[str, np.ndarray | None],
+    n_heads: int,
+    n_kv_heads: int,
+    mask: np.ndarray | None,
+    inv_temperature: float,
+    n_threads: int,
+) -> tuple[np.ndarray, ...]:
+    """Steps 1-3 of the layer with the work shared out between ``n_threads`` threads.
+
+    Same arithmetic as the plain path, arranged for threads: the projections are split by
+    rows, attention by heads (each thread computes the scores, weights and head outputs of
+    its heads while they are in cache).  Returns ``q, k, v, scores, weights, head_outputs,
+    entropy, concat, output``.
+    """
+    seq_len, d_model = x.shape
+    d_head = d_model // n_heads
+    d_kv = n_kv_heads * d_head
+    group = n_heads // n_kv_heads
+    dt = x.dtype
+    row_parts = [slice(r * seq_len // n_threads, (r + 1) * seq_len // n_threads)
+                 for r in range(n_threads)]
+
+    # 1. project, by rows: [rows, d_model] @ [d_model, d_model + 2 d_kv]
+    qkv = np.empty((seq_len, d_model + 2 * d_kv), dtype=dt)
+
+    def project(rows: slice) -> None:
+        np.matmul(x[rows], w["w_qkv"], out=qkv[rows])
+        if w["b_qkv"] is not None:
+            qkv[rows] += w["b_qkv"]
+
+    _in_parallel(project, row_parts)
+    q = np.empty((n_heads, seq_len, d_head), dtype=dt)
+    k = np.empty((n_kv_heads, seq_len, d_head), dtype=dt)
+    v = np.empty_like(k)
+    k_t = np.empty((n_kv_heads, d_head, seq_len), dtype=dt)
+    scale = dt.type(1.0 / math.sqrt(d_head))
+
+    def split_kv(kv_heads: range) -> None:
+        for g in kv_heads:
+            start = d_model + g * d_head  # key columns; the value columns follow after d_kv
+            k[g] = qkv[:, start : start + d_head]
+            v[g] = qkv[:, start + d_kv : start + d_kv + d_head]
+            np.multiply(k[g].T, scale, out=k_t[g])
+
+    _in_parallel(split_kv, [range(i, n_kv_heads, n_threads) for i in range(n_threads)])
+
+    # 2. attend, by heads: [seq, d_head] @ [d_head, seq] -> softmax -> @ [seq, d_head]
+    scores = np.empty((n_heads, seq_len, seq_len), dtype=dt)
+    weights = np.empty_like(scores)
+    entropy = np.empty((n_heads, seq_len), dtype=dt)
+    head_outputs = np.empty((n_heads, seq_len, d_head), dtype=dt)
+    concat = np.empty((seq_len, d_model), dtype=dt)
+    masks = _mask_arrays(mask, dt)
+    every = slice(None)
+
+    def attend(heads: range) -> None:
+        for h in heads:
+            g = h // group
+            cols = slice(h * d_head, (h + 1) * d_head)
+            q[h] = qkv[:, cols]
+            np.matmul(q[h], k_t[g], out=scores[h])
+            _softmax_into(scores[h : h + 1], weights[h : h + 1], entropy[h : h + 1], masks,
+                          every, inv_temperature, threads=False)
+            # (weights @ v)^T = v^T @ weights^T: OpenBLAS is faster at this shape
+            out_t = np.matmul(v[g].T, weights[h].T)  # [d_head, seq]
+            head_outputs[h] = out_t.T
+            concat[:, cols] = out_t.T
+
+    _in_parallel(attend, [range(i, n_heads, n_threads) for i in range(n_threads)])
+
+    # 3. combine, by rows: [rows, d_model] @ [d_model, d_model]
+    output = np.empty((seq_len, d_model), dtype=dt)
+
+    def combine(rows: slice) -> None:
+        np.matmul(concat[rows], w["w_o"], out=output[rows])
+        if w["b_o"] is not None:
+            output[rows] += w["b_o"]
+
+    _in_parallel(combine, row_parts)
+    return q, k, v, scores, weights, head_outputs, entropy, concat, output
 
 
 def multi_head_attention(
@@ -856,6 +1030,19 @@ def multi_head_attention(
     w = params.as_dtype(dt)
     d_kv = n_kv_heads * d_head
 
+    n_threads = min(_n_threads(), seq_len)
+    if (
+        n_threads > 1
+        and n_heads * seq_len * seq_len >= _SPLIT_MIN_SCORES
+        and _BLAS_THREADS.available()
+    ):
+        with _BLAS_THREADS, np.errstate(invalid="ignore", over="ignore", under="ignore"):
+            q, k, v, scores, weights, head_outputs, entropy, concat, output = _layer_split(
+                x_arr, w, n_heads, n_kv_heads, bool_mask, 1.0 / temperature, n_threads
+            )
+        return _finish(x_arr, q, k, v, scores, weights, head_outputs, entropy, concat, output,
+                       bool_mask, temperature)
+
     # 1. project: [seq, d_model] @ [d_model, d_model + 2 d_kv] -> [seq, d_model + 2 d_kv]
     qkv = x_arr @ w["w_qkv"]
     if w["b_qkv"] is not None:
@@ -877,16 +1064,34 @@ def multi_head_attention(
     output = concat @ w["w_o"]
     if w["b_o"] is not None:
         output += w["b_o"]
+    return _finish(x_arr, q, k, v, scores, weights, head_outputs, entropy, concat, output,
+                   bool_mask, temperature)
+
+
+def _finish(
+    x: np.ndarray,
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    scores: np.ndarray,
+    weights: np.ndarray,
+    head_outputs: np.ndarray,
+    entropy: np.ndarray,
+    concat: np.ndarray,
+    output: np.ndarray,
+    mask: np.ndarray | None,
+    temperature: float,
+) -> AttentionTrace:
+    """Check the output is finite and wrap everything in an :class:`AttentionTrace`."""
     # a non-finite score or weight reaches the output (a finite sum proves all finite)
     if not np.isfinite(output.sum()) and not np.isfinite(output).all():
         raise ValueError(
             "the scores overflowed (values too large for "
-            f"{dt}); scale x or the weights down, or use dtype=float64"
+            f"{output.dtype}); scale x or the weights down, or use dtype=float64"
         )
-    if bool_mask is None:
-        bool_mask = np.ones((seq_len, seq_len), dtype=bool)
+    seq_len = x.shape[0]
     return AttentionTrace(
-        x=x_arr,
+        x=x,
         q=q,
         k=k,
         v=v,
@@ -895,7 +1100,7 @@ def multi_head_attention(
         head_outputs=head_outputs,
         concat=concat,
         output=output,
-        mask=bool_mask,
+        mask=np.ones((seq_len, seq_len), dtype=bool) if mask is None else mask,
         entropy=entropy,
         temperature=temperature,
     )

@@ -292,3 +292,37 @@ def test_trace_shapes_with_grouped_heads():
     assert t.mask.shape == (5, 5) and t.mask.all() and t.entropy.shape == (6, 5)
     assert [t.kv_head(h) for h in range(6)] == [0, 0, 0, 1, 1, 1]
     np.testing.assert_array_equal(t.concat[:, 4:8], t.head_outputs[1])
+
+
+# --------------------------------------------------------------------------------------------
+# large layers: the work is shared out between threads
+# --------------------------------------------------------------------------------------------
+def test_threaded_layer_matches_and_restores_blas_threads(monkeypatch):
+    """A large layer runs on the engine's threads with OpenBLAS held at one thread; it gives
+    what the plain path gives, and afterwards OpenBLAS's thread count is what it was, also when
+    several layers run concurrently."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from attention_widget import engine
+
+    rng = np.random.default_rng(1)
+    params = init_params(32, 8, 4, seed=4, bias=True)
+    xs = [rng.standard_normal((260, 32)) for _ in range(4)]
+    assert 8 * 260**2 >= engine._SPLIT_MIN_SCORES  # large enough to be shared out
+    blas = engine._BLAS_THREADS
+    before = blas._funcs[1]() if blas.available() else None
+    kwargs = {"n_heads": 8, "n_kv_heads": 4, "mask": "causal", "temperature": 0.8}
+    with ThreadPoolExecutor(4) as pool:
+        traces = list(pool.map(lambda x: multi_head_attention(x, params, **kwargs), xs))
+    if before is not None:
+        assert blas._funcs[1]() == before
+    monkeypatch.setattr(engine, "_SPLIT_MIN_SCORES", 1 << 62)  # the plain path from here on
+    for x, trace in zip(xs, traces, strict=True):
+        plain = multi_head_attention(x, params, **kwargs)
+        for name in ("q", "k", "v", "scores", "weights", "head_outputs", "entropy", "concat",
+                     "output", "mask"):
+            np.testing.assert_allclose(getattr(trace, name), getattr(plain, name), rtol=0,
+                                       atol=1e-12, err_msg=name)
+        # causal: token 0 sees only itself, so its output is that of a one-token sequence
+        one = multi_head_attention(x[:1], params, **kwargs)
+        np.testing.assert_allclose(trace.output[:1], one.output, rtol=0, atol=1e-12)
