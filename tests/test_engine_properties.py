@@ -297,26 +297,40 @@ def test_trace_shapes_with_grouped_heads():
 # --------------------------------------------------------------------------------------------
 # large layers: the work is shared out between threads
 # --------------------------------------------------------------------------------------------
-def test_threaded_layer_matches_and_restores_blas_threads(monkeypatch):
-    """A large layer runs on the engine's threads with OpenBLAS held at one thread; it gives
-    what the plain path gives, and afterwards OpenBLAS's thread count is what it was, also when
-    several layers run concurrently."""
+@pytest.mark.parametrize(
+    ("seq_len", "d_model", "n_heads", "n_kv", "heads_in_threads"),
+    [(260, 32, 8, 4, True), (64, 256, 8, 2, False)],
+)
+def test_threaded_layer_matches_and_restores_blas_threads(
+    monkeypatch, seq_len, d_model, n_heads, n_kv, heads_in_threads
+):
+    """A large layer runs on the engine's threads with OpenBLAS held at one thread (rows of the
+    projections, and for long sequences heads of attention, shared out); it gives what the
+    plain path gives, and afterwards OpenBLAS's thread count is what it was, also when several
+    layers run concurrently."""
     from concurrent.futures import ThreadPoolExecutor
 
     from attention_widget import engine
 
+    long_layer = n_heads * seq_len**2 >= engine._SPLIT_MIN_SCORES
+    macs = seq_len * d_model * (d_model + 2 * d_model // n_heads * n_kv)
+    assert long_layer == heads_in_threads and (long_layer or macs >= engine._SPLIT_MIN_MACS)
+    calls = []
+    real = engine._layer_split
+    monkeypatch.setattr(engine, "_layer_split", lambda *a, **k: calls.append(k) or real(*a, **k))
     rng = np.random.default_rng(1)
-    params = init_params(32, 8, 4, seed=4, bias=True)
-    xs = [rng.standard_normal((260, 32)) for _ in range(4)]
-    assert 8 * 260**2 >= engine._SPLIT_MIN_SCORES  # large enough to be shared out
+    params = init_params(d_model, n_heads, n_kv, seed=4, bias=True)
+    xs = [rng.standard_normal((seq_len, d_model)) for _ in range(4)]
     blas = engine._BLAS_THREADS
     before = blas._funcs[1]() if blas.available() else None
-    kwargs = {"n_heads": 8, "n_kv_heads": 4, "mask": "causal", "temperature": 0.8}
+    kwargs = {"n_heads": n_heads, "n_kv_heads": n_kv, "mask": "causal", "temperature": 0.8}
     with ThreadPoolExecutor(4) as pool:
         traces = list(pool.map(lambda x: multi_head_attention(x, params, **kwargs), xs))
-    if before is not None:
+    if before is not None:  # (no OpenBLAS found: the plain path ran, nothing to restore)
         assert blas._funcs[1]() == before
+        assert calls == [{"heads_in_threads": heads_in_threads}] * 4
     monkeypatch.setattr(engine, "_SPLIT_MIN_SCORES", 1 << 62)  # the plain path from here on
+    monkeypatch.setattr(engine, "_SPLIT_MIN_MACS", 1 << 62)
     for x, trace in zip(xs, traces, strict=True):
         plain = multi_head_attention(x, params, **kwargs)
         for name in ("q", "k", "v", "scores", "weights", "head_outputs", "entropy", "concat",
@@ -326,3 +340,4 @@ def test_threaded_layer_matches_and_restores_blas_threads(monkeypatch):
         # causal: token 0 sees only itself, so its output is that of a one-token sequence
         one = multi_head_attention(x[:1], params, **kwargs)
         np.testing.assert_allclose(trace.output[:1], one.output, rtol=0, atol=1e-12)
+    assert len(calls) == (4 if before is not None else 0)
