@@ -837,10 +837,9 @@ class _OpenBLASThreads:
 
 
 _BLAS_THREADS = _OpenBLASThreads()
-# Layers with at least this many scores (n_heads * seq_len**2) share out attention by heads,
+# Layers with at least this many scores (n_heads * seq_len**2) are shared out between threads;
+# below it, handing work to a thread costs more than it saves (measured at (64, 256, 8)).
 _SPLIT_MIN_SCORES = 1 << 17
-# and with a projection of at least this many multiply-adds they share out the projections.
-_SPLIT_MIN_MACS = 1 << 22
 
 
 def _in_parallel(work, parts: list) -> None:
@@ -861,14 +860,11 @@ def _layer_split(
     mask: np.ndarray | None,
     inv_temperature: float,
     n_threads: int,
-    heads_in_threads: bool = True,
 ) -> tuple[np.ndarray, ...]:
     """Steps 1-3 of the layer with the work shared out between ``n_threads`` threads.
 
     Same arithmetic as the plain path, arranged for threads: the projections are split by
-    rows; with ``heads_in_threads`` (long sequences) attention is split by heads, otherwise
-    (short sequences, where per-head Python calls would cost more than they share out) it
-    runs batched on this thread.  Each thread computes the scores, weights and head outputs of
+    rows, attention by heads (each thread computes the scores, weights and head outputs of
     its heads while they are in cache).  Returns ``q, k, v, scores, weights, head_outputs,
     entropy, concat, output``.
     """
@@ -889,20 +885,6 @@ def _layer_split(
             qkv[rows] += w["b_qkv"]
 
     _in_parallel(project, row_parts)
-    if not heads_in_threads:
-        # [seq, h * d_head] -> [h, seq, d_head]
-        q = np.ascontiguousarray(qkv[:, :d_model].reshape(seq_len, n_heads, d_head).swapaxes(0, 1))
-        k = np.ascontiguousarray(
-            qkv[:, d_model : d_model + d_kv].reshape(seq_len, n_kv_heads, d_head).swapaxes(0, 1)
-        )
-        v = np.ascontiguousarray(
-            qkv[:, d_model + d_kv :].reshape(seq_len, n_kv_heads, d_head).swapaxes(0, 1)
-        )
-        scores, weights, head_outputs, entropy = _attend(q, k, v, mask, inv_temperature)
-        concat = head_outputs.transpose(1, 0, 2).reshape(seq_len, d_model)
-        output = np.empty((seq_len, d_model), dtype=dt)
-        _in_parallel(partial(_combine, concat, w, output), row_parts)
-        return q, k, v, scores, weights, head_outputs, entropy, concat, output
     q = np.empty((n_heads, seq_len, d_head), dtype=dt)
     k = np.empty((n_kv_heads, seq_len, d_head), dtype=dt)
     v = np.empty_like(k)
@@ -1051,16 +1033,14 @@ def multi_head_attention(
     d_kv = n_kv_heads * d_head
 
     n_threads = min(_n_threads(), seq_len)
-    long_layer = n_heads * seq_len * seq_len >= _SPLIT_MIN_SCORES
     if (
         n_threads > 1
-        and (long_layer or seq_len * d_model * (d_model + 2 * d_kv) >= _SPLIT_MIN_MACS)
+        and n_heads * seq_len * seq_len >= _SPLIT_MIN_SCORES
         and _BLAS_THREADS.available()
     ):
         with _BLAS_THREADS, np.errstate(invalid="ignore", over="ignore", under="ignore"):
             q, k, v, scores, weights, head_outputs, entropy, concat, output = _layer_split(
-                x_arr, w, n_heads, n_kv_heads, bool_mask, 1.0 / temperature, n_threads,
-                heads_in_threads=long_layer,
+                x_arr, w, n_heads, n_kv_heads, bool_mask, 1.0 / temperature, n_threads
             )
         return _finish(x_arr, q, k, v, scores, weights, head_outputs, entropy, concat, output,
                        bool_mask, temperature)
