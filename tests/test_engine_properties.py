@@ -298,10 +298,11 @@ def test_trace_shapes_with_grouped_heads():
 # large layers: the work is shared out between threads
 # --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    ("seq_len", "d_model", "n_heads", "n_kv"), [(260, 32, 8, 4), (130, 24, 8, 8)]
+    ("seq_len", "d_model", "n_heads", "n_kv", "dtype"),
+    [(260, 32, 8, 4, np.float64), (130, 24, 8, 8, np.float64), (260, 32, 8, 2, np.float32)],
 )
 def test_threaded_layer_matches_and_restores_blas_threads(
-    monkeypatch, seq_len, d_model, n_heads, n_kv
+    monkeypatch, seq_len, d_model, n_heads, n_kv, dtype
 ):
     """A large layer runs on the engine's threads with OpenBLAS held at one thread (rows of the
     projections and heads of attention shared out); it gives what the plain path gives, and
@@ -320,7 +321,9 @@ def test_threaded_layer_matches_and_restores_blas_threads(
     xs = [rng.standard_normal((seq_len, d_model)) for _ in range(4)]
     blas = engine._BLAS_THREADS
     before = blas._funcs[1]() if blas.available() else None
-    kwargs = {"n_heads": n_heads, "n_kv_heads": n_kv, "mask": "causal", "temperature": 0.8}
+    kwargs = {"n_heads": n_heads, "n_kv_heads": n_kv, "mask": "causal", "temperature": 0.8,
+              "dtype": dtype}
+    tol = 1e-12 if dtype == np.float64 else 1e-5
     with ThreadPoolExecutor(4) as pool:
         traces = list(pool.map(lambda x: multi_head_attention(x, params, **kwargs), xs))
     if before is not None:  # (no OpenBLAS found: the plain path ran, nothing to restore)
@@ -331,9 +334,10 @@ def test_threaded_layer_matches_and_restores_blas_threads(
         plain = multi_head_attention(x, params, **kwargs)
         for name in ("q", "k", "v", "scores", "weights", "head_outputs", "entropy", "concat",
                      "output", "mask"):
+            assert getattr(trace, name).dtype == getattr(plain, name).dtype, name
             np.testing.assert_allclose(getattr(trace, name), getattr(plain, name), rtol=0,
-                                       atol=1e-12, err_msg=name)
+                                       atol=tol, err_msg=name)
         # causal: token 0 sees only itself, so its output is that of a one-token sequence
         one = multi_head_attention(x[:1], params, **kwargs)
-        np.testing.assert_allclose(trace.output[:1], one.output, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(trace.output[:1], one.output, rtol=0, atol=tol)
     assert len(calls) == (4 if before is not None else 0)  # the plain runs did not split
