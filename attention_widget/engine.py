@@ -797,7 +797,8 @@ class _OpenBLASThreads:
                 paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
         except OSError:  # not Linux
             return None
-        for path in sorted(paths):
+        # NumPy's own copy first (others, e.g. SciPy's, may be loaded too)
+        for path in sorted(paths, key=lambda path: ("numpy" not in path, path)):
             try:
                 lib = ctypes.CDLL(path)
             except OSError:
@@ -821,6 +822,11 @@ class _OpenBLASThreads:
                         self._funcs = None
                     self._searched = True
         return self._funcs is not None
+
+    def allowed(self) -> int:
+        """OpenBLAS's thread count outside our calls (e.g. 1 under OPENBLAS_NUM_THREADS=1)."""
+        with self._lock:
+            return self._saved if self._users else self._funcs[1]()
 
     def __enter__(self) -> None:
         with self._lock:
@@ -1037,6 +1043,7 @@ def multi_head_attention(
         n_threads > 1
         and n_heads * seq_len * seq_len >= _SPLIT_MIN_SCORES
         and _BLAS_THREADS.available()
+        and (n_threads := min(n_threads, _BLAS_THREADS.allowed())) > 1
     ):
         with _BLAS_THREADS, np.errstate(invalid="ignore", over="ignore", under="ignore"):
             q, k, v, scores, weights, head_outputs, entropy, concat, output = _layer_split(
