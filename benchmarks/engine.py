@@ -8,8 +8,11 @@ Run ``python benchmarks/engine.py``.  Prints, in one run:
   the same weights, the ratio ours / torch, our fraction of the matmul peak, and the peak
   extra memory our call allocates (tracemalloc traces NumPy allocations).
 
-Times are medians of several repeats after a warm-up.  Both sides use the same number of
-threads (``torch.get_num_threads()``, which OpenBLAS also uses by default).
+Times are medians over three rounds of consecutive calls, each round after a warm-up call
+(see :func:`blocked_medians`); the matmul peak is the best of ten.  Both sides use the same
+number of threads: ``torch.get_num_threads()``, which is also what OpenBLAS and the engine
+use by default (the cores this process may run on).  On a busy machine every figure moves;
+the ratio, measured in the same run, moves least.
 """
 
 from __future__ import annotations
