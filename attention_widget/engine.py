@@ -37,6 +37,7 @@ __all__ = [
     "init_params",
     "multi_head_attention",
     "sliding_window_mask",
+    "softmax",
 ]
 
 #: Largest working memory (bytes) one call of :func:`multi_head_attention` may need.  Above it

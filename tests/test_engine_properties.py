@@ -149,6 +149,25 @@ def test_softmax_ignores_a_constant_added_to_a_row(scores, constant, row, temper
 
 
 @SETTINGS
+@given(
+    arrays(np.float64, st.tuples(st.integers(1, 3), st.integers(1, 6), st.integers(1, 6)),
+           elements=st.floats(-50, 50)),
+    st.data(),
+    temperatures,
+)
+def test_softmax_with_a_mask_is_the_formula(scores, data, temperature):
+    rows, keys = scores.shape[1:]
+    mask = data.draw(arrays(np.bool_, (rows, keys)))
+    mask[np.arange(rows), data.draw(arrays(np.int64, rows, elements=st.integers(0, keys - 1)))] = 1
+    w = softmax(scores, temperature=temperature, mask=mask)
+    z = np.where(mask, scores / temperature, -np.inf)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    np.testing.assert_allclose(w, e / e.sum(axis=-1, keepdims=True), rtol=0,
+                               atol=1e-12 + 1e-15 * np.abs(scores).max() / temperature)
+    assert (w[np.broadcast_to(~mask, w.shape)] == 0).all()
+
+
+@SETTINGS
 @given(problems(), finite)
 def test_key_bias_shift_changes_scores_not_weights(problem, delta):
     """Changing b_k adds q_i . delta to every score of row i: a constant per row."""
