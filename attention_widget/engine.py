@@ -46,9 +46,6 @@ __all__ = [
 #: 4,600 tokens with 12 heads.
 MEMORY_LIMIT_BYTES = 4 * 2**30
 
-# Values this far below the row maximum underflow to exactly 0 under ``exp`` in float32 and
-# float64 alike (exp(-1000) == 0.0), while staying finite so that ``0 * fill == 0``.
-_MASK_FILL = -1000.0
 _BLOCK = 64  # side of the seeded blocks the weight matrices are cut from
 
 MaskLike = Union[None, str, np.ndarray]  # noqa: UP007 (a runtime alias on Python 3.10)
@@ -474,14 +471,14 @@ def estimate_memory(
     Returns
     -------
     int
-        Two ``(n_heads, seq_len, seq_len)`` arrays (scores and weights), one
-        ``(seq_len, seq_len)`` mask, plus the ``(seq_len, ...)`` projections, head outputs,
-        concat and output.
+        Two ``(n_heads, seq_len, seq_len)`` arrays (scores and weights), the
+        ``(seq_len, seq_len)`` mask (boolean, and two float forms for the softmax), plus the
+        ``(seq_len, ...)`` projections, head outputs, concat and output.
     """
     n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
     d_head = d_model // n_heads
     itemsize = np.dtype(dtype).itemsize
-    square = 2 * n_heads * seq_len * seq_len + seq_len * seq_len
+    square = (2 * n_heads + 2) * seq_len * seq_len
     rows = seq_len * (4 * d_model + 4 * n_kv_heads * d_head) + seq_len * (n_heads + 3)
     return int(itemsize * (square + rows) + seq_len * seq_len)  # + the boolean mask
 
@@ -493,6 +490,7 @@ _BLOCK_BYTES = 1 << 19
 # Below this many scores one thread does the softmax: starting a second costs more than it saves.
 _THREAD_MIN_ELEMENTS = 1 << 18
 _EXECUTOR: list = []  # the lazily created worker pool, shared by every call
+_EXECUTOR_LOCK = threading.Lock()
 
 
 def _n_threads() -> int:
@@ -504,10 +502,13 @@ def _n_threads() -> int:
 
 
 def _executor() -> ThreadPoolExecutor:
-    if not _EXECUTOR:
-        _EXECUTOR.append(
-            ThreadPoolExecutor(max_workers=_n_threads() - 1, thread_name_prefix="attention")
-        )
+    with _EXECUTOR_LOCK:
+        if not _EXECUTOR:
+            _EXECUTOR.append(
+                ThreadPoolExecutor(
+                    max_workers=max(1, _n_threads() - 1), thread_name_prefix="attention"
+                )
+            )
     return _EXECUTOR[0]
 
 
