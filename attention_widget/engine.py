@@ -43,7 +43,7 @@ __all__ = [
 #: Largest working memory (bytes) one call of :func:`multi_head_attention` may need.  Above it
 #: the call raises ``ValueError`` before allocating anything, instead of swapping the machine.
 #: The two ``(n_heads, seq_len, seq_len)`` arrays dominate: 4 GiB is, in float64, about
-#: 4,500 tokens with 12 heads.
+#: 4,400 tokens with 12 heads.
 MEMORY_LIMIT_BYTES = 4 * 2**30
 
 _BLOCK = 64  # side of the seeded blocks the weight matrices are cut from
