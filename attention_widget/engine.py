@@ -845,6 +845,8 @@ class _OpenBLASThreads:
 
 
 _BLAS_THREADS = _OpenBLASThreads()
+# Rows of one head's scores a thread handles at a time in a threaded layer (bytes).
+_CHUNK_BYTES = 1 << 22
 # Layers with at least this many scores (n_heads * seq_len**2) are shared out between threads;
 # below it, handing work to a thread costs more than it saves (measured at (64, 256, 8)).
 _SPLIT_MIN_SCORES = 1 << 17
@@ -915,18 +917,27 @@ def _layer_split(
     head_outputs = np.empty((n_heads, seq_len, d_head), dtype=dt)
     concat = np.empty((seq_len, d_model), dtype=dt)
     masks = _mask_arrays(mask, dt)
-    every = slice(None)
+
+    # runs of query rows small enough that a run's scores are still in cache when its softmax
+    # and its product with V read them
+    chunk = max(1, _CHUNK_BYTES // (seq_len * dt.itemsize))
+    chunks = [slice(r, min(seq_len, r + chunk)) for r in range(0, seq_len, chunk)]
 
     def attend(heads: range) -> None:
+        out_t = np.empty((d_head, seq_len), dtype=dt)
         for h in heads:
             g = h // group
             cols = slice(h * d_head, (h + 1) * d_head)
             q[h] = qkv[:, cols]
-            np.matmul(q[h], k_t[g], out=scores[h])
-            _softmax_into(scores[h : h + 1], weights[h : h + 1], entropy[h : h + 1], masks,
-                          every, inv_temperature, threads=False)
-            # (weights @ v)^T = v^T @ weights^T: OpenBLAS is faster at this shape
-            out_t = np.matmul(v[g].T, weights[h].T)  # [d_head, seq]
+            for rows in chunks:
+                # [rows, d_head] @ [d_head, seq] -> [rows, seq]
+                np.matmul(q[h, rows], k_t[g], out=scores[h, rows])
+                _softmax_into(scores[h : h + 1, rows], weights[h : h + 1, rows],
+                              entropy[h : h + 1, rows], masks, rows, inv_temperature,
+                              threads=False)
+                # (weights @ v)^T = v^T @ weights^T: OpenBLAS is faster at this shape
+                # [d_head, seq] @ [seq, rows] -> [d_head, rows]
+                np.matmul(v[g].T, weights[h, rows].T, out=out_t[:, rows])
             head_outputs[h] = out_t.T
             concat[:, cols] = out_t.T
 
