@@ -42,6 +42,9 @@ DIVERGING: dict[str, list[str]] = {
 }
 MASK_RGBA = (150, 150, 150, 235)  # masked cells: grey, nearly opaque
 GAP = 1.0  # empty cells between panels
+# Scales have explicit ranges: marks must not recompute them (a domain change makes every mark
+# of the figure redraw, so each heatmap update would redraw all of them).
+FIXED = {"x": True, "y": True, "color": True}
 PLOT_WIDTH_PX = 1000  # plot width assumed for sizing square-celled figures (JupyterLab, 1280px)
 MAX_TICKS = 32  # axis labels per panel before they are thinned out
 
@@ -117,11 +120,14 @@ class PanelFigure:
         self.c_axis = bq.ColorAxis(scale=self.color_scale, side="right",
                                    label=label, num_ticks=5, tick_format=".2g")
         self.titles = bq.Label(x=[0.0], y=[0.0], text=[""], colors=["#808080"],
+                               preserve_domain=FIXED,
                                scales={"x": self.x_scale, "y": self.y_scale},
                                align="start", default_size=12, font_weight="bold")
         self.lines = bq.Lines(x=np.zeros((1, 2)), y=np.zeros((1, 2)), colors=["#888888"],
+                              preserve_domain=FIXED,
                               scales={"x": self.x_scale, "y": self.y_scale}, stroke_width=2)
         self.highlight = bq.Lines(x=np.zeros((1, 2)), y=np.zeros((1, 2)), colors=["#ff3d8b"],
+                                  preserve_domain=FIXED,
                                   scales={"x": self.x_scale, "y": self.y_scale}, stroke_width=2,
                                   visible=False)
         self.figure = bq.Figure(
@@ -171,7 +177,7 @@ class PanelFigure:
                 x0, y0 = self._offsets[i]
                 rows, cols = arr.shape
                 if i >= marks_before:
-                    hm = bq.HeatMap(
+                    hm = bq.HeatMap(preserve_domain=FIXED,
                         x=_centers(cols, x0), y=_centers(rows, y0), color=_drawable(arr),
                         scales={"x": self.x_scale, "y": self.y_scale,
                                 "color": self.color_scale})
@@ -324,6 +330,7 @@ class PanelFigure:
             y = np.array([y0 + rows - 0.5, y0 - 0.5])
             if i == len(self._masks):
                 self._masks.append(bq.Image(image=self._mask_image, x=x, y=y, pixelated=True,
+                                            preserve_domain=FIXED,
                                             scales={"x": self.x_scale, "y": self.y_scale}))
                 continue
             mk = self._masks[i]
