@@ -45,7 +45,8 @@ GAP = 1.0  # empty cells between panels
 # Scales have explicit ranges: marks must not recompute them (a domain change makes every mark
 # of the figure redraw, so each heatmap update would redraw all of them).
 FIXED = {"x": True, "y": True, "color": True}
-PLOT_WIDTH_PX = 1000  # plot width assumed for sizing square-celled figures (JupyterLab, 1280px)
+PLOT_WIDTH_PX = 640  # widest plot area of a square-celled figure: fits JupyterLab at 1280 px
+MAX_CELL_PX = 36
 MAX_TICKS = 32  # axis labels per panel before they are thinned out
 
 
@@ -92,8 +93,8 @@ class PanelFigure:
     cell_px : float
         Preferred pixel height of a cell; the figure height follows from it (clamped).
     square : bool
-        Keep cells square (attention matrices): the plot area's aspect ratio is fixed to the
-        data's, and the height follows from a typical notebook width.
+        Keep cells square (attention matrices): the figure gets a pixel width and height
+        from the data's shape.
     """
 
     def __init__(self, css_class: str, *, signed: bool, colormap: str = "viridis",
@@ -134,7 +135,7 @@ class PanelFigure:
             marks=[], axes=[self.x_axis, self.y_axis, self.c_axis],
             fig_margin={"top": 70, "bottom": 10, "left": 90, "right": 80},
             padding_x=0.0, padding_y=0.0, animation_duration=0,
-            layout={"width": "100%", "height": f"{min_height}px"},
+            layout={"width": "100%", "max_width": "100%", "height": f"{min_height}px"},
         )
         self.figure.add_class("aw-figure")
         self.figure.add_class(css_class)
@@ -235,18 +236,18 @@ class PanelFigure:
         height = float(y_starts[-1] - GAP)
         self.x_scale.min, self.x_scale.max = -0.5, width - 0.5
         self.y_scale.min, self.y_scale.max = -0.5, height - 0.5
-        margin = self.figure.fig_margin["top"] + self.figure.fig_margin["bottom"]
+        m = self.figure.fig_margin
         if self.square:
-            aspect = float(np.clip(width / height, 0.2, 20.0))
-            fig = self.figure
-            if aspect > fig.max_aspect_ratio:
-                fig.max_aspect_ratio, fig.min_aspect_ratio = aspect, aspect
-            else:
-                fig.min_aspect_ratio, fig.max_aspect_ratio = aspect, aspect
-            px = PLOT_WIDTH_PX / aspect + margin
+            # Square cells whatever the notebook's width: the figure gets a pixel size (cells
+            # of at most MAX_CELL_PX, the plot at most PLOT_WIDTH_PX wide and max_height tall).
+            cell = min(MAX_CELL_PX, PLOT_WIDTH_PX / width,
+                       (self.max_height - m["top"] - m["bottom"]) / height)
+            self.figure.layout.width = f"{int(cell * width + m['left'] + m['right'])}px"
+            self.figure.layout.height = f"{int(cell * height + m['top'] + m['bottom'])}px"
+            self.c_axis.num_ticks = 5 if cell * height >= 200 else 3  # a short bar, fewer ticks
         else:
-            px = self.cell_px * height + margin
-        self.figure.layout.height = f"{int(np.clip(px, self.min_height, self.max_height))}px"
+            px = self.cell_px * height + m["top"] + m["bottom"]
+            self.figure.layout.height = f"{int(np.clip(px, self.min_height, self.max_height))}px"
         self._geometry = (tuple(p.array.shape for p in panels), ncols)
 
     def _update_labels(self, panels: Sequence[Panel]) -> None:
