@@ -444,18 +444,9 @@ def test_html_summary_names_the_mask(tmp_path):
         assert summary in page
 
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
 @pytest.mark.browser
 def test_html_offline_in_chromium(causal, tmp_path):
+    from browser_support import CHROMIUM, CHROMIUM_ARGS
     from playwright.sync_api import sync_playwright
 
     variants = {
@@ -467,7 +458,7 @@ def test_html_offline_in_chromium(causal, tmp_path):
     requests: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(
-            executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
         )
         try:
             context = browser.new_context(offline=True, viewport={"width": 1280, "height": 900})
