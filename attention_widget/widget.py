@@ -688,9 +688,11 @@ class AttentionWidget(W.VBox):
                 trace = multi_head_attention(
                     x, params, n_heads=self.n_heads, n_kv_heads=self._kv_for(params),
                     temperature=self.temperature, mask=mask, window=window, dtype=np.float64)
-        except (ValueError, TypeError) as err:
-            self.set_trait("error", str(err))
-            self._error.value = (f"<div style='color:#c62828'>⚠ {html.escape(str(err))} "
+        except Exception as err:  # bad input, or a failure deep in a checkpoint: stay alive
+            message = (str(err) if isinstance(err, (ValueError, TypeError))
+                       else f"Could not compute this ({type(err).__name__}: {err}).")
+            self.set_trait("error", message)
+            self._error.value = (f"<div style='color:#c62828'>⚠ {html.escape(message)} "
                                  "The diagram below still shows the last valid input.</div>")
             self._busy.value = ""
             return

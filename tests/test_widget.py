@@ -398,3 +398,19 @@ def test_panel_titles_follow_a_new_layout():
     expected = [x0 - 0.5 for x0, _ in fig.panel_offsets()]
     np.testing.assert_array_equal(fig.titles.x, expected)
     np.testing.assert_array_equal(fig.titles.y, [y0 - 1.6 for _, y0 in fig.panel_offsets()])
+
+
+def test_unexpected_failure_keeps_the_widget_alive(w, monkeypatch):
+    import attention_widget.widget as module
+
+    def boom(*args, **kwargs):
+        raise MemoryError("no room")
+
+    good = w.trace
+    monkeypatch.setattr(module, "multi_head_attention", boom)
+    w.temperature = 0.5
+    assert "MemoryError: no room" in w.error and "MemoryError" in w._error.value
+    assert w.trace is good
+    monkeypatch.undo()
+    w.temperature = 0.6
+    assert w.error == "" and w.trace.temperature == 0.6
