@@ -607,6 +607,20 @@ def test_gelu_erf_accuracy():
     assert np.abs(gelu_erf(x32) - ref).max() < 2e-6
 
 
+def test_gelu_erf_any_layout_leaves_input_alone():
+    """Blocked evaluation: same values for C, Fortran and strided inputs; input not modified."""
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((300, 257)) * 4).astype(np.float32)  # several blocks + a rest
+    for arr in (x, np.asfortranarray(x), x[::2, 1::3], x.T, x[:0]):
+        before = arr.copy()
+        out = gelu_erf(arr)
+        assert out.shape == arr.shape and out.dtype == np.float32
+        np.testing.assert_array_equal(arr, before)
+        ref = torch.nn.functional.gelu(torch.from_numpy(arr.astype(np.float64))).numpy()
+        assert np.abs(out - ref).max(initial=0.0) < 2e-6
+    assert gelu_erf(np.float32(1.5)).shape == ()
+
+
 # --------------------------------------------------------------------------------------------
 # bad input
 # --------------------------------------------------------------------------------------------
