@@ -118,7 +118,9 @@ class PanelFigure:
         self.y_axis = bq.Axis(scale=self.y_scale, side="left",
                               tick_values=np.array([]), tick_labels={}, grid_lines="none",
                               tick_style={"font-size": "10px"})
-        self.c_axis = bq.ColorAxis(scale=self.color_scale, side="right",
+        # bqplot draws a colour bar 200 px shorter than its side of the plot: below the plot
+        # (wide figures) it is visible; on the right of a short figure it would vanish.
+        self.c_axis = bq.ColorAxis(scale=self.color_scale, side="bottom",
                                    label=label, num_ticks=5, tick_format=".2g")
         self.titles = bq.Label(x=[0.0], y=[0.0], text=[""], colors=["#808080"],
                                preserve_domain=FIXED,
@@ -133,7 +135,7 @@ class PanelFigure:
                                   visible=False)
         self.figure = bq.Figure(
             marks=[], axes=[self.x_axis, self.y_axis, self.c_axis],
-            fig_margin={"top": 70, "bottom": 10, "left": 90, "right": 80},
+            fig_margin={"top": 70, "bottom": 50, "left": 90, "right": 20},
             padding_x=0.0, padding_y=0.0, animation_duration=0,
             layout={"width": "100%", "max_width": "100%", "height": f"{min_height}px"},
         )
