@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import bqplot as bq
 import ipywidgets as W
 import numpy as np
 import traitlets as T
@@ -59,6 +60,13 @@ def _progress_bar(description: str) -> tuple[W.HBox, Any]:
         bar.value, label.value = float(np.clip(fraction, 0.0, 1.0)), str(message)
 
     return box, report
+
+
+def _html(css_class: str) -> W.HTML:
+    """An empty HTML readout carrying ``css_class`` (for tests and custom styling)."""
+    out = W.HTML()
+    out.add_class(css_class)
+    return out
 
 
 def _fmt_t(t: float) -> str:
@@ -307,22 +315,14 @@ class AttentionWidget(W.VBox):
         self._play = W.Play(min=1, max=len(STAGES), interval=1500, description="step through")
         self._play.add_class("aw-play")
 
-        self._summary = W.HTML()
-        self._summary.add_class("aw-summary")
-        self._error = W.HTML()
-        self._error.add_class("aw-error")
-        self._notice = W.HTML()
-        self._notice.add_class("aw-notice")
-        self._busy = W.HTML()
-        self._busy.add_class("aw-busy")
-        self._tokens_html = W.HTML()
-        self._tokens_html.add_class("aw-tokens")
-        self._entropy_html = W.HTML()
-        self._entropy_html.add_class("aw-entropy")
-        self._focus_html = W.HTML()
-        self._focus_html.add_class("aw-focus-readout")
-        self._hover_html = W.HTML()
-        self._hover_html.add_class("aw-hover")
+        self._summary = _html("aw-summary")
+        self._error = _html("aw-error")
+        self._notice = _html("aw-notice")
+        self._busy = _html("aw-busy")
+        self._tokens_html = _html("aw-tokens")
+        self._entropy_html = _html("aw-entropy")
+        self._focus_html = _html("aw-focus-readout")
+        self._hover_html = _html("aw-hover")
 
         self.figs = {
             "x": PanelFigure("aw-fig-x", signed=True, cell_px=10, max_height=320, label="X"),
@@ -684,7 +684,7 @@ class AttentionWidget(W.VBox):
                 params = None
             else:
                 tokens, x, params = self._inputs()
-                window = min(self.window, len(tokens)) if mask == "sliding" else None
+                window = self._window_for(len(tokens))
                 trace = multi_head_attention(
                     x, params, n_heads=self.n_heads, n_kv_heads=self._kv_for(params),
                     temperature=self.temperature, mask=mask, window=window, dtype=np.float64)
@@ -736,6 +736,10 @@ class AttentionWidget(W.VBox):
             output=trace.output[keep], mask=trace.mask[np.ix_(keep, keep)],
             entropy=trace.entropy[:, keep], temperature=trace.temperature)
         return [tokens[i] for i in keep], cut
+
+    def _window_for(self, seq_len: int) -> int | None:
+        """Keys per query of the sliding mask (at most seq_len), None for the other masks."""
+        return min(self.window, seq_len) if self.mask == "sliding" else None
 
     def _kv_for(self, params: AttentionParams) -> int | None:
         if self._arrays is None:
@@ -857,8 +861,6 @@ class AttentionWidget(W.VBox):
         Masked cells get the value ``-1/8``, which its colour scale (one grey stop below the
         colormap's 0..1 stops) draws grey.
         """
-        import bqplot as bq
-
         if not use_grid:
             if self._focus_grid is not None:
                 self._focus_grid.visible = False
@@ -979,7 +981,7 @@ class AttentionWidget(W.VBox):
         from .export import to_html
 
         tokens, x, params = self._inputs()
-        window = min(self.window, len(tokens)) if self.mask == "sliding" else None
+        window = self._window_for(len(tokens))
         variants: dict[str, AttentionTrace] = {}
         for t in temperatures:
             if t != self.temperature:
