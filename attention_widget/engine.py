@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,11 +30,13 @@ from typing import Union
 import numpy as np
 
 __all__ = [
+    "BUFFER_POOL_BYTES",
     "MEMORY_LIMIT_BYTES",
     "AttentionParams",
     "AttentionTrace",
     "causal_mask",
     "estimate_memory",
+    "free_buffers",
     "init_params",
     "multi_head_attention",
     "sliding_window_mask",
@@ -45,6 +48,10 @@ __all__ = [
 #: The two ``(n_heads, seq_len, seq_len)`` arrays dominate: 4 GiB is, in float64, about
 #: 4,400 tokens with 12 heads.
 MEMORY_LIMIT_BYTES = 4 * 2**30
+
+#: Memory (bytes) the engine may keep, after a trace is gone, to reuse for the next call's large
+#: arrays (see :func:`free_buffers`).  Set it to 0 to always allocate fresh memory.
+BUFFER_POOL_BYTES = 256 * 2**20
 
 _BLOCK = 64  # side of the seeded blocks the weight matrices are cut from
 
@@ -518,6 +525,7 @@ def _softmax_block(
     mask: tuple[np.ndarray, np.ndarray] | None,
     inv_temperature: float,
     entropy: np.ndarray,
+    bound: float | None = None,
 ) -> None:
     """Masked softmax of ``z / T`` over the last axis, written to ``w``; entropy to ``entropy``.
 
@@ -534,6 +542,9 @@ def _softmax_block(
         ``1 / T``.
     entropy : ndarray, shape (..., rows)
         Output: ``H = -sum_j w_j log w_j`` per row, in nats.
+    bound : float, optional
+        A known bound on ``|z|`` (for scores ``q . k``: ``max |q| * max |k|``, Cauchy-Schwarz);
+        when it puts ``z / T`` inside the fast window, ``z`` is not searched for its extremes.
 
     Notes
     -----
@@ -552,7 +563,9 @@ def _softmax_block(
       set to exactly 0.
     """
     low, high = _EXP_WINDOW[w.dtype.char]
-    if low < float(z.min()) * inv_temperature and float(z.max()) * inv_temperature < high:
+    if (bound is not None and bound * inv_temperature < min(-low, high)) or (
+        low < float(z.min()) * inv_temperature and float(z.max()) * inv_temperature < high
+    ):
         m = None
         if inv_temperature != 1.0:
             np.multiply(z, inv_temperature, out=w)
@@ -599,8 +612,10 @@ def _mask_arrays(mask: np.ndarray | None, dtype: np.dtype) -> tuple[np.ndarray, 
     """``(bias, keep)`` for :func:`_softmax_block`: 0/-inf and 1/0 where ``mask`` is True/False."""
     if mask is None:
         return None
-    keep = mask.astype(dtype)
-    bias = np.zeros(mask.shape, dtype=dtype)
+    keep = _POOL.empty(mask.shape, dtype)
+    np.copyto(keep, mask)
+    bias = _POOL.empty(mask.shape, dtype)
+    bias.fill(0.0)
     bias[~mask] = -np.inf
     return bias, keep
 
@@ -666,6 +681,7 @@ def _softmax_into(
     mask_rows: slice,
     inv_temperature: float,
     threads: bool = True,
+    bound: float | None = None,
 ) -> None:
     """Softmax of (heads, rows, seq) scores ``z`` into ``w`` and ``entropy``, block by block.
 
@@ -684,7 +700,7 @@ def _softmax_into(
                 block_mask = None if masks is None else (masks[0][rows], masks[1][rows])
                 _softmax_block(
                     z[heads, rows], w[heads, rows], block_mask, inv_temperature,
-                    entropy[heads, rows],
+                    entropy[heads, rows], bound,
                 )
 
     n_threads = min(_n_threads(), len(blocks)) if threads else 1
@@ -845,6 +861,80 @@ class _OpenBLASThreads:
 
 
 _BLAS_THREADS = _OpenBLASThreads()
+
+
+class _BufferPool:
+    """The memory of large arrays that no trace uses any more, kept for the next call.
+
+    Fresh memory costs a page fault per 4 KiB page the first time it is written -- about 2 us
+    each on a virtual machine, so 10 ms of a 35 ms layer at (512, 512, 8) -- and the C
+    allocator hands large freed blocks back to the system, so every call paid them again.
+    :meth:`empty` returns arrays that are views of byte buffers the pool keeps; a buffer is
+    free again once nothing else refers to it: every view (and view of a view) holds a
+    reference to it, so its reference count is then back to the pool's own.  Free buffers
+    are handed out again (same size), or dropped, oldest first, to stay within
+    :data:`BUFFER_POOL_BYTES`.  Without ``sys.getrefcount`` (not CPython) it allocates.
+    """
+
+    # arrays smaller than this come from the C allocator's own free lists without page faults
+    MIN_BYTES = 1 << 20
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._buffers: list[np.ndarray] = []
+        probe = [np.empty(1, dtype=np.uint8)]
+        # the count of a buffer only the list holds, as _free() sees it on this Python
+        self._free_count = sys.getrefcount(probe[0]) if hasattr(sys, "getrefcount") else None
+
+    def _free(self, i: int) -> bool:
+        return sys.getrefcount(self._buffers[i]) == self._free_count
+
+    def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """An uninitialised array, like ``np.empty(shape, dtype)``, on reused memory if free."""
+        nbytes = math.prod(shape) * dtype.itemsize
+        limit = BUFFER_POOL_BYTES
+        if nbytes < self.MIN_BYTES or nbytes > limit or self._free_count is None:
+            return np.empty(shape, dtype=dtype)
+        with self._lock:
+            buffers = self._buffers
+            for i in range(len(buffers)):
+                if buffers[i].nbytes == nbytes and self._free(i):
+                    buffers.append(buffers.pop(i))  # most recently used last
+                    return buffers[-1].view(dtype).reshape(shape)
+            total = sum(buffer.nbytes for buffer in buffers)
+            i = 0
+            while total + nbytes > limit and i < len(buffers):
+                if self._free(i):
+                    total -= buffers.pop(i).nbytes
+                else:
+                    i += 1
+            buffer = np.empty(nbytes, dtype=np.uint8)
+            if total + nbytes <= limit:
+                buffers.append(buffer)
+            return buffer.view(dtype).reshape(shape)
+
+    def clear(self) -> int:
+        """Drop every free buffer; return the bytes the pool still keeps (in use by traces)."""
+        with self._lock:
+            for i in reversed(range(len(self._buffers))):
+                if self._free(i):
+                    del self._buffers[i]
+            return sum(buffer.nbytes for buffer in self._buffers)
+
+
+_POOL = _BufferPool()
+
+
+def free_buffers() -> int:
+    """Give back the memory the engine keeps for reuse (see :data:`BUFFER_POOL_BYTES`).
+
+    Returns
+    -------
+    int
+        Bytes still kept: buffers that traces alive at this moment use; they become free
+        (and are dropped by the next call of this function) once those traces are gone.
+    """
+    return _POOL.clear()
 # Rows of one head's scores a thread handles at a time in a threaded layer (bytes).
 _CHUNK_BYTES = 1 << 22
 # Layers with at least this many scores (n_heads * seq_len**2) are shared out between threads;
@@ -887,7 +977,7 @@ def _layer_split(
                  for r in range(n_threads)]
 
     # 1. project, by rows: [rows, d_model] @ [d_model, d_model + 2 d_kv]
-    qkv = np.empty((seq_len, d_model + 2 * d_kv), dtype=dt)
+    qkv = _POOL.empty((seq_len, d_model + 2 * d_kv), dt)
 
     def project(rows: slice) -> None:
         np.matmul(x[rows], w["w_qkv"], out=qkv[rows])
@@ -895,10 +985,11 @@ def _layer_split(
             qkv[rows] += w["b_qkv"]
 
     _in_parallel(project, row_parts)
-    q = np.empty((n_heads, seq_len, d_head), dtype=dt)
-    k = np.empty((n_kv_heads, seq_len, d_head), dtype=dt)
-    v = np.empty_like(k)
-    k_t = np.empty((n_kv_heads, d_head, seq_len), dtype=dt)
+    q = _POOL.empty((n_heads, seq_len, d_head), dt)
+    k = _POOL.empty((n_kv_heads, seq_len, d_head), dt)
+    v = _POOL.empty(k.shape, dt)
+    k_t = _POOL.empty((n_kv_heads, d_head, seq_len), dt)
+    k_norm = np.empty(n_kv_heads)  # the largest |key| / sqrt(d_head) of each kv head
     scale = dt.type(1.0 / math.sqrt(d_head))
 
     def split_kv(kv_heads: range) -> None:
@@ -907,15 +998,16 @@ def _layer_split(
             k[g] = qkv[:, start : start + d_head]
             v[g] = qkv[:, start + d_kv : start + d_kv + d_head]
             np.multiply(k[g].T, scale, out=k_t[g])
+            k_norm[g] = math.sqrt(float(np.einsum("ij,ij->j", k_t[g], k_t[g]).max()))
 
     _in_parallel(split_kv, [range(i, n_kv_heads, n_threads) for i in range(n_threads)])
 
     # 2. attend, by heads: [seq, d_head] @ [d_head, seq] -> softmax -> @ [seq, d_head]
-    scores = np.empty((n_heads, seq_len, seq_len), dtype=dt)
-    weights = np.empty_like(scores)
+    scores = _POOL.empty((n_heads, seq_len, seq_len), dt)
+    weights = _POOL.empty(scores.shape, dt)
     entropy = np.empty((n_heads, seq_len), dtype=dt)
-    head_outputs = np.empty((n_heads, seq_len, d_head), dtype=dt)
-    concat = np.empty((seq_len, d_model), dtype=dt)
+    head_outputs = _POOL.empty((n_heads, seq_len, d_head), dt)
+    concat = _POOL.empty((seq_len, d_model), dt)
     masks = _mask_arrays(mask, dt)
 
     # runs of query rows small enough that a run's scores are still in cache when its softmax
@@ -929,12 +1021,14 @@ def _layer_split(
             g = h // group
             cols = slice(h * d_head, (h + 1) * d_head)
             q[h] = qkv[:, cols]
+            # |score| <= |q| |k| / sqrt(d_head): usually proves exp safe without a search
+            bound = math.sqrt(float(np.einsum("ij,ij->i", q[h], q[h]).max())) * k_norm[g]
             for rows in chunks:
                 # [rows, d_head] @ [d_head, seq] -> [rows, seq]
                 np.matmul(q[h, rows], k_t[g], out=scores[h, rows])
                 _softmax_into(scores[h : h + 1, rows], weights[h : h + 1, rows],
                               entropy[h : h + 1, rows], masks, rows, inv_temperature,
-                              threads=False)
+                              threads=False, bound=bound * 1.001)
                 # (weights @ v)^T = v^T @ weights^T: OpenBLAS is faster at this shape
                 # [d_head, seq] @ [seq, rows] -> [d_head, rows]
                 np.matmul(v[g].T, weights[h, rows].T, out=out_t[:, rows])
@@ -944,7 +1038,7 @@ def _layer_split(
     _in_parallel(attend, [range(i, n_heads, n_threads) for i in range(n_threads)])
 
     # 3. combine, by rows: [rows, d_model] @ [d_model, d_model]
-    output = np.empty((seq_len, d_model), dtype=dt)
+    output = _POOL.empty((seq_len, d_model), dt)
     _in_parallel(partial(_combine, concat, w, output), row_parts)
     return q, k, v, scores, weights, head_outputs, entropy, concat, output
 
@@ -999,6 +1093,13 @@ def multi_head_attention(
     TypeError, ValueError
         For any invalid argument, naming it; ``ValueError`` also when the arrays would need more
         than :data:`MEMORY_LIMIT_BYTES` (raised before anything large is allocated).
+
+    Notes
+    -----
+    Large layers run on the engine's own threads, and their arrays (1 MiB and more) reuse the
+    memory of traces nobody holds any more, up to :data:`BUFFER_POOL_BYTES`
+    (:func:`free_buffers` gives it back).  A trace you keep, or any view of its arrays, is
+    never written to again.
     """
     if not isinstance(params, AttentionParams):
         raise TypeError(f"params must be an AttentionParams (see init_params), got {type(params)}")

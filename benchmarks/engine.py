@@ -8,6 +8,10 @@ Run ``python benchmarks/engine.py``.  Prints, in one run:
   the same weights, the ratio ours / torch, our fraction of the matmul peak, and the peak
   extra memory our call allocates (tracemalloc traces NumPy allocations).
 
+Calls after the first reuse the memory of traces already dropped (the engine's buffer pool,
+``attention_widget.engine.BUFFER_POOL_BYTES``), as they do in a widget or a loop; torch's
+side allocates through its own CPU allocator.
+
 Times are medians over three rounds of consecutive calls, each round after a warm-up call
 (see :func:`blocked_medians`); the matmul peak is the best of ten.  Both sides use the same
 number of threads: ``torch.get_num_threads()``, which is also what OpenBLAS and the engine
@@ -29,6 +33,7 @@ import numpy as np
 import torch
 
 from attention_widget import embed, init_params, multi_head_attention
+from attention_widget.engine import free_buffers
 
 SIZES = [(16, 64, 4), (64, 256, 8), (512, 512, 8), (1024, 768, 12), (2048, 768, 12)]
 
@@ -71,7 +76,12 @@ def torch_mha(params, d_model: int, n_heads: int) -> torch.nn.MultiheadAttention
 
 
 def peak_extra_memory(fn) -> int:
-    """Peak bytes allocated (and traced by tracemalloc) while ``fn()`` runs."""
+    """Peak bytes allocated (and traced by tracemalloc) while ``fn()`` runs.
+
+    The engine's buffer pool is emptied first, so the figure is what one call needs, not
+    what it allocates on top of memory the pool kept from earlier calls.
+    """
+    free_buffers()
     tracemalloc.start()
     tracemalloc.reset_peak()
     base = tracemalloc.get_traced_memory()[0]

@@ -360,3 +360,94 @@ def test_threaded_layer_matches_and_restores_blas_threads(
         one = multi_head_attention(x[:1], params, **kwargs)
         np.testing.assert_allclose(trace.output[:1], one.output, rtol=0, atol=tol)
     assert len(calls) == (4 if before is not None else 0)  # the plain runs did not split
+
+
+# --------------------------------------------------------------------------------------------
+# the buffer pool: large arrays of a trace nobody holds are reused, never those of a live one
+# --------------------------------------------------------------------------------------------
+def _data(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
+
+
+def test_pool_never_overwrites_arrays_still_held():
+    """Every array of a live trace, and a view kept from a dropped trace, keeps its values
+    while more layers of the same size run."""
+    from attention_widget import engine
+
+    params = init_params(32, 8, seed=2)
+    rng = np.random.default_rng(5)
+    xs = [rng.standard_normal((260, 32)) for _ in range(4)]
+    assert 8 * 260**2 * 8 >= engine._POOL.MIN_BYTES  # the scores and weights come from the pool
+    kept = multi_head_attention(xs[0], params, n_heads=8)
+    copies = {name: getattr(kept, name).copy() for name in
+              ("q", "k", "v", "scores", "weights", "head_outputs", "entropy", "concat", "output")}
+    row = multi_head_attention(xs[1], params, n_heads=8).weights[3, 7:9]  # trace dropped
+    row_copy = row.copy()
+    for x in xs[2:] * 3:
+        multi_head_attention(x, params, n_heads=8, temperature=0.3)
+    for name, value in copies.items():
+        np.testing.assert_array_equal(getattr(kept, name), value, err_msg=name)
+    np.testing.assert_array_equal(row, row_copy)
+
+
+def test_pool_reuses_the_memory_of_dropped_traces(monkeypatch):
+    """The point of the pool: a layer after a dropped one of the same size writes into the
+    same memory (no fresh pages to fault in); with BUFFER_POOL_BYTES = 0 it does not, and
+    free_buffers() gives the memory back."""
+    from attention_widget import engine
+
+    engine.free_buffers()
+    params = init_params(32, 8, seed=2)
+    x = np.random.default_rng(6).standard_normal((260, 32))
+    first = multi_head_attention(x, params, n_heads=8)
+    where = {_data(first.scores), _data(first.weights)}
+    expected = first.weights.copy()
+    del first
+    second = multi_head_attention(x, params, n_heads=8)
+    assert {_data(second.scores), _data(second.weights)} == where
+    np.testing.assert_array_equal(second.weights, expected)
+    assert engine.free_buffers() >= second.scores.nbytes + second.weights.nbytes  # in use
+    del second
+    assert engine.free_buffers() == 0
+
+    monkeypatch.setattr(engine, "BUFFER_POOL_BYTES", 0)
+    third = multi_head_attention(x, params, n_heads=8)
+    assert third.weights.base is None or third.weights.base.base is None  # plain np.empty
+    assert engine.free_buffers() == 0
+
+
+def test_pool_stays_within_its_limit(monkeypatch):
+    """Free buffers of other sizes are dropped, oldest first, to make room; what live traces
+    use is never dropped, and the pool never keeps more than BUFFER_POOL_BYTES."""
+    from attention_widget import engine
+
+    engine.free_buffers()
+    monkeypatch.setattr(engine, "BUFFER_POOL_BYTES", 10 * 2**20)
+    params = init_params(32, 8, seed=2)
+    rng = np.random.default_rng(7)
+    for seq_len in (260, 270, 280, 260):
+        trace = multi_head_attention(rng.standard_normal((seq_len, 32)), params, n_heads=8)
+        kept = sum(b.nbytes for b in engine._POOL._buffers)
+        assert kept <= engine.BUFFER_POOL_BYTES
+        assert _data(trace.weights) in {_data(b) for b in engine._POOL._buffers}
+        del trace
+
+
+@pytest.mark.parametrize("temperature", [1.0, 1e-3, 1e3])
+@pytest.mark.parametrize("scale", [1.0, 40.0])
+def test_threaded_softmax_safe_when_the_score_bound_is_large(monkeypatch, temperature, scale):
+    """The threaded path skips the search for extreme scores when |q| |k| / sqrt(d_head) / T
+    proves exp safe; with large inputs or a tiny T that proof fails and the row-maximum path
+    runs.  Either way: the plain path's weights, finite, rows summing to 1."""
+    from attention_widget import engine
+
+    params = init_params(32, 8, seed=3)
+    x = scale * np.random.default_rng(8).standard_normal((260, 32))
+    kwargs = {"n_heads": 8, "temperature": temperature, "mask": "causal"}
+    threaded = multi_head_attention(x, params, **kwargs)
+    monkeypatch.setattr(engine, "_SPLIT_MIN_SCORES", 1 << 62)
+    plain = multi_head_attention(x, params, **kwargs)
+    assert np.isfinite(threaded.weights).all() and np.isfinite(threaded.entropy).all()
+    np.testing.assert_allclose(threaded.weights.sum(-1), 1.0, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(threaded.weights, plain.weights, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(threaded.entropy, plain.entropy, rtol=0, atol=1e-9)
