@@ -1058,10 +1058,15 @@ class _Bert(PretrainedModel):
 
     def _prepare_layer(self, i: int) -> dict[str, np.ndarray | None]:
         g = lambda part: self._t.f32(self._name(i, part))  # noqa: E731
-        c = lambda parts: self._t.f32_concat([self._name(i, p) for p in parts])  # noqa: E731
+        # [w_q | b_q; w_k | b_k; w_v | b_v], (3d, d + 1): one product with an input that has
+        # an extra row of ones computes q, k, v with their biases (no pass to add them)
+        d = self.d_model
+        qkv_b = np.empty((3 * d, d + 1), dtype=np.float32)
+        for j, n in enumerate(("query", "key", "value")):
+            qkv_b[j * d : (j + 1) * d, :d] = g(f"attention.self.{n}.weight")
+            qkv_b[j * d : (j + 1) * d, d] = g(f"attention.self.{n}.bias")
         return {
-            "w_qkv": c([f"attention.self.{n}.weight" for n in ("query", "key", "value")]),
-            "b_qkv": c([f"attention.self.{n}.bias" for n in ("query", "key", "value")]),
+            "w_qkv_b": qkv_b,
             "w_o": g("attention.output.dense.weight"),
             "b_o": g("attention.output.dense.bias"),
             "ln1_w": g("attention.output.LayerNorm.weight"),
@@ -1090,7 +1095,8 @@ class _Bert(PretrainedModel):
 
     def _qkv(self, h, w, i):
         s = h.shape[0]
-        qkv = _linear(h, w["w_qkv"], w["b_qkv"])
+        d = self.d_model
+        qkv = _linear(h, w["w_qkv_b"][:, :d], w["w_qkv_b"][:, d])
         # [s, 3d] -> [3, h, s, d_head]
         qkv = qkv.reshape(s, 3, self.n_heads, self.d_head).transpose(1, 2, 0, 3)
         return h, qkv[0], qkv[1], qkv[2]
@@ -1107,10 +1113,12 @@ class _Bert(PretrainedModel):
         (n_heads, seq, seq) (C-contiguous) if ``want_weights``.
         """
         w = self._layer(i)
-        x = h.T if h.T.flags.c_contiguous else np.ascontiguousarray(h.T)  # (d, s)
-        d, s = x.shape
-        qkv = np.matmul(w["w_qkv"], x)  # (3d, s)
-        qkv += w["b_qkv"][:, None]
+        s, d = h.shape
+        x_1 = np.empty((d + 1, s), dtype=np.float32)  # [x.T; ones]
+        x_1[:d] = h.T
+        x_1[d] = 1.0
+        x = x_1[:d]  # (d, s)
+        qkv = np.matmul(w["w_qkv_b"], x_1)  # [3d, d + 1] @ [d + 1, s] -> [3d, s], biases in
         q_t, k_t, v_t = qkv.reshape(3, self.n_heads, self.d_head, s)  # (h, dh, s) views
         q_t *= np.float32(self._scale(i))
 

@@ -233,6 +233,67 @@ def test_minilm_matches_transformers(minilm, minilm_ref, text):
     assert max(float(a.max()) for a in at_ref) > 0.5
 
 
+def test_minilm_forward_ids_matches_transformers(minilm, minilm_ref):
+    """The benchmarked path (``forward_ids``, feature-major BERT layers) at 128 tokens."""
+    words = " ".join(["the quick brown fox jumps over the lazy dog while heads attend"] * 12)
+    ids = minilm.encode(words).ids[:128].copy()
+    ids[-1] = 102  # [SEP]
+    assert ids.size == 128
+    hs_ref, at_ref = _run_hf(minilm_ref, ids)
+    hs, at = minilm.forward_ids(ids, output_attentions=True)
+    assert len(hs) == 7 and len(at) == 6
+    assert all(h.dtype == np.float32 for h in hs) and all(a.dtype == np.float32 for a in at)
+    assert _max_diff(hs, hs_ref) < TOL
+    assert _max_diff(at, at_ref) < TOL
+    for a in at:  # probabilities, stored like transformers' (C order)
+        assert a.flags.c_contiguous
+        np.testing.assert_allclose(a.sum(axis=-1), 1.0, atol=1e-5)
+    hs_only, none = minilm.forward_ids(ids, output_attentions=False)
+    assert none == [] and _max_diff(hs_only, hs) == 0.0
+    # and a second call does not see anything left over from the first
+    assert _max_diff(minilm.forward_ids(ids)[1], at) == 0.0
+
+
+def test_head_shifted_softmax_redoes_rows_far_below_their_head():
+    """``_softmax_heads`` shifts a whole head by its max; a row lying ~100 below that max
+    would underflow to 0/0, so its head is recomputed with per-row maxima."""
+    from attention_widget.pretrained import _softmax_heads
+
+    rng = np.random.default_rng(3)
+    z = (rng.standard_normal((3, 5, 6)) * 4).astype(np.float32)
+    z[1, 2] -= 100.0  # this row's max is ~100 below head 1's max
+    z[2, 0] += 40.0  # a large but harmless spread in head 2
+    calls = []
+
+    def exact(heads):
+        calls.append(heads.tolist())
+        return z[heads].copy()
+
+    out = _softmax_heads(z.copy(), exact)
+    assert calls == [[1]]
+    ref = _softmax64(z, np.ones(z.shape[1:], dtype=bool))
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-7)
+    assert np.isfinite(out).all()
+    # nothing far below: no recomputation, same values
+    calls.clear()
+    out2 = _softmax_heads(z[[0, 2]].copy(), exact)
+    assert calls == []
+    np.testing.assert_allclose(out2, ref[[0, 2]], rtol=1e-5, atol=1e-7)
+
+
+def test_fused_gelu_rows_with_bias():
+    """The in-place GELU of the BERT feed-forward (bias added in the same pass)."""
+    from attention_widget.pretrained import _gelu_erf_rows
+
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((700, 129)) * 3).astype(np.float32)  # several row blocks + a rest
+    b = rng.standard_normal(700).astype(np.float32)
+    ref = torch.nn.functional.gelu(torch.from_numpy(x.astype(np.float64) + b[:, None])).numpy()
+    out = _gelu_erf_rows(x.copy(), b)
+    assert out.dtype == np.float32
+    assert np.abs(out - ref).max() < 2e-6
+
+
 def test_legacy_layernorm_names_and_bert_prefix(tmp_path, minilm):
     """Checkpoints converted from TensorFlow name LayerNorm parameters gamma / beta, and
     BertForMaskedLM-style files prefix every name with ``bert.``: both read the same."""
