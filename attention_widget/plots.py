@@ -1,10 +1,14 @@
 """bqplot figures for the attention diagram: arrays in, marks out, no attention maths.
 
-Each stage is one :class:`PanelFigure`: a bqplot ``Figure`` holding a grid of ``HeatMap`` marks
-(one per head, or one per matrix) that share a colour scale and a colour bar.  ``HeatMap`` draws
-one canvas image per mark, so a 512-token sequence costs the browser one image per head, not a
-DOM element per cell.  Updates are in place: only marks whose array changed are sent, as
-float32 binary buffers.
+Each stage is one :class:`PanelFigure`: a bqplot ``Figure`` showing a grid of heatmap panels
+(one per head, or one per matrix) that share a colour scale and a colour bar.  The panels are
+drawn as one image: NumPy maps every cell to a colour of the figure's scale and the figure's
+bqplot ``Image`` mark shows the result, one pixel per cell (drawn pixelated, so cells stay
+sharp).  Axes, panel titles, head boundaries and the colour bar are ordinary bqplot marks and
+axes around it.  One image per stage, rather than a ``HeatMap`` mark per head, because every
+widget message costs the browser milliseconds and a ``HeatMap`` repaints cell by cell: a
+temperature step now sends two small messages per stage instead of one per head
+(``benchmarks/browser.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +22,10 @@ import bqplot as bq
 import ipywidgets as W
 import numpy as np
 
-__all__ = ["COLORMAPS", "DIVERGING", "Panel", "PanelFigure", "tick_positions"]
+__all__ = [
+    "COLORMAPS", "DIVERGING", "Panel", "PanelFigure", "palette_rgb", "panels_png", "quantize",
+    "tick_positions",
+]
 
 # Colour-blind-safe maps as anchor colours (the browser interpolates between them).
 COLORMAPS: dict[str, list[str]] = {
@@ -40,8 +47,7 @@ DIVERGING: dict[str, list[str]] = {
     "greys": ["#000000", "#525252", "#969696", "#d9d9d9", "#ffffff", "#d9d9d9", "#969696",
               "#525252", "#000000"],
 }
-MASK_RGBA = (150, 150, 150, 235)  # masked cells: grey, nearly opaque
-GAP = 1.0  # empty cells between panels
+GAP = 1  # empty cells between panels
 # Scales have explicit ranges: marks must not recompute them (a domain change makes every mark
 # of the figure redraw, so each heatmap update would redraw all of them).
 FIXED = {"x": True, "y": True, "color": True}
@@ -95,6 +101,13 @@ class PanelFigure:
     square : bool
         Keep cells square (attention matrices): the figure gets a pixel width and height
         from the data's shape.
+
+    Notes
+    -----
+    The panels reach the browser as one palette PNG (:func:`panels_png`), one pixel per cell;
+    outside the panels it is transparent, masked cells are grey.  bqplot's ``Image`` mark
+    redraws only when it is pointed at another ``ipywidgets.Image``, so the figure keeps two
+    and alternates: fill the hidden one, then show it (two small messages per update).
     """
 
     def __init__(self, css_class: str, *, signed: bool, colormap: str = "viridis",
@@ -111,7 +124,6 @@ class PanelFigure:
         if signed:
             self.color_scale.mid = 0.0
         self.set_colormap(colormap)
-        self._mask_image = W.Image(format="png")
         self.x_axis = bq.Axis(scale=self.x_scale, side="top",
                               tick_values=np.array([]), tick_labels={}, grid_lines="none",
                               tick_style={"font-size": "10px"}, tick_rotate=-45)
@@ -122,6 +134,10 @@ class PanelFigure:
         # (wide figures) it is visible; on the right of a short figure it would vanish.
         self.c_axis = bq.ColorAxis(scale=self.color_scale, side="bottom",
                                    label=label, num_ticks=5, tick_format=".2g")
+        self._buffers = (W.Image(format="png"), W.Image(format="png"))
+        self.image = bq.Image(image=self._buffers[0], x=[-0.5, 0.5], y=[0.5, -0.5],
+                              pixelated=True, preserve_domain=FIXED,
+                              scales={"x": self.x_scale, "y": self.y_scale})
         self.titles = bq.Label(x=[0.0], y=[0.0], text=[""], colors=["#808080"],
                                preserve_domain=FIXED,
                                scales={"x": self.x_scale, "y": self.y_scale},
@@ -141,11 +157,14 @@ class PanelFigure:
         )
         self.figure.add_class("aw-figure")
         self.figure.add_class(css_class)
-        self._heatmaps: list[bq.HeatMap] = []
-        self._masks: list[bq.HeatMap] = []
-        self._sent: list[np.ndarray] = []
+        self._panels: list[np.ndarray] = []  # the float32 arrays on screen, one per panel
+        self._mask: np.ndarray | None = None
+        self._shown: np.ndarray | None = None  # palette indices of the image on screen
+        self._png = b""
         self._geometry: tuple = ()
         self._offsets: list[tuple[float, float]] = []
+        self._size = (1, 1)  # (height, width) of the grid, in cells
+        self._extent: tuple = ()  # the image's x and y on screen
         self._range = None
         self._extra: list[bq.Mark] = []
         self._label_key: tuple = ()
@@ -154,6 +173,8 @@ class PanelFigure:
     def set_colormap(self, name: str) -> None:
         """Switch the colour scheme (sequential for weights, diverging for signed arrays)."""
         self.color_scale.colors = (DIVERGING if self.signed else COLORMAPS)[name]
+        if getattr(self, "_panels", None):
+            self._draw()
 
     def panel_offsets(self) -> list[tuple[float, float]]:
         """``(x0, y0)`` data offset of each panel's top-left cell."""
@@ -161,58 +182,60 @@ class PanelFigure:
 
     def update(self, panels: Sequence[Panel], *, ncols: int | None = None,
                mask: np.ndarray | None = None) -> int:
-        """Show ``panels``; return the number of array bytes sent.
+        """Show ``panels``; return the number of bytes sent (the image, when it changed).
 
-        Existing marks are reused: a mark is sent only the arrays of it that changed (colours,
-        or cell positions when the layout moved), and marks are created only for panels that
-        did not exist before.  ``mask`` (bool, True = allowed) is drawn over every panel as grey
-        where False.
+        ``mask`` (bool, True = allowed) is drawn grey over every panel where False.  Nothing
+        is sent when the image would not change.
         """
         ncols = ncols or len(panels)
         geometry = (tuple(p.array.shape for p in panels), ncols)
-        sent = 0
         with self.figure.hold_sync():
             if geometry != self._geometry:
                 self._layout(panels, ncols)
-            marks_before = len(self._heatmaps)
-            for i, p in enumerate(panels):
-                arr = np.asarray(p.array, dtype=np.float32)
-                x0, y0 = self._offsets[i]
-                rows, cols = arr.shape
-                if i >= marks_before:
-                    hm = bq.HeatMap(preserve_domain=FIXED,
-                        x=_centers(cols, x0), y=_centers(rows, y0), color=_drawable(arr),
-                        scales={"x": self.x_scale, "y": self.y_scale,
-                                "color": self.color_scale})
-                    self._heatmaps.append(hm)
-                    self._sent.append(arr)
-                    sent += arr.nbytes
-                    continue
-                hm = self._heatmaps[i]
-                same_color = arr.shape == self._sent[i].shape and np.array_equal(arr, self._sent[i])
-                with hm.hold_sync():
-                    sent += _set_if_changed(hm, "x", _centers(cols, x0))
-                    sent += _set_if_changed(hm, "y", _centers(rows, y0))
-                    if not same_color:
-                        hm.color = _drawable(arr)
-                        self._sent[i] = arr
-                        sent += arr.nbytes
-            del self._heatmaps[len(panels):], self._sent[len(panels):]
-            self._update_mask(mask)
+            self._panels = [np.asarray(p.array, dtype=np.float32) for p in panels]
+            self._mask = None if mask is None or mask.all() else mask
+            self._update_range()
+            sent = self._draw()
             self._update_labels(panels)
-            self._update_range(panels)
-            marks = [*self._heatmaps, *self._extra, *self._masks, self.lines, self.highlight,
-                     self.titles]
+            marks = [self.image, *self._extra, self.lines, self.highlight, self.titles]
             if list(self.figure.marks) != marks:
                 self.figure.marks = marks
         return sent
+
+    def _draw(self) -> int:
+        """Colour the panels into the grid image; send it if it changed; return its bytes."""
+        height, width = self._size
+        grid = np.full((height, width), TRANSPARENT, dtype=np.uint8)
+        low, high = (-self._range, self._range) if self.signed else (0.0, 1.0)
+        for arr, (x0, y0) in zip(self._panels, self._offsets, strict=True):
+            rows, cols = arr.shape
+            cells = grid[int(y0):int(y0) + rows, int(x0):int(x0) + cols]
+            quantize(arr, low, high, out=cells)
+            if self._mask is not None and self._mask.shape == arr.shape:
+                cells[~self._mask] = MASKED
+        palette = palette_rgb(self.color_scale.colors)
+        png = panels_png(grid, palette)
+        if png == self._png:
+            return 0
+        self._shown, self._png = grid, png
+        back = self._buffers[1] if self.image.image is self._buffers[0] else self._buffers[0]
+        back.value = png
+        with self.image.hold_sync():
+            # bqplot draws an Image from y[0] at its bottom edge up to y[1]; on this reversed
+            # y scale the first image row must therefore start at the larger y
+            extent = ([-0.5, width - 0.5], [height - 0.5, -0.5])
+            if self._extent != extent:
+                self.image.x, self.image.y = extent
+                self._extent = extent
+            self.image.image = back
+        return len(png)
 
     def add_mark(self, mark: bq.Mark) -> None:
         """Draw ``mark`` above the panels (e.g. an interactive grid over the focus panel)."""
         if mark not in self._extra:
             self._extra.append(mark)
             marks = list(self.figure.marks)
-            marks.insert(len(self._heatmaps), mark)
+            marks.insert(1, mark)
             self.figure.marks = marks
 
     def _layout(self, panels: Sequence[Panel], ncols: int) -> None:
@@ -227,15 +250,16 @@ class PanelFigure:
             while len(col_widths) <= c:
                 col_widths.append(0)
             col_widths[c] = max(col_widths[c], p.array.shape[1])
-        title_gap = 2.0
-        y_starts = np.cumsum([0.0] + [h + GAP + title_gap for h in row_heights])
-        x_starts = np.cumsum([0.0] + [w + 2 * GAP for w in col_widths])
+        title_gap = 2
+        y_starts = np.cumsum([0] + [h + GAP + title_gap for h in row_heights])
+        x_starts = np.cumsum([0] + [w + 2 * GAP for w in col_widths])
         self._offsets = []
         for i in range(len(panels)):
             r, c = divmod(i, ncols)
             self._offsets.append((float(x_starts[c]), float(y_starts[r] + title_gap)))
         width = float(x_starts[-1] - 2 * GAP)
         height = float(y_starts[-1] - GAP)
+        self._size = (int(height), int(width))
         self.x_scale.min, self.x_scale.max = -0.5, width - 0.5
         self.y_scale.min, self.y_scale.max = -0.5, height - 0.5
         m = self.figure.fig_margin
@@ -302,47 +326,15 @@ class PanelFigure:
             axis.tick_values = values
             axis.tick_labels = labels
 
-    def _update_range(self, panels: Sequence[Panel]) -> None:
+    def _update_range(self) -> None:
         if not self.signed:
             return
-        peak = max(float(np.max(np.abs(p.array))) for p in panels)
+        peak = max(float(np.max(np.abs(a))) for a in self._panels)
         peak = _nice_ceiling(peak)
         if peak != self._range:
             self._range = peak
-            self.color_scale.min, self.color_scale.max = -peak, peak
-
-    def _update_mask(self, mask: np.ndarray | None) -> None:
-        """Grey, pixel-exact image over masked cells: one shared PNG, one Image mark a panel.
-
-        An image (not a HeatMap) keeps "one HeatMap per head" true and costs one small PNG.
-        """
-        show = mask is not None and not mask.all()
-        if not show:
-            for mk in self._masks:
-                if mk.visible:
-                    mk.visible = False
-            return
-        png = mask_png(mask)
-        if bytes(self._mask_image.value) != png:
-            self._mask_image.value = png
-        rows, cols = mask.shape
-        for i, (x0, y0) in enumerate(self._offsets):
-            x = np.array([x0 - 0.5, x0 + cols - 0.5])
-            # bqplot draws an Image from y[0] at the bottom edge up to y[1]; on this reversed
-            # y scale the first image row must therefore start at the larger y
-            y = np.array([y0 + rows - 0.5, y0 - 0.5])
-            if i == len(self._masks):
-                self._masks.append(bq.Image(image=self._mask_image, x=x, y=y, pixelated=True,
-                                            preserve_domain=FIXED,
-                                            scales={"x": self.x_scale, "y": self.y_scale}))
-                continue
-            mk = self._masks[i]
-            with mk.hold_sync():
-                _set_if_changed(mk, "x", x)
-                _set_if_changed(mk, "y", y)
-                mk.visible = True
-        for mk in self._masks[len(self._offsets):]:
-            mk.visible = False
+            with self.color_scale.hold_sync():
+                self.color_scale.min, self.color_scale.max = -peak, peak
 
     def show_highlight(self, segments: list[tuple[list[float], list[float]]] | None) -> None:
         """Draw rectangles (closed polylines in data coordinates), or hide them with None."""
@@ -358,69 +350,110 @@ class PanelFigure:
     def row_box(self, panel: int, row: int) -> tuple[list[float], list[float]]:
         """The outline of row ``row`` of panel ``panel`` as a closed polyline."""
         x0, y0 = self._offsets[panel]
-        cols = self._sent[panel].shape[1]
+        cols = self._panels[panel].shape[1]
         left, right = x0 - 0.5, x0 + cols - 0.5
         top, bottom = y0 + row - 0.5, y0 + row + 0.5
         return [left, right, right, left, left], [top, top, bottom, bottom, top]
 
     def displayed(self) -> list[np.ndarray]:
-        """The colour arrays currently held by the heatmap marks (what the browser draws).
+        """The arrays on screen, one per panel (float32, as coloured into the image)."""
+        return list(self._panels)
 
-        A panel with one row or column is sent doubled along that axis (bqplot's HeatMap needs
-        two); this returns it at its own shape.
+    def displayed_cells(self) -> list[np.ndarray]:
+        """The palette index of every cell of every panel in the image on screen.
+
+        Read back from the grid the PNG was made of: ``0 .. LEVELS - 1`` colour levels of the
+        scale (see :func:`quantize`), :data:`MASKED` for masked cells.
         """
         out = []
-        for hm, sent in zip(self._heatmaps, self._sent, strict=True):
-            arr = np.asarray(hm.color)
-            out.append(arr[: sent.shape[0], : sent.shape[1]])
+        for arr, (x0, y0) in zip(self._panels, self._offsets, strict=True):
+            rows, cols = arr.shape
+            out.append(self._shown[int(y0):int(y0) + rows, int(x0):int(x0) + cols].copy())
         return out
 
+    @property
+    def png(self) -> bytes:
+        """The PNG on screen (what the figure's ``Image`` mark shows)."""
+        return self._png
 
-def mask_png(mask: np.ndarray) -> bytes:
-    """PNG (RGBA, one pixel a cell) that is grey where ``mask`` is False, transparent elsewhere.
+
+# Palette PNG: LEVELS colours of the scale, then the masked grey, then transparency.
+LEVELS = 253  # odd: 0 of a symmetric scale is level 126 exactly
+MASKED = LEVELS  # palette index of a masked cell
+TRANSPARENT = 255  # palette index outside the panels
+MASK_RGB = (150, 150, 150)
+
+
+def quantize(values: np.ndarray, low: float, high: float, out: np.ndarray | None = None
+             ) -> np.ndarray:
+    """Colour level ``round((v - low) / (high - low) * (LEVELS - 1))`` of each value, clipped.
 
     Parameters
     ----------
-    mask : ndarray of bool, shape (rows, cols)
-        True where attention is allowed.
+    values : ndarray, shape (rows, cols)
+    low, high : float
+        The ends of the colour scale (``low < high``).
+    out : ndarray of uint8, shape (rows, cols), optional
+
+    Returns
+    -------
+    ndarray of uint8, shape (rows, cols)
+        Levels ``0 .. LEVELS - 1``: level ``k`` is drawn in the scale's colour for the value
+        ``low + k / (LEVELS - 1) * (high - low)``, so a cell's colour is its value's to within
+        half a level, 0.2 % of the scale.
     """
-    rows, cols = mask.shape
-    rgba = np.zeros((rows, cols, 4), dtype=np.uint8)
-    rgba[~mask] = MASK_RGBA
-    raw = b"".join(b"\x00" + rgba[r].tobytes() for r in range(rows))  # filter 0 per scanline
+    t = (np.asarray(values, dtype=np.float32) - np.float32(low)) * np.float32(
+        (LEVELS - 1) / (high - low))
+    np.clip(t, 0.0, LEVELS - 1, out=t)
+    t += 0.5
+    if out is None:
+        return t.astype(np.uint8)
+    np.copyto(out, t, casting="unsafe")
+    return out
+
+
+def palette_rgb(colors: Sequence[str]) -> np.ndarray:
+    """The ``(LEVELS, 3)`` uint8 colours of the levels, as bqplot's ``ColorScale`` draws them.
+
+    bqplot maps a value linearly between evenly spaced anchor colours (d3's ``scaleLinear``
+    with RGB interpolation, channels rounded): the colour bar and the cells agree.
+    """
+    anchors = np.array([[int(c[k:k + 2], 16) for k in (1, 3, 5)] for c in colors], dtype=float)
+    t = np.linspace(0.0, len(anchors) - 1, LEVELS)
+    k = np.minimum(t.astype(int), len(anchors) - 2)
+    f = (t - k)[:, None]
+    rgb = anchors[k] + (anchors[k + 1] - anchors[k]) * f
+    return np.floor(rgb + 0.5).astype(np.uint8)
+
+
+def panels_png(grid: np.ndarray, palette: np.ndarray) -> bytes:
+    """An 8-bit palette PNG of ``grid`` (one pixel a cell).
+
+    Parameters
+    ----------
+    grid : ndarray of uint8, shape (height, width)
+        Palette indices: colour levels, :data:`MASKED` or :data:`TRANSPARENT`.
+    palette : ndarray of uint8, shape (LEVELS, 3)
+        From :func:`palette_rgb`.
+    """
+    height, width = grid.shape
+    plte = np.zeros((256, 3), dtype=np.uint8)
+    plte[:LEVELS] = palette
+    plte[MASKED] = MASK_RGB
+    alpha = np.full(256, 255, dtype=np.uint8)
+    alpha[TRANSPARENT] = 0
+    raw = np.zeros((height, width + 1), dtype=np.uint8)  # filter byte 0 (none) per row
+    raw[:, 1:] = grid
+    level = 1 if grid.size <= 1 << 18 else 0  # large grids: store, do not spend time packing
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         body = kind + data
         return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
 
-    header = struct.pack(">IIBBBBB", cols, rows, 8, 6, 0, 0, 0)  # 8-bit RGBA
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+    header = struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)  # 8-bit palette
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"PLTE", plte.tobytes())
+            + chunk(b"tRNS", alpha.tobytes()) + chunk(b"IDAT", zlib.compress(raw.tobytes(), level))
             + chunk(b"IEND", b""))
-
-
-def _set_if_changed(mark: bq.Mark, name: str, value: np.ndarray) -> int:
-    """Set an array trait only if it differs; return the bytes sent."""
-    old = getattr(mark, name)
-    if old is not None and old.shape == value.shape and np.array_equal(old, value):
-        return 0
-    setattr(mark, name, value)
-    return value.nbytes
-
-
-def _centers(n: int, offset: float) -> np.ndarray:
-    """Cell centres of ``n`` unit cells starting at ``offset``; one cell is drawn as two halves."""
-    if n == 1:
-        return np.array([offset - 0.25, offset + 0.25], dtype=np.float32)
-    return np.arange(n, dtype=np.float32) + np.float32(offset)
-
-
-def _drawable(arr: np.ndarray) -> np.ndarray:
-    """``arr`` with any length-1 axis doubled: bqplot's HeatMap squeezes it away otherwise."""
-    if arr.shape[0] == 1:
-        arr = np.repeat(arr, 2, axis=0)
-    if arr.shape[1] == 1:
-        arr = np.repeat(arr, 2, axis=1)
-    return arr
 
 
 def _key(v: float) -> str:
@@ -428,8 +461,15 @@ def _key(v: float) -> str:
 
 
 def _nice_ceiling(x: float) -> float:
-    """Round ``x`` up to two significant digits (stable colour ranges, fewer messages)."""
+    """Round ``x`` up to the next of 1, 1.5, 2, 3, 4, 5, 6, 8 times a power of ten.
+
+    Stable colour ranges: a slider step rarely changes them (each change costs the browser a
+    message and a redraw of the colour bar), and at most a third of the scale goes unused.
+    """
     if not np.isfinite(x) or x <= 0:
         return 1.0
-    exp = np.floor(np.log10(x)) - 1
-    return float(np.ceil(x / 10**exp) * 10**exp)
+    power = 10.0 ** np.floor(np.log10(x))
+    for step in (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0):
+        if x <= step * power * (1 + 1e-12):
+            return float(step * power)
+    return float(10.0 * power)

@@ -39,8 +39,6 @@ STAGES = (
 Q_COLOR, K_COLOR, V_COLOR = "#1f77b4", "#ff7f0e", "#2ca02c"  # one colour code, every stage
 BUSY_AFTER_S = 0.2
 GRID_FOCUS_MAX = 40  # focus panel with per-cell hover up to this many tokens
-_GRID_GREY = "#9e9e9e"
-_GRID_MASKED = -0.125
 _CHOICE_CONTROLS = ("d_model", "n_heads", "n_kv_heads", "head", "query")
 DEFAULT_TEXT = "The animal didn't cross the street because it was too tired."
 
@@ -775,9 +773,10 @@ class AttentionWidget(W.VBox):
             sent += self.figs["scores"].update(
                 [Panel(tr.scores[i], f"head {i}{kv_note}{tr.kv_head(i) if kv_note else ''}",
                        toks, toks) for i in range(h)], ncols=ncols)
-            ent = tr.head_entropy
+            # (each head's entropy is in the line above the figure: titles that change with
+            # every temperature step would cost the browser one more message per step)
             sent += self.figs["weights"].update(
-                [Panel(tr.weights[i], f"head {i}  H={ent[i]:.2f}", toks, toks)
+                [Panel(tr.weights[i], f"head {i}", toks, toks)
                  for i in range(h)], ncols=ncols, mask=tr.mask)
             sent += self.figs["outputs"].update(
                 [Panel(tr.head_outputs[i], f"head {i} ({tr.seq_len} × {dh})", toks, None)
@@ -837,11 +836,11 @@ class AttentionWidget(W.VBox):
         assert tr is not None
         h = min(self.head, tr.n_heads - 1)
         weights = tr.weights[h]
-        title = f"head {h}: weights ({tr.seq_len} × {tr.seq_len}), H={tr.head_entropy[h]:.2f}"
+        title = f"head {h}: weights ({tr.seq_len} × {tr.seq_len})"
         fig = self.figs["focus"]
         use_grid = 2 <= tr.seq_len <= GRID_FOCUS_MAX  # bqplot squeezes a 1x1 grid away
         with fig.figure.hold_sync():
-            fig.update([Panel(weights, title, toks, toks)], mask=None if use_grid else tr.mask)
+            fig.update([Panel(weights, title, toks, toks)], mask=tr.mask)
             self._set_focus_grid(weights, fig, use_grid)
             wfig = self.figs["weights"]
             if self.query >= 0:
@@ -856,10 +855,11 @@ class AttentionWidget(W.VBox):
         self._draw_contributions(h)
 
     def _set_focus_grid(self, weights: np.ndarray, fig: PanelFigure, use_grid: bool) -> None:
-        """At small seq_len, an opaque GridHeatMap over the focus panel gives per-cell hover.
+        """At small seq_len, an invisible GridHeatMap over the focus panel gives per-cell hover.
 
-        Masked cells get the value ``-1/8``, which its colour scale (one grey stop below the
-        colormap's 0..1 stops) draws grey.
+        Its cells are transparent (the panel's image shows through) and only its geometry
+        follows the data: the hover readout reads the weight from the trace, so a new
+        temperature sends the grid nothing.
         """
         if not use_grid:
             if self._focus_grid is not None:
@@ -867,28 +867,29 @@ class AttentionWidget(W.VBox):
             return
         n = weights.shape[0]
         x0, y0 = fig.panel_offsets()[0]
-        color = np.where(self.trace.mask, weights, _GRID_MASKED)
         rows = np.arange(n, dtype=float) + y0 - 0.5
         cols = np.arange(n, dtype=float) + x0 - 0.5
         if self._focus_grid is None:
             self._focus_grid = bq.GridHeatMap(
-                row=rows, column=cols, color=color, row_align="start", column_align="start",
-                stroke=None, scales={"row": fig.y_scale, "column": fig.x_scale,
-                                     "color": bq.ColorScale(min=_GRID_MASKED, max=1.0)},
+                row=rows, column=cols, color=np.zeros((n, n)), row_align="start",
+                column_align="start", stroke=None,
+                # transparent fill: still hit by the pointer (SVG paints a transparent colour)
+                scales={"row": fig.y_scale, "column": fig.x_scale,
+                        "color": bq.ColorScale(min=0.0, max=1.0,
+                                               colors=["rgba(0,0,0,0)", "rgba(0,0,0,0)"])},
                 interactions={"hover": "tooltip"},
             )
             self._focus_grid.on_hover(self._on_hover)
-        self._focus_grid.scales["color"].colors = [_GRID_GREY, *COLORMAPS[self.colormap]]
-        self._focus_grid.scales["color"].min = -1.0 / (len(COLORMAPS[self.colormap]) - 1)
-        self._focus_grid.scales["color"].max = 1.0
-        # One comm message: a GridHeatMap that gets new rows before the matching colours
-        # falls back to an alignment mode that fails on a LinearScale in the browser.
-        with self._focus_grid.hold_sync(), self._focus_grid.hold_trait_notifications():
-            self._focus_grid.row, self._focus_grid.column = rows, cols
-            self._focus_grid.color = np.where(
-                self.trace.mask, weights, self._focus_grid.scales["color"].min)
-        self._focus_grid.visible = True
-        fig.add_mark(self._focus_grid)
+        grid = self._focus_grid
+        if grid.color.shape != (n, n) or not np.array_equal(grid.row, rows) or not (
+                np.array_equal(grid.column, cols)):
+            # One comm message: a GridHeatMap that gets new rows before the matching colours
+            # falls back to an alignment mode that fails on a LinearScale in the browser.
+            with grid.hold_sync(), grid.hold_trait_notifications():
+                grid.row, grid.column, grid.color = rows, cols, np.zeros((n, n))
+        if not grid.visible:
+            grid.visible = True
+        fig.add_mark(grid)
 
     def _on_hover(self, mark: Any, event: dict) -> None:
         data = event.get("data", {})

@@ -14,8 +14,10 @@ from attention_widget import (
     embed,
     init_params,
     multi_head_attention,
+    plots,
     tokenize,
 )
+from attention_widget.testing import decode_palette_png
 from attention_widget.widget import MAX_TOKENS
 
 TEXT = "The cat sat on the mat because the cat was tired."
@@ -29,6 +31,30 @@ def reference(w: AttentionWidget):
     window = min(w.window, len(tokens)) if w.mask == "sliding" else None
     return multi_head_attention(x, params, n_heads=w.n_heads, n_kv_heads=w.n_kv_heads,
                                 temperature=w.temperature, mask=w.mask, window=window)
+
+
+def assert_image_shows(fig) -> None:
+    """The PNG the figure's Image mark points at draws each panel's array, cell by cell, in
+    the colour bqplot's scale gives its value (to within half of one of the 253 levels), grey
+    on masked cells, transparent around the panels."""
+    png = bytes(fig.image.image.value)
+    assert png == fig.png
+    indices, palette, alpha = decode_palette_png(png)
+    scale = fig.color_scale
+    low, high = float(scale.min), float(scale.max)
+    levels = np.linspace(low, high, plots.LEVELS)
+    np.testing.assert_array_equal(palette[: plots.LEVELS], plots.palette_rgb(scale.colors))
+    assert (alpha[: plots.TRANSPARENT] == 255).all() and alpha[plots.TRANSPARENT] == 0
+    inside = np.zeros(indices.shape, dtype=bool)
+    for arr, (x0, y0) in zip(fig.displayed(), fig.panel_offsets(), strict=True):
+        rows, cols = arr.shape
+        cells = indices[int(y0):int(y0) + rows, int(x0):int(x0) + cols]
+        inside[int(y0):int(y0) + rows, int(x0):int(x0) + cols] = True
+        shown = cells != plots.MASKED
+        value = np.clip(arr, low, high)[shown]
+        assert (np.abs(levels[cells[shown]] - value) <= 0.5001 * (high - low) / (plots.LEVELS - 1)
+                ).all()
+    assert (indices[~inside] == plots.TRANSPARENT).all()
 
 
 def assert_display_matches(w: AttentionWidget) -> None:
@@ -55,6 +81,7 @@ def assert_display_matches(w: AttentionWidget) -> None:
     for stage in ("x", "qkv", "scores", "weights", "outputs", "concat", "focus"):
         for arr in w.displayed(stage):
             assert np.isfinite(arr).all(), stage
+        assert_image_shows(w.figs[stage])
     assert w.summary == (
         f"seq_len={tr.seq_len}, d_model={w.d_model}, n_heads={w.n_heads}, "
         f"n_kv_heads={w.n_kv_heads or w.n_heads}, temperature={w.temperature:.3g}, "
@@ -205,22 +232,17 @@ def test_masks_draw_masked_cells():
     tr = w.trace
     expected = np.tri(tr.seq_len, dtype=bool) & ~np.tri(tr.seq_len, k=-2, dtype=bool)
     np.testing.assert_array_equal(tr.mask, expected)
-    overlay = w.figs["weights"]._masks
-    assert len(overlay) == w.n_heads and all(m.visible for m in overlay)
-    png = bytes(overlay[0].image.value)
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    import struct
-    import zlib
-    width, height = struct.unpack(">II", png[16:24])
-    assert (height, width) == expected.shape
-    idat = png[png.index(b"IDAT") + 4:]
-    raw = zlib.decompress(idat[: struct.unpack(">I", png[png.index(b"IDAT") - 4:
-                                                       png.index(b"IDAT")])[0]])
-    alpha = np.frombuffer(raw, np.uint8).reshape(height, 1 + 4 * width)[:, 1:].reshape(
-        height, width, 4)[..., 3]
-    np.testing.assert_array_equal(alpha > 0, ~expected)  # grey exactly on the masked cells
+    cells = w.figs["weights"].displayed_cells()
+    assert len(cells) == w.n_heads
+    for grid in cells:  # grey exactly on the masked cells, a colour level elsewhere
+        np.testing.assert_array_equal(grid == plots.MASKED, ~expected)
+    assert_image_shows(w.figs["weights"])
+    assert all((grid != plots.MASKED).all() for grid in w.figs["scores"].displayed_cells())
+    _, palette, _ = decode_palette_png(w.figs["weights"].png)
+    assert tuple(palette[plots.MASKED]) == plots.MASK_RGB
     w.mask = "none"
-    assert not any(m.visible for m in w.figs["weights"]._masks)
+    for grid in w.figs["weights"].displayed_cells():
+        assert (grid != plots.MASKED).all()
 
 
 def test_colormap_switch(w):
@@ -270,8 +292,9 @@ def test_temperature_change_sends_only_what_changed():
     w = AttentionWidget(" ".join(f"w{i}" for i in range(64)), d_model=256, n_heads=8)
     w.temperature = 0.5
     tr = w.trace
-    payload = 4 * (tr.weights.size + tr.head_outputs.size + tr.concat.size + tr.output.size)
-    assert 0 < w.bytes_sent <= 1.2 * payload
+    # one byte a cell (palette PNG) at most, for the stages that change, and the focus panel
+    cells = tr.weights.size + tr.head_outputs.size + tr.concat.size + tr.output.size
+    assert 0 < w.bytes_sent <= 1.1 * (cells + tr.weights[0].size)
 
 
 def test_from_arrays_shows_user_arrays():
@@ -300,7 +323,7 @@ def test_large_input_stays_drawable():
     w = AttentionWidget(text, d_model=64, n_heads=4)
     assert w.trace.seq_len == 300
     assert len(w.figs["weights"].x_axis.tick_values) <= 4 * 32  # labels thinned, not 300/panel
-    assert w.figs["focus"]._heatmaps and w._focus_grid is None  # no per-cell DOM at this size
+    assert w.figs["focus"].png and w._focus_grid is None  # no per-cell DOM at this size
 
 
 # ----------------------------------------------------------------------------------------------
