@@ -1070,7 +1070,7 @@ class AttentionWidget(W.VBox):
     # inspection helpers (used by tests and notebooks)
     # ---------------------------------------------------------------------------------------
     def displayed(self, stage: str) -> list[np.ndarray]:
-        """The arrays the heatmaps of ``stage`` currently hold (float32, as sent)."""
+        """The arrays the panels of ``stage`` show (float32, as coloured into its image)."""
         return self.figs[stage].displayed()
 
     @property
