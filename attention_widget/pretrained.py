@@ -275,15 +275,21 @@ _SOFTMAX_TINY = math.exp(-60.0)
 def _softmax_heads(z: np.ndarray, exact: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """Row softmax over the last axis of ``z`` (heads, seq, seq), in place, no mask.
 
-    Shifts each head by its largest score instead of each row by its own (softmax does not
-    change under a shift; one reduction over a whole head is ~15x cheaper than one per row).
-    A row whose scores all lie far below its head's maximum would lose precision or
-    underflow; if any row's sum is below ``_SOFTMAX_TINY``, its heads are recomputed from
-    ``exact(heads)`` (their scores, shape (len(heads), seq, seq)) with per-row maxima.
+    Softmax does not change under a shift, and any shift that keeps ``exp`` finite will do:
+    instead of each row's own maximum (a slow reduction per row), a head whose largest score
+    lies in [-8, 64] is not shifted at all, and other heads are shifted by their largest score
+    (one reduction per head, ~15x cheaper).  A row whose scores all lie far below that would
+    lose precision or underflow; if any row's sum is below ``_SOFTMAX_TINY``, its heads are
+    recomputed from ``exact(heads)`` (their scores, shape (len(heads), seq, seq)) with
+    per-row maxima.
     """
     h = z.shape[0]
-    shift = np.maximum.reduce(z.reshape(h, -1), axis=1).reshape(h, 1, 1)
-    z -= shift
+    top = np.maximum.reduce(z.reshape(h, -1), axis=1)  # (heads,)
+    # exp(z) itself is safe (no overflow, even summed over a row) while z <= 64: shift only
+    # heads whose maximum lies outside [-8, 64], and skip the pass when none does
+    shift = np.where((top > 64.0) | ~(top >= -8.0), top, np.float32(0.0))
+    if shift.any():
+        z -= shift.reshape(h, 1, 1)
     np.exp(z, out=z)
     sums = np.matmul(z, np.ones((z.shape[-1], 1), dtype=z.dtype))  # (heads, seq, 1)
     bad = ~(sums.reshape(h, -1).min(axis=1) >= _SOFTMAX_TINY)  # NaN counts as bad
@@ -307,6 +313,54 @@ def _owns_memory(a: np.ndarray) -> bool:
             return False
         base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
     return True
+
+
+def _held_bytes(arrays: dict[str, np.ndarray | None]) -> int:
+    """RAM held by ``arrays``, each buffer of our own counted once.
+
+    Views of one buffer (the weight and bias parts of a ``[w | b]`` array) count once;
+    memory-mapped views of the checkpoint count not at all.
+    """
+    owners: dict[int, int] = {}
+    for a in arrays.values():
+        if a is None or not _owns_memory(a):
+            continue
+        base = a
+        while isinstance(base.base, np.ndarray):
+            base = base.base
+        owners[id(base)] = base.nbytes
+    return sum(owners.values())
+
+
+def _with_ones_row(rows: int, cols: int) -> np.ndarray:
+    """A new float32 (rows + 1, cols) array whose last row is 1 (the rest uninitialised).
+
+    Its first ``rows`` rows hold an activation ``x`` (features, seq); ``[w | b] @ x_1`` is then
+    ``w @ x + b`` in one matrix product.
+    """
+    out = np.empty((rows + 1, cols), dtype=np.float32)
+    out[rows] = 1.0
+    return out
+
+
+def _ones_row_owner(h: np.ndarray) -> np.ndarray | None:
+    """The ``[x; ones]`` (d + 1, seq) array whose first ``d`` rows ``h`` (seq, d) transposes.
+
+    A BERT layer returns its output this way (see :func:`_with_ones_row`); None otherwise.
+    """
+    base = h.base
+    s, d = h.shape
+    if (
+        isinstance(base, np.ndarray)
+        and base.dtype == np.float32
+        and base.shape == (d + 1, s)
+        and base.flags.c_contiguous
+        and h.strides == (4, 4 * s)
+        and h.__array_interface__["data"][0] == base.__array_interface__["data"][0]
+        and bool((base[d] == 1.0).all())
+    ):
+        return base
+    return None
 
 
 def _report(progress: ProgressCallback | None, fraction: float, message: str) -> None:
@@ -650,7 +704,7 @@ class PretrainedModel:
         if i in self._layer_cache:
             return self._layer_cache[i]
         w = self._prepare_layer(i)
-        size = sum(a.nbytes for a in w.values() if a is not None and _owns_memory(a))
+        size = _held_bytes(w)
         if self._cached_bytes + size <= self.cache_bytes:
             self._layer_cache[i] = w
             self._cached_bytes += size
@@ -1057,27 +1111,63 @@ class _Bert(PretrainedModel):
         return out
 
     def _prepare_layer(self, i: int) -> dict[str, np.ndarray | None]:
+        """Weights of layer ``i``; matrices with their bias as an extra column, ``[w | b]``.
+
+        ``[w | b] @ [x; 1]`` computes ``w @ x + b`` in one product, with no pass over the
+        output to add the bias.  ``w_qkv_b`` is always built (the fused q|k|v copy exists
+        anyway); the output, intermediate and feed-forward output matrices get their ``[w | b]``
+        copies only while they fit in ``cache_bytes``, and are otherwise used in place (views
+        of the file) with separate bias adds.  ``w_o`` and ``b_o`` are always there (views).
+        """
         g = lambda part: self._t.f32(self._name(i, part))  # noqa: E731
-        # [w_q | b_q; w_k | b_k; w_v | b_v], (3d, d + 1): one product with an input that has
-        # an extra row of ones computes q, k, v with their biases (no pass to add them)
-        d = self.d_model
-        qkv_b = np.empty((3 * d, d + 1), dtype=np.float32)
-        for j, n in enumerate(("query", "key", "value")):
-            qkv_b[j * d : (j + 1) * d, :d] = g(f"attention.self.{n}.weight")
-            qkv_b[j * d : (j + 1) * d, d] = g(f"attention.self.{n}.bias")
-        return {
-            "w_qkv_b": qkv_b,
-            "w_o": g("attention.output.dense.weight"),
-            "b_o": g("attention.output.dense.bias"),
+        d, ff = self.d_model, self.d_ff
+
+        def fused(parts: list[str], bias: list[str]) -> np.ndarray:
+            rows = [self._t.shape(self._name(i, p))[0] for p in parts]
+            out = np.empty((sum(rows), self._t.shape(self._name(i, parts[0]))[1] + 1), np.float32)
+            r = 0
+            for part, b, n in zip(parts, bias, rows, strict=True):
+                out[r : r + n, :-1] = g(part)
+                out[r : r + n, -1] = g(b)
+                r += n
+            return out
+
+        # [w_q | b_q; w_k | b_k; w_v | b_v], (3d, d + 1)
+        names = ("query", "key", "value")
+        w: dict[str, np.ndarray | None] = {
+            "w_qkv_b": fused(
+                [f"attention.self.{n}.weight" for n in names],
+                [f"attention.self.{n}.bias" for n in names],
+            ),
             "ln1_w": g("attention.output.LayerNorm.weight"),
             "ln1_b": g("attention.output.LayerNorm.bias"),
-            "w_in": g("intermediate.dense.weight"),
-            "b_in": g("intermediate.dense.bias"),
-            "w_out": g("output.dense.weight"),
-            "b_out": g("output.dense.bias"),
             "ln2_w": g("output.LayerNorm.weight"),
             "ln2_b": g("output.LayerNorm.bias"),
         }
+        parts = {
+            "o": ("attention.output.dense.weight", "attention.output.dense.bias"),
+            "in": ("intermediate.dense.weight", "intermediate.dense.bias"),
+            "out": ("output.dense.weight", "output.dense.bias"),
+        }
+        extra = 4 * (d * (d + 1) + ff * (d + 1) + d * (ff + 1))
+        if self._cached_bytes + _held_bytes(w) + extra <= self.cache_bytes:
+            for key, (weight, bias) in parts.items():
+                w[f"w_{key}_b"] = wb = fused([weight], [bias])
+                w[f"w_{key}"], w[f"b_{key}"] = wb[:, :-1], wb[:, -1]
+        else:
+            for key, (weight, bias) in parts.items():
+                w[f"w_{key}"], w[f"b_{key}"] = g(weight), g(bias)
+        return w
+
+    @staticmethod
+    def _affine(w: dict, key: str, x_1: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``out <- w_key @ x + b_key`` for ``x_1 = [x; ones]`` (in + 1, seq)."""
+        wb = w.get(f"w_{key}_b")
+        if wb is not None:
+            return np.matmul(wb, x_1, out=out)
+        np.matmul(w[f"w_{key}"], x_1[:-1], out=out)
+        out += w[f"b_{key}"][:, None]
+        return out
 
     def _embed(self, ids: np.ndarray) -> np.ndarray:
         p = self._p
@@ -1106,20 +1196,23 @@ class _Bert(PretrainedModel):
 
         Same arithmetic as ``_qkv`` + attention + ``_after_attention``, arranged for speed:
         ``w @ x`` multiplies the (out, in) weights by a contiguous (in, seq) input (no
-        transposes, no copies to split or merge heads: a head is a block of rows), biases
-        and residuals are added in place, the LayerNorms reduce along contiguous rows, and
-        the exact GELU takes its bias in the same pass.  Returns the (seq, d_model) output
-        as a view of the (d_model, seq) result, and the attention probabilities
+        transposes, no copies to split or merge heads: a head is a block of rows), biases come
+        out of the products (``[w | b] @ [x; 1]``, see :meth:`_prepare_layer`), residuals are
+        added in place and the LayerNorms reduce along contiguous rows.  Returns the
+        (seq, d_model) output as a view of a (d_model + 1, seq) array whose last row is ones
+        (the next layer's ``[x; 1]`` as it is), and the attention probabilities
         (n_heads, seq, seq) (C-contiguous) if ``want_weights``.
         """
         w = self._layer(i)
         s, d = h.shape
-        x_1 = np.empty((d + 1, s), dtype=np.float32)  # [x.T; ones]
-        x_1[:d] = h.T
-        x_1[d] = 1.0
+        nh, dh = self.n_heads, self.d_head
+        x_1 = _ones_row_owner(h)  # the previous layer's output already is [x.T; ones]
+        if x_1 is None:
+            x_1 = _with_ones_row(d, s)
+            x_1[:d] = h.T
         x = x_1[:d]  # (d, s)
         qkv = np.matmul(w["w_qkv_b"], x_1)  # [3d, d + 1] @ [d + 1, s] -> [3d, s], biases in
-        q_t, k_t, v_t = qkv.reshape(3, self.n_heads, self.d_head, s)  # (h, dh, s) views
+        q_t, k_t, v_t = qkv.reshape(3, nh, dh, s)  # (h, dh, s) views
         q_t *= np.float32(self._scale(i))
 
         def scores(heads: Any = slice(None)) -> np.ndarray:
@@ -1128,22 +1221,24 @@ class _Bert(PretrainedModel):
 
         weights = _softmax_heads(scores(), scores)
         # head outputs [h, s, s] @ [h, s, dh] -> [h, s, dh], written straight into concat's
-        # (s, h, dh) layout: no copy to merge the heads
-        concat = np.empty((s, self.n_heads, self.d_head), dtype=np.float32)
-        np.matmul(weights, v_t.transpose(0, 2, 1), out=concat.transpose(1, 0, 2))
-        a = np.matmul(w["w_o"], concat.reshape(s, d).T)  # (d, s)
-        a += w["b_o"][:, None]
+        # (s, h, dh) layout (no copy to merge the heads), next to a column of ones
+        concat_1 = np.empty((s, d + 1), dtype=np.float32)
+        concat_1[:, d] = 1.0
+        heads_out = concat_1[:, :d].reshape(s, nh, dh).transpose(1, 0, 2)
+        np.matmul(weights, v_t.transpose(0, 2, 1), out=heads_out)
+        a_1 = _with_ones_row(d, s)
+        a = self._affine(w, "o", concat_1.T, a_1[:d])  # (d, s)
         a += x
-        h1 = _layer_norm_cols(a, w["ln1_w"], w["ln1_b"], self._eps)
-        ff = np.matmul(w["w_in"], h1)  # (d_ff, s)
+        _layer_norm_cols(a, w["ln1_w"], w["ln1_b"], self._eps)
+        ff_1 = _with_ones_row(self.d_ff, s)
+        ff = self._affine(w, "in", a_1, ff_1[:-1])  # (d_ff, s)
         if self._act is gelu_erf:
-            _gelu_erf_rows(ff, w["b_in"])
+            _gelu_erf_rows(ff)
         else:
-            ff += w["b_in"][:, None]
-            ff = self._act(ff)
-        out = np.matmul(w["w_out"], ff)  # (d, s)
-        out += w["b_out"][:, None]
-        out += h1
+            ff[...] = self._act(ff)
+        out_1 = _with_ones_row(d, s)
+        out = self._affine(w, "out", ff_1, out_1[:d])  # (d, s)
+        out += a
         _layer_norm_cols(out, w["ln2_w"], w["ln2_b"], self._eps)
         return out.T, (weights if want_weights else None)
 

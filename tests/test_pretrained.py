@@ -279,6 +279,11 @@ def test_head_shifted_softmax_redoes_rows_far_below_their_head():
     out2 = _softmax_heads(z[[0, 2]].copy(), exact)
     assert calls == []
     np.testing.assert_allclose(out2, ref[[0, 2]], rtol=1e-5, atol=1e-7)
+    # heads whose scores are all huge (exp would overflow) or all very negative are shifted
+    far = np.stack([z[0] + 500.0, z[0] - 300.0, z[2] + 60.0])
+    out3 = _softmax_heads(far.copy(), exact)
+    assert calls == [] and np.isfinite(out3).all()
+    np.testing.assert_allclose(out3, ref[[0, 0, 2]], rtol=1e-4, atol=1e-6)
 
 
 def test_fused_gelu_rows_with_bias():
@@ -562,11 +567,23 @@ def test_bf16_model_runs_in_memory_of_one_layer(tmp_path):
     assert cached._cached_bytes > float32_bytes / 2
 
 
-def test_float32_weights_are_used_in_place(minilm):
-    """Float32 tensors are views of the memory map; only the fused q|k|v copy costs RAM."""
-    minilm.hidden_states("memory check")
-    fused_qkv = (3 * 384 * 384 + 3 * 384) * 4  # bytes per layer
-    assert minilm._cached_bytes == 6 * fused_qkv
+def test_float32_weights_are_used_in_place(minilm, tmp_path):
+    """BERT keeps [w | b] copies of its matrices (bias as an extra column) while they fit in
+    ``cache_bytes``; beyond it, they are views of the memory map and only the fused q|k|v
+    copy costs RAM.  Both give the same numbers."""
+    text = "memory check"
+    minilm.hidden_states(text)
+    d, ff = 384, 1536
+    fused_qkv = 3 * d * (d + 1) * 4  # bytes per layer
+    with_bias = (d * (d + 1) + ff * (d + 1) + d * (ff + 1)) * 4
+    assert minilm._cached_bytes == 6 * (fused_qkv + with_bias)
+    # room for three fused q|k|v and no [w | b]: layers 0-2 kept lean, 3-5 prepared per call
+    lean = load_pretrained(MINILM, cache_bytes=3 * fused_qkv)
+    hs = lean.hidden_states(text)
+    assert lean._cached_bytes == 3 * fused_qkv and sorted(lean._layer_cache) == [0, 1, 2]
+    assert all("w_in_b" not in w for w in lean._layer_cache.values())
+    np.testing.assert_allclose(np.array(hs), np.array(minilm.hidden_states(text)), atol=1e-5)
+    assert _max_diff(lean.forward_ids(minilm.encode(text).ids)[1], minilm.attentions(text)) < 1e-5
 
 
 # --------------------------------------------------------------------------------------------
