@@ -83,8 +83,10 @@ _ERF_TANH = (
 )
 _ERF_CLAMP = 16.0  # u^2 beyond this changes nothing: tanh has saturated
 
-# Elements an elementwise function handles at a time: its temporaries stay in the L2 cache.
-_CHUNK = 1 << 15
+# Elements an elementwise function handles at a time, in blocks of about equal size: its
+# temporaries (256 KiB each in float32) stay in the L2 cache.  64 Ki measured fastest of 16-96 Ki
+# for the MiniLM feed-forward at 32-512 tokens.
+_CHUNK = 1 << 16
 
 
 def _gelu_erf_rows(x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
@@ -104,7 +106,8 @@ def _gelu_erf_rows(x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
         ``x``.
     """
     n, cols = x.shape
-    rows = max(1, _CHUNK // max(cols, 1))
+    blocks = -(-n * cols // _CHUNK)  # ceil: as many blocks as needed, all of about one size
+    rows = max(1, -(-n // max(blocks, 1)))
     f = x.dtype.type
     # in terms of x: erf(x / sqrt 2) = tanh(x * sum_k c_k (x^2)^k), c_k = a_k / 2^k / sqrt 2
     coefs = [f(a * 0.5**k / math.sqrt(2.0)) for k, a in enumerate(_ERF_TANH)]
@@ -116,7 +119,7 @@ def _gelu_erf_rows(x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
         y, p = y_buf[: xs.shape[0]], p_buf[: xs.shape[0]]
         if bias is not None:
             xs += bias[r0 : r0 + rows, None]
-        np.multiply(xs, xs, out=y)
+        np.square(xs, out=y)
         np.minimum(y, clamp, out=y)  # x^2, clamped
         np.multiply(y, coefs[-1], out=p)
         for c in coefs[-2:0:-1]:
