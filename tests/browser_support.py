@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -483,8 +484,14 @@ TWO_FRAMES_JS = """() => new Promise(r => requestAnimationFrame(() => requestAni
     () => r(performance.now()))))"""
 
 
-def heatmap_hrefs(root: Any, selector: str = ".aw-fig-weights image.heatmap") -> list[str]:
-    """Current ``href`` of every heatmap image matching ``selector`` under ``root``."""
+# A stage figure (``.aw-figure.aw-fig-<stage>``) draws all its panels as ONE bqplot ``Image``
+# mark: ``<image class="image_pixelated" href="blob:...">``, a palette PNG with one pixel per
+# cell, transparent outside the panels.  Every repaint gives it a new ``blob:`` href.
+STAGE_IMAGE = "image"
+
+
+def image_hrefs(root: Any, selector: str = f".aw-fig-weights {STAGE_IMAGE}") -> list[str]:
+    """Current ``href`` of every image matching ``selector`` under ``root``."""
     return root.evaluate(
         """(root, sel) => [...root.querySelectorAll(sel)].map(
             img => img.getAttribute('href') || img.getAttribute('xlink:href') || '')""",
@@ -493,21 +500,21 @@ def heatmap_hrefs(root: Any, selector: str = ".aw-fig-weights image.heatmap") ->
 
 
 def wait_stable_hrefs(
-    page: Any, root: Any, selector: str = ".aw-fig-weights image.heatmap", quiet_ms: int = 400,
+    page: Any, root: Any, selector: str = f".aw-fig-weights {STAGE_IMAGE}", quiet_ms: int = 400,
     timeout: float = 20.0,
 ) -> list[str]:
-    """Wait until the heatmap hrefs under ``root`` stop changing for ``quiet_ms``; return them."""
+    """Wait until the image hrefs under ``root`` stop changing for ``quiet_ms``; return them."""
     deadline = time.monotonic() + timeout
-    last = heatmap_hrefs(root, selector)
+    last = image_hrefs(root, selector)
     since = time.monotonic()
     while time.monotonic() < deadline:
         page.wait_for_timeout(50)
-        now = heatmap_hrefs(root, selector)
+        now = image_hrefs(root, selector)
         if now != last:
             last, since = now, time.monotonic()
         elif (time.monotonic() - since) * 1000 >= quiet_ms:
             return last
-    raise AssertionError(f"heatmaps under {selector!r} kept changing for {timeout} s")
+    raise AssertionError(f"images under {selector!r} kept changing for {timeout} s")
 
 
 def screenshot(page: Any, target: Any, name: str) -> Path:
@@ -559,7 +566,7 @@ def summary_values(widget: Any) -> dict[str, str]:
 
 def wait_summary(page: Any, widget: Any, expected: dict[str, str], timeout: float = 30.0) -> None:
     """Wait until the summary line shows every ``expected`` ``key=value`` (it is updated last,
-    after every panel was sent), then until the heatmaps stop changing."""
+    after every panel was sent), then until the stage images stop changing."""
     deadline = time.monotonic() + timeout
     while True:
         got = summary_values(widget)
@@ -568,65 +575,150 @@ def wait_summary(page: Any, widget: Any, expected: dict[str, str], timeout: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"summary shows {got}, expected {expected}")
         page.wait_for_timeout(50)
-    every_heatmap = ", ".join(f"{fig} image.heatmap" for fig in STAGE_FIGS)
-    wait_stable_hrefs(page, widget, every_heatmap, quiet_ms=300)
+    every_image = ", ".join(f"{fig} {STAGE_IMAGE}" for fig in STAGE_FIGS)
+    wait_stable_hrefs(page, widget, every_image, quiet_ms=300)
 
 
 def stage_hrefs(widget: Any) -> dict[str, list[str]]:
-    """``{figure class: [href of each heatmap]}`` for scores, weights and head outputs."""
-    return {fig: heatmap_hrefs(widget, f"{fig} image.heatmap") for fig in STAGE_FIGS}
+    """``{figure class: [href of each image]}`` for scores, weights and head outputs."""
+    return {fig: image_hrefs(widget, f"{fig} {STAGE_IMAGE}") for fig in STAGE_FIGS}
 
 
-# JS: decode each heatmap PNG and read the colour at the centre of every cell.  bqplot draws
-# the PNG at the figure's *pixel* size (so the href depends on the layout), but cell by cell;
-# the centre colours are what a student sees, independent of size.
-CELL_COLORS_JS = """async ([root, sel, rows, cols]) => {
-    const out = [];
-    for (const img of root.querySelectorAll(sel)) {
-        const im = new Image();
-        im.src = img.getAttribute('href') || img.getAttribute('xlink:href');
-        await im.decode();
-        const c = document.createElement('canvas');
-        c.width = im.naturalWidth; c.height = im.naturalHeight;
-        const ctx = c.getContext('2d');
-        ctx.drawImage(im, 0, 0);
-        const px = ctx.getImageData(0, 0, c.width, c.height).data;
-        const grid = [];
-        for (let i = 0; i < rows; i++) {
-            const y = Math.floor((i + 0.5) * c.height / rows);
-            for (let j = 0; j < cols; j++) {
-                const x = Math.floor((j + 0.5) * c.width / cols);
-                const k = 4 * (y * c.width + x);
-                grid.push((px[k] << 16) | (px[k + 1] << 8) | px[k + 2]);
-            }
-        }
-        out.push(grid);
+# JS: decode a figure's image PNG (fetched from its blob: URL) on a canvas and find its panels:
+# pixels outside the panels are fully transparent, every cell (masked ones too: opaque grey)
+# is opaque.  Row bands = runs of rows with any opaque pixel; panels = runs of columns with
+# any opaque pixel within a band.  One pixel is one cell, so each panel's colours are read
+# pixel by pixel.  Also returns the screen geometry of the image and of the panel titles
+# (bqplot Label text), to check that titles sit above their panels.
+FIGURE_PANELS_JS = """async ([fig, imgSel]) => {
+    const els = [...fig.querySelectorAll(imgSel)];
+    if (els.length !== 1) return {error: `${els.length} images in the figure, expected 1`};
+    const el = els[0];
+    const href = el.getAttribute('href') || el.getAttribute('xlink:href') || '';
+    const im = new Image();
+    im.src = href;
+    try { await im.decode(); } catch (e) {
+        return {retry: true, error: `cannot decode ${href.slice(0, 60)}: ${e}`};
     }
-    return out;
+    const w = im.naturalWidth, h = im.naturalHeight;
+    const c = document.createElement('canvas');
+    c.width = w; c.height = h;
+    const ctx = c.getContext('2d', {willReadFrequently: true});
+    ctx.drawImage(im, 0, 0);
+    const px = ctx.getImageData(0, 0, w, h).data;
+    const alpha = (x, y) => px[4 * (y * w + x) + 3];
+    let partial = 0;  // neither transparent nor opaque: never in our PNG
+    for (let k = 3; k < px.length; k += 4) if (px[k] !== 0 && px[k] !== 255) partial++;
+    const runs = (n, opaque) => {
+        const out = [];
+        let start = -1;
+        for (let i = 0; i <= n; i++) {
+            const o = i < n && opaque(i);
+            if (o && start < 0) start = i;
+            if (!o && start >= 0) { out.push([start, i]); start = -1; }
+        }
+        return out;
+    };
+    const panels = [];
+    const bands = runs(h, y => { for (let x = 0; x < w; x++) if (alpha(x, y)) return true;
+                                 return false; });
+    for (const [y0, y1] of bands) {
+        const cols = runs(w, x => { for (let y = y0; y < y1; y++) if (alpha(x, y)) return true;
+                                    return false; });
+        for (const [x0, x1] of cols) {
+            let holes = 0;  // transparent pixels inside the rectangle
+            const colors = [];
+            for (let y = y0; y < y1; y++) {
+                const row = [];
+                for (let x = x0; x < x1; x++) {
+                    const k = 4 * (y * w + x);
+                    if (px[k + 3] !== 255) holes++;
+                    row.push((px[k] << 16) | (px[k + 1] << 8) | px[k + 2]);
+                }
+                colors.push(row);
+            }
+            panels.push({x: x0, y: y0, w: x1 - x0, h: y1 - y0, holes, colors});
+        }
+    }
+    const box = r => ({left: r.left, top: r.top, right: r.right, bottom: r.bottom});
+    const titles = [...fig.querySelectorAll('text.label')].map(
+        t => ({text: t.textContent, ...box(t.getBoundingClientRect())}));
+    return {href, width: w, height: h, partial, panels, titles,
+            screen: box(el.getBoundingClientRect())};
 }"""
 
 
-def stage_colors(widget: Any) -> dict[str, list[list[int]]]:
-    """``{figure class: [cell colours (0xRRGGBB, row-major) of each heatmap]}``.
+def figure_panels(widget: Any, fig: str, timeout: float = 20.0) -> dict[str, Any]:
+    """The panels of figure ``fig`` (e.g. ``".aw-fig-weights"``) read from its image.
 
-    Grid sizes come from the summary line: scores and weights are seq_len x seq_len, head
-    outputs seq_len x d_head.
+    Returns
+    -------
+    dict
+        ``href``; ``width``, ``height`` of the PNG; ``partial`` (count of half-transparent
+        pixels); ``panels``: one dict per panel in reading order (row bands top to bottom,
+        left to right) with ``x, y, w, h`` in pixels (= cells), ``holes`` (transparent pixels
+        inside) and ``colors`` (``h`` rows of ``w`` ints 0xRRGGBB); ``titles``: the panel
+        titles' text and screen boxes; ``screen``: the image's screen box.
     """
+    loc = widget.locator(fig).first
+    # bqplot lays out a figure only once it is on screen: screen boxes need it in view
+    loc.scroll_into_view_if_needed()
+    deadline = time.monotonic() + timeout
+    while True:
+        wait_stable_hrefs(widget.page, widget, f"{fig} {STAGE_IMAGE}", quiet_ms=300)
+        got = loc.evaluate("(f, sel) => (" + FIGURE_PANELS_JS + ")([f, sel])", STAGE_IMAGE)
+        if not got.get("retry"):  # a repaint revoked the blob: URL while it was read
+            break
+        if time.monotonic() > deadline:
+            break
+    assert "error" not in got, (fig, got["error"])
+    return got
+
+
+def stage_shapes(widget: Any) -> dict[str, tuple[int, int]]:
+    """``{figure class: (rows, cols) of each panel}`` from the summary line: scores and
+    weights are seq_len x seq_len, head outputs seq_len x d_head."""
     v = summary_values(widget)
     seq, d_head = int(v["seq_len"]), int(v["d_model"]) // int(v["n_heads"])
-    shapes = {".aw-fig-scores": (seq, seq), ".aw-fig-weights": (seq, seq),
-              ".aw-fig-outputs": (seq, d_head)}  # fmt: skip
-    out = {}
-    for fig in STAGE_FIGS:
-        # bqplot lays out (and redraws) a figure only once it is on screen: a figure changed
-        # while off screen keeps an image drawn for its old size until then.
-        widget.locator(fig).first.scroll_into_view_if_needed()
-        wait_stable_hrefs(widget.page, widget, f"{fig} image.heatmap", quiet_ms=300)
-        out[fig] = widget.evaluate(
-            "(root, args) => (" + CELL_COLORS_JS + ")([root, ...args])",
-            [f"{fig} image.heatmap", *shapes[fig]],
-        )
-    return out
+    return {".aw-fig-scores": (seq, seq), ".aw-fig-weights": (seq, seq),
+            ".aw-fig-outputs": (seq, d_head)}  # fmt: skip
+
+
+def check_panels(widget: Any, fig: str, n_panels: int, title: str = "head") -> dict[str, Any]:
+    """Assert that ``fig``'s image holds exactly ``n_panels`` solid panels of the shape the
+    summary implies, whose titles read ``"<title> 0" .. "<title> n-1"`` (in that order) and
+    sit just above their panels."""
+    got = figure_panels(widget, fig)
+    shape = stage_shapes(widget)[fig]
+    panels, titles = got["panels"], got["titles"]
+    assert got["href"].startswith("blob:"), (fig, got["href"][:60])
+    assert got["partial"] == 0, (fig, "half-transparent pixels", got["partial"])
+    assert len(panels) == n_panels, (fig, f"{len(panels)} panels in the image, expected "
+                                     f"{n_panels}", [(p["x"], p["y"], p["w"], p["h"])
+                                                     for p in panels])
+    assert all(p["holes"] == 0 for p in panels), (fig, "panels are not solid rectangles")
+    assert all((p["h"], p["w"]) == shape for p in panels), (
+        fig, f"panels should be {shape}", [(p["h"], p["w"]) for p in panels])
+    assert len(titles) == n_panels, (fig, [t["text"] for t in titles])
+    scr = got["screen"]
+    cell_w = (scr["right"] - scr["left"]) / got["width"]
+    cell_h = (scr["bottom"] - scr["top"]) / got["height"]
+    # titles in reading order (rows of panels top to bottom, then left to right)
+    ordered = sorted(titles, key=lambda t: (round(t["bottom"]), t["left"]))
+    for i, (p, t) in enumerate(zip(panels, ordered, strict=True)):
+        assert re.match(rf"{title} {i}(\s|$)", t["text"]), (fig, i, [t["text"] for t in ordered])
+        left = scr["left"] + p["x"] * cell_w
+        top = scr["top"] + p["y"] * cell_h
+        assert abs(t["left"] - left) <= max(2.0, 0.5 * cell_w), (fig, i, "title x", t, left)
+        assert top - 3 * cell_h - 16 <= t["bottom"] <= top + 1, (fig, i, "title y", t, top)
+    return got
+
+
+def stage_colors(widget: Any) -> dict[str, list[list[list[int]]]]:
+    """``{figure class: [cell colours of each panel (rows of 0xRRGGBB)]}`` read from the
+    decoded image of each of scores, weights and head outputs."""
+    return {fig: [p["colors"] for p in figure_panels(widget, fig)["panels"]]
+            for fig in STAGE_FIGS}
 
 
 def slider(widget: Any, name: str) -> Any:
@@ -659,7 +751,7 @@ def full_screenshot(page: Any, target: Any, name: str, until: Any = None) -> Pat
 
 
 def _diff(a: dict[str, list], b: dict[str, list]) -> dict[str, list]:
-    """Per figure, the indices of the heatmaps that differ (for failure messages)."""
+    """Per figure, the indices of the panels that differ (for failure messages)."""
     out: dict[str, list] = {}
     for fig in a:
         other = b.get(fig, [])
@@ -672,7 +764,7 @@ def _diff(a: dict[str, list], b: dict[str, list]) -> dict[str, list]:
 def _all_changed(new: dict[str, list], old: dict[str, list]) -> None:
     for fig, grids in new.items():
         for i, grid in enumerate(grids[: len(old[fig])]):
-            assert grid != old[fig][i], f"{fig} heatmap {i} did not change"
+            assert grid != old[fig][i], f"{fig} panel {i} did not change"
 
 
 def exercise_tour_widget(
@@ -702,10 +794,10 @@ def exercise_tour_widget(
     shots: dict[str, Path] = {}
     widget.wait_for(timeout=60000)
     wait_summary(page, widget, TOUR_INITIAL)
-    hrefs = stage_hrefs(widget)
-    for fig, images in hrefs.items():  # contract: one HeatMap (one image) per head
-        assert len(images) == 4, (fig, len(images))
-        assert all(h.startswith("data:image/png") for h in images), fig
+    for fig, images in stage_hrefs(widget).items():  # one Image mark per stage figure
+        assert len(images) == 1 and images[0].startswith("blob:"), (fig, images)
+    for fig in STAGE_FIGS:  # contract: one heatmap panel per head, titled "head i"
+        check_panels(widget, fig, 4)
     before = stage_colors(widget)
     shots["initial"] = full_screenshot(page, widget, f"{shot_prefix}_tour_initial")
     shots["readme"] = full_screenshot(
@@ -723,7 +815,7 @@ def exercise_tour_widget(
                    "temperature": f"{10**1.3:.3g}", "seq_len": "12"}  # fmt: skip
     wait_summary(page, widget, mouse_state)
     for fig in STAGE_FIGS:
-        assert widget.locator(f"{fig} image.heatmap").count() == 8, fig
+        check_panels(widget, fig, 8)
     after_mouse = stage_colors(widget)
     _all_changed(after_mouse, before)
     fresh = fresh_colors({"d_model": 32, "n_heads": 8, "temperature": 10**1.3})
@@ -740,7 +832,7 @@ def exercise_tour_widget(
                  "seq_len": "12", "mask": "none"}  # fmt: skip
     wait_summary(page, widget, key_state)
     for fig in STAGE_FIGS:
-        assert widget.locator(f"{fig} image.heatmap").count() == 16, fig
+        check_panels(widget, fig, 16)
     after_keys = stage_colors(widget)
     _all_changed(after_keys, after_mouse)
     fresh = fresh_colors({"d_model": 64, "n_heads": 16, "temperature": 10.0})
