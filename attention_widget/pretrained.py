@@ -256,11 +256,10 @@ def _layer_norm_cols(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) ->
     contiguous rows of ``seq`` values.  Returns ``x``.
     """
     f = x.dtype.type
-    mu = np.add.reduce(x, axis=0)  # (seq,)
-    mu *= f(1.0 / x.shape[0])
+    avg = np.full((1, x.shape[0]), 1.0 / x.shape[0], dtype=x.dtype)
+    mu = np.matmul(avg, x)  # (1, seq): the column means, from BLAS
     x -= mu
-    var = np.einsum("ij,ij->j", x, x)
-    var *= f(1.0 / x.shape[0])
+    var = np.matmul(avg, np.square(x))
     var += f(eps)
     np.sqrt(var, out=var)
     np.reciprocal(var, out=var)
