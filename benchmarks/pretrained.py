@@ -13,6 +13,9 @@ Run::
 Prints, for each side, the best of ``--rounds`` interleaved rounds of the median time, the
 ratio numpy / torch (below 1 = NumPy faster), and the widget's per-interaction cost: a
 temperature change (re-softmax of cached scores) and a layer change for a text already run.
+The machine's load average is printed before and after: on a shared 2-core machine, other
+processes slow both sides (and the ratio swings by 10-20 %); 10 interleaved rounds give each
+side the same chances to run in a quiet moment.
 """
 
 from __future__ import annotations
@@ -39,8 +42,8 @@ def _median_ms(fn, repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="threads for both sides")
-    parser.add_argument("--repeats", type=int, default=50)
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per side")
+    parser.add_argument("--repeats", type=int, default=100, help="timed runs per side")
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds per side")
     parser.add_argument("--seq-lens", type=int, nargs="+", default=[32, 128])
     args = parser.parse_args()
     # BLAS threads must be fixed before NumPy loads its BLAS
@@ -70,6 +73,7 @@ def main() -> None:
         f"interleaved medians of {max(1, args.repeats // args.rounds)}; numpy "
         f"{np.__version__}, torch {torch.__version__}, transformers {transformers.__version__}"
     )
+    print("load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     print(f"{'seq_len':>7} {'numpy ms':>9} {'torch ms':>9} {'ratio':>6}   max |diff| attn")
     for n in args.seq_lens:
         ids = np.array([101, *all_ids[: n - 2], 102], dtype=np.int64)  # [CLS] ... [SEP]
@@ -95,6 +99,7 @@ def main() -> None:
             t_pt.append(_median_ms(run_torch, per_round))
         a, b = min(t_np), min(t_pt)
         print(f"{n:>7} {a:>9.2f} {b:>9.2f} {a / b:>6.2f}   {diff:.1e}")
+    print("load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
 
     print("\nwidget interactions on a cached 128-token text (numpy side only):")
     text = model._tok.decode(all_ids[:126])
