@@ -254,6 +254,23 @@ def test_minilm_forward_ids_matches_transformers(minilm, minilm_ref):
     assert _max_diff(minilm.forward_ids(ids)[1], at) == 0.0
 
 
+@pytest.mark.parametrize("seq", [1, 7, 130])
+def test_minilm_feature_major_layer_equals_plain_layer(minilm, seq):
+    """BERT's fast layer (feature-major, [w | b] products, fused GELU, head-shifted softmax)
+    computes what the plain row-major layer (``_qkv`` + attention + ``_after_attention``)
+    computes, for any length; and it chains: a layer's output feeds the next as it is."""
+    rng = np.random.default_rng(seq)
+    h = (rng.standard_normal((seq, 384)) * 2).astype(np.float32)
+    for i in range(minilm.n_layers):
+        fast, w_fast = minilm._block(h, i, True)
+        plain, w_plain = PretrainedModel._block(minilm, h, i, True)
+        assert fast.shape == plain.shape == (seq, 384)
+        np.testing.assert_allclose(fast, plain, atol=2e-5)
+        np.testing.assert_allclose(w_fast, w_plain, atol=2e-6)
+        h = fast
+    assert h.base is not None and h.base.shape == (385, seq)  # [x.T; ones], reused
+
+
 def test_head_shifted_softmax_redoes_rows_far_below_their_head():
     """``_softmax_heads`` shifts a whole head by its max; a row lying ~100 below that max
     would underflow to 0/0, so its head is recomputed with per-row maxima."""
