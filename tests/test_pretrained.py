@@ -271,6 +271,24 @@ def test_minilm_feature_major_layer_equals_plain_layer(minilm, seq):
     assert h.base is not None and h.base.shape == (385, seq)  # [x.T; ones], reused
 
 
+def test_bert_with_another_activation_matches_transformers(tmp_path, minilm):
+    """The fast BERT layer with an activation other than exact GELU (``gelu_new``)."""
+    folder = tmp_path / "minilm_gelu_new"
+    folder.mkdir()
+    for name in ("tokenizer.json", "model.safetensors"):
+        (folder / name).symlink_to(MINILM / name)
+    cfg = json.loads((MINILM / "config.json").read_text())
+    cfg["hidden_act"] = "gelu_new"
+    (folder / "config.json").write_text(json.dumps(cfg))
+    model = load_pretrained(folder)
+    ids = minilm.encode(MINILM_TEXTS[1]).ids
+    hs_ref, at_ref = _run_hf(_hf(folder, causal=False), ids)
+    hs, at = model.forward_ids(ids)
+    assert _max_diff(hs, hs_ref) < TOL and _max_diff(at, at_ref) < TOL
+    # and it is not the exact-GELU model
+    assert _max_diff(hs, minilm.forward_ids(ids)[0]) > 10 * TOL
+
+
 def test_head_shifted_softmax_redoes_rows_far_below_their_head():
     """``_softmax_heads`` shifts a whole head by its max; a row lying ~100 below that max
     would underflow to 0/0, so its head is recomputed with per-row maxima."""
