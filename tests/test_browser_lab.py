@@ -51,9 +51,10 @@ def test_harness_plain_ipywidgets(jupyter_server, page_and_log, tmp_path: Path) 
 
 
 def test_lab_tour(jupyter_server, page_and_log, tmp_path: Path) -> None:
-    """The tour in JupyterLab: Run All without errors, then heatmap count, mouse + keyboard on
-    three sliders (checked against a fresh widget made in a new cell from the live widget's
-    exact values), hostile text shown as text, no dialog, no console error, screenshots."""
+    """The tour in JupyterLab: Run All without errors, then one panel per head in each stage's
+    image (decoded PNG) titled "head i", mouse + keyboard on three sliders (checked against a
+    fresh widget made in a new cell from the live widget's exact values), hostile text shown
+    as text, no dialog, no console error, screenshots."""
     tour = NOTEBOOKS / "tour.ipynb"
     assert TOUR_FIRST_CELL in tour.read_text(encoding="utf-8").replace('\\"', '"')
     shutil.copy(tour, tmp_path / "tour.ipynb")  # Lab may save: never touch the repo's copy

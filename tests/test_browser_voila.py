@@ -23,8 +23,9 @@ pytestmark = pytest.mark.browser
 
 
 def test_voila_tour(jupyter_server, browser, page_and_log, tmp_path: Path) -> None:
-    """The tour in Voila: heatmap count, mouse + keyboard on three sliders (checked against a
-    fresh render), hostile text shown as text, no dialog, no console error, screenshots."""
+    """The tour in Voila: one panel per head in each stage's image (decoded PNG) titled
+    "head i", mouse + keyboard on three sliders (checked against a fresh render), hostile
+    text shown as text, no dialog, no console error, screenshots."""
     tour = NOTEBOOKS / "tour.ipynb"
     assert TOUR_FIRST_CELL in tour.read_text(encoding="utf-8").replace('\\"', '"')
     shutil.copy(tour, tmp_path / "tour.ipynb")
