@@ -275,37 +275,45 @@ def _layer_norm_cols(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) ->
     return x
 
 
-# A row's sum of exp(z - head max) below this means that the row's own max lies more than ~60
-# below its head's max: such rows are redone with their own max (see _softmax_heads).
-_SOFTMAX_TINY = math.exp(-60.0)
+# A row's sum of 2^(y - head max) below this means that the row's own max lies more than ~86
+# (in units of log2) below its head's max: such rows are redone with their own max (see
+# _softmax_heads).
+_SOFTMAX_TINY = 2.0**-86
+_LOG2E = 1.0 / math.log(2.0)
 
 
-def _softmax_heads(z: np.ndarray, exact: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """Row softmax over the last axis of ``z`` (heads, seq, seq), in place, no mask.
+def _softmax_heads(y: np.ndarray, exact: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Row softmax of ``z = y ln 2`` over the last axis of ``y`` (heads, seq, seq), in place.
 
-    Softmax does not change under a shift, and any shift that keeps ``exp`` finite will do:
+    Takes the scores in base 2, ``y = z log2(e)`` (the factor is folded into the queries'
+    scale), because ``exp2`` is ~40 % cheaper than ``exp`` in NumPy:
+    ``softmax(z) = 2^y / sum 2^y``.  No mask.
+
+    Softmax does not change under a shift, and any shift that keeps ``2^y`` finite will do:
     instead of each row's own maximum (a slow reduction per row), a head whose largest score
     lies in [-8, 64] is not shifted at all, and other heads are shifted by their largest score
     (one reduction per head, ~15x cheaper).  A row whose scores all lie far below that would
     lose precision or underflow; if any row's sum is below ``_SOFTMAX_TINY``, its heads are
-    recomputed from ``exact(heads)`` (their scores, shape (len(heads), seq, seq)) with
+    recomputed from ``exact(heads)`` (their ``y``, shape (len(heads), seq, seq)) with
     per-row maxima.
     """
-    h = z.shape[0]
-    top = np.maximum.reduce(z.reshape(h, -1), axis=1)  # (heads,)
-    # exp(z) itself is safe (no overflow, even summed over a row) while z <= 64: shift only
+    h = y.shape[0]
+    top = np.maximum.reduce(y.reshape(h, -1), axis=1)  # (heads,)
+    # 2^y itself is safe (no overflow, even summed over a row) while y <= 64: shift only
     # heads whose maximum lies outside [-8, 64], and skip the pass when none does
     if not (-8.0 <= top.min() and top.max() <= 64.0):
-        z -= np.where((top > 64.0) | ~(top >= -8.0), top, np.float32(0.0)).reshape(h, 1, 1)
-    np.exp(z, out=z)
-    sums = np.matmul(z, np.ones((z.shape[-1], 1), dtype=z.dtype))  # (heads, seq, 1)
+        y -= np.where((top > 64.0) | ~(top >= -8.0), top, np.float32(0.0)).reshape(h, 1, 1)
+    np.exp2(y, out=y)
+    sums = np.matmul(y, np.ones((y.shape[-1], 1), dtype=y.dtype))  # (heads, seq, 1)
     if not sums.min() >= _SOFTMAX_TINY:  # also catches NaN
         heads = np.flatnonzero(~(sums.reshape(h, -1).min(axis=1) >= _SOFTMAX_TINY))
-        z[heads] = _softmax_fast(exact(heads), None)
-        sums[heads] = 1.0
+        redo = exact(heads)
+        redo -= redo.max(axis=-1, keepdims=True)
+        y[heads] = np.exp2(redo, out=redo)
+        sums[heads] = redo.sum(axis=-1, keepdims=True)
     np.reciprocal(sums, out=sums)
-    z *= sums
-    return z
+    y *= sums
+    return y
 
 
 # --------------------------------------------------------------------------------------------
@@ -1219,10 +1227,10 @@ class _Bert(PretrainedModel):
         x = x_1[:d]  # (d, s)
         qkv = np.matmul(w["w_qkv_b"], x_1)  # [3d, d + 1] @ [d + 1, s] -> [3d, s], biases in
         q_t, k_t, v_t = qkv.reshape(3, nh, dh, s)  # (h, dh, s) views
-        q_t *= np.float32(self._scale(i))
+        q_t *= np.float32(self._scale(i) * _LOG2E)  # scores in base 2, for _softmax_heads
 
         def scores(heads: Any = slice(None)) -> np.ndarray:
-            # [h, s, dh] @ [h, dh, s] -> [h, s_query, s_key]
+            # [h, s, dh] @ [h, dh, s] -> [h, s_query, s_key], times log2(e)
             return np.matmul(q_t[heads].transpose(0, 2, 1), k_t[heads])
 
         weights = _softmax_heads(scores(), scores)
