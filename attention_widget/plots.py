@@ -54,6 +54,7 @@ FIXED = {"x": True, "y": True, "color": True}
 PLOT_WIDTH_PX = 640  # widest plot area of a square-celled figure: fits JupyterLab at 1280 px
 MAX_CELL_PX = 36
 MAX_TICKS = 32  # axis labels per panel before they are thinned out
+LABEL_PX = 14  # room one rotated column label needs along the axis
 
 
 def tick_positions(n: int, max_ticks: int = MAX_TICKS) -> np.ndarray:
@@ -165,6 +166,7 @@ class PanelFigure:
         self._offsets: list[tuple[float, float]] = []
         self._size = (1, 1)  # (height, width) of the grid, in cells
         self._extent: tuple = ()  # the image's x and y on screen
+        self._cell_px: float | None = None  # pixel side of a cell (square figures)
         self._range = None
         self._extra: list[bq.Mark] = []
         self._label_key: tuple = ()
@@ -271,6 +273,7 @@ class PanelFigure:
             self.figure.layout.width = f"{int(cell * width + m['left'] + m['right'])}px"
             self.figure.layout.height = f"{int(cell * height + m['top'] + m['bottom'])}px"
             self.c_axis.num_ticks = 5 if cell * height >= 200 else 3  # a short bar, fewer ticks
+            self._cell_px = cell
         else:
             px = self.cell_px * height + m["top"] + m["bottom"]
             self.figure.layout.height = f"{int(np.clip(px, self.min_height, self.max_height))}px"
@@ -299,7 +302,9 @@ class PanelFigure:
         for p, (x0, y0) in zip(panels, self._offsets, strict=True):
             rows, cols = p.array.shape
             if p.col_labels is not None:
-                for j in tick_positions(cols):
+                # rotated token labels need about LABEL_PX each or they run into each other
+                fit = MAX_TICKS if self._cell_px is None else int(cols * self._cell_px / LABEL_PX)
+                for j in tick_positions(cols, max(1, min(MAX_TICKS, fit))):
                     x_ticks.setdefault(x0 + j, p.col_labels[j])
             if p.row_labels is not None and x0 == 0.0:
                 for i in tick_positions(rows):

@@ -779,7 +779,7 @@ class AttentionWidget(W.VBox):
                 [Panel(tr.weights[i], f"head {i}", toks, toks)
                  for i in range(h)], ncols=ncols, mask=tr.mask)
             sent += self.figs["outputs"].update(
-                [Panel(tr.head_outputs[i], f"head {i} ({tr.seq_len} × {dh})", toks, None)
+                [Panel(tr.head_outputs[i], f"head {i}", toks, None)
                  for i in range(h)], ncols=min(h, 8))
             sent += self.figs["concat"].update([
                 Panel(tr.concat, f"concat ({tr.seq_len} × {h * dh})", toks, None,
