@@ -17,6 +17,7 @@ import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import bqplot as bq
 import ipywidgets as W
@@ -192,12 +193,21 @@ class PanelFigure:
         ncols = ncols or len(panels)
         geometry = (tuple(p.array.shape for p in panels), ncols)
         with self.figure.hold_sync():
-            if geometry != self._geometry:
+            moved = geometry != self._geometry
+            if moved:
                 self._layout(panels, ncols)
-            self._panels = [np.asarray(p.array, dtype=np.float32) for p in panels]
-            self._mask = None if mask is None or mask.all() else mask
-            self._update_range()
-            sent = self._draw()
+            arrays = [np.asarray(p.array, dtype=np.float32) for p in panels]
+            mask = None if mask is None or mask.all() else mask
+            same = not moved and (len(arrays) == len(self._panels) and (
+                mask is None if self._mask is None else (
+                    mask is not None and np.array_equal(mask, self._mask)))
+                and all(a.shape == b.shape and np.array_equal(a, b)
+                        for a, b in zip(arrays, self._panels, strict=False)))
+            sent = 0
+            if not same:  # (an unchanged stage costs no colouring, no PNG, no message)
+                self._panels, self._mask = arrays, mask
+                self._update_range()
+                sent = self._draw()
             self._update_labels(panels)
             marks = [self.image, *self._extra, self.lines, self.highlight, self.titles]
             if list(self.figure.marks) != marks:
@@ -418,6 +428,12 @@ def quantize(values: np.ndarray, low: float, high: float, out: np.ndarray | None
 
 
 def palette_rgb(colors: Sequence[str]) -> np.ndarray:
+    """The ``(LEVELS, 3)`` uint8 colours of the levels (see :func:`_palette_rgb`)."""
+    return _palette_rgb(tuple(colors))
+
+
+@lru_cache(maxsize=32)
+def _palette_rgb(colors: tuple[str, ...]) -> np.ndarray:
     """The ``(LEVELS, 3)`` uint8 colours of the levels, as bqplot's ``ColorScale`` draws them.
 
     bqplot maps a value linearly between evenly spaced anchor colours (d3's ``scaleLinear``
@@ -428,7 +444,9 @@ def palette_rgb(colors: Sequence[str]) -> np.ndarray:
     k = np.minimum(t.astype(int), len(anchors) - 2)
     f = (t - k)[:, None]
     rgb = anchors[k] + (anchors[k + 1] - anchors[k]) * f
-    return np.floor(rgb + 0.5).astype(np.uint8)
+    out = np.floor(rgb + 0.5).astype(np.uint8)
+    out.flags.writeable = False  # shared by every caller (cached)
+    return out
 
 
 def panels_png(grid: np.ndarray, palette: np.ndarray) -> bytes:

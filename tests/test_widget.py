@@ -437,3 +437,20 @@ def test_unexpected_failure_keeps_the_widget_alive(w, monkeypatch):
     monkeypatch.undo()
     w.temperature = 0.6
     assert w.error == "" and w.trace.temperature == 0.6
+
+
+def test_unchanged_stages_send_nothing_and_a_new_layout_redraws():
+    w = AttentionWidget(TEXT, d_model=32, n_heads=4)
+    before = {s: (w.figs[s].png, w.figs[s].image.image) for s in ("x", "qkv", "scores")}
+    w.temperature = 0.5  # scores are before the temperature: stages 1-3 stay as they are
+    for stage, (png, shown) in before.items():
+        assert w.figs[stage].png is png and w.figs[stage].image.image is shown, stage
+    assert_display_matches(w)
+    fig = plots.PanelFigure("aw-test", signed=True)
+    panels = [plots.Panel(np.eye(3) * (i + 1)) for i in range(4)]
+    fig.update(panels, ncols=4)
+    wide = fig.png
+    assert fig.update(panels, ncols=4) == 0 and fig.png is wide  # same arrays: nothing sent
+    assert fig.update(panels, ncols=2) > 0  # same arrays, new grid: a new image
+    assert decode_palette_png(fig.png)[0].shape != decode_palette_png(wide)[0].shape
+    assert_image_shows(fig)
