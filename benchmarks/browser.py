@@ -4,6 +4,7 @@ Run from the repository root (needs Voila, playwright and /usr/bin/chromium)::
 
     python benchmarks/browser.py            # all measurements, ~1 min
     python benchmarks/browser.py --steps 31 # more samples
+    python benchmarks/browser.py --gap-ms 400  # steps from a longer idle (a hand's pace)
 
 What it measures, all in one Voila server and one headless Chromium, in the same run:
 
@@ -169,7 +170,8 @@ def _open(page: Any, server: JupyterServer, name: str, root_sel: str) -> None:
 
 
 def measure_steps(
-    page: Any, root_sel: str, text_sel: str, img_sel: str, slider_sel: str, steps: int, warmup: int
+    page: Any, root_sel: str, text_sel: str, img_sel: str, slider_sel: str, steps: int, warmup: int,
+    gap_ms: int = 100,
 ) -> dict[str, list[float]]:
     """Times (ms) for ``steps`` alternating arrow presses, each measured alone.
 
@@ -179,7 +181,8 @@ def measure_steps(
     summary/label text changed (for the widget: the kernel's whole update has been applied, as
     the summary is sent last); ``first``: keydown -> first DOM change outside the controls
     (the kernel's reply has started to arrive); ``driver``: the same step seen from Python
-    (press .. promise resolved), which includes playwright's own round trips.
+    (press .. promise resolved), which includes playwright's own round trips.  ``gap_ms``:
+    idle time before each press.
     """
     handle = page.locator(f"{root_sel} {slider_sel} .noUi-handle").first
     handle.scroll_into_view_if_needed()
@@ -202,7 +205,7 @@ def measure_steps(
             times["text"].append(t_text - t_key)
             times["first"].append((t_first if t_first is not None else t_text) - t_key)
             times["driver"].append(t_driver)
-        page.wait_for_timeout(100)  # let the kernel go idle: measure one step, not a queue
+        page.wait_for_timeout(gap_ms)  # let the kernel go idle: measure one step, not a queue
     times["images"] = [float(n_images)]
     return times
 
@@ -262,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=21, help="measured steps per case (median)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--only", choices=["floor", "all"], default="all")
+    ap.add_argument("--gap-ms", type=int, default=100,
+                    help="idle time before each step (floor and widget alike)")
     args = ap.parse_args(argv)
     stop_on_sigterm()  # a timeout must not leave Voila and its kernels running
 
@@ -285,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         _open(page, server, "floor.ipynb", ".trivial-slider")
         root_sel = ".jp-OutputArea-output"
         floor = measure_steps(
-            page, root_sel, ".trivial-label", "img.none", ".trivial-slider", args.steps, args.warmup
+            page, root_sel, ".trivial-label", "img.none", ".trivial-slider", args.steps,
+            args.warmup, args.gap_ms,
         )
         results["floor"] = statistics.median(floor["paint"])
         results["floor_driver"] = statistics.median(floor["driver"])
@@ -296,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
                 _open(page, server, f"widget{n}.ipynb", ".attention-widget .aw-summary")
                 times = measure_steps(
                     page, ".attention-widget", ".aw-summary", STEP_IMAGES,
-                    ".aw-temperature", args.steps, args.warmup,
+                    ".aw-temperature", args.steps, args.warmup, args.gap_ms,
                 )  # fmt: skip
                 if times["images"] != [4.0]:
                     raise RuntimeError(f"expected 4 stage images, found {times['images']}")
@@ -315,8 +321,9 @@ def main(argv: list[str] | None = None) -> int:
 
     load_after = os.getloadavg()
     floor_ms = results["floor"]
-    print(f"browser benchmark: Voila + headless Chromium, median of {args.steps} steps each "
-          f"(load average 1/5 min before {load_before[0]:.2f}/{load_before[1]:.2f}, after "
+    print(f"browser benchmark: Voila + headless Chromium, median of {args.steps} steps each, "
+          f"{args.gap_ms} ms idle before each (load average 1/5 min before "
+          f"{load_before[0]:.2f}/{load_before[1]:.2f}, after "
           f"{load_after[0]:.2f}/{load_after[1]:.2f}; {os.cpu_count()} cores)")
     print(
         f"  floor  slider -> kernel -> Label          {floor_ms:7.1f} ms  "
