@@ -5,6 +5,14 @@ Run from the repository root (needs Voila, playwright and /usr/bin/chromium)::
     python benchmarks/browser.py            # all measurements, ~1 min
     python benchmarks/browser.py --steps 31 # more samples
     python benchmarks/browser.py --gap-ms 400  # steps from a longer idle (a hand's pace)
+    python benchmarks/browser.py --server-nodelay  # the server's websockets without Nagle
+
+``--server-nodelay`` starts Voila with TCP_NODELAY kept on its sockets (a ``sitecustomize``
+that stops tornado from switching it off after the HTTP handshake).  Jupyter server and Voila
+leave Nagle's algorithm on for kernel websockets; with the browser's delayed ACKs, a burst of
+small widget messages can then wait up to ~40 ms on localhost (seen as a mid-burst stall when
+steps come 100 ms apart).  This is a property of the server, not of the widget: the option
+shows how much of the time it accounts for.
 
 What it measures, all in one Voila server and one headless Chromium, in the same run:
 
@@ -210,6 +218,15 @@ def measure_steps(
     return times
 
 
+NODELAY_SITECUSTOMIZE = '''\
+# attention_widget benchmarks/browser.py --server-nodelay: keep TCP_NODELAY on tornado's sockets
+import tornado.iostream as _io
+
+_set_nodelay = _io.IOStream.set_nodelay
+_io.IOStream.set_nodelay = lambda self, value: _set_nodelay(self, True)
+'''
+
+
 def _temperature_of(summary: str) -> float:
     m = re.search(r"temperature=([0-9.eE+-]+)", summary)
     if not m:
@@ -265,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=21, help="measured steps per case (median)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--only", choices=["floor", "all"], default="all")
+    ap.add_argument("--server-nodelay", action="store_true",
+                    help="run Voila with TCP_NODELAY on its sockets (see the module docstring)")
     ap.add_argument("--gap-ms", type=int, default=100,
                     help="idle time before each step (floor and widget alike)")
     args = ap.parse_args(argv)
@@ -284,6 +303,11 @@ def main(argv: list[str] | None = None) -> int:
             ],
         )
     results: dict[str, Any] = {}
+    if args.server_nodelay:
+        site = Path(tempfile.mkdtemp(prefix="aw-nodelay-"))
+        (site / "sitecustomize.py").write_text(NODELAY_SITECUSTOMIZE)
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            [str(site), *filter(None, [os.environ.get("PYTHONPATH")])])
     load_before = os.getloadavg()
     with JupyterServer("voila", root) as server, launch_browser() as browser:
         page, log = new_page(browser)
@@ -321,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
 
     load_after = os.getloadavg()
     floor_ms = results["floor"]
-    print(f"browser benchmark: Voila + headless Chromium, median of {args.steps} steps each, "
+    print(f"browser benchmark: Voila{' (TCP_NODELAY)' if args.server_nodelay else ''} + "
+          f"headless Chromium, median of {args.steps} steps each, "
           f"{args.gap_ms} ms idle before each (load average 1/5 min before "
           f"{load_before[0]:.2f}/{load_before[1]:.2f}, after "
           f"{load_after[0]:.2f}/{load_after[1]:.2f}; {os.cpu_count()} cores)")
