@@ -71,6 +71,18 @@ def _fmt_t(t: float) -> str:
     return f"{t:.3g}"
 
 
+def _grid_index(values: np.ndarray | None, got: object) -> int:
+    """Index of the grid row/column whose value is ``got`` (-1 if none)."""
+    try:
+        got = float(got)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return -1
+    if values is None:
+        return -1
+    hit = np.flatnonzero(np.isclose(np.asarray(values, dtype=float), got))
+    return int(hit[0]) if hit.size else -1
+
+
 class AttentionWidget(W.VBox):
     """Multi-head self-attention, every stage drawn live and linked to sliders.
 
@@ -896,7 +908,11 @@ class AttentionWidget(W.VBox):
         tr = self.trace
         if tr is None:
             return
-        i, j = int(data.get("row", -1)), int(data.get("column", -1))
+        grid = self._focus_grid
+        # bqplot reports the hovered cell's row and column *values* (the grid's data
+        # coordinates); map them back to token indices
+        i = _grid_index(None if grid is None else grid.row, data.get("row", -1))
+        j = _grid_index(None if grid is None else grid.column, data.get("column", -1))
         if not (0 <= i < tr.seq_len and 0 <= j < tr.seq_len):
             return
         h = min(self.head, tr.n_heads - 1)

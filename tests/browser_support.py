@@ -767,6 +767,34 @@ def _all_changed(new: dict[str, list], old: dict[str, list]) -> None:
             assert grid != old[fig][i], f"{fig} panel {i} did not change"
 
 
+def check_focus_hover(page: Any, widget: Any) -> None:
+    """Hovering a cell of the focus panel names that cell's query and key tokens.
+
+    The focus figure's image is the panel (one pixel a cell) below two transparent title
+    rows; the pointer goes to the centre of cell (row, column) and the readout must name
+    exactly that query and key.
+    """
+    from attention_widget import tokenize
+
+    tokens = tokenize(TOUR_TEXT)
+    n = len(tokens)
+    image = widget.locator(".aw-fig-focus image").first
+    image.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    box = image.bounding_box()
+    assert box is not None
+    cell_w, cell_h = box["width"] / n, box["height"] / (n + 2)  # 2 title rows above the panel
+    readout = widget.locator(".aw-hover").first
+    for row, col in [(0, 0), (3, 1), (7, 2), (n - 1, n - 1), (2, 9)]:
+        page.mouse.move(box["x"] + (col + 0.5) * cell_w, box["y"] + (row + 2.5) * cell_h)
+        expected = f"query {tokens[row]} ({row}) → key {tokens[col]} ({col})"
+        deadline = time.monotonic() + 10
+        while expected not in readout.inner_text():
+            assert time.monotonic() < deadline, (expected, readout.inner_text())
+            page.wait_for_timeout(50)
+    page.mouse.move(0, 0)
+
+
 def exercise_tour_widget(
     page: Any,
     log: PageLog,
@@ -803,6 +831,7 @@ def exercise_tour_widget(
     shots["readme"] = full_screenshot(
         page, widget, f"{shot_prefix}_tour_top", until=widget.locator(".aw-stage-4").first
     )
+    check_focus_hover(page, widget)
 
     # --- mouse: drag each handle along its track -----------------------------------------
     heads64 = [1, 2, 4, 8, 16, 32, 64]

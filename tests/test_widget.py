@@ -271,8 +271,17 @@ def test_focus_head_and_query(w):
 
 
 def test_hover_readout_names_tokens(w):
-    w._on_hover(None, {"data": {"row": 1, "column": 3, "color": 0.1}})
-    assert "cat" in w._hover_html.value and "on" in w._hover_html.value
+    # bqplot sends the hovered cell's row and column values (data coordinates of the grid,
+    # which sits below the panel's title rows), as seen in Chromium
+    grid = w._focus_grid
+    w._on_hover(grid, {"data": {"row": float(grid.row[1]), "column": float(grid.column[3]),
+                                "color": 0.0}})
+    assert "query <b>cat</b> (1)" in w._hover_html.value
+    assert "key <b>on</b> (3)" in w._hover_html.value
+    assert f"{w.trace.weights[0, 1, 3]:.4f}" in w._hover_html.value
+    before = w._hover_html.value
+    w._on_hover(grid, {"data": {"row": 99.5, "column": 0.5}})  # not a cell: nothing changes
+    assert w._hover_html.value == before
 
 
 def test_step_through_reveals_stages_in_order(w):
