@@ -56,6 +56,7 @@ PLOT_WIDTH_PX = 640  # widest plot area of a square-celled figure: fits JupyterL
 MAX_CELL_PX = 36
 MAX_TICKS = 32  # axis labels per panel before they are thinned out
 LABEL_PX = 14  # room one rotated column label needs along the axis
+TITLE_PX = 16  # panel titles: a 12 px label box and a 2 px gap above the panel
 
 
 def tick_positions(n: int, max_ticks: int = MAX_TICKS) -> np.ndarray:
@@ -143,7 +144,10 @@ class PanelFigure:
         self.titles = bq.Label(x=[0.0], y=[0.0], text=[""], colors=["#808080"],
                                preserve_domain=FIXED,
                                scales={"x": self.x_scale, "y": self.y_scale},
-                               align="start", default_size=12, font_weight="bold")
+                               align="start", default_size=12, font_weight="bold",
+                               # anchored at the panel's top edge, drawn TITLE_PX above it
+                               # (bqplot hangs label text below its anchor)
+                               y_offset=-TITLE_PX)
         self.lines = bq.Lines(x=np.zeros((1, 2)), y=np.zeros((1, 2)), colors=["#888888"],
                               preserve_domain=FIXED,
                               scales={"x": self.x_scale, "y": self.y_scale}, stroke_width=2)
@@ -292,7 +296,7 @@ class PanelFigure:
     def _update_labels(self, panels: Sequence[Panel]) -> None:
         titles = [p.title for p in panels]
         xs = [x0 - 0.5 for x0, _ in self._offsets]
-        ys = [y0 - 1.6 for _, y0 in self._offsets]
+        ys = [y0 - 0.5 for _, y0 in self._offsets]
         if (list(self.titles.text) != titles or list(self.titles.x) != xs
                 or list(self.titles.y) != ys):
             with self.titles.hold_sync():

@@ -429,7 +429,9 @@ def test_panel_titles_follow_a_new_layout():
     w.text = " ".join(f"t{i}" for i in range(31))
     expected = [x0 - 0.5 for x0, _ in fig.panel_offsets()]
     np.testing.assert_array_equal(fig.titles.x, expected)
-    np.testing.assert_array_equal(fig.titles.y, [y0 - 1.6 for _, y0 in fig.panel_offsets()])
+    # anchored at each panel's top edge (and drawn a fixed number of pixels above it)
+    np.testing.assert_array_equal(fig.titles.y, [y0 - 0.5 for _, y0 in fig.panel_offsets()])
+    assert fig.titles.y_offset == -plots.TITLE_PX
 
 
 def test_unexpected_failure_keeps_the_widget_alive(w, monkeypatch):
