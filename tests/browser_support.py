@@ -684,11 +684,31 @@ def stage_shapes(widget: Any) -> dict[str, tuple[int, int]]:
             ".aw-fig-outputs": (seq, d_head)}  # fmt: skip
 
 
+def _titles_in_place(got: dict[str, Any]) -> bool:
+    """Whether every title's box ends just above its panel (the check of :func:`check_panels`)."""
+    scr, panels = got["screen"], got["panels"]
+    if len(got["titles"]) != len(panels) or not panels:
+        return False
+    cell_h = (scr["bottom"] - scr["top"]) / got["height"]
+    ordered = sorted(got["titles"], key=lambda t: (round(t["bottom"]), t["left"]))
+    return all(scr["top"] + p["y"] * cell_h - 3 * cell_h - 16 <= t["bottom"]
+               <= scr["top"] + p["y"] * cell_h + 1 for p, t in zip(panels, ordered, strict=True))
+
+
 def check_panels(widget: Any, fig: str, n_panels: int, title: str = "head") -> dict[str, Any]:
     """Assert that ``fig``'s image holds exactly ``n_panels`` solid panels of the shape the
     summary implies, whose titles read ``"<title> 0" .. "<title> n-1"`` (in that order) and
-    sit just above their panels."""
-    got = figure_panels(widget, fig)
+    sit just above their panels.
+
+    The titles are a separate bqplot mark: after the figure is resized (a new layout), they
+    can be redrawn a moment after the image, so their position is polled for a few seconds
+    before it is asserted."""
+    deadline = time.monotonic() + 5
+    while True:
+        got = figure_panels(widget, fig)
+        if _titles_in_place(got) or time.monotonic() > deadline:
+            break
+        widget.page.wait_for_timeout(200)
     shape = stage_shapes(widget)[fig]
     panels, titles = got["panels"], got["titles"]
     assert got["href"].startswith("blob:"), (fig, got["href"][:60])
