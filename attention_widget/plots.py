@@ -126,6 +126,7 @@ class PanelFigure:
         self.color_scale = bq.ColorScale(min=-1.0 if signed else 0.0, max=1.0)
         if signed:
             self.color_scale.mid = 0.0
+        self._panels: list[np.ndarray] = []  # the float32 arrays on screen, one per panel
         self.set_colormap(colormap)
         self.x_axis = bq.Axis(scale=self.x_scale, side="top",
                               tick_values=np.array([]), tick_labels={}, grid_lines="none",
@@ -163,7 +164,6 @@ class PanelFigure:
         )
         self.figure.add_class("aw-figure")
         self.figure.add_class(css_class)
-        self._panels: list[np.ndarray] = []  # the float32 arrays on screen, one per panel
         self._mask: np.ndarray | None = None
         self._shown: np.ndarray | None = None  # palette indices of the image on screen
         self._png = b""
@@ -180,7 +180,7 @@ class PanelFigure:
     def set_colormap(self, name: str) -> None:
         """Switch the colour scheme (sequential for weights, diverging for signed arrays)."""
         self.color_scale.colors = (DIVERGING if self.signed else COLORMAPS)[name]
-        if getattr(self, "_panels", None):
+        if self._panels:
             self._draw()
 
     def panel_offsets(self) -> list[tuple[float, float]]:

@@ -71,13 +71,11 @@ def _fmt_t(t: float) -> str:
     return f"{t:.3g}"
 
 
-def _grid_index(values: np.ndarray | None, got: object) -> int:
+def _grid_index(values: np.ndarray, got: object) -> int:
     """Index of the grid row/column whose value is ``got`` (-1 if none)."""
     try:
         got = float(got)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        return -1
-    if values is None:
         return -1
     hit = np.flatnonzero(np.isclose(np.asarray(values, dtype=float), got))
     return int(hit[0]) if hit.size else -1
@@ -905,14 +903,13 @@ class AttentionWidget(W.VBox):
 
     def _on_hover(self, mark: Any, event: dict) -> None:
         data = event.get("data", {})
-        tr = self.trace
-        if tr is None:
+        tr, grid = self.trace, self._focus_grid
+        if tr is None or grid is None:
             return
-        grid = self._focus_grid
         # bqplot reports the hovered cell's row and column *values* (the grid's data
         # coordinates); map them back to token indices
-        i = _grid_index(None if grid is None else grid.row, data.get("row", -1))
-        j = _grid_index(None if grid is None else grid.column, data.get("column", -1))
+        i = _grid_index(grid.row, data.get("row", -1))
+        j = _grid_index(grid.column, data.get("column", -1))
         if not (0 <= i < tr.seq_len and 0 <= j < tr.seq_len):
             return
         h = min(self.head, tr.n_heads - 1)
