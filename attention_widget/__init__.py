@@ -44,6 +44,11 @@ if TYPE_CHECKING:
     from .widget import AttentionWidget
 
 
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    """The Jupyter server extension: kernel websockets without Nagle (see ``server.py``)."""
+    return [{"module": "attention_widget.server"}]
+
+
 def __getattr__(name: str) -> Any:
     if name == "AttentionWidget":
         from .widget import AttentionWidget

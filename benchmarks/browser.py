@@ -5,14 +5,14 @@ Run from the repository root (needs Voila, playwright and /usr/bin/chromium)::
     python benchmarks/browser.py            # all measurements, ~1 min
     python benchmarks/browser.py --steps 31 # more samples
     python benchmarks/browser.py --gap-ms 400  # steps from a longer idle (a hand's pace)
-    python benchmarks/browser.py --server-nodelay  # the server's websockets without Nagle
+    python benchmarks/browser.py --plain-server  # Voila without attention_widget's voila.json
 
-``--server-nodelay`` starts Voila with TCP_NODELAY kept on its sockets (a ``sitecustomize``
-that stops tornado from switching it off after the HTTP handshake).  Jupyter server and Voila
-leave Nagle's algorithm on for kernel websockets; with the browser's delayed ACKs, a burst of
-small widget messages can then wait up to ~40 ms on localhost (seen as a mid-burst stall when
-steps come 100 ms apart).  This is a property of the server, not of the widget: the option
-shows how much of the time it accounts for.
+Voila runs as the README starts it: in a folder with the repository's ``voila.json``, which
+gives it :class:`attention_widget.server.NoDelayKernelConnection` (``TCP_NODELAY`` on the
+kernel websocket; JupyterLab and Notebook 7 get the same from the package's server extension).
+``--plain-server`` leaves that out: Voila as it comes, with Nagle's algorithm on the websocket,
+where the browser's delayed ACKs can hold the second half of a step's burst of small messages
+for up to ~40 ms.
 
 What it measures, all in one Voila server and one headless Chromium, in the same run:
 
@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -60,6 +61,7 @@ from browser_support import (
     write_notebook,
 )
 
+REPO = Path(__file__).resolve().parents[1]
 SENTENCE_16 = "The animal didn't cross the street because it was too tired to walk any further."
 
 # The images a temperature step repaints: one bqplot Image mark per stage figure.
@@ -218,15 +220,6 @@ def measure_steps(
     return times
 
 
-NODELAY_SITECUSTOMIZE = '''\
-# attention_widget benchmarks/browser.py --server-nodelay: keep TCP_NODELAY on tornado's sockets
-import tornado.iostream as _io
-
-_set_nodelay = _io.IOStream.set_nodelay
-_io.IOStream.set_nodelay = lambda self, value: _set_nodelay(self, True)
-'''
-
-
 def _temperature_of(summary: str) -> float:
     m = re.search(r"temperature=([0-9.eE+-]+)", summary)
     if not m:
@@ -282,8 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=21, help="measured steps per case (median)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--only", choices=["floor", "all"], default="all")
-    ap.add_argument("--server-nodelay", action="store_true",
-                    help="run Voila with TCP_NODELAY on its sockets (see the module docstring)")
+    ap.add_argument("--plain-server", action="store_true",
+                    help="Voila without the repository's voila.json (Nagle on the websocket)")
     ap.add_argument("--gap-ms", type=int, default=100,
                     help="idle time before each step (floor and widget alike)")
     args = ap.parse_args(argv)
@@ -303,11 +296,8 @@ def main(argv: list[str] | None = None) -> int:
             ],
         )
     results: dict[str, Any] = {}
-    if args.server_nodelay:
-        site = Path(tempfile.mkdtemp(prefix="aw-nodelay-"))
-        (site / "sitecustomize.py").write_text(NODELAY_SITECUSTOMIZE)
-        os.environ["PYTHONPATH"] = os.pathsep.join(
-            [str(site), *filter(None, [os.environ.get("PYTHONPATH")])])
+    if not args.plain_server:  # Voila reads voila.json from the folder it starts in
+        shutil.copy(REPO / "voila.json", root / "voila.json")
     load_before = os.getloadavg()
     with JupyterServer("voila", root) as server, launch_browser() as browser:
         page, log = new_page(browser)
@@ -345,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
 
     load_after = os.getloadavg()
     floor_ms = results["floor"]
-    print(f"browser benchmark: Voila{' (TCP_NODELAY)' if args.server_nodelay else ''} + "
+    server_kind = "plain, Nagle on" if args.plain_server else "with voila.json: TCP_NODELAY"
+    print(f"browser benchmark: Voila ({server_kind}) + "
           f"headless Chromium, median of {args.steps} steps each, "
           f"{args.gap_ms} ms idle before each (load average 1/5 min before "
           f"{load_before[0]:.2f}/{load_before[1]:.2f}, after "

@@ -182,6 +182,7 @@ class JupyterServer:
     proc: subprocess.Popen | None = None
     tmp: Path | None = None
     log_path: Path | None = None
+    extra_args: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.kind not in ("lab", "voila"):
@@ -227,6 +228,7 @@ class JupyterServer:
                 "--Voila.ip=127.0.0.1", f"--token={self.token}",
                 "--show_tracebacks=True", str(self.root_dir),
             ]  # fmt: skip
+        cmd += self.extra_args
         self.log_path = self.tmp / "server.log"
         log = open(self.log_path, "wb")  # the child keeps its own copy of the descriptor
         self.proc = subprocess.Popen(

@@ -85,6 +85,9 @@ def test_lab_tour(jupyter_server, page_and_log, tmp_path: Path) -> None:
 
     shots = exercise_tour_widget(page, log, widget, fresh_colors, "lab")
     assert all(p.stat().st_size > 10_000 for p in shots.values())
+    # the package's server extension (enabled by the config file pip installs) was loaded
+    server_log = lab.log_path.read_text(errors="replace")
+    assert "attention_widget: TCP_NODELAY on kernel websockets" in server_log, lab.log()
     if os.environ.get("AW_UPDATE_SCREENSHOT"):  # refresh the README's picture on purpose only
         (REPO / "docs").mkdir(exist_ok=True)
         shutil.copy(shots["readme"], REPO / "docs" / "screenshot.png")
