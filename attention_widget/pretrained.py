@@ -44,6 +44,8 @@ import math
 import mmap
 import numbers
 import os
+import sys
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -377,6 +379,62 @@ def _ones_row_owner(h: np.ndarray) -> np.ndarray | None:
     return None
 
 
+class _Reusable:
+    """Float32 arrays that a forward hands out, reused once nothing refers to them any more.
+
+    A BERT forward returns each layer's attention probabilities and output in arrays of their
+    own (5.9 MB at 128 tokens for MiniLM).  Fresh arrays of this size come from memory that
+    the C allocator gave back to the system when the previous results were dropped: every
+    4 KiB page then costs a page fault when first written -- ~1200 faults, 1-2 ms per
+    forward at 128 tokens on a virtual machine.  :meth:`empty` hands out the arrays it keeps
+    when their reference count shows that only this pool holds them (else a new array, kept
+    for later while the pool's arrays stay within ``max_bytes``).  Arrays below
+    ``MIN_BYTES`` come from the allocator's free lists without faults and are not kept.
+    Thread-safe; without ``sys.getrefcount`` (not CPython) it allocates.
+    """
+
+    MIN_BYTES = 1 << 17  # glibc's default threshold for memory given back to the system
+
+    def __init__(self, max_bytes: int = 64 * 2**20) -> None:
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._arrays: list[np.ndarray] = []  # most recently handed out last
+        probe = [np.empty(1, dtype=np.float32)]
+        # the count of an array only the list holds, as _free() sees it on this Python
+        self._free_count = sys.getrefcount(probe[0]) if hasattr(sys, "getrefcount") else None
+
+    def _free(self, i: int) -> bool:
+        return sys.getrefcount(self._arrays[i]) == self._free_count
+
+    def empty(self, shape: tuple[int, ...]) -> np.ndarray:
+        """An uninitialised C-contiguous float32 array of ``shape`` (an owner, not a view)."""
+        nbytes = 4 * math.prod(shape)
+        if nbytes < self.MIN_BYTES or nbytes > self.max_bytes or self._free_count is None:
+            return np.empty(shape, dtype=np.float32)
+        with self._lock:
+            arrays = self._arrays
+            for i in range(len(arrays)):
+                if arrays[i].shape == shape and self._free(i):
+                    arrays.append(arrays.pop(i))
+                    return arrays[-1]
+            total = sum(a.nbytes for a in arrays)
+            i = 0
+            while total + nbytes > self.max_bytes and i < len(arrays):  # oldest free first
+                if self._free(i):
+                    total -= arrays.pop(i).nbytes
+                else:
+                    i += 1
+            out = np.empty(shape, dtype=np.float32)
+            if total + nbytes <= self.max_bytes:
+                arrays.append(out)
+            return out
+
+    def clear(self) -> None:
+        """Drop every array (those still in use stay valid: they belong to their users)."""
+        with self._lock:
+            self._arrays.clear()
+
+
 def _report(progress: ProgressCallback | None, fraction: float, message: str) -> None:
     if progress is not None:
         progress(min(max(float(fraction), 0.0), 1.0), message)
@@ -612,6 +670,7 @@ class PretrainedModel:
         self._states: OrderedDict[str, _TextState] = OrderedDict()
         self._raw: OrderedDict[tuple[str, int], _RawAttention] = OrderedDict()
         self._masks: dict[int, np.ndarray] = {}
+        self._reusable = _Reusable()  # arrays of results (BERT), see _Bert._block
         self._parse_config()
         self._find_prefix()
         self._validate_shapes()
@@ -730,6 +789,7 @@ class PretrainedModel:
         self._cached_bytes = 0
         self._states.clear()
         self._raw.clear()
+        self._reusable.clear()
 
     # ---- tokenization -----------------------------------------------------------------------
     def encode(self, text: str) -> Encoding:
@@ -1229,11 +1289,12 @@ class _Bert(PretrainedModel):
         q_t, k_t, v_t = qkv.reshape(3, nh, dh, s)  # (h, dh, s) views
         q_t *= np.float32(self._scale(i) * _LOG2E)  # scores in base 2, for _softmax_heads
 
-        def scores(heads: Any = slice(None)) -> np.ndarray:
+        def scores(heads: Any = slice(None), out: np.ndarray | None = None) -> np.ndarray:
             # [h, s, dh] @ [h, dh, s] -> [h, s_query, s_key], times log2(e)
-            return np.matmul(q_t[heads].transpose(0, 2, 1), k_t[heads])
+            return np.matmul(q_t[heads].transpose(0, 2, 1), k_t[heads], out=out)
 
-        weights = _softmax_heads(scores(), scores)
+        # results (probabilities, output) in reused arrays: no page faults, see _Reusable
+        weights = _softmax_heads(scores(out=self._reusable.empty((nh, s, s))), scores)
         # head outputs [h, s, s] @ [h, s, dh] -> [h, s, dh], written straight into concat's
         # (s, h, dh) layout (no copy to merge the heads), next to a column of ones
         concat_1 = np.empty((s, d + 1), dtype=np.float32)
@@ -1250,7 +1311,8 @@ class _Bert(PretrainedModel):
             _gelu_erf_rows(ff)
         else:
             ff[...] = self._act(ff)
-        out_1 = _with_ones_row(d, s)
+        out_1 = self._reusable.empty((d + 1, s))
+        out_1[d] = 1.0  # the next layer's ones row, see _with_ones_row
         out = self._affine(w, "out", ff_1, out_1[:d])  # (d, s)
         out += a
         _layer_norm_cols(out, w["ln2_w"], w["ln2_b"], self._eps)

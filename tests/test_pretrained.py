@@ -254,6 +254,31 @@ def test_minilm_forward_ids_matches_transformers(minilm, minilm_ref):
     assert _max_diff(minilm.forward_ids(ids)[1], at) == 0.0
 
 
+def test_forward_results_reuse_memory_only_once_dropped(minilm):
+    """forward_ids hands out its attention probabilities and layer outputs in arrays that a
+    later forward reuses (no page faults), but only once nothing refers to them: results
+    the caller keeps are never overwritten."""
+    rng = np.random.default_rng(5)
+    ids_a, ids_b = rng.integers(1000, 20000, (2, 128))
+    hs_a, at_a = minilm.forward_ids(ids_a)
+    kept = [a.copy() for a in hs_a + at_a]
+    hs_b, at_b = minilm.forward_ids(ids_b)  # while the first results are held
+    for a, b in zip(hs_a + at_a, kept, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not any(np.shares_memory(a, b) for a in at_a for b in at_b)
+    assert not any(np.shares_memory(a, b) for a in hs_a[1:] for b in hs_b[1:])
+    # dropped results: their memory is used again, and the values are those of a fresh run
+    addresses = {a.__array_interface__["data"][0] for a in at_b}
+    expected = [a.copy() for a in hs_b + at_b]
+    del hs_b, at_b
+    hs_c, at_c = minilm.forward_ids(ids_b)
+    assert {a.__array_interface__["data"][0] for a in at_c} == addresses
+    assert _max_diff(hs_c + at_c, expected) == 0.0
+    # the pool never holds more than its budget
+    pool = minilm._reusable
+    assert sum(a.nbytes for a in pool._arrays) <= pool.max_bytes
+
+
 @pytest.mark.parametrize("seq", [1, 7, 130])
 def test_minilm_feature_major_layer_equals_plain_layer(minilm, seq):
     """BERT's fast layer (feature-major, [w | b] products, fused GELU, head-shifted softmax)
