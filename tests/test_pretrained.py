@@ -14,6 +14,7 @@ import os
 import shutil
 import struct
 import sys
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -745,6 +746,27 @@ def test_gelu_erf_accuracy():
     x32 = x.astype(np.float32)
     assert gelu_erf(x32).dtype == np.float32
     assert np.abs(gelu_erf(x32) - ref).max() < 2e-6
+
+
+def test_gelu_erf_error_bound_against_math_erf():
+    """The documented bound, error < 1.2e-7 |x| (plus float32 rounding), against math.erfc
+    on a dense grid and over the whole float32 range: no clamp is needed for large |x| (the
+    polynomial overflows to inf there, silently) and negative tails go to -0, not NaN."""
+    dense = np.linspace(-12, 12, 240_001)
+    wide = np.geomspace(1e-30, 3e38, 2001)
+    for x64 in (dense, np.concatenate([wide, -wide])):
+        for dt, bound in ((np.float64, 1.2e-7), (np.float32, 1.2e-7 + 2**-23)):
+            x = x64.astype(dt)
+            xf = x.astype(np.float64)
+            ref = np.array([v * 0.5 * math.erfc(-v / math.sqrt(2.0)) for v in xf])
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # no overflow warning leaks out
+                out = gelu_erf(x)
+            assert out.dtype == dt and np.isfinite(out).all()
+            err = np.abs(out.astype(np.float64) - ref)
+            assert (err <= bound * np.abs(xf)).all(), float((err / np.abs(xf)).max())
+    assert gelu_erf(np.float32(-1e30)) == 0.0 and np.signbit(gelu_erf(np.float32(-1e30)))
+    assert gelu_erf(np.float32(1e30)) == np.float32(1e30)
 
 
 def test_gelu_erf_any_layout_leaves_input_alone():
