@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import struct
@@ -77,6 +78,21 @@ def record_comm_messages() -> Iterator[CommRecorder]:
         yield recorder
     finally:
         comm.create_comm = original
+
+
+def image_widget_png(image: Any) -> bytes:
+    """The PNG bytes an ``ipywidgets.Image`` holds.
+
+    Raw (``format="png"``) or as a ``data:image/png;base64,...`` URL (``format="url"``, how
+    the figures send them).
+    """
+    value = bytes(image.value)
+    if image.format == "png":
+        return value
+    prefix = b"data:image/png;base64,"
+    if image.format != "url" or not value.startswith(prefix):
+        raise ValueError(f"not a PNG image widget: format {image.format!r}, {value[:30]!r}")
+    return base64.b64decode(value[len(prefix):], validate=True)
 
 
 def decode_palette_png(png: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

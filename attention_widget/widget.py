@@ -21,7 +21,7 @@ import traitlets as T
 
 from .engine import AttentionParams, AttentionTrace, init_params, multi_head_attention
 from .inputs import embed, tokenize
-from .plots import COLORMAPS, Panel, PanelFigure
+from .plots import COLORMAPS, Panel, PanelFigure, shown_together
 
 __all__ = ["MAX_TOKENS", "AttentionWidget"]
 
@@ -764,7 +764,7 @@ class AttentionWidget(W.VBox):
         h, kv, dh = tr.n_heads, tr.n_kv_heads, tr.d_head
         ncols = min(h, 4)
         sent = 0
-        with self.hold_sync():
+        with self.hold_sync(), shown_together(self.figs.values()):
             self._tokens_html.value = self._token_strip()
             sent += self.figs["x"].update(
                 [Panel(tr.x, f"X  ({tr.seq_len} × {tr.d_model})", toks, None)])
@@ -807,7 +807,7 @@ class AttentionWidget(W.VBox):
                 if head_html.value != value:
                     head_html.value = value
             self._draw_focus()
-            self._summary.value = html.escape(self.summary)
+        self._summary.value = html.escape(self.summary)  # last: after the images switched
         self._bytes_sent = sent
 
     @property

@@ -23,8 +23,8 @@ What it measures, all in one Voila server and one headless Chromium, in the same
   the keydown (ArrowRight/ArrowLeft on the temperature handle, alternating) to the frame after
   ALL of these hold: the summary line (``.aw-summary``, updated last) shows the new value, and
   every stage figure whose image a temperature step changes (weights, head outputs, concat,
-  focus; each figure is ONE bqplot ``Image`` mark, ``<image href="blob:...">``, all panels in
-  one PNG) has a new ``href`` AND has loaded and decoded it (a ``load`` listener on each
+  focus; each figure is ONE bqplot ``Image`` mark, ``<image href="data:image/png;...">``, all
+  panels in one PNG) has a new ``href`` AND has loaded and decoded it (a ``load`` listener on each
   ``<image>`` element, since Chromium fires ``load`` on an SVG image only to a listener on the
   element itself, then ``el.decode()``).  The time is read in the next
   ``requestAnimationFrame``, i.e. the frame that paints the new pixels.  Printed as a ratio to

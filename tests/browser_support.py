@@ -487,9 +487,12 @@ TWO_FRAMES_JS = """() => new Promise(r => requestAnimationFrame(() => requestAni
 
 
 # A stage figure (``.aw-figure.aw-fig-<stage>``) draws all its panels as ONE bqplot ``Image``
-# mark: ``<image class="image_pixelated" href="blob:...">``, a palette PNG with one pixel per
-# cell, transparent outside the panels.  Every repaint gives it a new ``blob:`` href.
+# mark: ``<image class="image_pixelated" href="data:image/png;base64,...">``, a palette PNG with
+# one pixel per cell, transparent outside the panels.  Every repaint gives it a new href.
 STAGE_IMAGE = "image"
+
+
+DATA_PNG = "data:image/png;base64,"  # how the figures send their PNGs (no Blob, no object URL)
 
 
 def image_hrefs(root: Any, selector: str = f".aw-fig-weights {STAGE_IMAGE}") -> list[str]:
@@ -586,7 +589,7 @@ def stage_hrefs(widget: Any) -> dict[str, list[str]]:
     return {fig: image_hrefs(widget, f"{fig} {STAGE_IMAGE}") for fig in STAGE_FIGS}
 
 
-# JS: decode a figure's image PNG (fetched from its blob: URL) on a canvas and find its panels:
+# JS: decode a figure's image PNG (from its data: URL) on a canvas and find its panels:
 # pixels outside the panels are fully transparent, every cell (masked ones too: opaque grey)
 # is opaque.  Row bands = runs of rows with any opaque pixel; panels = runs of columns with
 # any opaque pixel within a band.  One pixel is one cell, so each panel's colours are read
@@ -669,7 +672,7 @@ def figure_panels(widget: Any, fig: str, timeout: float = 20.0) -> dict[str, Any
     while True:
         wait_stable_hrefs(widget.page, widget, f"{fig} {STAGE_IMAGE}", quiet_ms=300)
         got = loc.evaluate("(f, sel) => (" + FIGURE_PANELS_JS + ")([f, sel])", STAGE_IMAGE)
-        if not got.get("retry"):  # a repaint revoked the blob: URL while it was read
+        if not got.get("retry"):  # a repaint replaced the image while it was read
             break
         if time.monotonic() > deadline:
             break
@@ -713,7 +716,7 @@ def check_panels(widget: Any, fig: str, n_panels: int, title: str = "head") -> d
         widget.page.wait_for_timeout(200)
     shape = stage_shapes(widget)[fig]
     panels, titles = got["panels"], got["titles"]
-    assert got["href"].startswith("blob:"), (fig, got["href"][:60])
+    assert got["href"].startswith(DATA_PNG), (fig, got["href"][:60])
     assert got["partial"] == 0, (fig, "half-transparent pixels", got["partial"])
     assert len(panels) == n_panels, (fig, f"{len(panels)} panels in the image, expected "
                                      f"{n_panels}", [(p["x"], p["y"], p["w"], p["h"])
@@ -845,7 +848,7 @@ def exercise_tour_widget(
     widget.wait_for(timeout=60000)
     wait_summary(page, widget, TOUR_INITIAL)
     for fig, images in stage_hrefs(widget).items():  # one Image mark per stage figure
-        assert len(images) == 1 and images[0].startswith("blob:"), (fig, images)
+        assert len(images) == 1 and images[0].startswith(DATA_PNG), (fig, [i[:60] for i in images])
     for fig in STAGE_FIGS:  # contract: one heatmap panel per head, titled "head i"
         check_panels(widget, fig, 4)
     before = stage_colors(widget)

@@ -17,7 +17,7 @@ from attention_widget import (
     plots,
     tokenize,
 )
-from attention_widget.testing import decode_palette_png
+from attention_widget.testing import decode_palette_png, image_widget_png
 from attention_widget.widget import MAX_TOKENS
 
 TEXT = "The cat sat on the mat because the cat was tired."
@@ -37,7 +37,7 @@ def assert_image_shows(fig) -> None:
     """The PNG the figure's Image mark points at draws each panel's array, cell by cell, in
     the colour bqplot's scale gives its value (to within half of one of the 253 levels), grey
     on masked cells, transparent around the panels."""
-    png = bytes(fig.image.image.value)
+    png = image_widget_png(fig.image.image)  # what the mark shows (a data: URL, decoded)
     assert png == fig.png
     indices, palette, alpha = decode_palette_png(png)
     scale = fig.color_scale
@@ -464,4 +464,58 @@ def test_unchanged_stages_send_nothing_and_a_new_layout_redraws():
     assert fig.update(panels, ncols=4) == 0 and fig.png is wide  # same arrays: nothing sent
     assert fig.update(panels, ncols=2) > 0  # same arrays, new grid: a new image
     assert decode_palette_png(fig.png)[0].shape != decode_palette_png(wide)[0].shape
+    assert_image_shows(fig)
+
+
+def test_a_step_sends_every_image_then_switches_them_back_to_back():
+    """Each new PNG goes out as its figure is drawn; the marks switch to them at the end, one
+    message after another, then the summary: the browser repaints once, not once per figure."""
+    from attention_widget.testing import record_comm_messages
+
+    with record_comm_messages() as rec:
+        w = AttentionWidget(TEXT, d_model=32, n_heads=4)
+        buffers = {id(b): s for s, f in w.figs.items() for b in f._buffers}
+        marks = {f.image.comm.comm_id: s for s, f in w.figs.items()}
+        rec.clear()
+        w.temperature = 0.5
+    kinds = []
+    for _, data, bufs in rec.messages:
+        state = data.get("state", {})
+        if "image" in state:
+            kinds.append("switch")
+        elif bufs and bytes(bufs[0]).startswith(b"data:image/png;base64,"):
+            kinds.append("png")  # (bytes travel as binary buffers)
+        elif "seq_len=" in str(state.get("value", "")):
+            kinds.append("summary")
+        else:
+            kinds.append("other")
+    changed = ("weights", "outputs", "concat", "focus")  # what a temperature step changes
+    assert kinds.count("png") == kinds.count("switch") == len(changed), kinds
+    first_switch = kinds.index("switch")
+    assert "png" not in kinds[first_switch:], kinds  # every image was sent before any switch
+    assert kinds[first_switch:first_switch + len(changed)] == ["switch"] * len(changed), kinds
+    assert kinds.index("summary") > first_switch + len(changed) - 1, kinds
+    assert len(buffers) == 2 * len(w.figs) and len(marks) == len(w.figs)
+    for stage in changed:
+        assert_image_shows(w.figs[stage])  # each mark shows its figure's new PNG
+    assert_display_matches(w)
+
+
+def test_shown_together_defers_switches_but_not_new_layouts():
+    fig = plots.PanelFigure("aw-test", signed=False)
+    panels = [plots.Panel(np.full((3, 3), 0.25 * (i + 1))) for i in range(2)]
+    fig.update(panels, ncols=2)
+    shown = fig.image.image
+    with plots.shown_together([fig]):
+        fig.update([plots.Panel(p.array / 2) for p in panels], ncols=2)
+        assert fig.image.image is shown  # filled the other buffer, not switched yet
+        fig.update([plots.Panel(p.array / 3) for p in panels], ncols=2)  # again: same buffer
+        assert fig.image.image is shown
+    assert fig.image.image is not shown  # switched on leaving, to the latest image
+    assert_image_shows(fig)
+    np.testing.assert_allclose(fig.displayed()[1], panels[1].array / 3, atol=1 / 252)
+    before = fig.image.image
+    with plots.shown_together([fig]):
+        fig.update(panels, ncols=1)  # a new layout: axes and image switch together, at once
+        assert fig.image.image is not before
     assert_image_shows(fig)
