@@ -796,7 +796,6 @@ class AttentionWidget(W.VBox):
                       [i * dh for i in range(1, h)]),
                 Panel(tr.output, f"output = concat W_O ({tr.seq_len} × {tr.d_model})", toks),
             ])
-            self._entropy_html.value = self._entropy_text()
             n, hd, kvd = tr.seq_len, h * dh, kv * dh
             shapes = (f"X: {n} × {tr.d_model}",
                       f"Q: {n} × {hd} ({h} heads × {dh}); K, V: {n} × {kvd} ({kv} × {dh})",
@@ -807,7 +806,10 @@ class AttentionWidget(W.VBox):
                 if head_html.value != value:
                     head_html.value = value
             self._draw_focus()
-        self._summary.value = html.escape(self.summary)  # last: after the images switched
+        # text last, after the images switched: a DOM change before them would have the
+        # browser paint a frame in the middle of the step
+        self._entropy_html.value = self._entropy_text()
+        self._summary.value = html.escape(self.summary)
         self._bytes_sent = sent
 
     @property
