@@ -1191,9 +1191,10 @@ class _Bert(PretrainedModel):
 
         ``[w | b] @ [x; 1]`` computes ``w @ x + b`` in one product, with no pass over the
         output to add the bias.  ``w_qkv_b`` is always built (the fused q|k|v copy exists
-        anyway); the output, intermediate and feed-forward output matrices get their ``[w | b]``
-        copies only while they fit in ``cache_bytes``, and are otherwise used in place (views
-        of the file) with separate bias adds.  ``w_o`` and ``b_o`` are always there (views).
+        anyway), its query rows times :meth:`_q_factor`; the output, intermediate and
+        feed-forward output matrices get their ``[w | b]`` copies only while they fit in
+        ``cache_bytes``, and are otherwise used in place (views of the file) with separate
+        bias adds.  ``w_o`` and ``b_o`` are always there (views).
         """
         g = lambda part: self._t.f32(self._name(i, part))  # noqa: E731
         d, ff = self.d_model, self.d_ff
@@ -1208,13 +1209,16 @@ class _Bert(PretrainedModel):
                 r += n
             return out
 
-        # [w_q | b_q; w_k | b_k; w_v | b_v], (3d, d + 1)
+        # [c w_q | c b_q; w_k | b_k; w_v | b_v], (3d, d + 1), c = _q_factor(i): the queries
+        # come out ready for _softmax_heads (scaled, in base 2), with no pass of their own
         names = ("query", "key", "value")
+        qkv_b = fused(
+            [f"attention.self.{n}.weight" for n in names],
+            [f"attention.self.{n}.bias" for n in names],
+        )
+        qkv_b[:d] *= np.float32(self._q_factor(i))
         w: dict[str, np.ndarray | None] = {
-            "w_qkv_b": fused(
-                [f"attention.self.{n}.weight" for n in names],
-                [f"attention.self.{n}.bias" for n in names],
-            ),
+            "w_qkv_b": qkv_b,
             "ln1_w": g("attention.output.LayerNorm.weight"),
             "ln1_b": g("attention.output.LayerNorm.bias"),
             "ln2_w": g("output.LayerNorm.weight"),
@@ -1265,7 +1269,12 @@ class _Bert(PretrainedModel):
         qkv = _linear(h, w["w_qkv_b"][:, :d], w["w_qkv_b"][:, d])
         # [s, 3d] -> [3, h, s, d_head]
         qkv = qkv.reshape(s, 3, self.n_heads, self.d_head).transpose(1, 2, 0, 3)
-        return h, qkv[0], qkv[1], qkv[2]
+        q = qkv[0] * np.float32(1.0 / self._q_factor(i))  # the model's own q
+        return h, q, qkv[1], qkv[2]
+
+    def _q_factor(self, i: int) -> float:
+        """Factor of the queries in ``w_qkv_b``: the attention scale times log2(e)."""
+        return self._scale(i) * _LOG2E
 
     def _block(self, h: np.ndarray, i: int, want_weights: bool) -> tuple[np.ndarray, Any]:
         """One encoder layer, computed feature-major: every activation is stored (features, seq).
@@ -1288,8 +1297,8 @@ class _Bert(PretrainedModel):
             x_1[:d] = h.T
         x = x_1[:d]  # (d, s)
         qkv = np.matmul(w["w_qkv_b"], x_1)  # [3d, d + 1] @ [d + 1, s] -> [3d, s], biases in
-        q_t, k_t, v_t = qkv.reshape(3, nh, dh, s)  # (h, dh, s) views
-        q_t *= np.float32(self._scale(i) * _LOG2E)  # scores in base 2, for _softmax_heads
+        # (h, dh, s) views; q_t comes scaled by _q_factor: scores in base 2 for _softmax_heads
+        q_t, k_t, v_t = qkv.reshape(3, nh, dh, s)
 
         def scores(heads: Any = slice(None), out: np.ndarray | None = None) -> np.ndarray:
             # [h, s, dh] @ [h, dh, s] -> [h, s_query, s_key], times log2(e)
