@@ -20,13 +20,14 @@ What
   whatever connection class the server uses (JupyterLab, Notebook 7, ``jupyter server`` with
   Voila's ``/voila/render/...``).  Turn it off with
   ``jupyter server extension disable attention_widget``.
-* Standalone Voila loads no server extensions; it reads ``voila.json`` from the folder it
-  starts in, and the repository's ``voila.json`` gives it this class::
+* Standalone Voila loads no server extensions.  The package installs
+  ``etc/jupyter/voila.json``, which gives it this class::
 
       {"Voila": {"kernel_websocket_connection_class":
                  "attention_widget.server.NoDelayKernelConnection"}}
 
-  (or pass ``--Voila.kernel_websocket_connection_class=...`` on its command line).
+  A ``voila.json`` of your own (``~/.jupyter``, the working folder) or
+  ``--Voila.kernel_websocket_connection_class=...`` on the command line takes precedence.
 
 This module imports ``jupyter_server`` only when the server loads it; the package itself never
 needs it.
@@ -57,10 +58,16 @@ class NoDelayMixin:
     """
 
     websocket_handler: Any
+    _announced = False  # one log line per server process
 
     def connect(self) -> Any:
         """Set ``TCP_NODELAY``, then connect as the base class does."""
         _set_nodelay(self.websocket_handler)
+        if not NoDelayMixin._announced:
+            NoDelayMixin._announced = True
+            log = getattr(self, "log", None)
+            if log is not None:
+                log.info("attention_widget: TCP_NODELAY on this kernel websocket and the next")
         return super().connect()  # type: ignore[misc]
 
 

@@ -5,14 +5,14 @@ Run from the repository root (needs Voila, playwright and /usr/bin/chromium)::
     python benchmarks/browser.py            # all measurements, ~1 min
     python benchmarks/browser.py --steps 31 # more samples
     python benchmarks/browser.py --gap-ms 400  # steps from a longer idle (a hand's pace)
-    python benchmarks/browser.py --plain-server  # Voila without attention_widget's voila.json
+    python benchmarks/browser.py --plain-server  # Voila's own websocket connection class
 
-Voila runs as the README starts it: in a folder with the repository's ``voila.json``, which
-gives it :class:`attention_widget.server.NoDelayKernelConnection` (``TCP_NODELAY`` on the
-kernel websocket; JupyterLab and Notebook 7 get the same from the package's server extension).
-``--plain-server`` leaves that out: Voila as it comes, with Nagle's algorithm on the websocket,
-where the browser's delayed ACKs can hold the second half of a step's burst of small messages
-for up to ~40 ms.
+Voila runs as installed with the package: its ``etc/jupyter/voila.json`` gives Voila
+:class:`attention_widget.server.NoDelayKernelConnection` (``TCP_NODELAY`` on the kernel
+websocket; JupyterLab and Notebook 7 get the same from the package's server extension).
+``--plain-server`` overrides that with Voila's default class: Nagle's algorithm on the
+websocket, where the browser's delayed ACKs can hold the second half of a step's burst of
+small messages for up to ~40 ms.
 
 What it measures, all in one Voila server and one headless Chromium, in the same run:
 
@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import statistics
 import sys
 import tempfile
@@ -61,7 +60,8 @@ from browser_support import (
     write_notebook,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+PLAIN_CONNECTION = (  # Voila's (and jupyter_server's) own kernel websocket connection class
+    "jupyter_server.services.kernels.connection.channels.ZMQChannelsWebsocketConnection")
 SENTENCE_16 = "The animal didn't cross the street because it was too tired to walk any further."
 
 # The images a temperature step repaints: one bqplot Image mark per stage figure.
@@ -296,10 +296,10 @@ def main(argv: list[str] | None = None) -> int:
             ],
         )
     results: dict[str, Any] = {}
-    if not args.plain_server:  # Voila reads voila.json from the folder it starts in
-        shutil.copy(REPO / "voila.json", root / "voila.json")
     load_before = os.getloadavg()
-    with JupyterServer("voila", root) as server, launch_browser() as browser:
+    extra = [f"--Voila.kernel_websocket_connection_class={PLAIN_CONNECTION}"] if (
+        args.plain_server) else []
+    with JupyterServer("voila", root, extra_args=extra) as server, launch_browser() as browser:
         page, log = new_page(browser)
         _open(page, server, "floor.ipynb", ".trivial-slider")
         root_sel = ".jp-OutputArea-output"
@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
 
     load_after = os.getloadavg()
     floor_ms = results["floor"]
-    server_kind = "plain, Nagle on" if args.plain_server else "with voila.json: TCP_NODELAY"
+    server_kind = "plain, Nagle on" if args.plain_server else "as installed: TCP_NODELAY"
     print(f"browser benchmark: Voila ({server_kind}) + "
           f"headless Chromium, median of {args.steps} steps each, "
           f"{args.gap_ms} ms idle before each (load average 1/5 min before "

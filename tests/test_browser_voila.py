@@ -10,7 +10,6 @@ import pytest
 from browser_support import (
     NOTEBOOKS,
     REFERENCE_NOTEBOOK,
-    REPO,
     TOUR_FIRST_CELL,
     TOUR_TEXT,
     exercise_tour_widget,
@@ -31,9 +30,6 @@ def test_voila_tour(jupyter_server, browser, page_and_log, tmp_path: Path) -> No
     assert TOUR_FIRST_CELL in tour.read_text(encoding="utf-8").replace('\\"', '"')
     shutil.copy(tour, tmp_path / "tour.ipynb")
     write_notebook(tmp_path / "reference.ipynb", REFERENCE_NOTEBOOK)
-    # as the README runs it: Voila reads the repository's voila.json from the folder it
-    # starts in (attention_widget.server.NoDelayKernelConnection on the kernel websockets)
-    shutil.copy(REPO / "voila.json", tmp_path / "voila.json")
     voila = jupyter_server("voila", tmp_path)
     page, log = page_and_log
 
@@ -60,3 +56,6 @@ def test_voila_tour(jupyter_server, browser, page_and_log, tmp_path: Path) -> No
     html = page.content()
     assert "np.set_printoptions" not in html and "softmax_rows" not in html
     assert "Multi-head" in html or "multi-head" in html  # the markdown did
+    # the voila.json the package installs gave Voila the TCP_NODELAY websocket connection
+    server_log = voila.log_path.read_text(errors="replace")
+    assert "attention_widget: TCP_NODELAY on this kernel websocket" in server_log, voila.log()

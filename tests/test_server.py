@@ -151,11 +151,13 @@ def test_install_enables_the_extension() -> None:
     assert any("OK" in line for line in lines), text
 
 
-def test_voila_json_gives_voila_the_nodelay_class() -> None:
-    """The repository's voila.json, read through Voila's own config trait."""
-    from traitlets.config import Config
+def test_installed_voila_json_gives_voila_the_nodelay_class() -> None:
+    """The voila.json the wheel installs, found and read the way Voila reads its config."""
     from voila.app import Voila
 
-    config = Config(json.loads((REPO / "voila.json").read_text()))
-    app = Voila(config=config)
+    shipped = json.loads((REPO / "jupyter-config" / "voila.json").read_text())
+    assert shipped == {"Voila": {
+        "kernel_websocket_connection_class": "attention_widget.server.NoDelayKernelConnection"}}
+    app = Voila()
+    app.load_config_file("voila", path=app.config_file_paths)  # as Voila.initialize() does
     assert app.kernel_websocket_connection_class is server.NoDelayKernelConnection
