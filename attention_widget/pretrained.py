@@ -30,7 +30,9 @@ are kept while they fit in ``cache_bytes``; layers beyond that budget are prepar
 forward.  Embedding matrices are never upcast as a whole: only the rows of the tokens used are
 read.  BERT layers keep ``[w | b]`` copies of their matrices (the bias as an extra column, so that
 one product adds it) while those fit in the budget, and use the file's matrices in place
-otherwise.
+otherwise.  BERT's results (attention probabilities, layer outputs) are written to arrays that
+later forwards reuse once nobody refers to them (no page faults; up to 64 MiB of them kept, given
+back by :meth:`~PretrainedModel.clear_cache`).
 
 Speed: BERT layers run feature-major (activations stored (features, seq), see
 ``_Bert._block``); with float32 and 2 threads, ``forward_ids`` of all-MiniLM-L6-v2 runs about
@@ -800,7 +802,7 @@ class PretrainedModel:
         return w
 
     def clear_cache(self) -> None:
-        """Forget prepared layer weights and cached hidden states (frees memory)."""
+        """Forget prepared layers, cached hidden states and kept result arrays (frees memory)."""
         self._layer_cache.clear()
         self._cached_bytes = 0
         self._states.clear()
