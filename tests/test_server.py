@@ -52,36 +52,31 @@ class RecordingConnection(BaseKernelWebsocketConnection):
         return "connected"
 
 
-def make_connection(cls: type, handler: FakeHandler):
+def connect_through_nodelay(handler: FakeHandler):
+    """``connect()`` of ``with_nodelay(RecordingConnection)`` over ``handler``; (result, conn)."""
+    cls = server.with_nodelay(RecordingConnection)
     conn = cls.__new__(cls)  # no kernel behind it: only connect() is exercised
     conn.__dict__["websocket_handler"] = handler
-    return conn
-
-
-def test_connect_sets_nodelay_then_runs_the_base_connect() -> None:
-    cls = server.with_nodelay(RecordingConnection)
-    assert issubclass(cls, RecordingConnection) and issubclass(cls, server.NoDelayMixin)
-    handler = FakeHandler()
-    conn = make_connection(cls, handler)
     # bypass traitlets' Instance check of websocket_handler: the fake is not a tornado handler
     cls.websocket_handler = property(lambda self: self.__dict__["websocket_handler"])
     try:
-        assert conn.connect() == "connected"
+        return conn.connect(), conn
     finally:
         del cls.websocket_handler
+
+
+def test_connect_sets_nodelay_then_runs_the_base_connect() -> None:
+    handler = FakeHandler()
+    result, conn = connect_through_nodelay(handler)
+    assert result == "connected" and conn.connected == [True]
     assert handler.stream.nodelay == [True]
-    assert conn.connected == [True]
+    assert isinstance(conn, RecordingConnection) and isinstance(conn, server.NoDelayMixin)
 
 
 def test_connect_on_a_closed_websocket_does_not_touch_the_socket() -> None:
-    cls = server.with_nodelay(RecordingConnection)
     handler = FakeHandler(open_=False)
-    conn = make_connection(cls, handler)
-    cls.websocket_handler = property(lambda self: self.__dict__["websocket_handler"])
-    try:
-        assert conn.connect() == "connected"
-    finally:
-        del cls.websocket_handler
+    result, _ = connect_through_nodelay(handler)
+    assert result == "connected"
     assert handler.stream.nodelay == []
 
 
