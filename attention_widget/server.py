@@ -8,8 +8,8 @@ image, the summary line); with Nagle on, the server holds back every message aft
 until the browser acknowledges it, and browsers delay their acknowledgements (up to ~40 ms on
 Linux).  Measured with ``benchmarks/browser.py`` (Voila, 64 tokens, 8 heads): one temperature
 step takes ~70 ms to repaint with Voila's own connection class and ~23 ms with this one; a
-trivial slider round trip takes ~10 ms either way (quiet machine).  Tornado's documentation recommends
-``set_nodelay(True)`` for exactly this case.
+trivial slider round trip takes ~10 ms either way (quiet machine).  Tornado's documentation
+recommends ``set_nodelay(True)`` for exactly this case.
 
 What
 ----
