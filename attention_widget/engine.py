@@ -864,24 +864,34 @@ _BLAS_THREADS = _OpenBLASThreads()
 
 
 class _BufferPool:
-    """The memory of large arrays that no trace uses any more, kept for the next call.
+    """The memory of large arrays that nobody uses any more, kept for the next call.
 
     Fresh memory costs a page fault per 4 KiB page the first time it is written -- about 2 us
     each on a virtual machine, so 10 ms of a 35 ms layer at (512, 512, 8) -- and the C
     allocator hands large freed blocks back to the system, so every call paid them again.
-    :meth:`empty` returns arrays that are views of byte buffers the pool keeps; a buffer is
-    free again once nothing else refers to it: every view (and view of a view) holds a
-    reference to it, so its reference count is then back to the pool's own.  Free buffers
-    are handed out again (same size), or dropped, oldest first, to stay within
-    :data:`BUFFER_POOL_BYTES`.  Without ``sys.getrefcount`` (not CPython) it allocates.
+    :meth:`empty` hands out arrays the pool keeps.  One is free again once nothing else
+    refers to it: every view (and view of a view) holds a reference to it, so its reference
+    count is then back to the pool's own.  A free array of the asked shape and type is handed
+    out as it is (it owns its memory); else a free one of the same size, viewed in that
+    shape; else a new one, kept while the pool stays within its budget (free arrays are
+    dropped, oldest first, to make room).  Without ``sys.getrefcount`` (not CPython) it
+    allocates.  Used by the engine (the arrays of a trace) and by the BERT forward of
+    :mod:`attention_widget.pretrained` (its results).
+
+    Parameters
+    ----------
+    min_bytes : int
+        Smaller arrays are plain ``np.empty``: the C allocator serves them from its own free
+        lists, without page faults.
+    max_bytes : int, optional
+        The pool's budget; None: :data:`BUFFER_POOL_BYTES`, read at every call.
     """
 
-    # arrays smaller than this come from the C allocator's own free lists without page faults
-    MIN_BYTES = 1 << 20
-
-    def __init__(self) -> None:
+    def __init__(self, min_bytes: int = 1 << 20, max_bytes: int | None = None) -> None:
+        self.min_bytes = min_bytes
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        self._buffers: list[np.ndarray] = []
+        self._buffers: list[np.ndarray] = []  # most recently handed out last
         probe = [np.empty(1, dtype=np.uint8)]
         # the count of a buffer only the list holds, as _free() sees it on this Python
         self._free_count = sys.getrefcount(probe[0]) if hasattr(sys, "getrefcount") else None
@@ -889,18 +899,29 @@ class _BufferPool:
     def _free(self, i: int) -> bool:
         return sys.getrefcount(self._buffers[i]) == self._free_count
 
-    def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        """An uninitialised array, like ``np.empty(shape, dtype)``, on reused memory if free."""
+    def _take(self, i: int) -> np.ndarray:
+        self._buffers.append(self._buffers.pop(i))
+        return self._buffers[-1]
+
+    def empty(self, shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
+        """An uninitialised C-contiguous array, like ``np.empty(shape, dtype)``.
+
+        On reused memory when the pool has a free array of this size.
+        """
+        dtype = np.dtype(dtype)
+        shape = tuple(shape)
         nbytes = math.prod(shape) * dtype.itemsize
-        limit = BUFFER_POOL_BYTES
-        if nbytes < self.MIN_BYTES or nbytes > limit or self._free_count is None:
+        limit = BUFFER_POOL_BYTES if self.max_bytes is None else self.max_bytes
+        if nbytes < self.min_bytes or nbytes > limit or self._free_count is None:
             return np.empty(shape, dtype=dtype)
         with self._lock:
             buffers = self._buffers
             for i in range(len(buffers)):
+                if buffers[i].shape == shape and buffers[i].dtype == dtype and self._free(i):
+                    return self._take(i)
+            for i in range(len(buffers)):
                 if buffers[i].nbytes == nbytes and self._free(i):
-                    buffers.append(buffers.pop(i))  # most recently used last
-                    return buffers[-1].view(dtype).reshape(shape)
+                    return self._take(i).reshape(-1).view(dtype).reshape(shape)
             total = sum(buffer.nbytes for buffer in buffers)
             i = 0
             while total + nbytes > limit and i < len(buffers):
@@ -908,13 +929,13 @@ class _BufferPool:
                     total -= buffers.pop(i).nbytes
                 else:
                     i += 1
-            buffer = np.empty(nbytes, dtype=np.uint8)
+            buffer = np.empty(shape, dtype=dtype)
             if total + nbytes <= limit:
                 buffers.append(buffer)
-            return buffer.view(dtype).reshape(shape)
+            return buffer
 
     def clear(self) -> int:
-        """Drop every free buffer; return the bytes the pool still keeps (in use by traces)."""
+        """Drop every free array; return the bytes the pool still keeps (in use)."""
         with self._lock:
             for i in reversed(range(len(self._buffers))):
                 if self._free(i):

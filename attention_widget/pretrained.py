@@ -46,8 +46,6 @@ import math
 import mmap
 import numbers
 import os
-import sys
-import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,7 +54,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .engine import MEMORY_LIMIT_BYTES, AttentionTrace, _check_temperature, _softmax_rows
+from .engine import (
+    MEMORY_LIMIT_BYTES,
+    AttentionTrace,
+    _BufferPool,
+    _check_temperature,
+    _softmax_rows,
+)
 from .safetensors_io import SafetensorsError, SafetensorsFile
 
 __all__ = [
@@ -397,62 +401,6 @@ def _ones_row_owner(h: np.ndarray) -> np.ndarray | None:
     return None
 
 
-class _Reusable:
-    """Float32 arrays that a forward hands out, reused once nothing refers to them any more.
-
-    A BERT forward returns each layer's attention probabilities and output in arrays of their
-    own (5.9 MB at 128 tokens for MiniLM).  Fresh arrays of this size come from memory that
-    the C allocator gave back to the system when the previous results were dropped: every
-    4 KiB page then costs a page fault when first written -- ~1200 faults, 1-2 ms per
-    forward at 128 tokens on a virtual machine.  :meth:`empty` hands out the arrays it keeps
-    when their reference count shows that only this pool holds them (else a new array, kept
-    for later while the pool's arrays stay within ``max_bytes``).  Arrays below
-    ``MIN_BYTES`` come from the allocator's free lists without faults and are not kept.
-    Thread-safe; without ``sys.getrefcount`` (not CPython) it allocates.
-    """
-
-    MIN_BYTES = 1 << 17  # glibc's default threshold for memory given back to the system
-
-    def __init__(self, max_bytes: int = 64 * 2**20) -> None:
-        self.max_bytes = max_bytes
-        self._lock = threading.Lock()
-        self._arrays: list[np.ndarray] = []  # most recently handed out last
-        probe = [np.empty(1, dtype=np.float32)]
-        # the count of an array only the list holds, as _free() sees it on this Python
-        self._free_count = sys.getrefcount(probe[0]) if hasattr(sys, "getrefcount") else None
-
-    def _free(self, i: int) -> bool:
-        return sys.getrefcount(self._arrays[i]) == self._free_count
-
-    def empty(self, shape: tuple[int, ...]) -> np.ndarray:
-        """An uninitialised C-contiguous float32 array of ``shape`` (an owner, not a view)."""
-        nbytes = 4 * math.prod(shape)
-        if nbytes < self.MIN_BYTES or nbytes > self.max_bytes or self._free_count is None:
-            return np.empty(shape, dtype=np.float32)
-        with self._lock:
-            arrays = self._arrays
-            for i in range(len(arrays)):
-                if arrays[i].shape == shape and self._free(i):
-                    arrays.append(arrays.pop(i))
-                    return arrays[-1]
-            total = sum(a.nbytes for a in arrays)
-            i = 0
-            while total + nbytes > self.max_bytes and i < len(arrays):  # oldest free first
-                if self._free(i):
-                    total -= arrays.pop(i).nbytes
-                else:
-                    i += 1
-            out = np.empty(shape, dtype=np.float32)
-            if total + nbytes <= self.max_bytes:
-                arrays.append(out)
-            return out
-
-    def clear(self) -> None:
-        """Drop every array (those still in use stay valid: they belong to their users)."""
-        with self._lock:
-            self._arrays.clear()
-
-
 def _report(progress: ProgressCallback | None, fraction: float, message: str) -> None:
     if progress is not None:
         progress(min(max(float(fraction), 0.0), 1.0), message)
@@ -688,7 +636,9 @@ class PretrainedModel:
         self._states: OrderedDict[str, _TextState] = OrderedDict()
         self._raw: OrderedDict[tuple[str, int], _RawAttention] = OrderedDict()
         self._masks: dict[int, np.ndarray] = {}
-        self._reusable = _Reusable()  # arrays of results (BERT), see _Bert._block
+        # arrays of results (BERT, see _Bert._block): the engine's pool, with its own budget
+        # (arrays from 128 KiB: glibc's threshold for memory given back to the system)
+        self._reusable = _BufferPool(min_bytes=1 << 17, max_bytes=64 * 2**20)
         self._parse_config()
         self._find_prefix()
         self._validate_shapes()
@@ -1345,8 +1295,8 @@ class _Bert(PretrainedModel):
             # [h, s, dh] @ [h, dh, s] -> [h, s_query, s_key], times log2(e)
             return np.matmul(q_t[heads].transpose(0, 2, 1), k_t[heads], out=out)
 
-        # results (probabilities, output) in reused arrays: no page faults, see _Reusable
-        weights = _softmax_heads(scores(out=self._reusable.empty((nh, s, s))), scores)
+        # results (probabilities, output) in reused arrays: no page faults, see engine._BufferPool
+        weights = _softmax_heads(scores(out=self._reusable.empty((nh, s, s), np.float32)), scores)
         # head outputs [h, s, s] @ [h, s, dh] -> [h, s, dh], written straight into concat's
         # (s, h, dh) layout (no copy to merge the heads), next to a column of ones
         concat_1 = np.empty((s, d + 1), dtype=np.float32)
@@ -1367,7 +1317,7 @@ class _Bert(PretrainedModel):
                 _gelu_erf_rows(ff)
             else:
                 ff[...] = self._act(ff)
-        out_1 = self._reusable.empty((d + 1, s))
+        out_1 = self._reusable.empty((d + 1, s), np.float32)
         out_1[d] = 1.0  # the next layer's ones row, see _with_ones_row
         out = self._affine(w, "out", ff_1, out_1[:d])  # (d, s)
         out += a

@@ -377,7 +377,7 @@ def test_pool_never_overwrites_arrays_still_held():
     params = init_params(32, 8, seed=2)
     rng = np.random.default_rng(5)
     xs = [rng.standard_normal((260, 32)) for _ in range(4)]
-    assert 8 * 260**2 * 8 >= engine._POOL.MIN_BYTES  # the scores and weights come from the pool
+    assert 8 * 260**2 * 8 >= engine._POOL.min_bytes  # the scores and weights come from the pool
     kept = multi_head_attention(xs[0], params, n_heads=8)
     copies = {name: getattr(kept, name).copy() for name in
               ("q", "k", "v", "scores", "weights", "head_outputs", "entropy", "concat", "output")}

@@ -277,7 +277,7 @@ def test_forward_results_reuse_memory_only_once_dropped(minilm):
     assert _max_diff(hs_c + at_c, expected) == 0.0
     # the pool never holds more than its budget
     pool = minilm._reusable
-    assert sum(a.nbytes for a in pool._arrays) <= pool.max_bytes
+    assert sum(a.nbytes for a in pool._buffers) <= pool.max_bytes
 
 
 @pytest.mark.parametrize("seq", [1, 7, 130])
