@@ -105,9 +105,7 @@ _ERF_TANH = (
 _CHUNK = 1 << 16
 
 
-def _gelu_erf_rows(
-    x: np.ndarray, bias: np.ndarray | None = None, *, halved: bool = False
-) -> np.ndarray:
+def _gelu_erf_rows(x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
     """In place: ``x <- gelu(x + bias[:, None])`` for a C-contiguous 2-D ``x``, in row blocks.
 
     Parameters
@@ -117,11 +115,6 @@ def _gelu_erf_rows(
     bias : ndarray, shape (rows,), optional
         Added to each row first (the bias of the linear layer feeding the GELU), so that the
         bias costs no pass of its own over memory.
-    halved : bool, default False
-        ``x`` (and ``bias``) hold half the GELU's input, ``z = x / 2`` (BERT's feed-forward
-        makes them so, for free, with halved weights).  Then ``gelu(x) = z (1 + erf(z sqrt 2))``
-        needs one pass fewer than ``x (1 + erf(x / sqrt 2)) / 2``, and since halving is exact
-        in binary floating point the result is the same to the bit.
 
     Returns
     -------
@@ -133,11 +126,7 @@ def _gelu_erf_rows(
     rows = max(1, -(-n // max(blocks, 1)))
     f = x.dtype.type
     # in terms of x: erf(x / sqrt 2) = tanh(x * sum_k c_k (x^2)^k), c_k = a_k / 2^k / sqrt 2
-    # in terms of z = x / 2: c_k x^(2k+1) = (2 * 4^k c_k) z^(2k+1), the same numbers scaled by 2
-    coefs = [
-        f(a * 0.5**k / math.sqrt(2.0) * (2.0 * 4.0**k if halved else 1.0))
-        for k, a in enumerate(_ERF_TANH)
-    ]
+    coefs = [f(a * 0.5**k / math.sqrt(2.0)) for k, a in enumerate(_ERF_TANH)]
     y_buf = np.empty((min(rows, n), cols), dtype=x.dtype)
     p_buf = np.empty_like(y_buf)
     # |x| beyond ~1e6 (float32) overflows the polynomial to inf: harmless, see _ERF_TANH
@@ -155,11 +144,8 @@ def _gelu_erf_rows(
             p += coefs[0]
             p *= xs
             np.tanh(p, out=p)  # erf(x / sqrt 2)
-            if halved:
-                p += f(1.0)  # 2 Phi(x), times z = x / 2
-            else:
-                p *= f(0.5)
-                p += f(0.5)  # Phi(x)
+            p *= f(0.5)
+            p += f(0.5)  # Phi(x)
             xs *= p
     return x
 
@@ -1160,9 +1146,7 @@ class _Bert(PretrainedModel):
         anyway), its query rows times :meth:`_q_factor`; the output, intermediate and
         feed-forward output matrices get their ``[w | b]`` copies only while they fit in
         ``cache_bytes``, and are otherwise used in place (views of the file) with separate
-        bias adds.  With exact GELU the intermediate copy holds ``[w | b] / 2`` (exact; key
-        ``w_in_half_b``, no ``w_in`` / ``b_in`` views): see ``_gelu_erf_rows(halved=True)``.
-        ``w_o`` and ``b_o`` are always there (views).
+        bias adds.  ``w_o`` and ``b_o`` are always there (views).
         """
         g = lambda part: self._t.f32(self._name(i, part))  # noqa: E731
         d = self.d_model
@@ -1213,14 +1197,9 @@ class _Bert(PretrainedModel):
                 wb[r : r + n, :-1] = g(part)
                 wb[r : r + n, -1] = g(bias)
                 r += n
-            if key == "in" and self._act is gelu_erf:
-                # halved (exactly): the GELU takes x / 2 for one pass less, see _gelu_erf_rows
-                wb *= np.float32(0.5)
-                w["w_in_half_b"] = wb
-            else:
-                w[f"w_{key}_b"] = wb
-                if key != "qkv":
-                    w[f"w_{key}"], w[f"b_{key}"] = wb[:, :-1], wb[:, -1]
+            w[f"w_{key}_b"] = wb
+            if key != "qkv":
+                w[f"w_{key}"], w[f"b_{key}"] = wb[:, :-1], wb[:, -1]
         # [c w_q | c b_q; w_k | b_k; w_v | b_v], (3d, d + 1), c = _q_factor(i): the queries
         # come out ready for _softmax_heads (scaled, in base 2), with no pass of their own
         w["w_qkv_b"][:d] *= np.float32(self._q_factor(i))
@@ -1308,15 +1287,11 @@ class _Bert(PretrainedModel):
         a += x
         _layer_norm_cols(a, w["ln1_w"], w["ln1_b"], self._eps)
         ff_1 = _with_ones_row(self.d_ff, s)
-        if "w_in_half_b" in w:  # ff holds x / 2
-            ff = np.matmul(w["w_in_half_b"], a_1, out=ff_1[:-1])
-            _gelu_erf_rows(ff, halved=True)
+        ff = self._affine(w, "in", a_1, ff_1[:-1])  # (d_ff, s)
+        if self._act is gelu_erf:
+            _gelu_erf_rows(ff)
         else:
-            ff = self._affine(w, "in", a_1, ff_1[:-1])  # (d_ff, s)
-            if self._act is gelu_erf:
-                _gelu_erf_rows(ff)
-            else:
-                ff[...] = self._act(ff)
+            ff[...] = self._act(ff)
         out_1 = self._reusable.empty((d + 1, s), np.float32)
         out_1[d] = 1.0  # the next layer's ones row, see _with_ones_row
         out = self._affine(w, "out", ff_1, out_1[:d])  # (d, s)
@@ -1327,11 +1302,7 @@ class _Bert(PretrainedModel):
     def _after_attention(self, h, attn_out, w):
         attn_out += h
         h1 = _layer_norm(attn_out, w["ln1_w"], w["ln1_b"], self._eps)
-        if "w_in_half_b" in w:
-            half = w["w_in_half_b"]
-            ff = self._act(_linear(h1, half[:, :-1], half[:, -1]) * np.float32(2.0))
-        else:
-            ff = self._act(_linear(h1, w["w_in"], w["b_in"]))
+        ff = self._act(_linear(h1, w["w_in"], w["b_in"]))
         out = _linear(ff, w["w_out"], w["b_out"])
         out += h1
         return _layer_norm(out, w["ln2_w"], w["ln2_b"], self._eps)

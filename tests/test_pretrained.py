@@ -360,11 +360,6 @@ def test_fused_gelu_rows_with_bias():
     out = _gelu_erf_rows(x.copy(), b)
     assert out.dtype == np.float32
     assert np.abs(out - ref).max() < 2e-6
-    # from halved inputs (BERT's halved intermediate weights): the same numbers, to the bit
-    for dt in (np.float32, np.float64):
-        full = _gelu_erf_rows(x.astype(dt), b.astype(dt))
-        half = _gelu_erf_rows(x.astype(dt) / 2, b.astype(dt) / 2, halved=True)
-        np.testing.assert_array_equal(half, full)
 
 
 def test_legacy_layernorm_names_and_bert_prefix(tmp_path, minilm):
