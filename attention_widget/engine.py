@@ -956,6 +956,8 @@ def free_buffers() -> int:
         (and are dropped by the next call of this function) once those traces are gone.
     """
     return _POOL.clear()
+
+
 # Rows of one head's scores a thread handles at a time in a threaded layer (bytes).
 _CHUNK_BYTES = 1 << 22
 # Layers with at least this many scores (n_heads * seq_len**2) are shared out between threads;

@@ -15,7 +15,7 @@ import comm
 import numpy as np
 from comm.base_comm import BaseComm
 
-__all__ = ["CommRecorder", "decode_palette_png", "record_comm_messages"]
+__all__ = ["CommRecorder", "decode_palette_png", "image_widget_png", "record_comm_messages"]
 
 
 @dataclass
