@@ -6,6 +6,7 @@ Run from the repository root (needs Voila, playwright and /usr/bin/chromium)::
     python benchmarks/browser.py --steps 31 # more samples
     python benchmarks/browser.py --gap-ms 400  # steps from a longer idle (a hand's pace)
     python benchmarks/browser.py --plain-server  # Voila's own websocket connection class
+    python benchmarks/browser.py --alternate     # back and forth between two values
 
 Voila runs as installed with the package: its ``etc/jupyter/voila.json`` gives Voila
 :class:`attention_widget.server.NoDelayKernelConnection` (``TCP_NODELAY`` on the kernel
@@ -20,7 +21,8 @@ What it measures, all in one Voila server and one headless Chromium, in the same
   focused slider handle to the frame in which the label shows the new value.  No kernel round
   trip can be faster than this.
 * step -> repaint, ``AttentionWidget(n_heads=8, d_model=64)`` at seq_len 16 and 64: time from
-  the keydown (ArrowRight/ArrowLeft on the temperature handle, alternating) to the frame after
+  the keydown (ArrowRight on the temperature handle: every step a value not shown before, so
+  every stage image is computed and sent anew) to the frame after
   ALL of these hold: the summary line (``.aw-summary``, updated last) shows the new value, and
   every stage figure whose image a temperature step changes (weights, head outputs, concat,
   focus; each figure is ONE bqplot ``Image`` mark, ``<image href="data:image/png;...">``, all
@@ -181,9 +183,13 @@ def _open(page: Any, server: JupyterServer, name: str, root_sel: str) -> None:
 
 def measure_steps(
     page: Any, root_sel: str, text_sel: str, img_sel: str, slider_sel: str, steps: int, warmup: int,
-    gap_ms: int = 100,
+    gap_ms: int = 100, alternate: bool = False,
 ) -> dict[str, list[float]]:
-    """Times (ms) for ``steps`` alternating arrow presses, each measured alone.
+    """Times (ms) for ``steps`` ArrowRight presses, each measured alone.
+
+    ``alternate``: ArrowRight and ArrowLeft in turn instead, back and forth between two values.
+    That flatters the widget: each figure's hidden image buffer still holds the image of two
+    steps ago, so a step sends no PNG, only the switches.
 
     ``paint``: keydown -> frame painting the change (in page: text changed, every image has a
     new href, loaded and decoded); ``loaded``: keydown -> the last of those conditions held;
@@ -202,7 +208,7 @@ def measure_steps(
     for i in range(warmup + steps):
         n_images = page.evaluate(ARM_JS, [root_sel, text_sel, img_sel])
         t0 = time.perf_counter()
-        page.keyboard.press("ArrowRight" if i % 2 == 0 else "ArrowLeft")
+        page.keyboard.press("ArrowLeft" if alternate and i % 2 else "ArrowRight")
         t_loaded, t_paint = page.evaluate("() => window.__aw.done")
         t_driver = (time.perf_counter() - t0) * 1000
         t_key, t_text, t_href, t_first = page.evaluate(
@@ -279,7 +285,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="Voila without the repository's voila.json (Nagle on the websocket)")
     ap.add_argument("--gap-ms", type=int, default=100,
                     help="idle time before each step (floor and widget alike)")
+    ap.add_argument("--alternate", action="store_true",
+                    help="step back and forth between two values (no PNG resent: flattering)")
     args = ap.parse_args(argv)
+    if not args.alternate and args.steps + args.warmup > 100:
+        ap.error("--steps + --warmup must be at most 100 (the sliders' room to the right)")
     stop_on_sigterm()  # a timeout must not leave Voila and its kernels running
 
     root = Path(tempfile.mkdtemp(prefix="aw-bench-"))
@@ -305,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         root_sel = ".jp-OutputArea-output"
         floor = measure_steps(
             page, root_sel, ".trivial-label", "img.none", ".trivial-slider", args.steps,
-            args.warmup, args.gap_ms,
+            args.warmup, args.gap_ms, args.alternate,
         )
         results["floor"] = statistics.median(floor["paint"])
         results["floor_driver"] = statistics.median(floor["driver"])
@@ -316,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
                 _open(page, server, f"widget{n}.ipynb", ".attention-widget .aw-summary")
                 times = measure_steps(
                     page, ".attention-widget", ".aw-summary", STEP_IMAGES,
-                    ".aw-temperature", args.steps, args.warmup, args.gap_ms,
+                    ".aw-temperature", args.steps, args.warmup, args.gap_ms, args.alternate,
                 )  # fmt: skip
                 if times["images"] != [4.0]:
                     raise RuntimeError(f"expected 4 stage images, found {times['images']}")
@@ -338,7 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     server_kind = "plain, Nagle on" if args.plain_server else "as installed: TCP_NODELAY"
     print(f"browser benchmark: Voila ({server_kind}) + "
           f"headless Chromium, median of {args.steps} steps each, "
-          f"{args.gap_ms} ms idle before each (load average 1/5 min before "
+          f"{args.gap_ms} ms idle before each, "
+          + ("back and forth between two values" if args.alternate else "every step a new value")
+          + f" (load average 1/5 min before "
           f"{load_before[0]:.2f}/{load_before[1]:.2f}, after "
           f"{load_after[0]:.2f}/{load_after[1]:.2f}; {os.cpu_count()} cores)")
     print(
