@@ -17,6 +17,7 @@ from .engine import (
     init_params,
     multi_head_attention,
     sliding_window_mask,
+    with_temperature,
 )
 from .inputs import embed, positional_encoding, tokenize
 from .pretrained import load_pretrained
@@ -38,6 +39,7 @@ __all__ = [
     "positional_encoding",
     "sliding_window_mask",
     "tokenize",
+    "with_temperature",
 ]
 
 if TYPE_CHECKING:

@@ -41,6 +41,7 @@ __all__ = [
     "multi_head_attention",
     "sliding_window_mask",
     "softmax",
+    "with_temperature",
 ]
 
 #: Largest working memory (bytes) one call of :func:`multi_head_attention` may need.  Above it
@@ -768,17 +769,26 @@ def _attend(
         n_heads, seq_len, seq_len
     )
     weights, entropy = _softmax(scores, mask, inv_temperature)
-    # weights @ V, computed transposed: OpenBLAS is faster at (d_head, seq) @ (seq, rows) than
-    # at the (rows, seq) @ (seq, d_head) product it equals, transposed.
+    return scores, weights, _mix_values(weights, v), entropy
+
+
+def _mix_values(weights: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``weights @ v`` per head: (n_heads, seq, seq) and (n_kv_heads, seq, d_head) -> head outputs.
+
+    Computed transposed: OpenBLAS is faster at (d_head, seq) @ (seq, rows) than at the
+    (rows, seq) @ (seq, d_head) product it equals, transposed.
+    """
+    n_heads, seq_len, _ = weights.shape
+    n_kv, _, d_head = v.shape
+    group = n_heads // n_kv
     # [kv, d_head, seq] @ [kv, seq, group * seq] -> [kv, d_head, group * seq]
     out_t = np.matmul(
         v.transpose(0, 2, 1), weights.reshape(n_kv, group * seq_len, seq_len).transpose(0, 2, 1)
     )
     # [kv, d_head, group, seq] -> [kv, group, seq, d_head] = [h, seq, d_head]
-    head_outputs = np.ascontiguousarray(
+    return np.ascontiguousarray(
         out_t.reshape(n_kv, d_head, group, seq_len).transpose(0, 2, 3, 1)
     ).reshape(n_heads, seq_len, d_head)
-    return scores, weights, head_outputs, entropy
 
 
 class _OpenBLASThreads:
@@ -1212,6 +1222,60 @@ def multi_head_attention(
         output += w["b_o"]
     return _finish(x_arr, q, k, v, scores, weights, head_outputs, entropy, concat, output,
                    bool_mask, temperature)
+
+
+def with_temperature(
+    trace: AttentionTrace, params: AttentionParams, temperature: float
+) -> AttentionTrace:
+    """The same layer at another softmax temperature, reusing the trace's earlier stages.
+
+    Temperature enters after the scores, so ``x``, ``q``, ``k``, ``v``, ``scores`` and ``mask``
+    are shared with ``trace`` (the same arrays, not copies); the weights, head outputs, concat
+    and output are computed anew, as :func:`multi_head_attention` would at ``temperature``.
+    This is what a temperature slider needs: no projection and no ``q k^T`` per step.
+
+    Parameters
+    ----------
+    trace : AttentionTrace
+        From :func:`multi_head_attention` (or an earlier call of this function).
+    params : AttentionParams
+        The parameters ``trace`` was computed with (``w_o`` and ``b_o`` are used).
+    temperature : float
+        ``T > 0``.
+
+    Returns
+    -------
+    AttentionTrace
+        Equal to ``multi_head_attention(trace.x, params, ..., temperature=temperature)`` up to
+        float rounding (the products may be blocked differently).
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a bad argument, naming it.
+    """
+    if not isinstance(trace, AttentionTrace):
+        raise TypeError(f"trace must be an AttentionTrace, got {type(trace).__name__}")
+    if not isinstance(params, AttentionParams):
+        raise TypeError(f"params must be an AttentionParams (see init_params), got {type(params)}")
+    if params.d_model != trace.d_model:
+        raise ValueError(
+            f"params have d_model={params.d_model} but the trace has d_model={trace.d_model}: "
+            "pass the params the trace was computed with"
+        )
+    temperature = _check_temperature(temperature)
+    dt = trace.scores.dtype
+    w = params.as_dtype(dt)
+    mask = None if trace.mask.all() else trace.mask
+    with np.errstate(invalid="ignore", over="ignore", under="ignore"):
+        weights, entropy = _softmax(trace.scores, mask, 1.0 / temperature)
+        head_outputs = _mix_values(weights, trace.v)
+        concat = head_outputs.transpose(1, 0, 2).reshape(trace.seq_len, trace.d_model)
+        output = concat @ w["w_o"]
+        if w["b_o"] is not None:
+            output += w["b_o"]
+    return _finish(trace.x, trace.q, trace.k, trace.v, trace.scores, weights, head_outputs,
+                   entropy, concat, output, trace.mask, temperature)
 
 
 def _finish(

@@ -19,7 +19,13 @@ import ipywidgets as W
 import numpy as np
 import traitlets as T
 
-from .engine import AttentionParams, AttentionTrace, init_params, multi_head_attention
+from .engine import (
+    AttentionParams,
+    AttentionTrace,
+    init_params,
+    multi_head_attention,
+    with_temperature,
+)
 from .inputs import embed, tokenize
 from .plots import COLORMAPS, Panel, PanelFigure, shown_together
 
@@ -148,6 +154,8 @@ class AttentionWidget(W.VBox):
         self._bytes_sent = 0
         self._x_cache: tuple | None = None
         self._params_cache: tuple | None = None
+        self._trace_inputs: tuple | None = None  # what self.trace was computed from, bar T
+        self._drawn_front: tuple = ()  # tokens and arrays of the stages before the softmax
         self._progress_box, self._progress_report = _progress_bar("computing")
         self._progress_box.layout.display = "none"
         self.trace: AttentionTrace | None = None
@@ -693,9 +701,19 @@ class AttentionWidget(W.VBox):
             else:
                 tokens, x, params = self._inputs()
                 window = self._window_for(len(tokens))
-                trace = multi_head_attention(
-                    x, params, n_heads=self.n_heads, n_kv_heads=self._kv_for(params),
-                    temperature=self.temperature, mask=mask, window=window, dtype=np.float64)
+                kv = self._kv_for(params)
+                inputs = (tokens, self.n_heads, kv, mask, window)
+                last = self._trace_inputs
+                if (self.trace is not None and last is not None and last[0] is x
+                        and last[1] is params and last[2] == inputs):
+                    # only the temperature changed: reuse the projections and the scores
+                    trace = with_temperature(self.trace, params, self.temperature)
+                else:
+                    trace = multi_head_attention(
+                        x, params, n_heads=self.n_heads, n_kv_heads=kv,
+                        temperature=self.temperature, mask=mask, window=window,
+                        dtype=np.float64)
+                self._trace_inputs = (x, params, inputs)
         except Exception as err:  # bad input, or a failure deep in a checkpoint: stay alive
             message = (str(err) if isinstance(err, (ValueError, TypeError))
                        else f"Could not compute this ({type(err).__name__}: {err}).")
@@ -764,25 +782,15 @@ class AttentionWidget(W.VBox):
         h, kv, dh = tr.n_heads, tr.n_kv_heads, tr.d_head
         ncols = min(h, 4)
         sent = 0
+        # the stages before the softmax are the same arrays after a temperature step
+        # (with_temperature; a real model's cached layer): nothing to compare or redraw there
+        front = (tuple(toks), tr.x, tr.q, tr.k, tr.v, tr.scores)
+        same_front = len(front) == len(self._drawn_front) and front[0] == self._drawn_front[0] \
+            and all(a is b for a, b in zip(front[1:], self._drawn_front[1:], strict=True))
         with self.hold_sync(), shown_together(self.figs.values()):
-            self._tokens_html.value = self._token_strip()
-            sent += self.figs["x"].update(
-                [Panel(tr.x, f"X  ({tr.seq_len} × {tr.d_model})", toks, None)])
-            q2 = tr.q.transpose(1, 0, 2).reshape(tr.seq_len, h * dh)
-            k2 = tr.k.transpose(1, 0, 2).reshape(tr.seq_len, kv * dh)
-            v2 = tr.v.transpose(1, 0, 2).reshape(tr.seq_len, kv * dh)
-            sent += self.figs["qkv"].update([
-                Panel(q2, f"Q ({tr.seq_len} × {h * dh}), {h} heads", toks, None,
-                      [i * dh for i in range(1, h)], Q_COLOR),
-                Panel(k2, f"K ({tr.seq_len} × {kv * dh}), {kv} kv heads", toks, None,
-                      [i * dh for i in range(1, kv)], K_COLOR),
-                Panel(v2, f"V ({tr.seq_len} × {kv * dh})", toks, None,
-                      [i * dh for i in range(1, kv)], V_COLOR),
-            ])
-            kv_note = "" if kv == h else "→kv"
-            sent += self.figs["scores"].update(
-                [Panel(tr.scores[i], f"head {i}{kv_note}{tr.kv_head(i) if kv_note else ''}",
-                       toks, toks) for i in range(h)], ncols=ncols)
+            if not same_front:
+                sent += self._draw_front()
+            self._drawn_front = front
             # (each head's entropy is in the line above the figure: titles that change with
             # every temperature step would cost the browser one more message per step)
             sent += self.figs["weights"].update(
@@ -811,6 +819,31 @@ class AttentionWidget(W.VBox):
         self._entropy_html.value = self._entropy_text()
         self._summary.value = html.escape(self.summary)
         self._bytes_sent = sent
+
+    def _draw_front(self) -> int:
+        """Token strip, X, Q/K/V and scores; returns the bytes sent."""
+        tr, toks = self.trace, self.tokens
+        assert tr is not None
+        h, kv, dh = tr.n_heads, tr.n_kv_heads, tr.d_head
+        self._tokens_html.value = self._token_strip()
+        sent = self.figs["x"].update(
+            [Panel(tr.x, f"X  ({tr.seq_len} × {tr.d_model})", toks, None)])
+        q2 = tr.q.transpose(1, 0, 2).reshape(tr.seq_len, h * dh)
+        k2 = tr.k.transpose(1, 0, 2).reshape(tr.seq_len, kv * dh)
+        v2 = tr.v.transpose(1, 0, 2).reshape(tr.seq_len, kv * dh)
+        sent += self.figs["qkv"].update([
+            Panel(q2, f"Q ({tr.seq_len} × {h * dh}), {h} heads", toks, None,
+                  [i * dh for i in range(1, h)], Q_COLOR),
+            Panel(k2, f"K ({tr.seq_len} × {kv * dh}), {kv} kv heads", toks, None,
+                  [i * dh for i in range(1, kv)], K_COLOR),
+            Panel(v2, f"V ({tr.seq_len} × {kv * dh})", toks, None,
+                  [i * dh for i in range(1, kv)], V_COLOR),
+        ])
+        kv_note = "" if kv == h else "→kv"
+        sent += self.figs["scores"].update(
+            [Panel(tr.scores[i], f"head {i}{kv_note}{tr.kv_head(i) if kv_note else ''}",
+                   toks, toks) for i in range(h)], ncols=min(h, 4))
+        return sent
 
     @property
     def summary(self) -> str:

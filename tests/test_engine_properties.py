@@ -451,3 +451,44 @@ def test_threaded_softmax_safe_when_the_score_bound_is_large(monkeypatch, temper
     np.testing.assert_allclose(threaded.weights.sum(-1), 1.0, rtol=0, atol=1e-12)
     np.testing.assert_allclose(threaded.weights, plain.weights, rtol=0, atol=1e-12)
     np.testing.assert_allclose(threaded.entropy, plain.entropy, rtol=0, atol=1e-9)
+
+
+@SETTINGS
+@given(problems(), temperatures, temperatures, st.sampled_from([np.float64, np.float32]))
+def test_with_temperature_equals_a_fresh_run_and_shares_the_earlier_stages(
+        problem, t_first, t_then, dtype):
+    """A temperature step from a trace gives what a fresh run at that temperature gives."""
+    from attention_widget import with_temperature
+
+    x, params = problem[0], problem[1]
+    first = run(problem, temperature=t_first, dtype=dtype)
+    stepped = with_temperature(first, params, t_then)
+    fresh = run(problem, temperature=t_then, dtype=dtype)
+    tol = 1e-12 if dtype is np.float64 else 1e-5
+    assert stepped.temperature == t_then
+    for name in ("weights", "head_outputs", "concat", "output", "entropy"):
+        got, want = getattr(stepped, name), getattr(fresh, name)
+        assert got.dtype == want.dtype and got.shape == want.shape, name
+        np.testing.assert_allclose(got, want, rtol=0, atol=tol * max(1.0, np.abs(want).max()),
+                                   err_msg=name)
+    for name in ("x", "q", "k", "v", "scores", "mask"):
+        assert getattr(stepped, name) is getattr(first, name), name
+    assert np.array_equal(stepped.mask, fresh.mask)
+    assert (stepped.weights[:, ~stepped.mask] == 0).all()
+    assert x.shape == stepped.x.shape
+
+
+def test_with_temperature_names_a_bad_argument():
+    from attention_widget import with_temperature
+
+    params = init_params(8, 2, seed=0)
+    trace = multi_head_attention(np.ones((3, 8)), params, n_heads=2)
+    with pytest.raises(TypeError, match="trace must be an AttentionTrace"):
+        with_temperature("trace", params, 1.0)
+    with pytest.raises(TypeError, match="params must be an AttentionParams"):
+        with_temperature(trace, {"w_o": params.w_o}, 1.0)
+    with pytest.raises(ValueError, match="d_model=16 but the trace has d_model=8"):
+        with_temperature(trace, init_params(16, 2), 1.0)
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="temperature"):
+            with_temperature(trace, params, bad)

@@ -441,13 +441,47 @@ def test_unexpected_failure_keeps_the_widget_alive(w, monkeypatch):
         raise MemoryError("no room")
 
     good = w.trace
+    # (a temperature step reuses the scores through with_temperature; other changes recompute)
     monkeypatch.setattr(module, "multi_head_attention", boom)
-    w.temperature = 0.5
-    assert "MemoryError: no room" in w.error and "MemoryError" in w._error.value
-    assert w.trace is good
+    monkeypatch.setattr(module, "with_temperature", boom)
+    for name, value in (("temperature", 0.5), ("seed", 3)):
+        setattr(w, name, value)
+        assert "MemoryError: no room" in w.error and "MemoryError" in w._error.value, name
+        assert w.trace is good
     monkeypatch.undo()
     w.temperature = 0.6
-    assert w.error == "" and w.trace.temperature == 0.6
+    assert w.error == "" and w.trace.temperature == 0.6 and w.trace is not good
+
+
+def test_a_temperature_step_reuses_the_scores_and_draws_what_a_fresh_widget_draws(monkeypatch):
+    import attention_widget.widget as module
+
+    w = AttentionWidget(TEXT, d_model=32, n_heads=4, n_kv_heads=2, mask="causal")
+    first = w.trace
+    calls = []
+    full = module.multi_head_attention
+    monkeypatch.setattr(module, "multi_head_attention",
+                        lambda *a, **k: calls.append(1) or full(*a, **k))
+    for t in (0.3, 2.5):
+        w.temperature = t
+        assert not calls, "a temperature step ran the whole layer"
+        assert w.trace.scores is first.scores and w.trace.q is first.q
+        fresh = AttentionWidget(TEXT, d_model=32, n_heads=4, n_kv_heads=2, mask="causal",
+                                temperature=t)
+        for stage in w.figs:
+            for got, want in zip(w.displayed(stage), fresh.displayed(stage), strict=True):
+                np.testing.assert_array_equal(got, want, err_msg=stage)
+            assert w.figs[stage].png == fresh.figs[stage].png, stage
+        assert w.summary == fresh.summary
+        assert_display_matches(w)
+        calls.clear()
+    monkeypatch.undo()
+    for name, value in (("n_heads", 8), ("mask", "none"), ("text", TEXT + " Again."),
+                        ("d_model", 16), ("seed", 1)):  # anything else computes anew
+        before = w.trace
+        setattr(w, name, value)
+        assert w.trace.scores is not before.scores, name
+        assert_display_matches(w)
 
 
 def test_unchanged_stages_send_nothing_and_a_new_layout_redraws():
