@@ -156,6 +156,7 @@ class AttentionWidget(W.VBox):
         self._params_cache: tuple | None = None
         self._trace_inputs: tuple | None = None  # what self.trace was computed from, bar T
         self._drawn_front: tuple = ()  # tokens and arrays of the stages before the softmax
+        self._cut_front: tuple | None = None  # those stages without special tokens (real model)
         self._progress_box, self._progress_report = _progress_bar("computing")
         self._progress_box.layout.display = "none"
         self.trace: AttentionTrace | None = None
@@ -755,11 +756,19 @@ class AttentionWidget(W.VBox):
         if keep.size == 0:
             raise ValueError("The text has only special tokens; show them or add words.")
         sq = np.ix_(np.arange(trace.n_heads), keep, keep)
+        # the stages before the softmax are the model's cached arrays while only the temperature
+        # changes: cut them once, so that the figures see the same arrays and skip them
+        cached = self._cut_front
+        if (cached is None or cached[0] is not trace.scores or cached[1] is not trace.x
+                or not np.array_equal(cached[2], keep)):
+            cached = (trace.scores, trace.x, keep, {
+                "x": trace.x[keep], "q": trace.q[:, keep], "k": trace.k[:, keep],
+                "v": trace.v[:, keep], "scores": trace.scores[sq],
+                "mask": trace.mask[np.ix_(keep, keep)]})
+            self._cut_front = cached
         cut = AttentionTrace(
-            x=trace.x[keep], q=trace.q[:, keep], k=trace.k[:, keep], v=trace.v[:, keep],
-            scores=trace.scores[sq], weights=trace.weights[sq],
-            head_outputs=trace.head_outputs[:, keep], concat=trace.concat[keep],
-            output=trace.output[keep], mask=trace.mask[np.ix_(keep, keep)],
+            **cached[3], weights=trace.weights[sq], head_outputs=trace.head_outputs[:, keep],
+            concat=trace.concat[keep], output=trace.output[keep],
             entropy=trace.entropy[:, keep], temperature=trace.temperature)
         return [tokens[i] for i in keep], cut
 

@@ -76,3 +76,29 @@ def test_state_round_trip(w, tmp_path):
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"config\.json"):
         AttentionWidget.from_pretrained(tmp_path, progress=False)
+
+
+def test_hidden_special_tokens_a_temperature_step_reuses_the_cut_stages(model):
+    w = AttentionWidget.from_pretrained(model, TEXT, layer=1, show_special=False,
+                                        progress=False)
+    before = w.trace
+    w.temperature = 0.5
+    # the stages before the softmax are cut once: the figures see the same arrays
+    for name in ("x", "q", "k", "v", "scores", "mask"):
+        assert getattr(w.trace, name) is getattr(before, name), name
+    fresh = AttentionWidget.from_pretrained(model, TEXT, layer=1, show_special=False,
+                                            temperature=0.5, progress=False)
+    assert w.tokens == fresh.tokens and "[CLS]" not in w.tokens
+    for stage in w.figs:
+        for got, want in zip(w.displayed(stage), fresh.displayed(stage), strict=True):
+            np.testing.assert_array_equal(got, want, err_msg=stage)
+        assert w.figs[stage].png == fresh.figs[stage].png, stage
+    # the real model's weights at T = 0.5, without the special tokens' rows and columns
+    np.testing.assert_array_equal(
+        w.trace.weights, model.trace(TEXT, 1, temperature=0.5).weights[:, 1:-1, 1:-1])
+    for name, value in (("layer", 4), ("text", TEXT + " Again."), ("show_special", True)):
+        old = w.trace
+        setattr(w, name, value)
+        assert w.trace.scores is not old.scores, name
+        np.testing.assert_array_equal(
+            w.displayed("scores")[0], w.trace.scores[0].astype(np.float32), err_msg=name)
