@@ -1076,6 +1076,15 @@ def _layer_split(
     return q, k, v, scores, weights, head_outputs, entropy, concat, output
 
 
+def _concat_project(head_outputs: np.ndarray, w: dict) -> tuple[np.ndarray, np.ndarray]:
+    """``concat`` (seq, h * d_head) of the (h, seq, d_head) head outputs, and ``output``."""
+    n_heads, seq_len, d_head = head_outputs.shape
+    concat = head_outputs.transpose(1, 0, 2).reshape(seq_len, n_heads * d_head)
+    output = np.empty((seq_len, w["w_o"].shape[1]), dtype=concat.dtype)
+    _combine(concat, w, output, slice(None))
+    return concat, output
+
+
 def _combine(concat: np.ndarray, w: dict, output: np.ndarray, rows: slice) -> None:
     """``output[rows] = concat[rows] @ w_o (+ b_o)``."""
     np.matmul(concat[rows], w["w_o"], out=output[rows])
@@ -1216,10 +1225,7 @@ def multi_head_attention(
     scores, weights, head_outputs, entropy = _attend(q, k, v, bool_mask, 1.0 / temperature)
 
     # 3. combine: [h, seq, d_head] -> [seq, h * d_head] -> @ w_o -> [seq, d_model]
-    concat = head_outputs.transpose(1, 0, 2).reshape(seq_len, d_model)
-    output = concat @ w["w_o"]
-    if w["b_o"] is not None:
-        output += w["b_o"]
+    concat, output = _concat_project(head_outputs, w)
     return _finish(x_arr, q, k, v, scores, weights, head_outputs, entropy, concat, output,
                    bool_mask, temperature)
 
@@ -1270,10 +1276,7 @@ def with_temperature(
     with np.errstate(invalid="ignore", over="ignore", under="ignore"):
         weights, entropy = _softmax(trace.scores, mask, 1.0 / temperature)
         head_outputs = _mix_values(weights, trace.v)
-        concat = head_outputs.transpose(1, 0, 2).reshape(trace.seq_len, trace.d_model)
-        output = concat @ w["w_o"]
-        if w["b_o"] is not None:
-            output += w["b_o"]
+        concat, output = _concat_project(head_outputs, w)
     return _finish(trace.x, trace.q, trace.k, trace.v, trace.scores, weights, head_outputs,
                    entropy, concat, output, trace.mask, temperature)
 
