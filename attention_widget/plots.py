@@ -26,8 +26,8 @@ import ipywidgets as W
 import numpy as np
 
 __all__ = [
-    "COLORMAPS", "DIVERGING", "Panel", "PanelFigure", "palette_rgb", "panels_png", "quantize",
-    "shown_together", "tick_positions",
+    "COLORMAPS", "DIVERGING", "PNG_URL_PREFIX", "Panel", "PanelFigure", "palette_rgb", "panels_png",
+    "quantize", "shown_together", "tick_positions",
 ]
 
 # Colour-blind-safe maps as anchor colours (the browser interpolates between them).
@@ -59,6 +59,7 @@ MAX_CELL_PX = 36
 MAX_TICKS = 32  # axis labels per panel before they are thinned out
 LABEL_PX = 14  # room one rotated column label needs along the axis
 TITLE_PX = 16  # panel titles: a 12 px label box and a 2 px gap above the panel
+PNG_URL_PREFIX = b"data:image/png;base64,"  # how a figure's Image widget holds its PNG
 
 
 def tick_positions(n: int, max_ticks: int = MAX_TICKS) -> np.ndarray:
@@ -252,7 +253,7 @@ class PanelFigure:
             back = self._buffers[1] if self.image.image is self._buffers[0] else self._buffers[0]
         # a data: URL, not PNG bytes: bqplot then sets it as the href as it is, where PNG bytes
         # cost the browser a Blob and an object URL (~1.7 ms of its main thread per image)
-        back.value = b"data:image/png;base64," + base64.b64encode(png)
+        back.value = PNG_URL_PREFIX + base64.b64encode(png)
         # bqplot draws an Image from y[0] at its bottom edge up to y[1]; on this reversed
         # y scale the first image row must therefore start at the larger y
         self._pending = (back, ([-0.5, width - 0.5], [height - 0.5, -0.5]))

@@ -86,13 +86,14 @@ def image_widget_png(image: Any) -> bytes:
     Raw (``format="png"``) or as a ``data:image/png;base64,...`` URL (``format="url"``, how
     the figures send them).
     """
+    from .plots import PNG_URL_PREFIX  # (here: importing testing loads no bqplot)
+
     value = bytes(image.value)
     if image.format == "png":
         return value
-    prefix = b"data:image/png;base64,"
-    if image.format != "url" or not value.startswith(prefix):
+    if image.format != "url" or not value.startswith(PNG_URL_PREFIX):
         raise ValueError(f"not a PNG image widget: format {image.format!r}, {value[:30]!r}")
-    return base64.b64decode(value[len(prefix):], validate=True)
+    return base64.b64decode(value[len(PNG_URL_PREFIX):], validate=True)
 
 
 def decode_palette_png(png: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

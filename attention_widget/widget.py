@@ -45,6 +45,7 @@ STAGES = (
 Q_COLOR, K_COLOR, V_COLOR = "#1f77b4", "#ff7f0e", "#2ca02c"  # one colour code, every stage
 BUSY_AFTER_S = 0.2
 GRID_FOCUS_MAX = 40  # focus panel with per-cell hover up to this many tokens
+HEADS_PER_ROW = 4  # scores and weights: one square panel per head, rows of this many
 _CHOICE_CONTROLS = ("d_model", "n_heads", "n_kv_heads", "head", "query")
 DEFAULT_TEXT = "The animal didn't cross the street because it was too tired."
 
@@ -155,7 +156,7 @@ class AttentionWidget(W.VBox):
         self._x_cache: tuple | None = None
         self._params_cache: tuple | None = None
         self._trace_inputs: tuple | None = None  # what self.trace was computed from, bar T
-        self._drawn_front: tuple = ()  # tokens and arrays of the stages before the softmax
+        self._drawn_front: tuple | None = None  # tokens and arrays of the stages before softmax
         self._cut_front: tuple | None = None  # those stages without special tokens (real model)
         self._progress_box, self._progress_report = _progress_bar("computing")
         self._progress_box.layout.display = "none"
@@ -789,13 +790,13 @@ class AttentionWidget(W.VBox):
         tr, toks = self.trace, self.tokens
         assert tr is not None
         h, kv, dh = tr.n_heads, tr.n_kv_heads, tr.d_head
-        ncols = min(h, 4)
         sent = 0
         # the stages before the softmax are the same arrays after a temperature step
         # (with_temperature; a real model's cached layer): nothing to compare or redraw there
         front = (tuple(toks), tr.x, tr.q, tr.k, tr.v, tr.scores)
-        same_front = len(front) == len(self._drawn_front) and front[0] == self._drawn_front[0] \
-            and all(a is b for a, b in zip(front[1:], self._drawn_front[1:], strict=True))
+        drawn = self._drawn_front
+        same_front = drawn is not None and front[0] == drawn[0] and all(
+            a is b for a, b in zip(front[1:], drawn[1:], strict=True))
         with self.hold_sync(), shown_together(self.figs.values()):
             if not same_front:
                 sent += self._draw_front()
@@ -804,7 +805,7 @@ class AttentionWidget(W.VBox):
             # every temperature step would cost the browser one more message per step)
             sent += self.figs["weights"].update(
                 [Panel(tr.weights[i], f"head {i}", toks, toks)
-                 for i in range(h)], ncols=ncols, mask=tr.mask)
+                 for i in range(h)], ncols=min(h, HEADS_PER_ROW), mask=tr.mask)
             sent += self.figs["outputs"].update(
                 [Panel(tr.head_outputs[i], f"head {i}", toks, None)
                  for i in range(h)], ncols=min(h, 8))
@@ -851,7 +852,7 @@ class AttentionWidget(W.VBox):
         kv_note = "" if kv == h else "→kv"
         sent += self.figs["scores"].update(
             [Panel(tr.scores[i], f"head {i}{kv_note}{tr.kv_head(i) if kv_note else ''}",
-                   toks, toks) for i in range(h)], ncols=min(h, 4))
+                   toks, toks) for i in range(h)], ncols=min(h, HEADS_PER_ROW))
         return sent
 
     @property
