@@ -520,8 +520,9 @@ def panels_png(grid: np.ndarray, palette: np.ndarray) -> bytes:
     raw = np.zeros((height, width + 1), dtype=np.uint8)  # filter byte 0 (none) per row
     raw[:, 1:] = grid
     if grid.size <= 1 << 18:
-        # runs of equal cells only (Z_RLE): at 64 tokens 1.5-2x faster than zlib level 1's
-        # default strategy and 3-17 % smaller
+        # runs of equal cells only (Z_RLE): on the 64-token stage grids as fast as zlib level
+        # 1's default strategy on the small ones and 1.4-2.2x faster on the large ones
+        # (weights, scores), output 0-16 % smaller
         packer = zlib.compressobj(1, zlib.DEFLATED, 15, 8, zlib.Z_RLE)
         idat = packer.compress(raw.tobytes()) + packer.flush()
     else:  # large grids: store, do not spend time packing
