@@ -193,9 +193,13 @@ def test_float32_within_1e_4_of_float64(problem, temperature):
 
 def test_long_sequences_match_a_plain_formula():
     """Sizes whose scores do not fit one cache block take the blocked paths: same maths."""
+    from attention_widget import engine
+
+    # one head's float64 scores at 600 tokens span several cache blocks
+    assert len(engine._blocks(1, 600, 600 * 8, engine._BLOCK_BYTES)) > 1
     rng = np.random.default_rng(7)
     for seq_len, d_model, n_heads, n_kv, mask in [
-        (300, 16, 4, 2, "causal"),  # several cache blocks per head
+        (600, 16, 4, 2, "causal"),  # several cache blocks per head
         (257, 8, 2, 1, None),
         (1100, 8, 4, 2, "causal"),  # threads share the blocks of the softmax
     ]:
