@@ -35,6 +35,11 @@ What it measures, all in one Voila server and one headless Chromium, in the same
   1.7x and 2.7x twenty minutes apart); the line "before the frame" gives the ratio without that
   rounding: keydown -> every image loaded and decoded, over keydown -> the floor's label in
   the DOM.
+* bare, at the same seq_lens: the same four stage figures
+  (:class:`attention_widget.plots.PanelFigure`) on a page of their own, updated from attention
+  arrays computed before the first step: each step is only the figures' colouring, PNGs and
+  messages, and the browser's work -- no engine, no widget.  What the rendering alone costs
+  against the floor.
 * drag: a 30-move mouse drag of the temperature handle (about 1 s, like a hand), then the time
   from mouse-up until the widget settles on the final value: the summary shows the value the
   slider's readout shows, and no stage image changes or finishes loading any more.  Goal < 2 s.
@@ -73,6 +78,39 @@ SENTENCE_16 = "The animal didn't cross the street because it was too tired to wa
 # The images a temperature step repaints: one bqplot Image mark per stage figure.
 STEP_IMAGES = ", ".join(
     f".aw-fig-{stage} image" for stage in ("weights", "outputs", "concat", "focus"))
+
+# The bare page: the four figures a temperature step redraws, fed precomputed arrays.
+BARE_CELL = """
+import numpy as np, ipywidgets as W
+from attention_widget import embed, init_params, multi_head_attention, tokenize
+from attention_widget.plots import Panel, PanelFigure, shown_together
+toks = tokenize(%(text)r)
+assert len(toks) == %(n)d, len(toks)
+x, params = embed(toks, 64), init_params(64, 8)
+traces = [multi_head_attention(x, params, n_heads=8, temperature=float(t))
+          for t in np.geomspace(0.1, 10.0, 101)]  # before any step: no maths in a step
+figs = {s: PanelFigure("aw-fig-" + s, signed=s in ("outputs", "concat"),
+                       square=s in ("weights", "focus")) for s in STAGES}
+slider = W.IntSlider(value=0, min=0, max=100)
+slider.add_class("aw-temperature")
+summary = W.HTML()
+summary.add_class("aw-summary")
+def show(k):
+    tr = traces[k]
+    with shown_together(figs.values()):
+        figs["weights"].update([Panel(tr.weights[i], f"head {i}", toks, toks)
+                                for i in range(8)], ncols=4)
+        figs["outputs"].update([Panel(tr.head_outputs[i], f"head {i}", toks)
+                                for i in range(8)], ncols=8)
+        figs["concat"].update([Panel(tr.concat, "concat", toks), Panel(tr.output, "output", toks)])
+        figs["focus"].update([Panel(tr.weights[0], "head 0", toks, toks)])
+    summary.value = f"step {k}, temperature={tr.temperature:.4g}"
+show(0)
+slider.observe(lambda change: show(change["new"]), "value")
+box = W.VBox([slider, summary, *(f.figure for f in figs.values())])
+box.add_class("attention-widget")
+box
+""".replace("STAGES", repr(("weights", "outputs", "concat", "focus")))
 
 INSTRUMENT_JS = """() => {
     if (window.__aw) return;
@@ -309,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
                 "w"
             ],
         )
+        write_notebook(root / f"bare{n}.ipynb", [BARE_CELL % {"text": text, "n": n}])
     results: dict[str, Any] = {}
     load_before = os.getloadavg()
     extra = [f"--Voila.kernel_websocket_connection_class={PLAIN_CONNECTION}"] if (
@@ -344,6 +383,19 @@ def main(argv: list[str] | None = None) -> int:
                 results[f"{n}_driver"] = statistics.median(times["driver"])
                 if n == 64:
                     results["drag"] = measure_drag(page, ".attention-widget")
+            for n in (16, 64):
+                page.close()
+                page, log = new_page(browser)
+                _open(page, server, f"bare{n}.ipynb", ".attention-widget .aw-summary")
+                page.wait_for_selector(".aw-fig-focus image", timeout=60000)
+                times = measure_steps(
+                    page, ".attention-widget", ".aw-summary", STEP_IMAGES,
+                    ".aw-temperature", args.steps, args.warmup, args.gap_ms, args.alternate,
+                )  # fmt: skip
+                if times["images"] != [4.0]:
+                    raise RuntimeError(f"expected 4 stage images, found {times['images']}")
+                results[f"bare{n}"] = statistics.median(times["paint"])
+                results[f"bare{n}_loaded"] = statistics.median(times["loaded"])
             if log.real_errors():
                 print("console errors:", *log.real_errors(), sep="\n  ")
         page.close()
@@ -384,6 +436,13 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"      before the frame (no 60 Hz rounding): all loaded+decoded / the floor's "
                 f"label in the DOM = {results[f'{n}_loaded'] / results['floor_loaded']:.2f}x"
+            )
+        for n in (16, 64):
+            print(
+                f"  seq_len={n:<3} bare: the 4 figures alone, arrays precomputed (no engine, no "
+                f"widget): {results[f'bare{n}']:.1f} ms = {results[f'bare{n}'] / floor_ms:.2f}x "
+                f"floor; before the frame "
+                f"{results[f'bare{n}_loaded'] / results['floor_loaded']:.2f}x"
             )
         drag = results["drag"]
         verdict = "ok" if drag["settle_s"] < 2 else "SLOWER than goal"
