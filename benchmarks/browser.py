@@ -318,6 +318,24 @@ def measure_drag(page: Any, root_sel: str, moves: int = 30, quiet_s: float = 1.5
     }
 
 
+def _steps_on(browser: Any, server: JupyterServer, notebook: str, args: argparse.Namespace
+              ) -> tuple[Any, Any, dict[str, list[float]]]:
+    """Open ``notebook`` on a new page; time temperature steps of its four stage figures.
+
+    Returns the page (still open), its console log and :func:`measure_steps`'s times.
+    """
+    page, log = new_page(browser)
+    _open(page, server, notebook, ".attention-widget .aw-summary")
+    page.wait_for_selector(".aw-fig-focus image", timeout=60000)
+    times = measure_steps(
+        page, ".attention-widget", ".aw-summary", STEP_IMAGES, ".aw-temperature", args.steps,
+        args.warmup, args.gap_ms, args.alternate,
+    )
+    if times["images"] != [4.0]:
+        raise RuntimeError(f"expected 4 stage images, found {times['images']}")
+    return page, log, times
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=21, help="measured steps per case (median)")
@@ -363,17 +381,11 @@ def main(argv: list[str] | None = None) -> int:
         results["floor"] = statistics.median(floor["paint"])
         results["floor_loaded"] = statistics.median(floor["loaded"])  # label in the DOM
         results["floor_driver"] = statistics.median(floor["driver"])
+        errors = log.real_errors()
+        page.close()
         if args.only == "all":
             for n in (16, 64):
-                page.close()
-                page, log = new_page(browser)
-                _open(page, server, f"widget{n}.ipynb", ".attention-widget .aw-summary")
-                times = measure_steps(
-                    page, ".attention-widget", ".aw-summary", STEP_IMAGES,
-                    ".aw-temperature", args.steps, args.warmup, args.gap_ms, args.alternate,
-                )  # fmt: skip
-                if times["images"] != [4.0]:
-                    raise RuntimeError(f"expected 4 stage images, found {times['images']}")
+                page, log, times = _steps_on(browser, server, f"widget{n}.ipynb", args)
                 results[n] = statistics.median(times["paint"])
                 results[f"{n}_p90"] = sorted(times["paint"])[int(0.9 * (len(times["paint"]) - 1))]
                 results[f"{n}_text"] = statistics.median(times["text"])
@@ -383,22 +395,16 @@ def main(argv: list[str] | None = None) -> int:
                 results[f"{n}_driver"] = statistics.median(times["driver"])
                 if n == 64:
                     results["drag"] = measure_drag(page, ".attention-widget")
-            for n in (16, 64):
+                errors += log.real_errors()
                 page.close()
-                page, log = new_page(browser)
-                _open(page, server, f"bare{n}.ipynb", ".attention-widget .aw-summary")
-                page.wait_for_selector(".aw-fig-focus image", timeout=60000)
-                times = measure_steps(
-                    page, ".attention-widget", ".aw-summary", STEP_IMAGES,
-                    ".aw-temperature", args.steps, args.warmup, args.gap_ms, args.alternate,
-                )  # fmt: skip
-                if times["images"] != [4.0]:
-                    raise RuntimeError(f"expected 4 stage images, found {times['images']}")
+            for n in (16, 64):
+                page, log, times = _steps_on(browser, server, f"bare{n}.ipynb", args)
                 results[f"bare{n}"] = statistics.median(times["paint"])
                 results[f"bare{n}_loaded"] = statistics.median(times["loaded"])
-            if log.real_errors():
-                print("console errors:", *log.real_errors(), sep="\n  ")
-        page.close()
+                errors += log.real_errors()
+                page.close()
+        if errors:
+            print("console errors:", *errors, sep="\n  ")
 
     load_after = os.getloadavg()
     floor_ms = results["floor"]
