@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import math
 import struct
 import zlib
 from collections.abc import Iterator, Sequence
@@ -57,8 +58,18 @@ FIXED = {"x": True, "y": True, "color": True}
 PLOT_WIDTH_PX = 640  # widest plot area of a square-celled figure: fits JupyterLab at 1280 px
 MAX_CELL_PX = 36
 MAX_TICKS = 32  # axis labels per panel before they are thinned out
-LABEL_PX = 14  # room one rotated column label needs along the axis
-TITLE_PX = 16  # panel titles: a 12 px label box and a 2 px gap above the panel
+LABEL_PX = 14  # room one slanted (-45 degree) column label needs along the axis
+VERTICAL_LABEL_PX = 9  # the same for a vertical one (10 px text): columns narrower than
+#                         LABEL_PX get vertical labels, so that short sequences keep them all
+ROW_LABEL_PX = 8  # room one row label (10 px text) needs down the axis
+MAX_LABEL_CHARS = 11  # longer column labels are cut (with an ellipsis) to fit the top margin
+# bqplot rotates a tick label about the tick, where d3 centres it 9 px above the axis: a long
+# label then hangs below the axis, over the panel titles.  Each label is instead rotated about
+# its own start, which sits on the tick (CSS transform-box/-origin apply to SVG transforms).
+COLUMN_LABEL_STYLE = {"font-size": "10px", "text-anchor": "start", "transform-box": "fill-box",
+                      "transform-origin": "0% 50%"}
+TITLE_PX = 16  # panel titles: a 14 px text box (12 px bold) and a 2 px gap above the panel
+TITLE_ROOM_PX = TITLE_PX + 4  # room above every row of panels: its titles, clear of the axis
 PNG_URL_PREFIX = b"data:image/png;base64,"  # how a figure's Image widget holds its PNG
 
 
@@ -135,7 +146,7 @@ class PanelFigure:
         self.set_colormap(colormap)
         self.x_axis = bq.Axis(scale=self.x_scale, side="top",
                               tick_values=np.array([]), tick_labels={}, grid_lines="none",
-                              tick_style={"font-size": "10px"}, tick_rotate=-45)
+                              tick_style=COLUMN_LABEL_STYLE, tick_rotate=-45)
         self.y_axis = bq.Axis(scale=self.y_scale, side="left",
                               tick_values=np.array([]), tick_labels={}, grid_lines="none",
                               tick_style={"font-size": "10px"})
@@ -151,9 +162,10 @@ class PanelFigure:
                                preserve_domain=FIXED,
                                scales={"x": self.x_scale, "y": self.y_scale},
                                align="start", default_size=12, font_weight="bold",
-                               # anchored at the panel's top edge, drawn TITLE_PX above it
-                               # (bqplot hangs label text below its anchor)
-                               y_offset=-TITLE_PX)
+                               # anchored at the panel's top edge; bqplot centres a label's
+                               # text on anchor + y_offset: its 14 px box ends 2 px above the
+                               # panel (measured in Chromium)
+                               y_offset=-(TITLE_PX // 2 + 1))
         self.lines = bq.Lines(x=np.zeros((1, 2)), y=np.zeros((1, 2)), colors=["#888888"],
                               preserve_domain=FIXED,
                               scales={"x": self.x_scale, "y": self.y_scale}, stroke_width=2)
@@ -179,6 +191,7 @@ class PanelFigure:
         self._deferred = False  # inside shown_together(): switch images at its end
         self._pending: tuple | None = None  # (buffer, extent) filled but not shown yet
         self._cell_px: float | None = None  # pixel side of a cell (square figures)
+        self._cell_h = 1.0  # pixel height of a cell (every figure)
         self._range = None
         self._extra: list[bq.Mark] = []
         self._label_key: tuple = ()
@@ -293,32 +306,52 @@ class PanelFigure:
             while len(col_widths) <= c:
                 col_widths.append(0)
             col_widths[c] = max(col_widths[c], p.array.shape[1])
-        title_gap = 2
-        y_starts = np.cumsum([0] + [h + GAP + title_gap for h in row_heights])
         x_starts = np.cumsum([0] + [w + 2 * GAP for w in col_widths])
+        width = float(x_starts[-1] - 2 * GAP)
+        # Every row of panels has TITLE_ROOM_PX above it for its titles: a number of cells
+        # that depends on the cells' pixel size, which depends on the grid's height (a fixed
+        # point, reached in a step or two; small cells of long sequences need more of them).
+        title_gap = 2
+        for _ in range(8):
+            y_starts = np.cumsum([0] + [h + GAP + title_gap for h in row_heights])
+            height = float(y_starts[-1] - GAP)
+            cell_w, cell_h, fig_height = self._cell_size(width, height)
+            need = max(2, math.ceil(TITLE_ROOM_PX / cell_h))
+            if need <= title_gap:
+                break
+            title_gap = need
         self._offsets = []
         for i in range(len(panels)):
             r, c = divmod(i, ncols)
             self._offsets.append((float(x_starts[c]), float(y_starts[r] + title_gap)))
-        width = float(x_starts[-1] - 2 * GAP)
-        height = float(y_starts[-1] - GAP)
         self._size = (int(height), int(width))
         self.x_scale.min, self.x_scale.max = -0.5, width - 0.5
         self.y_scale.min, self.y_scale.max = -0.5, height - 0.5
         m = self.figure.fig_margin
+        self.figure.layout.height = f"{fig_height}px"
+        self._cell_h = cell_h
         if self.square:
             # Square cells whatever the notebook's width: the figure gets a pixel size (cells
             # of at most MAX_CELL_PX, the plot at most PLOT_WIDTH_PX wide and max_height tall).
-            cell = min(MAX_CELL_PX, PLOT_WIDTH_PX / width,
-                       (self.max_height - m["top"] - m["bottom"]) / height)
-            self.figure.layout.width = f"{int(cell * width + m['left'] + m['right'])}px"
-            self.figure.layout.height = f"{int(cell * height + m['top'] + m['bottom'])}px"
-            self.c_axis.num_ticks = 5 if cell * height >= 200 else 3  # a short bar, fewer ticks
-            self._cell_px = cell
-        else:
-            px = self.cell_px * height + m["top"] + m["bottom"]
-            self.figure.layout.height = f"{int(np.clip(px, self.min_height, self.max_height))}px"
+            self.figure.layout.width = f"{int(cell_w * width + m['left'] + m['right'])}px"
+            self.c_axis.num_ticks = 5 if cell_h * height >= 200 else 3  # a short bar: fewer ticks
+            self._cell_px = cell_w
         self._geometry = (tuple(p.array.shape for p in panels), ncols)
+
+    def _cell_size(self, width: float, height: float) -> tuple[float | None, float, int]:
+        """``(cell width px or None, cell height px, figure height px)`` for a grid this size.
+
+        Square figures: cells of at most MAX_CELL_PX, the plot at most PLOT_WIDTH_PX wide and
+        ``max_height`` tall.  Others: ``cell_px`` high, the figure clamped to
+        ``min_height .. max_height``; their width follows the notebook's (unknown here).
+        """
+        m = self.figure.fig_margin
+        margins = m["top"] + m["bottom"]
+        if self.square:
+            cell = min(MAX_CELL_PX, PLOT_WIDTH_PX / width, (self.max_height - margins) / height)
+            return cell, cell, int(cell * height + margins)
+        px = int(np.clip(self.cell_px * height + margins, self.min_height, self.max_height))
+        return None, (px - margins) / height, px
 
     def _update_labels(self, panels: Sequence[Panel]) -> None:
         titles = [p.title for p in panels]
@@ -337,18 +370,26 @@ class PanelFigure:
         self._label_key = key
         x_ticks: dict[float, str] = {}
         y_ticks: dict[float, str] = {}
+        cell = self._cell_px  # (None: the figure's width, and so the columns', is not fixed)
+        slanted = cell is None or cell >= LABEL_PX
+        rotate = -45 if slanted else -90
+        if self.x_axis.tick_rotate != rotate:
+            self.x_axis.tick_rotate = rotate
         lx: list[list[float]] = []
         ly: list[list[float]] = []
         colors: list[str] = []
         for p, (x0, y0) in zip(panels, self._offsets, strict=True):
             rows, cols = p.array.shape
             if p.col_labels is not None:
-                # rotated token labels need about LABEL_PX each or they run into each other
-                fit = MAX_TICKS if self._cell_px is None else int(cols * self._cell_px / LABEL_PX)
+                # token labels need about LABEL_PX each slanted, VERTICAL_LABEL_PX upright, or
+                # they run into each other
+                fit = MAX_TICKS if cell is None else int(cols * cell / (
+                    LABEL_PX if slanted else VERTICAL_LABEL_PX))
                 for j in tick_positions(cols, max(1, min(MAX_TICKS, fit))):
-                    x_ticks.setdefault(x0 + j, p.col_labels[j])
+                    x_ticks.setdefault(x0 + j, _short(p.col_labels[j]))
             if p.row_labels is not None and x0 == 0.0:
-                for i in tick_positions(rows):
+                fit = int(rows * self._cell_h / ROW_LABEL_PX)
+                for i in tick_positions(rows, max(1, min(MAX_TICKS, fit))):
                     y_ticks[y0 + i] = p.row_labels[i]
             for b in p.boundaries:
                 lx.append([x0 + b - 0.5, x0 + b - 0.5])
@@ -536,6 +577,11 @@ def panels_png(grid: np.ndarray, palette: np.ndarray) -> bytes:
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"PLTE", plte.tobytes())
             + chunk(b"tRNS", alpha.tobytes()) + chunk(b"IDAT", idat)
             + chunk(b"IEND", b""))
+
+
+def _short(label: str) -> str:
+    """``label`` cut to MAX_LABEL_CHARS characters, the last an ellipsis, if longer."""
+    return label if len(label) <= MAX_LABEL_CHARS else label[: MAX_LABEL_CHARS - 1] + "…"
 
 
 def _key(v: float) -> str:

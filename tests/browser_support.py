@@ -14,6 +14,7 @@ Usage
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -739,6 +740,34 @@ def check_panels(widget: Any, fig: str, n_panels: int, title: str = "head") -> d
     return got
 
 
+def check_column_labels(widget: Any, fig: str, n_labels: int) -> None:
+    """Assert that ``fig`` (a square figure with narrow columns: upright labels) shows
+    ``n_labels`` column labels on its top axis, all above the axis line and none overlapping
+    the next, and that its panel titles sit below that line (bqplot rotates a label about the
+    tick, which once hung long labels below the axis, over the titles)."""
+    got = widget.locator(f"{fig}").first.evaluate("""fig => {
+        const box = e => { const r = e.getBoundingClientRect();
+                           return {text: e.textContent, top: r.top, bottom: r.bottom,
+                                   left: r.left, right: r.right}; };
+        const axes = [...fig.querySelectorAll('.domain')]
+            .map(d => ({g: d.parentElement, r: d.getBoundingClientRect()}))
+            .filter(a => a.r.width > a.r.height).sort((a, b) => a.r.top - b.r.top);
+        const top = axes[0];
+        return {line: top.r.bottom,
+                labels: [...top.g.querySelectorAll('.tick text')].filter(t => t.textContent)
+                    .map(box),
+                titles: [...fig.querySelectorAll('.object_grp text')].filter(t => t.textContent)
+                    .map(box)};
+    }""")
+    labels = sorted(got["labels"], key=lambda b: b["left"])
+    assert len(labels) == n_labels, (fig, [b["text"] for b in labels])
+    assert all(b["bottom"] <= got["line"] + 0.5 for b in labels), (fig, got["line"], labels)
+    for a, b in itertools.pairwise(labels):
+        assert a["right"] <= b["left"] + 1, (fig, "labels overlap", a, b)
+    assert got["titles"] and all(t["top"] >= got["line"] - 0.5 for t in got["titles"]), (
+        fig, got["line"], got["titles"])
+
+
 def stage_colors(widget: Any) -> dict[str, list[list[list[int]]]]:
     """``{figure class: [cell colours of each panel (rows of 0xRRGGBB)]}`` read from the
     decoded image of each of scores, weights and head outputs."""
@@ -851,6 +880,8 @@ def exercise_tour_widget(
         assert len(images) == 1 and images[0].startswith(DATA_PNG), (fig, [i[:60] for i in images])
     for fig in STAGE_FIGS:  # contract: one heatmap panel per head, titled "head i"
         check_panels(widget, fig, 4)
+    for fig in (".aw-fig-scores", ".aw-fig-weights"):  # every token labels its key column
+        check_column_labels(widget, fig, 4 * int(TOUR_INITIAL["seq_len"]))
     before = stage_colors(widget)
     shots["initial"] = full_screenshot(page, widget, f"{shot_prefix}_tour_initial")
     shots["readme"] = full_screenshot(
@@ -903,11 +934,16 @@ def exercise_tour_widget(
     wait_summary(page, widget, {"seq_len": str(len(tokens))})
     strip = widget.locator(".aw-tokens .aw-token").all_inner_texts()
     assert strip == tokens, strip
-    ticks = widget.evaluate(  # SVG text has no innerText
-        "root => [...root.querySelectorAll('.aw-fig-x .tick text')].map(t => t.textContent)"
+    rows = widget.evaluate(  # the row labels of X (left axis); SVG text has no innerText
+        """root => [...root.querySelectorAll('.aw-fig-x .domain')]
+            .filter(d => { const r = d.getBoundingClientRect(); return r.height > r.width; })
+            .flatMap(d => [...d.parentElement.querySelectorAll('.tick text')])
+            .map(t => t.textContent)"""
     )
-    n = len(tokens)  # every token labels a row of X, in order (the y axis)
-    assert any(ticks[i : i + n] == tokens for i in range(len(ticks) - n + 1)), ticks
+    # the tokens label the rows of X as plain text, in order: every one, or every k-th where
+    # the rows are too close for all (31 rows here)
+    assert rows and any(rows == tokens[::k] for k in range(1, len(tokens) + 1)), rows
+    assert "<" in rows, rows
     assert log.dialogs == [], log.dialogs
     hostile = page.evaluate(
         """() => ({
