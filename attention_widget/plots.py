@@ -308,18 +308,25 @@ class PanelFigure:
             col_widths[c] = max(col_widths[c], p.array.shape[1])
         x_starts = np.cumsum([0] + [w + 2 * GAP for w in col_widths])
         width = float(x_starts[-1] - 2 * GAP)
-        # Every row of panels has TITLE_ROOM_PX above it for its titles: a number of cells
-        # that depends on the cells' pixel size, which depends on the grid's height (a fixed
-        # point, reached in a step or two; small cells of long sequences need more of them).
-        title_gap = 2
-        for _ in range(8):
-            y_starts = np.cumsum([0] + [h + GAP + title_gap for h in row_heights])
+
+        def rows_at(gap: int) -> tuple[np.ndarray, float, tuple[float | None, float, int]]:
+            y_starts = np.cumsum([0] + [h + GAP + gap for h in row_heights])
             height = float(y_starts[-1] - GAP)
-            cell_w, cell_h, fig_height = self._cell_size(width, height)
-            need = max(2, math.ceil(TITLE_ROOM_PX / cell_h))
+            return y_starts, height, self._cell_size(width, height)
+
+        # Every row of panels has TITLE_ROOM_PX above it for its titles: a number of cells
+        # that depends on the cells' pixel size, which depends on the grid's height.  A fixed
+        # point, reached in a step or two.  Where the titles alone would not fit (e.g. 16 rows
+        # of heads in one figure) there is none: the panels keep the room, the gap is 2 cells.
+        title_gap = 2
+        for _ in range(6):
+            need = max(2, math.ceil(TITLE_ROOM_PX / rows_at(title_gap)[2][1]))
             if need <= title_gap:
                 break
             title_gap = need
+        else:
+            title_gap = 2
+        y_starts, height, (cell_w, cell_h, fig_height) = rows_at(title_gap)
         self._offsets = []
         for i in range(len(panels)):
             r, c = divmod(i, ncols)

@@ -250,6 +250,21 @@ def test_titles_and_row_labels_have_room_at_every_length(n_words):
             assert min(np.diff(rows)) * _cell_height_px(fig) >= 8 - 1e-9, name
 
 
+def test_figures_with_too_many_rows_for_titles_keep_every_panel_inside_the_image():
+    """64 heads make 16 rows of panels: titles cannot all get their room there.  The layout
+    then keeps the panels inside the image (it once placed them by one title gap and sized
+    the image by another, drawing the last rows off its edge)."""
+    w = AttentionWidget(" ".join(["token"] * 64), d_model=64, n_heads=64)
+    w.query = 1  # (the query-row figure draws panels only for a chosen query)
+    for name, fig in w.figs.items():
+        height, width = fig._size
+        assert (fig.y_scale.max - fig.y_scale.min, fig.x_scale.max - fig.x_scale.min) == (
+            height, width), name
+        for (x0, y0), a in zip(fig.panel_offsets(), fig.displayed(), strict=True):
+            assert y0 + a.shape[0] <= height and x0 + a.shape[1] <= width, name
+        assert fig.png == b"" or decode_palette_png(fig.png)[0].shape == (height, width), name
+
+
 def test_column_labels_slant_when_there_is_room_and_stand_up_when_columns_are_narrow():
     """Square figures label every key column while a label fits: slanted (-45 degrees) on wide
     columns, upright (-90) on narrow ones, where slanted labels had to drop every other token;
