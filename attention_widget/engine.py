@@ -495,7 +495,7 @@ def estimate_memory(
 # still in the core's cache, instead of streaming the whole (n_heads, seq, seq) array through
 # memory once per step.  2 MiB rather than 512 KiB: a block costs about a dozen NumPy calls,
 # and the Python between them holds the GIL; one thread runs as fast either way, but two threads
-# working at once lost 40-70 % to each other with 512 KiB blocks and 10 % with 2 MiB (measured
+# working at once lost 20-70 % to each other with 512 KiB blocks and 14 % with 2 MiB (measured
 # here: the public softmax of (12, 1024, 1024) 56 -> 45 ms, a layer at (1024, 768, 12) 105 ->
 # 99 ms).
 _BLOCK_BYTES = 1 << 21
