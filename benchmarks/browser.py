@@ -76,8 +76,8 @@ PLAIN_CONNECTION = (  # Voila's (and jupyter_server's) own kernel websocket conn
 SENTENCE_16 = "The animal didn't cross the street because it was too tired to walk any further."
 
 # The images a temperature step repaints: one bqplot Image mark per stage figure.
-STEP_IMAGES = ", ".join(
-    f".aw-fig-{stage} image" for stage in ("weights", "outputs", "concat", "focus"))
+STEP_STAGES = ("weights", "outputs", "concat", "focus")
+STEP_IMAGES = ", ".join(f".aw-fig-{stage} image" for stage in STEP_STAGES)
 
 # The bare page: the four figures a temperature step redraws, fed precomputed arrays.
 BARE_CELL = """
@@ -90,7 +90,7 @@ x, params = embed(toks, 64), init_params(64, 8)
 traces = [multi_head_attention(x, params, n_heads=8, temperature=float(t))
           for t in np.geomspace(0.1, 10.0, 101)]  # before any step: no maths in a step
 figs = {s: PanelFigure("aw-fig-" + s, signed=s in ("outputs", "concat"),
-                       square=s in ("weights", "focus")) for s in STAGES}
+                       square=s in ("weights", "focus")) for s in %(stages)r}
 slider = W.IntSlider(value=0, min=0, max=100)
 slider.add_class("aw-temperature")
 summary = W.HTML()
@@ -110,7 +110,7 @@ slider.observe(lambda change: show(change["new"]), "value")
 box = W.VBox([slider, summary, *(f.figure for f in figs.values())])
 box.add_class("attention-widget")
 box
-""".replace("STAGES", repr(("weights", "outputs", "concat", "focus")))
+"""
 
 INSTRUMENT_JS = """() => {
     if (window.__aw) return;
@@ -365,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
                 "w"
             ],
         )
-        write_notebook(root / f"bare{n}.ipynb", [BARE_CELL % {"text": text, "n": n}])
+        bare = BARE_CELL % {"text": text, "n": n, "stages": STEP_STAGES}
+        write_notebook(root / f"bare{n}.ipynb", [bare])
     results: dict[str, Any] = {}
     load_before = os.getloadavg()
     extra = [f"--Voila.kernel_websocket_connection_class={PLAIN_CONNECTION}"] if (

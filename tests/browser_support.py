@@ -745,7 +745,7 @@ def check_column_labels(widget: Any, fig: str, n_labels: int) -> None:
     ``n_labels`` column labels on its top axis, all above the axis line and none overlapping
     the next, and that its panel titles sit below that line (bqplot rotates a label about the
     tick, which once hung long labels below the axis, over the titles)."""
-    got = widget.locator(f"{fig}").first.evaluate("""fig => {
+    got = widget.locator(fig).first.evaluate("""fig => {
         const box = e => { const r = e.getBoundingClientRect();
                            return {text: e.textContent, top: r.top, bottom: r.bottom,
                                    left: r.left, right: r.right}; };
