@@ -7,8 +7,8 @@ the browser.  A widget update is a burst of small messages (the slider's echo, e
 image, the summary line); with Nagle on, the server holds back every message after the first
 until the browser acknowledges it, and browsers delay their acknowledgements (up to ~40 ms on
 Linux).  Measured with ``benchmarks/browser.py`` (Voila, 16 tokens, 8 heads, every step a new
-temperature): one step takes ~70 ms to repaint with Voila's own connection class and 24-25 ms
-with this one; a trivial slider round trip takes 10-16 ms either way (quiet machine).
+temperature): one step takes ~68 ms to repaint with Voila's own connection class and
+33-37 ms with this one; a trivial slider round trip takes 14-20 ms either way.
 Tornado's documentation recommends ``set_nodelay(True)`` for exactly this case.
 
 What
