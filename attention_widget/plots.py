@@ -102,6 +102,25 @@ class Panel:
     boundary_color: str = "#888888"
 
 
+@dataclass(frozen=True)
+class _Ticks:
+    """What :meth:`PanelFigure._plan_ticks` computed: axis ticks and head boundary lines."""
+
+    key: tuple  # the labels and boundaries it was computed for
+    rotate: int  # the column labels' angle
+    x: tuple[np.ndarray, dict[str, str]]  # (tick values, labels by _key(value))
+    y: tuple[np.ndarray, dict[str, str]]
+    lx: list[list[float]]  # boundary lines: x, y of each, and its colour
+    ly: list[list[float]]
+    colors: list[str]
+
+
+def _tick_labels(ticks: dict[float, str]) -> tuple[np.ndarray, dict[str, str]]:
+    """``(sorted tick values, {key: label})`` as a bqplot axis takes them."""
+    values = np.array(sorted(ticks), dtype=float)
+    return values, {_key(v): ticks[v] for v in values}
+
+
 class PanelFigure:
     """A bqplot Figure showing a grid of heatmap panels with one shared colour scale.
 
@@ -192,6 +211,7 @@ class PanelFigure:
         self._pending: tuple | None = None  # (buffer, extent) filled but not shown yet
         self._cell_px: float | None = None  # pixel side of a cell (square figures)
         self._cell_h = 1.0  # pixel height of a cell (every figure)
+        self._fig_height = min_height  # pixel height of the figure, as laid out last
         self._range = None
         self._extra: list[bq.Mark] = []
         self._label_key: tuple = ()
@@ -219,7 +239,17 @@ class PanelFigure:
         with self.figure.hold_sync():
             moved = geometry != self._geometry
             if moved:
-                self._layout(panels, ncols)
+                self._layout(panels, ncols)  # where everything goes; nothing sent yet
+            ticks = self._plan_ticks(panels)
+            if ticks is not None:
+                # bqplot redraws an axis's ticks in a (zero-length) transition that keeps the
+                # tick labels the axis had when the transition was scheduled, and a transition
+                # scheduled before new labels arrived put the old ones back (X's rows once
+                # showed numbers after a longer sentence).  So every axis learns its new labels
+                # first, before a scale or a tick value moves.
+                self._announce_ticks(ticks)
+            if moved:
+                self._apply_layout()
             arrays = [np.asarray(p.array, dtype=np.float32) for p in panels]
             mask = None if mask is None or mask.all() else mask
             same = not moved and (len(arrays) == len(self._panels) and (
@@ -234,7 +264,7 @@ class PanelFigure:
                 # a new layout switches at once (axes and image together); a new image on
                 # the same layout may wait for shown_together() to switch with the others
                 sent = self._draw(defer=self._deferred and not moved)
-            self._update_labels(panels)
+            self._update_labels(panels, ticks)
             marks = [self.image, *self._extra, self.lines, self.highlight, self.titles]
             if list(self.figure.marks) != marks:
                 self.figure.marks = marks
@@ -332,18 +362,25 @@ class PanelFigure:
             r, c = divmod(i, ncols)
             self._offsets.append((float(x_starts[c]), float(y_starts[r] + title_gap)))
         self._size = (int(height), int(width))
+        self._cell_h = cell_h
+        if self.square:
+            self._cell_px = cell_w
+        self._fig_height = fig_height
+        self._geometry = (tuple(p.array.shape for p in panels), ncols)
+
+    def _apply_layout(self) -> None:
+        """Send what :meth:`_layout` computed: the scales' extent and the figure's size."""
+        height, width = self._size
         self.x_scale.min, self.x_scale.max = -0.5, width - 0.5
         self.y_scale.min, self.y_scale.max = -0.5, height - 0.5
-        m = self.figure.fig_margin
-        self.figure.layout.height = f"{fig_height}px"
-        self._cell_h = cell_h
+        self.figure.layout.height = f"{self._fig_height}px"
         if self.square:
             # Square cells whatever the notebook's width: the figure gets a pixel size (cells
             # of at most MAX_CELL_PX, the plot at most PLOT_WIDTH_PX wide and max_height tall).
-            self.figure.layout.width = f"{int(cell_w * width + m['left'] + m['right'])}px"
-            self.c_axis.num_ticks = 5 if cell_h * height >= 200 else 3  # a short bar: fewer ticks
-            self._cell_px = cell_w
-        self._geometry = (tuple(p.array.shape for p in panels), ncols)
+            m = self.figure.fig_margin
+            self.figure.layout.width = f"{int(self._cell_px * width + m['left'] + m['right'])}px"
+            # a short bar: fewer ticks
+            self.c_axis.num_ticks = 5 if self._cell_h * height >= 200 else 3
 
     def _cell_size(self, width: float, height: float) -> tuple[float | None, float, int]:
         """``(cell width px or None, cell height px, figure height px)`` for a grid this size.
@@ -360,28 +397,18 @@ class PanelFigure:
         px = int(np.clip(self.cell_px * height + margins, self.min_height, self.max_height))
         return None, (px - margins) / height, px
 
-    def _update_labels(self, panels: Sequence[Panel]) -> None:
-        titles = [p.title for p in panels]
-        xs = [x0 - 0.5 for x0, _ in self._offsets]
-        ys = [y0 - 0.5 for _, y0 in self._offsets]
-        if (list(self.titles.text) != titles or list(self.titles.x) != xs
-                or list(self.titles.y) != ys):
-            with self.titles.hold_sync():
-                self.titles.x, self.titles.y, self.titles.text = xs, ys, titles
+    def _plan_ticks(self, panels: Sequence[Panel]) -> _Ticks | None:
+        """The axes' ticks and the head boundaries for ``panels``; None if already shown."""
         key = (self._geometry, tuple(
             (None if p.row_labels is None else tuple(p.row_labels),
              None if p.col_labels is None else tuple(p.col_labels),
              tuple(p.boundaries), p.boundary_color) for p in panels))
         if key == self._label_key:
-            return  # ticks and head boundaries are already on screen
-        self._label_key = key
+            return None  # ticks and head boundaries are already on screen
         x_ticks: dict[float, str] = {}
         y_ticks: dict[float, str] = {}
         cell = self._cell_px  # (None: the figure's width, and so the columns', is not fixed)
         slanted = cell is None or cell >= LABEL_PX
-        rotate = -45 if slanted else -90
-        if self.x_axis.tick_rotate != rotate:
-            self.x_axis.tick_rotate = rotate
         lx: list[list[float]] = []
         ly: list[list[float]] = []
         colors: list[str] = []
@@ -402,23 +429,47 @@ class PanelFigure:
                 lx.append([x0 + b - 0.5, x0 + b - 0.5])
                 ly.append([y0 - 0.5, y0 + rows - 0.5])
                 colors.append(p.boundary_color)
-        self._set_ticks(self.x_axis, x_ticks)
-        self._set_ticks(self.y_axis, y_ticks)
-        if lx:
+        return _Ticks(key, -45 if slanted else -90, _tick_labels(x_ticks),
+                      _tick_labels(y_ticks), lx, ly, colors)
+
+    def _announce_ticks(self, ticks: _Ticks) -> None:
+        """Give each axis its new tick labels, added to its current ones (see :meth:`update`).
+
+        The union keeps the ticks on screen labelled until the new ticks replace them, and
+        maps every new tick to its new label in whatever order the browser then applies the
+        tick values, the labels and the scales.
+        """
+        for axis, (_values, labels) in ((self.x_axis, ticks.x), (self.y_axis, ticks.y)):
+            if axis.tick_labels != labels:
+                merged = {**(axis.tick_labels or {}), **labels}
+                if merged != axis.tick_labels:
+                    axis.tick_labels = merged
+
+    def _update_labels(self, panels: Sequence[Panel], ticks: _Ticks | None) -> None:
+        titles = [p.title for p in panels]
+        xs = [x0 - 0.5 for x0, _ in self._offsets]
+        ys = [y0 - 0.5 for _, y0 in self._offsets]
+        if (list(self.titles.text) != titles or list(self.titles.x) != xs
+                or list(self.titles.y) != ys):
+            with self.titles.hold_sync():
+                self.titles.x, self.titles.y, self.titles.text = xs, ys, titles
+        if ticks is None:
+            return
+        self._label_key = ticks.key
+        if self.x_axis.tick_rotate != ticks.rotate:
+            self.x_axis.tick_rotate = ticks.rotate
+        for axis, (values, labels) in ((self.x_axis, ticks.x), (self.y_axis, ticks.y)):
+            if axis.tick_labels != labels or not np.array_equal(axis.tick_values, values):
+                with axis.hold_sync():
+                    axis.tick_values = values
+                    axis.tick_labels = labels
+        if ticks.lx:
             with self.lines.hold_sync():  # x, y and colours must arrive together
-                self.lines.x, self.lines.y = np.array(lx), np.array(ly)
-                self.lines.colors = colors
+                self.lines.x, self.lines.y = np.array(ticks.lx), np.array(ticks.ly)
+                self.lines.colors = ticks.colors
                 self.lines.visible = True
         else:
             self.lines.visible = False
-
-    @staticmethod
-    def _set_ticks(axis: bq.Axis, ticks: dict[float, str]) -> None:
-        values = np.array(sorted(ticks), dtype=float)
-        labels = {_key(v): ticks[v] for v in values}
-        if axis.tick_labels != labels:
-            axis.tick_values = values
-            axis.tick_labels = labels
 
     def _update_range(self) -> None:
         if not self.signed:

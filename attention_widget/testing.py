@@ -26,13 +26,17 @@ class CommRecorder:
     ----------
     messages : list of (msg_type, data, buffers)
         ``data`` is the JSON part; ``buffers`` the binary buffers (bytes) sent with it.
+    sent : list of (comm_id, data)
+        The same messages in the same order, with the comm (the widget) each went to.
     """
 
     messages: list[tuple[str, dict, list[bytes]]] = field(default_factory=list)
+    sent: list[tuple[str, dict]] = field(default_factory=list)
 
     def clear(self) -> None:
         """Forget what was recorded so far."""
         self.messages.clear()
+        self.sent.clear()
 
     @property
     def buffer_bytes(self) -> int:
@@ -57,6 +61,7 @@ class _RecordingComm(BaseComm):
                     buffers: Any = None, **keys: Any) -> None:
         bufs = [bytes(memoryview(b)) for b in (buffers or [])]
         self.recorder.messages.append((msg_type, data or {}, bufs))
+        self.recorder.sent.append((self.comm_id, data or {}))
 
 
 @contextlib.contextmanager

@@ -626,3 +626,41 @@ def test_shown_together_defers_switches_but_not_new_layouts():
         fig.update(panels, ncols=1)  # a new layout: axes and image switch together, at once
         assert fig.image.image is not before
     assert_image_shows(fig)
+
+
+def test_axes_learn_new_tick_labels_before_anything_moves_their_ticks():
+    """Every message that makes bqplot redraw an axis's ticks (new tick values, or a new
+    extent of its scale) finds the axis already holding the final label of every final tick.
+
+    bqplot redraws ticks in a transition that keeps the labels the axis had when it was
+    scheduled; before this order, a 31-token sentence after a 25-word one showed X's rows as
+    the numbers 4, 6, ..., 34 in JupyterLab, Notebook 7 and Voila alike (found in Chromium;
+    the browser tests now type that sequence).  Checked here message by message, as the
+    front end would apply them, over texts of many lengths."""
+    from attention_widget.plots import _key
+    from attention_widget.testing import record_comm_messages
+
+    texts = [" ".join(f"w{i}" for i in range(n)) for n in (25, 31, 2, 40, 12, 13, 64, 1)]
+    texts.insert(2, "<img src=x onerror=alert(1)> <script>alert(2)</script> a b c d e f g h")
+    with record_comm_messages() as rec:
+        w = AttentionWidget(TEXT, d_model=32, n_heads=4)
+        axes = [a for f in w.figs.values() for a in (f.x_axis, f.y_axis)]
+        seen = {id(a): dict(a.tick_labels or {}) for a in axes}  # labels the browser holds
+        for text in texts:
+            rec.clear()
+            w.text = text
+            order = [(cid, msg["state"]) for cid, msg in rec.sent if msg.get("method") == "update"]
+            for axis in axes:
+                final = {_key(v): axis.tick_labels[_key(v)] for v in axis.tick_values}
+                labels = seen[id(axis)]
+                for comm_id, state in order:
+                    redraws = (comm_id == axis.comm.comm_id and "tick_values" in state) or (
+                        comm_id == axis.scale.comm.comm_id and {"min", "max"} & set(state))
+                    if redraws:
+                        missing = {k: (labels.get(k), v) for k, v in final.items()
+                                   if labels.get(k) != v}
+                        assert not missing, (text[:20], axis.side, missing)
+                    if comm_id == axis.comm.comm_id and "tick_labels" in state:
+                        labels = dict(state["tick_labels"])
+                assert labels == axis.tick_labels  # the browser ends with the kernel's labels
+                seen[id(axis)] = labels
