@@ -890,6 +890,31 @@ def check_focus_hover(page: Any, widget: Any) -> None:
     page.mouse.move(0, 0)
 
 
+def fresh_colors_in_new_cell(page: Any) -> Any:
+    """For :func:`exercise_tour_widget` in JupyterLab and Notebook 7: a function that makes
+    a new widget in a new cell, from the exact values the tour's widget ``w`` holds (after
+    checking that they are the ones expected), and returns its :func:`stage_colors`."""
+    counter = itertools.count()
+
+    def fresh_colors(values: dict) -> dict:
+        cls = f"aw-reference-{next(counter)}"
+        lab_append_cell_and_run(
+            page,
+            "ref = AttentionWidget(text=w.text, d_model=w.d_model, n_heads=w.n_heads, "
+            "n_kv_heads=w.n_kv_heads, temperature=w.temperature, mask=w.mask)\n"
+            f"assert (w.d_model, w.n_heads) == ({values['d_model']}, {values['n_heads']})\n"
+            f"assert abs(w.temperature - {values['temperature']!r}) < 1e-9\n"
+            f"ref.add_class({cls!r})\n"
+            "ref",
+        )
+        ref = page.locator(f".{cls}").first
+        ref.wait_for(timeout=30000)
+        wait_summary(page, ref, {"n_heads": str(values["n_heads"])})
+        return stage_colors(ref)
+
+    return fresh_colors
+
+
 def x_row_labels(widget: Any) -> list[str]:
     """The row labels of the X figure (its left axis), as the page shows them."""
     return widget.evaluate(  # SVG text has no innerText

@@ -7,7 +7,6 @@ the page (``/notebooks/<name>``, one document, no status bar) and the kernel sta
 
 from __future__ import annotations
 
-import itertools
 import shutil
 from pathlib import Path
 
@@ -17,12 +16,10 @@ from browser_support import (
     TOUR_FIRST_CELL,
     TRIVIAL_NOTEBOOK,
     exercise_tour_widget,
-    lab_append_cell_and_run,
+    fresh_colors_in_new_cell,
     lab_run_all,
     lab_wait_all_done,
     press_slider,
-    stage_colors,
-    wait_summary,
     write_notebook,
 )
 
@@ -45,25 +42,7 @@ def test_notebook7_tour(jupyter_server, page_and_log, tmp_path: Path) -> None:
     lab_run_all(page)
     lab_wait_all_done(page)
     widget = page.locator(".jp-NotebookPanel .attention-widget").first
-    counter = itertools.count()
-
-    def fresh_colors(values: dict) -> dict:
-        """A new widget, in a new cell, from the exact values the tour's widget holds."""
-        cls = f"aw-reference-{next(counter)}"
-        lab_append_cell_and_run(
-            page,
-            "ref = AttentionWidget(text=w.text, d_model=w.d_model, n_heads=w.n_heads, "
-            "n_kv_heads=w.n_kv_heads, temperature=w.temperature, mask=w.mask)\n"
-            f"assert (w.d_model, w.n_heads) == ({values['d_model']}, {values['n_heads']})\n"
-            f"assert abs(w.temperature - {values['temperature']!r}) < 1e-9\n"
-            f"ref.add_class({cls!r})\n"
-            "ref",
-        )
-        ref = page.locator(f".{cls}").first
-        ref.wait_for(timeout=30000)
-        wait_summary(page, ref, {"n_heads": str(values["n_heads"])})
-        return stage_colors(ref)
-
+    fresh_colors = fresh_colors_in_new_cell(page)
     # the second round of slider moves uses the mouse: see the xfail test below
     shots = exercise_tour_widget(page, log, widget, fresh_colors, "notebook7", keyboard=False)
     assert all(p.stat().st_size > 10_000 for p in shots.values())
