@@ -62,6 +62,7 @@ LABEL_PX = 14  # room one slanted (-45 degree) column label needs along the axis
 VERTICAL_LABEL_PX = 9  # the same for a vertical one (10 px text): columns narrower than
 #                         LABEL_PX get vertical labels, so that short sequences keep them all
 ROW_LABEL_PX = 8  # room one row label (10 px text) needs down the axis
+NUMBER_PX = 2 * LABEL_PX  # room between two column numbers (feature indices)
 MAX_LABEL_CHARS = 11  # longer column labels are cut (with an ellipsis) to fit the top margin
 # bqplot rotates a tick label about the tick, where d3 centres it 9 px above the axis: a long
 # label then hangs below the axis, over the panel titles.  Each label is instead rotated about
@@ -79,6 +80,18 @@ def tick_positions(n: int, max_ticks: int = MAX_TICKS) -> np.ndarray:
     return np.arange(0, n, step)
 
 
+def index_ticks(cols: int, cell_px: float) -> np.ndarray:
+    """Columns to number on a panel of ``cols`` feature columns ``cell_px`` wide each.
+
+    0 and every ``step``-th column, ``step`` the smallest power of two (head sizes are) that
+    leaves ``NUMBER_PX`` between two numbers.
+    """
+    step = 1
+    while step * cell_px < NUMBER_PX and step < cols:
+        step *= 2
+    return np.arange(0, cols, step)
+
+
 @dataclass
 class Panel:
     """One heatmap of a figure: its array, axis labels and title.
@@ -89,7 +102,8 @@ class Panel:
     title : str
         Drawn above the panel (as SVG text, never HTML).
     row_labels, col_labels : sequence of str, optional
-        One label per row/column (tokens); None for plain indices.
+        One label per row/column (tokens).  None: rows are left unlabelled, columns are
+        numbered 0, 1, ... within the panel (feature indices; see :func:`index_ticks`).
     boundaries : sequence of int, optional
         Column indices before which a vertical separator is drawn (head boundaries).
     """
@@ -421,6 +435,13 @@ class PanelFigure:
                     LABEL_PX if slanted else VERTICAL_LABEL_PX))
                 for j in tick_positions(cols, max(1, min(MAX_TICKS, fit))):
                     x_ticks.setdefault(x0 + j, _short(p.col_labels[j]))
+            else:
+                # feature columns: numbered within their panel, so K's and V's (and every
+                # head's) first column reads 0, as it is -- not its place in the whole grid.
+                # Non-square figures are as wide as the notebook: PLOT_WIDTH_PX is a guess.
+                px = cell if cell is not None else PLOT_WIDTH_PX / max(self._size[1], 1)
+                for j in index_ticks(cols, px):
+                    x_ticks.setdefault(x0 + j, str(j))
             if p.row_labels is not None and x0 == 0.0:
                 fit = int(rows * self._cell_h / ROW_LABEL_PX)
                 for i in tick_positions(rows, max(1, min(MAX_TICKS, fit))):

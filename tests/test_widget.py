@@ -664,3 +664,27 @@ def test_axes_learn_new_tick_labels_before_anything_moves_their_ticks():
                         labels = dict(state["tick_labels"])
                 assert labels == axis.tick_labels  # the browser ends with the kernel's labels
                 seen[id(axis)] = labels
+
+
+def test_feature_columns_are_numbered_within_each_panel():
+    """Q, K and V (and every head's output) number their columns from 0, as their features
+    are: before, the axis counted across the whole grid and K's first column read 68."""
+    from attention_widget.plots import NUMBER_PX
+
+    w = AttentionWidget(TEXT, d_model=64, n_heads=4, n_kv_heads=2)
+    for stage, n_panels in (("qkv", 3), ("outputs", 4), ("x", 1)):
+        fig = w.figs[stage]
+        labels = {float(v): fig.x_axis.tick_labels[str(int(v))] for v in fig.x_axis.tick_values}
+        offsets = [x0 for x0, _ in fig.panel_offsets()]
+        assert len(offsets) == n_panels
+        widths = [b - a for a, b in zip(offsets, [*offsets[1:], fig._size[1] + 2], strict=True)]
+        for x0, width in zip(offsets, widths, strict=True):
+            mine = {v - x0: text for v, text in labels.items() if x0 <= v < x0 + width - 2}
+            assert mine[0.0] == "0", (stage, x0)
+            assert all(text == str(int(j)) for j, text in mine.items()), (stage, mine)
+            steps = np.diff(sorted(mine))
+            assert len(set(steps)) <= 1 and all(int(s) & (int(s) - 1) == 0 for s in steps)
+            # numbers at least NUMBER_PX apart on a PLOT_WIDTH_PX-wide plot (the figures are
+            # as wide as the notebook)
+            px = plots.PLOT_WIDTH_PX / fig._size[1]
+            assert all(s * px >= NUMBER_PX for s in steps), (stage, steps, px)
