@@ -461,10 +461,9 @@ class PanelFigure:
         tick values, the labels and the scales.
         """
         for axis, (_values, labels) in ((self.x_axis, ticks.x), (self.y_axis, ticks.y)):
-            if axis.tick_labels != labels:
-                merged = {**(axis.tick_labels or {}), **labels}
-                if merged != axis.tick_labels:
-                    axis.tick_labels = merged
+            merged = {**(axis.tick_labels or {}), **labels}
+            if merged != axis.tick_labels:
+                axis.tick_labels = merged
 
     def _update_labels(self, panels: Sequence[Panel], ticks: _Ticks | None) -> None:
         titles = [p.title for p in panels]
