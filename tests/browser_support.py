@@ -480,6 +480,14 @@ def lab_wait_all_done(page: Any, timeout: float = 90.0) -> None:
     del errors  # stderr (warnings) is allowed; only errors fail
 
 
+def open_and_run_all(page: Any, server: JupyterServer, name: str,
+                     timeout_ms: float = 60000) -> None:
+    """Open notebook ``name`` in JupyterLab or Notebook 7, Run All, wait for every cell."""
+    page.goto(server.notebook_url(name), timeout=timeout_ms)
+    lab_run_all(page)
+    lab_wait_all_done(page)
+
+
 def lab_append_cell_and_run(page: Any, code: str) -> None:
     """Add a code cell at the end of the open notebook, type ``code`` and run it."""
     last = page.locator(".jp-NotebookPanel .jp-Cell").last
@@ -915,14 +923,32 @@ def fresh_colors_in_new_cell(page: Any) -> Any:
     return fresh_colors
 
 
+# JS: per figure (by stage name), the tick texts of its x and y axes (not the colour bar) in
+# DOM order, and its panel titles, as the page shows them (SVG text has no innerText)
+SHOWN_AXES_JS = """root => Object.fromEntries([...root.querySelectorAll('.aw-figure')].map(fig => {
+    const name = [...fig.classList].find(c => c.startsWith('aw-fig-')).slice(7);
+    const out = {x: null, y: null, titles: []};
+    for (const g of fig.querySelectorAll('g.axis')) {
+        if (g.closest('[id^=colorBarG]')) continue;
+        const d = g.querySelector(':scope > .domain');
+        if (!d) continue;
+        const r = d.getBoundingClientRect();
+        out[r.height > r.width ? 'y' : 'x'] =
+            [...g.querySelectorAll(':scope > .tick text')].map(t => t.textContent);
+    }
+    out.titles = [...fig.querySelectorAll('text.label')].map(t => t.textContent).filter(t => t);
+    return [name, out];
+}))"""
+
+
+def shown_axes(widget: Any) -> dict[str, dict[str, list[str] | None]]:
+    """``{stage: {"x": tick texts, "y": tick texts, "titles": panel titles}}`` on the page."""
+    return widget.evaluate(SHOWN_AXES_JS)
+
+
 def x_row_labels(widget: Any) -> list[str]:
     """The row labels of the X figure (its left axis), as the page shows them."""
-    return widget.evaluate(  # SVG text has no innerText
-        """root => [...root.querySelectorAll('.aw-fig-x .domain')]
-            .filter(d => { const r = d.getBoundingClientRect(); return r.height > r.width; })
-            .flatMap(d => [...d.parentElement.querySelectorAll('.tick text')])
-            .map(t => t.textContent)"""
-    )
+    return shown_axes(widget)["x"]["y"]
 
 
 def exercise_tour_widget(
@@ -1022,7 +1048,7 @@ def exercise_tour_widget(
 
     def type_text(text: str) -> list[str]:
         """Type ``text`` into the widget's text box, press Enter; check the token strip and
-        X's row labels; return the tokens."""
+        X's row labels; return those labels."""
         text_input.scroll_into_view_if_needed()
         text_input.fill("")
         text_input.press_sequentially(text)
@@ -1035,12 +1061,12 @@ def exercise_tour_widget(
         # the tokens label the rows of X as plain text, in order: every one, or every k-th
         # where the rows are too close for all
         assert rows and any(rows == tokens[::k] for k in range(1, len(tokens) + 1)), rows
-        return tokens
+        return rows
 
     # 25 words, then the 31 tokens below: bqplot once kept the old labels on the moved ticks
     type_text(" ".join(f"w{i}" for i in range(25)))
     # --- hostile text: shown as text, never run ------------------------------------------
-    rows = x_row_labels(widget) if type_text(XSS_TEXT) else []
+    rows = type_text(XSS_TEXT)
     assert "<" in rows, rows
     assert log.dialogs == [], log.dialogs
     hostile = page.evaluate(

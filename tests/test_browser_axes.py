@@ -16,8 +16,8 @@ import pytest
 from browser_support import (
     XSS_TEXT,
     lab_append_cell_and_run,
-    lab_run_all,
-    lab_wait_all_done,
+    open_and_run_all,
+    shown_axes,
     wait_summary,
     write_notebook,
 )
@@ -54,24 +54,6 @@ CHANGES = [
     ("w.text = 'one'", "1"),
 ]
 
-# JS: per figure, the tick texts of its x and y axes (not the colour bar) in DOM order, and the
-# panel titles, as the page shows them
-SHOWN_JS = """root => Object.fromEntries([...root.querySelectorAll('.aw-figure')].map(fig => {
-    const name = [...fig.classList].find(c => c.startsWith('aw-fig-')).slice(7);
-    const out = {x: null, y: null, titles: []};
-    for (const g of fig.querySelectorAll('g.axis')) {
-        if (g.closest('[id^=colorBarG]')) continue;
-        const d = g.querySelector(':scope > .domain');
-        if (!d) continue;
-        const r = d.getBoundingClientRect();
-        out[r.height > r.width ? 'y' : 'x'] =
-            [...g.querySelectorAll(':scope > .tick text')].map(t => t.textContent);
-    }
-    out.titles = [...fig.querySelectorAll('text.label')].map(t => t.textContent).filter(t => t);
-    return [name, out];
-}))"""
-
-
 def _run_and_expect(page, code: str) -> dict:
     """Run ``code`` in a new cell, then print and return the kernel's expected() JSON."""
     outputs = page.locator(".jp-NotebookPanel .jp-OutputArea-output", has_text="AW-EXPECT")
@@ -93,9 +75,7 @@ def test_lab_axes_and_titles_follow_the_kernel(
     write_notebook(tmp_path / "axes.ipynb", SETUP)
     lab = jupyter_server("lab", tmp_path)
     page, log = page_and_log
-    page.goto(lab.notebook_url("axes.ipynb"), timeout=60000)
-    lab_run_all(page)
-    lab_wait_all_done(page)
+    open_and_run_all(page, lab, "axes.ipynb")
     widget = page.locator(".aw-under-test").first
     widget.wait_for(timeout=60000)
     wait_summary(page, widget, {"seq_len": "7"})
@@ -105,7 +85,7 @@ def test_lab_axes_and_titles_follow_the_kernel(
             wait_summary(page, widget, {"seq_len": seq_len})
         deadline = time.monotonic() + 10
         while True:  # (the page has the new images; its axes follow within a frame or two)
-            shown = widget.evaluate(SHOWN_JS)
+            shown = shown_axes(widget)
             diff = {
                 (name, part): (shown[name][part], expect)
                 for name, parts in want.items() if name in shown  # (figures on the page)

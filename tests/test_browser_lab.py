@@ -15,8 +15,7 @@ from browser_support import (
     drag_slider,
     exercise_tour_widget,
     fresh_colors_in_new_cell,
-    lab_run_all,
-    lab_wait_all_done,
+    open_and_run_all,
     press_slider,
     write_notebook,
 )
@@ -29,9 +28,7 @@ def test_harness_plain_ipywidgets(jupyter_server, page_and_log, tmp_path: Path) 
     write_notebook(tmp_path / "trivial.ipynb", TRIVIAL_NOTEBOOK)
     lab = jupyter_server("lab", tmp_path)
     page, log = page_and_log
-    page.goto(lab.notebook_url("trivial.ipynb"))
-    lab_run_all(page)
-    lab_wait_all_done(page)
+    open_and_run_all(page, lab, "trivial.ipynb", timeout_ms=30000)
     slider = page.locator(".trivial-slider")
     label = page.locator(".trivial-label")
     press_slider(page, slider, "ArrowRight", 3)
@@ -57,9 +54,7 @@ def test_lab_tour(jupyter_server, page_and_log, tmp_path: Path) -> None:
     shutil.copy(tour, tmp_path / "tour.ipynb")  # Lab may save: never touch the repo's copy
     lab = jupyter_server("lab", tmp_path)
     page, log = page_and_log
-    page.goto(lab.notebook_url("tour.ipynb"), timeout=60000)
-    lab_run_all(page)
-    lab_wait_all_done(page)
+    open_and_run_all(page, lab, "tour.ipynb")
     widget = page.locator(".jp-NotebookPanel .attention-widget").first
     fresh_colors = fresh_colors_in_new_cell(page)
     shots = exercise_tour_widget(page, log, widget, fresh_colors, "lab")

@@ -17,8 +17,7 @@ from browser_support import (
     TRIVIAL_NOTEBOOK,
     exercise_tour_widget,
     fresh_colors_in_new_cell,
-    lab_run_all,
-    lab_wait_all_done,
+    open_and_run_all,
     press_slider,
     write_notebook,
 )
@@ -37,10 +36,8 @@ def test_notebook7_tour(jupyter_server, page_and_log, tmp_path: Path) -> None:
     shutil.copy(tour, tmp_path / "tour.ipynb")  # the server may save: never the repo's copy
     server = jupyter_server("notebook", tmp_path)
     page, log = page_and_log
-    page.goto(server.notebook_url("tour.ipynb"), timeout=60000)
+    open_and_run_all(page, server, "tour.ipynb")
     assert page.locator("#jp-main-statusbar").count() == 0  # Notebook 7's page, not Lab's
-    lab_run_all(page)
-    lab_wait_all_done(page)
     widget = page.locator(".jp-NotebookPanel .attention-widget").first
     fresh_colors = fresh_colors_in_new_cell(page)
     # the second round of slider moves uses the mouse: see the xfail test below
@@ -64,9 +61,7 @@ def test_notebook7_arrow_keys_reach_sliders(jupyter_server, page_and_log, tmp_pa
     write_notebook(tmp_path / "trivial.ipynb", TRIVIAL_NOTEBOOK)
     server = jupyter_server("notebook", tmp_path)
     page, _log = page_and_log
-    page.goto(server.notebook_url("trivial.ipynb"), timeout=60000)
-    lab_run_all(page)
-    lab_wait_all_done(page)
+    open_and_run_all(page, server, "trivial.ipynb")
     press_slider(page, page.locator(".trivial-slider"), "ArrowRight", 3)
     page.wait_for_function(
         "() => document.querySelector('.trivial-label').textContent === 'value=3'",
