@@ -25,22 +25,26 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
-from typing import Union
+from typing import NamedTuple, Union
 
 import numpy as np
 
 __all__ = [
     "BUFFER_POOL_BYTES",
     "MEMORY_LIMIT_BYTES",
+    "Attended",
     "AttentionParams",
     "AttentionTrace",
+    "attend",
     "causal_mask",
     "estimate_memory",
     "free_buffers",
     "init_params",
+    "merge_heads",
     "multi_head_attention",
     "sliding_window_mask",
     "softmax",
+    "split_heads",
     "with_temperature",
 ]
 
@@ -749,6 +753,68 @@ def softmax(
     resolved = None if mask is None else _resolve_mask(mask, z2.shape[-2], None, z2.shape[-1])
     weights, _ = _softmax(np.ascontiguousarray(z2), resolved, inv_t)
     return weights.reshape(z.shape)
+
+
+class Attended(NamedTuple):
+    """What :func:`attend` returns: the attention step of every head."""
+
+    scores: np.ndarray  # (n_heads, n_q, n_k): scale * q k^T, before temperature and mask
+    weights: np.ndarray  # (n_heads, n_q, n_k): softmax(scores / T), masked keys exactly 0
+    head_outputs: np.ndarray  # (n_heads, n_q, d_v): weights @ v
+    entropy: np.ndarray  # (n_heads, n_q): entropy of each row of weights, in nats
+
+
+def split_heads(x: np.ndarray, n_heads: int) -> np.ndarray:
+    """``(seq, n_heads * d_head) -> (n_heads, seq, d_head)`` (contiguous)."""
+    seq, width = x.shape
+    return np.ascontiguousarray(x.reshape(seq, n_heads, width // n_heads).transpose(1, 0, 2))
+
+
+def merge_heads(heads: np.ndarray) -> np.ndarray:
+    """``(n_heads, seq, d_head) -> (seq, n_heads * d_head)``, heads side by side."""
+    n_heads, seq, d_head = heads.shape
+    return np.ascontiguousarray(heads.transpose(1, 0, 2)).reshape(seq, n_heads * d_head)
+
+
+def attend(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    *,
+    mask: np.ndarray | None = None,
+    temperature: float = 1.0,
+    scale: float | None = None,
+) -> Attended:
+    """The attention step of every head: scores, softmax, and the weighted sum of values.
+
+    Parameters
+    ----------
+    q : ndarray, shape (n_heads, n_q, d_head)
+    k : ndarray, shape (n_kv_heads, n_k, d_head)
+    v : ndarray, shape (n_kv_heads, n_k, d_v)
+        Query head ``h`` reads key/value head ``h // (n_heads // n_kv_heads)``.
+    mask : ndarray of bool, shape (n_q, n_k), optional
+        True where a query may attend a key; every row needs one True.
+    temperature : float, default 1.0
+    scale : float, optional
+        Multiplies ``q k^T``; default ``1 / sqrt(d_head)``.
+
+    Returns
+    -------
+    Attended
+        ``scores = scale * q k^T`` (before temperature and mask), ``weights =
+        softmax(scores / T)``, ``head_outputs = weights @ v`` and the row entropy.
+    """
+    n_heads, n_q, d_head = q.shape
+    n_kv, n_k, d_v = v.shape
+    group = n_heads // n_kv
+    s = 1.0 / math.sqrt(d_head) if scale is None else float(scale)
+    k_t = (k * q.dtype.type(s)).transpose(0, 2, 1)
+    scores = np.matmul(q.reshape(n_kv, group * n_q, d_head), k_t).reshape(n_heads, n_q, n_k)
+    with np.errstate(invalid="ignore", over="ignore", under="ignore"):
+        weights, entropy = _softmax(scores, mask, 1.0 / temperature)
+    out = np.matmul(weights.reshape(n_kv, group * n_q, n_k), v).reshape(n_heads, n_q, d_v)
+    return Attended(scores, weights, out, entropy)
 
 
 def _attend(
