@@ -46,6 +46,8 @@ import math
 import mmap
 import numbers
 import os
+import sys
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,13 +56,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .engine import (
-    MEMORY_LIMIT_BYTES,
-    AttentionTrace,
-    _BufferPool,
-    _check_temperature,
-    _softmax_rows,
-)
+from ._checks import check_temperature as _check_temperature
+from .engine import MEMORY_LIMIT_BYTES, AttentionTrace, softmax
 from .safetensors_io import SafetensorsError, SafetensorsFile
 
 __all__ = [
@@ -74,6 +71,94 @@ __all__ = [
 SUPPORTED_MODEL_TYPES = ("bert", "gpt2", "llama", "qwen3")
 
 ProgressCallback = Callable[[float, str], Any]
+
+class _BufferPool:
+    """The memory of large arrays that nobody uses any more, kept for the next call.
+
+    Fresh memory costs a page fault per 4 KiB page the first time it is written -- about 2 us
+    each on a virtual machine, so 10 ms of a 35 ms layer at (512, 512, 8) -- and the C
+    allocator hands large freed blocks back to the system, so every call paid them again.
+    :meth:`empty` hands out arrays the pool keeps.  One is free again once nothing else
+    refers to it: every view (and view of a view) holds a reference to it, so its reference
+    count is then back to the pool's own.  A free array of the asked shape and type is handed
+    out as it is (it owns its memory); else a free one of the same size, viewed in that
+    shape; else a new one, kept while the pool stays within its budget (free arrays are
+    dropped, oldest first, to make room).  Without ``sys.getrefcount`` (not CPython) it
+    allocates.  Used by the BERT forward (its results).
+
+    Parameters
+    ----------
+    min_bytes : int
+        Smaller arrays are plain ``np.empty``: the C allocator serves them from its own free
+        lists, without page faults.
+    max_bytes : int, optional
+        The pool's budget; None: :data:`BUFFER_POOL_BYTES`, read at every call.
+    """
+
+    def __init__(self, min_bytes: int, max_bytes: int) -> None:
+        self.min_bytes = min_bytes
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._buffers: list[np.ndarray] = []  # most recently handed out last
+        probe = [np.empty(1, dtype=np.uint8)]
+        # the count of a buffer only the list holds, as _free() sees it on this Python
+        self._free_count = sys.getrefcount(probe[0]) if hasattr(sys, "getrefcount") else None
+
+    def _free(self, i: int) -> bool:
+        return sys.getrefcount(self._buffers[i]) == self._free_count
+
+    def _take(self, i: int) -> np.ndarray:
+        self._buffers.append(self._buffers.pop(i))
+        return self._buffers[-1]
+
+    def empty(self, shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
+        """An uninitialised C-contiguous array, like ``np.empty(shape, dtype)``.
+
+        On reused memory when the pool has a free array of this size.
+        """
+        dtype = np.dtype(dtype)
+        shape = tuple(shape)
+        nbytes = math.prod(shape) * dtype.itemsize
+        limit = self.max_bytes
+        if nbytes < self.min_bytes or nbytes > limit or self._free_count is None:
+            return np.empty(shape, dtype=dtype)
+        with self._lock:
+            buffers = self._buffers
+            for i in range(len(buffers)):
+                if buffers[i].shape == shape and buffers[i].dtype == dtype and self._free(i):
+                    return self._take(i)
+            for i in range(len(buffers)):
+                if buffers[i].nbytes == nbytes and self._free(i):
+                    return self._take(i).reshape(-1).view(dtype).reshape(shape)
+            total = sum(buffer.nbytes for buffer in buffers)
+            i = 0
+            while total + nbytes > limit and i < len(buffers):
+                if self._free(i):
+                    total -= buffers.pop(i).nbytes
+                else:
+                    i += 1
+            buffer = np.empty(shape, dtype=dtype)
+            if total + nbytes <= limit:
+                buffers.append(buffer)
+            return buffer
+
+    def clear(self) -> int:
+        """Drop every free array; return the bytes the pool still keeps (in use)."""
+        with self._lock:
+            for i in reversed(range(len(self._buffers))):
+                if self._free(i):
+                    del self._buffers[i]
+            return sum(buffer.nbytes for buffer in self._buffers)
+
+
+def _softmax_rows(
+    z: np.ndarray, mask: np.ndarray | None, inv_temperature: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``softmax(z * inv_temperature)`` over the last axis, and the entropy of each row."""
+    weights = softmax(z, temperature=1.0 / inv_temperature, mask=mask)
+    logs = np.log(weights, out=np.zeros_like(weights), where=weights > 0)
+    return weights, -np.einsum("...k,...k->...", weights, logs)
+
 
 _INSTALL_HINT = "pip install attention-widget[models]"
 _FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")
@@ -1274,7 +1359,7 @@ class _Bert(PretrainedModel):
             # [h, s, dh] @ [h, dh, s] -> [h, s_query, s_key], times log2(e)
             return np.matmul(q_t[heads].transpose(0, 2, 1), k_t[heads], out=out)
 
-        # results (probabilities, output) in reused arrays: no page faults, see engine._BufferPool
+        # results (probabilities, output) in reused arrays: no page faults, see _BufferPool
         weights = _softmax_heads(scores(out=self._reusable.empty((nh, s, s), np.float32)), scores)
         # head outputs [h, s, s] @ [h, s, dh] -> [h, s, dh], written straight into concat's
         # (s, h, dh) layout (no copy to merge the heads), next to a column of ones
