@@ -515,8 +515,7 @@ def multi_head_attention(
     n_kv_heads : int, optional
         Number of key/value heads (grouped-query attention); defaults to ``n_heads``.
     temperature : float, default 1.0
-        Softmax temperature ``T > 0``: weights are ``softmax(scores / T)``.  Small T sharpens
-        every row towards one-hot, large T flattens it towards uniform.
+        ``T > 0`` in ``softmax(scores / T)``: small T sharpens rows, large T flattens them.
     mask : None, "none", "causal", "sliding", or ndarray of bool, shape (seq_len, seq_len)
         True where query ``i`` may attend key ``j``.  ``"sliding"`` needs ``window``.
     window : int, optional
@@ -550,20 +549,23 @@ def multi_head_attention(
                          "heads or dtype=float32")
     if mask is not None:
         mask = _resolve_mask(mask, seq_len, window)  # [seq, seq] of bool, or None: every key
+    if n_heads * seq_len**2 >= fast.MIN_SCORES:  # large: these steps, shared between the cores
+        return fast.multi_head_attention(x, params, n_heads, n_kv_heads, temperature, mask)
 
     # 1. project: Q = X W_Q + b_Q, K = X W_K + b_K, V = X W_V + b_V (in the dtype of x)
     q = np.matmul(x, params.w_q, dtype=dt)  # [seq, d_model] -> [seq, n_heads * d_head]
     k = np.matmul(x, params.w_k, dtype=dt)  # [seq, d_model] -> [seq, n_kv_heads * d_head]
     v = np.matmul(x, params.w_v, dtype=dt)  # [seq, d_model] -> [seq, n_kv_heads * d_head]
     if params.b_q is not None:
-        q, k, v = q + params.b_q.astype(dt), k + params.b_k.astype(dt), v + params.b_v.astype(dt)
+        q += params.b_q
+        k += params.b_k
+        v += params.b_v
     q = split_heads(q, n_heads)  # [seq, n_heads * d_head] -> [n_heads, seq, d_head]
     k = split_heads(k, n_kv_heads)  # [seq, n_kv_heads * d_head] -> [n_kv_heads, seq, d_head]
     v = split_heads(v, n_kv_heads)  # [seq, n_kv_heads * d_head] -> [n_kv_heads, seq, d_head]
 
     # 2. attend: scores = q k^T / sqrt(d_head), weights = softmax(scores / T), weights @ v
-    step = fast.attend if n_heads * seq_len**2 >= fast.MIN_SCORES else attend  # same result
-    scores, weights, head_outputs, entropy = step(q, k, v, mask=mask, temperature=temperature)
+    scores, weights, head_outputs, entropy = attend(q, k, v, mask=mask, temperature=temperature)
 
     # 3. combine: the heads side by side, then W_O
     concat = merge_heads(head_outputs)  # [n_heads, seq, d_head] -> [seq, n_heads * d_head]
@@ -584,8 +586,8 @@ def with_temperature(
 
     Temperature enters after the scores, so ``x``, ``q``, ``k``, ``v``, ``scores`` and ``mask``
     are shared with ``trace`` (the same arrays, not copies); the weights, head outputs, concat
-    and output are computed anew, as :func:`multi_head_attention` would at ``temperature``.
-    This is what a temperature slider needs: no projection and no ``q k^T`` per step.
+    and output are computed anew by :func:`attend`, as :func:`multi_head_attention` would at
+    ``temperature``.  This is what a temperature slider needs: no projection per step.
 
     Parameters
     ----------
@@ -618,9 +620,9 @@ def with_temperature(
         )
     temperature = _checks.check_temperature(temperature)
     mask = None if trace.mask.all() else trace.mask
-    group = trace.n_heads // trace.n_kv_heads
-    weights, entropy = _softmax(trace.scores, temperature, mask)  # [h, seq, seq], [h, seq]
-    head_outputs = weights @ np.repeat(trace.v, group, axis=0)  # [h, seq, d_head]
+    step = fast.attend if trace.scores.size >= fast.MIN_SCORES else attend  # same result
+    _, weights, head_outputs, entropy = step(trace.q, trace.k, trace.v, mask=mask,
+                                             temperature=temperature)  # the scores are the trace's
     concat = merge_heads(head_outputs)  # [seq, d_model]
     output = np.matmul(concat, params.w_o, dtype=concat.dtype)  # [seq, d_model]
     if params.b_o is not None:

@@ -1,11 +1,19 @@
-"""The attention step for large inputs: the same arithmetic, shared between the cores.
+"""Large layers: the steps of :mod:`attention_widget.engine`, shared between the cores.
 
-:func:`attend` returns what :func:`attention_widget.engine.attend` returns, and computes it
-with that very function, one block of query rows of one head at a time: a block is small
-enough to stay in a core's cache from its scores to its weighted values, and the blocks run on
-a pool of threads (NumPy and BLAS release the GIL).  While they run, BLAS is held at one thread
-per call through ``threadpoolctl``, so the threads do not compete with BLAS's own; without
-``threadpoolctl`` the blocks run one after another on the calling thread.
+:func:`multi_head_attention` here takes the engine's steps in the engine's order, with the
+engine's own functions, and returns the same trace; only the work is cut into parts that run
+on a pool of threads (NumPy and BLAS release the GIL):
+
+1. each projection ``x @ w + b`` by blocks of rows;
+2. the attention step by blocks of query rows of one head, each block computed by
+   :func:`attention_widget.engine.attend` and small enough to stay in a core's cache from its
+   scores to its weighted values;
+3. the output projection by blocks of rows.
+
+Meanwhile BLAS runs one thread per call (through ``threadpoolctl``): its own worker threads
+would otherwise compete with the pool's for the same cores, also for a while after each call,
+when they keep spinning.  Without ``threadpoolctl``, or with one core, the same steps run one
+after another on the calling thread.
 
 :func:`attention_widget.engine.multi_head_attention` takes this path for layers of at least
 :data:`MIN_SCORES` scores.
@@ -13,26 +21,28 @@ per call through ``threadpoolctl``, so the threads do not compete with BLAS's ow
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from . import engine
 
-__all__ = ["MIN_SCORES", "attend"]
+__all__ = ["MIN_SCORES", "attend", "multi_head_attention"]
 
 #: Layers with at least this many scores (``n_heads * seq_len**2``) take this path.
 MIN_SCORES = 1 << 17
-_BLOCK_BYTES = 1 << 22  # scores of one block of rows: it stays in the core's cache
+_BLOCK_BYTES = 1 << 22  # the scores of one block of query rows
 
 
 class _BlasAtOneThread:
-    """BLAS at one thread while any :func:`attend` runs; as it was once the last one ends.
+    """BLAS at one thread while any call of this module runs; as it was after the last one.
 
-    ``threadpoolctl`` sets and restores the limit; the count of running calls makes
-    overlapping calls (from several threads) restore it once, at the end of the last.
+    ``threadpoolctl`` sets and restores the limit; counting the running calls makes calls
+    that overlap (from several threads) restore it once, at the end of the last one.
     """
 
     def __init__(self) -> None:
@@ -56,12 +66,12 @@ class _BlasAtOneThread:
 
 
 _BLAS_AT_ONE_THREAD = _BlasAtOneThread()
-_POOL: list[ThreadPoolExecutor] = []  # made at the first call
+_POOL: list[ThreadPoolExecutor] = []  # made at the first call: one thread per core
 _POOL_LOCK = threading.Lock()
 
 
 def _pool() -> ThreadPoolExecutor | None:
-    """The worker threads, one per core; None with one core or without ``threadpoolctl``."""
+    """The worker threads; None with one core or without ``threadpoolctl``."""
     with _POOL_LOCK:
         if not _POOL:
             try:
@@ -70,8 +80,59 @@ def _pool() -> ThreadPoolExecutor | None:
                 cores = len(os.sched_getaffinity(0))
             except (ImportError, AttributeError):  # no threadpoolctl; not on Linux
                 cores = 1
-            _POOL.append(ThreadPoolExecutor(cores, "attention") if cores > 1 else None)
+            if cores > 1:
+                _POOL.append(ThreadPoolExecutor(cores, "attention"))
+            else:
+                _POOL.append(None)
     return _POOL[0]
+
+
+def _run(pool: ThreadPoolExecutor | None, work: Callable, parts: list) -> None:
+    """``work(part)`` for every part: on the pool, BLAS at one thread; or here, one by one."""
+    if pool is None:
+        for part in parts:
+            work(part)
+        return
+    with _BLAS_AT_ONE_THREAD:
+        list(pool.map(work, parts))
+
+
+def _linear(pool, a: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    """``a @ w + b`` in the dtype of ``a`` (no bias when ``b`` is None), by blocks of rows."""
+    out = np.empty((a.shape[0], w.shape[1]), dtype=a.dtype)
+    step = -(-a.shape[0] // (2 if pool else 1))  # two halves: as many rows for each thread
+
+    def work(rows: slice) -> None:
+        np.matmul(a[rows], w, out=out[rows], dtype=a.dtype)
+        if b is not None:
+            out[rows] += b
+
+    _run(pool, work, [slice(r, r + step) for r in range(0, a.shape[0], step)])
+    return out
+
+
+def _attend(pool, q, k, v, mask, temperature, scale) -> engine.Attended:
+    """:func:`attention_widget.engine.attend`, block by block."""
+    n_heads, n_q, _ = q.shape
+    n_kv, n_k, d_v = v.shape
+    group = n_heads // n_kv
+    scores = np.empty((n_heads, n_q, n_k), dtype=q.dtype)
+    weights = np.empty_like(scores)
+    head_outputs = np.empty((n_heads, n_q, d_v), dtype=q.dtype)
+    entropy = np.empty((n_heads, n_q), dtype=q.dtype)
+    rows = max(1, _BLOCK_BYTES // (n_k * q.itemsize))
+    blocks = [(h, slice(r, r + rows)) for h in range(n_heads) for r in range(0, n_q, rows)]
+
+    def work(block: tuple[int, slice]) -> None:
+        h, r = block
+        g = h // group  # the key/value head of query head h
+        part = engine.attend(q[h : h + 1, r], k[g : g + 1], v[g : g + 1], scale=scale,
+                             mask=None if mask is None else mask[r], temperature=temperature)
+        scores[h, r], weights[h, r] = part.scores[0], part.weights[0]
+        head_outputs[h, r], entropy[h, r] = part.head_outputs[0], part.entropy[0]
+
+    _run(pool, work, blocks)
+    return engine.Attended(scores, weights, head_outputs, entropy)
 
 
 def attend(
@@ -83,33 +144,51 @@ def attend(
     temperature: float = 1.0,
     scale: float | None = None,
 ) -> engine.Attended:
-    """:func:`attention_widget.engine.attend` in blocks, on every core.
+    """:func:`attention_widget.engine.attend` on every core: same arguments, same result."""
+    return _attend(_pool(), q, k, v, mask, temperature, scale)
 
-    Same arguments, same result: every block is computed by ``engine.attend`` itself.
+
+def multi_head_attention(
+    x: np.ndarray,
+    params: engine.AttentionParams,
+    n_heads: int,
+    n_kv_heads: int,
+    temperature: float,
+    mask: np.ndarray | None,
+) -> engine.AttentionTrace:
+    """:func:`attention_widget.engine.multi_head_attention` on every core.
+
+    Parameters
+    ----------
+    x : ndarray, shape (seq_len, d_model)
+        Finite, float32 or float64: the computation runs in its dtype.
+    params : AttentionParams
+    n_heads, n_kv_heads : int
+        Head counts that fit ``params``.
+    temperature : float
+        ``T > 0``.
+    mask : ndarray of bool, shape (seq_len, seq_len), or None
+        Every row with a True; None for full attention.
+
+    Returns
+    -------
+    AttentionTrace
+        The engine's trace for these arguments (they are not checked again).
     """
-    n_heads, n_q, _ = q.shape
-    n_kv, n_k, d_v = v.shape
-    group = n_heads // n_kv
-    scores = np.empty((n_heads, n_q, n_k), dtype=q.dtype)
-    weights = np.empty_like(scores)
-    head_outputs = np.empty((n_heads, n_q, d_v), dtype=q.dtype)
-    entropy = np.empty((n_heads, n_q), dtype=q.dtype)
-    rows = max(1, _BLOCK_BYTES // (n_k * q.itemsize))
-    blocks = [(h, slice(r, r + rows)) for h in range(n_heads) for r in range(0, n_q, rows)]
-
-    def run(block: tuple[int, slice]) -> None:
-        h, r = block
-        g = h // group  # the key/value head of query head h
-        part = engine.attend(q[h : h + 1, r], k[g : g + 1], v[g : g + 1], scale=scale,
-                             mask=None if mask is None else mask[r], temperature=temperature)
-        scores[h, r], weights[h, r] = part.scores[0], part.weights[0]
-        head_outputs[h, r], entropy[h, r] = part.head_outputs[0], part.entropy[0]
-
     pool = _pool()
-    if pool is None:
-        for block in blocks:
-            run(block)
-    else:
-        with _BLAS_AT_ONE_THREAD:
-            list(pool.map(run, blocks))
-    return engine.Attended(scores, weights, head_outputs, entropy)
+    with _BLAS_AT_ONE_THREAD if pool else contextlib.nullcontext():
+        # 1. project: Q = X W_Q + b_Q (K and V alike), then split into heads
+        q = engine.split_heads(_linear(pool, x, params.w_q, params.b_q), n_heads)
+        k = engine.split_heads(_linear(pool, x, params.w_k, params.b_k), n_kv_heads)
+        v = engine.split_heads(_linear(pool, x, params.w_v, params.b_v), n_kv_heads)
+        # 2. attend
+        scores, weights, head_outputs, entropy = _attend(pool, q, k, v, mask, temperature, None)
+        # 3. combine
+        concat = engine.merge_heads(head_outputs)
+        output = _linear(pool, concat, params.w_o, params.b_o)
+    if not np.isfinite(output).all():  # as in the engine
+        raise ValueError(f"the scores overflowed {x.dtype}: scale x or the weights down, or use "
+                         "float64")
+    mask = np.ones((x.shape[0], x.shape[0]), dtype=bool) if mask is None else mask
+    return engine.AttentionTrace(x, q, k, v, scores, weights, head_outputs, concat, output, mask,
+                                 entropy, temperature)
