@@ -66,8 +66,10 @@ class _BlasAtOneThread:
 
 
 _BLAS_AT_ONE_THREAD = _BlasAtOneThread()
-_POOL: list[ThreadPoolExecutor] = []  # made at the first call: one thread per core
+_POOL: list[ThreadPoolExecutor | None] = []  # made at the first call: one thread per core
 _POOL_LOCK = threading.Lock()
+if hasattr(os, "register_at_fork"):  # a forked child has none of the parent's threads
+    os.register_at_fork(after_in_child=_POOL.clear)
 
 
 def _pool() -> ThreadPoolExecutor | None:

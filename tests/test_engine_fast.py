@@ -134,7 +134,7 @@ def test_layers_through_either_path_are_equal(layout, d_head, seq_len, bias, mas
 
 
 def test_without_threadpoolctl_the_fast_path_still_works():
-    """Without threadpoolctl the blocks run on the calling thread: same result, no thread."""
+    """Without threadpoolctl the reference runs, on the calling thread: same result."""
     probe = """
 import sys, threading
 sys.modules["threadpoolctl"] = None  # import threadpoolctl now fails
@@ -153,3 +153,21 @@ print("ok")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=False)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def _large_layer_output_sum(seed: int) -> float:
+    params = init_params(32, 8, seed=seed)
+    x = np.random.default_rng(seed).standard_normal((300, 32))
+    return float(multi_head_attention(x, params, n_heads=8, mask="causal").output.sum())
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork on this platform")
+def test_a_forked_child_runs_large_layers():
+    """A child forked after the pool was made gets a pool of its own (not the parent's
+    threads, which it does not have), and computes what the parent computes."""
+    import multiprocessing
+
+    expected = _large_layer_output_sum(1)  # the parent's pool exists from here on
+    with multiprocessing.get_context("fork").Pool(1) as child:
+        got = child.apply_async(_large_layer_output_sum, (1,)).get(timeout=60)
+    assert got == pytest.approx(expected, abs=1e-9)
