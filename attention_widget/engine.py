@@ -73,8 +73,9 @@ class AttentionParams:
         Output projection applied to the concatenated head outputs.
     b_q : ndarray, shape (d_model,), optional
     b_k, b_v : ndarray, shape (n_kv_heads * d_head,), optional
+        The biases of the projections: all three, or none.
     b_o : ndarray, shape (d_model,), optional
-        Biases, or None for a layer without bias.
+        The bias of the output projection, or None.
 
     Notes
     -----
@@ -103,6 +104,10 @@ class AttentionParams:
                 f"params.w_k must have shape (d_model={d}, n_kv_heads * d_head), got {w_k.shape}"
             )
         d_kv = w_k.shape[1]
+        given = [name for name in ("b_q", "b_k", "b_v") if getattr(self, name) is not None]
+        if 0 < len(given) < 3:
+            raise ValueError(f"params.b_q, b_k and b_v come together (all or none), got only "
+                             f"{', '.join(given)}")
         shapes = {"w_v": (d, d_kv), "w_o": (d, d), "b_q": (d,), "b_k": (d_kv,), "b_v": (d_kv,),
                   "b_o": (d,)}
         arrays = {"w_q": w_q, "w_k": w_k}
@@ -371,6 +376,7 @@ def estimate_memory(
 # --------------------------------------------------------------------------------------------
 # the computation
 # --------------------------------------------------------------------------------------------
+@np.errstate(over="ignore", invalid="ignore")  # a tiny T or overflowed scores: see the notes
 def _softmax(
     scores: np.ndarray, temperature: float, mask: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -391,11 +397,17 @@ def _softmax(
         Rows sum to 1; masked entries are exactly 0.
     entropy : ndarray, shape (..., n_q)
         ``-sum_k w_k log w_k`` in nats.
+
+    Notes
+    -----
+    Subtracting the top score first changes nothing (a row shifted by a constant has the same
+    softmax) and keeps ``exp`` from overflowing.  A tiny ``T`` may send ``(s - top) / T`` to
+    ``-inf``: weight 0, as it should be.  Scores that overflowed to infinity give NaN, which
+    :func:`multi_head_attention` reports.
     """
     allowed = scores if mask is None else np.where(mask, scores, -np.inf)  # [..., n_q, n_k]
     top = allowed.max(axis=-1, keepdims=True)  # [..., n_q, 1], the largest allowed score
-    with np.errstate(over="ignore"):  # a tiny T sends the others to -inf: weight 0, as it is
-        z = (allowed - top) / temperature  # <= 0, and 0 at the top: exp cannot overflow
+    z = (allowed - top) / temperature  # <= 0, and 0 at the top: exp cannot overflow
     weights = np.exp(z, out=z)  # masked keys: exp(-inf) = 0 exactly
     total = weights.sum(axis=-1, keepdims=True)  # [..., n_q, 1], >= 1
     weights /= total
@@ -497,6 +509,7 @@ def attend(
     return Attended(scores, weights, head_outputs, entropy)
 
 
+@np.errstate(over="ignore", invalid="ignore")  # an overflow is reported below, as an error
 def multi_head_attention(
     x: np.ndarray, params: AttentionParams, *, n_heads: int, n_kv_heads: int | None = None,
     temperature: float = 1.0, mask: MaskLike = None, window: int | None = None,
@@ -531,8 +544,7 @@ def multi_head_attention(
     Raises
     ------
     TypeError, ValueError
-        For any invalid argument, naming it; ``ValueError`` also when the arrays would need more
-        than :data:`MEMORY_LIMIT_BYTES` (raised before they are allocated).
+        For an invalid argument, naming it; beyond :data:`MEMORY_LIMIT_BYTES`; on overflow.
     """
     if not isinstance(params, AttentionParams):
         raise TypeError(f"params must be an AttentionParams (see init_params), got {type(params)}")
@@ -573,7 +585,8 @@ def multi_head_attention(
     if params.b_o is not None:
         output += params.b_o
     if not np.isfinite(output).all():  # (x and the weights are finite, their products may not be)
-        raise ValueError(f"the scores overflowed {dt}: scale x or the weights down, or use float64")
+        raise ValueError(f"the scores overflowed (values too large for {dt}): scale x or the "
+                         "weights down, or use dtype=float64")
     mask = np.ones((seq_len, seq_len), dtype=bool) if mask is None else mask
     return AttentionTrace(x, q, k, v, scores, weights, head_outputs, concat, output, mask,
                           entropy, temperature)

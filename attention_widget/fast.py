@@ -90,13 +90,22 @@ def _pool() -> ThreadPoolExecutor | None:
 
 
 def _run(pool: ThreadPoolExecutor | None, work: Callable, parts: list) -> None:
-    """``work(part)`` for every part: on the pool, BLAS at one thread; or here, one by one."""
+    """``work(part)`` for every part: on the pool, BLAS at one thread; or here, one by one.
+
+    The pool's threads handle floating-point errors as this one does (``np.errstate``).
+    """
     if pool is None:
         for part in parts:
             work(part)
         return
+    errors = np.geterr()
+
+    def run(part: object) -> None:
+        with np.errstate(**errors):
+            work(part)
+
     with _BLAS_AT_ONE_THREAD:
-        list(pool.map(work, parts))
+        list(pool.map(run, parts))
 
 
 def _linear(pool, a: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
@@ -189,8 +198,8 @@ def multi_head_attention(
         concat = engine.merge_heads(head_outputs)
         output = _linear(pool, concat, params.w_o, params.b_o)
     if not np.isfinite(output).all():  # as in the engine
-        raise ValueError(f"the scores overflowed {x.dtype}: scale x or the weights down, or use "
-                         "float64")
+        raise ValueError(f"the scores overflowed (values too large for {x.dtype}): scale x or "
+                         "the weights down, or use dtype=float64")
     mask = np.ones((x.shape[0], x.shape[0]), dtype=bool) if mask is None else mask
     return engine.AttentionTrace(x, q, k, v, scores, weights, head_outputs, concat, output, mask,
                                  entropy, temperature)
