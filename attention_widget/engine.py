@@ -407,10 +407,12 @@ def _softmax(
     """
     allowed = scores if mask is None else np.where(mask, scores, -np.inf)  # [..., n_q, n_k]
     top = allowed.max(axis=-1, keepdims=True)  # [..., n_q, 1], the largest allowed score
-    z = (allowed - top) / temperature  # <= 0, and 0 at the top: exp cannot overflow
+    z = allowed - top  # <= 0, and 0 at the top: exp cannot overflow
+    if temperature != 1.0:  # (dividing by 1 would change nothing)
+        z /= temperature
     weights = np.exp(z, out=z)  # masked keys: exp(-inf) = 0 exactly
     total = weights.sum(axis=-1, keepdims=True)  # [..., n_q, 1], >= 1
-    weights /= total
+    weights *= 1.0 / total  # rows sum to 1
     # entropy = -sum w log w, with log w = (scores - top) / T - log(total) where w > 0
     mean_score = np.einsum("...k,...k->...", weights, scores)  # [..., n_q]
     entropy = np.log(total[..., 0]) - (mean_score - top[..., 0]) / temperature

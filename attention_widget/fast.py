@@ -34,8 +34,11 @@ from . import engine
 __all__ = ["MIN_SCORES", "attend", "multi_head_attention"]
 
 #: Layers with at least this many scores (``n_heads * seq_len**2``) take this path.
-MIN_SCORES = 1 << 17
-_BLOCK_BYTES = 1 << 22  # the scores of one block of query rows
+MIN_SCORES = 1 << 20
+# Bytes of scores in one block (at least): small enough to stay in a core's cache, large enough
+# that NumPy asks the system for huge pages for the block's arrays (from 4 MiB on): smaller
+# arrays, allocated and freed once per block, cost a page fault per 4 KiB every time.
+_BLOCK_BYTES = 1 << 22
 
 
 class _BlasAtOneThread:
@@ -122,6 +125,21 @@ def _linear(pool, a: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndar
     return out
 
 
+def _blocks(n_heads: int, group: int, n_q: int, row_bytes: int) -> list[tuple[slice, slice]]:
+    """The (query heads, query rows) of every block.
+
+    Whole groups of query heads (those of one key/value head) while a group is under a block;
+    else runs of rows of one head.  Sizes are rounded up, see ``_BLOCK_BYTES``.
+    """
+    group_bytes = group * n_q * row_bytes
+    if group_bytes <= _BLOCK_BYTES:
+        per = group * -(-_BLOCK_BYTES // group_bytes)
+        return [(slice(h, h + per), slice(None)) for h in range(0, n_heads, per)]
+    rows = -(-_BLOCK_BYTES // row_bytes)
+    return [(slice(h, h + 1), slice(r, r + rows))
+            for h in range(n_heads) for r in range(0, n_q, rows)]
+
+
 def _attend(pool, q, k, v, mask, temperature, scale) -> engine.Attended:
     """:func:`attention_widget.engine.attend`, block by block."""
     n_heads, n_q, _ = q.shape
@@ -131,18 +149,16 @@ def _attend(pool, q, k, v, mask, temperature, scale) -> engine.Attended:
     weights = np.empty_like(scores)
     head_outputs = np.empty((n_heads, n_q, d_v), dtype=q.dtype)
     entropy = np.empty((n_heads, n_q), dtype=q.dtype)
-    rows = max(1, _BLOCK_BYTES // (n_k * q.itemsize))
-    blocks = [(h, slice(r, r + rows)) for h in range(n_heads) for r in range(0, n_q, rows)]
 
-    def work(block: tuple[int, slice]) -> None:
-        h, r = block
-        g = h // group  # the key/value head of query head h
-        part = engine.attend(q[h : h + 1, r], k[g : g + 1], v[g : g + 1], scale=scale,
-                             mask=None if mask is None else mask[r], temperature=temperature)
-        scores[h, r], weights[h, r] = part.scores[0], part.weights[0]
-        head_outputs[h, r], entropy[h, r] = part.head_outputs[0], part.entropy[0]
+    def work(block: tuple[slice, slice]) -> None:
+        heads, rows = block
+        kv = slice(heads.start // group, -(-heads.stop // group))  # their key/value heads
+        part = engine.attend(q[heads, rows], k[kv], v[kv], scale=scale,
+                             mask=None if mask is None else mask[rows], temperature=temperature)
+        scores[heads, rows], weights[heads, rows] = part.scores, part.weights
+        head_outputs[heads, rows], entropy[heads, rows] = part.head_outputs, part.entropy
 
-    _run(pool, work, blocks)
+    _run(pool, work, _blocks(n_heads, group, n_q, n_k * q.itemsize))
     return engine.Attended(scores, weights, head_outputs, entropy)
 
 

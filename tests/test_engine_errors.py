@@ -195,8 +195,11 @@ def test_attention_params_checks(fields, error, pattern):
 
 
 @pytest.mark.parametrize(("dtype", "size"), [(np.float32, 1e20), (np.float64, 1e160)])
-@pytest.mark.parametrize("seq_len", [3, 300])  # the reference path; the fast path
+@pytest.mark.parametrize("seq_len", [3, 800])  # the reference path; the fast path
 def test_overflowing_scores_are_an_error_not_nan(dtype, size, seq_len):
+    from attention_widget import fast
+
+    assert (2 * seq_len**2 >= fast.MIN_SCORES) == (seq_len > 3)
     x = np.full((seq_len, 8), size)  # finite, and so are the weights: their products are not
     with pytest.raises(ValueError, match=r"the scores overflowed \(values too large for "):
         multi_head_attention(x, init_params(8, 2), n_heads=2, dtype=dtype)

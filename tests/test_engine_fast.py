@@ -84,19 +84,25 @@ def test_fast_attend_in_float32(problem, temperature):
 
 
 @pytest.mark.parametrize("mask", [None, "causal", "sliding", "random"])
-@pytest.mark.parametrize(("n_heads", "n_kv"), [(2, 2), (4, 1)])
-def test_many_blocks_per_head(mask, n_heads, n_kv):
-    """Long rows of keys: every head is cut into several blocks of rows."""
+@pytest.mark.parametrize(
+    ("n_q", "n_k", "n_heads", "n_kv"),
+    [
+        (1300, 1500, 2, 2),  # long rows of keys: each head cut into several runs of rows
+        (1300, 1500, 4, 1),  # ... also where four query heads read one key/value head
+        (500, 500, 16, 8),  # short rows: whole groups of query heads per block, several blocks
+        (360, 360, 12, 4),
+    ],
+)
+def test_large_inputs_in_many_blocks(mask, n_q, n_k, n_heads, n_kv):
+    """Inputs large enough to be cut into many blocks give the reference's result."""
+    assert n_heads * n_q * n_k * 8 > 2 * 2**22  # several 4 MiB blocks of float64 scores
     rng = np.random.default_rng(3)
-    n_q, n_k, d = 1300, 1500, 8
-    assert n_q * n_k * 8 > 3 * 2**22  # a head of float64 scores spans several 4 MiB blocks
+    d = 8
     q = rng.standard_normal((n_heads, n_q, d))
     k, v = rng.standard_normal((2, n_kv, n_k, d))
-    m = {"causal": np.tri(n_q, n_k, k=n_k - n_q, dtype=bool), "sliding": None, None: None,
+    i, j = np.indices((n_q, n_k))
+    m = {None: None, "causal": j <= i + n_k - n_q, "sliding": (j <= i + n_k - n_q) & (j > i - 50),
          "random": rng.random((n_q, n_k)) < 0.3}[mask]
-    if mask == "sliding":
-        i, j = np.indices((n_q, n_k))
-        m = (j <= i + n_k - n_q) & (j > i + n_k - n_q - 50)
     if m is not None:
         m[np.arange(n_q), rng.integers(0, n_k, n_q)] = True
     for temperature in (1.0, 0.01):
@@ -157,7 +163,8 @@ print("ok")
 
 def _large_layer_output_sum(seed: int) -> float:
     params = init_params(32, 8, seed=seed)
-    x = np.random.default_rng(seed).standard_normal((300, 32))
+    x = np.random.default_rng(seed).standard_normal((400, 32))
+    assert 8 * 400**2 >= fast.MIN_SCORES
     return float(multi_head_attention(x, params, n_heads=8, mask="causal").output.sum())
 
 
