@@ -58,6 +58,9 @@ def problems(draw):
 def assert_same(got, want, atol=1e-12):
     for name in want._fields:
         g, w = getattr(got, name), getattr(want, name)
+        if w is None:  # (sink_weights and kept: only with those variants)
+            assert g is None, name
+            continue
         assert g.dtype == w.dtype and g.shape == w.shape, name
         np.testing.assert_allclose(g, w, rtol=0, atol=atol, err_msg=name)
 
@@ -152,7 +155,7 @@ q, k, v = rng.standard_normal((3, 4, 300, 8))
 mask = np.tri(300, dtype=bool)
 got = fast.attend(q, k, v, mask=mask, temperature=0.5)
 want = attend(q, k, v, mask=mask, temperature=0.5)
-assert all(np.abs(g - w).max() <= 1e-12 for g, w in zip(got, want))
+assert all(np.abs(g - w).max() <= 1e-12 for g, w in zip(got[:4], want[:4]))  # (no variants)
 assert threading.active_count() == 1, threading.enumerate()
 print("ok")
 """
