@@ -20,7 +20,17 @@ from .engine import (
     with_temperature,
 )
 from .inputs import embed, positional_encoding, tokenize
+from .kinds import LatentParams, cross_attention, init_latent_params, latent_attention
 from .pretrained import load_pretrained
+from .variants import (
+    alibi_bias,
+    alibi_slopes,
+    kv_cache_per_token,
+    rope,
+    softcap,
+    top_k_keep,
+    with_sinks,
+)
 
 __version__ = "0.1.0"
 
@@ -29,16 +39,27 @@ __all__ = [
     "AttentionParams",
     "AttentionTrace",
     "AttentionWidget",
+    "LatentParams",
     "__version__",
+    "alibi_bias",
+    "alibi_slopes",
     "causal_mask",
+    "cross_attention",
     "embed",
     "estimate_memory",
+    "init_latent_params",
     "init_params",
+    "kv_cache_per_token",
+    "latent_attention",
     "load_pretrained",
     "multi_head_attention",
     "positional_encoding",
+    "rope",
     "sliding_window_mask",
+    "softcap",
     "tokenize",
+    "top_k_keep",
+    "with_sinks",
     "with_temperature",
 ]
 
