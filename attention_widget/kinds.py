@@ -244,7 +244,8 @@ def init_latent_params(
     -------
     LatentParams
         Like :func:`~attention_widget.engine.init_params`, a larger width (``kv_rank``,
-        ``d_model``, ...) adds rows and columns to every matrix and keeps the others.
+        ``d_model``, ...) adds rows and columns to every matrix and keeps the others' draws
+        (each matrix is scaled by ``1 / sqrt(its rows)``).
     """
     d_model = _checks.check_int("d_model", d_model)
     n_heads = _checks.check_int("n_heads", n_heads)
