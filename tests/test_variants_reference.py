@@ -19,6 +19,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from test_engine_reference import WINDOW, expected_mask  # masks built without the engine
 
 from attention_widget import (
     alibi_bias,
@@ -44,24 +45,10 @@ LAYOUTS = [(4, 2, 1), (12, 3, 3), (12, 6, 2), (24, 4, 1), (16, 4, 4), (24, 6, 3)
            (32, 8, 2)]
 MASKS = ["none", "causal", "sliding", "random"]
 TEMPERATURES = [1.0, 0.37, 2.5, 0.05]
-WINDOW = 3
 
 
 def t64(a) -> torch.Tensor:
     return torch.from_numpy(np.array(a, dtype=np.float64))
-
-
-def expected_mask(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
-    i, j = np.indices((n, n))
-    if kind == "none":
-        return np.ones((n, n), dtype=bool)
-    if kind == "causal":
-        return j <= i
-    if kind == "sliding":
-        return (j <= i) & (i - j < WINDOW)
-    mask = rng.random((n, n)) < 0.5
-    mask[np.arange(n), rng.integers(0, n, n)] = True
-    return mask
 
 
 # --------------------------------------------------------------------------------------------
