@@ -67,7 +67,7 @@ def main() -> None:
         "the quick brown fox jumps over the lazy dog while attention heads look back at "
         "every word they have seen so far and decide what matters "
     ) * 20
-    all_ids = model._tok.encode(words, add_special_tokens=False).ids
+    all_ids = model.tokenizer.tokenizer.encode(words, add_special_tokens=False).ids
     print(
         f"MiniLM (all-MiniLM-L6-v2), float32, {args.threads} threads, best of {args.rounds} "
         f"interleaved medians of {max(1, args.repeats // args.rounds)}; numpy "
@@ -102,14 +102,14 @@ def main() -> None:
     print("load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
 
     print("\nwidget interactions on a cached 128-token text (numpy side only):")
-    text = model._tok.decode(all_ids[:126])
+    text = model.tokenizer.tokenizer.decode(all_ids[:126])
     model.trace(text, 5)
     temps = iter(np.linspace(0.3, 3.0, 10_000))
     t_temp = _median_ms(lambda: model.trace(text, 5, temperature=float(next(temps))), args.repeats)
     layers = iter(range(10_000))
 
     def change_layer():
-        model._raw.clear()  # force recomputing the layer's q, k, v, scores
+        model._attn.clear()  # forget the layers' attention: recompute q, k, v and scores
         model.trace(text, next(layers) % 6)
 
     t_layer = _median_ms(change_layer, args.repeats)
