@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..engine import Attended, attend, merge_heads
+from .blocks import linear
 from .checkpoint import FLOAT_DTYPES, Config, Tensors, held_bytes
 
 __all__ = ["AttentionInputs", "Family", "LayerAttention"]
@@ -136,8 +137,13 @@ class Family:
         raise NotImplementedError
 
     def attention_output(self, i: int, concat: np.ndarray) -> np.ndarray:
-        """The output projection of layer ``i``: (seq, n_heads * d_v) -> (seq, d_model)."""
-        raise NotImplementedError
+        """The output projection of layer ``i``: (seq, n_heads * d_v) -> (seq, d_model).
+
+        By default ``concat @ w_o.T + b_o`` with the layer's ``"w_o"`` (d_model, n_heads *
+        d_v) and ``"b_o"`` (d_model,) or None.
+        """
+        w = self.layer_weights(i)
+        return linear(concat, w["w_o"], w.get("b_o"))
 
     def finish_block(self, i: int, h: np.ndarray, attn_out: np.ndarray) -> np.ndarray:
         """The rest of layer ``i``: block input ``h`` and attention output -> block output.

@@ -8,7 +8,7 @@ Token plus learned position embeddings; then per layer, pre-LayerNorm::
 
 and a final LayerNorm (``ln_f``).  The query, key and value projections are one fused ``c_attn``.
 Its layers are ``Conv1D``: the weight is stored ``(in, out)``, the transpose of
-``torch.nn.Linear``'s, so ``linear(x, w.T, b)`` computes ``x @ w + b``.  Tensor names follow
+``torch.nn.Linear``'s; the layers are prepared as transposed views.  Tensor names follow
 ``transformers``' ``GPT2Model`` (``h.{i}.attn.c_attn.weight``, ...), optionally prefixed with
 ``transformer.`` (``GPT2LMHeadModel``).
 """
@@ -91,8 +91,13 @@ class GPT2(PretrainedModel):
         return out
 
     def prepare_layer(self, i: int) -> dict[str, np.ndarray | None]:
-        """The tensors of layer ``i`` as float32, under the keys of :meth:`_parts`."""
-        return {key: self.weight(f"h.{i}.{part}") for key, (part, _) in self._parts().items()}
+        """The tensors of layer ``i`` as float32, under the keys of :meth:`_parts`.
+
+        The ``Conv1D`` weights (``"w_..."``) come transposed (views), ``(out, in)`` like
+        ``torch.nn.Linear``'s, for :func:`~attention_widget.pretrained.blocks.linear`.
+        """
+        w = {key: self.weight(f"h.{i}.{part}") for key, (part, _) in self._parts().items()}
+        return {key: a.T if key.startswith("w_") else a for key, a in w.items()}
 
     def embed(self, ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """``wte[ids] + wpe[positions]``."""
@@ -104,7 +109,7 @@ class GPT2(PretrainedModel):
         """``x = ln_1(h)``, then q, k, v from the fused ``c_attn``."""
         w = self.layer_weights(i)
         x = layer_norm(h, w["ln1_w"], w["ln1_b"], self.eps)  # (seq, d_model)
-        qkv = linear(x, w["w_qkv"].T, w["b_qkv"])  # (seq, 3 d_model)
+        qkv = linear(x, w["w_qkv"], w["b_qkv"])  # (seq, 3 d_model)
         q, k, v = np.split(qkv, 3, axis=1)  # 3 x (seq, d_model)
         scale = 1.0 / math.sqrt(self.d_head) if self.scale_attn_weights else 1.0
         if self.scale_by_layer:
@@ -117,18 +122,13 @@ class GPT2(PretrainedModel):
             scale=scale,
         )
 
-    def attention_output(self, i: int, concat: np.ndarray) -> np.ndarray:
-        """``concat @ c_proj + b`` (seq, d_model), before the residual."""
-        w = self.layer_weights(i)
-        return linear(concat, w["w_o"].T, w["b_o"])
-
     def finish_block(self, i: int, h: np.ndarray, attn_out: np.ndarray) -> np.ndarray:
         """Residual, then ``ln_2``, the MLP and its residual (``attn_out`` is reused)."""
         w = self.layer_weights(i)
         attn_out += h  # residual
         x = layer_norm(attn_out, w["ln2_w"], w["ln2_b"], self.eps)  # (seq, d_model)
-        ff = self.act(linear(x, w["w_fc"].T, w["b_fc"]))  # (seq, d_ff)
-        out = linear(ff, w["w_proj"].T, w["b_proj"])  # (seq, d_model)
+        ff = self.act(linear(x, w["w_fc"], w["b_fc"]))  # (seq, d_ff)
+        out = linear(ff, w["w_proj"], w["b_proj"])  # (seq, d_model)
         out += attn_out  # residual
         return out
 

@@ -160,11 +160,6 @@ class Llama(PretrainedModel):
             scale=1.0 / math.sqrt(self.d_head),
         )
 
-    def attention_output(self, i: int, concat: np.ndarray) -> np.ndarray:
-        """``concat @ w_o.T (+ b_o)`` (seq, d_model), before the residual."""
-        w = self.layer_weights(i)
-        return linear(concat, w["w_o"], w["b_o"])
-
     def finish_block(self, i: int, h: np.ndarray, attn_out: np.ndarray) -> np.ndarray:
         """Residual, then RMSNorm_2, the SwiGLU MLP and its residual (``attn_out`` is reused)."""
         w = self.layer_weights(i)
