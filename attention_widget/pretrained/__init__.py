@@ -48,10 +48,10 @@ To add a family (``gemma2``, say):
 
 1. write ``gemma2.py`` with ``class Gemma2(PretrainedModel)``: set ``family_name``,
    ``causal``, ``embedding`` (and ``prefixes``), and write ``configure`` (read
-   ``config.json``), ``expected_shapes`` (every tensor and its shape, checked when the folder
-   is opened), ``prepare_layer`` (a layer's tensors as float32) and the steps above, from the
-   parts in :mod:`.blocks` (add a part that is missing there: a norm, an activation, a RoPE
-   scaling);
+   ``config.json``), ``tensor_shapes`` and ``layer_tensors`` (every tensor and its shape,
+   checked when the folder is opened; a layer's tensors are read by ``prepare_layer``) and
+   the steps above, from the parts in :mod:`.blocks` (add a part that is missing there: a
+   norm, an activation, a RoPE scaling);
 2. add its line, ``"gemma2": ("gemma2", "Gemma2")``, to :data:`FAMILIES`;
 3. test it against transformers on tiny checkpoints saved with ``save_pretrained``.
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..engine import split_heads
 from . import AttentionInputs, PretrainedModel
-from .blocks import ACTIVATIONS, layer_norm, linear
+from .blocks import layer_norm, linear
 from .checkpoint import Config
 
 __all__ = ["Bert"]
@@ -46,58 +46,43 @@ class Bert(PretrainedModel):
         self.d_head = self.d_model // self.n_heads
         self.eps = config.number("layer_norm_eps", default=1e-12)
         self.max_positions = config.positive_int("max_position_embeddings", default=512)
-        act = config.get("hidden_act", default="gelu")
-        if act not in ACTIVATIONS:
-            raise config.error(
-                f"activation {act!r} is not supported (supported: {', '.join(ACTIVATIONS)})"
-            )
-        self.act = ACTIVATIONS[act]
+        self.act = config.activation("hidden_act", default="gelu")
         position_type = config.get("position_embedding_type", default="absolute")
         if position_type != "absolute":
             raise config.error(
                 f"position_embedding_type={position_type!r} is not supported (only 'absolute')"
             )
 
-    def _parts(self) -> dict[str, tuple[str, tuple[int, ...]]]:
-        """Key in :meth:`prepare_layer` -> (tensor name within layer ``i``, shape)."""
-        d, ff = self.d_model, self.d_ff
-        return {
-            "w_q": ("attention.self.query.weight", (d, d)),
-            "b_q": ("attention.self.query.bias", (d,)),
-            "w_k": ("attention.self.key.weight", (d, d)),
-            "b_k": ("attention.self.key.bias", (d,)),
-            "w_v": ("attention.self.value.weight", (d, d)),
-            "b_v": ("attention.self.value.bias", (d,)),
-            "w_o": ("attention.output.dense.weight", (d, d)),
-            "b_o": ("attention.output.dense.bias", (d,)),
-            "ln1_w": ("attention.output.LayerNorm.weight", (d,)),
-            "ln1_b": ("attention.output.LayerNorm.bias", (d,)),
-            "w_in": ("intermediate.dense.weight", (ff, d)),
-            "b_in": ("intermediate.dense.bias", (ff,)),
-            "w_out": ("output.dense.weight", (d, ff)),
-            "b_out": ("output.dense.bias", (d,)),
-            "ln2_w": ("output.LayerNorm.weight", (d,)),
-            "ln2_b": ("output.LayerNorm.bias", (d,)),
-        }
-
-    def expected_shapes(self) -> dict[str, tuple[int, ...]]:
-        """The embeddings, and every layer's projections, feed-forward and norms."""
+    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The position embeddings and the embeddings' LayerNorm."""
         d = self.d_model
-        out = {
-            self.embedding: (self.tensors.shape(self.prefix + self.embedding)[0], d),
+        return {
             "embeddings.position_embeddings.weight": (self.max_positions, d),
             "embeddings.LayerNorm.weight": (d,),
             "embeddings.LayerNorm.bias": (d,),
         }
-        for i in range(self.n_layers):
-            for part, shape in self._parts().values():
-                out[f"encoder.layer.{i}.{part}"] = shape
-        return out
 
-    def prepare_layer(self, i: int) -> dict[str, np.ndarray | None]:
-        """The tensors of layer ``i`` as float32, under the keys of :meth:`_parts`."""
-        parts = self._parts().items()
-        return {key: self.weight(f"encoder.layer.{i}.{part}") for key, (part, _) in parts}
+    def layer_tensors(self, i: int) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """The projections, feed-forward and norms of layer ``i``."""
+        d, ff, p = self.d_model, self.d_ff, f"encoder.layer.{i}."
+        return {
+            "w_q": (p + "attention.self.query.weight", (d, d)),
+            "b_q": (p + "attention.self.query.bias", (d,)),
+            "w_k": (p + "attention.self.key.weight", (d, d)),
+            "b_k": (p + "attention.self.key.bias", (d,)),
+            "w_v": (p + "attention.self.value.weight", (d, d)),
+            "b_v": (p + "attention.self.value.bias", (d,)),
+            "w_o": (p + "attention.output.dense.weight", (d, d)),
+            "b_o": (p + "attention.output.dense.bias", (d,)),
+            "ln1_w": (p + "attention.output.LayerNorm.weight", (d,)),
+            "ln1_b": (p + "attention.output.LayerNorm.bias", (d,)),
+            "w_in": (p + "intermediate.dense.weight", (ff, d)),
+            "b_in": (p + "intermediate.dense.bias", (ff,)),
+            "w_out": (p + "output.dense.weight", (d, ff)),
+            "b_out": (p + "output.dense.bias", (d,)),
+            "ln2_w": (p + "output.LayerNorm.weight", (d,)),
+            "ln2_b": (p + "output.LayerNorm.bias", (d,)),
+        }
 
     def embed(self, ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """``LayerNorm(word[ids] + position[positions] + token_type[0])``: one segment."""

@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import mmap
 import numbers
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..safetensors_io import SafetensorsError, SafetensorsFile
+from .blocks import ACTIVATIONS
 
 __all__ = ["FLOAT_DTYPES", "Config", "Tensors", "held_bytes"]
 
@@ -68,6 +70,15 @@ class Config:
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise self.error(f"{keys[0]} must be a positive integer, got {value!r}")
         return int(value)
+
+    def activation(self, *keys: str, default: str) -> Callable[[np.ndarray], np.ndarray]:
+        """The activation function named by the first of ``keys`` (see ``blocks.ACTIVATIONS``)."""
+        name = self.get(*keys, default=default)
+        if name not in ACTIVATIONS:
+            raise self.error(
+                f"activation {name!r} is not supported (supported: {', '.join(ACTIVATIONS)})"
+            )
+        return ACTIVATIONS[name]
 
     def number(self, *keys: str, default: Any = _MISSING) -> float:
         """Like :meth:`get`, for a field that must be a real number."""

@@ -120,13 +120,31 @@ class Family:
         """Read the architecture: set ``n_layers`` ... ``max_positions`` and the family's own."""
         raise NotImplementedError
 
-    def expected_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Every tensor the family reads (name without the prefix) and its shape."""
+    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The tensors outside the layers, besides the token embedding, and their shapes.
+
+        Names are without the prefix.
+        """
+        raise NotImplementedError
+
+    def layer_tensors(self, i: int) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """The tensors of layer ``i``: key in :meth:`prepare_layer` -> (name, shape)."""
         raise NotImplementedError
 
     def prepare_layer(self, i: int) -> dict[str, np.ndarray | None]:
-        """The weights of layer ``i`` as float32 arrays (kept by :meth:`layer_weights`)."""
-        raise NotImplementedError
+        """The tensors of layer ``i`` as float32 arrays, under the keys of :meth:`layer_tensors`.
+
+        Kept by :meth:`layer_weights`.  A family may override this to arrange them.
+        """
+        return {key: self.weight(name) for key, (name, _) in self.layer_tensors(i).items()}
+
+    def expected_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every tensor the family reads (name without the prefix) and its shape."""
+        vocab = self.tensors.shape(self.prefix + self.embedding)[0]
+        out = {self.embedding: (vocab, self.d_model), **self.tensor_shapes()}
+        for i in range(self.n_layers):
+            out.update(self.layer_tensors(i).values())
+        return out
 
     def embed(self, ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """Token ids (seq,) at ``positions`` (seq,) -> the input of layer 0, (seq, d_model)."""

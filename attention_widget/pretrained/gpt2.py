@@ -21,7 +21,7 @@ import numpy as np
 
 from ..engine import split_heads
 from . import AttentionInputs, PretrainedModel
-from .blocks import ACTIVATIONS, layer_norm, linear
+from .blocks import layer_norm, linear
 from .checkpoint import Config
 
 __all__ = ["GPT2"]
@@ -49,54 +49,40 @@ class GPT2(PretrainedModel):
         self.max_positions = config.positive_int(
             "n_positions", "max_position_embeddings", default=1024
         )
-        act = config.get("activation_function", default="gelu_new")
-        if act not in ACTIVATIONS:
-            raise config.error(
-                f"activation {act!r} is not supported (supported: {', '.join(ACTIVATIONS)})"
-            )
-        self.act = ACTIVATIONS[act]
+        self.act = config.activation("activation_function", default="gelu_new")
         self.scale_attn_weights = bool(config.get("scale_attn_weights", default=True))
         self.scale_by_layer = bool(config.get("scale_attn_by_inverse_layer_idx", default=False))
 
-    def _parts(self) -> dict[str, tuple[str, tuple[int, ...]]]:
-        """Key in :meth:`prepare_layer` -> (tensor name within layer ``i``, shape)."""
-        d, ff = self.d_model, self.d_ff
-        return {
-            "ln1_w": ("ln_1.weight", (d,)),
-            "ln1_b": ("ln_1.bias", (d,)),
-            "w_qkv": ("attn.c_attn.weight", (d, 3 * d)),
-            "b_qkv": ("attn.c_attn.bias", (3 * d,)),
-            "w_o": ("attn.c_proj.weight", (d, d)),
-            "b_o": ("attn.c_proj.bias", (d,)),
-            "ln2_w": ("ln_2.weight", (d,)),
-            "ln2_b": ("ln_2.bias", (d,)),
-            "w_fc": ("mlp.c_fc.weight", (d, ff)),
-            "b_fc": ("mlp.c_fc.bias", (ff,)),
-            "w_proj": ("mlp.c_proj.weight", (ff, d)),
-            "b_proj": ("mlp.c_proj.bias", (d,)),
-        }
-
-    def expected_shapes(self) -> dict[str, tuple[int, ...]]:
-        """The embeddings, the final norm, and every layer's projections and norms."""
+    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The position embeddings and the final norm."""
         d = self.d_model
-        out = {
-            self.embedding: (self.tensors.shape(self.prefix + self.embedding)[0], d),
-            "wpe.weight": (self.max_positions, d),
-            "ln_f.weight": (d,),
-            "ln_f.bias": (d,),
+        return {"wpe.weight": (self.max_positions, d), "ln_f.weight": (d,), "ln_f.bias": (d,)}
+
+    def layer_tensors(self, i: int) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """The norms, attention and MLP of layer ``i`` (``Conv1D`` weights stored (in, out))."""
+        d, ff, p = self.d_model, self.d_ff, f"h.{i}."
+        return {
+            "ln1_w": (p + "ln_1.weight", (d,)),
+            "ln1_b": (p + "ln_1.bias", (d,)),
+            "w_qkv": (p + "attn.c_attn.weight", (d, 3 * d)),
+            "b_qkv": (p + "attn.c_attn.bias", (3 * d,)),
+            "w_o": (p + "attn.c_proj.weight", (d, d)),
+            "b_o": (p + "attn.c_proj.bias", (d,)),
+            "ln2_w": (p + "ln_2.weight", (d,)),
+            "ln2_b": (p + "ln_2.bias", (d,)),
+            "w_fc": (p + "mlp.c_fc.weight", (d, ff)),
+            "b_fc": (p + "mlp.c_fc.bias", (ff,)),
+            "w_proj": (p + "mlp.c_proj.weight", (ff, d)),
+            "b_proj": (p + "mlp.c_proj.bias", (d,)),
         }
-        for i in range(self.n_layers):
-            for part, shape in self._parts().values():
-                out[f"h.{i}.{part}"] = shape
-        return out
 
     def prepare_layer(self, i: int) -> dict[str, np.ndarray | None]:
-        """The tensors of layer ``i`` as float32, under the keys of :meth:`_parts`.
+        """The tensors of layer ``i`` as float32; the ``Conv1D`` weights as transposed views.
 
-        The ``Conv1D`` weights (``"w_..."``) come transposed (views), ``(out, in)`` like
-        ``torch.nn.Linear``'s, for :func:`~attention_widget.pretrained.blocks.linear`.
+        Transposed, the weights (``"w_..."``) are ``(out, in)`` like ``torch.nn.Linear``'s,
+        for :func:`~attention_widget.pretrained.blocks.linear`.
         """
-        w = {key: self.weight(f"h.{i}.{part}") for key, (part, _) in self._parts().items()}
+        w = super().prepare_layer(i)
         return {key: a.T if key.startswith("w_") else a for key, a in w.items()}
 
     def embed(self, ids: np.ndarray, positions: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..engine import split_heads
 from . import AttentionInputs, PretrainedModel
-from .blocks import ACTIVATIONS, apply_rope, linear, rms_norm, rope_angles, rope_inverse_frequencies
+from .blocks import apply_rope, linear, rms_norm, rope_angles, rope_inverse_frequencies
 from .checkpoint import Config
 
 __all__ = ["Llama", "Qwen3"]
@@ -56,12 +56,7 @@ class Llama(PretrainedModel):
             )
         self.eps = config.number("rms_norm_eps", default=1e-6)
         self.max_positions = config.positive_int("max_position_embeddings", default=2048)
-        act = config.get("hidden_act", default="silu")
-        if act not in ACTIVATIONS:
-            raise config.error(
-                f"activation {act!r} is not supported (supported: {', '.join(ACTIVATIONS)})"
-            )
-        self.act = ACTIVATIONS[act]
+        self.act = config.activation("hidden_act", default="silu")
         self.attention_bias = bool(config.get("attention_bias", default=False))
         self.mlp_bias = bool(config.get("mlp_bias", default=False))
         layer_types = config.get("layer_types", default=()) or ()
@@ -84,58 +79,38 @@ class Llama(PretrainedModel):
         except ValueError as err:
             raise config.error(str(err)) from None
 
-    def _parts(self) -> dict[str, tuple[str, tuple[int, ...]]]:
-        """Key in :meth:`prepare_layer` -> (tensor name within layer ``i``, shape)."""
-        d, ff, dh = self.d_model, self.d_ff, self.d_head
+    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The final norm."""
+        return {"norm.weight": (self.d_model,)}
+
+    def layer_tensors(self, i: int) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """The norms, projections (biases if the config has them) and MLP of layer ``i``."""
+        d, ff, dh, p = self.d_model, self.d_ff, self.d_head, f"layers.{i}."
         hd, kvd = self.n_heads * dh, self.n_kv_heads * dh
         parts = {
-            "ln1": ("input_layernorm.weight", (d,)),
-            "w_q": ("self_attn.q_proj.weight", (hd, d)),
-            "w_k": ("self_attn.k_proj.weight", (kvd, d)),
-            "w_v": ("self_attn.v_proj.weight", (kvd, d)),
-            "w_o": ("self_attn.o_proj.weight", (d, hd)),
-            "ln2": ("post_attention_layernorm.weight", (d,)),
-            "w_gate": ("mlp.gate_proj.weight", (ff, d)),
-            "w_up": ("mlp.up_proj.weight", (ff, d)),
-            "w_down": ("mlp.down_proj.weight", (d, ff)),
+            "ln1": (p + "input_layernorm.weight", (d,)),
+            "w_q": (p + "self_attn.q_proj.weight", (hd, d)),
+            "w_k": (p + "self_attn.k_proj.weight", (kvd, d)),
+            "w_v": (p + "self_attn.v_proj.weight", (kvd, d)),
+            "w_o": (p + "self_attn.o_proj.weight", (d, hd)),
+            "ln2": (p + "post_attention_layernorm.weight", (d,)),
+            "w_gate": (p + "mlp.gate_proj.weight", (ff, d)),
+            "w_up": (p + "mlp.up_proj.weight", (ff, d)),
+            "w_down": (p + "mlp.down_proj.weight", (d, ff)),
         }
         if self.attention_bias:
-            parts["b_q"] = ("self_attn.q_proj.bias", (hd,))
-            parts["b_k"] = ("self_attn.k_proj.bias", (kvd,))
-            parts["b_v"] = ("self_attn.v_proj.bias", (kvd,))
-            parts["b_o"] = ("self_attn.o_proj.bias", (d,))
+            parts["b_q"] = (p + "self_attn.q_proj.bias", (hd,))
+            parts["b_k"] = (p + "self_attn.k_proj.bias", (kvd,))
+            parts["b_v"] = (p + "self_attn.v_proj.bias", (kvd,))
+            parts["b_o"] = (p + "self_attn.o_proj.bias", (d,))
         if self.mlp_bias:
-            parts["b_gate"] = ("mlp.gate_proj.bias", (ff,))
-            parts["b_up"] = ("mlp.up_proj.bias", (ff,))
-            parts["b_down"] = ("mlp.down_proj.bias", (d,))
+            parts["b_gate"] = (p + "mlp.gate_proj.bias", (ff,))
+            parts["b_up"] = (p + "mlp.up_proj.bias", (ff,))
+            parts["b_down"] = (p + "mlp.down_proj.bias", (d,))
         if self.qk_norm:
-            parts["q_norm"] = ("self_attn.q_norm.weight", (dh,))
-            parts["k_norm"] = ("self_attn.k_norm.weight", (dh,))
+            parts["q_norm"] = (p + "self_attn.q_norm.weight", (dh,))
+            parts["k_norm"] = (p + "self_attn.k_norm.weight", (dh,))
         return parts
-
-    def expected_shapes(self) -> dict[str, tuple[int, ...]]:
-        """The embedding, the final norm, and every layer's projections and norms."""
-        d = self.d_model
-        out = {
-            self.embedding: (self.tensors.shape(self.prefix + self.embedding)[0], d),
-            "norm.weight": (d,),
-        }
-        for i in range(self.n_layers):
-            for part, shape in self._parts().values():
-                out[f"layers.{i}.{part}"] = shape
-        return out
-
-    def prepare_layer(self, i: int) -> dict[str, np.ndarray | None]:
-        """The tensors of layer ``i`` as float32, under the keys of :meth:`_parts`.
-
-        Biases the model does not have are None.
-        """
-        w: dict[str, np.ndarray | None] = dict.fromkeys(
-            ("b_q", "b_k", "b_v", "b_o", "b_gate", "b_up", "b_down")
-        )
-        for key, (part, _) in self._parts().items():
-            w[key] = self.weight(f"layers.{i}.{part}")
-        return w
 
     def embed(self, ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """``embed_tokens[ids]`` (positions enter through RoPE)."""
@@ -145,9 +120,9 @@ class Llama(PretrainedModel):
         """``x = RMSNorm_1(h)``; q, k, v; Qwen3's per-head norms; q and k rotated by RoPE."""
         w = self.layer_weights(i)
         x = rms_norm(h, w["ln1"], self.eps)  # (seq, d_model)
-        q = split_heads(linear(x, w["w_q"], w["b_q"]), self.n_heads)  # (n_heads, seq, d_head)
-        k = split_heads(linear(x, w["w_k"], w["b_k"]), self.n_kv_heads)  # (n_kv, seq, d_head)
-        v = split_heads(linear(x, w["w_v"], w["b_v"]), self.n_kv_heads)
+        q = split_heads(linear(x, w["w_q"], w.get("b_q")), self.n_heads)  # (n_heads, seq, d_head)
+        k = split_heads(linear(x, w["w_k"], w.get("b_k")), self.n_kv_heads)  # (n_kv, seq, d_head)
+        v = split_heads(linear(x, w["w_v"], w.get("b_v")), self.n_kv_heads)
         if self.qk_norm:
             q = rms_norm(q, w["q_norm"], self.eps)
             k = rms_norm(k, w["k_norm"], self.eps)
@@ -165,9 +140,9 @@ class Llama(PretrainedModel):
         w = self.layer_weights(i)
         attn_out += h  # residual
         x = rms_norm(attn_out, w["ln2"], self.eps)  # (seq, d_model)
-        gate = self.act(linear(x, w["w_gate"], w["b_gate"]))  # (seq, d_ff)
-        gate *= linear(x, w["w_up"], w["b_up"])
-        out = linear(gate, w["w_down"], w["b_down"])  # (seq, d_model)
+        gate = self.act(linear(x, w["w_gate"], w.get("b_gate")))  # (seq, d_ff)
+        gate *= linear(x, w["w_up"], w.get("b_up"))
+        out = linear(gate, w["w_down"], w.get("b_down"))  # (seq, d_model)
         out += attn_out  # residual
         return out
 
