@@ -672,6 +672,20 @@ def test_reads_only_needed_layers_and_caches(tiny, monkeypatch):
     assert reads and all(".layers.0." not in r for r in reads)  # layer 0 cached: not re-read
 
 
+def test_layers_beyond_the_budget_are_read_once_per_forward(tiny, monkeypatch):
+    """With no cache budget, a forward reads each layer's tensors once (not once per step of
+    the block) and caches none of them: the next forward reads them all again."""
+    model = load_pretrained(tiny["llama_bf16"], cache_bytes=0)
+    reads = _count_reads(model, monkeypatch)
+    model.forward_ids(model.encode(TEXTS["llama"]).ids)
+    layer_reads = [r for r in reads if ".layers." in r]
+    assert len(layer_reads) == len(set(layer_reads)) == 3 * 9  # 3 layers of 9 tensors
+    assert not model._layer_cache and model._cached_bytes == 0
+    reads.clear()
+    model.forward_ids(model.encode(TEXTS["llama"]).ids)
+    assert sorted(r for r in reads if ".layers." in r) == sorted(layer_reads)
+
+
 def test_trace_cache_is_bounded(tiny):
     model = load_pretrained(tiny["gpt2"])
     texts = [f"the cat sat {'on the mat ' * k}" for k in range(10)]

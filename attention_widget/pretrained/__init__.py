@@ -506,7 +506,7 @@ def load_pretrained(
         How many bytes of prepared float32 layer weights to keep between calls.  Float32
         checkpoints cost nothing here (their weights are used in place, memory-mapped);
         bfloat16 checkpoints are upcast layer by layer and the layers beyond the budget are
-        upcast again on each forward instead of being held.
+        upcast again on each forward instead of being held (only the layer last used is).
 
     Returns
     -------
