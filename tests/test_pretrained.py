@@ -686,6 +686,42 @@ def test_layers_beyond_the_budget_are_read_once_per_forward(tiny, monkeypatch):
     assert sorted(r for r in reads if ".layers." in r) == sorted(layer_reads)
 
 
+def test_attention_mask_from_positions_window_and_family_mask(tiny, minilm):
+    """The mask is built from query and key positions (as generation with a cache needs):
+    causal, a sliding window and a family's own mask combine; an encoder masks nothing."""
+    from attention_widget.pretrained import AttentionInputs
+
+    model = load_pretrained(tiny["gpt2"])
+    q = np.zeros((4, 3, 8), dtype=np.float32)
+    kv = np.zeros((4, 6, 8), dtype=np.float32)
+    queries, keys = np.array([3, 4, 5]), np.arange(6)
+    inputs = AttentionInputs(x=q[0], q=q, k=kv, v=kv, scale=1.0, window=3)
+    expected = np.array(
+        [
+            [0, 1, 1, 1, 0, 0],  # query at 3 sees 1, 2, 3
+            [0, 0, 1, 1, 1, 0],
+            [0, 0, 0, 1, 1, 1],
+        ],
+        dtype=bool,
+    )
+    np.testing.assert_array_equal(model.attention_mask(inputs, queries, keys), expected)
+    inputs.window = None
+    np.testing.assert_array_equal(
+        model.attention_mask(inputs, queries, keys), keys <= queries[:, None]
+    )
+    own = np.ones((3, 6), dtype=bool)
+    own[:, 2] = False  # e.g. keys a selector dropped
+    inputs.mask = own
+    np.testing.assert_array_equal(
+        model.attention_mask(inputs, queries, keys), (keys <= queries[:, None]) & own
+    )
+    weights = model.run_attention(inputs, model.attention_mask(inputs, queries, keys)).weights
+    assert not weights[:, :, 2].any() and not weights[:, 0, 4:].any()
+    np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-6)
+    inputs.mask = None
+    assert minilm.attention_mask(inputs, queries, keys) is None
+
+
 def test_trace_cache_is_bounded(tiny):
     model = load_pretrained(tiny["gpt2"])
     texts = [f"the cat sat {'on the mat ' * k}" for k in range(10)]

@@ -83,7 +83,6 @@ from typing import Any
 import numpy as np
 
 from ..engine import MEMORY_LIMIT_BYTES, AttentionTrace, merge_heads
-from .blocks import gelu_erf
 from .checkpoint import Tensors
 from .family import AttentionInputs, Family, LayerAttention
 from .tokenizer import Encoding, Tokenizer, load_tokenizer
@@ -94,7 +93,6 @@ __all__ = [
     "AttentionInputs",
     "Encoding",
     "PretrainedModel",
-    "gelu_erf",
     "load_pretrained",
 ]
 
@@ -139,8 +137,9 @@ def _check_temperature(temperature: object) -> float:
 class PretrainedModel(Family):
     """A pretrained transformer read from a checkpoint folder, run in NumPy (float32).
 
-    Create it with :func:`load_pretrained`.  Each family (see the module docstring) is a
-    subclass that provides the methods of the section "the family's part".
+    Create it with :func:`load_pretrained`.  Each family is a subclass that fills in the
+    methods of :class:`~attention_widget.pretrained.family.Family` under "the family's part"
+    (see the module docstring).
 
     Attributes
     ----------

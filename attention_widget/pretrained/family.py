@@ -39,7 +39,8 @@ class AttentionInputs:
     scale : float
         Multiplies ``q k^T`` (usually ``1 / sqrt(d_head)``).
     window : int, optional
-        Sliding window of this layer: a query sees itself and the ``window - 1`` keys before it.
+        Sliding window of this layer: keys ``window`` or more positions behind a query are
+        masked (in a causal model a query sees itself and the ``window - 1`` keys before it).
     mask : ndarray of bool, shape (seq, n_keys), optional
         Keys the family itself allows (True), combined with the causal and window masks.
     options : dict
