@@ -49,9 +49,7 @@ spreads its weight evenly (:func:`designed_jobs` says which):
   cannot pick ``i - 1`` for every ``i``, nor stay within two positions of every query.
 * ``d_head < 8``: no duplicate token.  It needs two position pairs (to tell a word from its own
   twin) and two token pairs (to tell words apart): 8 dimensions.
-* ``d_model < 12`` leaves too few pairs in the blocks: below 7 the position block has no pair
-  besides the constant (no job), below 12 the token block has fewer than two (no duplicate
-  token).
+* ``d_model < 7``: the position block has no pair besides the constant: no job.
 
 Masks: previous token, first token and local window hold under the causal mask; a sliding window
 keeps previous token (``window >= 2``) and local window, but hides key 0 from queries
@@ -363,11 +361,11 @@ def _describe(job: str, lay: _Layout) -> tuple[bool, str]:
             "a bump around j = i"
         )
     if lay.pos < 2 or lay.tok < 2:
-        where = f"d_head {lay.d_head}" if lay.d_head < _DUP_MIN_DIMS else f"d_model {lay.d_model}"
+        # (d_head >= 8 with a head 1 means d_model >= 16: then both blocks have pairs enough)
         return False, (
-            f"cannot at {where}: it needs 2 position pairs (to tell a word from itself) and 2 "
-            f"token pairs (to tell words apart), {_DUP_MIN_DIMS} dims; W_Q is zero, so the "
-            "weights are even"
+            f"cannot at d_head {lay.d_head}: it needs 2 position pairs (to tell a word from "
+            f"itself) and 2 token pairs (to tell words apart), {_DUP_MIN_DIMS} dims; W_Q is zero, "
+            "so the weights are even"
         )
     return True, (
         "W_K copies the token and position codes; W_Q keeps the token code and subtracts "
