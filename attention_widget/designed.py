@@ -16,29 +16,36 @@ codes live in separate columns, a head can read one without the other.
 
 How the weights do the jobs (``code(n)`` is the code of the number ``n``)
 ---------------------------------------------------------------------------
-* ``W_K`` is the same for every key/value head: it copies the first ``n_p`` position pairs and
-  the first ``n_t`` token pairs of ``X`` (the wider the head, the more pairs).  So
-  ``k_j = [code(j) | code(word_j)]``, and grouped-query sharing of ``K`` costs nothing: each
-  query head of a group picks the part of the shared keys it needs.
+* ``W_K`` is the same for every key/value head: it copies position pairs 1..n_p and token
+  pairs 1..n_t of ``X`` (pair 0 is the constant), with ``n_p = n_t = d_head // 4`` from
+  ``d_head = 8`` on, and ``n_p = d_head // 2``, ``n_t = 0`` below (``d_head = 1``: the cos of
+  position pair 1 only).  So ``k_j = [code(j) | code(word_j)]``, and grouped-query sharing of
+  ``K`` costs nothing: each query head of a group picks the part of the shared keys it needs.
 * ``code(a) . code(b) = sum_k cos(w_k (a - b))`` is largest exactly when ``a = b`` for numbers
   0..63: the frequencies ``w_k`` (:func:`code_frequencies`) start with ``pi / 64`` (half a turn
-  over 64 steps, so no two numbers below 64 look alike) and go on with frequencies picked so
-  that the smallest gap ``code(a).code(a) - code(a).code(b)`` grows as fast as possible.
+  over 64 steps, so no two numbers below 64 look alike) and go on with frequencies picked one
+  at a time to make the smallest gap ``code(a).code(a) - code(a).code(b)`` as large as they
+  can.
 * previous token: ``W_Q`` turns each position pair back by one step (:func:`shift_matrix`), so
-  ``q_i = beta * code(i - 1)`` and ``q_i . k_j`` peaks at ``j = i - 1``.
+  ``q_i = beta * code(i - 1)`` and ``q_i . k_j`` peaks at ``j = i - 1``; ``beta`` makes that
+  key score at least 4 above any other.
 * first token: ``W_Q`` reads only the constant column (the cos of frequency 0, which is 1 at
-  every position) and writes ``beta * code(0)``: every query asks for position 0.
+  every position) and writes ``beta * code(0)``: every query asks for position 0 (again with
+  a margin of 4).
 * local window: ``W_Q`` copies the slowest position pair, so ``q_i . k_j =
-  beta * cos(pi (i - j) / 64)``: a smooth bump around ``j = i``.
+  beta * cos(pi (i - j) / 64)``: a smooth bump around ``j = i`` whose score falls by 3 from
+  distance 0 to distance 3.
 * duplicate token: ``W_Q`` copies the token pairs (``x alpha``) and subtracts the position pairs
-  (``x gamma``): the same word scores ``alpha`` times more, and the query's own position is
-  pushed below its twins'.
+  (``x gamma``).  ``gamma`` puts the query's own key at least 1 below each of its twins;
+  ``alpha`` then puts every other word at least ``log(64) + 2`` below the query's own key.
 
 Guarantees and exceptions
 -------------------------
 For texts of up to 64 tokens (:data:`MAX_DESIGNED_TOKENS`), at temperature 1 and without a
 mask, every row concerned does its job (not only 95 %); the scales are derived from the smallest
-and largest code gaps, so the margins hold for every such text.  Previous- and first-token heads
+and largest code gaps, so the margins hold for every such text: a word's twins get at least
+``e / (e + 1 + e**-2)``, about 0.70, of its weight, and the local window keeps at least 96 % of
+every row within two positions.  Previous- and first-token heads
 hold at every temperature (the largest weight does not depend on it); local-window and
 duplicate-token heads hold at every temperature up to 1 (a lower temperature only sharpens them).
 Where ``d_head`` is too small the job cannot be built, and the head's ``W_Q`` is zero, so it
@@ -434,16 +441,15 @@ def _query_block(job: str, lay: _Layout, d_model: int) -> np.ndarray:
     pos_rows = slice(half + 2, half + 2 + 2 * lay.pos)  # position pairs 1..pos of X
     pos_cols = slice(0, 2 * lay.pos)  # ... and where the keys hold them
     if job == "first token":  # q_i = beta code(0) = beta [1, 0, 1, 0, ...], from the constant
-        pairs = max(lay.pos, 1)
-        beta = _MARGIN / _gap_range(pairs)[0]
-        w[half, 0 : 2 * pairs : 2] = beta * root
+        beta = _MARGIN / _gap_range(lay.pos)[0]
+        w[half, 0 : 2 * lay.pos : 2] = beta * root  # (d_head 1: lay.pos is 1, the cos only)
     elif job == "previous token":  # q_i = beta code(i - 1) = beta code(i) @ S
         beta = _MARGIN / _gap_range(lay.pos)[0]
         w[pos_rows, pos_cols] = beta * root * shift_matrix(lay.pos + 1)[2:, 2:]
     elif job == "local window":  # q_i = beta code_1(i): score beta cos(pi (i - j) / 64)
         beta = _LOCAL_DROP / (1.0 - math.cos(3 * math.pi / _N))
         w[half + 2 : half + 4, 0:2] = beta * root * np.eye(2)
-    else:  # duplicate token: q_i = alpha tokencode(word_i) - gamma code(i)
+    else:  # duplicate token: q_i = alpha code(word_i) - gamma code(i)
         p_min, p_max = _gap_range(lay.pos)
         gamma = _DUP_SELF / p_min
         alpha = (gamma * p_max + _DUP_OTHERS) / _gap_range(lay.tok)[0]

@@ -1,6 +1,7 @@
 """Designed heads: every job checked on the engine's weights, over random texts with repeats.
 
-The job criteria are written here from the spec, independently of ``designed.py``:
+The job criteria are written in this file from their definitions, independently of
+``designed.py``:
 
 * previous token: every query ``i >= 1`` gives key ``i - 1`` strictly its largest weight;
 * duplicate token: a query whose token occurs elsewhere (at a key it may see) puts at least
@@ -8,7 +9,7 @@ The job criteria are written here from the spec, independently of ``designed.py`
 * first token: every query gives key 0 strictly its largest weight;
 * local window: every query puts at least 80 % of its weight within two positions of itself.
 
-The spec asks for 95 % of the rows concerned; the construction promises every row, and that
+The jobs ask for 95 % of the rows concerned; the construction promises every row, and that
 is what these tests hold it to.
 """
 
@@ -134,6 +135,27 @@ def test_exceptions_follow_the_stated_rule(d_model, n_heads):
         assert d.works == (not cannot)
         assert d.how.startswith("cannot at d_head") == cannot
         assert d.label == (d.job if d.works else f"{d.job} (cannot at d_head {d_head})")
+
+
+@pytest.mark.parametrize("mask", [None, "causal"])
+def test_the_margins_the_docstring_states(mask):
+    # local window: every length, so every row of every text up to 64 tokens (it reads positions
+    # only); duplicate token: every word of a long text occurs exactly twice
+    for n in range(1, LONG + 1):
+        tokens = [f"w{i}" for i in range(n)]
+        w = run(tokens, 64, 4, mask=mask).weights[3]
+        near = np.abs(np.subtract.outer(range(n), range(n))) <= 2
+        assert (w * near).sum(axis=1).min() >= 0.96
+    tokens = [f"w{i % 32}" for i in range(LONG)]
+    for d_model, n_heads in [(64, 8), (64, 4), (256, 2)]:
+        w = run(tokens, d_model, n_heads, mask=mask).weights[1]
+        twins = np.equal.outer(np.arange(LONG) % 32, np.arange(LONG) % 32) & ~np.eye(
+            LONG, dtype=bool
+        )
+        if mask:
+            twins &= np.tri(LONG, dtype=bool)
+        share = (w * twins).sum(axis=1)[twins.any(axis=1)]
+        assert share.min() >= np.e / (np.e + 1 + np.exp(-2))
 
 
 def test_cannot_heads_spread_their_weight_evenly():
