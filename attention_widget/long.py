@@ -1,28 +1,20 @@
 """Attention for long prompts: block by block, keeping what a diagram draws.
 
 :func:`~attention_widget.engine.multi_head_attention` keeps every ``(n_heads, seq_len,
-seq_len)`` array of the layer: the teaching object, and right for a few hundred tokens.  At
-8,192 tokens one such array of 8 heads is 2 GiB in float32.  :func:`long_attention` computes
-the same layer one block of query rows at a time, each block against only the keys its rows
-may see (with the engine's :func:`~attention_widget.engine.attend`), and keeps:
+seq_len)`` array: the teaching object, right for a few hundred tokens (at 8,192 tokens one such
+array of 8 heads is 2 GiB in float32).  :func:`long_attention` computes the same layer one
+block of query rows at a time with the engine's :func:`~attention_widget.engine.attend`, each
+block against only the keys its rows may see, and keeps the ``O(seq_len * d_model)`` arrays,
+each row's log normaliser ``lse`` (any weight is then ``exp(score / T - lse)``, computed when
+asked) and per head an overview of the weights and of the scores, one value per square tile of
+cells.  :class:`LongTrace` gives exact cells on demand: a block for a zoom, a row and its
+heaviest keys for a query lens, a whole head.
 
-* the arrays of size ``O(seq_len * d_model)``: ``x, q, k, v, head_outputs, concat, output``
-  and the row entropy, as in :class:`~attention_widget.engine.AttentionTrace`;
-* ``lse``, each row's log normaliser ``log sum_j exp(score_ij / T)`` over its visible keys,
-  so that any weight is ``exp(score_ij / T - lse_i)`` later, without its row's softmax;
-* an overview of each head's weights and scores, one value per square tile of cells
-  (:func:`overview_tile`), at most :data:`OVERVIEW_MAX_PX` values a side.
-
-Exact cells come on demand from :class:`LongTrace`: :meth:`~LongTrace.block` for a zoom,
-:meth:`~LongTrace.row` and :meth:`~LongTrace.top_keys` for a query lens,
-:meth:`~LongTrace.head_weights` for a whole head.
-
-Masks are described, not stored: ``"none"``, ``"causal"`` or ``"sliding"`` (with ``window``),
-as in the engine.  Each of them lets query ``i`` see one run of keys ``lo_i <= j < hi_i``.
-
-The block loop runs on up to two threads, reports ``progress(fraction, message)`` and stops
-with :class:`AttentionCancelled` between blocks once a cancellation token is set, so that a
-widget can run it in a worker thread and drop work nobody wants any more.
+Masks are described, not stored: ``"none"``, ``"causal"`` or ``"sliding"`` with ``window``, as
+in the engine; each lets query ``i`` see one run of keys ``lo_i <= j < hi_i``.  The block loop
+runs on two threads, reports ``progress(fraction, message)`` and raises
+:class:`AttentionCancelled` between blocks once its cancellation token is set, so a widget can
+run it in a worker thread and drop work nobody wants any more.
 """
 
 from __future__ import annotations
@@ -33,9 +25,9 @@ import numbers
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 import numpy as np
 
@@ -58,7 +50,6 @@ __all__ = [
     "LONG_THRESHOLD",
     "OVERVIEW_MAX_PX",
     "AttentionCancelled",
-    "CancelToken",
     "LongTrace",
     "TopKeys",
     "attention_trace",
@@ -69,82 +60,45 @@ __all__ = [
 ]
 
 #: Above this many tokens :func:`attention_trace` takes the block-wise path.  Up to it the full
-#: trace is small (about 150 MB in float64 at 512 tokens and 8 heads), every cell can be drawn
-#: and the overview would be the weights themselves (a tile of one cell).
+#: trace is small (150 MB in float64 at 8 heads) and a diagram draws every cell.
 LONG_THRESHOLD = 512
 
-#: Largest memory (bytes) one call of this module may allocate: :func:`long_attention`, a
-#: temperature step, :meth:`LongTrace.head_weights` or :meth:`LongTrace.block`.  Above it the
-#: call raises ``ValueError`` before allocating anything.  As the engine's
-#: ``MEMORY_LIMIT_BYTES``; a head's weights at 32,768 tokens (4 GiB in float32) are over it:
-#: pass ``out=`` (e.g. a ``numpy.memmap``) or ask for blocks and rows.
+#: Largest memory (bytes) one call of this module may allocate, as the engine's
+#: ``MEMORY_LIMIT_BYTES``; above it the call raises ``ValueError`` before allocating anything.
+#: A head's weights at 32,768 tokens (4 GiB in float32) are over it: pass ``out=`` to
+#: :meth:`LongTrace.head_weights` (e.g. a ``numpy.memmap``) or ask for blocks and rows.
 LONG_MEMORY_LIMIT_BYTES = 4 * 2**30
 
 #: Largest side of an overview, in values (pixels).
 OVERVIEW_MAX_PX = 512
 
-#: Query rows per block, rounded up to whole tiles: large enough for BLAS to run at full speed,
-#: small enough that a block's working arrays stay in the cache and a cancellation is noticed
-#: within a fraction of a second.
+#: Query rows per block, rounded up to whole tiles: enough for BLAS to run at full speed, few
+#: enough that a block's arrays stay in the cache and a cancellation is noticed at once.
 BLOCK_ROWS = 128
 
 Progress = Callable[[float, str], None]
-Cancel = Union[None, threading.Event, "CancelToken", object]
 MASK_KINDS = ("none", "causal", "sliding")
 
 
 class AttentionCancelled(Exception):
-    """Raised by a block-wise computation whose cancellation token was set.
-
-    Nothing it computed is returned or kept; a trace it was deriving from is unchanged.
-    """
+    """Raised by a computation whose token was set: nothing it computed is returned or kept."""
 
 
-class CancelToken:
-    """A flag another thread sets to stop a computation between two blocks.
-
-    A ``threading.Event`` works the same (``set()`` cancels); so does any object with a
-    boolean ``cancelled`` attribute.
-    """
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def cancel(self) -> None:
-        """Ask the computation to stop; it raises :class:`AttentionCancelled`."""
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        """Whether :meth:`cancel` was called."""
-        return self._event.is_set()
-
-
-def _is_cancelled(cancel: Cancel) -> bool:
-    if cancel is None:
-        return False
-    if isinstance(cancel, threading.Event):
-        return cancel.is_set()
-    return bool(cancel.cancelled)
-
-
-def _check_cancel(cancel: Cancel) -> Cancel:
-    if cancel is None or isinstance(cancel, threading.Event) or hasattr(cancel, "cancelled"):
-        return cancel
-    raise TypeError(
-        "cancel must be None, a threading.Event or an object with a 'cancelled' attribute "
-        f"(e.g. CancelToken()), got {type(cancel).__name__}"
-    )
-
-
-def _check_progress(progress: Progress | None) -> Progress:
-    if progress is None:
-        return lambda fraction, message: None
-    if not callable(progress):
+def _hooks(progress: object, cancel: object) -> tuple[Progress, Callable[[], bool]]:
+    """``progress`` and a ``cancelled()`` test from the public arguments, checked."""
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be a function (fraction, message), got {type(progress)}")
+    if cancel is not None and not hasattr(cancel, "is_set") and not hasattr(cancel, "cancelled"):
         raise TypeError(
-            f"progress must be a function progress(fraction, message), got {type(progress)}"
+            "cancel must be None, a threading.Event or an object with a 'cancelled' attribute, "
+            f"got {type(cancel).__name__}"
         )
-    return progress
+    report = progress if progress is not None else (lambda fraction, message: None)
+    if cancel is None:
+        return report, (lambda: False)
+    if hasattr(cancel, "is_set"):
+        return report, cancel.is_set
+    return report, (lambda: bool(cancel.cancelled))
 
 
 def _check_int(name: str, value: object, minimum: int = 1) -> int:
@@ -164,23 +118,11 @@ def _check_temperature(temperature: object) -> float:
 
 
 def overview_tile(seq_len: int, max_px: int = OVERVIEW_MAX_PX) -> int:
-    """Side of the square tile of cells one overview value stands for.
+    """Side of the square of cells one overview value stands for: ``ceil(seq_len / max_px)``.
 
-    The smallest integer ``t`` with ``ceil(seq_len / t) <= max_px``: the overview is as large
-    as allowed (8,192 tokens: ``t = 16``, 512 values a side; 5,000 tokens: ``t = 10``, 500).
-    The last tile of a row or column may cover fewer cells.
-
-    Parameters
-    ----------
-    seq_len : int
-        Number of tokens.
-    max_px : int, default OVERVIEW_MAX_PX
-        Largest side of the overview.
-
-    Returns
-    -------
-    int
-        ``ceil(seq_len / max_px)``, at least 1.
+    The smallest integer ``t`` with ``ceil(seq_len / t) <= max_px``, so the overview is as
+    large as allowed (8,192 tokens: 16, 512 values a side; 5,000 tokens: 10, 500 a side).  Any
+    integer, not only powers of two; the last tile of a row or column may hold fewer cells.
     """
     seq_len = _check_int("seq_len", seq_len)
     max_px = _check_int("max_px", max_px)
@@ -227,18 +169,15 @@ class TopKeys(NamedTuple):
 
 def _indices(name: str, value: object, n: int) -> np.ndarray:
     """Positions ``value`` selects from ``range(n)`` (a slice, range, int or integer array)."""
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a slice, range, integer or integer array, got {value}")
     try:
-        idx = np.arange(n)[value]
-    except (IndexError, TypeError, ValueError) as err:
+        idx = np.atleast_1d(np.arange(n)[value])
+    except (IndexError, TypeError, ValueError):
+        idx = np.array([], dtype=bool)
+    if idx.size == 0 or idx.dtype.kind != "i" or isinstance(value, (bool, np.bool_)):
         raise ValueError(
-            f"{name} must select positions 0..{n - 1} (a slice, range, integer or integer "
+            f"{name} must select positions of 0..{n - 1} (a slice, range, integer or integer "
             f"array), got {value!r}"
-        ) from err
-    idx = np.atleast_1d(idx)
-    if idx.size == 0:
-        raise ValueError(f"{name} selects no position out of {n}: got {value!r}")
+        )
     return idx
 
 
@@ -246,19 +185,15 @@ def _indices(name: str, value: object, n: int) -> np.ndarray:
 class LongTrace:
     """One attention layer over a long sequence: the small arrays, overviews, exact cells.
 
+    The attributes of :class:`~attention_widget.engine.AttentionTrace` without ``scores``,
+    ``weights`` and ``mask``, plus ``lse``, the overviews and the mask's description.
+
     Attributes
     ----------
-    x : ndarray, shape (seq_len, d_model)
-        The input.
-    q : ndarray, shape (n_heads, seq_len, d_head)
+    x, concat, output : ndarray, shape (seq_len, d_model)
+    q, head_outputs : ndarray, shape (n_heads, seq_len, d_head)
     k, v : ndarray, shape (n_kv_heads, seq_len, d_head)
-        Queries, keys and values, split into heads.
-    head_outputs : ndarray, shape (n_heads, seq_len, d_head)
-        ``weights @ v`` for each head.
-    concat, output : ndarray, shape (seq_len, d_model)
-        Head outputs side by side, and ``concat @ w_o (+ b_o)``.
     entropy : ndarray, shape (n_heads, seq_len)
-        Entropy (nats) of each row of weights.
     lse : ndarray of float64, shape (n_heads, seq_len)
         ``log sum_j exp(score_ij / T)`` over the visible keys of row ``i``: the weight of a
         cell is ``exp(score_ij / T - lse_i)``.
@@ -297,30 +232,14 @@ class LongTrace:
     window: int | None
     temperature: float
 
-    @property
-    def seq_len(self) -> int:
-        """Number of tokens."""
-        return self.x.shape[0]
-
-    @property
-    def d_model(self) -> int:
-        """Model width."""
-        return self.x.shape[1]
-
-    @property
-    def n_heads(self) -> int:
-        """Number of query heads."""
-        return self.q.shape[0]
-
-    @property
-    def n_kv_heads(self) -> int:
-        """Number of key/value heads."""
-        return self.k.shape[0]
-
-    @property
-    def d_head(self) -> int:
-        """Width of one head."""
-        return self.q.shape[2]
+    # the shape properties of the full trace read only x, q, k and entropy: the same ones
+    seq_len = AttentionTrace.seq_len
+    d_model = AttentionTrace.d_model
+    n_heads = AttentionTrace.n_heads
+    n_kv_heads = AttentionTrace.n_kv_heads
+    d_head = AttentionTrace.d_head
+    head_entropy = AttentionTrace.head_entropy
+    kv_head = AttentionTrace.kv_head
 
     @property
     def dtype(self) -> np.dtype:
@@ -328,27 +247,14 @@ class LongTrace:
         return self.q.dtype
 
     @property
-    def head_entropy(self) -> np.ndarray:
-        """Mean row entropy of each head, shape (n_heads,)."""
-        return self.entropy.mean(axis=1)
-
-    @property
     def overview_visible(self) -> np.ndarray:
         """``(P, P)`` boolean: True where a tile holds at least one visible cell."""
         return ~np.isnan(self.weights_overview[0])
 
-    def kv_head(self, head: int) -> int:
-        """Index of the key/value head that query head ``head`` reads."""
-        return head // (self.n_heads // self.n_kv_heads)
-
-    def key_range(self, rows: object) -> tuple[np.ndarray, np.ndarray]:
-        """First and one-past-last visible key ``(lo, hi)`` of each selected query row."""
-        rows = _indices("rows", rows, self.seq_len)
-        return _key_range(self.mask_kind, self.window, rows, self.seq_len)
-
     def visible(self, rows: object, cols: object) -> np.ndarray:
         """``(len(rows), len(cols))`` boolean: True where a query may attend a key."""
-        lo, hi = self.key_range(rows)
+        rows = _indices("rows", rows, self.seq_len)
+        lo, hi = _key_range(self.mask_kind, self.window, rows, self.seq_len)
         return _visible(lo, hi, _indices("cols", cols, self.seq_len))
 
     def _head(self, head: object) -> int:
@@ -357,61 +263,39 @@ class LongTrace:
             raise ValueError(f"head must be < n_heads={self.n_heads}, got {head}")
         return head
 
-    def _cells(self, head: int, rows: np.ndarray, cols: np.ndarray, weights: bool) -> np.ndarray:
+    def _cells(self, head: int, rows: np.ndarray, cols: np.ndarray, stage: str) -> np.ndarray:
         """Exact scores or weights of ``rows x cols`` of one head (masked weights exactly 0)."""
-        g = self.kv_head(head)
-        # [rows, d_head] @ [d_head, cols] -> [rows, cols], scaled as in the engine
-        scores = self.q[head, rows] @ (self.k[g, cols] * self.dtype.type(self._scale)).T
-        if not weights:
+        k = self.k[self.kv_head(head), cols] * self.dtype.type(1.0 / math.sqrt(self.d_head))
+        scores = self.q[head, rows] @ k.T  # [rows, d_head] @ [d_head, cols] -> [rows, cols]
+        if stage == "scores":
             return scores
         z = scores / self.temperature - self.lse[head, rows, None]  # float64: <= 0 on visible
         lo, hi = _key_range(self.mask_kind, self.window, rows, self.seq_len)
         z[~_visible(lo, hi, cols)] = -np.inf
         return np.exp(z, out=z).astype(self.dtype, copy=False)
 
-    @property
-    def _scale(self) -> float:
-        return 1.0 / math.sqrt(self.d_head)
+    def block(self, head: int, rows: object, cols: object, stage: str = "weights") -> np.ndarray:
+        """Exact cells of a zoom: query ``rows`` against key ``cols`` of ``head``.
 
-    def block(self, head: int, rows: object, cols: object) -> np.ndarray:
-        """Exact weights of a zoom: query rows ``rows`` against keys ``cols`` of ``head``.
-
-        Parameters
-        ----------
-        head : int
-            Query head.
-        rows, cols : slice, range, int or 1-D integer array
-            Query and key positions.
-
-        Returns
-        -------
-        ndarray, shape (len(rows), len(cols))
-            The weights, as :func:`multi_head_attention` gives them (masked cells exactly 0).
+        ``rows`` and ``cols`` are slices, ranges, integers or integer arrays of positions.
+        ``stage="weights"`` gives the weights (masked cells exactly 0), ``"scores"`` the scores
+        ``q k^T / sqrt(d_head)`` before temperature and mask, as :func:`multi_head_attention`
+        has them: an array of shape (len(rows), len(cols)) in the trace's dtype.
         """
         head = self._head(head)
+        if stage not in ("weights", "scores"):
+            raise ValueError(f'stage must be "weights" or "scores", got {stage!r}')
         rows = _indices("rows", rows, self.seq_len)
         cols = _indices("cols", cols, self.seq_len)
         _check_memory(3 * rows.size * cols.size * 8, f"a block of {rows.size} x {cols.size}")
-        return self._cells(head, rows, cols, weights=True)
-
-    def block_scores(self, head: int, rows: object, cols: object) -> np.ndarray:
-        """Exact scores ``q k^T / sqrt(d_head)`` of a zoom (before temperature and mask).
-
-        Same arguments as :meth:`block`; returns an array of shape (len(rows), len(cols)).
-        """
-        head = self._head(head)
-        rows = _indices("rows", rows, self.seq_len)
-        cols = _indices("cols", cols, self.seq_len)
-        _check_memory(2 * rows.size * cols.size * 8, f"a block of {rows.size} x {cols.size}")
-        return self._cells(head, rows, cols, weights=False)
+        return self._cells(head, rows, cols, stage)
 
     def row(self, head: int, query: int) -> np.ndarray:
         """The full row of weights of query ``query`` in ``head``: shape (seq_len,), sums to 1."""
-        head = self._head(head)
         query = _check_int("query", query, minimum=0)
         if query >= self.seq_len:
             raise ValueError(f"query must be < seq_len={self.seq_len}, got {query}")
-        return self.block(head, [query], slice(None))[0]
+        return self.block(head, query, slice(None))[0]
 
     def top_keys(self, head: int, query: int, k: int = 10) -> TopKeys:
         """The ``k`` heaviest visible keys of query ``query`` in ``head``, heaviest first.
@@ -420,38 +304,23 @@ class LongTrace:
         """
         k = _check_int("k", k)
         weights = self.row(head, query)
-        lo, hi = self.key_range([query])
+        lo, hi = _key_range(self.mask_kind, self.window, np.array([query]), self.seq_len)
         seen = weights[lo[0] : hi[0]]
         order = np.argsort(-seen, kind="stable")[:k]
         return TopKeys(order + lo[0], seen[order])
 
     def head_weights(
-        self,
-        head: int,
-        *,
-        out: np.ndarray | None = None,
-        progress: Progress | None = None,
-        cancel: Cancel = None,
+        self, head: int, *, out: np.ndarray | None = None, progress: Progress | None = None,
+        cancel: object = None,
     ) -> np.ndarray:
-        """The exact ``(seq_len, seq_len)`` weights of one head, computed now, block by block.
+        """The exact ``(seq_len, seq_len)`` weights of ``head`` (or ``out``), computed now.
 
-        Parameters
-        ----------
-        head : int
-            Query head.
-        out : ndarray, shape (seq_len, seq_len), optional
-            Where to write them (e.g. a ``numpy.memmap`` for a head larger than memory); the
-            memory check then counts only the working arrays.
-        progress, cancel
-            As in :func:`long_attention`.
-
-        Returns
-        -------
-        ndarray, shape (seq_len, seq_len), of the trace's dtype (or ``out``)
-            Rows sum to 1; masked cells are exactly 0.
+        Rows sum to 1, masked cells are exactly 0, in the trace's dtype.  ``out`` (e.g. a
+        ``numpy.memmap`` for a head larger than memory) receives them instead of a new array;
+        the memory check then counts only the working arrays.  ``progress`` and ``cancel`` as
+        in :func:`long_attention`.
         """
-        head = self._head(head)
-        n = self.seq_len
+        head, hooks, n = self._head(head), _hooks(progress, cancel), self.seq_len
         if out is not None and (not isinstance(out, np.ndarray) or out.shape != (n, n)):
             raise ValueError(f"out must be an array of shape ({n}, {n}), got {type(out)}")
         rows_per = max(1, (1 << 22) // n)  # ~4 M cells per block
@@ -464,18 +333,15 @@ class LongTrace:
             lo, hi = _key_range(self.mask_kind, self.window, idx, n)
             span = slice(int(lo.min()), int(hi.max()))
             result[rows, : span.start] = 0
-            result[rows, span] = self._cells(head, idx, np.arange(n)[span], weights=True)
+            result[rows, span] = self._cells(head, idx, np.arange(n)[span], "weights")
             result[rows, span.stop :] = 0
 
         blocks = [slice(r, min(n, r + rows_per)) for r in range(0, n, rows_per)]
         _run_blocks(one_block, blocks, [b.stop - b.start for b in blocks],
-                    _check_progress(progress), _check_cancel(cancel), f"weights of head {head}")
+                    *hooks, f"weights of head {head}")
         return result
 
 
-# --------------------------------------------------------------------------------------------
-# memory and threads
-# --------------------------------------------------------------------------------------------
 def _check_memory(need: int, what: str) -> None:
     if need > LONG_MEMORY_LIMIT_BYTES:
         raise ValueError(
@@ -486,11 +352,12 @@ def _check_memory(need: int, what: str) -> None:
 
 
 def _workers() -> int:
+    """Two threads when BLAS can be held at one thread each (threadpoolctl) and two cores."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 1
-    return max(1, min(cpus, 2))
+    return 2 if cpus > 1 and threadpool_limits is not None else 1
 
 
 def _block_rows(tile: int) -> int:
@@ -499,21 +366,15 @@ def _block_rows(tile: int) -> int:
 
 
 def estimate_long_memory(
-    seq_len: int,
-    d_model: int,
-    n_heads: int,
-    n_kv_heads: int | None = None,
+    seq_len: int, d_model: int, n_heads: int, n_kv_heads: int | None = None,
     dtype: type | np.dtype = np.float32,
 ) -> int:
-    """Bytes :func:`long_attention` allocates for these sizes: an upper bound.
+    """Bytes :func:`long_attention` allocates for these sizes (an upper bound).
 
-    Returns
-    -------
-    int
-        The kept arrays (``x, q, k, v, head_outputs, concat, output``, entropy, ``lse`` and
-        two overviews) plus, for each thread, the working arrays of one block: at most eight
-        ``(block_rows, seq_len)`` arrays (the scores, weights and softmax temporaries of one
-        head, the block's mask and its tile reductions).
+    The kept arrays (``x, q, k, v, head_outputs, concat, output``, entropy, ``lse``, the two
+    overviews), the projection before the split into heads, and for each thread at most eight
+    ``(block_rows, seq_len)`` working arrays (one head's scores, weights and softmax
+    temporaries, the block's mask, its tile reductions).
     """
     n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
     d_kv = n_kv_heads * (d_model // n_heads)
@@ -534,7 +395,7 @@ _POOL_LOCK = threading.Lock()
 def _pool() -> ThreadPoolExecutor:
     with _POOL_LOCK:
         if not _POOL:
-            _POOL.append(ThreadPoolExecutor(max_workers=2, thread_name_prefix="long-attention"))
+            _POOL.append(ThreadPoolExecutor(_workers(), thread_name_prefix="long-attention"))
     return _POOL[0]
 
 
@@ -546,56 +407,39 @@ def _one_blas_thread() -> contextlib.AbstractContextManager:
 
 
 def _run_blocks(
-    work: Callable[[slice], None],
-    blocks: list[slice],
-    costs: list[int],
-    progress: Progress,
-    cancel: Cancel,
-    message: str,
+    work: Callable[[slice], None], blocks: list[slice], costs: list[int], progress: Progress,
+    cancelled: Callable[[], bool], message: str,
 ) -> None:
-    """Run ``work(block)`` for every block on up to two threads, in order of completion.
+    """Run ``work(block)`` for every block on the pool's threads; report progress here.
 
-    Reports ``progress(fraction of the cost done, message)`` from this thread after each
-    block, and checks ``cancel`` before each block starts and after each one ends: once it is
-    set, the blocks not yet started are dropped, the running ones finish, and
+    ``cancelled()`` is checked before each block starts and after each one ends: once it is
+    true, the blocks not yet started are dropped, the running ones finish, and
     :class:`AttentionCancelled` is raised.
     """
     stop = threading.Event()
 
     def guarded(block: slice) -> None:
-        if not stop.is_set() and not _is_cancelled(cancel):
+        if not stop.is_set() and not cancelled():
             with np.errstate(over="ignore", under="ignore"):
                 work(block)
 
     total, done = float(sum(costs)), 0
-    workers = min(_workers(), len(blocks))
-    context = _one_blas_thread() if workers > 1 else contextlib.nullcontext()
-    with context:
-        if workers > 1:
-            futures = [_pool().submit(guarded, block) for block in blocks]
+    with _one_blas_thread():
+        futures = [_pool().submit(guarded, block) for block in blocks]
         try:
-            for i, block in enumerate(blocks):
-                if workers > 1:
-                    futures[i].result()
-                else:
-                    guarded(block)
-                if _is_cancelled(cancel):
+            for future, block, cost in zip(futures, blocks, costs, strict=True):
+                future.result()
+                if cancelled():
                     raise AttentionCancelled(f"{message}: cancelled")
-                done += costs[i]
+                done += cost
                 progress(done / total, f"{message}: rows {block.stop:,} of {blocks[-1].stop:,}")
         finally:
             stop.set()
-            if workers > 1:
-                for future in futures:
-                    future.cancel()
-                for future in futures:
-                    if not future.cancelled():
-                        future.exception()  # wait for the running ones
+            for future in futures:
+                future.cancel()
+            wait(futures)  # the running ones finish before anything is returned or raised
 
 
-# --------------------------------------------------------------------------------------------
-# the block-wise layer
-# --------------------------------------------------------------------------------------------
 def _log_normaliser(scores: np.ndarray, weights: np.ndarray, temperature: float) -> np.ndarray:
     """``lse_i`` of each row from its largest weight: ``w = exp(s / T - lse)`` there.
 
@@ -657,7 +501,7 @@ class _Blocks:
                 low = _tile_reduce(np.minimum, scores, t, keys.start)
                 self.scores_overview[(h, *tiles)] = np.where(-low > high, low, high)
 
-    def run(self, progress: Progress, cancel: Cancel, message: str) -> None:
+    def run(self, progress: Progress, cancelled: Callable[[], bool], message: str) -> None:
         """Every block, on up to two threads (see :func:`_run_blocks`)."""
         n = self.q.shape[1]
         step = _block_rows(self.tile)
@@ -667,18 +511,16 @@ class _Blocks:
         hi = _key_range(self.kind, self.window, stops - 1, n)[1]
         blocks = [slice(int(a), int(b)) for a, b in zip(starts, stops, strict=True)]
         costs = [int(c) for c in (stops - starts) * (hi - lo)]  # cells each block computes
-        _run_blocks(self, blocks, costs, progress, cancel, message)
+        _run_blocks(self, blocks, costs, progress, cancelled, message)
 
     def finish(self, x: np.ndarray, params: AttentionParams,
                scores_overview: np.ndarray | None = None) -> LongTrace:
         """Mark masked tiles, combine the heads and wrap everything in a :class:`LongTrace`."""
         n = x.shape[0]
         masked = ~_tiles_visible(self.kind, self.window, n, self.tile)
-        overviews = [self.weights_overview]
+        self.weights_overview[:, masked] = np.nan
         if scores_overview is None:
-            overviews.append(self.scores_overview)
-        for overview in overviews:
-            overview[:, masked] = np.nan
+            self.scores_overview[:, masked] = np.nan
         # 3. combine: [h, seq, d_head] -> [seq, h * d_head] -> @ w_o -> [seq, d_model]
         concat = merge_heads(self.head_outputs)
         output = _linear(concat, params.w_o, params.b_o)
@@ -719,85 +561,49 @@ def _linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
 
 
 def _check_layer(
-    x: object, params: object, n_heads: object, n_kv_heads: object, mask: object,
-    window: object, dtype: object,
+    x: object, params: object, n_heads: object, n_kv_heads: object, temperature: object,
+    mask: object, window: object, dtype: object,
 ) -> tuple:
     """Check the arguments of :func:`long_attention`; return them in working form."""
-    if not isinstance(params, AttentionParams):
-        raise TypeError(f"params must be an AttentionParams (see init_params), got {type(params)}")
-    d_model = params.d_model
-    n_heads = _check_int("n_heads", n_heads)
-    n_kv_heads = n_heads if n_kv_heads is None else _check_int("n_kv_heads", n_kv_heads)
-    if d_model % n_heads or n_heads % n_kv_heads:
-        raise ValueError(
-            f"n_heads={n_heads} must divide d_model={d_model} and n_kv_heads={n_kv_heads} "
-            "must divide n_heads"
-        )
-    if params.d_kv != n_kv_heads * (d_model // n_heads):
-        raise ValueError(
-            f"params do not match n_heads={n_heads}, n_kv_heads={n_kv_heads}: w_k has "
-            f"{params.d_kv} columns, not n_kv_heads * d_head = {n_kv_heads * d_model // n_heads}"
-        )
-    kind = "none" if mask is None else mask
-    if not isinstance(kind, str) or kind not in MASK_KINDS:
+    if mask is not None and (not isinstance(mask, str) or mask not in MASK_KINDS):
         raise TypeError(
-            f'mask must be None, "none", "causal" or "sliding" for long inputs, got {mask!r} '
-            "(an (n, n) array is what the block-wise path avoids)"
+            'mask must be None, "none", "causal" or "sliding" for long inputs (a (seq_len, '
+            f"seq_len) array is what the block-wise path avoids), got {type(mask).__name__}"
         )
-    if kind == "sliding":
-        if window is None:
-            raise ValueError('mask="sliding" needs window=<keys per query>, got window=None')
-        window = _check_int("window", window)
-    else:
-        window = None
-    dt = np.dtype(dtype) if dtype in (np.float32, np.float64, "float32", "float64") else None
-    if dt is None:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}")
     x_arr = np.asarray(x)
-    if x_arr.dtype.kind not in "fiu":
-        raise TypeError(f"x must hold real numbers, got an array of dtype {x_arr.dtype}")
-    if x_arr.ndim != 2 or x_arr.shape[0] == 0 or x_arr.shape[1] != d_model:
-        raise ValueError(f"x must have shape (seq_len >= 1, {d_model}), got {x_arr.shape}")
-    return x_arr, n_heads, n_kv_heads, kind, window, dt
+    if x_arr.ndim != 2 or x_arr.shape[0] == 0:
+        raise ValueError(f"x must be a (seq_len, d_model) array, got shape {x_arr.shape}")
+    # the engine checks everything else on the first token (a one-token layer costs nothing)
+    one = multi_head_attention(x_arr[:1], params, n_heads=n_heads, n_kv_heads=n_kv_heads,
+                               temperature=temperature, mask=mask, window=window, dtype=dtype)
+    kind = mask or "none"
+    window = int(window) if kind == "sliding" else None
+    return x_arr, one.n_heads, one.n_kv_heads, one.temperature, kind, window, one.q.dtype
 
 
 def long_attention(
-    x: np.ndarray,
-    params: AttentionParams,
-    *,
-    n_heads: int,
-    n_kv_heads: int | None = None,
-    temperature: float = 1.0,
-    mask: str | None = None,
-    window: int | None = None,
-    dtype: type | np.dtype = np.float32,
-    progress: Progress | None = None,
-    cancel: Cancel = None,
+    x: np.ndarray, params: AttentionParams, *, n_heads: int, n_kv_heads: int | None = None,
+    temperature: float = 1.0, mask: str | None = None, window: int | None = None,
+    dtype: type | np.dtype = np.float32, progress: Progress | None = None, cancel: object = None,
 ) -> LongTrace:
     """One multi-head self-attention layer, block by block, for sequences of any length.
 
-    The same layer as :func:`~attention_widget.engine.multi_head_attention` (same arguments,
-    same weights, head outputs and output up to rounding), without its ``(n_heads, seq_len,
-    seq_len)`` arrays: see the module's docstring for what is kept.
+    The same layer as :func:`~attention_widget.engine.multi_head_attention` (same weights,
+    head outputs and output up to rounding), without its ``(n_heads, seq_len, seq_len)``
+    arrays: see the module's docstring for what is kept.
 
     Parameters
     ----------
-    x : array_like, shape (seq_len, d_model)
-        The input sequence.
-    params : AttentionParams
-        The layer's projections.
-    n_heads, n_kv_heads, temperature
+    x, params, n_heads, n_kv_heads, temperature, window
         As in :func:`~attention_widget.engine.multi_head_attention`.
     mask : None, "none", "causal" or "sliding"
-        Which keys each query sees; ``"sliding"`` needs ``window``.
-    window : int, optional
-        Keys per query for ``mask="sliding"``.
+        Which keys each query sees (a described mask, not an array).
     dtype : float32 or float64, default float32
         Precision of the computation.
     progress : callable, optional
         ``progress(fraction, message)``, called on this thread after the projections and after
         each block, with ``fraction`` rising to 1.0.
-    cancel : CancelToken, threading.Event or object with ``cancelled``, optional
+    cancel : threading.Event or object with a ``cancelled`` attribute, optional
         Checked between blocks; once set, :class:`AttentionCancelled` is raised.
 
     Returns
@@ -812,11 +618,10 @@ def long_attention(
     AttentionCancelled
         When ``cancel`` was set.
     """
-    x_arr, n_heads, n_kv_heads, kind, window, dt = _check_layer(
-        x, params, n_heads, n_kv_heads, mask, window, dtype
+    x_arr, n_heads, n_kv_heads, temperature, kind, window, dt = _check_layer(
+        x, params, n_heads, n_kv_heads, temperature, mask, window, dtype
     )
-    temperature = _check_temperature(temperature)
-    progress, cancel = _check_progress(progress), _check_cancel(cancel)
+    progress, cancelled = _hooks(progress, cancel)
     seq_len = x_arr.shape[0]
     need = estimate_long_memory(seq_len, params.d_model, n_heads, n_kv_heads, dt)
     _check_memory(need, f"seq_len={seq_len} with n_heads={n_heads} in {dt}")
@@ -828,44 +633,26 @@ def long_attention(
     q = split_heads(_linear(x_arr, params.w_q, params.b_q), n_heads)
     k = split_heads(_linear(x_arr, params.w_k, params.b_k), n_kv_heads)
     v = split_heads(_linear(x_arr, params.w_v, params.b_v), n_kv_heads)
-    if _is_cancelled(cancel):
+    if cancelled():
         raise AttentionCancelled("attention: cancelled")
     # 2. attend, block by block
     blocks = _Blocks((q, k, v), temperature, kind, window, with_scores=True)
-    blocks.run(progress, cancel, "attention")
+    blocks.run(progress, cancelled, "attention")
     return blocks.finish(x_arr, params)
 
 
 def long_with_temperature(
-    trace: LongTrace,
-    params: AttentionParams,
-    temperature: float,
-    *,
-    progress: Progress | None = None,
-    cancel: Cancel = None,
+    trace: LongTrace, params: AttentionParams, temperature: float, *,
+    progress: Progress | None = None, cancel: object = None,
 ) -> LongTrace:
-    """The same layer at another softmax temperature, block by block.
+    """The same layer at another softmax temperature ``T > 0``, block by block.
 
     The scores are not kept (at 8,192 tokens and 8 heads they would be 2 GiB in float32), so
-    each block's ``q k^T`` is computed again; the projections, ``x, q, k, v`` and the scores
-    overview (scores come before the temperature) are shared with ``trace``.  The weights,
-    ``lse``, entropy, head outputs, weights overview, concat and output are new.
-
-    Parameters
-    ----------
-    trace : LongTrace
-        From :func:`long_attention` (or an earlier temperature step).
-    params : AttentionParams
-        The parameters ``trace`` was computed with (``w_o`` and ``b_o`` are used).
-    temperature : float
-        ``T > 0``.
-    progress, cancel
-        As in :func:`long_attention`.
-
-    Returns
-    -------
-    LongTrace
-        ``trace`` is never changed, also when the step is cancelled or refused.
+    each block's ``q k^T`` is computed again.  ``x, q, k, v`` and the scores overview (scores
+    come before the temperature) are shared with ``trace``; the weights, ``lse``, entropy,
+    head outputs, weights overview, concat and output are new.  ``params`` are those ``trace``
+    was computed with (``w_o``, ``b_o`` are used); ``progress`` and ``cancel`` as in
+    :func:`long_attention`.  ``trace`` is never changed, also when the step is cancelled.
     """
     if not isinstance(trace, LongTrace):
         raise TypeError(f"trace must be a LongTrace, got {type(trace).__name__}")
@@ -875,27 +662,20 @@ def long_with_temperature(
             f"computed with, got {type(params).__name__}"
         )
     temperature = _check_temperature(temperature)
-    progress, cancel = _check_progress(progress), _check_cancel(cancel)
+    progress, cancelled = _hooks(progress, cancel)
     need = estimate_long_memory(trace.seq_len, trace.d_model, trace.n_heads,
                                 trace.n_kv_heads, trace.dtype)
     _check_memory(need, f"a temperature step at seq_len={trace.seq_len}")
     blocks = _Blocks((trace.q, trace.k, trace.v), temperature, trace.mask_kind, trace.window,
                      with_scores=False)
-    blocks.run(progress, cancel, f"temperature {temperature:g}")
+    blocks.run(progress, cancelled, f"temperature {temperature:g}")
     return blocks.finish(trace.x, params, scores_overview=trace.scores_overview)
 
 
 def attention_trace(
-    x: np.ndarray,
-    params: AttentionParams,
-    *,
-    n_heads: int,
-    n_kv_heads: int | None = None,
-    temperature: float = 1.0,
-    mask: str | None = None,
-    window: int | None = None,
-    progress: Progress | None = None,
-    cancel: Cancel = None,
+    x: np.ndarray, params: AttentionParams, *, n_heads: int, n_kv_heads: int | None = None,
+    temperature: float = 1.0, mask: str | None = None, window: int | None = None,
+    progress: Progress | None = None, cancel: object = None,
 ) -> AttentionTrace | LongTrace:
     """The trace for a sequence of any length, chosen by size.
 
@@ -909,9 +689,10 @@ def attention_trace(
         return long_attention(x, params, n_heads=n_heads, n_kv_heads=n_kv_heads,
                               temperature=temperature, mask=mask, window=window,
                               progress=progress, cancel=cancel)
-    if _is_cancelled(_check_cancel(cancel)):
+    progress, cancelled = _hooks(progress, cancel)
+    if cancelled():
         raise AttentionCancelled("attention: cancelled")
     trace = multi_head_attention(x, params, n_heads=n_heads, n_kv_heads=n_kv_heads,
                                  temperature=temperature, mask=mask, window=window)
-    _check_progress(progress)(1.0, "attention: done")
+    progress(1.0, "attention: done")
     return trace
