@@ -117,15 +117,16 @@ def _check_temperature(temperature: object) -> float:
     return float(temperature)
 
 
-def overview_tile(seq_len: int, max_px: int = OVERVIEW_MAX_PX) -> int:
+def overview_tile(seq_len: int, max_px: int | None = None) -> int:
     """Side of the square of cells one overview value stands for: ``ceil(seq_len / max_px)``.
 
     The smallest integer ``t`` with ``ceil(seq_len / t) <= max_px``, so the overview is as
     large as allowed (8,192 tokens: 16, 512 values a side; 5,000 tokens: 10, 500 a side).  Any
     integer, not only powers of two; the last tile of a row or column may hold fewer cells.
+    ``max_px`` defaults to :data:`OVERVIEW_MAX_PX`.
     """
     seq_len = _check_int("seq_len", seq_len)
-    max_px = _check_int("max_px", max_px)
+    max_px = OVERVIEW_MAX_PX if max_px is None else _check_int("max_px", max_px)
     return -(-seq_len // max_px)
 
 
@@ -372,7 +373,7 @@ def estimate_long_memory(
     """Bytes :func:`long_attention` allocates for these sizes (an upper bound).
 
     The kept arrays (``x, q, k, v, head_outputs, concat, output``, entropy, ``lse``, the two
-    overviews), the projection before the split into heads, and for each thread at most eight
+    overviews), the projection before the split into heads, and for each thread at most ten
     ``(block_rows, seq_len)`` working arrays (one head's scores, weights and softmax
     temporaries, the block's mask, its tile reductions).
     """
@@ -384,7 +385,7 @@ def estimate_long_memory(
     kept = item * seq_len * (5 * d_model + 2 * d_kv) + 8 * 2 * n_heads * seq_len
     kept += item * 2 * n_heads * side * side
     projection = item * seq_len * (d_model + 2 * d_kv)  # x @ w before the split into heads
-    block = 8 * _block_rows(tile) * seq_len * max(item, 4) + 2 * d_model**2 * item
+    block = 10 * _block_rows(tile) * seq_len * max(item, 4) + 2 * d_model**2 * item
     return int(kept + projection + _workers() * block)
 
 
