@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import attention_widget.long as long_module
 from attention_widget import AttentionTrace, init_params, multi_head_attention
+from attention_widget.engine import attend
 from attention_widget.long import (
     AttentionCancelled,
     LongTrace,
@@ -42,22 +43,24 @@ def layer(seq_len, d_model=64, n_heads=4, n_kv=None, seed=0, bias=False):
 def tile_reference(values, visible, tile, reduce):
     """Reduce every tile x tile square of one head's cells over its visible cells (NaN if none).
 
-    A slow, plain loop: the reference the overviews are held to.
+    Masked cells become NaN, the square is padded with NaN to whole tiles, and each tile's
+    cells are laid out along a last axis for ``reduce``.
     """
     n = values.shape[0]
     side = math.ceil(n / tile)
-    out = np.full((side, side), np.nan)
-    for i in range(side):
-        for j in range(side):
-            cells = values[i * tile : (i + 1) * tile, j * tile : (j + 1) * tile]
-            seen = visible[i * tile : (i + 1) * tile, j * tile : (j + 1) * tile]
-            if seen.any():
-                out[i, j] = reduce(cells[seen])
-    return out
+    cells = np.full((side * tile, side * tile), np.nan)
+    cells[:n, :n] = np.where(visible, values, np.nan)
+    cells = cells.reshape(side, tile, side, tile).transpose(0, 2, 1, 3).reshape(side, side, -1)
+    return reduce(cells)
 
 
-def largest_magnitude(values):
-    return values[np.argmax(np.abs(values))]
+def tile_max(cells):
+    return np.fmax.reduce(cells, axis=-1)  # ignores NaN; NaN when every cell is NaN
+
+
+def largest_magnitude(cells):
+    pick = np.argmax(np.nan_to_num(np.abs(cells), nan=-1.0), axis=-1)[..., None]
+    return np.take_along_axis(cells, pick, axis=-1)[..., 0]
 
 
 @pytest.fixture(scope="module", params=CASES, ids=lambda c: f"{c[0]}-{c[1]}-{c[2]}/{c[3]}-T{c[4]}")
@@ -88,7 +91,7 @@ def test_overviews_are_tile_extremes_of_the_exact_cells(pair):
     full, blocks, _ = pair
     visible = full.mask
     for h in (0, full.n_heads - 1):
-        expected = tile_reference(full.weights[h], visible, 4, np.max)
+        expected = tile_reference(full.weights[h], visible, 4, tile_max)
         np.testing.assert_array_equal(np.isnan(blocks.weights_overview[h]), np.isnan(expected))
         np.testing.assert_allclose(blocks.weights_overview[h], expected, rtol=0, atol=1e-12)
         expected = tile_reference(full.scores[h], visible, 4, largest_magnitude)
@@ -130,7 +133,7 @@ def test_temperature_step_equals_the_full_trace_at_that_temperature(pair):
     for name in ("head_outputs", "output", "entropy"):
         np.testing.assert_allclose(getattr(stepped, name), getattr(hotter, name), rtol=0,
                                    atol=1e-10, err_msg=name)
-    expected = tile_reference(hotter.weights[1], hotter.mask, 4, np.max)
+    expected = tile_reference(hotter.weights[1], hotter.mask, 4, tile_max)
     np.testing.assert_allclose(stepped.weights_overview[1], expected, rtol=0, atol=1e-12)
 
 
@@ -204,7 +207,7 @@ def test_small_blocks_and_tiles_match_plain_numpy(problem, max_px, block_rows):
         np.testing.assert_allclose(weights, expected[h], rtol=0, atol=1e-12)
         np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=0, atol=1e-12)
         assert (weights[~visible] == 0).all()
-        reference = tile_reference(weights, visible, tile, np.max)
+        reference = tile_reference(weights, visible, tile, tile_max)
         np.testing.assert_array_equal(np.isnan(trace.weights_overview[h]), np.isnan(reference))
         np.testing.assert_allclose(trace.weights_overview[h], reference, rtol=0, atol=1e-12)
 
@@ -276,9 +279,15 @@ class Token:
 
 
 @pytest.mark.parametrize("make_token", [threading.Event, Token])
-def test_cancelling_from_progress_stops_between_blocks(make_token):
-    x, params = layer(4000, d_model=32, n_heads=2)
-    token, calls = make_token(), []
+def test_cancelling_from_progress_stops_between_blocks(make_token, monkeypatch):
+    x, params = layer(4000, d_model=32, n_heads=2)  # 32 blocks of 125 rows, 2 heads each
+    token, calls, attended = make_token(), [], []
+
+    def counted_attend(*args, **kwargs):
+        attended.append(1)
+        return attend(*args, **kwargs)
+
+    monkeypatch.setattr(long_module, "attend", counted_attend)
 
     def progress(fraction, message):
         calls.append(fraction)
@@ -288,6 +297,7 @@ def test_cancelling_from_progress_stops_between_blocks(make_token):
     with pytest.raises(AttentionCancelled, match="attention: cancelled"):
         long_attention(x, params, n_heads=2, mask="causal", progress=progress, cancel=token)
     assert len(calls) == 3 and calls[-1] < 0.1  # no block was reported after the cancel
+    assert len(attended) <= 2 * 6  # the blocks queued behind the cancel never started
 
 
 def test_a_newer_change_cancels_work_in_a_thread_and_the_old_trace_stays():
