@@ -27,6 +27,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -39,11 +40,6 @@ from .engine import (
     multi_head_attention,
     split_heads,
 )
-
-try:  # optional: hold BLAS at one thread while our two threads share the blocks
-    from threadpoolctl import threadpool_limits
-except ImportError:  # pragma: no cover - threadpoolctl is not a dependency
-    threadpool_limits = None
 
 __all__ = [
     "LONG_MEMORY_LIMIT_BYTES",
@@ -358,7 +354,17 @@ def _workers() -> int:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 1
-    return 2 if cpus > 1 and threadpool_limits is not None else 1
+    return 2 if cpus > 1 and _threadpool_limits() is not None else 1
+
+
+@lru_cache(maxsize=1)
+def _threadpool_limits() -> Callable | None:
+    """The optional ``threadpoolctl.threadpool_limits``, imported when a long layer first runs."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # not a dependency
+        return None
+    return threadpool_limits
 
 
 def _block_rows(tile: int) -> int:
@@ -402,9 +408,8 @@ def _pool() -> ThreadPoolExecutor:
 
 def _one_blas_thread() -> contextlib.AbstractContextManager:
     """BLAS at one thread while our threads share the blocks (when threadpoolctl is there)."""
-    if threadpool_limits is None:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+    limits = _threadpool_limits()
+    return contextlib.nullcontext() if limits is None else limits(limits=1, user_api="blas")
 
 
 def _run_blocks(
@@ -442,11 +447,7 @@ def _run_blocks(
 
 
 def _log_normaliser(scores: np.ndarray, weights: np.ndarray, temperature: float) -> np.ndarray:
-    """``lse_i`` of each row from its largest weight: ``w = exp(s / T - lse)`` there.
-
-    The largest weight is at least ``1 / seq_len`` (no underflow) and sits on a visible key,
-    so ``lse_i = s_ij / T - log w_ij`` at that key, in float64.
-    """
+    """``lse_i = s_ij / T - log w_ij`` at each row's largest weight (visible, >= 1 / seq_len)."""
     top = weights.argmax(axis=1)  # [rows]
     rows = np.arange(top.size)
     return scores[rows, top].astype(np.float64) / temperature - np.log(
@@ -457,8 +458,7 @@ def _log_normaliser(scores: np.ndarray, weights: np.ndarray, temperature: float)
 class _Blocks:
     """What one pass over the query blocks fills in; ``self(rows)`` does one block.
 
-    Blocks cover whole tiles of rows, so two blocks never write the same element and the
-    threads need no lock.
+    Blocks cover whole tiles of rows: two never write the same element, threads need no lock.
     """
 
     def __init__(self, trace_qkv: tuple, temperature: float, kind: str, window: int | None,
