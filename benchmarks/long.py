@@ -16,8 +16,10 @@ several people share it).  For d_model 512, 8 heads and a causal mask it prints,
 * ``cancel``: from setting the cancel token of a running temperature step to its
   ``AttentionCancelled``.
 
-Each length runs in its own process, so that each peak memory is its own.  The machine's load
-(``os.getloadavg()``) is printed before and after: on a busy machine every figure moves.
+Each length runs in its own process, so that each peak memory is its own.  ``--threshold``
+adds a table of the full trace against the block-wise path from 256 to 4,096 tokens.  The
+machine's load (``os.getloadavg()``) is printed before and after: on a busy machine every
+figure moves.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from functools import partial
 
 import numpy as np
 
@@ -154,6 +157,37 @@ def one_size(seq_len: int) -> dict:
     return result
 
 
+def threshold_table() -> None:
+    """Full trace (float64) against the block-wise path (float32) around the threshold.
+
+    Best of three calls each, and the peak memory a call allocates (tracemalloc, with the
+    engine's buffer pool emptied first).
+    """
+    import tracemalloc
+
+    from attention_widget import embed, init_params, multi_head_attention
+    from attention_widget.engine import free_buffers
+    from attention_widget.long import long_attention
+
+    params = init_params(D_MODEL, N_HEADS, seed=0)
+    print("| tokens | full: s | full: MiB | long: s | long: MiB |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    for seq_len in (256, 512, 1024, 2048, 4096):
+        x = embed([f"w{i % 997}" for i in range(seq_len)], D_MODEL)
+        cells = []
+        for fn in (multi_head_attention, long_attention):
+            call = partial(fn, x, params, n_heads=N_HEADS, mask="causal")
+            call()
+            best = min(median_seconds(call, 1) for _ in range(3))
+            free_buffers()
+            tracemalloc.start()
+            call()
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            cells += [f"{best:.3f}", f"{peak / 2**20:.0f}"]
+        print(f"| {seq_len:,} | " + " | ".join(cells) + " |", flush=True)
+
+
 def row(r: dict) -> str:
     gap = f"{r['gap']:6.2f}" if "gap" in r else "     -"
     cancel = f"{r['cancel']:6.2f}" if "cancel" in r else "     -"
@@ -167,6 +201,8 @@ def row(r: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=list(SIZES))
+    parser.add_argument("--threshold", action="store_true",
+                        help="also compare the full trace and the block-wise path by length")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # a child process
     args = parser.parse_args()
     if args.one:
@@ -188,6 +224,9 @@ def main() -> None:
         print(row(json.loads(child.stdout.splitlines()[-1])), flush=True)
     print(f"load after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}  (times in seconds "
           "unless marked; gap: longest time between progress reports of the first run)")
+    if args.threshold:
+        threshold_table()
+        print(f"load after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
 if __name__ == "__main__":
