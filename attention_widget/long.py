@@ -416,7 +416,7 @@ def _run_blocks(
     work: Callable[[slice], None], blocks: list[slice], costs: list[int], progress: Progress,
     cancelled: Callable[[], bool], message: str,
 ) -> None:
-    """Run ``work(block)`` for every block on the pool's threads; report progress here.
+    """Run ``work(block)`` for every block on the pool's threads; report progress on this thread.
 
     ``cancelled()`` is checked before each block starts and after each one ends: once it is
     true, the blocks not yet started are dropped, the running ones finish, and

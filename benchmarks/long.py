@@ -1,7 +1,7 @@
 """Benchmark long prompts: the block-wise path of ``attention_widget.long`` by length.
 
-Run ``python benchmarks/long.py`` (alone on the machine: ``flock /work/bench.lock ...`` where
-several people share it).  For d_model 512, 8 heads and a causal mask it prints, per length:
+Run ``python benchmarks/long.py`` alone on the machine.  For d_model 512, 8 heads and a causal
+mask it prints, per length:
 
 * ``first``: the first full computation in a fresh process (512 tokens: the full trace of
   ``multi_head_attention``, the old path; longer: ``long_attention`` in float32);
