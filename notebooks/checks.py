@@ -13,6 +13,7 @@ Use: ``check("hand", hand)`` in the lesson; ``check_piece("split_heads", split_h
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Callable
 from fractions import Fraction
 from typing import Any, NamedTuple
@@ -479,7 +480,9 @@ def _report(question: str, parts: list[Part], evidence: str) -> None:
         print(line + (f" ({part.message})" if part.message else ""))
     ok = all(p.status == CORRECT for p in parts)
     if ok and evidence:
-        print("  " + evidence)
+        for paragraph in evidence.split("\n"):
+            print(textwrap.fill(paragraph.strip(), 88, initial_indent="  ",
+                                subsequent_indent="    "))
     _RESULTS[question] = ok
 
 
