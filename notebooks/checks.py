@@ -462,15 +462,20 @@ _QUESTIONS: dict[str, Callable[[dict], tuple[list[Part], str]]] = {
 }
 
 
+def _entry(table: dict[str, Callable], name: str, kind: str) -> Callable:
+    if name not in table:
+        raise ValueError(f"no {kind} {name!r}; the {kind}s are {list(table)}")
+    return table[name]
+
+
 def check(question: str, answer: Any) -> None:
     """Print feedback on ``answer`` (a dict of parts) to ``question`` (see ``all_correct``)."""
-    if question not in _QUESTIONS:
-        raise ValueError(f"no question {question!r}; the questions are {list(_QUESTIONS)}")
+    ask = _entry(_QUESTIONS, question, "question")
     if not isinstance(answer, dict):
         print(f"{question}: write your answer as a dict, as in the answer cell (got {answer!r})")
         _RESULTS[question] = False
         return
-    parts, evidence = _QUESTIONS[question](answer)
+    parts, evidence = ask(answer)
     _report(question, parts, evidence)
 
 
@@ -613,9 +618,7 @@ _PIECES: dict[str, Callable[[Callable], list[Part]]] = {
 
 def check_piece(piece: str, fn: Callable) -> None:
     """Test one piece of an implementation against the engine on random inputs; print feedback."""
-    if piece not in _PIECES:
-        raise ValueError(f"no piece {piece!r}; the pieces are {list(_PIECES)}")
-    _report(piece, _PIECES[piece](fn), "")
+    _report(piece, _entry(_PIECES, piece, "piece")(fn), "")
 
 
 def check_attention(attention: Callable, x: np.ndarray, params: AttentionParams,
