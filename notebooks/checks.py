@@ -1,6 +1,6 @@
 """Feedback for lesson.ipynb and custom_arrays.ipynb: right or not, without giving the answer.
 
-Nothing here stores an answer.  Each check works the truth out with the attention engine when it
+This module stores no answer.  Each check works the truth out with the attention engine when it
 runs (an experiment on the same inputs as the question) and compares your answer with it.  It
 prints one line per part: ``correct``, ``not answered yet``, or ``not yet`` with a hint about
 where the reasoning may have slipped.  Once every part of a question is correct it also prints
@@ -367,7 +367,7 @@ def _cost(answer: dict) -> tuple[list[Part], str]:
                                  init_params(8, 1), n_heads=1)
     per_head_short = short.scores[0].size  # counted in a real trace
     n, window = COST["long"], COST["window"]
-    per_head_long = n * n  # the same count at 4,096 tokens (too large to run here quickly)
+    per_head_long = n * n  # the same count at 4,096 tokens (a trace that size is too slow for a check)
     windowed = int(sliding_window_mask(n, window).sum())
     gib = COST["heads"] * per_head_long * COST["bytes"] / 2**30
 
