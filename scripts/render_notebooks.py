@@ -9,9 +9,10 @@ Usage::
 
 Each notebook runs in a fresh kernel started in its own folder, as JupyterLab would run it, and
 is written twice: as ``.ipynb`` with its outputs (GitHub and nbviewer show them) and as ``.html``.
-The notebooks in the repository stay without outputs; ``build/`` is git-ignored.  The HTML keeps
-the widgets' state: a browser draws them when it can fetch the widget scripts from the web
-(unpkg); offline, the page shows every printed output and leaves the widgets blank.  Run it with
+The notebooks in the repository stay without outputs; ``build/`` is git-ignored.  The HTML page
+fetches MathJax (the formulas) and the widget scripts from the web (jsDelivr, unpkg) and keeps
+the widgets' state, so a browser online draws the widgets as they were; offline it shows the
+code and every printed output, the formulas as LaTeX source and the widgets blank.  Run it with
 the package importable (installed, or ``PYTHONPATH=.`` from the repository root).
 """
 
