@@ -9,11 +9,12 @@ Usage::
 
 Each notebook runs in a fresh kernel started in its own folder, as JupyterLab would run it, and
 is written twice: as ``.ipynb`` with its outputs (GitHub and nbviewer show them) and as ``.html``.
-The notebooks in the repository stay without outputs; ``build/`` is git-ignored.  The HTML page
-fetches MathJax (the formulas) and the widget scripts from the web (jsDelivr, unpkg) and keeps
-the widgets' state, so a browser online draws the widgets as they were; offline it shows the
-code and every printed output, the formulas as LaTeX source and the widgets blank.  Run it with
-the package importable (installed, or ``PYTHONPATH=.`` from the repository root).
+The notebooks in the repository stay without outputs; ``build/`` is git-ignored.
+
+The HTML page keeps the widgets' state and loads MathJax and the widget scripts from the web
+(jsDelivr, unpkg) to draw the formulas and the widgets; without network access it shows the code
+and every printed output, the formulas as LaTeX source and the widgets blank.  Run the script
+with the package importable (installed, or ``PYTHONPATH=.`` from the repository root).
 """
 
 from __future__ import annotations
