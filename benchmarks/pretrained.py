@@ -9,6 +9,7 @@ Run::
 
     python benchmarks/pretrained.py            # seq_len 32 and 128, 2 threads
     python benchmarks/pretrained.py --threads 1 --repeats 50
+    python benchmarks/pretrained.py --parts    # and one layer's steps, NumPy vs torch
 
 Prints, for each side, the best of ``--rounds`` interleaved rounds of the median time, the
 ratio numpy / torch (below 1 = NumPy faster), and the widget's per-interaction cost: a
@@ -39,12 +40,65 @@ def _median_ms(fn, repeats: int) -> float:
     return 1e3 * statistics.median(times)
 
 
+def _parts(model, seq_len: int, repeats: int) -> None:
+    """One MiniLM layer's steps at ``seq_len`` tokens: NumPy (the package's parts) vs torch."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from attention_widget.engine import attend, split_heads
+    from attention_widget.pretrained import blocks
+
+    w = model.layer_weights(0)
+    rng = np.random.default_rng(0)
+    h = rng.standard_normal((seq_len, model.d_model)).astype(np.float32)
+    ff = rng.standard_normal((seq_len, model.d_ff)).astype(np.float32)
+    q = split_heads(h, model.n_heads)
+    scale = 1.0 / model.d_head**0.5
+    t = {k: torch.from_numpy(np.array(v)) for k, v in w.items()}  # writable copies
+    th, tff, tq = torch.from_numpy(h), torch.from_numpy(ff), torch.from_numpy(q)
+
+    def torch_attention():
+        return torch.softmax(tq @ tq.transpose(-1, -2) * scale, dim=-1) @ tq
+
+    steps = {
+        "q, k, v projections": (
+            lambda: [blocks.linear(h, w[k], w["b" + k[1:]]) for k in ("w_q", "w_k", "w_v")],
+            lambda: [F.linear(th, t[k], t["b" + k[1:]]) for k in ("w_q", "w_k", "w_v")],
+        ),
+        "attention (engine.attend)": (
+            lambda: attend(q, q, q, scale=scale),
+            torch_attention,
+        ),
+        "feed-forward products": (
+            lambda: (
+                blocks.linear(h, w["w_in"], w["b_in"]),
+                blocks.linear(ff, w["w_out"], w["b_out"]),
+            ),
+            lambda: (F.linear(th, t["w_in"], t["b_in"]), F.linear(tff, t["w_out"], t["b_out"])),
+        ),
+        "GELU (exact form)": (lambda: blocks.gelu_erf(ff), lambda: F.gelu(tff)),
+        "LayerNorm": (
+            lambda: blocks.layer_norm(h, w["ln1_w"], w["ln1_b"], 1e-12),
+            lambda: F.layer_norm(th, (model.d_model,), t["ln1_w"], t["ln1_b"], 1e-12),
+        ),
+    }
+    print(f"\none layer's steps at {seq_len} tokens (median ms):")
+    print(f"{'step':>28} {'numpy':>7} {'torch':>7}")
+    with torch.no_grad():
+        for name, (ours, theirs) in steps.items():
+            print(f"{name:>28} {_median_ms(ours, repeats):7.3f} {_median_ms(theirs, repeats):7.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="threads for both sides")
     parser.add_argument("--repeats", type=int, default=100, help="timed runs per side")
     parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds per side")
     parser.add_argument("--seq-lens", type=int, nargs="+", default=[32, 128])
+    parser.add_argument(
+        "--parts", action="store_true", help="also time one layer's steps at the longest length"
+    )
     args = parser.parse_args()
     # BLAS threads must be fixed before NumPy loads its BLAS
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -114,6 +168,8 @@ def main() -> None:
 
     t_layer = _median_ms(change_layer, args.repeats)
     print(f"  temperature change: {t_temp:.2f} ms   layer change: {t_layer:.2f} ms")
+    if args.parts:
+        _parts(model, max(args.seq_lens), 4 * args.repeats)
 
 
 if __name__ == "__main__":
