@@ -13,9 +13,10 @@ Run::
 
 Prints, for each side, the best of ``--rounds`` interleaved rounds of the median time, the
 ratio numpy / torch (below 1 = NumPy faster), and the widget's per-interaction cost: a
-temperature change (re-softmax of cached scores) and a layer change for a text already run.
+temperature change (attention of the cached q, k, v at the new temperature) and a layer
+change for a text already run.
 The machine's load average is printed before and after: on a shared 2-core machine, other
-processes slow both sides (and the ratio swings by 10-20 %); 10 interleaved rounds give each
+processes slow both sides (and the ratio swings with them); 10 interleaved rounds give each
 side the same chances to run in a quiet moment.
 """
 
