@@ -695,7 +695,7 @@ def test_attention_mask_from_positions_window_and_family_mask(tiny, minilm):
     q = np.zeros((4, 3, 8), dtype=np.float32)
     kv = np.zeros((4, 6, 8), dtype=np.float32)
     queries, keys = np.array([3, 4, 5]), np.arange(6)
-    inputs = AttentionInputs(x=q[0], q=q, k=kv, v=kv, scale=1.0, window=3)
+    inputs = AttentionInputs(x=q[0], q=q, k=kv, v=kv, scale=1.0, window=3, key_positions=keys)
     expected = np.array(
         [
             [0, 1, 1, 1, 0, 0],  # query at 3 sees 1, 2, 3
@@ -704,22 +704,20 @@ def test_attention_mask_from_positions_window_and_family_mask(tiny, minilm):
         ],
         dtype=bool,
     )
-    np.testing.assert_array_equal(model.attention_mask(inputs, queries, keys), expected)
+    np.testing.assert_array_equal(model.attention_mask(inputs, queries), expected)
     inputs.window = None
-    np.testing.assert_array_equal(
-        model.attention_mask(inputs, queries, keys), keys <= queries[:, None]
-    )
+    np.testing.assert_array_equal(model.attention_mask(inputs, queries), keys <= queries[:, None])
     own = np.ones((3, 6), dtype=bool)
     own[:, 2] = False  # e.g. keys a selector dropped
     inputs.mask = own
     np.testing.assert_array_equal(
-        model.attention_mask(inputs, queries, keys), (keys <= queries[:, None]) & own
+        model.attention_mask(inputs, queries), (keys <= queries[:, None]) & own
     )
-    weights = model.run_attention(inputs, model.attention_mask(inputs, queries, keys)).weights
+    weights = model.run_attention(inputs, model.attention_mask(inputs, queries)).weights
     assert not weights[:, :, 2].any() and not weights[:, 0, 4:].any()
     np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-6)
     inputs.mask = None
-    assert minilm.attention_mask(inputs, queries, keys) is None
+    assert minilm.attention_mask(inputs, queries) is None
 
 
 def test_trace_cache_is_bounded(tiny):

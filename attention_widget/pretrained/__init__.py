@@ -63,7 +63,8 @@ as it gains them).  A block with a second attention (an encoder-decoder's cross-
 calls :meth:`~PretrainedModel.run_attention` itself.
 
 Generation with a key/value cache can reuse the same steps: positions are explicit,
-``attention_inputs`` for new tokens gives only their keys and values, and
+``attention_inputs`` for new tokens gives only their keys and values, and with the cached
+keys and values put in front (and their positions as ``key_positions``),
 :meth:`~PretrainedModel.attention_mask` builds the mask from the positions of queries and keys.
 """
 

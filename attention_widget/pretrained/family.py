@@ -41,6 +41,10 @@ class AttentionInputs:
     window : int, optional
         Sliding window of this layer: keys ``window`` or more positions behind a query are
         masked (in a causal model a query sees itself and the ``window - 1`` keys before it).
+    key_positions : ndarray of int, shape (n_keys,), optional
+        Positions of the keys, for the causal and window masks; the queries' own positions by
+        default.  Needed where keys are not the tokens themselves: cached keys of earlier
+        tokens, or entries that stand for blocks of tokens (the position of their last token).
     mask : ndarray of bool, shape (seq, n_keys), optional
         Keys the family itself allows (True), combined with the causal and window masks.
     options : dict
@@ -53,6 +57,7 @@ class AttentionInputs:
     v: np.ndarray
     scale: float
     window: int | None = None
+    key_positions: np.ndarray | None = None
     mask: np.ndarray | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -243,27 +248,21 @@ class Family:
                 )
 
     # ---- one layer ------------------------------------------------------------------------------
-    def attention_mask(
-        self,
-        inputs: AttentionInputs,
-        positions: np.ndarray,
-        key_positions: np.ndarray | None = None,
-    ) -> np.ndarray | None:
+    def attention_mask(self, inputs: AttentionInputs, positions: np.ndarray) -> np.ndarray | None:
         """Which keys each query may attend: causal, sliding window and the family's own mask.
 
         Parameters
         ----------
         inputs : AttentionInputs
+            Its ``window``, ``key_positions`` and ``mask`` are used.
         positions : ndarray of int, shape (seq,)
             Positions of the queries.
-        key_positions : ndarray of int, shape (n_keys,), optional
-            Positions of the keys; the queries' own by default.
 
         Returns
         -------
         ndarray of bool, shape (seq, n_keys), or None when every key is allowed
         """
-        keys = positions if key_positions is None else key_positions
+        keys = positions if inputs.key_positions is None else inputs.key_positions
         mask = inputs.mask
         if self.causal or inputs.window is not None:
             behind = positions[:, None] - keys[None, :]  # (seq, n_keys): how far back key j is
