@@ -8,6 +8,7 @@ import traitlets
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from support.png import decode_palette_png, image_widget_png
 
 from attention_widget import (
     AttentionWidget,
@@ -17,7 +18,6 @@ from attention_widget import (
     plots,
     tokenize,
 )
-from attention_widget.testing import decode_palette_png, image_widget_png
 from attention_widget.widget import MAX_TOKENS
 
 TEXT = "The cat sat on the mat because the cat was tired."
@@ -481,7 +481,7 @@ def test_stage_headers_state_shapes():
 
 
 def test_slow_recompute_shows_busy_before_computing():
-    from attention_widget.testing import record_comm_messages
+    from support.comm import record_comm_messages
 
     with record_comm_messages() as rec:
         w = AttentionWidget(TEXT, d_model=32, n_heads=4)
@@ -577,7 +577,7 @@ def test_unchanged_stages_send_nothing_and_a_new_layout_redraws():
 def test_a_step_sends_every_image_then_switches_them_back_to_back():
     """Each new PNG goes out as its figure is drawn; the marks switch to them at the end, one
     message after another, then the summary: the browser repaints once, not once per figure."""
-    from attention_widget.testing import record_comm_messages
+    from support.comm import record_comm_messages
 
     with record_comm_messages() as rec:
         w = AttentionWidget(TEXT, d_model=32, n_heads=4)
@@ -637,8 +637,9 @@ def test_axes_learn_new_tick_labels_before_anything_moves_their_ticks():
     the numbers 4, 6, ..., 34 in JupyterLab, Notebook 7 and Voila alike (found in Chromium;
     the browser tests now type that sequence).  Checked here message by message, as the
     front end would apply them, over texts of many lengths."""
+    from support.comm import record_comm_messages
+
     from attention_widget.plots import _key
-    from attention_widget.testing import record_comm_messages
 
     texts = [" ".join(f"w{i}" for i in range(n)) for n in (25, 31, 2, 40, 12, 13, 64, 1)]
     texts.insert(2, "<img src=x onerror=alert(1)> <script>alert(2)</script> a b c d e f g h")
