@@ -138,10 +138,8 @@ class AttentionWidget(W.VBox):
         ----------
         x : array_like, shape (seq_len, d_model)
         params : AttentionParams
-        tokens : sequence of str, optional
-            Row labels; default ``"0", "1", ...``.
-        n_heads, n_kv_heads, temperature, mask, window
-            As for :func:`attention_widget.multi_head_attention`.
+        tokens, n_heads, n_kv_heads, temperature, mask, window
+            See :class:`attention_widget.sources.ArraysSource`.
 
         Raises
         ------

@@ -1,5 +1,5 @@
-"""Where ``tests/test_export.py`` finds Chromium; the browser helpers are
-:mod:`support.browser`."""
+"""Where ``tests/test_export.py`` finds Chromium; the browser tests' code is
+in :mod:`support.browser`."""
 
 from support.browser import CHROMIUM, CHROMIUM_ARGS
 

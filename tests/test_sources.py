@@ -129,5 +129,5 @@ def test_state_files_of_an_unknown_mode_are_refused(tmp_path):
     settings = {**w.settings, "mode": "no-such-mode"}
     path = save_state(tmp_path / "s.npz", settings, w.trace, w.tokens, params=w.params,
                       x=w.trace.x)
-    with pytest.raises(ValueError, match="s.npz: the saved settings are incomplete or invalid"):
+    with pytest.raises(ValueError, match=r"s\.npz: the saved settings are incomplete or invalid"):
         AttentionWidget.load_state(path)

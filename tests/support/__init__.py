@@ -1,1 +1,1 @@
-"""Helpers for the tests and benchmarks (not part of the package)."""
+"""Code shared by the tests and the benchmarks (not part of the package)."""
