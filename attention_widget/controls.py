@@ -146,6 +146,7 @@ class ControlPanel:
         self._on_change = on_change
         self._on_download = on_download
         self._syncing = False  # the guard: True while sync() writes the controls
+        self._offered: dict[str, Any] = {}  # what the choices offer now (see sync)
         c = _controls()
         c["layer"].max = n_layers - 1
         for name, ctrl in c.items():
@@ -211,23 +212,29 @@ class ControlPanel:
         """
         c = self.controls
         d_model = values["d_model"]
-        options = {
-            "d_model": [d_model] if "d_model" in fixed else sorted(
-                {*D_MODEL_CHOICES, d_model}),
-            "n_heads": list(heads),
-            "n_kv_heads": list(kv_heads),
-            "head": [(f"head {h}", h) for h in range(values["n_heads"])],
-            "query": [("(none)", -1), *((f"{i}: {t}", i) for i, t in enumerate(tokens))],
+        offered = {  # what each choice offers, and how its options are made from that
+            "d_model": ((d_model, "d_model" in fixed), lambda: [d_model] if "d_model" in fixed
+                        else sorted({*D_MODEL_CHOICES, d_model})),
+            "n_heads": (tuple(heads), lambda: list(heads)),
+            "n_kv_heads": (tuple(kv_heads), lambda: list(kv_heads)),
+            "head": (values["n_heads"], lambda: [(f"head {h}", h)
+                                                 for h in range(values["n_heads"])]),
+            "query": (tuple(tokens), lambda: [
+                ("(none)", -1), *((f"{i}: {t}", i) for i, t in enumerate(tokens))]),
         }
         self._syncing = True
         try:
-            for name, opts in options.items():
-                if list(c[name].options) != opts:
-                    c[name].options = opts
+            for name, (key, make) in offered.items():
+                if self._offered.get(name) != key:  # (options unchanged: nothing to build)
+                    self._offered[name] = key
+                    c[name].options = make()
+            for name, ctrl in (*c.items(), ("step", self.play)):
+                if ctrl.value != values[name]:  # (reading a trait costs less than setting it)
+                    ctrl.value = values[name]
             for name, ctrl in c.items():
-                ctrl.value = values[name]
-                ctrl.disabled = name in fixed or (name == "window" and values["mask"] != "sliding")
-            self.play.value = values["step"]
+                disabled = name in fixed or (name == "window" and values["mask"] != "sliding")
+                if ctrl.disabled != disabled:
+                    ctrl.disabled = disabled
         finally:
             self._syncing = False
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
 import bqplot as bq
@@ -49,15 +50,20 @@ def formula_html(formula: str) -> str:
                   lambda m: f"<b style='color:{_SYMBOL_COLORS[m[1]]}'>{m[1]}</b>", out)
 
 
-def section_head(section: Section, trace: AttentionTrace) -> str:
-    """The header of a section: its title, its stages' formulas and shapes."""
-    stages = [stage(name) for name in section.stages]
+@cache
+def _section_text(section: Section) -> str:
+    """A section's title and its stages' formulas, as HTML."""
     formulas = "; ".join(formula_html(s.formula) + (f" ({CAPTIONS[s.name]})"
                                                     if s.name in CAPTIONS else "")
-                         for s in stages)
-    shapes = " · ".join(f"{s.title}: {s.dims(trace)}" for s in stages)
+                         for s in map(stage, section.stages))
     return (f"<b>{html.escape(section.title)}</b> &nbsp; <span class='aw-formula'>{formulas}"
-            f"</span> &nbsp; <span class='aw-shape'>[{html.escape(shapes)}]</span>")
+            "</span>")
+
+
+def section_head(section: Section, trace: AttentionTrace) -> str:
+    """The header of a section: its title, its stages' formulas and shapes."""
+    shapes = " · ".join(f"{s.title}: {s.dims(trace)}" for s in map(stage, section.stages))
+    return f"{_section_text(section)} &nbsp; <span class='aw-shape'>[{html.escape(shapes)}]</span>"
 
 
 def _token_strip(tokens: Sequence[str], trace: AttentionTrace) -> str:
@@ -191,10 +197,6 @@ class Diagram:
                       [i * dh for i in range(1, h)]),
                 Panel(tr.output, f"output = concat W_O ({tr.seq_len} × {tr.d_model})", toks),
             ])
-            for head_html, section in self._heads:
-                value = section_head(section, tr)
-                if head_html.value != value:
-                    head_html.value = value
             sent += self.draw_focus(head, query)
         # text last, after the images switched: a DOM change before them would have the
         # browser paint a frame in the middle of the step
@@ -203,10 +205,14 @@ class Diagram:
         return sent
 
     def _draw_front(self, traced: Traced) -> int:
-        """Token strip, X, Q/K/V and scores; returns the bytes sent."""
+        """Token strip, X, Q/K/V, scores and the headers' shapes; returns the bytes sent."""
         tr, toks = traced.trace, traced.tokens
         h, kv, dh, n = tr.n_heads, tr.n_kv_heads, tr.d_head, tr.seq_len
         self._tokens_html.value = _token_strip(toks, tr)
+        for head_html, section in self._heads:  # (every shape follows from these arrays)
+            value = section_head(section, tr)
+            if head_html.value != value:
+                head_html.value = value
         sent = self.figs["x"].update([Panel(tr.x, f"X  ({n} × {tr.d_model})", toks, None)])
         q2 = tr.q.transpose(1, 0, 2).reshape(n, h * dh)
         k2 = tr.k.transpose(1, 0, 2).reshape(n, kv * dh)
