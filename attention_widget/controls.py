@@ -122,7 +122,9 @@ class ControlPanel:
         Makes the download link (HTML) for the export row; ImportError and ValueError are
         shown in place of the link.
     description : str
-        A line about the input (e.g. the pretrained model); '' for none.
+        A line about the input (e.g. the pretrained model, in bold); '' for none.
+    note : str
+        Said after the description (what the input fixes).
     own_controls : sequence of str
         Controls shown on the description line (e.g. ``layer``).
     n_layers : int
@@ -142,7 +144,7 @@ class ControlPanel:
 
     def __init__(self, on_change: Callable[[str, Any], None],
                  on_download: Callable[[str, str], str], *, description: str = "",
-                 own_controls: Sequence[str] = (), n_layers: int = 1) -> None:
+                 note: str = "", own_controls: Sequence[str] = (), n_layers: int = 1) -> None:
         self._on_change = on_change
         self._on_download = on_download
         self._syncing = False  # the guard: True while sync() writes the controls
@@ -160,7 +162,8 @@ class ControlPanel:
         for ctrl in (*c.values(), self.play):
             ctrl.observe(self._changed, "value")
         parts = {**c, "play": self.play}
-        source_row = [W.HBox([W.HTML(f"<b>{html.escape(description)}</b>"),
+        line = f"<b>{html.escape(description)}</b>. {html.escape(note)}".rstrip()
+        source_row = [W.HBox([W.HTML(line),
                               *(c[n] for n in own_controls)],
                              layout={"flex_flow": "row wrap"})] if description else []
         self.box = W.VBox([*source_row, *(_row([parts[n] for n in row]) for row in ROWS)])

@@ -141,6 +141,8 @@ class Source(ABC):
     fixed_by: ClassVar[str] = ""
     #: Controls only this mode has (shown on its description line).
     own_controls: ClassVar[tuple[str, ...]] = ()
+    #: What the mode fixes and what stays live, said after its description.
+    note: ClassVar[str] = ""
     _kinds: ClassVar[dict[str, type[Source]]] = {}
 
     n_layers: int = 1
@@ -422,6 +424,8 @@ class PretrainedSource(Source):
     kind = "pretrained"
     fixed_by = "the pretrained model"
     own_controls = ("layer", "show_special")
+    note = ("The architecture is fixed by the trained weights; layer, head, query, temperature "
+            "and text stay live.")
 
     def __init__(self, model: Any, progress: Progress | None = None) -> None:
         from .pretrained import PretrainedModel, load_pretrained
@@ -442,9 +446,8 @@ class PretrainedSource(Source):
                 "mask": "causal" if m.causal else "none", "seed": 0, "positional": False}
 
     def describe(self) -> str:
-        """The model, and what stays live."""
-        return (f"{self.model.describe()}. The architecture is fixed by the trained weights; "
-                "layer, head, query, temperature and text stay live.")
+        """The model: family, layers, heads, widths."""
+        return self.model.describe()
 
     def trace(self, s: Settings, progress: Progress | None = None) -> Traced:
         """The model's attention at ``s.layer`` (special tokens left out if hidden)."""

@@ -110,8 +110,8 @@ class AttentionWidget(W.VBox):
         self.add_class("attention-widget")
         src = self._source
         self._panel = ControlPanel(self._on_control, self._download_link,
-                                   description=src.describe(), own_controls=src.own_controls,
-                                   n_layers=src.n_layers)
+                                   description=src.describe(), note=src.note,
+                                   own_controls=src.own_controls, n_layers=src.n_layers)
         self._diagram = Diagram(self._panel.focus_row)
         self.controls, self.figs = self._panel.controls, self._diagram.figs
         values = {"d_model": d_model, "n_heads": n_heads, "n_kv_heads": n_kv_heads,
