@@ -289,15 +289,19 @@ class TextSource(Source):
         return self._x[1]
 
     def weights(self, s: Settings) -> AttentionParams:
-        """The weights from :meth:`new_weights`, the same object while its settings stay.
-
-        Heads are slices of one projection: without grouped K/V heads the weights do not
-        depend on n_heads, so a head-count change keeps them.
-        """
-        key = (s.d_model, s.seed, None if s.n_kv_heads is None else (s.n_heads, s.n_kv_heads))
+        """The weights from :meth:`new_weights`, one object while :meth:`weights_key` stays."""
+        key = self.weights_key(s)
         if self._params is None or self._params[0] != key:
             self._params = (key, self.new_weights(s))
         return self._params[1]
+
+    def weights_key(self, s: Settings) -> tuple:
+        """The settings :meth:`new_weights` depends on.
+
+        Heads are slices of one projection: without grouped K/V heads the seeded weights do
+        not depend on n_heads, so a head-count change keeps them.
+        """
+        return (s.d_model, s.seed, None if s.n_kv_heads is None else (s.n_heads, s.n_kv_heads))
 
     def new_x(self, tokens: list[str], s: Settings) -> np.ndarray:
         """X, shape (seq_len, d_model): hashed token vectors plus the positional code."""
