@@ -31,6 +31,7 @@ from .engine import (
     with_temperature,
 )
 from .inputs import embed, positional_encoding, tokenize
+from .long import LongTrace, long_attention, long_with_temperature
 from .pretrained import load_pretrained
 from .roles import HeadRole, head_roles
 
@@ -45,6 +46,7 @@ __all__ = [
     "AttentionWidget",
     "DesignedHead",
     "HeadRole",
+    "LongTrace",
     "__version__",
     "causal_mask",
     "designed_embed",
@@ -56,6 +58,8 @@ __all__ = [
     "head_roles",
     "init_params",
     "load_pretrained",
+    "long_attention",
+    "long_with_temperature",
     "multi_head_attention",
     "position_code",
     "positional_encoding",
