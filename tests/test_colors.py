@@ -38,7 +38,7 @@ SVG = "{http://www.w3.org/2000/svg}"
 _MPL_NAME = {"greys": "Greys", "greys_sym": "Greys"}
 
 
-def _mpl(name, t) -> np.ndarray:
+def mpl_scale(name, t) -> np.ndarray:
     """The matplotlib colormap as a continuous scale: its 256 entries (entry k at t = k/255),
     interpolated linearly, in 0..255 units.  "greys_sym" is Greys folded: Greys(|2t - 1|)."""
     lut = colormaps[_MPL_NAME.get(name, name)](np.arange(256) / 255)[:, :3] * 255
@@ -57,7 +57,7 @@ def test_colour_tables_match_matplotlib(name):
     t = np.linspace(0, 1, 1001)
     ours = to_rgb(t, name, 0.0, 1.0).astype(float)
     # 65 of 256 samples, then 253 levels (half a level is 0.2 % of the scale)
-    assert np.abs(ours - _mpl(name, t)).max() <= 3.0
+    assert np.abs(ours - mpl_scale(name, t)).max() <= 3.0
     if name != "greys_sym":
         exact = colormaps[_MPL_NAME.get(name, name)](np.arange(256) / 255)[:, :3] * 255
         assert np.abs(to_rgb(np.arange(256) / 255, name, 0, 1) - exact).max() <= 3.0
@@ -123,7 +123,7 @@ def _random_widget(colormap: str, seed: int) -> AttentionWidget:
     rng = np.random.default_rng(seed)
     text = " ".join(rng.choice(WORDS, size=int(rng.integers(4, 12))))
     n_heads = int(rng.choice([2, 4]))
-    mask = str(rng.choice(["none", "causal", "sliding"]))
+    mask = ("causal", "none", "sliding", "causal")[seed % 4]  # masked cells in three cases
     return AttentionWidget(text, d_model=int(rng.choice([16, 32])), n_heads=n_heads,
                            n_kv_heads=int(rng.choice([1, n_heads])), mask=mask, window=3,
                            temperature=float(rng.uniform(0.3, 3.0)), seed=seed,
@@ -235,30 +235,52 @@ def _exports(w: AttentionWidget, colormap: str, tmp_path) -> dict[str, list[dict
     return {"svg": svg, "png": png_heats, "pdf": pdf_heats, "html": _svg_heats(html_root)}
 
 
-@pytest.mark.parametrize(("colormap", "seed"), [(c, i) for i, c in enumerate(SEQUENTIAL)])
-def test_same_value_same_rgb_on_screen_and_in_every_export(colormap, seed, tmp_path):
-    w = _random_widget(colormap, seed)
-    trace = w.trace
-    exports = _exports(w, colormap, tmp_path)
-    tables = set()
+@pytest.fixture(scope="module", params=SEQUENTIAL)
+def case(request, tmp_path_factory):
+    """A random widget for each table (its diverging table paired) and its exports."""
+    colormap = request.param
+    w = _random_widget(colormap, seed=SEQUENTIAL.index(colormap))
+    return w, colormap, _exports(w, colormap, tmp_path_factory.mktemp(colormap))
+
+
+def _compared(case):
+    """``(format, stage, values, colours, masked)`` for every panel of every export."""
+    w, _, exports = case
     n_panels = sum(h["panel"] is not None for h in exports["svg"])
     for fmt, heats in exports.items():
         panels = [h for h in heats if h["panel"] is not None]
         assert len(panels) == n_panels, fmt
         for heat in panels:
             name, head = heat["panel"]
-            values = _panel_values(trace, name, head)
-            screen = _screen_rgb(w, name, values)
-            masked = heat["masked"]
-            assert masked.shape == values.shape, (fmt, name)
-            rgb = heat["rgb"]
-            if fmt == "png":  # a cell's centre may fall on a hatch line
-                grey = (rgb == MASK_RGB).all(-1) | (rgb == MASK_HATCH_RGB).all(-1)
-                assert grey[masked].all(), (fmt, name, head)
-            else:
-                assert (rgb[masked] == MASK_RGB).all(), (fmt, name, head)
-            np.testing.assert_array_equal(rgb[~masked], screen[~masked], err_msg=f"{fmt} {name}")
-            if name == "weights":  # the screen greys the same cells
-                assert (screen[masked] == MASK_RGB).all()
-            tables.add(colormap if name == "weights" else PAIRED_DIVERGING[colormap])
-    assert tables == {colormap, PAIRED_DIVERGING[colormap]}
+            values = _panel_values(w.trace, name, head)
+            assert heat["masked"].shape == values.shape, (fmt, name)
+            yield fmt, name, values, heat["rgb"], heat["masked"]
+
+
+def test_every_export_colours_a_value_on_the_scale_of_its_step(case):
+    w, colormap, _ = case
+    trace = w.trace
+    for fmt, name, values, rgb, masked in _compared(case):
+        if name == "weights":
+            table, low, high = colormap, 0.0, 1.0
+        else:  # symmetric around 0, over every array of the step and every head
+            (section,) = [s for s in SECTIONS if name in s.stages]
+            peak = max(np.abs(getattr(trace, stage(s).attr)).max() for s in section.stages)
+            table, high = PAIRED_DIVERGING[colormap], symmetric_limit(peak)
+            low = -high
+        expected = to_rgb(values, table, low, high)
+        np.testing.assert_array_equal(rgb[~masked], expected[~masked], err_msg=f"{fmt} {name}")
+        if fmt == "png":  # a cell's centre may fall on a hatch line
+            grey = (rgb == MASK_RGB).all(-1) | (rgb == MASK_HATCH_RGB).all(-1)
+            assert grey[masked].all(), (fmt, name)
+        else:
+            assert (rgb[masked] == MASK_RGB).all(), (fmt, name)
+
+
+def test_same_value_same_rgb_on_screen_and_in_every_export(case):
+    w, _, _ = case
+    for fmt, name, values, rgb, masked in _compared(case):
+        screen = _screen_rgb(w, name, values)
+        np.testing.assert_array_equal(rgb[~masked], screen[~masked], err_msg=f"{fmt} {name}")
+        if name == "weights":  # the screen greys the same cells
+            assert (screen[masked] == MASK_RGB).all(), fmt

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from matplotlib import colormaps
 from PIL import Image
+from test_colors import mpl_scale as _mpl  # matplotlib's colormaps, the reference
 
 from attention_widget import embed, init_params, multi_head_attention
 from attention_widget.colors import MASK_HATCH_RGB, MASK_RGB, to_rgb
@@ -68,20 +68,6 @@ def _cells(panel):
 
 def _hex(color: str) -> np.ndarray:
     return np.array([int(color[i : i + 2], 16) for i in (1, 3, 5)])
-
-
-_MPL_NAME = {"greys": "Greys", "greys_sym": "Greys"}
-
-
-def _mpl(name, t) -> np.ndarray:
-    """The matplotlib colormap as a continuous scale: its 256 entries (entry k at t = k/255),
-    interpolated linearly, in 0..255 units.  "greys_sym" is Greys folded: Greys(|2t - 1|)."""
-    lut = colormaps[_MPL_NAME.get(name, name)](np.arange(256) / 255)[:, :3] * 255
-    pos = np.clip(np.asarray(t, dtype=float), 0, 1)
-    if name == "greys_sym":
-        pos = np.abs(2 * pos - 1)
-    pos = pos * 255
-    return np.stack([np.interp(pos, np.arange(256), lut[:, c]) for c in range(3)], axis=-1)
 
 
 def _bars(root):
