@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
+from unicodedata import category
 
 __all__ = ["FALLBACK_FAMILIES", "INSTALL_HINT", "Fonts", "fonts_for", "quiet_matplotlib",
            "warn_missing"]
@@ -148,7 +149,8 @@ def fonts_for(texts: Iterable[str], *, truetype_first: bool = False) -> Fonts:
         Prefer fonts with TrueType outlines (a PDF then keeps its text as TrueType).
     """
     base = _base_codepoints()
-    needed = dict.fromkeys(c for t in texts for c in t if c.isprintable() and ord(c) not in base)
+    needed = dict.fromkeys(c for t in texts for c in t  # (control and format characters draw
+                           if category(c)[0] != "C" and ord(c) not in base)  # nothing)
     if not needed:
         return Fonts()
     fonts = _installed(tuple(FALLBACK_FAMILIES))

@@ -225,7 +225,8 @@ def stage_scale(trace: AttentionTrace, name: str, colormap: str, diverging: str)
     """
     if not stage(name).signed:
         return Scale(colormap, 0.0, 1.0, fixed=True)
-    peak = max(float(np.abs(getattr(trace, stage(s).attr)).max(initial=0.0))
+    # in float32, as the screen holds the arrays: the same peak, the same rounding
+    peak = max(float(np.abs(getattr(trace, stage(s).attr).astype(np.float32)).max(initial=0))
                for s in _SECTION_STAGES[name])
     limit = symmetric_limit(peak)
     return Scale(diverging, -limit, limit, fixed=False)
