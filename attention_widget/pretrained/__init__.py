@@ -62,10 +62,17 @@ key columns; combined with the causal mask) and ``options``, further keyword arg
 as it gains them).  A block with a second attention (an encoder-decoder's cross-attention)
 calls :meth:`~PretrainedModel.run_attention` itself.
 
-Generation with a key/value cache can reuse the same steps: positions are explicit,
-``attention_inputs`` for new tokens gives only their keys and values, and with the cached
-keys and values put in front (and their positions as ``key_positions``),
-:meth:`~PretrainedModel.attention_mask` builds the mask from the positions of queries and keys.
+Generation (:meth:`PretrainedModel.generate`, :mod:`.generate`) runs the same steps with a
+key/value cache, for every causal family without code of its own: positions are explicit,
+``attention_inputs`` on new tokens gives only their keys and values,
+:meth:`~.family.Family.extend_cache` puts the cached ones in front (their positions as
+``key_positions``), and ``attention_mask`` and ``run_attention`` then see every key.  Anything
+that depends on the keys' positions (a mask, a bias) is therefore derived there, from
+``key_positions``, not in ``attention_inputs``.  What a family may have to add:
+``logits`` (the output layer: by default ``lm_head`` or the tied embedding, after
+``final_norm``), ``cache_width`` (numbers cached per token: ``2 * n_kv_heads * d_head`` by
+default; a latent cache holds fewer) and ``extend_cache`` (for keys that are not one per
+token).
 """
 
 from __future__ import annotations
@@ -85,7 +92,8 @@ import numpy as np
 
 from ..engine import MEMORY_LIMIT_BYTES, AttentionTrace, merge_heads
 from .checkpoint import Tensors
-from .family import AttentionInputs, Family, LayerAttention
+from .family import AttentionInputs, Family, LayerAttention, LayerCache
+from .generate import Generation, GenerationStep, generate
 from .tokenizer import Encoding, Tokenizer, load_tokenizer
 
 __all__ = [
@@ -93,6 +101,9 @@ __all__ = [
     "SUPPORTED_MODEL_TYPES",
     "AttentionInputs",
     "Encoding",
+    "Generation",
+    "GenerationStep",
+    "LayerCache",
     "PretrainedModel",
     "load_pretrained",
 ]
@@ -425,6 +436,39 @@ class PretrainedModel(Family):
         list of ndarray, n_layers arrays of shape (n_heads, seq_len, seq_len), float32, read-only
         """
         return [self._layer_attention(text, i).attended.weights for i in range(self.n_layers)]
+
+    def generate(
+        self,
+        text: str,
+        max_new_tokens: int,
+        *,
+        greedy: bool = True,
+        temperature: float = 1.0,
+        seed: int | None = None,
+        on_step: Callable[[GenerationStep], Any] | None = None,
+    ) -> Generation:
+        """Continue ``text`` by ``max_new_tokens`` tokens with a key/value cache (causal models).
+
+        Greedy by default: the same token ids as ``transformers``' ``generate`` with
+        ``do_sample=False``; it stops early at the model's end-of-sequence token.  With
+        ``greedy=False`` tokens are drawn from ``softmax(logits / temperature)`` with a NumPy
+        generator seeded by ``seed``.  Every step records the new token's attention row in
+        every layer and the cache size.  See :func:`.generate.generate` for the parameters.
+
+        Returns
+        -------
+        Generation
+            ``ids`` and ``tokens`` generated, and ``steps``: per step, each layer's row
+            (n_heads, 1, n_keys) and the cache size per layer in numbers and bytes.
+
+        Examples
+        --------
+        >>> out = model.generate("the cat sat", 5)  # doctest: +SKIP
+        >>> out.tokens, out.steps[0].attentions[0].shape  # doctest: +SKIP
+        ([' on', ' the', ' mat', ' and', ' the'], (12, 1, 4))
+        """
+        return generate(self, text, max_new_tokens, greedy=greedy, temperature=temperature,
+                        seed=seed, on_step=on_step)  # fmt: skip
 
     def _check_layer(self, layer: object) -> int:
         if isinstance(layer, bool) or not isinstance(layer, numbers.Integral):

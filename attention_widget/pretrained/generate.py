@@ -1,0 +1,309 @@
+"""Generation with a key/value cache, step by step, for every causal family.
+
+The prompt runs once through every layer (its keys and values kept in one
+:class:`~attention_widget.pretrained.family.LayerCache` per layer); then each step runs only
+the newest token: its query attends the cached keys and its own, its key and value join the
+cache, and the final hidden state gives the next token::
+
+    h = embed([token], [p])                                 # (1, d_model)
+    for i in range(n_layers):
+        h = run_block(i, h, [p], cache[i])                  # attends keys 0..p of layer i
+    logits = logits(final_norm(h))                          # (1, vocab)
+    token = argmax(logits)                                  # or a sample of softmax(logits / T)
+
+Nothing here is specific to a family: :meth:`~.family.Family.run_block`,
+:meth:`~.family.Family.extend_cache`, :meth:`~.family.Family.logits` and
+:meth:`~.family.Family.cache_width` are the family's (with defaults that fit GPT-2, Llama and
+Qwen3).  Each step records what the attention of the new token looked like in every layer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..engine import softmax
+from .family import LayerCache
+
+if TYPE_CHECKING:
+    from . import PretrainedModel
+
+__all__ = ["BYTES_PER_NUMBER", "Generation", "GenerationStep", "generate", "stop_token_ids"]
+
+#: Bytes of one cached number here: keys and values are computed in float32.
+BYTES_PER_NUMBER = 4
+
+
+@dataclass(frozen=True)
+class GenerationStep:
+    """One generated token and the attention of the token read to choose it.
+
+    Step ``t`` reads the token at ``position`` (the last prompt token for ``t = 0``, the token
+    generated at step ``t - 1`` after that) and chooses the next one.
+
+    Attributes
+    ----------
+    index : int
+        ``t``, from 0.
+    position : int
+        Position of the token read; its query attends keys ``0 .. position``.
+    token_id : int
+        The token chosen.
+    token : str
+        Its readable string (see :attr:`~attention_widget.pretrained.Encoding.display`).
+    probability : float
+        Its probability under ``softmax(logits / temperature)`` (temperature 1 when greedy).
+    attentions : list of ndarray, n_layers arrays of shape (n_heads, 1, n_keys), float32
+        The query row of the token read against the cached keys, per layer and head
+        (read-only): ``attentions[layer][head, 0, j]`` is the weight of key ``j``.
+    key_positions : list of ndarray of int, n_layers arrays of shape (n_keys,)
+        Position of each key of those rows (``0 .. position`` for one key per token).
+    cache_entries : tuple of int, one per layer
+        Keys and values a cache must hold per layer after this step (fewer than the tokens
+        in a sliding-window layer).
+    cache_numbers : tuple of int, one per layer
+        ``cache_entries`` times the layer's :meth:`~.family.Family.cache_width`.
+    cache_bytes : tuple of int, one per layer
+        ``cache_numbers`` times :data:`BYTES_PER_NUMBER`.
+    """
+
+    index: int
+    position: int
+    token_id: int
+    token: str
+    probability: float
+    attentions: list[np.ndarray]
+    key_positions: list[np.ndarray]
+    cache_entries: tuple[int, ...]
+    cache_numbers: tuple[int, ...]
+    cache_bytes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What :func:`generate` returns: the tokens and, step by step, the attention that chose them.
+
+    Attributes
+    ----------
+    text : str
+        The prompt.
+    prompt_ids : ndarray of int64, shape (n_prompt,)
+        Its token ids, special tokens included.
+    prompt_tokens : list of str
+        Their readable strings.
+    ids : ndarray of int64, shape (n_new,)
+        The generated token ids (an end-of-sequence token included when it ended the text).
+    tokens : list of str
+        Their readable strings.
+    steps : list of GenerationStep, length n_new
+    prompt_attentions : list of ndarray, n_layers arrays of shape (n_heads, n_prompt, n_prompt)
+        Every layer's attention over the prompt (float32, read-only), as
+        :meth:`~attention_widget.pretrained.PretrainedModel.attentions` gives it.
+    cache_width : tuple of int, one per layer
+        Numbers cached per token (per entry): ``2 * n_kv_heads * d_head`` for multi-head and
+        grouped-query attention.
+    stop_reason : {"max_new_tokens", "end of sequence"}
+        Why generation stopped.
+    greedy : bool
+    temperature : float
+        Of the sampling (1.0 when greedy).
+    seed : int or None
+        Of the sampling.
+    """
+
+    text: str
+    prompt_ids: np.ndarray
+    prompt_tokens: list[str]
+    ids: np.ndarray
+    tokens: list[str]
+    steps: list[GenerationStep]
+    prompt_attentions: list[np.ndarray]
+    cache_width: tuple[int, ...]
+    stop_reason: str
+    greedy: bool
+    temperature: float
+    seed: int | None
+    completion: str
+
+    @property
+    def all_ids(self) -> np.ndarray:
+        """Prompt and generated ids, shape (n_prompt + n_new,)."""
+        return np.concatenate([self.prompt_ids, self.ids])
+
+    @property
+    def all_tokens(self) -> list[str]:
+        """Prompt and generated token strings."""
+        return [*self.prompt_tokens, *self.tokens]
+
+
+def stop_token_ids(model: PretrainedModel) -> frozenset[int]:
+    """The end-of-sequence token ids that end a generation, as ``transformers`` reads them.
+
+    ``eos_token_id`` (an int or a list) of the folder's ``generation_config.json`` when it
+    has one, else of ``config.json``; none when neither sets it.
+    """
+    config = model.config
+    path = model.path / "generation_config.json"
+    if path.is_file():
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path}: not valid JSON ({err})") from None
+    eos = config.get("eos_token_id") if isinstance(config, dict) else None
+    if eos is None:
+        return frozenset()
+    eos = eos if isinstance(eos, list) else [eos]
+    if not all(isinstance(e, int) and not isinstance(e, bool) for e in eos):
+        raise ValueError(f"{path if path.is_file() else 'config.json'}: eos_token_id must be "
+                         f"an integer or a list of integers, got {eos!r}")  # fmt: skip
+    return frozenset(eos)
+
+
+def _check_arguments(
+    model: PretrainedModel, max_new_tokens: object, greedy: object, temperature: object,
+    seed: object,
+) -> float:  # fmt: skip
+    if not model.causal:
+        raise ValueError(
+            f"{model.name} is a {model.family_name}: its attention is bidirectional, so it "
+            "cannot generate text; generate needs a causal decoder (GPT-2, Llama, Qwen3, ...)"
+        )
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral):
+        raise TypeError(f"max_new_tokens must be an integer, got {max_new_tokens!r}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if not isinstance(greedy, bool):
+        raise TypeError(f"greedy must be True or False, got {greedy!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise TypeError(f"seed must be an integer or None, got {seed!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise TypeError(f"temperature must be a real number, got {temperature!r}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    if greedy and (temperature != 1.0 or seed is not None):
+        raise ValueError("temperature and seed apply to sampling only; pass greedy=False")
+    return float(temperature)
+
+
+def _forward(
+    model: PretrainedModel, ids: np.ndarray, positions: np.ndarray, caches: list[LayerCache]
+) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """New tokens through every layer, with the caches: last hidden state and attentions."""
+    h = model.embed(ids, positions)  # (n_new, d_model)
+    weights, keys = [], []
+    for i, cache in enumerate(caches):
+        h, layer = model.run_block(i, h, positions, cache)
+        w = layer.attended.weights  # (n_heads, n_new, n_keys)
+        w.setflags(write=False)
+        weights.append(w)
+        keys.append(cache.key_positions)
+    return h[-1:], weights, keys
+
+
+def generate(
+    model: PretrainedModel,
+    text: str,
+    max_new_tokens: int,
+    *,
+    greedy: bool = True,
+    temperature: float = 1.0,
+    seed: int | None = None,
+    on_step: Callable[[GenerationStep], Any] | None = None,
+) -> Generation:
+    """Continue ``text`` token by token with a key/value cache (see the module docstring).
+
+    Parameters
+    ----------
+    model : PretrainedModel
+        A causal model.
+    text : str
+        The prompt, tokenized with special tokens as the model does.
+    max_new_tokens : int
+        Tokens to generate, at least 1; fewer when the model ends the text first (its
+        end-of-sequence token, see :func:`stop_token_ids`).
+    greedy : bool, default True
+        Choose the token with the largest logit (as ``transformers``' ``generate`` with
+        ``do_sample=False``).  False: draw it from ``softmax(logits / temperature)`` with a
+        NumPy generator seeded by ``seed`` (reproducible here, but not the draws of torch).
+    temperature : float, default 1.0
+        Sampling temperature (only with ``greedy=False``).
+    seed : int, optional
+        Sampling seed (only with ``greedy=False``); None draws a fresh one.
+    on_step : callable(GenerationStep), optional
+        Called after each step, e.g. to show tokens as they come.
+
+    Returns
+    -------
+    Generation
+
+    Raises
+    ------
+    ValueError
+        For a bidirectional model, ``max_new_tokens < 1``, a context (prompt plus new tokens)
+        longer than the model's positions, or a bad text.
+    TypeError
+        For arguments of the wrong type.
+    """
+    temperature = _check_arguments(model, max_new_tokens, greedy, temperature, seed)
+    enc = model.encode(text)
+    n_prompt = enc.ids.size
+    if n_prompt + max_new_tokens > model.max_positions:
+        raise ValueError(
+            f"the prompt has {n_prompt} tokens and max_new_tokens={max_new_tokens}: "
+            f"{n_prompt + max_new_tokens} positions, but {model.name} has only "
+            f"{model.max_positions} (max_position_embeddings); ask for at most "
+            f"{max(model.max_positions - n_prompt, 0)} new tokens or shorten the prompt"
+        )
+    stop = stop_token_ids(model)
+    rng = np.random.default_rng(seed)
+    caches = [LayerCache() for _ in range(model.n_layers)]
+    widths = tuple(model.cache_width(i) for i in range(model.n_layers))
+    ids, positions = enc.ids, np.arange(n_prompt)
+    steps: list[GenerationStep] = []
+    prompt_attentions: list[np.ndarray] = []
+    reason = "max_new_tokens"
+    for t in range(max_new_tokens):
+        _progress(model, t / max_new_tokens, f"token {t + 1}/{max_new_tokens}")
+        h, weights, keys = _forward(model, ids, positions, caches)
+        if t == 0:
+            prompt_attentions = weights
+        logits = model.logits(model.final_norm(h))[0]  # (vocab,)
+        probs = softmax(logits, temperature=temperature)  # (vocab,)
+        token = int(np.argmax(logits)) if greedy else int(rng.choice(probs.size, p=probs))
+        position = int(positions[-1])
+        entries = tuple(c.entries(position) for c in caches)
+        numbers_ = tuple(e * w for e, w in zip(entries, widths, strict=True))
+        step = GenerationStep(
+            index=t, position=position, token_id=token,
+            token=model.tokenizer.strings(np.array([token]))[1][0],
+            probability=float(probs[token]), attentions=[w[:, -1:] for w in weights],
+            key_positions=keys, cache_entries=entries, cache_numbers=numbers_,
+            cache_bytes=tuple(n * BYTES_PER_NUMBER for n in numbers_),
+        )  # fmt: skip
+        steps.append(step)
+        if on_step is not None:
+            on_step(step)
+        if token in stop:
+            reason = "end of sequence"
+            break
+        ids, positions = np.array([token]), np.array([position + 1])
+    _progress(model, 1.0, "done")
+    new_ids = np.array([s.token_id for s in steps], dtype=np.int64)
+    return Generation(
+        text=text, prompt_ids=enc.ids, prompt_tokens=list(enc.display), ids=new_ids,
+        tokens=[s.token for s in steps], steps=steps, prompt_attentions=prompt_attentions,
+        cache_width=widths, stop_reason=reason, greedy=greedy,
+        temperature=temperature, seed=None if seed is None else int(seed),
+        completion=model.tokenizer.decode(new_ids),
+    )  # fmt: skip
+
+
+def _progress(model: PretrainedModel, fraction: float, message: str) -> None:
+    if model.progress is not None:
+        model.progress(fraction, message)
