@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .aggregate import attention_rollout, head_mean
 from .designed import (
     DESIGNED_INPUT_NOTE,
     DESIGNED_JOBS,
@@ -48,6 +49,7 @@ __all__ = [
     "HeadRole",
     "LongTrace",
     "__version__",
+    "attention_rollout",
     "causal_mask",
     "designed_embed",
     "designed_jobs",
@@ -55,6 +57,7 @@ __all__ = [
     "designed_params",
     "embed",
     "estimate_memory",
+    "head_mean",
     "head_roles",
     "init_params",
     "load_pretrained",
