@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .aggregate import attention_rollout, head_mean
+from .attentions import Attentions, normalize_attentions, run_transformers
 from .designed import (
     DESIGNED_INPUT_NOTE,
     DESIGNED_JOBS,
@@ -45,6 +46,7 @@ __all__ = [
     "AttentionParams",
     "AttentionTrace",
     "AttentionWidget",
+    "Attentions",
     "DesignedHead",
     "HeadRole",
     "LongTrace",
@@ -64,8 +66,10 @@ __all__ = [
     "long_attention",
     "long_with_temperature",
     "multi_head_attention",
+    "normalize_attentions",
     "position_code",
     "positional_encoding",
+    "run_transformers",
     "shift_matrix",
     "sliding_window_mask",
     "tokenize",

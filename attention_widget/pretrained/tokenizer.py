@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["INSTALL_HINT", "Encoding", "Tokenizer", "load_tokenizer"]
+__all__ = ["INSTALL_HINT", "Encoding", "Tokenizer", "load_tokenizer", "marker_style"]
 
 #: How to install what reading a checkpoint needs beyond the widget's dependencies.
 INSTALL_HINT = "pip install attention-widget[models]"
@@ -158,11 +158,20 @@ def load_tokenizer(path: Path) -> Tokenizer:
         raise ValueError(f"{path}: not a valid tokenizer.json ({err})") from None
     tok.no_padding()  # e.g. MiniLM's file pads every text to 128 tokens
     tok.no_truncation()
+    return Tokenizer(tok, marker_style(spec))
+
+
+def marker_style(spec: dict) -> str:
+    """How the tokenizer described by ``spec`` (a parsed tokenizer.json) marks spaces.
+
+    Returns
+    -------
+    {"bytelevel", "metaspace", "plain"}
+        See :class:`Tokenizer`.
+    """
     markers = json.dumps(spec.get("decoder")) + json.dumps(spec.get("pre_tokenizer"))
     if "ByteLevel" in markers:
-        style = "bytelevel"
-    elif "Metaspace" in markers or "\\u2581" in markers or "▁" in markers:
-        style = "metaspace"
-    else:
-        style = "plain"
-    return Tokenizer(tok, style)
+        return "bytelevel"
+    if "Metaspace" in markers or "\\u2581" in markers or "▁" in markers:
+        return "metaspace"
+    return "plain"
