@@ -94,6 +94,7 @@ from ..engine import MEMORY_LIMIT_BYTES, AttentionTrace, merge_heads
 from .checkpoint import Tensors
 from .family import AttentionInputs, Family, LayerAttention, LayerCache
 from .generate import Generation, GenerationStep, generate
+from .hub import download, is_hub_id
 from .tokenizer import Encoding, Tokenizer, load_tokenizer
 
 __all__ = [
@@ -541,7 +542,10 @@ def load_pretrained(
     ----------
     path : str or os.PathLike
         Folder with ``config.json``, ``model.safetensors`` (or ``model.safetensors.index.json``
-        and its shards) and ``tokenizer.json``.
+        and its shards) and ``tokenizer.json``; or a Hugging Face hub id such as
+        ``"Qwen/Qwen3-0.6B"`` (when no such folder exists), whose files are fetched with the
+        optional ``huggingface_hub`` package into its cache, or read from that cache offline
+        (see :mod:`.hub`).
     progress : callable(fraction: float, message: str), optional
         Called while the checkpoint is opened and, later, while layers are read and run
         (``fraction`` in [0, 1] of the current step); e.g. to drive an ipywidgets progress
@@ -560,14 +564,17 @@ def load_pretrained(
     Raises
     ------
     FileNotFoundError
-        If the folder or one of its files is missing.
+        If the folder or one of its files is missing, or a hub id names no model.
+    ConnectionError
+        For a hub id not in the cache while offline (``HF_HUB_OFFLINE=1`` or no network).
     ValueError
         For an unsupported ``model_type``, a corrupt or truncated safetensors file
         (:class:`~attention_widget.safetensors_io.SafetensorsError`), a config that disagrees
         with the tensor shapes, or an invalid tokenizer.json; the message names the file.
     ImportError
         If the optional ``tokenizers`` package is missing (``pip install
-        attention-widget[models]``).
+        attention-widget[models]``), or ``huggingface_hub`` for a hub id (``pip install
+        attention-widget[hub]``).
 
     Examples
     --------
@@ -580,10 +587,19 @@ def load_pretrained(
     (12, 4, 4)
     """
     if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a folder path (str or PathLike), got {path!r}")
+        raise TypeError(
+            f"path must be a folder path (str or PathLike) or a hub id, got {path!r}"
+        )
     folder = Path(path).expanduser()
+    hub_id = None
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no such folder (expected a checkpoint folder)")
+        if not (isinstance(path, str) and is_hub_id(path)):
+            raise FileNotFoundError(
+                f"{folder}: no such folder (expected a checkpoint folder, or a Hugging Face "
+                "hub id such as 'Qwen/Qwen3-0.6B')"
+            )
+        _report(progress, 0.0, f"fetching {path} from the Hugging Face hub")
+        folder, hub_id = download(path), path
     if (
         isinstance(cache_bytes, bool)
         or not isinstance(cache_bytes, numbers.Integral)
@@ -604,5 +620,7 @@ def load_pretrained(
     tokenizer = load_tokenizer(tok_path)
     cls = family_class(config["model_type"])
     model = cls(folder, config, tensors, tokenizer, progress, int(cache_bytes))
+    if hub_id is not None:
+        model.name = hub_id
     _report(progress, 1.0, "ready")
     return model
