@@ -436,6 +436,7 @@ class PretrainedModel(Family):
         -------
         list of ndarray, n_layers arrays of shape (n_heads, seq_len, seq_len), float32, read-only
         """
+        self._state(text, self.n_layers - 1)  # every layer's input; their attentions kept
         return [self._layer_attention(text, i).attended.weights for i in range(self.n_layers)]
 
     def generate(
