@@ -531,6 +531,24 @@ def _read_config(folder: Path) -> dict:
     return config
 
 
+def _folder(path: object, progress: ProgressCallback | None) -> tuple[Path, str | None]:
+    """The checkpoint folder of ``path``, and the hub id when it was fetched by one."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            f"path must be a folder path (str or PathLike) or a hub id, got {path!r}"
+        )
+    folder = Path(path).expanduser()
+    if folder.is_dir():
+        return folder, None
+    if not (isinstance(path, str) and is_hub_id(path)):
+        raise FileNotFoundError(
+            f"{folder}: no such folder (expected a checkpoint folder, or a Hugging Face hub id "
+            "such as 'Qwen/Qwen3-0.6B')"
+        )
+    _report(progress, 0.0, f"fetching {path} from the Hugging Face hub")
+    return download(path), path
+
+
 def load_pretrained(
     path: str | os.PathLike,
     progress: ProgressCallback | None = None,
@@ -587,25 +605,9 @@ def load_pretrained(
     >>> tr.weights.shape  # (n_heads, seq_len, seq_len)  # doctest: +SKIP
     (12, 4, 4)
     """
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(
-            f"path must be a folder path (str or PathLike) or a hub id, got {path!r}"
-        )
-    folder = Path(path).expanduser()
-    hub_id = None
-    if not folder.is_dir():
-        if not (isinstance(path, str) and is_hub_id(path)):
-            raise FileNotFoundError(
-                f"{folder}: no such folder (expected a checkpoint folder, or a Hugging Face "
-                "hub id such as 'Qwen/Qwen3-0.6B')"
-            )
-        _report(progress, 0.0, f"fetching {path} from the Hugging Face hub")
-        folder, hub_id = download(path), path
-    if (
-        isinstance(cache_bytes, bool)
-        or not isinstance(cache_bytes, numbers.Integral)
-        or cache_bytes < 0
-    ):
+    folder, hub_id = _folder(path, progress)
+    not_int = isinstance(cache_bytes, bool) or not isinstance(cache_bytes, numbers.Integral)
+    if not_int or cache_bytes < 0:
         raise ValueError(f"cache_bytes must be an integer >= 0, got {cache_bytes!r}")
     _report(progress, 0.0, "reading config.json")
     config = _read_config(folder)

@@ -166,14 +166,9 @@ def stop_token_ids(model: PretrainedModel) -> frozenset[int]:
 
 
 def _check_arguments(
-    model: PretrainedModel, max_new_tokens: object, greedy: object, temperature: object,
-    seed: object,
+    model: PretrainedModel, n_prompt: int, max_new_tokens: object, greedy: object,
+    temperature: object, seed: object,
 ) -> float:  # fmt: skip
-    if not model.causal:
-        raise ValueError(
-            f"{model.name} is a {model.family_name}: its attention is bidirectional, so it "
-            "cannot generate text; generate needs a causal decoder (GPT-2, Llama, Qwen3, ...)"
-        )
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral):
         raise TypeError(f"max_new_tokens must be an integer, got {max_new_tokens!r}")
     if max_new_tokens < 1:
@@ -188,6 +183,13 @@ def _check_arguments(
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     if greedy and (temperature != 1.0 or seed is not None):
         raise ValueError("temperature and seed apply to sampling only; pass greedy=False")
+    if n_prompt + max_new_tokens > model.max_positions:
+        raise ValueError(
+            f"the prompt has {n_prompt} tokens and max_new_tokens={max_new_tokens}: "
+            f"{n_prompt + max_new_tokens} positions, but {model.name} has only "
+            f"{model.max_positions} (max_position_embeddings); ask for at most "
+            f"{max(model.max_positions - n_prompt, 0)} new tokens or shorten the prompt"
+        )
     return float(temperature)
 
 
@@ -204,6 +206,22 @@ def _forward(
         weights.append(w)
         keys.append(cache.key_positions)
     return h[-1:], weights, keys
+
+
+def _step(
+    model: PretrainedModel, t: int, position: int, token: int, probability: float,
+    weights: list[np.ndarray], keys: list[np.ndarray], caches: list[LayerCache],
+    widths: tuple[int, ...],
+) -> GenerationStep:  # fmt: skip
+    """The record of step ``t``: the token chosen, each layer's last query row, the cache."""
+    entries = tuple(c.entries(position) for c in caches)
+    sizes = tuple(e * w for e, w in zip(entries, widths, strict=True))
+    return GenerationStep(
+        index=t, position=position, token_id=token,
+        token=model.tokenizer.strings(np.array([token]))[1][0], probability=probability,
+        attentions=[w[:, -1:] for w in weights], key_positions=keys, cache_entries=entries,
+        cache_numbers=sizes, cache_bytes=tuple(n * BYTES_PER_NUMBER for n in sizes),
+    )  # fmt: skip
 
 
 def generate(
@@ -250,21 +268,36 @@ def generate(
     TypeError
         For arguments of the wrong type.
     """
-    temperature = _check_arguments(model, max_new_tokens, greedy, temperature, seed)
-    enc = model.encode(text)
-    n_prompt = enc.ids.size
-    if n_prompt + max_new_tokens > model.max_positions:
+    if not model.causal:
         raise ValueError(
-            f"the prompt has {n_prompt} tokens and max_new_tokens={max_new_tokens}: "
-            f"{n_prompt + max_new_tokens} positions, but {model.name} has only "
-            f"{model.max_positions} (max_position_embeddings); ask for at most "
-            f"{max(model.max_positions - n_prompt, 0)} new tokens or shorten the prompt"
+            f"{model.name} is a {model.family_name}: its attention is bidirectional, so it "
+            "cannot generate text; generate needs a causal decoder (GPT-2, Llama, Qwen3, ...)"
         )
+    enc = model.encode(text)
+    temperature = _check_arguments(model, enc.ids.size, max_new_tokens, greedy, temperature,
+                                   seed)  # fmt: skip
+    rng = None if greedy else np.random.default_rng(seed)
+    steps, prompt_attentions, reason = _run(model, enc.ids, max_new_tokens, temperature, rng,
+                                            on_step)  # fmt: skip
+    new_ids = np.array([s.token_id for s in steps], dtype=np.int64)
+    return Generation(
+        text=text, prompt_ids=enc.ids, prompt_tokens=list(enc.display), ids=new_ids,
+        tokens=[s.token for s in steps], steps=steps, prompt_attentions=prompt_attentions,
+        cache_width=tuple(model.cache_width(i) for i in range(model.n_layers)),
+        stop_reason=reason, greedy=greedy, temperature=temperature,
+        seed=None if seed is None else int(seed), completion=model.tokenizer.decode(new_ids),
+    )  # fmt: skip
+
+
+def _run(
+    model: PretrainedModel, prompt: np.ndarray, max_new_tokens: int, temperature: float,
+    rng: np.random.Generator | None, on_step: Callable[[GenerationStep], Any] | None,
+) -> tuple[list[GenerationStep], list[np.ndarray], str]:  # fmt: skip
+    """The steps (greedy without ``rng``), the prompt's attentions, and why it stopped."""
     stop = stop_token_ids(model)
-    rng = np.random.default_rng(seed)
     caches = [LayerCache() for _ in range(model.n_layers)]
     widths = tuple(model.cache_width(i) for i in range(model.n_layers))
-    ids, positions = enc.ids, np.arange(n_prompt)
+    ids, positions = prompt, np.arange(prompt.size)
     steps: list[GenerationStep] = []
     prompt_attentions: list[np.ndarray] = []
     reason = "max_new_tokens"
@@ -275,33 +308,18 @@ def generate(
             prompt_attentions = weights
         logits = model.logits(model.final_norm(h))[0]  # (vocab,)
         probs = softmax(logits, temperature=temperature)  # (vocab,)
-        token = int(np.argmax(logits)) if greedy else int(rng.choice(probs.size, p=probs))
-        position = int(positions[-1])
-        entries = tuple(c.entries(position) for c in caches)
-        numbers_ = tuple(e * w for e, w in zip(entries, widths, strict=True))
-        step = GenerationStep(
-            index=t, position=position, token_id=token,
-            token=model.tokenizer.strings(np.array([token]))[1][0],
-            probability=float(probs[token]), attentions=[w[:, -1:] for w in weights],
-            key_positions=keys, cache_entries=entries, cache_numbers=numbers_,
-            cache_bytes=tuple(n * BYTES_PER_NUMBER for n in numbers_),
-        )  # fmt: skip
+        token = int(np.argmax(logits)) if rng is None else int(rng.choice(probs.size, p=probs))
+        step = _step(model, t, int(positions[-1]), token, float(probs[token]), weights, keys,
+                     caches, widths)  # fmt: skip
         steps.append(step)
         if on_step is not None:
             on_step(step)
         if token in stop:
             reason = "end of sequence"
             break
-        ids, positions = np.array([token]), np.array([position + 1])
+        ids, positions = np.array([token]), np.array([step.position + 1])
     _progress(model, 1.0, "done")
-    new_ids = np.array([s.token_id for s in steps], dtype=np.int64)
-    return Generation(
-        text=text, prompt_ids=enc.ids, prompt_tokens=list(enc.display), ids=new_ids,
-        tokens=[s.token for s in steps], steps=steps, prompt_attentions=prompt_attentions,
-        cache_width=widths, stop_reason=reason, greedy=greedy,
-        temperature=temperature, seed=None if seed is None else int(seed),
-        completion=model.tokenizer.decode(new_ids),
-    )  # fmt: skip
+    return steps, prompt_attentions, reason
 
 
 def _progress(model: PretrainedModel, fraction: float, message: str) -> None:
