@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Attentions", "normalize_attentions", "run_transformers"]
+__all__ = ["ROW_SUM_TOLERANCE", "Attentions", "normalize_attentions", "run_transformers"]
 
 #: How far a row's sum may be from 1 before it is reported in :attr:`Attentions.notes`.
 ROW_SUM_TOLERANCE = 1e-3
