@@ -19,7 +19,7 @@ array ``(heads, q, k)``                     a single layer
 
 :func:`run_transformers` runs a loaded ``transformers`` model on a text with eager attention
 (torch is needed for that, and only for that) and returns the same :class:`Attentions`.
-Nothing here imports torch or transformers at module level.
+This module imports neither torch nor transformers at its top.
 """
 
 from __future__ import annotations

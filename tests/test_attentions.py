@@ -1,4 +1,4 @@
-"""Your own attention tensors: real transformers outputs from tiny models made here.
+"""Your own attention tensors: real transformers outputs from tiny models made by the tests.
 
 References: ``transformers`` models (eager attention) built in the tests from small configs,
 their ``output_attentions`` as torch tensors, and the NumPy MiniLM of the package.

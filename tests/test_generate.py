@@ -315,7 +315,7 @@ def test_bidirectional_model_cannot_generate():
 
 
 def test_every_causal_family_is_checked():
-    """Each causal family of FAMILIES generates here against transformers (CONFIGS)."""
+    """Each causal family of FAMILIES is generated against transformers in this file (CONFIGS)."""
     causal = {t for t in FAMILIES if family_class(t).causal}
     assert causal <= {kind for kind, _, _ in CONFIGS.values()}
     assert "bert" not in causal

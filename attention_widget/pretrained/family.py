@@ -300,7 +300,7 @@ class Family:
 
         ``2 * n_kv_heads * d_head`` by default (a key and a value per key/value head): fewer
         with grouped-query attention than with multi-head attention.  A family whose cache
-        holds something else (a latent vector, as in multi-head latent attention) says so here.
+        holds something else (a latent vector, as in multi-head latent attention) overrides this.
         """
         return 2 * self.n_kv_heads * self.d_head
 

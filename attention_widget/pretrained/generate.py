@@ -11,7 +11,7 @@ cache, and the final hidden state gives the next token::
     logits = logits(final_norm(h))                          # (1, vocab)
     token = argmax(logits)                                  # or a sample of softmax(logits / T)
 
-Nothing here is specific to a family: :meth:`~.family.Family.run_block`,
+Nothing in this module is specific to a family: :meth:`~.family.Family.run_block`,
 :meth:`~.family.Family.extend_cache`, :meth:`~.family.Family.logits` and
 :meth:`~.family.Family.cache_width` are the family's (with defaults that fit GPT-2, Llama and
 Qwen3).  Each step records what the attention of the new token looked like in every layer.
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BYTES_PER_NUMBER", "Generation", "GenerationStep", "generate", "stop_token_ids"]
 
-#: Bytes of one cached number here: keys and values are computed in float32.
+#: Bytes of one cached number: this package computes keys and values in float32.
 BYTES_PER_NUMBER = 4
 
 
@@ -248,7 +248,7 @@ def generate(
     greedy : bool, default True
         Choose the token with the largest logit (as ``transformers``' ``generate`` with
         ``do_sample=False``).  False: draw it from ``softmax(logits / temperature)`` with a
-        NumPy generator seeded by ``seed`` (reproducible here, but not the draws of torch).
+        NumPy generator seeded by ``seed`` (reproducible, but not the draws of torch).
     temperature : float, default 1.0
         Sampling temperature (only with ``greedy=False``).
     seed : int, optional
