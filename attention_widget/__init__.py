@@ -8,6 +8,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .designed import (
+    DESIGNED_INPUT_NOTE,
+    DESIGNED_JOBS,
+    DesignedHead,
+    designed_embed,
+    designed_jobs,
+    designed_notes,
+    designed_params,
+    position_code,
+    shift_matrix,
+)
 from .engine import (
     MEMORY_LIMIT_BYTES,
     AttentionParams,
@@ -20,23 +31,39 @@ from .engine import (
     with_temperature,
 )
 from .inputs import embed, positional_encoding, tokenize
+from .long import LongTrace, long_attention, long_with_temperature
 from .pretrained import load_pretrained
+from .roles import HeadRole, head_roles
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DESIGNED_INPUT_NOTE",
+    "DESIGNED_JOBS",
     "MEMORY_LIMIT_BYTES",
     "AttentionParams",
     "AttentionTrace",
     "AttentionWidget",
+    "DesignedHead",
+    "HeadRole",
+    "LongTrace",
     "__version__",
     "causal_mask",
+    "designed_embed",
+    "designed_jobs",
+    "designed_notes",
+    "designed_params",
     "embed",
     "estimate_memory",
+    "head_roles",
     "init_params",
     "load_pretrained",
+    "long_attention",
+    "long_with_temperature",
     "multi_head_attention",
+    "position_code",
     "positional_encoding",
+    "shift_matrix",
     "sliding_window_mask",
     "tokenize",
     "with_temperature",

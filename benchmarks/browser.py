@@ -62,7 +62,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from browser_support import (
+from support.browser import (
     TRIVIAL_NOTEBOOK,
     JupyterServer,
     launch_browser,

@@ -9,12 +9,14 @@ Run::
 
     python benchmarks/pretrained.py            # seq_len 32 and 128, 2 threads
     python benchmarks/pretrained.py --threads 1 --repeats 50
+    python benchmarks/pretrained.py --parts    # and one layer's steps, NumPy vs torch
 
 Prints, for each side, the best of ``--rounds`` interleaved rounds of the median time, the
 ratio numpy / torch (below 1 = NumPy faster), and the widget's per-interaction cost: a
-temperature change (re-softmax of cached scores) and a layer change for a text already run.
+temperature change (attention of the cached q, k, v at the new temperature) and a layer
+change for a text already run.
 The machine's load average is printed before and after: on a shared 2-core machine, other
-processes slow both sides (and the ratio swings by 10-20 %); 10 interleaved rounds give each
+processes slow both sides (and the ratio swings with them); 10 interleaved rounds give each
 side the same chances to run in a quiet moment.
 """
 
@@ -39,12 +41,65 @@ def _median_ms(fn, repeats: int) -> float:
     return 1e3 * statistics.median(times)
 
 
+def _parts(model, seq_len: int, repeats: int) -> None:
+    """One MiniLM layer's steps at ``seq_len`` tokens: NumPy (the package's parts) vs torch."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from attention_widget.engine import attend, split_heads
+    from attention_widget.pretrained import blocks
+
+    w = model.layer_weights(0)
+    rng = np.random.default_rng(0)
+    h = rng.standard_normal((seq_len, model.d_model)).astype(np.float32)
+    ff = rng.standard_normal((seq_len, model.d_ff)).astype(np.float32)
+    q = split_heads(h, model.n_heads)
+    scale = 1.0 / model.d_head**0.5
+    t = {k: torch.from_numpy(np.array(v)) for k, v in w.items()}  # writable copies
+    th, tff, tq = torch.from_numpy(h), torch.from_numpy(ff), torch.from_numpy(q)
+
+    def torch_attention():
+        return torch.softmax(tq @ tq.transpose(-1, -2) * scale, dim=-1) @ tq
+
+    steps = {
+        "q, k, v projections": (
+            lambda: [blocks.linear(h, w[k], w["b" + k[1:]]) for k in ("w_q", "w_k", "w_v")],
+            lambda: [F.linear(th, t[k], t["b" + k[1:]]) for k in ("w_q", "w_k", "w_v")],
+        ),
+        "attention (engine.attend)": (
+            lambda: attend(q, q, q, scale=scale),
+            torch_attention,
+        ),
+        "feed-forward products": (
+            lambda: (
+                blocks.linear(h, w["w_in"], w["b_in"]),
+                blocks.linear(ff, w["w_out"], w["b_out"]),
+            ),
+            lambda: (F.linear(th, t["w_in"], t["b_in"]), F.linear(tff, t["w_out"], t["b_out"])),
+        ),
+        "GELU (exact form)": (lambda: blocks.gelu_erf(ff), lambda: F.gelu(tff)),
+        "LayerNorm": (
+            lambda: blocks.layer_norm(h, w["ln1_w"], w["ln1_b"], 1e-12),
+            lambda: F.layer_norm(th, (model.d_model,), t["ln1_w"], t["ln1_b"], 1e-12),
+        ),
+    }
+    print(f"\none layer's steps at {seq_len} tokens (median ms):")
+    print(f"{'step':>28} {'numpy':>7} {'torch':>7}")
+    with torch.no_grad():
+        for name, (ours, theirs) in steps.items():
+            print(f"{name:>28} {_median_ms(ours, repeats):7.3f} {_median_ms(theirs, repeats):7.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="threads for both sides")
     parser.add_argument("--repeats", type=int, default=100, help="timed runs per side")
     parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds per side")
     parser.add_argument("--seq-lens", type=int, nargs="+", default=[32, 128])
+    parser.add_argument(
+        "--parts", action="store_true", help="also time one layer's steps at the longest length"
+    )
     args = parser.parse_args()
     # BLAS threads must be fixed before NumPy loads its BLAS
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -67,7 +122,7 @@ def main() -> None:
         "the quick brown fox jumps over the lazy dog while attention heads look back at "
         "every word they have seen so far and decide what matters "
     ) * 20
-    all_ids = model._tok.encode(words, add_special_tokens=False).ids
+    all_ids = model.tokenizer.tokenizer.encode(words, add_special_tokens=False).ids
     print(
         f"MiniLM (all-MiniLM-L6-v2), float32, {args.threads} threads, best of {args.rounds} "
         f"interleaved medians of {max(1, args.repeats // args.rounds)}; numpy "
@@ -102,18 +157,20 @@ def main() -> None:
     print("load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
 
     print("\nwidget interactions on a cached 128-token text (numpy side only):")
-    text = model._tok.decode(all_ids[:126])
+    text = model.tokenizer.tokenizer.decode(all_ids[:126])
     model.trace(text, 5)
     temps = iter(np.linspace(0.3, 3.0, 10_000))
     t_temp = _median_ms(lambda: model.trace(text, 5, temperature=float(next(temps))), args.repeats)
     layers = iter(range(10_000))
 
     def change_layer():
-        model._raw.clear()  # force recomputing the layer's q, k, v, scores
+        model._attn.clear()  # forget the layers' attention: recompute q, k, v and scores
         model.trace(text, next(layers) % 6)
 
     t_layer = _median_ms(change_layer, args.repeats)
     print(f"  temperature change: {t_temp:.2f} ms   layer change: {t_layer:.2f} ms")
+    if args.parts:
+        _parts(model, max(args.seq_lens), 4 * args.repeats)
 
 
 if __name__ == "__main__":

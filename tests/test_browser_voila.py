@@ -7,7 +7,7 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-from browser_support import (
+from support.browser import (
     NOTEBOOKS,
     REFERENCE_NOTEBOOK,
     TOUR_FIRST_CELL,
