@@ -1,6 +1,6 @@
 """Large layers: the steps of :mod:`attention_widget.engine`, shared between the cores.
 
-:func:`multi_head_attention` here takes the engine's steps in the engine's order, with the
+This module's :func:`multi_head_attention` takes the engine's steps in the engine's order, with the
 engine's own functions, and returns the same trace; only the work is cut into parts that run
 on a pool of threads (NumPy and BLAS release the GIL):
 
@@ -93,7 +93,7 @@ def _pool() -> ThreadPoolExecutor | None:
 
 
 def _run(pool: ThreadPoolExecutor | None, work: Callable, parts: list) -> None:
-    """``work(part)`` for every part: on the pool, BLAS at one thread; or here, one by one.
+    """``work(part)`` for every part: on the pool, BLAS at one thread; or on this thread.
 
     The pool's threads handle floating-point errors as this one does (``np.errstate``).
     """
