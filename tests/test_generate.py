@@ -287,8 +287,8 @@ def test_generation_leaves_the_models_results_alone(folders):
 def test_bad_arguments(folders):
     model = load_pretrained(folders["gpt2"])  # 40 positions
     cases = [
-        (dict(max_new_tokens=0), ValueError, "max_new_tokens must be at least 1"),
-        (dict(max_new_tokens=-3), ValueError, "max_new_tokens must be at least 1"),
+        (dict(max_new_tokens=0), ValueError, "max_new_tokens must be >= 1, got 0"),
+        (dict(max_new_tokens=-3), ValueError, "max_new_tokens must be >= 1, got -3"),
         (dict(max_new_tokens=2.0), TypeError, "max_new_tokens must be an integer"),
         (dict(max_new_tokens=True), TypeError, "max_new_tokens must be an integer"),
         (dict(max_new_tokens=40), ValueError, r"5 tokens.*45 positions.*only 40.*at most 35 new"),
@@ -297,6 +297,7 @@ def test_bad_arguments(folders):
         (dict(max_new_tokens=2, seed=1), ValueError, "apply to sampling only"),
         (dict(max_new_tokens=2, greedy=False, temperature=0), ValueError, "finite number > 0"),
         (dict(max_new_tokens=2, greedy=False, seed=1.5), TypeError, "seed must be an integer"),
+        (dict(max_new_tokens=2, greedy=False, seed=-1), ValueError, "seed must be >= 0"),
     ]
     for kwargs, error, match in cases:
         n = kwargs.pop("max_new_tokens")

@@ -20,14 +20,13 @@ Qwen3).  Each step records what the attention of the new token looked like in ev
 from __future__ import annotations
 
 import json
-import math
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._checks import check_int, check_temperature
 from ..engine import softmax
 from .family import LayerCache
 
@@ -169,18 +168,12 @@ def _check_arguments(
     model: PretrainedModel, n_prompt: int, max_new_tokens: object, greedy: object,
     temperature: object, seed: object,
 ) -> float:  # fmt: skip
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral):
-        raise TypeError(f"max_new_tokens must be an integer, got {max_new_tokens!r}")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    max_new_tokens = check_int("max_new_tokens", max_new_tokens, minimum=1)
     if not isinstance(greedy, bool):
         raise TypeError(f"greedy must be True or False, got {greedy!r}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-        raise TypeError(f"seed must be an integer or None, got {seed!r}")
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise TypeError(f"temperature must be a real number, got {temperature!r}")
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    if seed is not None:
+        check_int("seed", seed, minimum=0)
+    temperature = check_temperature(temperature)
     if greedy and (temperature != 1.0 or seed is not None):
         raise ValueError("temperature and seed apply to sampling only; pass greedy=False")
     if n_prompt + max_new_tokens > model.max_positions:
@@ -190,7 +183,7 @@ def _check_arguments(
             f"{model.max_positions} (max_position_embeddings); ask for at most "
             f"{max(model.max_positions - n_prompt, 0)} new tokens or shorten the prompt"
         )
-    return float(temperature)
+    return temperature
 
 
 def _forward(
