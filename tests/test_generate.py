@@ -24,7 +24,7 @@ import transformers
 from test_pretrained import _bpe_tokenizer, _word_tokenizer
 
 from attention_widget.pretrained import FAMILIES, family_class, load_pretrained
-from attention_widget.pretrained.generate import BYTES_PER_NUMBER, stop_token_ids
+from attention_widget.pretrained.generation import BYTES_PER_NUMBER, stop_token_ids
 
 transformers.logging.set_verbosity_error()
 torch.set_grad_enabled(False)

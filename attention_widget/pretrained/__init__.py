@@ -62,7 +62,7 @@ key columns; combined with the causal mask) and ``options``, further keyword arg
 as it gains them).  A block with a second attention (an encoder-decoder's cross-attention)
 calls :meth:`~PretrainedModel.run_attention` itself.
 
-Generation (:meth:`PretrainedModel.generate`, :mod:`.generate`) runs the same steps with a
+Generation (:meth:`PretrainedModel.generate`, :mod:`.generation`) runs the same steps with a
 key/value cache, for every causal family without code of its own: positions are explicit,
 ``attention_inputs`` on new tokens gives only their keys and values,
 :meth:`~.family.Family.extend_cache` puts the cached ones in front (their positions as
@@ -91,9 +91,10 @@ from typing import Any
 import numpy as np
 
 from ..engine import MEMORY_LIMIT_BYTES, AttentionTrace, merge_heads
+from . import generation
 from .checkpoint import Tensors
 from .family import AttentionInputs, Family, LayerAttention, LayerCache
-from .generate import Generation, GenerationStep, generate
+from .generation import Generation, GenerationStep
 from .hub import download, is_hub_id
 from .tokenizer import Encoding, Tokenizer, load_tokenizer
 
@@ -439,38 +440,10 @@ class PretrainedModel(Family):
         self._state(text, self.n_layers - 1)  # every layer's input; their attentions kept
         return [self._layer_attention(text, i).attended.weights for i in range(self.n_layers)]
 
-    def generate(
-        self,
-        text: str,
-        max_new_tokens: int,
-        *,
-        greedy: bool = True,
-        temperature: float = 1.0,
-        seed: int | None = None,
-        on_step: Callable[[GenerationStep], Any] | None = None,
-    ) -> Generation:
-        """Continue ``text`` by ``max_new_tokens`` tokens with a key/value cache (causal models).
-
-        Greedy by default: the same token ids as ``transformers``' ``generate`` with
-        ``do_sample=False``; it stops early at the model's end-of-sequence token.  With
-        ``greedy=False`` tokens are drawn from ``softmax(logits / temperature)`` with a NumPy
-        generator seeded by ``seed``.  Every step records the new token's attention row in
-        every layer and the cache size.  See :func:`.generate.generate` for the parameters.
-
-        Returns
-        -------
-        Generation
-            ``ids`` and ``tokens`` generated, and ``steps``: per step, each layer's row
-            (n_heads, 1, n_keys) and the cache size per layer in numbers and bytes.
-
-        Examples
-        --------
-        >>> out = model.generate("the cat sat", 5)  # doctest: +SKIP
-        >>> out.tokens, out.steps[0].attentions[0].shape  # doctest: +SKIP
-        ([' on', ' the', ' mat', ' and', ' the'], (12, 1, 4))
-        """
-        return generate(self, text, max_new_tokens, greedy=greedy, temperature=temperature,
-                        seed=seed, on_step=on_step)  # fmt: skip
+    #: :func:`.generation.generate` as a method: ``model.generate(text, max_new_tokens, *,
+    #: greedy=True, temperature=1.0, seed=None, on_step=None)`` continues ``text`` token by
+    #: token with a key/value cache (causal models) and returns a :class:`Generation`.
+    generate = generation.generate
 
     def _check_layer(self, layer: object) -> int:
         if isinstance(layer, bool) or not isinstance(layer, numbers.Integral):

@@ -229,6 +229,9 @@ def generate(
 ) -> Generation:
     """Continue ``text`` token by token with a key/value cache (see the module docstring).
 
+    Also :meth:`PretrainedModel.generate <attention_widget.pretrained.PretrainedModel.generate>`:
+    ``model.generate(text, max_new_tokens)``.
+
     Parameters
     ----------
     model : PretrainedModel
@@ -247,11 +250,15 @@ def generate(
     seed : int, optional
         Sampling seed (only with ``greedy=False``); None draws a fresh one.
     on_step : callable(GenerationStep), optional
-        Called after each step, e.g. to show tokens as they come.
+        Called after each step, e.g. to show tokens as they come.  Progress goes to
+        ``model.progress`` (``"token 3/10"``, then ``"done"``).
 
     Returns
     -------
     Generation
+        ``ids`` and ``tokens`` generated, and ``steps``: per step, each layer's attention row
+        (n_heads, 1, n_keys) of the token read and the cache size per layer in numbers and
+        bytes.
 
     Raises
     ------
@@ -260,6 +267,12 @@ def generate(
         longer than the model's positions, or a bad text.
     TypeError
         For arguments of the wrong type.
+
+    Examples
+    --------
+    >>> out = model.generate("the cat sat", 5)  # doctest: +SKIP
+    >>> out.tokens, out.steps[0].attentions[0].shape  # doctest: +SKIP
+    ([' on', ' the', ' mat', ' and', ' the'], (12, 1, 4))
     """
     if not model.causal:
         raise ValueError(
