@@ -8,6 +8,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .aggregate import attention_rollout, head_mean
+from .attentions import Attentions, normalize_attentions, run_transformers
+from .designed import (
+    DESIGNED_INPUT_NOTE,
+    DESIGNED_JOBS,
+    DesignedHead,
+    designed_embed,
+    designed_jobs,
+    designed_notes,
+    designed_params,
+    position_code,
+    shift_matrix,
+)
 from .engine import (
     MEMORY_LIMIT_BYTES,
     AttentionParams,
@@ -21,7 +34,9 @@ from .engine import (
 )
 from .inputs import embed, positional_encoding, tokenize
 from .kinds import LatentParams, cross_attention, init_latent_params, latent_attention
+from .long import LongTrace, long_attention, long_with_temperature
 from .pretrained import load_pretrained
+from .roles import HeadRole, head_roles
 from .variants import (
     alibi_bias,
     alibi_slopes,
@@ -35,26 +50,45 @@ from .variants import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "DESIGNED_INPUT_NOTE",
+    "DESIGNED_JOBS",
     "MEMORY_LIMIT_BYTES",
     "AttentionParams",
     "AttentionTrace",
     "AttentionWidget",
+    "Attentions",
+    "DesignedHead",
+    "HeadRole",
     "LatentParams",
+    "LongTrace",
     "__version__",
     "alibi_bias",
     "alibi_slopes",
+    "attention_rollout",
     "causal_mask",
     "cross_attention",
+    "designed_embed",
+    "designed_jobs",
+    "designed_notes",
+    "designed_params",
     "embed",
     "estimate_memory",
+    "head_mean",
+    "head_roles",
     "init_latent_params",
     "init_params",
     "kv_cache_per_token",
     "latent_attention",
     "load_pretrained",
+    "long_attention",
+    "long_with_temperature",
     "multi_head_attention",
+    "normalize_attentions",
+    "position_code",
     "positional_encoding",
     "rope",
+    "run_transformers",
+    "shift_matrix",
     "sliding_window_mask",
     "softcap",
     "tokenize",

@@ -32,7 +32,8 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from attention_widget.engine import AttentionTrace
-from attention_widget.pretrained import PretrainedModel, gelu_erf, load_pretrained
+from attention_widget.pretrained import PretrainedModel, blocks, load_pretrained
+from attention_widget.pretrained.blocks import gelu_erf
 from attention_widget.safetensors_io import SafetensorsError, SafetensorsFile, bf16_to_float32
 
 transformers.logging.set_verbosity_error()
@@ -161,7 +162,7 @@ def _hf(folder: Path, causal: bool = True):
 
 
 def _run_hf(ref, ids: np.ndarray):
-    out = ref(torch.from_numpy(ids[None]), output_attentions=True, output_hidden_states=True)
+    out = ref(torch.from_numpy(ids[None].copy()), output_attentions=True, output_hidden_states=True)
     hs = [h[0].numpy() for h in out.hidden_states]
     at = [a[0].numpy() for a in out.attentions]
     assert len(at) > 0, "transformers returned no attentions (sdpa?)"
@@ -191,7 +192,7 @@ def _hooked_attention(ref, kind: str, ids: np.ndarray, layer: int):
     h1 = mod.register_forward_pre_hook(pre, with_kwargs=True)
     h2 = mod.register_forward_hook(post)
     try:
-        ref(torch.from_numpy(ids[None]))
+        ref(torch.from_numpy(ids[None].copy()))
     finally:
         h1.remove()
         h2.remove()
@@ -235,7 +236,7 @@ def test_minilm_matches_transformers(minilm, minilm_ref, text):
 
 
 def test_minilm_forward_ids_matches_transformers(minilm, minilm_ref):
-    """The benchmarked path (``forward_ids``, feature-major BERT layers) at 128 tokens."""
+    """The benchmarked path (``forward_ids``, no caches) at 128 tokens."""
     words = " ".join(["the quick brown fox jumps over the lazy dog while heads attend"] * 12)
     ids = minilm.encode(words).ids[:128].copy()
     ids[-1] = 102  # [SEP]
@@ -255,47 +256,53 @@ def test_minilm_forward_ids_matches_transformers(minilm, minilm_ref):
     assert _max_diff(minilm.forward_ids(ids)[1], at) == 0.0
 
 
-def test_forward_results_reuse_memory_only_once_dropped(minilm):
-    """forward_ids hands out its attention probabilities and layer outputs in arrays that a
-    later forward reuses (no page faults), but only once nothing refers to them: results
-    the caller keeps are never overwritten."""
+def test_forward_results_are_never_overwritten(minilm):
+    """Results the caller keeps stay as they were through later forwards of other ids."""
     rng = np.random.default_rng(5)
     ids_a, ids_b = rng.integers(1000, 20000, (2, 128))
     hs_a, at_a = minilm.forward_ids(ids_a)
     kept = [a.copy() for a in hs_a + at_a]
-    hs_b, at_b = minilm.forward_ids(ids_b)  # while the first results are held
+    _, at_b = minilm.forward_ids(ids_b)
     for a, b in zip(hs_a + at_a, kept, strict=True):
         np.testing.assert_array_equal(a, b)
-    assert not any(np.shares_memory(a, b) for a in at_a for b in at_b)
-    assert not any(np.shares_memory(a, b) for a in hs_a[1:] for b in hs_b[1:])
-    # dropped results: their memory is used again, and the values are those of a fresh run
-    addresses = {a.__array_interface__["data"][0] for a in at_b}
-    expected = [a.copy() for a in hs_b + at_b]
-    del hs_b, at_b
-    hs_c, at_c = minilm.forward_ids(ids_b)
-    assert {a.__array_interface__["data"][0] for a in at_c} == addresses
-    assert _max_diff(hs_c + at_c, expected) == 0.0
-    # the pool never holds more than its budget
-    pool = minilm._reusable
-    assert sum(a.nbytes for a in pool._buffers) <= pool.max_bytes
+    assert _max_diff(at_a, at_b) > 1e-3  # the second run really computed something else
 
 
-@pytest.mark.parametrize("seq", [1, 7, 130])
-def test_minilm_feature_major_layer_equals_plain_layer(minilm, seq):
-    """BERT's fast layer (feature-major, [w | b] products, fused GELU, head-shifted softmax)
-    computes what the plain row-major layer (``_qkv`` + attention + ``_after_attention``)
-    computes, for any length; and it chains: a layer's output feeds the next as it is."""
-    rng = np.random.default_rng(seq)
-    h = rng.standard_normal((seq, 384)).astype(np.float32)
-    for i in range(minilm.n_layers):
-        fast, w_fast = minilm._block(h, i, True)
-        plain, w_plain = PretrainedModel._block(minilm, h, i, True)
-        assert fast.shape == plain.shape == (seq, 384)
-        np.testing.assert_allclose(fast, plain, atol=2e-5)
-        # scores reach ~70 here: their float32 rounding (~4e-6) differs between the two
-        np.testing.assert_allclose(w_fast, w_plain, atol=1e-5)
-        h = fast
-    assert h.base is not None and h.base.shape == (385, seq)  # [x.T; ones], reused
+def _attend_spy(monkeypatch) -> list:
+    """Record every call of the engine's ``attend`` made by the pretrained models."""
+    import attention_widget.pretrained.family as family
+    from attention_widget.engine import attend
+
+    calls = []
+
+    def spy(q, k, v, **kwargs):
+        out = attend(q, k, v, **kwargs)
+        calls.append((q, k, v, kwargs, out))
+        return out
+
+    monkeypatch.setattr(family, "attend", spy)
+    return calls
+
+
+@pytest.mark.parametrize("kind", ["bert", "gpt2", "llama", "qwen3"])
+def test_every_attention_is_the_engines_attend(minilm, tiny, monkeypatch, kind):
+    """One softmax: each layer's probabilities, in forward_ids and in trace, are the very
+    weights the engine's ``attend`` returned for that layer's q, k, v."""
+    model = load_pretrained(MINILM) if kind == "bert" else load_pretrained(tiny[kind])
+    text = MINILM_TEXTS[0] if kind == "bert" else TEXTS[kind]
+    calls = _attend_spy(monkeypatch)
+    _, at = model.forward_ids(model.encode(text).ids)
+    assert len(calls) == model.n_layers
+    for a, (q, k, v, kwargs, out) in zip(at, calls, strict=True):
+        assert a is out.weights
+        assert q.shape == (model.n_heads, a.shape[1], model.d_head)
+        assert k.shape[0] == v.shape[0] == model.n_kv_heads
+        assert kwargs["scale"] == pytest.approx(1 / math.sqrt(model.d_head))
+        assert (kwargs["mask"] is None) != model.causal
+    calls.clear()
+    tr = model.trace(text, model.n_layers - 1, temperature=0.5)
+    assert tr.weights is calls[-1][4].weights and calls[-1][3]["temperature"] == 0.5
+    np.testing.assert_array_equal(tr.head_outputs, calls[-1][4].head_outputs)
 
 
 def test_bert_with_another_activation_matches_transformers(tmp_path, minilm):
@@ -314,52 +321,6 @@ def test_bert_with_another_activation_matches_transformers(tmp_path, minilm):
     assert _max_diff(hs, hs_ref) < TOL and _max_diff(at, at_ref) < TOL
     # and it is not the exact-GELU model
     assert _max_diff(hs, minilm.forward_ids(ids)[0]) > 10 * TOL
-
-
-def test_head_shifted_softmax_redoes_rows_far_below_their_head():
-    """``_softmax_heads`` (scores in base 2) shifts a whole head by its max; a row lying ~100
-    below that max would underflow to 0/0, so its head is recomputed with per-row maxima."""
-    from attention_widget.pretrained import _softmax_heads
-
-    rng = np.random.default_rng(3)
-    z = (rng.standard_normal((3, 5, 6)) * 4).astype(np.float32)
-    z[1, 2] -= 100.0  # this row's max is ~100 below head 1's max
-    z[2, 0] += 40.0  # a large but harmless spread in head 2
-    y = (z * np.float32(1 / math.log(2))).astype(np.float32)  # base 2
-    calls = []
-
-    def exact(heads):
-        calls.append(heads.tolist())
-        return y[heads].copy()
-
-    out = _softmax_heads(y.copy(), exact)
-    assert calls == [[1]]
-    ref = _softmax64(z, np.ones(z.shape[1:], dtype=bool))
-    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-7)
-    assert np.isfinite(out).all()
-    # nothing far below: no recomputation, same values
-    calls.clear()
-    out2 = _softmax_heads(y[[0, 2]].copy(), exact)
-    assert calls == []
-    np.testing.assert_allclose(out2, ref[[0, 2]], rtol=1e-5, atol=1e-7)
-    # heads whose scores are all huge (2^y would overflow) or all very negative are shifted
-    far = np.stack([y[0] + 500.0, y[0] - 300.0, y[2] + 60.0])
-    out3 = _softmax_heads(far.copy(), exact)
-    assert calls == [] and np.isfinite(out3).all()
-    np.testing.assert_allclose(out3, ref[[0, 0, 2]], rtol=1e-4, atol=1e-6)
-
-
-def test_fused_gelu_rows_with_bias():
-    """The in-place GELU of the BERT feed-forward (bias added in the same pass)."""
-    from attention_widget.pretrained import _gelu_erf_rows
-
-    rng = np.random.default_rng(11)
-    x = (rng.standard_normal((700, 129)) * 3).astype(np.float32)  # several row blocks + a rest
-    b = rng.standard_normal(700).astype(np.float32)
-    ref = torch.nn.functional.gelu(torch.from_numpy(x.astype(np.float64) + b[:, None])).numpy()
-    out = _gelu_erf_rows(x.copy(), b)
-    assert out.dtype == np.float32
-    assert np.abs(out - ref).max() < 2e-6
 
 
 def test_legacy_layernorm_names_and_bert_prefix(tmp_path, minilm):
@@ -630,23 +591,23 @@ def test_bf16_model_runs_in_memory_of_one_layer(tmp_path):
     assert cached._cached_bytes > float32_bytes / 2
 
 
-def test_float32_weights_are_used_in_place(minilm, tmp_path):
-    """BERT keeps [w | b] copies of its matrices (bias as an extra column) while they fit in
-    ``cache_bytes``; beyond it, they are views of the memory map and only the fused q|k|v
-    copy costs RAM.  Both give the same numbers."""
-    text = "memory check"
-    minilm.hidden_states(text)
-    d, ff = 384, 1536
-    fused_qkv = 3 * d * (d + 1) * 4  # bytes per layer
-    with_bias = (d * (d + 1) + ff * (d + 1) + d * (ff + 1)) * 4
-    assert minilm._cached_bytes == 6 * (fused_qkv + with_bias)
-    # room for three fused q|k|v and no [w | b]: layers 0-2 kept lean, 3-5 prepared per call
-    lean = load_pretrained(MINILM, cache_bytes=3 * fused_qkv)
-    hs = lean.hidden_states(text)
-    assert lean._cached_bytes == 3 * fused_qkv and sorted(lean._layer_cache) == [0, 1, 2]
-    assert all("w_in_b" not in w for w in lean._layer_cache.values())
-    np.testing.assert_allclose(np.array(hs), np.array(minilm.hidden_states(text)), atol=1e-5)
-    assert _max_diff(lean.forward_ids(minilm.encode(text).ids)[1], minilm.attentions(text)) < 1e-5
+def test_float32_weights_are_used_in_place(minilm, tiny):
+    """Float32 checkpoints are read in place: prepared layers are read-only views of the
+    memory-mapped file and hold no RAM.  bfloat16 layers are float32 copies, counted against
+    ``cache_bytes`` at their size."""
+    minilm.hidden_states("memory check")
+    assert sorted(minilm._layer_cache) == list(range(6)) and minilm._cached_bytes == 0
+    for w in minilm._layer_cache.values():
+        assert all(a.dtype == np.float32 and not a.flags.owndata for a in w.values())
+        assert not any(a.flags.writeable for a in w.values())
+    model = load_pretrained(tiny["qwen3_bf16"])
+    model.hidden_states(TEXTS["qwen3"])
+    per_layer = [
+        4 * math.prod(shape)
+        for name, shape in model.expected_shapes().items()
+        if name.startswith("layers.")
+    ]
+    assert model._cached_bytes == sum(per_layer)
 
 
 # --------------------------------------------------------------------------------------------
@@ -687,13 +648,13 @@ def test_trace_invariants_property(minilm, t, layer):
 
 def _count_reads(model: PretrainedModel, monkeypatch) -> list[str]:
     reads: list[str] = []
-    original = model._t.f32
+    original = model.tensors.f32
 
     def spy(name, rows=None):
         reads.append(name)
         return original(name, rows)
 
-    monkeypatch.setattr(model._t, "f32", spy)
+    monkeypatch.setattr(model.tensors, "f32", spy)
     return reads
 
 
@@ -711,16 +672,64 @@ def test_reads_only_needed_layers_and_caches(tiny, monkeypatch):
     assert reads and all(".layers.0." not in r for r in reads)  # layer 0 cached: not re-read
 
 
+def test_layers_beyond_the_budget_are_read_once_per_forward(tiny, monkeypatch):
+    """With no cache budget, a forward reads each layer's tensors once (not once per step of
+    the block) and caches none of them: the next forward reads them all again."""
+    model = load_pretrained(tiny["llama_bf16"], cache_bytes=0)
+    reads = _count_reads(model, monkeypatch)
+    model.forward_ids(model.encode(TEXTS["llama"]).ids)
+    layer_reads = [r for r in reads if ".layers." in r]
+    assert len(layer_reads) == len(set(layer_reads)) == 3 * 9  # 3 layers of 9 tensors
+    assert not model._layer_cache and model._cached_bytes == 0
+    reads.clear()
+    model.forward_ids(model.encode(TEXTS["llama"]).ids)
+    assert sorted(r for r in reads if ".layers." in r) == sorted(layer_reads)
+
+
+def test_attention_mask_from_positions_window_and_family_mask(tiny, minilm):
+    """The mask is built from query and key positions (as generation with a cache needs):
+    causal, a sliding window and a family's own mask combine; an encoder masks nothing."""
+    from attention_widget.pretrained import AttentionInputs
+
+    model = load_pretrained(tiny["gpt2"])
+    q = np.zeros((4, 3, 8), dtype=np.float32)
+    kv = np.zeros((4, 6, 8), dtype=np.float32)
+    queries, keys = np.array([3, 4, 5]), np.arange(6)
+    inputs = AttentionInputs(x=q[0], q=q, k=kv, v=kv, scale=1.0, window=3, key_positions=keys)
+    expected = np.array(
+        [
+            [0, 1, 1, 1, 0, 0],  # query at 3 sees 1, 2, 3
+            [0, 0, 1, 1, 1, 0],
+            [0, 0, 0, 1, 1, 1],
+        ],
+        dtype=bool,
+    )
+    np.testing.assert_array_equal(model.attention_mask(inputs, queries), expected)
+    inputs.window = None
+    np.testing.assert_array_equal(model.attention_mask(inputs, queries), keys <= queries[:, None])
+    own = np.ones((3, 6), dtype=bool)
+    own[:, 2] = False  # e.g. keys a selector dropped
+    inputs.mask = own
+    np.testing.assert_array_equal(
+        model.attention_mask(inputs, queries), (keys <= queries[:, None]) & own
+    )
+    weights = model.run_attention(inputs, model.attention_mask(inputs, queries)).weights
+    assert not weights[:, :, 2].any() and not weights[:, 0, 4:].any()
+    np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-6)
+    inputs.mask = None
+    assert minilm.attention_mask(inputs, queries) is None
+
+
 def test_trace_cache_is_bounded(tiny):
     model = load_pretrained(tiny["gpt2"])
     texts = [f"the cat sat {'on the mat ' * k}" for k in range(10)]
     for text in texts:
         model.trace(text, 1)
-    assert len(model._raw) == model._RAW_CACHE == 8
+    assert len(model._attn) == model._ATTN_CACHE == 8
     assert len(model._states) == 8
-    model._RAW_CACHE_BYTES = 1  # a byte budget smaller than one entry keeps only the newest
+    model._ATTN_CACHE_BYTES = 1  # a byte budget smaller than one entry keeps only the newest
     first = model.trace(texts[0], 0)
-    assert list(model._raw) == [(texts[0], 0)]
+    assert list(model._attn) == [(texts[0], 0)]
     np.testing.assert_array_equal(model.trace(texts[0], 0).weights, first.weights)
 
 
@@ -781,6 +790,69 @@ def test_gelu_erf_any_layout_leaves_input_alone():
         ref = torch.nn.functional.gelu(torch.from_numpy(arr.astype(np.float64))).numpy()
         assert np.abs(out - ref).max(initial=0.0) < 2e-6
     assert gelu_erf(np.float32(1.5)).shape == ()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(1, 9),
+    cols=st.integers(1, 70),
+    scale=st.floats(0.01, 30.0),
+    seed=st.integers(0, 2**31),
+)
+def test_blocks_match_torch(rows, cols, scale, seed):
+    """Norms, activations and linear layers against torch.nn.functional in float64."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((rows, cols)) * scale).astype(np.float32)
+    w, b = rng.standard_normal((2, cols)).astype(np.float32)
+    w_lin = rng.standard_normal((5, cols)).astype(np.float32)
+    b_lin = rng.standard_normal(5).astype(np.float32)
+    t = lambda a: torch.from_numpy(a.astype(np.float64))  # noqa: E731
+    F = torch.nn.functional
+    pairs = [
+        (blocks.gelu_erf(x), F.gelu(t(x))),
+        (blocks.gelu_tanh(x), F.gelu(t(x), approximate="tanh")),
+        (blocks.silu(x), F.silu(t(x))),
+        (blocks.relu(x), F.relu(t(x))),
+        (blocks.layer_norm(x, w, b, 1e-5), F.layer_norm(t(x), (cols,), t(w), t(b), 1e-5)),
+        (blocks.layer_norm(x, w, None, 1e-5), F.layer_norm(t(x), (cols,), t(w), None, 1e-5)),
+        (blocks.rms_norm(x, w, 1e-6), F.rms_norm(t(x), (cols,), t(w), 1e-6)),
+        (blocks.linear(x, w_lin, b_lin), F.linear(t(x), t(w_lin), t(b_lin))),
+        (blocks.linear(x, w_lin), F.linear(t(x), t(w_lin))),
+    ]
+    for ours, ref in pairs:
+        assert ours.dtype == np.float32 and ours.shape == tuple(ref.shape)
+        ref = ref.numpy()
+        np.testing.assert_allclose(ours, ref, rtol=2e-5, atol=2e-5 * max(1.0, np.abs(ref).max()))
+
+
+@pytest.mark.parametrize("seq", [1, 9])
+def test_rope_matches_transformers(seq):
+    """RoPE's angles and the rotate-half rotation against transformers' Llama code."""
+    from transformers.models.llama import modeling_llama
+
+    cfg = transformers.LlamaConfig(
+        hidden_size=64,
+        num_attention_heads=4,
+        rope_parameters={"rope_type": "default", "rope_theta": 500.0},
+    )
+    positions = np.arange(3, 3 + seq)
+    rng = np.random.default_rng(seq)
+    q = rng.standard_normal((4, seq, 16)).astype(np.float32)
+    rotary = modeling_llama.LlamaRotaryEmbedding(cfg)
+    cos_ref, sin_ref = rotary(torch.from_numpy(q), torch.from_numpy(positions[None]))
+    inv_freq = blocks.rope_inverse_frequencies(16, 500.0)
+    np.testing.assert_allclose(inv_freq, rotary.inv_freq.numpy(), rtol=3e-7)  # float32 pow
+    cos, sin = blocks.rope_angles(positions, inv_freq)
+    np.testing.assert_allclose(cos, cos_ref[0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(sin, sin_ref[0].numpy(), atol=1e-6)
+    q_ref, _ = modeling_llama.apply_rotary_pos_emb(
+        torch.from_numpy(q[None]), torch.from_numpy(q[None]), cos_ref, sin_ref
+    )
+    np.testing.assert_allclose(blocks.apply_rope(q, cos, sin), q_ref[0].numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="rope type 'yarn' is not supported"):
+        blocks.rope_inverse_frequencies(16, 500.0, {"rope_type": "yarn", "factor": 4.0})
+    with pytest.raises(ValueError, match="rope type 'linear' needs a number 'factor'"):
+        blocks.rope_inverse_frequencies(16, 500.0, {"rope_type": "linear"})
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,684 @@
+"""Attention for long prompts: block by block, keeping what a diagram draws.
+
+:func:`~attention_widget.engine.multi_head_attention` keeps every ``(n_heads, seq_len,
+seq_len)`` array: the teaching object, right for a few hundred tokens (at 8,192 tokens one such
+array of 8 heads is 2 GiB in float32).  :func:`long_attention` computes the same layer one
+block of query rows at a time with the engine's :func:`~attention_widget.engine.attend`, each
+block against only the keys its rows may see, and keeps the ``O(seq_len * d_model)`` arrays,
+each row's log normaliser ``lse`` (any weight is then ``exp(score / T - lse)``, computed when
+asked) and per head an overview of the weights and of the scores, one value per square tile of
+cells.  :class:`LongTrace` gives exact cells on demand: a block for a zoom, a row and its
+heaviest keys for a query lens, a whole head.
+
+Masks are described, not stored: ``"none"``, ``"causal"`` or ``"sliding"`` with ``window``, as
+in the engine; each lets query ``i`` see one run of keys ``lo_i <= j < hi_i``.  The block loop
+runs on two threads, reports ``progress(fraction, message)`` and raises
+:class:`AttentionCancelled` between blocks once its cancellation token is set, so a widget can
+run it in a worker thread and drop work nobody wants any more.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import NamedTuple
+
+import numpy as np
+
+from ._checks import check_int as _check_int
+from ._checks import check_temperature as _check_temperature
+from .engine import (
+    AttentionParams,
+    AttentionTrace,
+    attend,
+    merge_heads,
+    multi_head_attention,
+    split_heads,
+)
+
+__all__ = [
+    "LONG_MEMORY_LIMIT_BYTES",
+    "LONG_THRESHOLD",
+    "OVERVIEW_MAX_PX",
+    "AttentionCancelled",
+    "LongTrace",
+    "TopKeys",
+    "attention_trace",
+    "estimate_long_memory",
+    "long_attention",
+    "long_with_temperature",
+    "overview_tile",
+]
+
+#: Above this many tokens :func:`attention_trace` takes the block-wise path.  Up to it the full
+#: trace is small (56 MiB in float64 at d_model 512, 8 heads) and a diagram draws every cell.
+LONG_THRESHOLD = 512
+
+#: Largest memory (bytes) one call of this module may allocate, as the engine's
+#: ``MEMORY_LIMIT_BYTES``; above it the call raises ``ValueError`` before allocating anything.
+#: A head's weights at 32,768 tokens (4 GiB in float32) are over it: pass ``out=`` to
+#: :meth:`LongTrace.head_weights` (e.g. a ``numpy.memmap``) or ask for blocks and rows.
+LONG_MEMORY_LIMIT_BYTES = 4 * 2**30
+
+#: Largest side of an overview, in values (pixels).
+OVERVIEW_MAX_PX = 512
+
+#: Query rows per block, rounded up to whole tiles: enough for BLAS to run at full speed, few
+#: enough that a block's arrays stay in the cache and a cancellation is noticed at once.
+BLOCK_ROWS = 128
+
+Progress = Callable[[float, str], None]
+MASK_KINDS = ("none", "causal", "sliding")
+
+
+class AttentionCancelled(Exception):
+    """Raised by a computation whose token was set: nothing it computed is returned or kept."""
+
+
+def _hooks(progress: object, cancel: object) -> tuple[Progress, Callable[[], bool]]:
+    """``progress`` and a ``cancelled()`` test from the public arguments, checked."""
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be a function (fraction, message), got {type(progress)}")
+    if cancel is not None and not hasattr(cancel, "is_set") and not hasattr(cancel, "cancelled"):
+        raise TypeError(
+            "cancel must be None, a threading.Event or an object with a 'cancelled' attribute, "
+            f"got {type(cancel).__name__}"
+        )
+    report = progress if progress is not None else (lambda fraction, message: None)
+    if cancel is None:
+        return report, (lambda: False)
+    if hasattr(cancel, "is_set"):
+        return report, cancel.is_set
+    return report, (lambda: bool(cancel.cancelled))
+
+
+def overview_tile(seq_len: int, max_px: int | None = None) -> int:
+    """Side of the square of cells one overview value stands for: ``ceil(seq_len / max_px)``.
+
+    The smallest integer ``t`` with ``ceil(seq_len / t) <= max_px``, so the overview is as
+    large as allowed (8,192 tokens: 16, 512 values a side; 5,000 tokens: 10, 500 a side).  Any
+    integer, not only powers of two; the last tile of a row or column may hold fewer cells.
+    ``max_px`` defaults to :data:`OVERVIEW_MAX_PX`.
+    """
+    seq_len = _check_int("seq_len", seq_len)
+    max_px = OVERVIEW_MAX_PX if max_px is None else _check_int("max_px", max_px)
+    return -(-seq_len // max_px)
+
+
+def _key_range(kind: str, window: int | None, rows: np.ndarray, n: int) -> tuple:
+    """First and one-past-last visible key of each query row: ``lo_i <= j < hi_i``."""
+    if kind == "none":
+        return np.zeros_like(rows), np.full_like(rows, n)
+    hi = rows + 1
+    if kind == "causal":
+        return np.zeros_like(rows), hi
+    return np.maximum(rows - window + 1, 0), hi
+
+
+def _visible(lo: np.ndarray, hi: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``(rows, cols)`` boolean: True where ``lo_i <= j < hi_i``."""
+    return (cols >= lo[:, None]) & (cols < hi[:, None])
+
+
+def _tile_reduce(ufunc: np.ufunc, a: np.ndarray, tile: int, col0: int) -> np.ndarray:
+    """Reduce ``a`` (rows, cols) over square tiles; ``a``'s first column is column ``col0``.
+
+    Tiles are aligned on multiples of ``tile`` in both directions (``a``'s first row starts a
+    tile); partial tiles at the edges are reduced over the cells present.
+    """
+    full = a.shape[0] // tile * tile  # (ufunc.reduceat along rows is many times slower)
+    by_rows = [ufunc.reduce(a[:full].reshape(-1, tile, a.shape[1]), axis=1)]
+    if full < a.shape[0]:
+        by_rows.append(ufunc.reduce(a[full:], axis=0, keepdims=True))
+    by_rows = np.concatenate(by_rows)
+    first = col0 // tile * tile
+    starts = np.maximum(np.arange(first, col0 + a.shape[1], tile), col0) - col0
+    return ufunc.reduceat(by_rows, starts, axis=1)
+
+
+class TopKeys(NamedTuple):
+    """The heaviest keys of one query row, heaviest first (ties: earlier position first)."""
+
+    positions: np.ndarray  # (k,) int: key positions
+    weights: np.ndarray  # (k,): their weights
+
+
+def _indices(name: str, value: object, n: int) -> np.ndarray:
+    """Positions ``value`` selects from ``range(n)`` (a slice, range, int or integer array)."""
+    try:
+        idx = np.atleast_1d(np.arange(n)[value])
+    except (IndexError, TypeError, ValueError):
+        idx = np.array([], dtype=bool)
+    if idx.size == 0 or idx.dtype.kind != "i" or isinstance(value, (bool, np.bool_)):
+        raise ValueError(
+            f"{name} must select positions of 0..{n - 1} (a slice, range, integer or integer "
+            f"array), got {value!r}"
+        )
+    return idx
+
+
+@dataclass(frozen=True, eq=False)
+class LongTrace:
+    """One attention layer over a long sequence: the small arrays, overviews, exact cells.
+
+    The attributes of :class:`~attention_widget.engine.AttentionTrace` without ``scores``,
+    ``weights`` and ``mask``, plus ``lse``, the overviews and the mask's description.
+
+    Attributes
+    ----------
+    x, concat, output : ndarray, shape (seq_len, d_model)
+    q, head_outputs : ndarray, shape (n_heads, seq_len, d_head)
+    k, v : ndarray, shape (n_kv_heads, seq_len, d_head)
+    entropy : ndarray, shape (n_heads, seq_len)
+    lse : ndarray of float64, shape (n_heads, seq_len)
+        ``log sum_j exp(score_ij / T)`` over the visible keys of row ``i``: the weight of a
+        cell is ``exp(score_ij / T - lse_i)``.
+    weights_overview : ndarray, shape (n_heads, P, P)
+        ``P = ceil(seq_len / tile)``.  Each value is the largest weight of a ``tile x tile``
+        square of cells; NaN where no cell of the square is visible (masked).
+    scores_overview : ndarray, shape (n_heads, P, P)
+        Each value is the score of largest magnitude among the visible cells of its square,
+        with its sign (a diverging colour scale shows the extreme of either sign; the largest
+        alone would hide strongly negative scores, a mean would blur one sharp peak).  Ties
+        between ``+s`` and ``-s`` read ``+s``.  NaN where no cell is visible.
+    tile : int
+        Side of the square of cells one overview value stands for ("1 px = max of 16x16
+        cells"); 1 means the overview is the cells themselves.
+    mask_kind : str
+        ``"none"``, ``"causal"`` or ``"sliding"``.
+    window : int or None
+        Keys per query of the sliding window (None for the other masks).
+    temperature : float
+        The softmax temperature used.
+    """
+
+    x: np.ndarray
+    q: np.ndarray
+    k: np.ndarray
+    v: np.ndarray
+    head_outputs: np.ndarray
+    concat: np.ndarray
+    output: np.ndarray
+    entropy: np.ndarray
+    lse: np.ndarray
+    weights_overview: np.ndarray
+    scores_overview: np.ndarray
+    tile: int
+    mask_kind: str
+    window: int | None
+    temperature: float
+
+    # the shape properties of the full trace read only x, q, k and entropy: the same ones
+    seq_len = AttentionTrace.seq_len
+    d_model = AttentionTrace.d_model
+    n_heads = AttentionTrace.n_heads
+    n_kv_heads = AttentionTrace.n_kv_heads
+    d_head = AttentionTrace.d_head
+    head_entropy = AttentionTrace.head_entropy
+    kv_head = AttentionTrace.kv_head
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Precision of the arrays (float32 or float64)."""
+        return self.q.dtype
+
+    @property
+    def overview_visible(self) -> np.ndarray:
+        """``(P, P)`` boolean: True where a tile holds at least one visible cell."""
+        return ~np.isnan(self.weights_overview[0])
+
+    def visible(self, rows: object, cols: object) -> np.ndarray:
+        """``(len(rows), len(cols))`` boolean: True where a query may attend a key."""
+        rows = _indices("rows", rows, self.seq_len)
+        lo, hi = _key_range(self.mask_kind, self.window, rows, self.seq_len)
+        return _visible(lo, hi, _indices("cols", cols, self.seq_len))
+
+    def _head(self, head: object) -> int:
+        head = _check_int("head", head, minimum=0)
+        if head >= self.n_heads:
+            raise ValueError(f"head must be < n_heads={self.n_heads}, got {head}")
+        return head
+
+    def _cells(self, head: int, rows: np.ndarray, cols: np.ndarray, stage: str) -> np.ndarray:
+        """Exact scores or weights of ``rows x cols`` of one head (masked weights exactly 0)."""
+        k = self.k[self.kv_head(head), cols] * self.dtype.type(1.0 / math.sqrt(self.d_head))
+        scores = self.q[head, rows] @ k.T  # [rows, d_head] @ [d_head, cols] -> [rows, cols]
+        if stage == "scores":
+            return scores
+        z = scores / self.temperature - self.lse[head, rows, None]  # float64: <= 0 on visible
+        lo, hi = _key_range(self.mask_kind, self.window, rows, self.seq_len)
+        z[~_visible(lo, hi, cols)] = -np.inf
+        return np.exp(z, out=z).astype(self.dtype, copy=False)
+
+    def block(self, head: int, rows: object, cols: object, stage: str = "weights") -> np.ndarray:
+        """Exact cells of a zoom: query ``rows`` against key ``cols`` of ``head``.
+
+        ``rows`` and ``cols`` are slices, ranges, integers or integer arrays of positions.
+        ``stage="weights"`` gives the weights (masked cells exactly 0), ``"scores"`` the scores
+        ``q k^T / sqrt(d_head)`` before temperature and mask, as :func:`multi_head_attention`
+        has them: an array of shape (len(rows), len(cols)) in the trace's dtype.
+        """
+        head = self._head(head)
+        if stage not in ("weights", "scores"):
+            raise ValueError(f'stage must be "weights" or "scores", got {stage!r}')
+        rows = _indices("rows", rows, self.seq_len)
+        cols = _indices("cols", cols, self.seq_len)
+        _check_memory(3 * rows.size * cols.size * 8, f"a block of {rows.size} x {cols.size}")
+        return self._cells(head, rows, cols, stage)
+
+    def row(self, head: int, query: int) -> np.ndarray:
+        """The full row of weights of query ``query`` in ``head``: shape (seq_len,), sums to 1."""
+        query = _check_int("query", query, minimum=0)
+        if query >= self.seq_len:
+            raise ValueError(f"query must be < seq_len={self.seq_len}, got {query}")
+        return self.block(head, query, slice(None))[0]
+
+    def top_keys(self, head: int, query: int, k: int = 10) -> TopKeys:
+        """The ``k`` heaviest visible keys of query ``query`` in ``head``, heaviest first.
+
+        Fewer than ``k`` when fewer keys are visible; ties keep the earlier position first.
+        """
+        k = _check_int("k", k)
+        weights = self.row(head, query)
+        lo, hi = _key_range(self.mask_kind, self.window, np.array([query]), self.seq_len)
+        seen = weights[lo[0] : hi[0]]
+        order = np.argsort(-seen, kind="stable")[:k]
+        return TopKeys(order + lo[0], seen[order])
+
+    def head_weights(
+        self, head: int, *, out: np.ndarray | None = None, progress: Progress | None = None,
+        cancel: object = None,
+    ) -> np.ndarray:
+        """The exact ``(seq_len, seq_len)`` weights of ``head`` (or ``out``), computed now.
+
+        Rows sum to 1, masked cells are exactly 0, in the trace's dtype.  ``out`` (e.g. a
+        ``numpy.memmap`` for a head larger than memory) receives them instead of a new array;
+        the memory check then counts only the working arrays.  ``progress`` and ``cancel`` as
+        in :func:`long_attention`.
+        """
+        head, hooks, n = self._head(head), _hooks(progress, cancel), self.seq_len
+        if out is not None and (not isinstance(out, np.ndarray) or out.shape != (n, n)):
+            raise ValueError(f"out must be an array of shape ({n}, {n}), got {type(out)}")
+        rows_per = max(1, (1 << 22) // n)  # ~4 M cells per block
+        work = 3 * rows_per * n * 8 + (0 if out is not None else n * n * self.dtype.itemsize)
+        _check_memory(work, f"the weights of one head at seq_len={n}")
+        result = np.empty((n, n), self.dtype) if out is None else out
+
+        def one_block(rows: slice) -> None:
+            idx = np.arange(rows.start, rows.stop)
+            lo, hi = _key_range(self.mask_kind, self.window, idx, n)
+            span = slice(int(lo.min()), int(hi.max()))
+            result[rows, : span.start] = 0
+            result[rows, span] = self._cells(head, idx, np.arange(n)[span], "weights")
+            result[rows, span.stop :] = 0
+
+        blocks = [slice(r, min(n, r + rows_per)) for r in range(0, n, rows_per)]
+        _run_blocks(one_block, blocks, [b.stop - b.start for b in blocks],
+                    *hooks, f"weights of head {head}")
+        return result
+
+
+def _check_memory(need: int, what: str) -> None:
+    if need > LONG_MEMORY_LIMIT_BYTES:
+        raise ValueError(
+            f"{what} would need about {need / 2**30:.2f} GiB, over the limit "
+            f"LONG_MEMORY_LIMIT_BYTES = {LONG_MEMORY_LIMIT_BYTES / 2**30:.2f} GiB; "
+            "nothing was computed"
+        )
+
+
+def _workers() -> int:
+    """Two threads when BLAS can be held at one thread each (threadpoolctl) and two cores."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return 2 if cpus > 1 and _threadpool_limits() is not None else 1
+
+
+@lru_cache(maxsize=1)
+def _threadpool_limits() -> Callable | None:
+    """The optional ``threadpoolctl.threadpool_limits``, imported when a long layer first runs."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # not a dependency
+        return None
+    return threadpool_limits
+
+
+def _block_rows(tile: int) -> int:
+    """Query rows per block: :data:`BLOCK_ROWS` rounded up to whole tiles."""
+    return -(-BLOCK_ROWS // tile) * tile
+
+
+def estimate_long_memory(
+    seq_len: int, d_model: int, n_heads: int, n_kv_heads: int | None = None,
+    dtype: type | np.dtype = np.float32,
+) -> int:
+    """Bytes :func:`long_attention` allocates for these sizes (an upper bound).
+
+    The kept arrays (``x, q, k, v, head_outputs, concat, output``, entropy, ``lse``, the two
+    overviews), the projection before the split into heads, and for each thread at most ten
+    ``(block_rows, seq_len)`` working arrays (one head's scores, weights and softmax
+    temporaries, the block's mask, its tile reductions).
+    """
+    n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
+    d_kv = n_kv_heads * (d_model // n_heads)
+    item = np.dtype(dtype).itemsize
+    tile = overview_tile(seq_len)
+    side = -(-seq_len // tile)
+    kept = item * seq_len * (5 * d_model + 2 * d_kv) + 8 * 2 * n_heads * seq_len
+    kept += item * 2 * n_heads * side * side
+    projection = item * seq_len * (d_model + 2 * d_kv)  # x @ w before the split into heads
+    block = 10 * _block_rows(tile) * seq_len * max(item, 4) + 2 * d_model**2 * item
+    return int(kept + projection + _workers() * block)
+
+
+_POOL: list[ThreadPoolExecutor] = []
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    with _POOL_LOCK:
+        if not _POOL:
+            _POOL.append(ThreadPoolExecutor(_workers(), thread_name_prefix="long-attention"))
+    return _POOL[0]
+
+
+def _one_blas_thread() -> contextlib.AbstractContextManager:
+    """BLAS at one thread while our threads share the blocks (when threadpoolctl is there)."""
+    limits = _threadpool_limits()
+    return contextlib.nullcontext() if limits is None else limits(limits=1, user_api="blas")
+
+
+def _run_blocks(
+    work: Callable[[slice], None], blocks: list[slice], costs: list[int], progress: Progress,
+    cancelled: Callable[[], bool], message: str,
+) -> None:
+    """Run ``work(block)`` for every block on the pool's threads; report progress on this thread.
+
+    ``cancelled()`` is checked before each block starts and after each one ends: once it is
+    true, the blocks not yet started are dropped, the running ones finish, and
+    :class:`AttentionCancelled` is raised.
+    """
+    stop = threading.Event()
+
+    def guarded(block: slice) -> None:
+        if not stop.is_set() and not cancelled():
+            with np.errstate(over="ignore", under="ignore"):
+                work(block)
+
+    total, done = float(sum(costs)), 0
+    with _one_blas_thread():
+        futures = [_pool().submit(guarded, block) for block in blocks]
+        try:
+            for future, block, cost in zip(futures, blocks, costs, strict=True):
+                future.result()
+                if cancelled():
+                    raise AttentionCancelled(f"{message}: cancelled")
+                done += cost
+                progress(done / total, f"{message}: rows {block.stop:,} of {blocks[-1].stop:,}")
+        finally:
+            stop.set()
+            for future in futures:
+                future.cancel()
+            wait(futures)  # the running ones finish before anything is returned or raised
+
+
+def _log_normaliser(scores: np.ndarray, weights: np.ndarray, temperature: float) -> np.ndarray:
+    """``lse_i = s_ij / T - log w_ij`` at each row's largest weight (visible, >= 1 / seq_len)."""
+    top = weights.argmax(axis=1)  # [rows]
+    rows = np.arange(top.size)
+    return scores[rows, top].astype(np.float64) / temperature - np.log(
+        weights[rows, top].astype(np.float64)
+    )
+
+
+class _Blocks:
+    """What one pass over the query blocks fills in; ``self(rows)`` does one block.
+
+    Blocks cover whole tiles of rows: two never write the same element, threads need no lock.
+    """
+
+    def __init__(self, trace_qkv: tuple, temperature: float, kind: str, window: int | None,
+                 with_scores: bool) -> None:
+        self.q, self.k, self.v = trace_qkv
+        self.temperature, self.kind, self.window = temperature, kind, window
+        n_heads, n, _ = self.q.shape
+        dt = self.q.dtype
+        self.tile = overview_tile(n)
+        side = -(-n // self.tile)
+        self.head_outputs = np.empty((n_heads, n, self.v.shape[2]), dt)
+        self.entropy = np.empty((n_heads, n), dt)
+        self.lse = np.empty((n_heads, n))
+        self.weights_overview = np.zeros((n_heads, side, side), dt)
+        self.scores_overview = np.zeros((n_heads, side, side), dt) if with_scores else None
+
+    def __call__(self, rows: slice) -> None:
+        n_heads, n, _ = self.q.shape
+        group, t = n_heads // self.k.shape[0], self.tile
+        lo, hi = _key_range(self.kind, self.window, np.arange(rows.start, rows.stop), n)
+        keys = slice(int(lo.min()), int(hi.max()))  # every key a row of the block may see
+        mask = _visible(lo, hi, np.arange(keys.start, keys.stop))  # [rows, keys]
+        mask = None if mask.all() else mask
+        tiles = (slice(rows.start // t, -(-rows.stop // t)), slice(keys.start // t,
+                                                                   -(-keys.stop // t)))
+        for h in range(n_heads):
+            g = h // group
+            att = attend(self.q[h : h + 1, rows], self.k[g : g + 1, keys],
+                         self.v[g : g + 1, keys], mask=mask, temperature=self.temperature)
+            scores, weights = att.scores[0], att.weights[0]  # [rows, keys]
+            self.head_outputs[h, rows] = att.head_outputs[0]
+            self.entropy[h, rows] = att.entropy[0]
+            self.lse[h, rows] = _log_normaliser(scores, weights, self.temperature)
+            # masked weights are 0, below every visible one: the tile maximum ignores them
+            self.weights_overview[(h, *tiles)] = _tile_reduce(np.maximum, weights, t, keys.start)
+            if self.scores_overview is not None:
+                if mask is not None:  # masked scores 0: never of larger magnitude than a seen one
+                    scores = scores if scores.flags.writeable else scores.copy()
+                    scores *= mask
+                high = _tile_reduce(np.maximum, scores, t, keys.start)
+                low = _tile_reduce(np.minimum, scores, t, keys.start)
+                self.scores_overview[(h, *tiles)] = np.where(-low > high, low, high)
+
+    def run(self, progress: Progress, cancelled: Callable[[], bool], message: str) -> None:
+        """Every block, on up to two threads (see :func:`_run_blocks`)."""
+        n = self.q.shape[1]
+        step = _block_rows(self.tile)
+        starts = np.arange(0, n, step)
+        stops = np.minimum(starts + step, n)
+        lo = _key_range(self.kind, self.window, starts, n)[0]
+        hi = _key_range(self.kind, self.window, stops - 1, n)[1]
+        blocks = [slice(int(a), int(b)) for a, b in zip(starts, stops, strict=True)]
+        costs = [int(c) for c in (stops - starts) * (hi - lo)]  # cells each block computes
+        _run_blocks(self, blocks, costs, progress, cancelled, message)
+
+    def finish(self, x: np.ndarray, params: AttentionParams,
+               scores_overview: np.ndarray | None = None) -> LongTrace:
+        """Mark masked tiles, combine the heads and wrap everything in a :class:`LongTrace`."""
+        n = x.shape[0]
+        masked = ~_tiles_visible(self.kind, self.window, n, self.tile)
+        self.weights_overview[:, masked] = np.nan
+        if scores_overview is None:
+            self.scores_overview[:, masked] = np.nan
+        # 3. combine: [h, seq, d_head] -> [seq, h * d_head] -> @ w_o -> [seq, d_model]
+        concat = merge_heads(self.head_outputs)
+        output = _linear(concat, params.w_o, params.b_o)
+        if not np.isfinite(output.sum()) and not np.isfinite(output).all():
+            raise ValueError(
+                f"the scores overflowed (values too large for {output.dtype}); scale x or the "
+                "weights down, or use dtype=float64"
+            )
+        return LongTrace(
+            x=x, q=self.q, k=self.k, v=self.v, head_outputs=self.head_outputs, concat=concat,
+            output=output, entropy=self.entropy, lse=self.lse,
+            weights_overview=self.weights_overview,
+            scores_overview=self.scores_overview if scores_overview is None else scores_overview,
+            tile=self.tile, mask_kind=self.kind, window=self.window,
+            temperature=self.temperature,
+        )
+
+
+def _tiles_visible(kind: str, window: int | None, n: int, tile: int) -> np.ndarray:
+    """``(P, P)`` boolean: True where a tile holds a visible cell.
+
+    Each mask's runs of keys move right with the row (``lo_i`` and ``hi_i`` never decrease)
+    and overlap from one row to the next, so the rows of a tile see exactly the keys
+    ``lo(first row) <= j < hi(last row)``.
+    """
+    starts = np.arange(0, n, tile)
+    lo, _ = _key_range(kind, window, starts, n)
+    _, hi = _key_range(kind, window, np.minimum(starts + tile, n) - 1, n)
+    return (starts[None, :] < hi[:, None]) & (starts[None, :] + tile > lo[:, None])
+
+
+def _linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    """``x @ w (+ b)`` in ``x``'s dtype."""
+    y = x @ w.astype(x.dtype, copy=False)
+    if b is not None:
+        y += b.astype(x.dtype, copy=False)
+    return y
+
+
+def _check_layer(
+    x: object, params: object, n_heads: object, n_kv_heads: object, temperature: object,
+    mask: object, window: object, dtype: object,
+) -> tuple:
+    """Check the arguments of :func:`long_attention`; return them in working form."""
+    if mask is not None and (not isinstance(mask, str) or mask not in MASK_KINDS):
+        raise TypeError(
+            'mask must be None, "none", "causal" or "sliding" for long inputs (a (seq_len, '
+            f"seq_len) array is what the block-wise path avoids), got {type(mask).__name__}"
+        )
+    x_arr = np.asarray(x)
+    if x_arr.ndim != 2 or x_arr.shape[0] == 0:
+        raise ValueError(f"x must be a (seq_len, d_model) array, got shape {x_arr.shape}")
+    # the engine checks everything else on the first token (a one-token layer costs nothing)
+    one = multi_head_attention(x_arr[:1], params, n_heads=n_heads, n_kv_heads=n_kv_heads,
+                               temperature=temperature, mask=mask, window=window, dtype=dtype)
+    kind = mask or "none"
+    window = int(window) if kind == "sliding" else None
+    return x_arr, one.n_heads, one.n_kv_heads, one.temperature, kind, window, one.q.dtype
+
+
+def long_attention(
+    x: np.ndarray, params: AttentionParams, *, n_heads: int, n_kv_heads: int | None = None,
+    temperature: float = 1.0, mask: str | None = None, window: int | None = None,
+    dtype: type | np.dtype = np.float32, progress: Progress | None = None, cancel: object = None,
+) -> LongTrace:
+    """One multi-head self-attention layer, block by block, for sequences of any length.
+
+    The same layer as :func:`~attention_widget.engine.multi_head_attention` (same weights,
+    head outputs and output up to rounding), without its ``(n_heads, seq_len, seq_len)``
+    arrays: see the module's docstring for what is kept.
+
+    Parameters
+    ----------
+    x, params, n_heads, n_kv_heads, temperature, window
+        As in :func:`~attention_widget.engine.multi_head_attention`.
+    mask : None, "none", "causal" or "sliding"
+        Which keys each query sees (a described mask, not an array).
+    dtype : float32 or float64, default float32
+        Precision of the computation.
+    progress : callable, optional
+        ``progress(fraction, message)``, called on this thread after the projections and after
+        each block, with ``fraction`` rising to 1.0.
+    cancel : threading.Event or object with a ``cancelled`` attribute, optional
+        Checked between blocks; once set, :class:`AttentionCancelled` is raised.
+
+    Returns
+    -------
+    LongTrace
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a bad argument, naming it; ``ValueError`` also when the call would need more than
+        :data:`LONG_MEMORY_LIMIT_BYTES` (checked before anything is allocated).
+    AttentionCancelled
+        When ``cancel`` was set.
+    """
+    x_arr, n_heads, n_kv_heads, temperature, kind, window, dt = _check_layer(
+        x, params, n_heads, n_kv_heads, temperature, mask, window, dtype
+    )
+    progress, cancelled = _hooks(progress, cancel)
+    seq_len = x_arr.shape[0]
+    need = estimate_long_memory(seq_len, params.d_model, n_heads, n_kv_heads, dt)
+    _check_memory(need, f"seq_len={seq_len} with n_heads={n_heads} in {dt}")
+    x_arr = np.ascontiguousarray(x_arr, dtype=dt)
+    if not np.isfinite(x_arr).all():
+        raise ValueError("x contains NaN or infinity; every value must be finite")
+    progress(0.0, "projecting x to queries, keys and values")
+    # 1. project: [seq, d_model] @ [d_model, h * d_head] -> [h, seq, d_head]
+    q = split_heads(_linear(x_arr, params.w_q, params.b_q), n_heads)
+    k = split_heads(_linear(x_arr, params.w_k, params.b_k), n_kv_heads)
+    v = split_heads(_linear(x_arr, params.w_v, params.b_v), n_kv_heads)
+    if cancelled():
+        raise AttentionCancelled("attention: cancelled")
+    # 2. attend, block by block
+    blocks = _Blocks((q, k, v), temperature, kind, window, with_scores=True)
+    blocks.run(progress, cancelled, "attention")
+    return blocks.finish(x_arr, params)
+
+
+def long_with_temperature(
+    trace: LongTrace, params: AttentionParams, temperature: float, *,
+    progress: Progress | None = None, cancel: object = None,
+) -> LongTrace:
+    """The same layer at another softmax temperature ``T > 0``, block by block.
+
+    The scores are not kept (at 8,192 tokens and 8 heads they would be 2 GiB in float32), so
+    each block's ``q k^T`` is computed again.  ``x, q, k, v`` and the scores overview (scores
+    come before the temperature) are shared with ``trace``; the weights, ``lse``, entropy,
+    head outputs, weights overview, concat and output are new.  ``params`` are those ``trace``
+    was computed with (``w_o``, ``b_o`` are used); ``progress`` and ``cancel`` as in
+    :func:`long_attention`.  ``trace`` is never changed, also when the step is cancelled.
+    """
+    if not isinstance(trace, LongTrace):
+        raise TypeError(f"trace must be a LongTrace, got {type(trace).__name__}")
+    if not isinstance(params, AttentionParams) or params.d_model != trace.d_model:
+        raise TypeError(
+            f"params must be the AttentionParams (d_model={trace.d_model}) the trace was "
+            f"computed with, got {type(params).__name__}"
+        )
+    temperature = _check_temperature(temperature)
+    progress, cancelled = _hooks(progress, cancel)
+    need = estimate_long_memory(trace.seq_len, trace.d_model, trace.n_heads,
+                                trace.n_kv_heads, trace.dtype)
+    _check_memory(need, f"a temperature step at seq_len={trace.seq_len}")
+    blocks = _Blocks((trace.q, trace.k, trace.v), temperature, trace.mask_kind, trace.window,
+                     with_scores=False)
+    blocks.run(progress, cancelled, f"temperature {temperature:g}")
+    return blocks.finish(trace.x, params, scores_overview=trace.scores_overview)
+
+
+def attention_trace(
+    x: np.ndarray, params: AttentionParams, *, n_heads: int, n_kv_heads: int | None = None,
+    temperature: float = 1.0, mask: str | None = None, window: int | None = None,
+    progress: Progress | None = None, cancel: object = None,
+) -> AttentionTrace | LongTrace:
+    """The trace for a sequence of any length, chosen by size.
+
+    Up to :data:`LONG_THRESHOLD` tokens: the full float64
+    :class:`~attention_widget.engine.AttentionTrace` of
+    :func:`~attention_widget.engine.multi_head_attention`; above: a float32 :class:`LongTrace`
+    from :func:`long_attention`.  Arguments as in :func:`long_attention`.
+    """
+    seq_len = np.shape(x)[0] if np.ndim(x) else 0
+    if seq_len > LONG_THRESHOLD:
+        return long_attention(x, params, n_heads=n_heads, n_kv_heads=n_kv_heads,
+                              temperature=temperature, mask=mask, window=window,
+                              progress=progress, cancel=cancel)
+    progress, cancelled = _hooks(progress, cancel)
+    if cancelled():
+        raise AttentionCancelled("attention: cancelled")
+    trace = multi_head_attention(x, params, n_heads=n_heads, n_kv_heads=n_kv_heads,
+                                 temperature=temperature, mask=mask, window=window)
+    progress(1.0, "attention: done")
+    return trace

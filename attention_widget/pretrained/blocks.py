@@ -1,0 +1,323 @@
+"""The building blocks every model family is made of: norms, activations, linear layers, RoPE.
+
+Plain NumPy functions on float32 (or float64) arrays, one formula each, in the row-vector
+convention: a sequence is ``(seq, features)``.  Weights are stored as the checkpoints store
+them (``torch.nn.Linear``: ``(out, in)``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+__all__ = [
+    "ACTIVATIONS",
+    "ERF_TANH_COEFFICIENTS",
+    "apply_rope",
+    "erf",
+    "gelu_erf",
+    "gelu_tanh",
+    "layer_norm",
+    "linear",
+    "relu",
+    "rms_norm",
+    "rope_angles",
+    "rope_inverse_frequencies",
+    "silu",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# linear layers and norms
+# --------------------------------------------------------------------------------------------
+def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    """``x @ w.T + b`` for a weight stored ``(out, in)``, like ``torch.nn.Linear``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (seq, in)
+    w : ndarray, shape (out, in)
+    b : ndarray, shape (out,), optional
+
+    Returns
+    -------
+    ndarray, shape (seq, out)
+        Computed as ``(w @ x.T).T``: the same numbers, but OpenBLAS multiplies faster with the
+        weight untransposed (see benchmarks/README.md); the result is a Fortran-ordered array.
+    """
+    y = w @ x.T  # (out, in) @ (in, seq) -> (out, seq)
+    if b is not None:
+        y += b[:, None]
+    return y.T  # (seq, out)
+
+
+def layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, eps: float) -> np.ndarray:
+    """LayerNorm over the last axis: ``(x - mean) / sqrt(var + eps) * w + b``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (..., d)
+    w, b : ndarray, shape (d,); ``b`` may be None
+    eps : float
+
+    Returns
+    -------
+    ndarray, shape (..., d), a new array
+    """
+    xc = x - x.mean(axis=-1, keepdims=True)  # (..., d)
+    var = np.einsum("...i,...i->...", xc, xc)[..., None] / x.shape[-1]  # (..., 1): mean(xc^2)
+    xc *= 1.0 / np.sqrt(var + x.dtype.type(eps))
+    xc *= w
+    if b is not None:
+        xc += b
+    return xc
+
+
+def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    """RMSNorm over the last axis: ``x / sqrt(mean(x^2) + eps) * w`` (Llama, Qwen3).
+
+    Parameters
+    ----------
+    x : ndarray, shape (..., d)
+    w : ndarray, shape (d,)
+    eps : float
+
+    Returns
+    -------
+    ndarray, shape (..., d), a new array
+    """
+    ms = np.einsum("...i,...i->...", x, x)[..., None] / x.shape[-1]  # (..., 1): mean(x^2)
+    y = x * (1.0 / np.sqrt(ms + x.dtype.type(eps)))
+    y *= w
+    return y
+
+
+# --------------------------------------------------------------------------------------------
+# activations
+# --------------------------------------------------------------------------------------------
+#: ``erf(u) ~= tanh(u * P(u^2))`` with ``P(s) = sum_k c_k s^k`` and these ``c_k``: an odd
+#: polynomial inside a tanh, the form of the classic tanh approximations of erf and of the
+#: normal CDF (``c_0`` is close to ``2 / sqrt(pi)``, the slope of erf at 0), taken to degree 13
+#: in ``u``.  The coefficients are a weighted minimax fit: the absolute error is below 1.6e-7
+#: for every real ``u``.  ``P > 0`` everywhere and ``u P(u^2) >= 10`` for ``u^2 >= 16``, where
+#: ``tanh`` is 1 to within 4.2e-9, so no clamp is needed; where ``P(u^2)`` overflows to inf,
+#: ``tanh(+-inf) = +-1`` still holds.
+ERF_TANH_COEFFICIENTS = (
+    1.1283804001150175,
+    0.1027603385025148,
+    -0.00017433911837933162,
+    -0.0006334091259468626,
+    9.233534050505895e-05,
+    -6.3807419492550986e-06,
+    1.8010914698878641e-07,
+)
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """The error function, vectorised: ``erf(u) ~= tanh(u P(u^2))``.
+
+    See :data:`ERF_TANH_COEFFICIENTS` for ``P``; the absolute error is below 1.6e-7 (plus float
+    rounding), checked against :func:`math.erf` in the tests.  :func:`math.erf` itself has no
+    vectorised NumPy form, and calling it element by element is far slower.
+
+    Parameters
+    ----------
+    x : ndarray of float32 or float64, any shape
+
+    Returns
+    -------
+    ndarray, same shape and dtype, a new array
+    """
+    x = np.asarray(x)
+    f = x.dtype.type
+    c = ERF_TANH_COEFFICIENTS
+    with np.errstate(over="ignore"):  # huge |u|: u^2 and P overflow to inf, tanh(inf) = 1
+        s = x * x  # u^2
+        p = s * f(c[-1])  # Horner: P(s) = c_0 + s (c_1 + s (c_2 + ...))
+        for c_k in c[-2:0:-1]:
+            p += f(c_k)
+            p *= s
+        p += f(c[0])
+        p *= x  # u P(u^2)
+    return np.tanh(p, out=p if p.ndim else None)
+
+
+def gelu_erf(x: np.ndarray) -> np.ndarray:
+    """GELU in its exact form: ``x Phi(x) = x/2 (1 + erf(x / sqrt 2))`` (BERT's ``"gelu"``).
+
+    Its error is below ``0.8e-7 |x|`` plus float rounding (the error of :func:`erf`, halved).
+
+    Parameters
+    ----------
+    x : ndarray of float32 or float64, any shape
+
+    Returns
+    -------
+    ndarray, same shape and dtype, a new array (``x`` is not modified)
+    """
+    x = np.asarray(x)
+    y = erf(x * x.dtype.type(1.0 / math.sqrt(2.0)))
+    y += 1.0
+    y *= 0.5  # Phi(x)
+    y *= x
+    return y
+
+
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    """GELU in GPT-2's tanh form (``"gelu_new"``).
+
+    ``x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``.
+
+    Parameters
+    ----------
+    x : ndarray of float32 or float64, any shape
+
+    Returns
+    -------
+    ndarray, same shape and dtype, a new array
+    """
+    f = x.dtype.type
+    inner = x * x  # x^3 as products: np.power is much slower
+    inner *= x
+    inner *= f(0.044715)
+    inner += x
+    inner *= f(math.sqrt(2.0 / math.pi))
+    np.tanh(inner, out=inner)
+    inner += 1.0
+    inner *= x
+    inner *= 0.5
+    return inner
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    """SiLU (swish): ``x * sigmoid(x) = x / (1 + exp(-x))``.
+
+    Parameters
+    ----------
+    x : ndarray, any shape
+
+    Returns
+    -------
+    ndarray, same shape and dtype, a new array
+    """
+    y = np.negative(x)
+    with np.errstate(over="ignore"):  # exp(-x) = inf for very negative x: x / inf = -0
+        np.exp(y, out=y)
+    y += 1.0
+    return np.divide(x, y, out=y)
+
+
+def relu(x: np.ndarray) -> np.ndarray:
+    """ReLU: ``max(x, 0)``."""
+    return np.maximum(x, 0)
+
+
+#: ``hidden_act`` / ``activation_function`` names of ``config.json`` -> the function.
+ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "gelu": gelu_erf,
+    "gelu_new": gelu_tanh,
+    "gelu_pytorch_tanh": gelu_tanh,
+    "gelu_fast": gelu_tanh,
+    "relu": relu,
+    "silu": silu,
+    "swish": silu,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# rotary position embeddings (RoPE)
+# --------------------------------------------------------------------------------------------
+def rope_inverse_frequencies(dim: int, theta: float, scaling: dict | None = None) -> np.ndarray:
+    """The rotation speeds of RoPE: ``1 / theta ** (2j / dim)``, ``j = 0 .. dim/2 - 1``.
+
+    Computed in float32, as transformers does.
+
+    Parameters
+    ----------
+    dim : int
+        Dimensions rotated (the head width), even.
+    theta : float
+        The base (``rope_theta``).
+    scaling : dict, optional
+        ``rope_parameters`` / ``rope_scaling`` of ``config.json``: ``rope_type`` (or ``type``)
+        ``"default"``, ``"linear"`` (every frequency divided by ``factor``) or ``"llama3"``
+        (long wavelengths divided by ``factor``, short ones kept, a smooth blend between:
+        ``factor``, ``low_freq_factor``, ``high_freq_factor``,
+        ``original_max_position_embeddings``).
+
+    Returns
+    -------
+    ndarray of float32, shape (dim // 2,)
+
+    Raises
+    ------
+    ValueError
+        For another ``rope_type``, naming it.
+    """
+    scaling = scaling or {}
+    rope_type = scaling.get("rope_type", scaling.get("type", "default"))
+    exponent = (np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim)).astype(np.float32)
+    inv = (1.0 / np.power(np.float32(theta), exponent, dtype=np.float32)).astype(np.float32)
+
+    def need(key: str) -> float:
+        if not isinstance(scaling.get(key), (int, float)):
+            raise ValueError(f"rope type {rope_type!r} needs a number {key!r}")
+        return float(scaling[key])
+
+    if rope_type == "default":
+        return inv
+    if rope_type == "linear":
+        return (inv / np.float32(need("factor"))).astype(np.float32)
+    if rope_type == "llama3":
+        factor, old = need("factor"), need("original_max_position_embeddings")
+        low, high = need("low_freq_factor"), need("high_freq_factor")
+        wavelength = 2 * math.pi / inv
+        scaled = np.where(wavelength > old / low, inv / factor, inv)
+        smooth = (old / wavelength - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelength < old / high) & ~(wavelength > old / low)
+        return np.where(medium, smoothed, scaled).astype(np.float32)
+    raise ValueError(
+        f"rope type {rope_type!r} is not supported (only 'default', 'linear' and 'llama3')"
+    )
+
+
+def rope_angles(positions: np.ndarray, inv_freq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``cos`` and ``sin`` of the rotation angles ``position * inv_freq``, for :func:`apply_rope`.
+
+    Parameters
+    ----------
+    positions : ndarray of int, shape (seq,)
+    inv_freq : ndarray of float32, shape (dim // 2,)
+
+    Returns
+    -------
+    cos, sin : ndarray of float32, shape (seq, dim)
+        Each angle twice (``[angles, angles]``), as the rotate-half convention pairs dimension
+        ``j`` with ``j + dim/2``.
+    """
+    angles = positions.astype(np.float32)[:, None] * inv_freq[None, :]  # (seq, dim/2)
+    angles = np.concatenate([angles, angles], axis=1)  # (seq, dim)
+    return np.cos(angles), np.sin(angles)
+
+
+def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """Rotate queries or keys by their position: ``x cos + rotate_half(x) sin``.
+
+    ``rotate_half([x1, x2]) = [-x2, x1]`` (halves of the last axis): each pair
+    ``(x_j, x_{j + dim/2})`` turns by its angle.
+
+    Parameters
+    ----------
+    x : ndarray, shape (heads, seq, dim)
+    cos, sin : ndarray, shape (seq, dim), from :func:`rope_angles`
+
+    Returns
+    -------
+    ndarray, shape (heads, seq, dim), a new array
+    """
+    half = x.shape[-1] // 2
+    rotated = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)  # rotate_half(x)
+    return x * cos + rotated * sin
