@@ -248,7 +248,7 @@ def multi_head_attention(
         if rope is not None:  # RoPE
             q, k = variants.rope(q, rope), variants.rope(k, rope)
         # 2. attend
-        bias = _alibi_by_blocks(n_heads, x.shape[0]) if alibi else None
+        bias = _alibi_by_blocks(n_heads, seq_len) if alibi else None
         att = _attend(pool, q, k, v, mask, temperature, None, bias, softcap, sinks, top_k)
         # 3. combine
         concat = engine.merge_heads(att.head_outputs)
