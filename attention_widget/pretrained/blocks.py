@@ -1,4 +1,4 @@
-"""The building blocks every model family is made of: norms, activations, linear layers, RoPE.
+"""The building blocks model families are made of: norms, activations, linear layers, RoPE, MoE.
 
 Plain NumPy functions on float32 (or float64) arrays, one formula each, in the row-vector
 convention: a sequence is ``(seq, features)``.  Weights are stored as the checkpoints store
@@ -16,16 +16,23 @@ __all__ = [
     "ACTIVATIONS",
     "ERF_TANH_COEFFICIENTS",
     "apply_rope",
+    "apply_rope_interleaved",
     "erf",
+    "gated_mlp",
     "gelu_erf",
     "gelu_tanh",
     "layer_norm",
     "linear",
+    "mixture_of_experts",
     "relu",
     "rms_norm",
     "rope_angles",
+    "rope_frequencies",
     "rope_inverse_frequencies",
     "silu",
+    "yarn_attention_factor",
+    "yarn_inverse_frequencies",
+    "yarn_mscale",
 ]
 
 
@@ -257,14 +264,12 @@ def rope_inverse_frequencies(dim: int, theta: float, scaling: dict | None = None
         For another ``rope_type``, naming it.
     """
     scaling = scaling or {}
-    rope_type = scaling.get("rope_type", scaling.get("type", "default"))
+    rope_type = _rope_type(scaling)
     exponent = (np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim)).astype(np.float32)
     inv = (1.0 / np.power(np.float32(theta), exponent, dtype=np.float32)).astype(np.float32)
 
     def need(key: str) -> float:
-        if not isinstance(scaling.get(key), (int, float)):
-            raise ValueError(f"rope type {rope_type!r} needs a number {key!r}")
-        return float(scaling[key])
+        return _rope_number(scaling, key)
 
     if rope_type == "default":
         return inv
@@ -282,6 +287,137 @@ def rope_inverse_frequencies(dim: int, theta: float, scaling: dict | None = None
     raise ValueError(
         f"rope type {rope_type!r} is not supported (only 'default', 'linear' and 'llama3')"
     )
+
+
+def _rope_type(scaling: dict) -> str:
+    return scaling.get("rope_type", scaling.get("type", "default"))
+
+
+def _rope_number(scaling: dict, key: str) -> float:
+    value = scaling.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"rope type {_rope_type(scaling)!r} needs a number {key!r}")
+    return float(value)
+
+
+def yarn_mscale(factor: float, mscale: float = 1.0) -> float:
+    """YaRN's magnitude correction ``0.1 * mscale * ln(factor) + 1`` (1 when ``factor <= 1``)."""
+    return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
+
+
+def _yarn_lengths(scaling: dict, max_positions: int | None) -> tuple[float, float]:
+    """YaRN's ``factor`` and the context length trained on (``original_max_position_embeddings``).
+
+    Without ``original_max_position_embeddings`` the model's ``max_positions``; without a
+    ``factor``, ``max_positions`` over the original length.
+    """
+    if scaling.get("original_max_position_embeddings") is None and max_positions is None:
+        raise ValueError("rope type 'yarn' needs a number 'original_max_position_embeddings'")
+    if scaling.get("original_max_position_embeddings") is None:
+        original = float(max_positions)
+    else:
+        original = _rope_number(scaling, "original_max_position_embeddings")
+    if scaling.get("factor") is None and max_positions is not None:
+        return max_positions / original, original
+    return _rope_number(scaling, "factor"), original
+
+
+def yarn_inverse_frequencies(
+    dim: int, theta: float, scaling: dict, max_positions: int | None = None
+) -> np.ndarray:
+    """RoPE's rotation speeds under YaRN: fast ones kept, slow ones divided by ``factor``.
+
+    A dimension pair that turns more than ``beta_fast`` times over the original context length
+    keeps its speed (extrapolation); one that turns fewer than ``beta_slow`` times is slowed
+    down by ``factor`` (interpolation), and a linear ramp blends the two in between (Peng et
+    al. 2023, "YaRN").  Computed in float32, as transformers does.
+
+    Parameters
+    ----------
+    dim : int
+        Dimensions rotated, even.
+    theta : float
+        The base (``rope_theta``).
+    scaling : dict
+        ``rope_parameters`` / ``rope_scaling``: ``factor``, ``original_max_position_embeddings``,
+        optional ``beta_fast`` (32), ``beta_slow`` (1) and ``truncate`` (True: the ramp's
+        ends rounded out to whole dimensions).
+    max_positions : int, optional
+        ``max_position_embeddings``: stands in for a missing original length, and with it
+        gives a missing ``factor``.
+
+    Returns
+    -------
+    ndarray of float32, shape (dim // 2,)
+    """
+    factor, original = _yarn_lengths(scaling, max_positions)
+    beta_fast = scaling.get("beta_fast") or 32
+    beta_slow = scaling.get("beta_slow") or 1
+
+    def dimension(rotations: float) -> float:  # the pair that turns `rotations` times
+        return dim * math.log(original / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+
+    low, high = dimension(beta_fast), dimension(beta_slow)
+    if scaling.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    if low == high:
+        high += 0.001
+    exponent = (np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim)).astype(np.float32)
+    speeds = np.power(np.float32(theta), exponent, dtype=np.float32)  # theta^(2j/dim)
+    ramp = (np.arange(dim // 2, dtype=np.float32) - np.float32(low)) / np.float32(high - low)
+    keep = 1 - np.clip(ramp, 0, 1)  # 1: keep the speed, 0: slow it down by factor
+    kept, slowed = 1.0 / speeds, 1.0 / (np.float32(factor) * speeds)
+    return (slowed * (1 - keep) + kept * keep).astype(np.float32)
+
+
+def yarn_attention_factor(scaling: dict, max_positions: int | None = None) -> float:
+    """The factor YaRN multiplies ``cos`` and ``sin`` by (so rotated scores by its square).
+
+    ``attention_factor`` if the config sets it; else ``yarn_mscale(factor, mscale) /
+    yarn_mscale(factor, mscale_all_dim)`` when both are set (DeepSeek), else
+    ``yarn_mscale(factor)``.
+    """
+    if scaling.get("attention_factor") is not None:
+        return _rope_number(scaling, "attention_factor")
+    factor, _ = _yarn_lengths(scaling, max_positions)
+    mscale, mscale_all_dim = scaling.get("mscale"), scaling.get("mscale_all_dim")
+    if mscale and mscale_all_dim:
+        return yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all_dim)
+    return yarn_mscale(factor)
+
+
+def rope_frequencies(
+    dim: int, theta: float, scaling: dict | None = None, max_positions: int | None = None
+) -> tuple[np.ndarray, float]:
+    """RoPE's rotation speeds and the factor on ``cos`` and ``sin``, for every supported type.
+
+    ``"yarn"`` (:func:`yarn_inverse_frequencies`, :func:`yarn_attention_factor`) and the types
+    of :func:`rope_inverse_frequencies` (factor 1).
+
+    Returns
+    -------
+    inv_freq : ndarray of float32, shape (dim // 2,)
+    attention_factor : float
+
+    Raises
+    ------
+    ValueError
+        For another ``rope_type`` or a missing number, naming it.
+    """
+    scaling = scaling or {}
+    rope_type = _rope_type(scaling)
+    if rope_type == "yarn":
+        return (
+            yarn_inverse_frequencies(dim, theta, scaling, max_positions),
+            yarn_attention_factor(scaling, max_positions),
+        )
+    if rope_type not in ("default", "linear", "llama3"):
+        raise ValueError(
+            f"rope type {rope_type!r} is not supported (only 'default', 'linear', 'llama3' and "
+            "'yarn')"
+        )
+    return rope_inverse_frequencies(dim, theta, scaling), 1.0
 
 
 def rope_angles(positions: np.ndarray, inv_freq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -321,3 +457,92 @@ def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     half = x.shape[-1] // 2
     rotated = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)  # rotate_half(x)
     return x * cos + rotated * sin
+
+
+def apply_rope_interleaved(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """Rotate queries or keys by their position, in interleaved pairs (DeepSeek).
+
+    Each pair ``(x_2j, x_2j+1)`` of neighbouring dimensions turns by angle ``j`` and stays in
+    place: ``x_2j cos - x_2j+1 sin`` and ``x_2j+1 cos + x_2j sin``.  The same rotation as
+    :func:`apply_rope` on the dimensions taken in the order evens, then odds: dot products
+    between rotated vectors are the same in both layouts.
+
+    Parameters
+    ----------
+    x : ndarray, shape (heads, seq, dim)
+    cos, sin : ndarray, shape (seq, dim), from :func:`rope_angles` (angle ``j`` is read at
+        column ``j``)
+
+    Returns
+    -------
+    ndarray, shape (heads, seq, dim), a new array
+    """
+    half = x.shape[-1] // 2
+    c, s = cos[:, :half], sin[:, :half]  # (seq, dim/2): one angle per pair
+    even, odd = x[..., 0::2], x[..., 1::2]  # (heads, seq, dim/2) each
+    out = np.empty_like(x)
+    out[..., 0::2] = even * c - odd * s
+    out[..., 1::2] = odd * c + even * s
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# feed-forward blocks: gated MLP and mixture of experts
+# --------------------------------------------------------------------------------------------
+def gated_mlp(
+    x: np.ndarray,
+    w_gate: np.ndarray,
+    w_up: np.ndarray,
+    w_down: np.ndarray,
+    act: Callable[[np.ndarray], np.ndarray],
+) -> np.ndarray:
+    """The gated feed-forward block (SwiGLU with SiLU): ``(act(x w_gate^T) * x w_up^T) w_down^T``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (seq, d_model)
+    w_gate, w_up : ndarray, shape (d_ff, d_model)
+    w_down : ndarray, shape (d_model, d_ff)
+    act : callable, e.g. :func:`silu`
+
+    Returns
+    -------
+    ndarray, shape (seq, d_model)
+    """
+    hidden = act(linear(x, w_gate))  # (seq, d_ff)
+    hidden *= linear(x, w_up)
+    return linear(hidden, w_down)
+
+
+def mixture_of_experts(
+    x: np.ndarray,
+    experts: np.ndarray,
+    weights: np.ndarray,
+    expert: Callable[[int, np.ndarray], np.ndarray],
+) -> np.ndarray:
+    """The routed experts' part of a mixture-of-experts block: ``sum_j weights_j expert_j(x)``.
+
+    Each token runs through the experts its router chose, and their outputs are summed with
+    the router's weights; an expert runs once, on all the tokens that chose it.
+
+    Parameters
+    ----------
+    x : ndarray, shape (seq, d_model)
+    experts : ndarray of int, shape (seq, k)
+        The experts each token chose.
+    weights : ndarray, shape (seq, k)
+        Their weights.
+    expert : callable(e, rows) -> ndarray, shape (rows, d_model)
+        Expert ``e`` on some rows of ``x``.
+
+    Returns
+    -------
+    ndarray, shape (seq, d_model), a new array
+    """
+    out = np.zeros(x.shape, dtype=x.dtype)
+    for e in np.unique(experts):
+        tokens, slot = np.nonzero(experts == e)  # who chose expert e, and in which place
+        y = expert(int(e), x[tokens])  # (n_e, d_model)
+        y *= weights[tokens, slot][:, None].astype(x.dtype)
+        out[tokens] += y  # a token chooses an expert once: no row repeats
+    return out
