@@ -56,8 +56,10 @@ To add a family (``gemma2``, say):
 3. test it against transformers on tiny checkpoints saved with ``save_pretrained``.
 
 What a family needs of attention beyond q, k, v travels in :class:`AttentionInputs`: its
-``scale``, a sliding ``window`` (per layer), a ``mask`` of its own (keys a selector kept, extra
-key columns; combined with the causal mask) and ``options``, further keyword arguments of
+``scale``, a sliding ``window`` (per layer), a ``mask`` of its own (extra key columns;
+combined with the causal mask), ``kept`` (keys a selector kept: dropped from the softmax like
+masked keys, shown apart from them as ``trace.kept``), ``latent`` (the compressed vector keys
+and values are made from, ``trace.latent``) and ``options``, further keyword arguments of
 :func:`~attention_widget.engine.attend` (the engine's variants, such as soft-capping or sinks,
 as it gains them).  A block with a second attention (an encoder-decoder's cross-attention)
 calls :meth:`~PretrainedModel.run_attention` itself.
@@ -94,6 +96,7 @@ __all__ = [
     "AttentionInputs",
     "Encoding",
     "PretrainedModel",
+    "PretrainedTrace",
     "load_pretrained",
 ]
 
@@ -109,6 +112,24 @@ FAMILIES: dict[str, tuple[str, str]] = {
 SUPPORTED_MODEL_TYPES = tuple(FAMILIES)
 
 ProgressCallback = Callable[[float, str], Any]
+
+
+@dataclass(frozen=True, eq=False)
+class PretrainedTrace(AttentionTrace):
+    """An :class:`~attention_widget.engine.AttentionTrace` with what some families add.
+
+    Attributes
+    ----------
+    latent : ndarray, shape (seq, rank), or None
+        Multi-head latent attention (DeepSeek): the compressed vector ``c_kv`` of each token
+        that its keys (but for the rotary part) and values are made from.
+    kept : ndarray of bool, shape (n_heads, seq, n_keys), or None
+        Keys a selector kept for each query (DeepSeek-V3.2's lightning indexer), among those
+        the mask allows; the others the mask allows were dropped (weight exactly 0).
+    """
+
+    latent: np.ndarray | None = None
+    kept: np.ndarray | None = None
 
 
 @dataclass
@@ -347,7 +368,7 @@ class PretrainedModel(Family):
         _report(self.progress, 1.0, "done")
         return hidden, attentions
 
-    def trace(self, text: str, layer: int, temperature: float = 1.0) -> AttentionTrace:
+    def trace(self, text: str, layer: int, temperature: float = 1.0) -> PretrainedTrace:
         """Compute the attention of ``layer`` on ``text``, as the model really does.
 
         Parameters
@@ -362,8 +383,9 @@ class PretrainedModel(Family):
 
         Returns
         -------
-        AttentionTrace
-            float32 arrays, with these meanings for a real model:
+        PretrainedTrace
+            An :class:`~attention_widget.engine.AttentionTrace` of float32 arrays, with these
+            meanings for a real model:
 
             * ``x`` (seq, d_model): the (normed) input of the attention block -- the
               LayerNorm/RMSNorm output for GPT-2/Llama/Qwen3, the block input for BERT.
@@ -378,6 +400,10 @@ class PretrainedModel(Family):
             * ``output`` (seq, d_model): the attention block's output projection, bias
               included, before the residual connection.
             * ``mask`` (seq, seq): causal for decoders, all True for BERT.
+            * ``latent`` (seq, rank): multi-head latent attention's ``c_kv`` (DeepSeek), else
+              None.
+            * ``kept`` (n_heads, seq, seq): the keys a selector kept (DeepSeek-V3.2's
+              indexer), else None.
 
         Raises
         ------
@@ -397,11 +423,14 @@ class PretrainedModel(Family):
             if mask is None:
                 mask = self._all_true[shape] = np.ones(shape, dtype=bool)
                 _readonly(mask)
-        return AttentionTrace(
+        kept = None
+        if a.kept is not None:  # (seq, n_keys) -> (n_heads, seq, n_keys), like the weights
+            kept = np.broadcast_to(a.kept & mask, att.weights.shape)
+        return PretrainedTrace(
             x=a.x, q=a.q, k=a.k, v=a.v, scores=cached.attended.scores, weights=att.weights,
             head_outputs=att.head_outputs, concat=concat,
             output=self.attention_output(layer, concat), mask=mask,
-            entropy=att.entropy, temperature=temperature,
+            entropy=att.entropy, temperature=temperature, latent=a.latent, kept=kept,
         )  # fmt: skip
 
     def hidden_states(self, text: str) -> list[np.ndarray]:
@@ -435,6 +464,39 @@ class PretrainedModel(Family):
                 f"layers), got {layer}"
             )
         return int(layer)
+
+    def layer_kind(self, layer: int) -> str:
+        """What kind of attention ``layer`` has, in a few words (``"causal"``, ...).
+
+        For the layer control (``"layer 3 · causal"``); families with more than one kind of
+        layer, or another kind, say so.
+        """
+        self._check_layer(layer)
+        return "causal" if self.causal else "bidirectional"
+
+    def key_labels(self, text: str, layer: int) -> list[str]:
+        """One label per key column of ``layer``'s attention on ``text``: its tokens by default.
+
+        Families whose keys are not only the tokens (compressed entries) label the others.
+        """
+        self._check_layer(layer)
+        return self.tokenize(text)
+
+    def kv_cache_parts(self, layer: int = 0) -> dict[str, int]:
+        """What a decoder keeps per token in ``layer``'s key/value cache, in numbers per part.
+
+        ``{"keys": n_kv_heads * d_head, "values": n_kv_heads * d_head}`` by default; latent
+        attention keeps less (see the DeepSeek families).
+        """
+        self._check_layer(layer)
+        return {"keys": self.n_kv_heads * self.d_head, "values": self.n_kv_heads * self.d_head}
+
+    def kv_cache_per_token(self, layer: int = 0) -> int:
+        """Numbers a decoder caches per token for ``layer``: the sum of :meth:`kv_cache_parts`.
+
+        Bytes are this times the size of the cache's dtype (2 for bfloat16).
+        """
+        return sum(self.kv_cache_parts(layer).values())
 
     def describe(self) -> str:
         """One line on the architecture, e.g. for a widget title or a disabled control.

@@ -47,6 +47,13 @@ class AttentionInputs:
         tokens, or entries that stand for blocks of tokens (the position of their last token).
     mask : ndarray of bool, shape (seq, n_keys), optional
         Keys the family itself allows (True), combined with the causal and window masks.
+    kept : ndarray of bool, shape (seq, n_keys), optional
+        Keys a selector kept for each query (True), e.g. DeepSeek's lightning indexer: the
+        others are dropped from the softmax like masked keys, but shown apart from them
+        (``trace.kept``).  Combined with the mask only for the softmax.
+    latent : ndarray, shape (n_keys, rank), optional
+        The compressed vector each key and value is made from (multi-head latent attention's
+        ``c_kv``), shown as ``trace.latent``.
     options : dict
         Further keyword arguments of :func:`~attention_widget.engine.attend`.
     """
@@ -59,6 +66,8 @@ class AttentionInputs:
     window: int | None = None
     key_positions: np.ndarray | None = None
     mask: np.ndarray | None = None
+    kept: np.ndarray | None = None
+    latent: np.ndarray | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -281,7 +290,7 @@ class Family:
         ----------
         inputs : AttentionInputs
         mask : ndarray of bool, shape (seq, n_keys), or None
-            From :meth:`attention_mask`.
+            From :meth:`attention_mask`; ``inputs.kept`` (if any) narrows it further.
         temperature : float, default 1.0
 
         Returns
@@ -290,6 +299,8 @@ class Family:
             ``scores`` and ``weights`` (n_heads, seq, n_keys), ``head_outputs``
             (n_heads, seq, d_v), ``entropy`` (n_heads, seq).
         """
+        if inputs.kept is not None:
+            mask = inputs.kept if mask is None else mask & inputs.kept
         return attend(
             inputs.q, inputs.k, inputs.v, mask=mask, temperature=temperature,
             scale=inputs.scale, **inputs.options,
