@@ -15,6 +15,10 @@ Supported families (``model_type`` in ``config.json``), one module each:
   attention, fused ``c_attn`` (Conv1D, stored ``(in, out)``).
 * ``"llama"``, ``"qwen3"`` (:mod:`.llama`) -- RMSNorm, rotary position embeddings,
   grouped-query attention, SwiGLU MLP; Qwen3 adds a per-head RMSNorm of queries and keys.
+* ``"deepseek_v3"``, ``"deepseek_v32"`` (:mod:`.deepseek`) -- multi-head latent attention
+  (keys and values from one compressed vector per token, a decoupled rotary key shared by all
+  heads, YaRN), mixture-of-experts feed-forwards with shared experts and grouped routing;
+  DeepSeek-V3.2 adds the lightning indexer, which keeps the top ``index_topk`` keys per query.
 
 Nothing in the folder is executed: weights are read with the NumPy safetensors reader of
 :mod:`attention_widget.safetensors_io` (no pickle), the configuration with :func:`json.load`,
@@ -106,6 +110,8 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "gpt2": ("gpt2", "GPT2"),
     "llama": ("llama", "Llama"),
     "qwen3": ("llama", "Qwen3"),
+    "deepseek_v3": ("deepseek", "DeepseekV3"),
+    "deepseek_v32": ("deepseek", "DeepseekV32"),
 }
 
 #: ``model_type`` values of ``config.json`` that :func:`load_pretrained` can run.

@@ -1,0 +1,491 @@
+"""DeepSeek-V3 and DeepSeek-V3.2: ``model_type`` ``"deepseek_v3"`` and ``"deepseek_v32"``.
+
+Token embeddings only (positions enter through the rotary embedding); then per layer,
+pre-RMSNorm, with multi-head latent attention (MLA)::
+
+    x = RMSNorm_1(h)
+    q = x @ w_q.T, or RMSNorm_q(x @ w_qa.T) @ w_qb.T (q_lora_rank)  # per head [q_nope | q_rope]
+    [c_kv | k_r] = x @ w_kva.T                       # (seq, kv_lora_rank + qk_rope_head_dim)
+    c_kv = RMSNorm_kv(c_kv)                          # the latent: all a cache keeps, with k_r
+    [k_nope | v] = c_kv @ w_kvb.T                    # per head (qk_nope_head_dim, v_head_dim)
+    q_h = [q_nope | RoPE(q_rope)],  k_h = [k_nope | RoPE(k_r)]     # k_r: one for all heads
+    a = h + causal_attention(q, k, v, scale=mscale^2 / sqrt(qk_nope + qk_rope)) @ w_o.T
+    h = a + FFN(RMSNorm_2(a))
+
+RoPE turns interleaved pairs of dimensions where the config says ``rope_interleave`` (the
+default); YaRN (``rope_type`` ``"yarn"``) also multiplies ``cos`` and ``sin`` by its attention
+factor and, with ``mscale_all_dim``, the scale by ``mscale^2``.  The first
+``first_k_dense_replace`` layers have a gated MLP; the others a mixture of experts: the shared
+experts on every token plus ``num_experts_per_tok`` routed experts, chosen by sigmoid scores
+(plus ``e_score_correction_bias``) within the best ``topk_group`` of ``n_group`` groups, and
+weighted by the scores (normalised with ``norm_topk_prob``) times ``routed_scaling_factor``.
+
+DeepSeek-V3.2 adds DeepSeek Sparse Attention: a lightning indexer scores every (query, key)
+pair, ``I = sum_j w_j relu(q_j . k / sqrt(index_head_dim))`` over ``index_n_heads`` heads (its
+queries from the query latent, one shared LayerNorm-ed key, both partly rotated), and each
+query keeps its ``index_topk`` best keys among those the causal mask allows: the others are
+dropped from MLA's softmax (``trace.kept``).
+
+Tensor names follow ``transformers``' ``DeepseekV3ForCausalLM`` (``model.layers.{i}.self_attn.
+kv_a_proj_with_mqa.weight``, ``mlp.experts.{e}.gate_proj.weight``, ...).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..engine import split_heads
+from . import AttentionInputs, PretrainedModel
+from .blocks import (
+    apply_rope,
+    apply_rope_interleaved,
+    gated_mlp,
+    layer_norm,
+    linear,
+    mixture_of_experts,
+    relu,
+    rms_norm,
+    rope_angles,
+    rope_frequencies,
+    yarn_mscale,
+)
+from .checkpoint import Config
+
+__all__ = ["DeepseekV3", "DeepseekV32", "top_keys"]
+
+
+def top_keys(scores: np.ndarray, allowed: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` highest-scoring allowed keys of each query.
+
+    Parameters
+    ----------
+    scores : ndarray, shape (n_q, n_k)
+    allowed : ndarray of bool, shape (n_q, n_k)
+        Keys a query may choose from (e.g. the causal mask).
+    k : int
+        Keys kept per query; a query with fewer allowed keys keeps them all.
+
+    Returns
+    -------
+    ndarray of bool, shape (n_q, n_k)
+        True for the kept keys; ties go to the earlier key.
+    """
+    ranked = np.where(allowed, scores, -np.inf)
+    order = np.argsort(-ranked, axis=1, kind="stable")[:, :k]  # best first, earlier on ties
+    kept = np.zeros(allowed.shape, dtype=bool)
+    np.put_along_axis(kept, order, True, axis=1)
+    return kept & allowed
+
+
+class DeepseekV3(PretrainedModel):
+    """A DeepSeek-V3 decoder (see the module docstring)."""
+
+    causal = True
+    family_name = "DeepSeek-V3 decoder"
+    prefixes = ("model.",)
+    embedding = "embed_tokens.weight"
+
+    # ---- configuration ------------------------------------------------------------------------
+    def configure(self, config: Config) -> None:
+        """Read the attention, RoPE and feed-forward sizes (see the module docstring)."""
+        if config.get("quantization_config", default=None) is not None:
+            raise config.error(
+                "quantization_config is set: quantized weights (e.g. fp8 with weight_scale_inv) "
+                "are not supported; use a checkpoint in bfloat16 or float32"
+            )
+        self.d_model = config.positive_int("hidden_size")
+        self.n_heads = config.positive_int("num_attention_heads")
+        n_kv = config.positive_int("num_key_value_heads", default=self.n_heads)
+        if n_kv != self.n_heads:
+            raise config.error(
+                f"num_key_value_heads={n_kv} must equal num_attention_heads={self.n_heads}: in "
+                "latent attention every head has its own keys and values"
+            )
+        self.n_kv_heads = self.n_heads
+        self.n_layers = config.positive_int("num_hidden_layers")
+        self.d_ff = config.positive_int("intermediate_size")
+        self.kv_rank = config.positive_int("kv_lora_rank")
+        q_rank = config.get("q_lora_rank", default=None)
+        self.q_rank = None if q_rank is None else config.positive_int("q_lora_rank")
+        self.d_nope = config.positive_int("qk_nope_head_dim")
+        self.d_rope = config.positive_int("qk_rope_head_dim")
+        self.d_v = config.positive_int("v_head_dim")
+        self.d_head = self.d_nope + self.d_rope  # width of q and k; v has d_v
+        if self.d_rope % 2:
+            raise config.error(f"qk_rope_head_dim must be even, got {self.d_rope}")
+        self.eps = config.number("rms_norm_eps", default=1e-6)
+        self.max_positions = config.positive_int("max_position_embeddings", default=4096)
+        self.act = config.activation("hidden_act", default="silu")
+        self.attention_bias = bool(config.get("attention_bias", default=False))
+        self.interleave = self._interleave(config)
+        self._configure_rope(config)
+        self._configure_experts(config)
+
+    def _interleave(self, config: Config) -> bool:
+        """Whether RoPE turns interleaved pairs (``rope_interleave``, default True)."""
+        return bool(config.get("rope_interleave", default=True))
+
+    def _configure_rope(self, config: Config) -> None:
+        """RoPE's speeds and ``cos``/``sin`` factor, and the score scale (YaRN's mscale^2)."""
+        params = config.get("rope_parameters", "rope_scaling", default={})
+        if not isinstance(params, dict):
+            raise config.error(f"rope_parameters must be an object, got {params!r}")
+        scaling = dict(params)
+        theta = float(scaling.get("rope_theta", config.get("rope_theta", default=10000.0)))
+        rope_type = scaling.get("rope_type", scaling.get("type", "default"))
+        original = config.get("original_max_position_embeddings", default=None)
+        if original is not None and rope_type == "yarn":  # the top-level field wins
+            scaling["original_max_position_embeddings"] = original
+        if float(scaling.get("partial_rotary_factor", 1.0)) != 1.0:
+            raise config.error("partial_rotary_factor != 1 is not supported")
+        try:
+            self.inv_freq, self.rope_factor = rope_frequencies(
+                self.d_rope, theta, scaling, self.max_positions
+            )
+        except ValueError as err:
+            raise config.error(str(err)) from None
+        self.scale = 1.0 / math.sqrt(self.d_head)
+        mscale_all_dim = scaling.get("mscale_all_dim")
+        if rope_type != "default" and mscale_all_dim:
+            factor = scaling.get("factor")
+            if isinstance(factor, bool) or not isinstance(factor, (int, float)):
+                raise config.error(
+                    f"rope_parameters: mscale_all_dim needs a number 'factor', got {factor!r}"
+                )
+            self.scale *= yarn_mscale(factor, mscale_all_dim) ** 2
+
+    def _configure_experts(self, config: Config) -> None:
+        """The mixture of experts: sizes, routing, and which layers have it."""
+        for key, supported in (("scoring_func", "sigmoid"), ("topk_method", "noaux_tc")):
+            value = config.get(key, default=supported)
+            if value != supported:
+                raise config.error(f"{key}={value!r} is not supported (only {supported!r})")
+        self.d_expert = config.positive_int("moe_intermediate_size")
+        self.n_experts = config.positive_int("n_routed_experts")
+        self.n_shared = config.positive_int("n_shared_experts", default=1)
+        self.top_k = config.positive_int("num_experts_per_tok", default=8)
+        self.n_group = config.positive_int("n_group", default=8)
+        self.topk_group = config.positive_int("topk_group", default=4)
+        self.routed_scaling = config.number("routed_scaling_factor", default=2.5)
+        self.norm_topk = bool(config.get("norm_topk_prob", default=True))
+        per_group = self.n_experts // self.n_group
+        if self.n_experts % self.n_group or per_group < 2:
+            raise config.error(
+                f"n_routed_experts={self.n_experts} must split into n_group={self.n_group} "
+                "groups of at least 2 experts (a group is scored by its best two)"
+            )
+        if self.topk_group > self.n_group or self.top_k > self.topk_group * per_group:
+            raise config.error(
+                f"num_experts_per_tok={self.top_k} experts cannot be chosen from "
+                f"topk_group={self.topk_group} groups of {per_group} (n_group={self.n_group})"
+            )
+        self.moe_layers = self._moe_layers(config)
+
+    def _moe_layers(self, config: Config) -> list[bool]:
+        """For each layer, whether its feed-forward is the mixture of experts."""
+        dense = config.get("first_k_dense_replace", default=3)
+        if isinstance(dense, bool) or not isinstance(dense, int) or dense < 0:
+            raise config.error(f"first_k_dense_replace must be an integer >= 0, got {dense!r}")
+        return [i >= dense for i in range(self.n_layers)]
+
+    # ---- tensors ------------------------------------------------------------------------------
+    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The final norm."""
+        return {"norm.weight": (self.d_model,)}
+
+    def layer_tensors(self, i: int) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """The norms and projections of latent attention, and the feed-forward of layer ``i``."""
+        d, h, p = self.d_model, self.n_heads, f"layers.{i}."
+        a = p + "self_attn."
+        parts = {
+            "ln1": (p + "input_layernorm.weight", (d,)),
+            "w_kva": (a + "kv_a_proj_with_mqa.weight", (self.kv_rank + self.d_rope, d)),
+            "kv_norm": (a + "kv_a_layernorm.weight", (self.kv_rank,)),
+            "w_kvb": (a + "kv_b_proj.weight", (h * (self.d_nope + self.d_v), self.kv_rank)),
+            "w_o": (a + "o_proj.weight", (d, h * self.d_v)),
+            "ln2": (p + "post_attention_layernorm.weight", (d,)),
+        }
+        if self.q_rank is None:
+            parts["w_q"] = (a + "q_proj.weight", (h * self.d_head, d))
+        else:
+            parts["w_qa"] = (a + "q_a_proj.weight", (self.q_rank, d))
+            parts["q_norm"] = (a + "q_a_layernorm.weight", (self.q_rank,))
+            parts["w_qb"] = (a + "q_b_proj.weight", (h * self.d_head, self.q_rank))
+        if self.attention_bias:
+            if self.q_rank is not None:
+                parts["b_qa"] = (a + "q_a_proj.bias", (self.q_rank,))
+            parts["b_kva"] = (a + "kv_a_proj_with_mqa.bias", (self.kv_rank + self.d_rope,))
+            parts["b_o"] = (a + "o_proj.bias", (d,))
+        parts.update(self._ffn_tensors(i))
+        return parts
+
+    def _ffn_tensors(self, i: int) -> dict[str, tuple[str, tuple[int, ...]]]:
+        d, m = self.d_model, f"layers.{i}.mlp."
+        if not self.moe_layers[i]:
+            return {
+                "w_gate": (m + "gate_proj.weight", (self.d_ff, d)),
+                "w_up": (m + "up_proj.weight", (self.d_ff, d)),
+                "w_down": (m + "down_proj.weight", (d, self.d_ff)),
+            }
+        shared, e = self.n_shared * self.d_expert, self.d_expert
+        parts = {
+            "router": (m + "gate.weight", (self.n_experts, d)),
+            "router_bias": (m + "gate.e_score_correction_bias", (self.n_experts,)),
+            "shared_gate": (m + "shared_experts.gate_proj.weight", (shared, d)),
+            "shared_up": (m + "shared_experts.up_proj.weight", (shared, d)),
+            "shared_down": (m + "shared_experts.down_proj.weight", (d, shared)),
+        }
+        for j in range(self.n_experts):
+            parts[f"expert{j}_gate"] = (m + f"experts.{j}.gate_proj.weight", (e, d))
+            parts[f"expert{j}_up"] = (m + f"experts.{j}.up_proj.weight", (e, d))
+            parts[f"expert{j}_down"] = (m + f"experts.{j}.down_proj.weight", (d, e))
+        return parts
+
+    # ---- one layer ----------------------------------------------------------------------------
+    def embed(self, ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """``embed_tokens[ids]`` (positions enter through RoPE)."""
+        return self.weight(self.embedding, rows=ids)
+
+    def rope(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``cos`` and ``sin`` at ``positions`` (seq,), each (seq, qk_rope_head_dim).
+
+        Times YaRN's attention factor where the config asks for YaRN.
+        """
+        cos, sin = rope_angles(positions, self.inv_freq)
+        if self.rope_factor != 1.0:
+            cos *= np.float32(self.rope_factor)
+            sin *= np.float32(self.rope_factor)
+        return cos, sin
+
+    def attention_inputs(self, i: int, h: np.ndarray, positions: np.ndarray) -> AttentionInputs:
+        """Latent attention's q, k, v from ``RMSNorm_1(h)``; ``latent`` is ``c_kv``."""
+        w = self.layer_weights(i)
+        nope, rank = self.d_nope, self.kv_rank
+        x = rms_norm(h, w["ln1"], self.eps)  # (seq, d_model)
+        if self.q_rank is None:
+            c_q = None
+            q = linear(x, w["w_q"])  # (seq, n_heads * d_head)
+        else:
+            c_q = rms_norm(linear(x, w["w_qa"], w.get("b_qa")), w["q_norm"], self.eps)
+            q = linear(c_q, w["w_qb"])  # (seq, q_rank) -> (seq, n_heads * d_head)
+        q = split_heads(q, self.n_heads)  # (n_heads, seq, d_nope + d_rope)
+        kv = linear(x, w["w_kva"], w.get("b_kva"))  # (seq, kv_rank + d_rope)
+        c_kv = rms_norm(kv[:, :rank], w["kv_norm"], self.eps)  # (seq, kv_rank): the latent
+        k_rope = np.ascontiguousarray(kv[None, :, rank:])  # (1, seq, d_rope): shared by heads
+        cos, sin = self.rope(positions)
+        rotate = apply_rope_interleaved if self.interleave else apply_rope
+        q = np.concatenate([q[..., :nope], rotate(q[..., nope:], cos, sin)], axis=-1)
+        k_rope = rotate(k_rope, cos, sin)
+        kv_heads = split_heads(linear(c_kv, w["w_kvb"]), self.n_heads)  # (heads, seq, nope + v)
+        k = np.concatenate(
+            [kv_heads[..., :nope], np.broadcast_to(k_rope, (self.n_heads, *k_rope.shape[1:]))],
+            axis=-1,
+        )  # (n_heads, seq, d_nope + d_rope)
+        return AttentionInputs(
+            x=x,
+            q=q,
+            k=k,
+            v=np.ascontiguousarray(kv_heads[..., nope:]),  # (n_heads, seq, d_v)
+            scale=self.scale,
+            kept=self.selected_keys(i, x, c_q, positions),
+            latent=c_kv,
+        )
+
+    def selected_keys(
+        self, i: int, x: np.ndarray, c_q: np.ndarray | None, positions: np.ndarray
+    ) -> np.ndarray | None:
+        """Keys each query keeps in layer ``i`` (all of them: None; see DeepSeek-V3.2)."""
+        return None
+
+    def finish_block(self, i: int, h: np.ndarray, attn_out: np.ndarray) -> np.ndarray:
+        """Residual, then RMSNorm_2, the gated MLP or the mixture of experts, and its residual."""
+        w = self.layer_weights(i)
+        attn_out += h  # residual
+        x = rms_norm(attn_out, w["ln2"], self.eps)  # (seq, d_model)
+        if self.moe_layers[i]:
+            out = self.experts(w, x)
+        else:
+            out = gated_mlp(x, w["w_gate"], w["w_up"], w["w_down"], self.act)
+        out += attn_out  # residual
+        return out
+
+    def route(self, w: dict, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The routed experts each token chooses, and their weights (grouped top-k).
+
+        Parameters
+        ----------
+        w : dict
+            The layer's weights.
+        x : ndarray, shape (seq, d_model)
+
+        Returns
+        -------
+        experts : ndarray of int, shape (seq, num_experts_per_tok)
+        weights : ndarray of float32, shape (seq, num_experts_per_tok)
+        """
+        seq = x.shape[0]
+        with np.errstate(over="ignore"):  # exp(-x) = inf for very negative x: score 0
+            scores = 1.0 / (1.0 + np.exp(-linear(x, w["router"])))  # (seq, n_experts), sigmoid
+        choice = scores + w["router_bias"]  # the bias steers the choice, not the weights
+        groups = choice.reshape(seq, self.n_group, -1)  # (seq, n_group, experts per group)
+        group_scores = np.sort(groups, axis=-1)[..., -2:].sum(axis=-1)  # best two of each
+        best = np.argsort(-group_scores, axis=1, kind="stable")[:, : self.topk_group]
+        open_group = np.zeros((seq, self.n_group), dtype=bool)
+        np.put_along_axis(open_group, best, True, axis=1)
+        choice = np.where(np.repeat(open_group, groups.shape[-1], axis=1), choice, -np.inf)
+        experts = np.argsort(-choice, axis=1, kind="stable")[:, : self.top_k]  # (seq, top_k)
+        weights = np.take_along_axis(scores, experts, axis=1)
+        if self.norm_topk:
+            weights /= weights.sum(axis=1, keepdims=True) + 1e-20
+        weights *= np.float32(self.routed_scaling)
+        return experts, weights
+
+    def experts(self, w: dict, x: np.ndarray) -> np.ndarray:
+        """The mixture of experts on ``x`` (seq, d_model): routed experts plus shared ones."""
+        chosen, weights = self.route(w, x)
+
+        def expert(j: int, rows: np.ndarray) -> np.ndarray:
+            return gated_mlp(
+                rows, w[f"expert{j}_gate"], w[f"expert{j}_up"], w[f"expert{j}_down"], self.act
+            )
+
+        out = mixture_of_experts(x, chosen, weights, expert)
+        out += gated_mlp(x, w["shared_gate"], w["shared_up"], w["shared_down"], self.act)
+        return out
+
+    def final_norm(self, h: np.ndarray) -> np.ndarray:
+        """The final RMSNorm."""
+        return rms_norm(h, self.weight("norm.weight"), self.eps)
+
+    # ---- what the widget shows ----------------------------------------------------------------
+    def layer_kind(self, layer: int) -> str:
+        """``"latent, MoE"`` or ``"latent, dense"`` (its feed-forward)."""
+        self._check_layer(layer)
+        return "latent, " + ("MoE" if self.moe_layers[layer] else "dense")
+
+    def kv_cache_parts(self, layer: int = 0) -> dict[str, int]:
+        """Per token: the latent ``c_kv`` (kv_lora_rank) and the shared rotary key."""
+        self._check_layer(layer)
+        return {"latent c_kv": self.kv_rank, "rotary key": self.d_rope}
+
+    def describe(self) -> str:
+        """One line: sizes, the latent's rank and what a cache keeps per token and layer."""
+        q = "q from x" if self.q_rank is None else f"q_lora_rank {self.q_rank}"
+        return (
+            f"{self.name}: {self.family_name}, {self.n_layers} layers x {self.n_heads} heads, "
+            f"d_model {self.d_model}, latent attention (kv_lora_rank {self.kv_rank}, {q}, "
+            f"q/k {self.d_nope} + rope {self.d_rope}, v {self.d_v}; cache "
+            f"{self.kv_cache_per_token()} numbers per token and layer), {self.n_experts} "
+            f"experts (top {self.top_k}), causal ({self.stored_dtype})"
+        )
+
+
+class DeepseekV32(DeepseekV3):
+    """A DeepSeek-V3.2 decoder: DeepSeek-V3 with the lightning indexer (sparse attention)."""
+
+    family_name = "DeepSeek-V3.2 decoder"
+
+    def configure(self, config: Config) -> None:
+        """DeepSeek-V3's fields, a required ``q_lora_rank`` and the indexer's sizes."""
+        super().configure(config)
+        if self.q_rank is None:
+            raise config.error(
+                "q_lora_rank must be set for deepseek_v32: the indexer reads the query latent"
+            )
+        self.index_heads = config.positive_int("index_n_heads", default=64)
+        self.index_dim = config.positive_int("index_head_dim", default=128)
+        self.index_topk = config.positive_int("index_topk", default=2048)
+        if self.index_dim < self.d_rope:
+            raise config.error(
+                f"index_head_dim={self.index_dim} must be at least qk_rope_head_dim="
+                f"{self.d_rope} (the indexer rotates that many dimensions)"
+            )
+
+    def _interleave(self, config: Config) -> bool:
+        if config.get("rope_interleave", default=True) is not True:
+            raise config.error(
+                "rope_interleave must be true for deepseek_v32: its attention rotates "
+                "interleaved pairs"
+            )
+        return True
+
+    def _moe_layers(self, config: Config) -> list[bool]:
+        """``mlp_layer_types`` (``"dense"`` / ``"sparse"``), else ``first_k_dense_replace``."""
+        kinds = config.get("mlp_layer_types", default=None)
+        if kinds is None:
+            return super()._moe_layers(config)
+        if not isinstance(kinds, list) or len(kinds) != self.n_layers:
+            raise config.error(f"mlp_layer_types must list {self.n_layers} layers, got {kinds!r}")
+        if not set(kinds) <= {"dense", "sparse"}:
+            raise config.error(
+                f"mlp_layer_types must hold 'dense' or 'sparse', got {sorted(set(kinds))}"
+            )
+        return [kind == "sparse" for kind in kinds]
+
+    def layer_tensors(self, i: int) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """DeepSeek-V3's tensors and the indexer's."""
+        a = f"layers.{i}.self_attn.indexer."
+        parts = super().layer_tensors(i)
+        parts["index_wq"] = (a + "wq_b.weight", (self.index_heads * self.index_dim, self.q_rank))
+        parts["index_wk"] = (a + "wk.weight", (self.index_dim, self.d_model))
+        parts["index_norm_w"] = (a + "k_norm.weight", (self.index_dim,))
+        parts["index_norm_b"] = (a + "k_norm.bias", (self.index_dim,))
+        parts["index_w"] = (a + "weights_proj.weight", (self.index_heads, self.d_model))
+        return parts
+
+    def index_scores(
+        self, i: int, x: np.ndarray, c_q: np.ndarray, positions: np.ndarray
+    ) -> np.ndarray:
+        """The lightning indexer's score of every key for every query in layer ``i``.
+
+        ``I[t, s] = sum_j w[t, j] relu(q[j, t] . k[s] / sqrt(index_head_dim))``, with the
+        head weights ``w = x @ weights_proj.T / sqrt(index_n_heads)``.  Its RoPE turns the
+        first ``qk_rope_head_dim`` dimensions in the half-split convention (unlike MLA's).
+
+        Parameters
+        ----------
+        i : int
+        x : ndarray, shape (seq, d_model)
+            The normed input of the attention block.
+        c_q : ndarray, shape (seq, q_lora_rank)
+            The query latent.
+        positions : ndarray of int, shape (seq,)
+
+        Returns
+        -------
+        ndarray of float32, shape (seq, seq)
+            Before the causal mask.
+        """
+        w = self.layer_weights(i)
+        r = self.d_rope
+        q = split_heads(linear(c_q, w["index_wq"]), self.index_heads)  # (heads, seq, dim)
+        k = layer_norm(linear(x, w["index_wk"]), w["index_norm_w"], w["index_norm_b"], 1e-6)
+        k = k[None]  # (1, seq, dim): one key for all heads
+        cos, sin = self.rope(positions)
+        q = np.concatenate([apply_rope(q[..., :r], cos, sin), q[..., r:]], axis=-1)
+        k = np.concatenate([apply_rope(k[..., :r], cos, sin), k[..., r:]], axis=-1)[0]
+        head_weights = linear(x, w["index_w"]) * np.float32(self.index_heads**-0.5)  # (seq, H)
+        scale = np.float32(self.index_dim**-0.5)
+        scores = np.zeros((x.shape[0], k.shape[0]), dtype=np.float32)  # (seq, seq)
+        for j in range(self.index_heads):
+            scores += head_weights[:, j : j + 1] * relu((q[j] @ k.T) * scale)
+        return scores
+
+    def selected_keys(
+        self, i: int, x: np.ndarray, c_q: np.ndarray | None, positions: np.ndarray
+    ) -> np.ndarray:
+        """The ``index_topk`` keys of best index score among those each query may see."""
+        scores = self.index_scores(i, x, c_q, positions)
+        allowed = positions[:, None] >= positions[None, :]  # (seq, seq): causal
+        return top_keys(scores, allowed, self.index_topk)
+
+    def layer_kind(self, layer: int) -> str:
+        """``"latent sparse, top 2048, MoE"``, say."""
+        kind = super().layer_kind(layer).replace("latent", "latent sparse", 1)
+        return kind.replace(",", f", top {self.index_topk},", 1)
+
+    def kv_cache_parts(self, layer: int = 0) -> dict[str, int]:
+        """DeepSeek-V3's parts and the indexer's key (index_head_dim)."""
+        return {**super().kv_cache_parts(layer), "indexer key": self.index_dim}
