@@ -23,11 +23,9 @@ import transformers
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_pretrained import _copy, _hf, _max_diff, _run_hf, _softmax64, _word_tokenizer
-from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, yarn_apply_mscale
 from transformers.models.deepseek_v3 import modeling_deepseek_v3 as hf_v3
 
 from attention_widget.pretrained import PretrainedTrace, blocks, load_pretrained
-from attention_widget.pretrained.deepseek import top_keys
 
 transformers.logging.set_verbosity_error()
 torch.set_grad_enabled(False)
@@ -281,45 +279,23 @@ def test_trace_stages_match_transformers(tiny, name):
 
 
 # --------------------------------------------------------------------------------------------
-# the parts: YaRN, interleaved RoPE, routing, selection
+# the parts: RoPE and YaRN, routing, selection
 # --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "rope",
-    [
-        YARN,
-        {**YARN, "mscale": 1.0, "mscale_all_dim": 1.0},
-        {**YARN, "mscale": 0.8, "mscale_all_dim": 1.0, "truncate": False, "beta_fast": 24},
-        {**YARN, "attention_factor": 1.3, "factor": 40.0, "rope_theta": 10000.0},
-        {**YARN, "factor": 1.0},
-    ],
-)
-def test_yarn_matches_transformers(rope):
-    """YaRN's speeds, attention factor and DeepSeek's mscale^2 against transformers."""
-    cfg = transformers.DeepseekV3Config(**SMALL, rope_parameters=dict(rope))
-    inv_ref, factor_ref = ROPE_INIT_FUNCTIONS["yarn"](cfg)
-    inv, factor = blocks.rope_frequencies(8, rope["rope_theta"], rope, 128)
-    np.testing.assert_allclose(inv, inv_ref.numpy(), rtol=1e-6)
-    assert factor == pytest.approx(factor_ref, rel=1e-12)
-    assert inv.dtype == np.float32 and inv.shape == (4,)
-    scale = yarn_apply_mscale(cfg.rope_parameters, 1.0)
-    mscale = blocks.yarn_mscale(rope["factor"], rope.get("mscale_all_dim") or 0.0)
-    assert (mscale**2 if rope.get("mscale_all_dim") else 1.0) == pytest.approx(scale)
-    # the fast pairs keep their speed, the slow ones are slowed down by the factor
-    plain = blocks.rope_inverse_frequencies(8, rope["rope_theta"])
-    assert inv[0] == pytest.approx(plain[0])
-    assert inv[-1] == pytest.approx(plain[-1] / rope["factor"], rel=1e-6)
-
-
-def test_yarn_errors():
-    with pytest.raises(ValueError, match="rope type 'yarn' needs a number 'factor'"):
-        blocks.rope_frequencies(8, 500.0, {"rope_type": "yarn", "factor": "4"}, 128)
-    with pytest.raises(ValueError, match="needs a number 'original_max_position_embeddings'"):
-        blocks.rope_frequencies(8, 500.0, {"rope_type": "yarn", "factor": 4.0})
-    with pytest.raises(ValueError, match="rope type 'dynamic' is not supported"):
-        blocks.rope_frequencies(8, 500.0, {"rope_type": "dynamic", "factor": 4.0}, 128)
-    # without a factor: the model's length over the original one
-    inv, _ = blocks.rope_frequencies(8, 500.0, {**YARN, "factor": None}, 128)
-    np.testing.assert_array_equal(inv, blocks.rope_frequencies(8, 500.0, YARN, 128)[0])
+@pytest.mark.parametrize("name", ["v3", "v3_no_q_lora_yarn", "v3_wide_yarn", "v32_yarn"])
+def test_rope_and_scale_match_transformers(tiny, name):
+    """RoPE's speeds, YaRN's factor on cos and sin, and the score scale with mscale^2."""
+    model = load_pretrained(tiny[name])
+    ref = _hf(tiny[name]).model
+    np.testing.assert_allclose(model.inv_freq, ref.rotary_emb.inv_freq.numpy(), rtol=1e-6)
+    assert model.rope_factor == pytest.approx(ref.rotary_emb.attention_scaling, rel=1e-12)
+    assert model.scale == pytest.approx(ref.layers[0].self_attn.scaling, rel=1e-12)
+    rope = _config(name).get("rope_parameters", {})
+    if rope.get("mscale_all_dim"):
+        m = blocks.yarn_mscale(rope["factor"], rope["mscale_all_dim"])
+        assert model.scale == pytest.approx(m * m / math.sqrt(model.d_head), rel=1e-12)
+        assert model.scale > 1.1 / math.sqrt(model.d_head)
+    if rope.get("mscale", 1.0) != rope.get("mscale_all_dim", 1.0):
+        assert abs(model.rope_factor - 1.0) > 0.01  # the rotated part is scaled too
 
 
 @pytest.mark.parametrize("seq", [1, 7])
@@ -386,7 +362,7 @@ def test_routing_matches_transformers(tiny, n_experts, n_group, topk_group, top_
     seed=st.integers(0, 2**16),
     ties=st.booleans(),
 )
-def test_top_keys_property(n, k, seed, ties):
+def test_top_k_kept_property(n, k, seed, ties):
     """Each query keeps min(k, allowed) keys, all allowed, none worse than a dropped one;
     ties go to the earlier key."""
     rng = np.random.default_rng(seed)
@@ -394,7 +370,7 @@ def test_top_keys_property(n, k, seed, ties):
     if ties:
         scores = np.round(scores)
     allowed = rng.random((n, n)) < 0.7
-    kept = top_keys(scores, allowed, k)
+    kept = blocks.top_k_kept(scores, allowed, k)
     assert not (kept & ~allowed).any()
     assert (kept.sum(1) == np.minimum(allowed.sum(1), k)).all()
     for i in range(n):
@@ -460,7 +436,7 @@ def _edited(tiny, tmp_path, name: str, **changes):
     ("name", "changes", "message"),
     [
         ("v3", {"rope_parameters": {"rope_type": "dynamic", "factor": 2.0}},
-         r"config\.json: rope type 'dynamic' is not supported"),
+         r"config\.json: rope_parameters: rope type 'dynamic' is not supported"),
         ("v3", {"num_key_value_heads": 2}, "num_key_value_heads=2 must equal"),
         ("v3", {"quantization_config": {"quant_method": "fp8"}}, "quantization_config is set"),
         ("v3", {"scoring_func": "softmax"}, "scoring_func='softmax' is not supported"),

@@ -18,7 +18,6 @@ __all__ = [
     "apply_rope",
     "apply_rope_interleaved",
     "erf",
-    "gated_mlp",
     "gelu_erf",
     "gelu_tanh",
     "layer_norm",
@@ -27,12 +26,13 @@ __all__ = [
     "relu",
     "rms_norm",
     "rope_angles",
-    "rope_frequencies",
     "rope_inverse_frequencies",
     "silu",
-    "yarn_attention_factor",
-    "yarn_inverse_frequencies",
+    "soft_cap",
+    "top_k",
+    "top_k_kept",
     "yarn_mscale",
+    "yarn_rope",
 ]
 
 
@@ -216,6 +216,25 @@ def silu(x: np.ndarray) -> np.ndarray:
     return np.divide(x, y, out=y)
 
 
+def soft_cap(x: np.ndarray, cap: float) -> np.ndarray:
+    """``cap * tanh(x / cap)``: about ``x`` near 0, never beyond ``+-cap`` (Gemma 2's logits).
+
+    Parameters
+    ----------
+    x : ndarray, any shape
+    cap : float, > 0
+
+    Returns
+    -------
+    ndarray, same shape and dtype, a new array
+    """
+    f = x.dtype.type
+    y = x / f(cap)
+    np.tanh(y, out=y)
+    y *= f(cap)
+    return y
+
+
 def relu(x: np.ndarray) -> np.ndarray:
     """ReLU: ``max(x, 0)``."""
     return np.maximum(x, 0)
@@ -264,12 +283,14 @@ def rope_inverse_frequencies(dim: int, theta: float, scaling: dict | None = None
         For another ``rope_type``, naming it.
     """
     scaling = scaling or {}
-    rope_type = _rope_type(scaling)
+    rope_type = scaling.get("rope_type", scaling.get("type", "default"))
     exponent = (np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim)).astype(np.float32)
     inv = (1.0 / np.power(np.float32(theta), exponent, dtype=np.float32)).astype(np.float32)
 
     def need(key: str) -> float:
-        return _rope_number(scaling, key)
+        if not isinstance(scaling.get(key), (int, float)):
+            raise ValueError(f"rope type {rope_type!r} needs a number {key!r}")
+        return float(scaling[key])
 
     if rope_type == "default":
         return inv
@@ -289,48 +310,24 @@ def rope_inverse_frequencies(dim: int, theta: float, scaling: dict | None = None
     )
 
 
-def _rope_type(scaling: dict) -> str:
-    return scaling.get("rope_type", scaling.get("type", "default"))
-
-
-def _rope_number(scaling: dict, key: str) -> float:
-    value = scaling.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"rope type {_rope_type(scaling)!r} needs a number {key!r}")
-    return float(value)
-
-
 def yarn_mscale(factor: float, mscale: float = 1.0) -> float:
-    """YaRN's magnitude correction ``0.1 * mscale * ln(factor) + 1`` (1 when ``factor <= 1``)."""
+    """YaRN's attention factor for a context ``factor`` times longer: ``0.1 mscale ln(factor) + 1``.
+
+    1 when ``factor <= 1`` (YaRN paper, eq. 21; ``yarn_get_mscale`` in transformers).
+    """
     return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
 
 
-def _yarn_lengths(scaling: dict, max_positions: int | None) -> tuple[float, float]:
-    """YaRN's ``factor`` and the context length trained on (``original_max_position_embeddings``).
+def yarn_rope(
+    dim: int, theta: float, scaling: dict, max_positions: int
+) -> tuple[np.ndarray, float]:
+    """YaRN (``rope_type`` ``"yarn"``): RoPE stretched ``factor`` times, by frequency band.
 
-    Without ``original_max_position_embeddings`` the model's ``max_positions``; without a
-    ``factor``, ``max_positions`` over the original length.
-    """
-    if scaling.get("original_max_position_embeddings") is None and max_positions is None:
-        raise ValueError("rope type 'yarn' needs a number 'original_max_position_embeddings'")
-    if scaling.get("original_max_position_embeddings") is None:
-        original = float(max_positions)
-    else:
-        original = _rope_number(scaling, "original_max_position_embeddings")
-    if scaling.get("factor") is None and max_positions is not None:
-        return max_positions / original, original
-    return _rope_number(scaling, "factor"), original
-
-
-def yarn_inverse_frequencies(
-    dim: int, theta: float, scaling: dict, max_positions: int | None = None
-) -> np.ndarray:
-    """RoPE's rotation speeds under YaRN: fast ones kept, slow ones divided by ``factor``.
-
-    A dimension pair that turns more than ``beta_fast`` times over the original context length
-    keeps its speed (extrapolation); one that turns fewer than ``beta_slow`` times is slowed
-    down by ``factor`` (interpolation), and a linear ramp blends the two in between (Peng et
-    al. 2023, "YaRN").  Computed in float32, as transformers does.
+    Fast-turning pairs (more than ``beta_fast`` turns over the original context) keep their
+    frequency, slow ones (fewer than ``beta_slow`` turns) are divided by ``factor``, and a
+    linear ramp blends those between.  The rotated queries and keys are also multiplied by an
+    attention factor (so the scores by its square).  As transformers'
+    ``_compute_yarn_parameters``, in float32.
 
     Parameters
     ----------
@@ -339,94 +336,71 @@ def yarn_inverse_frequencies(
     theta : float
         The base (``rope_theta``).
     scaling : dict
-        ``rope_parameters`` / ``rope_scaling``: ``factor``, ``original_max_position_embeddings``,
-        optional ``beta_fast`` (32), ``beta_slow`` (1) and ``truncate`` (True: the ramp's
-        ends rounded out to whole dimensions).
-    max_positions : int, optional
-        ``max_position_embeddings``: stands in for a missing original length, and with it
-        gives a missing ``factor``.
+        ``rope_parameters``: ``factor`` (default ``max_positions /
+        original_max_position_embeddings``), ``original_max_position_embeddings`` (default
+        ``max_positions``), ``beta_fast`` (32), ``beta_slow`` (1), ``truncate`` (True: the
+        ramp's ends rounded outwards to whole dimensions), and optionally
+        ``attention_factor``, or ``mscale`` and ``mscale_all_dim`` (DeepSeek) from which it
+        is derived; else it is :func:`yarn_mscale` of ``factor``.
+    max_positions : int
+        ``max_position_embeddings``.
 
     Returns
     -------
-    ndarray of float32, shape (dim // 2,)
+    inv_freq : ndarray of float32, shape (dim // 2,)
+    attention_factor : float
+        Multiplies ``cos`` and ``sin`` (see :func:`rope_angles`).
     """
-    factor, original = _yarn_lengths(scaling, max_positions)
-    beta_fast = scaling.get("beta_fast") or 32
-    beta_slow = scaling.get("beta_slow") or 1
 
-    def dimension(rotations: float) -> float:  # the pair that turns `rotations` times
-        return dim * math.log(original / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+    def number(key: str, default: float | None) -> float:
+        value = scaling.get(key)
+        if value is None and default is not None:
+            return float(default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"rope type 'yarn' needs a number {key!r}, got {value!r}")
+        return float(value)
+
+    original = number("original_max_position_embeddings", max_positions)
+    factor = number("factor", max_positions / original)
+    attention_factor = scaling.get("attention_factor")
+    if attention_factor is None:
+        mscale, mscale_all_dim = scaling.get("mscale"), scaling.get("mscale_all_dim")
+        if mscale and mscale_all_dim:
+            attention_factor = yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all_dim)
+        else:
+            attention_factor = yarn_mscale(factor)
+    beta_fast, beta_slow = number("beta_fast", 32.0) or 32.0, number("beta_slow", 1.0) or 1.0
+
+    def dimension(turns: float) -> float:  # the pair index that turns ``turns`` times
+        return dim * math.log(original / (turns * 2 * math.pi)) / (2 * math.log(theta))
 
     low, high = dimension(beta_fast), dimension(beta_slow)
     if scaling.get("truncate", True):
         low, high = math.floor(low), math.ceil(high)
     low, high = max(low, 0), min(high, dim - 1)
     if low == high:
-        high += 0.001
-    exponent = (np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim)).astype(np.float32)
-    speeds = np.power(np.float32(theta), exponent, dtype=np.float32)  # theta^(2j/dim)
+        high += 0.001  # as transformers: no division by zero
     ramp = (np.arange(dim // 2, dtype=np.float32) - np.float32(low)) / np.float32(high - low)
-    keep = 1 - np.clip(ramp, 0, 1)  # 1: keep the speed, 0: slow it down by factor
-    kept, slowed = 1.0 / speeds, 1.0 / (np.float32(factor) * speeds)
-    return (slowed * (1 - keep) + kept * keep).astype(np.float32)
+    keep = (1 - np.clip(ramp, 0, 1)).astype(np.float32)  # 1: fast pairs, kept as they are
+    exponent = (np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim)).astype(np.float32)
+    wavelength = np.power(np.float32(theta), exponent, dtype=np.float32)  # (dim/2,) over 2 pi
+    extrapolated = (1.0 / wavelength).astype(np.float32)
+    interpolated = (1.0 / (np.float32(factor) * wavelength)).astype(np.float32)
+    inv_freq = interpolated * (1 - keep) + extrapolated * keep
+    return inv_freq.astype(np.float32), float(attention_factor)
 
 
-def yarn_attention_factor(scaling: dict, max_positions: int | None = None) -> float:
-    """The factor YaRN multiplies ``cos`` and ``sin`` by (so rotated scores by its square).
-
-    ``attention_factor`` if the config sets it; else ``yarn_mscale(factor, mscale) /
-    yarn_mscale(factor, mscale_all_dim)`` when both are set (DeepSeek), else
-    ``yarn_mscale(factor)``.
-    """
-    if scaling.get("attention_factor") is not None:
-        return _rope_number(scaling, "attention_factor")
-    factor, _ = _yarn_lengths(scaling, max_positions)
-    mscale, mscale_all_dim = scaling.get("mscale"), scaling.get("mscale_all_dim")
-    if mscale and mscale_all_dim:
-        return yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all_dim)
-    return yarn_mscale(factor)
-
-
-def rope_frequencies(
-    dim: int, theta: float, scaling: dict | None = None, max_positions: int | None = None
-) -> tuple[np.ndarray, float]:
-    """RoPE's rotation speeds and the factor on ``cos`` and ``sin``, for every supported type.
-
-    ``"yarn"`` (:func:`yarn_inverse_frequencies`, :func:`yarn_attention_factor`) and the types
-    of :func:`rope_inverse_frequencies` (factor 1).
-
-    Returns
-    -------
-    inv_freq : ndarray of float32, shape (dim // 2,)
-    attention_factor : float
-
-    Raises
-    ------
-    ValueError
-        For another ``rope_type`` or a missing number, naming it.
-    """
-    scaling = scaling or {}
-    rope_type = _rope_type(scaling)
-    if rope_type == "yarn":
-        return (
-            yarn_inverse_frequencies(dim, theta, scaling, max_positions),
-            yarn_attention_factor(scaling, max_positions),
-        )
-    if rope_type not in ("default", "linear", "llama3"):
-        raise ValueError(
-            f"rope type {rope_type!r} is not supported (only 'default', 'linear', 'llama3' and "
-            "'yarn')"
-        )
-    return rope_inverse_frequencies(dim, theta, scaling), 1.0
-
-
-def rope_angles(positions: np.ndarray, inv_freq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def rope_angles(
+    positions: np.ndarray, inv_freq: np.ndarray, attention_factor: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
     """``cos`` and ``sin`` of the rotation angles ``position * inv_freq``, for :func:`apply_rope`.
 
     Parameters
     ----------
     positions : ndarray of int, shape (seq,)
     inv_freq : ndarray of float32, shape (dim // 2,)
+    attention_factor : float, default 1.0
+        Multiplies both (YaRN's, see :func:`yarn_rope`).
 
     Returns
     -------
@@ -436,7 +410,11 @@ def rope_angles(positions: np.ndarray, inv_freq: np.ndarray) -> tuple[np.ndarray
     """
     angles = positions.astype(np.float32)[:, None] * inv_freq[None, :]  # (seq, dim/2)
     angles = np.concatenate([angles, angles], axis=1)  # (seq, dim)
-    return np.cos(angles), np.sin(angles)
+    cos, sin = np.cos(angles), np.sin(angles)
+    if attention_factor != 1.0:
+        cos *= np.float32(attention_factor)
+        sin *= np.float32(attention_factor)
+    return cos, sin
 
 
 def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
@@ -487,31 +465,45 @@ def apply_rope_interleaved(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> n
 
 
 # --------------------------------------------------------------------------------------------
-# feed-forward blocks: gated MLP and mixture of experts
+# mixtures of experts
 # --------------------------------------------------------------------------------------------
-def gated_mlp(
-    x: np.ndarray,
-    w_gate: np.ndarray,
-    w_up: np.ndarray,
-    w_down: np.ndarray,
-    act: Callable[[np.ndarray], np.ndarray],
-) -> np.ndarray:
-    """The gated feed-forward block (SwiGLU with SiLU): ``(act(x w_gate^T) * x w_up^T) w_down^T``.
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` highest scores of each row, highest first, and where they are.
 
     Parameters
     ----------
-    x : ndarray, shape (seq, d_model)
-    w_gate, w_up : ndarray, shape (d_ff, d_model)
-    w_down : ndarray, shape (d_model, d_ff)
-    act : callable, e.g. :func:`silu`
+    scores : ndarray, shape (seq, n)
+    k : int, ``1 <= k <= n``
 
     Returns
     -------
-    ndarray, shape (seq, d_model)
+    indices : ndarray of int, shape (seq, k)
+    values : ndarray, shape (seq, k): ``scores`` at ``indices``, descending
     """
-    hidden = act(linear(x, w_gate))  # (seq, d_ff)
-    hidden *= linear(x, w_up)
-    return linear(hidden, w_down)
+    order = np.argsort(-scores, axis=-1, kind="stable")[:, :k]  # (seq, k)
+    return order, np.take_along_axis(scores, order, axis=-1)
+
+
+def top_k_kept(scores: np.ndarray, visible: np.ndarray, k: int) -> np.ndarray:
+    """Each row's ``k`` highest-scoring visible entries (ties toward the earlier entry).
+
+    A sparse-attention selector (DeepSeek's lightning indexer): a query keeps its ``k`` best
+    keys among those it may see, all of them if it sees fewer.
+
+    Parameters
+    ----------
+    scores : ndarray, shape (seq, n)
+    visible : ndarray of bool, shape (seq, n)
+    k : int, >= 1
+
+    Returns
+    -------
+    ndarray of bool, shape (seq, n): True for the kept entries (at most ``k`` per row)
+    """
+    order, _ = top_k(np.where(visible, scores, -np.inf), min(k, scores.shape[-1]))
+    kept = np.zeros(scores.shape, dtype=bool)
+    np.put_along_axis(kept, order, True, axis=-1)
+    return kept & visible
 
 
 def mixture_of_experts(
@@ -520,29 +512,31 @@ def mixture_of_experts(
     weights: np.ndarray,
     expert: Callable[[int, np.ndarray], np.ndarray],
 ) -> np.ndarray:
-    """The routed experts' part of a mixture-of-experts block: ``sum_j weights_j expert_j(x)``.
+    """Each token through its chosen experts, their outputs summed with the router's weights.
 
-    Each token runs through the experts its router chose, and their outputs are summed with
-    the router's weights; an expert runs once, on all the tokens that chose it.
+    ``out[t] = sum_j weights[t, j] * expert(experts[t, j], x[t])``: each expert runs once, on
+    the rows of the tokens that chose it.
 
     Parameters
     ----------
-    x : ndarray, shape (seq, d_model)
+    x : ndarray, shape (seq, d)
     experts : ndarray of int, shape (seq, k)
-        The experts each token chose.
+        The experts each token chose (distinct within a row).
     weights : ndarray, shape (seq, k)
         Their weights.
-    expert : callable(e, rows) -> ndarray, shape (rows, d_model)
-        Expert ``e`` on some rows of ``x``.
+    expert : callable(e, rows) -> ndarray
+        Expert ``e`` on ``rows`` (n, d) -> (n, d_out).
 
     Returns
     -------
-    ndarray, shape (seq, d_model), a new array
+    ndarray, shape (seq, d_out)
     """
-    out = np.zeros(x.shape, dtype=x.dtype)
+    out = None
     for e in np.unique(experts):
-        tokens, slot = np.nonzero(experts == e)  # who chose expert e, and in which place
-        y = expert(int(e), x[tokens])  # (n_e, d_model)
-        y *= weights[tokens, slot][:, None].astype(x.dtype)
-        out[tokens] += y  # a token chooses an expert once: no row repeats
+        tokens, slot = np.nonzero(experts == e)  # the tokens that chose e (each once)
+        y = expert(int(e), x[tokens])  # (n, d_out)
+        y *= weights[tokens, slot][:, None]
+        if out is None:
+            out = np.zeros((x.shape[0], y.shape[1]), dtype=y.dtype)
+        out[tokens] += y
     return out

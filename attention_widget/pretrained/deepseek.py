@@ -33,6 +33,7 @@ kv_a_proj_with_mqa.weight``, ``mlp.experts.{e}.gate_proj.weight``, ...).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -41,42 +42,51 @@ from . import AttentionInputs, PretrainedModel
 from .blocks import (
     apply_rope,
     apply_rope_interleaved,
-    gated_mlp,
     layer_norm,
     linear,
     mixture_of_experts,
     relu,
     rms_norm,
     rope_angles,
-    rope_frequencies,
+    rope_inverse_frequencies,
+    top_k,
+    top_k_kept,
     yarn_mscale,
+    yarn_rope,
 )
 from .checkpoint import Config
 
-__all__ = ["DeepseekV3", "DeepseekV32", "top_keys"]
+__all__ = ["DeepseekV3", "DeepseekV32", "gated_mlp"]
+
+#: RoPE types of ``rope_parameters`` (or ``rope_scaling``) that the families read.
+ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 
 
-def top_keys(scores: np.ndarray, allowed: np.ndarray, k: int) -> np.ndarray:
-    """The ``k`` highest-scoring allowed keys of each query.
+def gated_mlp(
+    x: np.ndarray,
+    w_gate: np.ndarray,
+    w_up: np.ndarray,
+    w_down: np.ndarray,
+    act: Callable[[np.ndarray], np.ndarray],
+) -> np.ndarray:
+    """The gated feed-forward block: ``(act(x w_gate^T) * x w_up^T) w_down^T`` (SwiGLU).
+
+    DeepSeek's dense layers, shared experts and routed experts are all of this form.
 
     Parameters
     ----------
-    scores : ndarray, shape (n_q, n_k)
-    allowed : ndarray of bool, shape (n_q, n_k)
-        Keys a query may choose from (e.g. the causal mask).
-    k : int
-        Keys kept per query; a query with fewer allowed keys keeps them all.
+    x : ndarray, shape (seq, d_model)
+    w_gate, w_up : ndarray, shape (d_ff, d_model)
+    w_down : ndarray, shape (d_model, d_ff)
+    act : callable, e.g. :func:`~attention_widget.pretrained.blocks.silu`
 
     Returns
     -------
-    ndarray of bool, shape (n_q, n_k)
-        True for the kept keys; ties go to the earlier key.
+    ndarray, shape (seq, d_model)
     """
-    ranked = np.where(allowed, scores, -np.inf)
-    order = np.argsort(-ranked, axis=1, kind="stable")[:, :k]  # best first, earlier on ties
-    kept = np.zeros(allowed.shape, dtype=bool)
-    np.put_along_axis(kept, order, True, axis=1)
-    return kept & allowed
+    hidden = act(linear(x, w_gate))  # (seq, d_ff)
+    hidden *= linear(x, w_up)
+    return linear(hidden, w_down)
 
 
 class DeepseekV3(PretrainedModel):
@@ -140,12 +150,21 @@ class DeepseekV3(PretrainedModel):
             scaling["original_max_position_embeddings"] = original
         if float(scaling.get("partial_rotary_factor", 1.0)) != 1.0:
             raise config.error("partial_rotary_factor != 1 is not supported")
-        try:
-            self.inv_freq, self.rope_factor = rope_frequencies(
-                self.d_rope, theta, scaling, self.max_positions
+        if rope_type not in ROPE_TYPES:
+            raise config.error(
+                f"rope_parameters: rope type {rope_type!r} is not supported (only "
+                f"{', '.join(repr(t) for t in ROPE_TYPES)})"
             )
+        try:
+            if rope_type == "yarn":
+                self.inv_freq, self.rope_factor = yarn_rope(
+                    self.d_rope, theta, scaling, self.max_positions
+                )
+            else:
+                self.inv_freq = rope_inverse_frequencies(self.d_rope, theta, scaling)
+                self.rope_factor = 1.0
         except ValueError as err:
-            raise config.error(str(err)) from None
+            raise config.error(f"rope_parameters: {err}") from None
         self.scale = 1.0 / math.sqrt(self.d_head)
         mscale_all_dim = scaling.get("mscale_all_dim")
         if rope_type != "default" and mscale_all_dim:
@@ -253,11 +272,7 @@ class DeepseekV3(PretrainedModel):
 
         Times YaRN's attention factor where the config asks for YaRN.
         """
-        cos, sin = rope_angles(positions, self.inv_freq)
-        if self.rope_factor != 1.0:
-            cos *= np.float32(self.rope_factor)
-            sin *= np.float32(self.rope_factor)
-        return cos, sin
+        return rope_angles(positions, self.inv_freq, self.rope_factor)
 
     def attention_inputs(self, i: int, h: np.ndarray, positions: np.ndarray) -> AttentionInputs:
         """Latent attention's q, k, v from ``RMSNorm_1(h)``; ``latent`` is ``c_kv``."""
@@ -331,11 +346,11 @@ class DeepseekV3(PretrainedModel):
         choice = scores + w["router_bias"]  # the bias steers the choice, not the weights
         groups = choice.reshape(seq, self.n_group, -1)  # (seq, n_group, experts per group)
         group_scores = np.sort(groups, axis=-1)[..., -2:].sum(axis=-1)  # best two of each
-        best = np.argsort(-group_scores, axis=1, kind="stable")[:, : self.topk_group]
+        best, _ = top_k(group_scores, self.topk_group)  # (seq, topk_group)
         open_group = np.zeros((seq, self.n_group), dtype=bool)
         np.put_along_axis(open_group, best, True, axis=1)
         choice = np.where(np.repeat(open_group, groups.shape[-1], axis=1), choice, -np.inf)
-        experts = np.argsort(-choice, axis=1, kind="stable")[:, : self.top_k]  # (seq, top_k)
+        experts, _ = top_k(choice, self.top_k)  # (seq, num_experts_per_tok)
         weights = np.take_along_axis(scores, experts, axis=1)
         if self.norm_topk:
             weights /= weights.sum(axis=1, keepdims=True) + 1e-20
@@ -479,7 +494,7 @@ class DeepseekV32(DeepseekV3):
         """The ``index_topk`` keys of best index score among those each query may see."""
         scores = self.index_scores(i, x, c_q, positions)
         allowed = positions[:, None] >= positions[None, :]  # (seq, seq): causal
-        return top_keys(scores, allowed, self.index_topk)
+        return top_k_kept(scores, allowed, self.index_topk)
 
     def layer_kind(self, layer: int) -> str:
         """``"latent sparse, top 2048, MoE"``, say."""
