@@ -15,6 +15,10 @@ Prints, for each side, the best of ``--rounds`` interleaved rounds of the median
 ratio numpy / torch (below 1 = NumPy faster), and the widget's per-interaction cost: a
 temperature change (attention of the cached q, k, v at the new temperature) and a layer
 change for a text already run.
+
+Then one tiny random checkpoint per further family (:data:`TINY_CHECKPOINTS`), saved by
+transformers with ``save_pretrained`` into a temporary folder, timed the same way on random
+token ids (``--families`` chooses them; ``--families`` with no name skips them).
 The machine's load average is printed before and after: on a shared 2-core machine, other
 processes slow both sides (and the ratio swings with them); 10 interleaved rounds give each
 side the same chances to run in a quiet moment.
@@ -39,6 +43,115 @@ def _median_ms(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return 1e3 * statistics.median(times)
+
+
+def _interleaved_ms(run_numpy, run_torch, args) -> tuple[float, float]:
+    """Best of ``args.rounds`` medians of each side, the two sides taking turns.
+
+    Interleaving lets machine noise hit both alike; the best round of each is kept.
+    """
+    t_np, t_pt = [], []
+    per_round = max(1, args.repeats // args.rounds)
+    for _ in range(args.rounds):
+        t_np.append(_median_ms(run_numpy, per_round))
+        t_pt.append(_median_ms(run_torch, per_round))
+    return min(t_np), min(t_pt)
+
+
+# --------------------------------------------------------------------------------------------
+# one tiny random checkpoint per family
+# --------------------------------------------------------------------------------------------
+def _save_tokenizer(folder, vocab_size: int) -> None:
+    """A word-level tokenizer.json over ``vocab_size`` made-up words (ids are drawn directly)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel({f"w{i}": i for i in range(vocab_size)}, unk_token="w0"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.save(str(folder / "tokenizer.json"))
+
+
+def _tiny_deepseek(folder, model_type: str):
+    """DeepSeek-V3 / V3.2: 4 layers (1 dense, 3 of 16 experts, top 4 in 2 of 4 groups), 8
+    heads of latent attention (kv_lora_rank 64, q_lora_rank 96), V3.2's indexer keeping 32
+    keys per query."""
+    import torch
+    import transformers
+
+    fields = dict(
+        vocab_size=512, hidden_size=128, intermediate_size=256, moe_intermediate_size=64,
+        num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=8, kv_lora_rank=64,
+        q_lora_rank=96, qk_nope_head_dim=32, qk_rope_head_dim=16, v_head_dim=32,
+        n_routed_experts=16, n_group=4, topk_group=2, num_experts_per_tok=4,
+        first_k_dense_replace=1, max_position_embeddings=1024,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    if model_type == "deepseek_v3":
+        model = transformers.DeepseekV3ForCausalLM(transformers.DeepseekV3Config(**fields))
+    else:
+        config = transformers.DeepseekV32Config(
+            **fields, index_topk=32, index_n_heads=8, index_head_dim=32
+        )
+        model = transformers.DeepseekV32ForCausalLM(config)
+    with torch.no_grad():  # sharp heads and routers: the default init is near-uniform
+        for p in model.parameters():
+            if p.ndim >= 2:
+                p.normal_(0.0, 0.2)
+    model.save_pretrained(folder)
+    _save_tokenizer(folder, fields["vocab_size"])
+    return folder
+
+
+#: ``model_type`` -> a function that saves one tiny random checkpoint of it into a folder.
+TINY_CHECKPOINTS = {
+    "deepseek_v3": lambda folder: _tiny_deepseek(folder, "deepseek_v3"),
+    "deepseek_v32": lambda folder: _tiny_deepseek(folder, "deepseek_v32"),
+}
+
+
+def _family_rows(family: str, folder, args) -> None:
+    """Time ``family``'s checkpoint in ``folder`` at each length: NumPy against transformers."""
+    import numpy as np
+    import torch
+    import transformers
+
+    from attention_widget.pretrained import load_pretrained
+
+    model = load_pretrained(folder)
+    ref = transformers.AutoModelForCausalLM.from_pretrained(
+        folder, attn_implementation="eager", dtype=torch.float32
+    ).eval()
+    rng = np.random.default_rng(0)
+    for n in args.seq_lens:
+        ids = rng.integers(0, model.vocab_size, n)
+        t_ids = torch.from_numpy(ids[None])
+
+        def run_numpy(ids=ids):
+            return model.forward_ids(ids, output_attentions=True)
+
+        def run_torch(t_ids=t_ids):
+            with torch.no_grad():
+                return ref(t_ids, output_attentions=True, output_hidden_states=True)
+
+        diff = max(
+            float(np.abs(a - b[0].numpy()).max())
+            for a, b in zip(run_numpy()[1], run_torch().attentions, strict=True)
+        )
+        a, b = _interleaved_ms(run_numpy, run_torch, args)
+        print(f"{family:>14} {n:>7} {a:>9.2f} {b:>9.2f} {a / b:>6.2f}   {diff:.1e}")
+
+
+def _families(args) -> None:
+    """Each family of ``args.families`` on its tiny checkpoint, in a temporary folder."""
+    import tempfile
+    from pathlib import Path
+
+    print(f"\ntiny random checkpoints (random ids), {args.threads} threads, same method:")
+    print(f"{'family':>14} {'seq_len':>7} {'numpy ms':>9} {'torch ms':>9} {'ratio':>6}", end="")
+    print("   max |diff| attn")
+    for family in args.families:
+        with tempfile.TemporaryDirectory() as tmp:
+            _family_rows(family, TINY_CHECKPOINTS[family](Path(tmp)), args)
+    print("load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
 
 
 def _parts(model, seq_len: int, repeats: int) -> None:
@@ -100,6 +213,10 @@ def main() -> None:
     parser.add_argument(
         "--parts", action="store_true", help="also time one layer's steps at the longest length"
     )
+    parser.add_argument(
+        "--families", nargs="*", default=list(TINY_CHECKPOINTS), choices=list(TINY_CHECKPOINTS),
+        help="families timed on a tiny random checkpoint (default: all)",
+    )  # fmt: skip
     args = parser.parse_args()
     # BLAS threads must be fixed before NumPy loads its BLAS
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -146,13 +263,7 @@ def main() -> None:
             float(np.abs(a - b[0].numpy()).max())
             for a, b in zip(at, run_torch().attentions, strict=True)
         )
-        # interleave the two so that machine noise hits both alike; best round of each
-        t_np, t_pt = [], []
-        per_round = max(1, args.repeats // args.rounds)
-        for _ in range(args.rounds):
-            t_np.append(_median_ms(run_numpy, per_round))
-            t_pt.append(_median_ms(run_torch, per_round))
-        a, b = min(t_np), min(t_pt)
+        a, b = _interleaved_ms(run_numpy, run_torch, args)
         print(f"{n:>7} {a:>9.2f} {b:>9.2f} {a / b:>6.2f}   {diff:.1e}")
     print("load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
 
@@ -171,6 +282,8 @@ def main() -> None:
     print(f"  temperature change: {t_temp:.2f} ms   layer change: {t_layer:.2f} ms")
     if args.parts:
         _parts(model, max(args.seq_lens), 4 * args.repeats)
+    if args.families:
+        _families(args)
 
 
 if __name__ == "__main__":
