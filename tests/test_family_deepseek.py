@@ -75,7 +75,7 @@ CONFIGS = {
         "kv_lora_rank": 24, "q_lora_rank": 16, "qk_rope_head_dim": 16, "v_head_dim": 8,
         "n_routed_experts": 12, "first_k_dense_replace": 1, "n_group": 1, "topk_group": 1,
         "num_experts_per_tok": 4, "n_shared_experts": 2, "routed_scaling_factor": 1.5,
-        "rope_parameters": {**YARN, "mscale": 1.0, "mscale_all_dim": 1.0},
+        "rope_parameters": {**YARN, "mscale": 1.0, "mscale_all_dim": 1.0}, "rms_norm_eps": 0.05,
     }),
     "v32": ("deepseek_v32", {
         **SMALL, "q_lora_rank": 24, "first_k_dense_replace": 1, "n_group": 2, "topk_group": 1,
@@ -84,7 +84,7 @@ CONFIGS = {
     "v32_yarn": ("deepseek_v32", {
         **SMALL, "q_lora_rank": 16, "first_k_dense_replace": 0, "n_group": 4, "topk_group": 2,
         "num_experts_per_tok": 3, "index_topk": 11, "index_n_heads": 16, "index_head_dim": 12,
-        "rope_parameters": {**YARN, "mscale": 0.8, "mscale_all_dim": 1.0},
+        "rope_parameters": {**YARN, "mscale": 0.8, "mscale_all_dim": 1.0}, "rms_norm_eps": 0.05,
     }),
 }  # fmt: skip
 CHECKPOINTS = [*CONFIGS, "v3_bf16", "v32_bf16", "v3_sharded", "v32_sharded"]
@@ -200,7 +200,7 @@ def test_indexer_selection_matches_transformers(tiny, name):
         # (or torch.topk's unspecified order among equals) could decide
         a = model.attention_inputs(layer, model.hidden_states(TEXT)[layer], np.arange(n))
         w = model.layer_weights(layer)
-        c_q = blocks.rms_norm(blocks.linear(a.x, w["w_qa"]), w["q_norm"], model.eps)
+        c_q = blocks.rms_norm(blocks.linear(a.x, w["w_qa"]), w["q_norm"], 1e-6)
         scores = model.index_scores(layer, a.x, c_q, np.arange(n))
         for i in range(k, n):
             ranked = np.sort(scores[i, : i + 1])[::-1]

@@ -58,8 +58,11 @@ from .checkpoint import Config
 
 __all__ = ["DeepseekV3", "DeepseekV32", "gated_mlp"]
 
-#: RoPE types of ``rope_parameters`` (or ``rope_scaling``) that the families read.
+#: RoPE types of ``rope_parameters`` (or ``rope_scaling``) that DeepSeek's families read.
 ROPE_TYPES = ("default", "linear", "llama3", "yarn")
+
+#: Epsilon of the RMSNorms of the query and key/value latents (not ``rms_norm_eps``).
+LATENT_NORM_EPS = 1e-6
 
 
 def gated_mlp(
@@ -283,11 +286,12 @@ class DeepseekV3(PretrainedModel):
             c_q = None
             q = linear(x, w["w_q"])  # (seq, n_heads * d_head)
         else:
-            c_q = rms_norm(linear(x, w["w_qa"], w.get("b_qa")), w["q_norm"], self.eps)
+            c_q = linear(x, w["w_qa"], w.get("b_qa"))  # (seq, q_rank): the query latent
+            c_q = rms_norm(c_q, w["q_norm"], LATENT_NORM_EPS)
             q = linear(c_q, w["w_qb"])  # (seq, q_rank) -> (seq, n_heads * d_head)
         q = split_heads(q, self.n_heads)  # (n_heads, seq, d_nope + d_rope)
         kv = linear(x, w["w_kva"], w.get("b_kva"))  # (seq, kv_rank + d_rope)
-        c_kv = rms_norm(kv[:, :rank], w["kv_norm"], self.eps)  # (seq, kv_rank): the latent
+        c_kv = rms_norm(kv[:, :rank], w["kv_norm"], LATENT_NORM_EPS)  # (seq, kv_rank): latent
         k_rope = np.ascontiguousarray(kv[None, :, rank:])  # (1, seq, d_rope): shared by heads
         cos, sin = self.rope(positions)
         rotate = apply_rope_interleaved if self.interleave else apply_rope
