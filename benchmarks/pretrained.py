@@ -45,17 +45,34 @@ def _median_ms(fn, repeats: int) -> float:
     return 1e3 * statistics.median(times)
 
 
-def _interleaved_ms(run_numpy, run_torch, args) -> tuple[float, float]:
-    """Best of ``args.rounds`` medians of each side, the two sides taking turns.
+def _compare(model, ref, ids, args) -> tuple[float, float, float]:
+    """NumPy (``model``) against transformers (``ref``) on token ``ids``, both whole forwards.
 
-    Interleaving lets machine noise hit both alike; the best round of each is kept.
+    Returns the best of ``args.rounds`` medians of each side, the two sides taking turns (so
+    that machine noise hits both alike), and the largest difference of the attentions.
     """
+    import numpy as np
+    import torch
+
+    t_ids = torch.from_numpy(ids[None])
+
+    def run_numpy():
+        return model.forward_ids(ids, output_attentions=True)
+
+    def run_torch():
+        with torch.no_grad():
+            return ref(t_ids, output_attentions=True, output_hidden_states=True)
+
+    diff = max(
+        float(np.abs(a - b[0].numpy()).max())
+        for a, b in zip(run_numpy()[1], run_torch().attentions, strict=True)
+    )
     t_np, t_pt = [], []
     per_round = max(1, args.repeats // args.rounds)
     for _ in range(args.rounds):
         t_np.append(_median_ms(run_numpy, per_round))
         t_pt.append(_median_ms(run_torch, per_round))
-    return min(t_np), min(t_pt)
+    return min(t_np), min(t_pt), diff
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,21 +139,7 @@ def _family_rows(family: str, folder, args) -> None:
     ).eval()
     rng = np.random.default_rng(0)
     for n in args.seq_lens:
-        ids = rng.integers(0, model.vocab_size, n)
-        t_ids = torch.from_numpy(ids[None])
-
-        def run_numpy(ids=ids):
-            return model.forward_ids(ids, output_attentions=True)
-
-        def run_torch(t_ids=t_ids):
-            with torch.no_grad():
-                return ref(t_ids, output_attentions=True, output_hidden_states=True)
-
-        diff = max(
-            float(np.abs(a - b[0].numpy()).max())
-            for a, b in zip(run_numpy()[1], run_torch().attentions, strict=True)
-        )
-        a, b = _interleaved_ms(run_numpy, run_torch, args)
+        a, b, diff = _compare(model, ref, rng.integers(0, model.vocab_size, n), args)
         print(f"{family:>14} {n:>7} {a:>9.2f} {b:>9.2f} {a / b:>6.2f}   {diff:.1e}")
 
 
@@ -249,21 +252,7 @@ def main() -> None:
     print(f"{'seq_len':>7} {'numpy ms':>9} {'torch ms':>9} {'ratio':>6}   max |diff| attn")
     for n in args.seq_lens:
         ids = np.array([101, *all_ids[: n - 2], 102], dtype=np.int64)  # [CLS] ... [SEP]
-        t_ids = torch.from_numpy(ids[None])
-
-        def run_numpy(ids=ids):
-            return model.forward_ids(ids, output_attentions=True)
-
-        def run_torch(t_ids=t_ids):
-            with torch.no_grad():
-                return ref(t_ids, output_attentions=True, output_hidden_states=True)
-
-        _, at = run_numpy()
-        diff = max(
-            float(np.abs(a - b[0].numpy()).max())
-            for a, b in zip(at, run_torch().attentions, strict=True)
-        )
-        a, b = _interleaved_ms(run_numpy, run_torch, args)
+        a, b, diff = _compare(model, ref, ids, args)
         print(f"{n:>7} {a:>9.2f} {b:>9.2f} {a / b:>6.2f}   {diff:.1e}")
     print("load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
 
