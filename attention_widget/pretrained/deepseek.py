@@ -380,9 +380,14 @@ class DeepseekV3(PretrainedModel):
 
     # ---- what the widget shows ----------------------------------------------------------------
     def layer_kind(self, layer: int) -> str:
-        """``"latent, MoE"`` or ``"latent, dense"`` (its feed-forward)."""
-        self._check_layer(layer)
-        return "latent, " + ("MoE" if self.moe_layers[layer] else "dense")
+        """The attention and the feed-forward: ``"latent, MoE"``, ``"latent, dense"``, ..."""
+        layer = self._check_layer(layer)
+        return f"{self.attention_kind}, {'MoE' if self.moe_layers[layer] else 'dense'}"
+
+    @property
+    def attention_kind(self) -> str:
+        """``"latent"``: multi-head latent attention over every key the causal mask allows."""
+        return "latent"
 
     def kv_cache_parts(self, layer: int = 0) -> dict[str, int]:
         """Per token: the latent ``c_kv`` (kv_lora_rank) and the shared rotary key."""
@@ -500,10 +505,10 @@ class DeepseekV32(DeepseekV3):
         allowed = positions[:, None] >= positions[None, :]  # (seq, seq): causal
         return top_k_kept(scores, allowed, self.index_topk)
 
-    def layer_kind(self, layer: int) -> str:
-        """``"latent sparse, top 2048, MoE"``, say."""
-        kind = super().layer_kind(layer).replace("latent", "latent sparse", 1)
-        return kind.replace(",", f", top {self.index_topk},", 1)
+    @property
+    def attention_kind(self) -> str:
+        """``"latent sparse, top 2048"``: latent attention over the keys the indexer keeps."""
+        return f"latent sparse, top {self.index_topk}"
 
     def kv_cache_parts(self, layer: int = 0) -> dict[str, int]:
         """DeepSeek-V3's parts and the indexer's key (index_head_dim)."""
