@@ -198,10 +198,7 @@ def test_indexer_selection_matches_transformers(tiny, name):
         tr = model.trace(TEXT, layer)
         # no near-tie at the boundary of the selection, where the order of float32 sums
         # (or torch.topk's unspecified order among equals) could decide
-        a = model.attention_inputs(layer, model.hidden_states(TEXT)[layer], np.arange(n))
-        w = model.layer_weights(layer)
-        c_q = blocks.rms_norm(blocks.linear(a.x, w["w_qa"]), w["q_norm"], 1e-6)
-        scores = model.index_scores(layer, a.x, c_q, np.arange(n))
+        scores = model.index_scores(layer, TEXT)
         for i in range(k, n):
             ranked = np.sort(scores[i, : i + 1])[::-1]
             assert ranked[k - 1] - ranked[k] > 1e-4, (layer, i)
@@ -387,7 +384,7 @@ def test_top_k_kept_property(n, k, seed, ties):
 # what the widget shows
 # --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["v3", "v3_wide_yarn", "v32_yarn"])
-def test_kv_cache_per_token_matches_transformers_cache(tiny, name):
+def test_cache_width_matches_transformers_cache(tiny, name):
     """The numbers cached per token and layer are what transformers' cache really holds."""
     model = load_pretrained(tiny[name])
     ids = model.encode(TEXT).ids
@@ -399,10 +396,9 @@ def test_kv_cache_per_token_matches_transformers_cache(tiny, name):
     for layer, cached in enumerate(out.past_key_values.layers):
         tensors = [t for t in vars(cached).values() if isinstance(t, torch.Tensor) and t.ndim > 1]
         per_token = sum(t[0].numel() // ids.size for t in tensors)
-        assert per_token == model.kv_cache_per_token(layer) == expected, (layer, tensors)
-    mha = 2 * model.n_heads * model.d_head
-    assert model.kv_cache_per_token() < mha
-    assert sum(model.kv_cache_parts(0).values()) == expected
+        assert per_token == model.cache_width(layer) == expected, (layer, tensors)
+    assert model.cache_width(0) < model.n_heads * (model.d_head + model.d_v)  # every head's k, v
+    assert sum(model.cache_parts(0).values()) == expected
 
 
 def test_widget_facing_facts(tiny):
@@ -412,13 +408,48 @@ def test_widget_facing_facts(tiny):
     assert v3.key_labels(TEXT, 2) == v3.tokenize(TEXT)
     assert "DeepSeek-V3 decoder" in v3.describe() and "kv_lora_rank 16" in v3.describe()
     assert "DeepSeek-V3.2 decoder" in v32.describe()
-    assert v3.kv_cache_parts() == {"latent c_kv": 16, "rotary key": 8}
-    assert v32.kv_cache_parts() == {"latent c_kv": 16, "rotary key": 8, "indexer key": 12}
+    assert v3.cache_parts(0) == {"latent c_kv": 16, "rotary key": 8}
+    assert v32.cache_parts(2) == {"latent c_kv": 16, "rotary key": 8, "indexer key": 12}
     tr = v3.trace(TEXT, 0)
     assert tr.kept is None and tr.latent.shape == (30, 16)
     assert (tr.n_heads, tr.n_kv_heads, tr.d_head) == (4, 4, 20)
     with pytest.raises(ValueError, match=r"layer must be in 0\.\.2"):
         v3.layer_kind(3)
+
+
+# --------------------------------------------------------------------------------------------
+# generation with a key/value cache
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["v3_no_q_lora_yarn", "v32", "v32_yarn"])
+def test_generation_matches_transformers(tiny, name):
+    """Greedy tokens and every step's attention row as transformers' generate; the indexer
+    chooses among all the cached keys."""
+    model = load_pretrained(tiny[name])
+    out = model.generate(TEXT, 8)
+    t = torch.from_numpy(out.prompt_ids[None].copy())
+    ref = _hf(tiny[name]).generate(
+        t, attention_mask=torch.ones_like(t), do_sample=False, max_new_tokens=8, pad_token_id=0,
+        return_dict_in_generate=True, output_attentions=True,
+    )  # fmt: skip
+    np.testing.assert_array_equal(out.all_ids, ref.sequences[0].numpy())
+    for step, layers in zip(out.steps[1:], ref.attentions[1:], strict=True):
+        for ours, theirs in zip(step.attentions, layers, strict=True):
+            np.testing.assert_allclose(ours, theirs[0].numpy(), atol=TOL)
+            if model.model_type == "deepseek_v32":  # dropped keys: exactly 0 on both sides
+                assert (ours > 0).sum(-1).max() == model.index_topk
+                assert ((theirs[0].numpy() > 0) == (ours > 0)).all()
+    assert out.cache_width == (model.cache_width(0),) * model.n_layers
+
+
+@pytest.mark.parametrize("name", ["v3", "v32_yarn"])
+def test_cached_rows_equal_the_full_recomputation(tiny, name):
+    model = load_pretrained(tiny[name])
+    out = model.generate(TEXT, 6)
+    n_prompt = out.prompt_ids.size
+    for step in out.steps:
+        _, full = model.forward_ids(out.all_ids[: n_prompt + step.index])
+        for row, att in zip(step.attentions, full, strict=True):
+            np.testing.assert_allclose(row, att[:, -1:], atol=1e-5)
 
 
 # --------------------------------------------------------------------------------------------

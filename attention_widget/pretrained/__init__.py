@@ -76,9 +76,9 @@ key/value cache, for every causal family without code of its own: positions are 
 that depends on the keys' positions (a mask, a bias) is therefore derived there, from
 ``key_positions``, not in ``attention_inputs``.  What a family may have to add:
 ``logits`` (the output layer: by default ``lm_head`` or the tied embedding, after
-``final_norm``), ``cache_width`` (numbers cached per token: ``2 * n_kv_heads * d_head`` by
-default; a latent cache holds fewer) and ``extend_cache`` (for keys that are not one per
-token).
+``final_norm``), ``cache_parts`` (numbers cached per token, part by part: a key and a value
+per key/value head by default; a latent cache holds fewer; ``cache_width`` is their sum) and
+``extend_cache`` (for keys that are not one per token, or chosen among all the earlier ones).
 """
 
 from __future__ import annotations
@@ -499,22 +499,6 @@ class PretrainedModel(Family):
         """
         self._check_layer(layer)
         return self.tokenize(text)
-
-    def kv_cache_parts(self, layer: int = 0) -> dict[str, int]:
-        """What a decoder keeps per token in ``layer``'s key/value cache, in numbers per part.
-
-        ``{"keys": n_kv_heads * d_head, "values": n_kv_heads * d_head}`` by default; latent
-        attention keeps less (see the DeepSeek families).
-        """
-        self._check_layer(layer)
-        return {"keys": self.n_kv_heads * self.d_head, "values": self.n_kv_heads * self.d_head}
-
-    def kv_cache_per_token(self, layer: int = 0) -> int:
-        """Numbers a decoder caches per token for ``layer``: the sum of :meth:`kv_cache_parts`.
-
-        Bytes are this times the size of the cache's dtype (2 for bfloat16).
-        """
-        return sum(self.kv_cache_parts(layer).values())
 
     def describe(self) -> str:
         """One line on the architecture, e.g. for a widget title or a disabled control.

@@ -20,6 +20,7 @@ __all__ = [
     "erf",
     "gelu_erf",
     "gelu_tanh",
+    "indexer_scores",
     "layer_norm",
     "linear",
     "mixture_of_experts",
@@ -482,6 +483,33 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """
     order = np.argsort(-scores, axis=-1, kind="stable")[:, :k]  # (seq, k)
     return order, np.take_along_axis(scores, order, axis=-1)
+
+
+def indexer_scores(q: np.ndarray, k: np.ndarray, head_weights: np.ndarray) -> np.ndarray:
+    """The lightning indexer: ``I[t, s] = sum_h w[t, h] ReLU(q[h, t] . k[s]) / sqrt(d)``.
+
+    DeepSeek Sparse Attention scores every key for every query with a few cheap heads and a
+    ReLU (no softmax); :func:`top_k_kept` then keeps each query's best keys.
+
+    Parameters
+    ----------
+    q : ndarray, shape (n_index_heads, seq, d)
+        The indexer's queries (rotated).
+    k : ndarray, shape (n_keys, d)
+        Its keys (rotated): one shared by all its heads.
+    head_weights : ndarray, shape (seq, n_index_heads)
+        ``x @ weights_proj.T / sqrt(n_index_heads)``: how much each head counts per query.
+
+    Returns
+    -------
+    ndarray, shape (seq, n_keys)
+        Head by head, so that no (heads, seq, n_keys) array is made.
+    """
+    scale = q.dtype.type(1.0 / math.sqrt(q.shape[-1]))
+    scores = np.zeros((q.shape[1], k.shape[0]), dtype=q.dtype)  # (seq, n_keys)
+    for h in range(q.shape[0]):
+        scores += head_weights[:, h : h + 1] * relu((q[h] @ k.T) * scale)
+    return scores
 
 
 def top_k_kept(scores: np.ndarray, visible: np.ndarray, k: int) -> np.ndarray:

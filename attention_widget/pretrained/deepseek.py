@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
@@ -42,10 +43,10 @@ from . import AttentionInputs, PretrainedModel
 from .blocks import (
     apply_rope,
     apply_rope_interleaved,
+    indexer_scores,
     layer_norm,
     linear,
     mixture_of_experts,
-    relu,
     rms_norm,
     rope_angles,
     rope_inverse_frequencies,
@@ -55,6 +56,7 @@ from .blocks import (
     yarn_rope,
 )
 from .checkpoint import Config
+from .family import LayerCache
 
 __all__ = ["DeepseekV3", "DeepseekV32", "gated_mlp"]
 
@@ -282,13 +284,8 @@ class DeepseekV3(PretrainedModel):
         w = self.layer_weights(i)
         nope, rank = self.d_nope, self.kv_rank
         x = rms_norm(h, w["ln1"], self.eps)  # (seq, d_model)
-        if self.q_rank is None:
-            c_q = None
-            q = linear(x, w["w_q"])  # (seq, n_heads * d_head)
-        else:
-            c_q = linear(x, w["w_qa"], w.get("b_qa"))  # (seq, q_rank): the query latent
-            c_q = rms_norm(c_q, w["q_norm"], LATENT_NORM_EPS)
-            q = linear(c_q, w["w_qb"])  # (seq, q_rank) -> (seq, n_heads * d_head)
+        c_q = self.query_latent(w, x)  # (seq, q_rank), or None
+        q = linear(x, w["w_q"]) if c_q is None else linear(c_q, w["w_qb"])  # (seq, h * d_head)
         q = split_heads(q, self.n_heads)  # (n_heads, seq, d_nope + d_rope)
         kv = linear(x, w["w_kva"], w.get("b_kva"))  # (seq, kv_rank + d_rope)
         c_kv = rms_norm(kv[:, :rank], w["kv_norm"], LATENT_NORM_EPS)  # (seq, kv_rank): latent
@@ -311,6 +308,16 @@ class DeepseekV3(PretrainedModel):
             kept=self.selected_keys(i, x, c_q, positions),
             latent=c_kv,
         )
+
+    def query_latent(self, w: dict, x: np.ndarray) -> np.ndarray | None:
+        """``RMSNorm_q(x @ w_qa.T)``, (seq, q_lora_rank): what queries are made from; or None.
+
+        None without ``q_lora_rank`` (queries straight from ``x``).
+        """
+        if self.q_rank is None:
+            return None
+        c_q = linear(x, w["w_qa"], w.get("b_qa"))  # (seq, q_rank)
+        return rms_norm(c_q, w["q_norm"], LATENT_NORM_EPS)
 
     def selected_keys(
         self, i: int, x: np.ndarray, c_q: np.ndarray | None, positions: np.ndarray
@@ -389,9 +396,12 @@ class DeepseekV3(PretrainedModel):
         """``"latent"``: multi-head latent attention over every key the causal mask allows."""
         return "latent"
 
-    def kv_cache_parts(self, layer: int = 0) -> dict[str, int]:
-        """Per token: the latent ``c_kv`` (kv_lora_rank) and the shared rotary key."""
-        self._check_layer(layer)
+    def cache_parts(self, i: int) -> dict[str, int]:
+        """Per token: the latent ``c_kv`` (kv_lora_rank) and the shared rotary key.
+
+        What DeepSeek's cache keeps (keys and values are made from them when needed); this
+        package's own generation keeps the keys and values themselves, the same numbers.
+        """
         return {"latent c_kv": self.kv_rank, "rotary key": self.d_rope}
 
     def describe(self) -> str:
@@ -401,7 +411,7 @@ class DeepseekV3(PretrainedModel):
             f"{self.name}: {self.family_name}, {self.n_layers} layers x {self.n_heads} heads, "
             f"d_model {self.d_model}, latent attention (kv_lora_rank {self.kv_rank}, {q}, "
             f"q/k {self.d_nope} + rope {self.d_rope}, v {self.d_v}; cache "
-            f"{self.kv_cache_per_token()} numbers per token and layer), {self.n_experts} "
+            f"{self.cache_width(0)} numbers per token and layer), {self.n_experts} "
             f"experts (top {self.top_k}), causal ({self.stored_dtype})"
         )
 
@@ -459,14 +469,13 @@ class DeepseekV32(DeepseekV3):
         parts["index_w"] = (a + "weights_proj.weight", (self.index_heads, self.d_model))
         return parts
 
-    def index_scores(
+    def index_inputs(
         self, i: int, x: np.ndarray, c_q: np.ndarray, positions: np.ndarray
-    ) -> np.ndarray:
-        """The lightning indexer's score of every key for every query in layer ``i``.
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The lightning indexer's queries, keys and head weights in layer ``i``.
 
-        ``I[t, s] = sum_j w[t, j] relu(q[j, t] . k[s] / sqrt(index_head_dim))``, with the
-        head weights ``w = x @ weights_proj.T / sqrt(index_n_heads)``.  Its RoPE turns the
-        first ``qk_rope_head_dim`` dimensions in the half-split convention (unlike MLA's).
+        Its RoPE turns the first ``qk_rope_head_dim`` dimensions of each, in the half-split
+        convention (unlike MLA's interleaved pairs); its one key per token is LayerNorm-ed.
 
         Parameters
         ----------
@@ -474,42 +483,76 @@ class DeepseekV32(DeepseekV3):
         x : ndarray, shape (seq, d_model)
             The normed input of the attention block.
         c_q : ndarray, shape (seq, q_lora_rank)
-            The query latent.
+            The query latent (:meth:`query_latent`).
         positions : ndarray of int, shape (seq,)
+
+        Returns
+        -------
+        q : ndarray, shape (index_n_heads, seq, index_head_dim)
+        k : ndarray, shape (seq, index_head_dim)
+        head_weights : ndarray, shape (seq, index_n_heads)
+            ``x @ weights_proj.T / sqrt(index_n_heads)``.
+        """
+        w = self.layer_weights(i)
+        r = self.d_rope
+        q = split_heads(linear(c_q, w["index_wq"]), self.index_heads)  # (heads, seq, dim)
+        k = layer_norm(linear(x, w["index_wk"]), w["index_norm_w"], w["index_norm_b"], 1e-6)
+        cos, sin = self.rope(positions)
+        q = np.concatenate([apply_rope(q[..., :r], cos, sin), q[..., r:]], axis=-1)
+        k = np.concatenate([apply_rope(k[None, :, :r], cos, sin)[0], k[:, r:]], axis=-1)
+        head_weights = linear(x, w["index_w"]) * np.float32(self.index_heads**-0.5)
+        return q, k, head_weights
+
+    def index_scores(self, i: int, text: str) -> np.ndarray:
+        """The lightning indexer's score of every key for every query of ``text`` in layer ``i``.
+
+        ``I[t, s] = sum_j w[t, j] relu(q[j, t] . k[s] / sqrt(index_head_dim))`` (see
+        :func:`~attention_widget.pretrained.blocks.indexer_scores`); each query keeps the
+        ``index_topk`` best keys the causal mask allows (``trace(text, i).kept``).
 
         Returns
         -------
         ndarray of float32, shape (seq, seq)
             Before the causal mask.
         """
-        w = self.layer_weights(i)
-        r = self.d_rope
-        q = split_heads(linear(c_q, w["index_wq"]), self.index_heads)  # (heads, seq, dim)
-        k = layer_norm(linear(x, w["index_wk"]), w["index_norm_w"], w["index_norm_b"], 1e-6)
-        k = k[None]  # (1, seq, dim): one key for all heads
-        cos, sin = self.rope(positions)
-        q = np.concatenate([apply_rope(q[..., :r], cos, sin), q[..., r:]], axis=-1)
-        k = np.concatenate([apply_rope(k[..., :r], cos, sin), k[..., r:]], axis=-1)[0]
-        head_weights = linear(x, w["index_w"]) * np.float32(self.index_heads**-0.5)  # (seq, H)
-        scale = np.float32(self.index_dim**-0.5)
-        scores = np.zeros((x.shape[0], k.shape[0]), dtype=np.float32)  # (seq, seq)
-        for j in range(self.index_heads):
-            scores += head_weights[:, j : j + 1] * relu((q[j] @ k.T) * scale)
-        return scores
+        x = self.trace(text, i).x
+        positions = np.arange(x.shape[0])
+        c_q = self.query_latent(self.layer_weights(i), x)
+        return indexer_scores(*self.index_inputs(i, x, c_q, positions))
 
     def selected_keys(
         self, i: int, x: np.ndarray, c_q: np.ndarray | None, positions: np.ndarray
     ) -> np.ndarray:
         """The ``index_topk`` keys of best index score among those each query may see."""
-        scores = self.index_scores(i, x, c_q, positions)
-        allowed = positions[:, None] >= positions[None, :]  # (seq, seq): causal
+        scores = indexer_scores(*self.index_inputs(i, x, c_q, positions))  # (seq, seq)
+        allowed = positions[:, None] >= positions[None, :]  # causal
         return top_k_kept(scores, allowed, self.index_topk)
+
+    def extend_cache(
+        self, i: int, inputs: AttentionInputs, positions: np.ndarray, cache: LayerCache
+    ) -> AttentionInputs:
+        """The default cache of keys and values, plus the indexer's keys (``state["index_k"]``).
+
+        New queries choose among every cached key, not only among the new tokens.
+        """
+        x = inputs.x
+        q, k, head_weights = self.index_inputs(
+            i, x, self.query_latent(self.layer_weights(i), x), positions
+        )
+        earlier, kept = cache.state.get("index_k"), inputs.kept
+        cache.state["index_k"] = k if earlier is None else np.concatenate([earlier, k])
+        inputs = super().extend_cache(i, replace(inputs, kept=None), positions, cache)
+        if earlier is not None:  # else the new tokens are all the keys: kept is right
+            scores = indexer_scores(q, cache.state["index_k"], head_weights)  # (seq, n_keys)
+            allowed = positions[:, None] >= inputs.key_positions[None, :]
+            kept = top_k_kept(scores, allowed, self.index_topk)
+        return replace(inputs, kept=kept)
 
     @property
     def attention_kind(self) -> str:
         """``"latent sparse, top 2048"``: latent attention over the keys the indexer keeps."""
         return f"latent sparse, top {self.index_topk}"
 
-    def kv_cache_parts(self, layer: int = 0) -> dict[str, int]:
+    def cache_parts(self, i: int) -> dict[str, int]:
         """DeepSeek-V3's parts and the indexer's key (index_head_dim)."""
-        return {**super().kv_cache_parts(layer), "indexer key": self.index_dim}
+        return {**super().cache_parts(i), "indexer key": self.index_dim}

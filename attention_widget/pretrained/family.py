@@ -289,10 +289,11 @@ class Family:
             ``inputs`` with ``k``, ``v`` (n_kv_heads, n_keys, .) and ``key_positions``
             (n_keys,) of every key so far.
         """
-        if inputs.mask is not None and cache.n_keys:
+        if (inputs.mask is not None or inputs.kept is not None) and cache.n_keys:
             raise NotImplementedError(
-                f"{self.model_type}: its attention has a mask of its own, which the default "
-                "key/value cache cannot extend; the family must override extend_cache"
+                f"{self.model_type}: its attention has a mask or a selection of its own, which "
+                "the default key/value cache cannot extend; the family must override "
+                "extend_cache"
             )
         keys = positions if inputs.key_positions is None else inputs.key_positions
         if cache.k is None:
@@ -304,14 +305,22 @@ class Family:
         cache.window = inputs.window
         return replace(inputs, k=cache.k, v=cache.v, key_positions=cache.key_positions)
 
+    def cache_parts(self, i: int) -> dict[str, int]:
+        """What a key/value cache keeps per token (per entry) in layer ``i``, part by part.
+
+        ``{"keys": n_kv_heads * d_head, "values": n_kv_heads * d_head}`` by default (a key and a
+        value per key/value head).  A family whose cache holds something else (a latent vector
+        and a rotary key, as in multi-head latent attention) overrides this.
+        """
+        return {"keys": self.n_kv_heads * self.d_head, "values": self.n_kv_heads * self.d_head}
+
     def cache_width(self, i: int) -> int:
         """Numbers a key/value cache keeps per token (per entry) in layer ``i``.
 
-        ``2 * n_kv_heads * d_head`` by default (a key and a value per key/value head): fewer
-        with grouped-query attention than with multi-head attention.  A family whose cache
-        holds something else (a latent vector, as in multi-head latent attention) overrides this.
+        The sum of :meth:`cache_parts`: ``2 * n_kv_heads * d_head`` by default, fewer with
+        grouped-query attention than with multi-head attention, fewer still with a latent.
         """
-        return 2 * self.n_kv_heads * self.d_head
+        return sum(self.cache_parts(i).values())
 
     # ---- helpers for families -----------------------------------------------------------------
     def weight(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
