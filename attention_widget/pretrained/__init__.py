@@ -83,7 +83,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine import MEMORY_LIMIT_BYTES, AttentionTrace, merge_heads
+from ..engine import MEMORY_LIMIT_BYTES, AttentionTrace
 from .checkpoint import Tensors
 from .family import AttentionInputs, Family, LayerAttention
 from .tokenizer import Encoding, Tokenizer, load_tokenizer
@@ -93,6 +93,7 @@ __all__ = [
     "SUPPORTED_MODEL_TYPES",
     "AttentionInputs",
     "Encoding",
+    "LayerAttention",
     "PretrainedModel",
     "load_pretrained",
 ]
@@ -198,7 +199,6 @@ class PretrainedModel(Family):
         self.progress = progress
         self._states: OrderedDict[str, _TextState] = OrderedDict()
         self._attn: OrderedDict[tuple[str, int], LayerAttention] = OrderedDict()
-        self._all_true: dict[tuple[int, ...], np.ndarray] = {}  # masks of unmasked traces
         memory_cap = int(math.sqrt(MEMORY_LIMIT_BYTES / (4 * 4 * self.n_heads)))
         self.max_tokens = int(min(self.max_positions, memory_cap))
 
@@ -387,22 +387,18 @@ class PretrainedModel(Family):
         layer = self._check_layer(layer)
         temperature = _check_temperature(temperature)
         cached = self._layer_attention(text, layer)
-        a = cached.inputs
-        att = self.run_attention(a, cached.mask, temperature)
-        concat = merge_heads(att.head_outputs)
-        mask = cached.mask
-        if mask is None:  # every key allowed: the same all-True array each time
-            shape = att.scores.shape[1:]
-            mask = self._all_true.get(shape)
-            if mask is None:
-                mask = self._all_true[shape] = np.ones(shape, dtype=bool)
-                _readonly(mask)
-        return AttentionTrace(
-            x=a.x, q=a.q, k=a.k, v=a.v, scores=cached.attended.scores, weights=att.weights,
-            head_outputs=att.head_outputs, concat=concat,
-            output=self.attention_output(layer, concat), mask=mask,
-            entropy=att.entropy, temperature=temperature,
-        )  # fmt: skip
+        return self.make_trace(
+            cached, temperature, lambda concat: self.attention_output(layer, concat)
+        )
+
+    def key_labels(self, text: str, layer: int) -> list[str]:
+        """One label per key column of ``layer``'s attention on ``text``.
+
+        The tokens (as :meth:`tokenize` shows them); families whose layers have key columns
+        that are not tokens (compressed entries) add their own labels.
+        """
+        self._check_layer(layer)
+        return self.tokenize(text)
 
     def hidden_states(self, text: str) -> list[np.ndarray]:
         """Embedding output and the output of every block, like ``output_hidden_states``.
@@ -425,16 +421,6 @@ class PretrainedModel(Family):
         list of ndarray, n_layers arrays of shape (n_heads, seq_len, seq_len), float32, read-only
         """
         return [self._layer_attention(text, i).attended.weights for i in range(self.n_layers)]
-
-    def _check_layer(self, layer: object) -> int:
-        if isinstance(layer, bool) or not isinstance(layer, numbers.Integral):
-            raise TypeError(f"layer must be an integer, got {layer!r} ({type(layer).__name__})")
-        if not 0 <= layer < self.n_layers:
-            raise ValueError(
-                f"layer must be in 0..{self.n_layers - 1} ({self.name} has {self.n_layers} "
-                f"layers), got {layer}"
-            )
-        return int(layer)
 
     def describe(self) -> str:
         """One line on the architecture, e.g. for a widget title or a disabled control.
