@@ -85,7 +85,7 @@ import numpy as np
 
 from ..engine import MEMORY_LIMIT_BYTES, AttentionTrace
 from .checkpoint import Tensors
-from .family import AttentionInputs, Family, LayerAttention
+from .family import AttentionInputs, Family, LayerAttention, check_temperature
 from .tokenizer import Encoding, Tokenizer, load_tokenizer
 
 __all__ = [
@@ -104,6 +104,7 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "gpt2": ("gpt2", "GPT2"),
     "llama": ("llama", "Llama"),
     "qwen3": ("llama", "Qwen3"),
+    "bart": ("bart", "Bart"),
 }
 
 #: ``model_type`` values of ``config.json`` that :func:`load_pretrained` can run.
@@ -126,14 +127,6 @@ def _report(progress: ProgressCallback | None, fraction: float, message: str) ->
 def _readonly(*arrays: np.ndarray) -> None:
     for a in arrays:
         a.setflags(write=False)
-
-
-def _check_temperature(temperature: object) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise TypeError(f"temperature must be a real number, got {temperature!r}")
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-    return float(temperature)
 
 
 class PretrainedModel(Family):
@@ -385,7 +378,7 @@ class PretrainedModel(Family):
             For a bad ``text``, ``layer`` or ``temperature``, naming it.
         """
         layer = self._check_layer(layer)
-        temperature = _check_temperature(temperature)
+        temperature = check_temperature(temperature)
         cached = self._layer_attention(text, layer)
         return self.make_trace(
             cached, temperature, lambda concat: self.attention_output(layer, concat)

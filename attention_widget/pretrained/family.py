@@ -10,6 +10,7 @@ layer's forward step, whose attention always runs through the engine's
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +23,22 @@ from ..engine import Attended, AttentionTrace, attend, merge_heads
 from .blocks import linear
 from .checkpoint import FLOAT_DTYPES, Config, Tensors, held_bytes
 
-__all__ = ["AttentionInputs", "Family", "LayerAttention"]
+__all__ = ["AttentionInputs", "Family", "LayerAttention", "check_temperature"]
+
+
+def check_temperature(temperature: object) -> float:
+    """``temperature`` as a float, checked: a finite real number > 0.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming ``temperature``.
+    """
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise TypeError(f"temperature must be a real number, got {temperature!r}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    return float(temperature)
 
 
 @dataclass
