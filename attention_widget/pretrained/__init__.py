@@ -105,6 +105,8 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "llama": ("llama", "Llama"),
     "qwen3": ("llama", "Qwen3"),
     "bart": ("bart", "Bart"),
+    "gpt_oss": ("gpt_oss", "GptOss"),
+    "gemma2": ("gemma2", "Gemma2"),
 }
 
 #: ``model_type`` values of ``config.json`` that :func:`load_pretrained` can run.
