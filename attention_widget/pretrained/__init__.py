@@ -107,6 +107,7 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "bart": ("bart", "Bart"),
     "gpt_oss": ("gpt_oss", "GptOss"),
     "gemma2": ("gemma2", "Gemma2"),
+    "bloom": ("bloom", "Bloom"),
 }
 
 #: ``model_type`` values of ``config.json`` that :func:`load_pretrained` can run.

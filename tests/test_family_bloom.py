@@ -1,0 +1,144 @@
+"""BLOOM in NumPy against transformers' BloomForCausalLM (eager attention).
+
+Tiny random checkpoints saved by ``save_pretrained`` in the test: head counts that are powers
+of two and not (ALiBi's slopes differ there), residuals from the normed states, float32,
+bfloat16 and sharded files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from test_pretrained import TOL, _attend_spy, _hf, _max_diff, _run_hf, _word_tokenizer
+from transformers.models.bloom.modeling_bloom import _get_alibi_slopes
+
+from attention_widget.pretrained import load_pretrained
+from attention_widget.pretrained.bloom import Bloom
+
+transformers.logging.set_verbosity_error()
+torch.set_grad_enabled(False)
+
+TEXT = "the cat sat on the mat and the dog ran after the cat and the cat ran away"
+
+CONFIGS = {
+    "four_heads": dict(hidden_size=32, n_head=4, n_layer=3),
+    # 6 heads: the slopes of 4 heads, then every other slope of 8
+    "six_heads": dict(hidden_size=30, n_head=6, n_layer=2,
+                      apply_residual_connection_post_layernorm=True),
+    # 12 heads: the slopes of 8, then 4 of 16
+    "twelve_heads": dict(hidden_size=48, n_head=12, n_layer=2),
+}  # fmt: skip
+
+
+def _make_bloom(folder: Path, kind: str = "four_heads", dtype=torch.float32, **save_kw) -> Path:
+    torch.manual_seed(41)
+    tok = _word_tokenizer(bos=True)
+    model = transformers.BloomForCausalLM(
+        transformers.BloomConfig(vocab_size=tok.get_vocab_size(), **CONFIGS[kind])
+    )
+    for name, p in model.named_parameters():  # sharp heads, non-trivial norms
+        if p.ndim == 2:
+            p.normal_(0.0, 0.35)
+        elif "layernorm" in name or "ln_f" in name:
+            p.copy_(1.0 + 0.3 * torch.randn_like(p)) if name.endswith("weight") else p.normal_(
+                0, 0.1
+            )
+        else:
+            p.normal_(0.0, 0.1)
+    model.to(dtype).save_pretrained(folder, **save_kw)
+    tok.save(str(folder / "tokenizer.json"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("bloom")
+    out = {kind: _make_bloom(root / kind, kind) for kind in CONFIGS}
+    out["bf16"] = _make_bloom(root / "bf16", "six_heads", torch.bfloat16)
+    out["sharded"] = _make_bloom(root / "sharded", "four_heads", max_shard_size="20KB")
+    return out
+
+
+@pytest.mark.parametrize("kind", ["four_heads", "six_heads", "twelve_heads", "bf16", "sharded"])
+def test_bloom_matches_transformers(checkpoints, kind):
+    model = load_pretrained(checkpoints[kind])
+    assert isinstance(model, Bloom)
+    ids = model.encode(TEXT).ids
+    hs_ref, at_ref = _run_hf(_hf(checkpoints[kind]), ids)
+    hs, at = model.hidden_states(TEXT), model.attentions(TEXT)
+    assert len(at) == model.n_layers and len(hs) == model.n_layers + 1
+    assert _max_diff(hs, hs_ref) < TOL
+    assert _max_diff(at, at_ref) < TOL
+    assert max(float(a.max()) for a in at_ref) > 0.5  # sharp heads
+    for a in at:
+        assert not np.triu(a, k=1).any()
+    assert model.layer_kind(0) == "causal"
+    assert (checkpoints[kind] / "model.safetensors.index.json").is_file() == (kind == "sharded")
+
+
+@pytest.mark.parametrize("kind", ["four_heads", "six_heads", "twelve_heads"])
+def test_alibi_bias_and_fused_layout(checkpoints, kind):
+    """Scores are scale * q k^T - m_h (i - j) with BLOOM's slopes (transformers' own function);
+    q, k and v are the per-head thirds of the fused projection, as transformers splits it."""
+    model = load_pretrained(checkpoints[kind])
+    ref = _hf(checkpoints[kind])
+    ids = model.encode(TEXT).ids
+    n = ids.size
+    slopes = _get_alibi_slopes(model.n_heads, torch.device("cpu")).numpy().astype(np.float64)
+    distance = np.arange(n)[:, None] - np.arange(n)[None, :]  # i - j
+    for layer in range(model.n_layers):
+        tr = model.trace(TEXT, layer)
+        plain = tr.q.astype(np.float64) @ tr.k.transpose(0, 2, 1) / math.sqrt(model.d_head)
+        bias = tr.scores - plain  # (heads, n, n)
+        causal = np.tri(n, dtype=bool)
+        np.testing.assert_allclose(
+            np.where(causal, bias, 0), np.where(causal, -slopes[:, None, None] * distance, 0),
+            atol=1e-4,
+        )  # fmt: skip
+        attention = ref.transformer.h[layer].self_attention
+        fused = attention.query_key_value(torch.from_numpy(tr.x.copy()[None]))
+        q_ref, k_ref, v_ref = (t[0].numpy() for t in attention._reshape(fused))
+        np.testing.assert_allclose(tr.q, q_ref, atol=1e-5)
+        np.testing.assert_allclose(tr.k, k_ref, atol=1e-5)
+        np.testing.assert_allclose(tr.v, v_ref, atol=1e-5)
+        out_ref = attention.dense(torch.from_numpy(tr.concat.copy())).numpy()
+        np.testing.assert_allclose(tr.output, out_ref, atol=1e-5)
+    # slopes of a power of two, and the interleaved extra slopes otherwise
+    expected = {4: [2**-2, 2**-4, 2**-6, 2**-8],
+                6: [2**-2, 2**-4, 2**-6, 2**-8, 2**-1, 2**-3]}  # fmt: skip
+    if model.n_heads in expected:
+        np.testing.assert_allclose(slopes, expected[model.n_heads])
+
+
+def test_every_attention_is_the_engines_attend_with_alibi(checkpoints, monkeypatch):
+    model = load_pretrained(checkpoints["six_heads"])
+    calls = _attend_spy(monkeypatch)
+    _, at = model.forward_ids(model.encode(TEXT).ids)
+    assert len(calls) == model.n_layers
+    for a, (_q, _k, _v, kwargs, out) in zip(at, calls, strict=True):
+        assert a is out.weights and kwargs["alibi"] is True
+
+
+def test_description_and_config_errors(checkpoints, tmp_path):
+    model = load_pretrained(checkpoints["six_heads"])
+    assert "BLOOM decoder" in model.describe() and model.residual_from_norm
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    for name in ("model.safetensors", "tokenizer.json"):
+        (folder / name).symlink_to(checkpoints["six_heads"] / name)
+    cfg = json.loads((checkpoints["six_heads"] / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, "n_head": 4}))
+    with pytest.raises(
+        ValueError, match=r"config\.json: hidden_size=30 is not divisible by n_head=4"
+    ):
+        load_pretrained(folder)
