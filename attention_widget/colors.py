@@ -14,7 +14,9 @@ Tables: 65 evenly spaced samples of the matplotlib colormaps of the same name (s
 interpolated linearly.  All are perceptually ordered and readable with the common
 colour-vision deficiencies (viridis family, cividis; ColorBrewer RdBu and PuOr; greys).
 Attention weights use a sequential table on the fixed scale 0 .. 1; signed arrays (X, Q, K,
-V, scores, outputs) the diverging table paired with it, symmetric around 0.
+V, scores, outputs) the diverging table paired with it on a scale symmetric around 0, whose end
+:func:`symmetric_limit` rounds to a readable number; one scale per step of the diagram (X;
+Q, K, V; scores; head outputs; concat and output), shared by all its heads.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 __all__ = [
     "DIVERGING",
     "LEVELS",
+    "MASK_HATCH_RGB",
     "MASK_RGB",
     "PAIRED_DIVERGING",
     "SEQUENTIAL",
@@ -33,11 +36,15 @@ __all__ = [
     "hex_colors",
     "levels",
     "palette",
+    "symmetric_limit",
     "to_rgb",
 ]
 
 LEVELS = 253  # colour levels of a scale; odd, so 0 on a symmetric scale is level 126 exactly
 MASK_RGB = (150, 150, 150)  # masked cells: one grey, never a colour of the scale
+#: The lines the static exports draw across masked cells (a hatch that survives printing in
+#: grey, where MASK_RGB alone could pass for a value of the "greys" table).
+MASK_HATCH_RGB = (255, 255, 255)
 
 #: Sequential tables (the weights; the choice offered to users as "colours").
 SEQUENTIAL = ("viridis", "cividis", "magma", "greys")
@@ -138,6 +145,22 @@ def palette(name: str) -> np.ndarray:
     out = np.floor(anchors[k] + (anchors[k + 1] - anchors[k]) * f + 0.5).astype(np.uint8)
     out.flags.writeable = False  # shared by every caller
     return out
+
+
+def symmetric_limit(peak: float) -> float:
+    """The end ``L`` of a symmetric scale ``-L .. L`` for values up to ``|peak|``.
+
+    ``peak`` rounded up to the next of 1, 1.5, 2, 3, 4, 5, 6 or 8 times a power of ten: a
+    stable, readable range (a small change of the values rarely changes it, and at most a third
+    of the scale goes unused).  1.0 when ``peak`` is 0 or not finite.
+    """
+    if not np.isfinite(peak) or peak <= 0:
+        return 1.0
+    power = 10.0 ** np.floor(np.log10(peak))
+    for step in (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0):
+        if peak <= step * power * (1 + 1e-12):
+            return float(step * power)
+    return float(10.0 * power)
 
 
 def levels(values: np.ndarray, low: float, high: float, out: np.ndarray | None = None

@@ -16,41 +16,22 @@ from __future__ import annotations
 import base64
 import contextlib
 import math
-import struct
-import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import bqplot as bq
 import ipywidgets as W
 import numpy as np
 
+from .colors import LEVELS, MASK_RGB, PAIRED_DIVERGING, hex_colors, levels, palette, symmetric_limit
+from .png import palette_png
+
 __all__ = [
-    "COLORMAPS", "DIVERGING", "PNG_URL_PREFIX", "Panel", "PanelFigure", "palette_rgb", "panels_png",
-    "quantize", "shown_together", "tick_positions",
+    "MASKED", "PNG_URL_PREFIX", "TRANSPARENT", "Panel", "PanelFigure", "shown_together",
+    "tick_positions",
 ]
 
-# Colour-blind-safe maps as anchor colours (the browser interpolates between them).
-COLORMAPS: dict[str, list[str]] = {
-    "viridis": ["#440154", "#472c7a", "#3b518b", "#2c718e", "#21908d", "#27ad81", "#5cc863",
-                "#aadc32", "#fde725"],
-    "cividis": ["#00204c", "#213d6b", "#555b6c", "#7b7a77", "#a59c74", "#d3c064", "#ffe945"],
-    "magma": ["#000004", "#1c1044", "#4f127b", "#812581", "#b5367a", "#e55964", "#fb8761",
-              "#fec287", "#fcfdbf"],
-    "greys": ["#ffffff", "#d9d9d9", "#969696", "#525252", "#000000"],
-}
-#: Diverging map (negative .. 0 .. positive) paired with each sequential map.
-DIVERGING: dict[str, list[str]] = {
-    "viridis": ["#2166ac", "#4393c3", "#92c5de", "#d1e5f0", "#f7f7f7", "#fddbc7", "#f4a582",
-                "#d6604d", "#b2182b"],
-    "cividis": ["#542788", "#8073ac", "#b2abd2", "#d8daeb", "#f7f7f7", "#fee0b6", "#fdb863",
-                "#e08214", "#b35806"],
-    "magma": ["#2166ac", "#4393c3", "#92c5de", "#d1e5f0", "#f7f7f7", "#fddbc7", "#f4a582",
-              "#d6604d", "#b2182b"],
-    "greys": ["#000000", "#525252", "#969696", "#d9d9d9", "#ffffff", "#d9d9d9", "#969696",
-              "#525252", "#000000"],
-}
 GAP = 1  # empty cells between panels
 # Scales have explicit ranges: marks must not recompute them (a domain change makes every mark
 # of the figure redraw, so each heatmap update would redraw all of them).
@@ -72,6 +53,10 @@ COLUMN_LABEL_STYLE = {"font-size": "10px", "text-anchor": "start", "transform-bo
 TITLE_PX = 16  # panel titles: a 14 px text box (12 px bold) and a 2 px gap above the panel
 TITLE_ROOM_PX = TITLE_PX + 4  # room above every row of panels: its titles, clear of the axis
 PNG_URL_PREFIX = b"data:image/png;base64,"  # how a figure's Image widget holds its PNG
+# The image's palette: the LEVELS colours of the figure's table (attention_widget.colors), then
+# the masked grey, then transparency (outside the panels).
+MASKED = LEVELS  # palette index of a masked cell
+TRANSPARENT = 255  # palette index outside the panels
 
 
 def tick_positions(n: int, max_ticks: int = MAX_TICKS) -> np.ndarray:
@@ -145,7 +130,8 @@ class PanelFigure:
     signed : bool
         True: diverging colours symmetric around 0; False: fixed ``0..1`` sequential scale.
     colormap : str
-        Key of :data:`COLORMAPS`.
+        A sequential table of :mod:`attention_widget.colors` (``SEQUENTIAL``); signed figures
+        draw with its paired diverging table (``PAIRED_DIVERGING``).
     cell_px : float
         Preferred pixel height of a cell; the figure height follows from it (clamped).
     square : bool
@@ -154,12 +140,12 @@ class PanelFigure:
 
     Notes
     -----
-    The panels reach the browser as one palette PNG (:func:`panels_png`), one pixel per cell;
-    outside the panels it is transparent, masked cells are grey.  bqplot's ``Image`` mark
-    redraws only when it is pointed at another ``ipywidgets.Image``, so the figure keeps two
-    and alternates: fill the hidden one, then show it (two small messages per update; see
-    :func:`shown_together` for several figures).  The PNG travels as a ``data:`` URL, which
-    bqplot uses as the image's href as it is.
+    The panels reach the browser as one palette PNG, one pixel per cell, a colour level each
+    (:mod:`attention_widget.colors`); outside the panels it is transparent, masked cells grey.
+    bqplot's ``Image`` mark redraws only when it is pointed at another ``ipywidgets.Image``, so
+    the figure keeps two and alternates: fill the hidden one, then show it (two small messages
+    per update; see :func:`shown_together` for several figures).  The PNG travels as a
+    ``data:`` URL, which bqplot uses as the image's href as it is.
     """
 
     def __init__(self, css_class: str, *, signed: bool, colormap: str = "viridis",
@@ -233,7 +219,8 @@ class PanelFigure:
     # ---------------------------------------------------------------------------------------
     def set_colormap(self, name: str) -> None:
         """Switch the colour scheme (sequential for weights, diverging for signed arrays)."""
-        self.color_scale.colors = (DIVERGING if self.signed else COLORMAPS)[name]
+        self.table = PAIRED_DIVERGING[name] if self.signed else name
+        self.color_scale.colors = hex_colors(self.table)
         if self._panels:
             self._draw()
 
@@ -296,11 +283,10 @@ class PanelFigure:
         for arr, (x0, y0) in zip(self._panels, self._offsets, strict=True):
             rows, cols = arr.shape
             cells = grid[int(y0):int(y0) + rows, int(x0):int(x0) + cols]
-            quantize(arr, low, high, out=cells)
+            levels(arr, low, high, out=cells)
             if self._mask is not None and self._mask.shape == arr.shape:
                 cells[~self._mask] = MASKED
-        palette = palette_rgb(self.color_scale.colors)
-        png = panels_png(grid, palette)
+        png = palette_png(grid, _image_palette(self.table), transparent=(TRANSPARENT,))
         if png == self._png:
             return 0
         self._shown, self._png = grid, png
@@ -340,16 +326,7 @@ class PanelFigure:
 
     def _layout(self, panels: Sequence[Panel], ncols: int) -> None:
         """Place the panels in a grid: rows of ``ncols``, each cell as large as its largest."""
-        row_heights: list[int] = []
-        col_widths: list[int] = []
-        for i, p in enumerate(panels):
-            r, c = divmod(i, ncols)
-            if r == len(row_heights):
-                row_heights.append(0)
-            row_heights[r] = max(row_heights[r], p.array.shape[0])
-            while len(col_widths) <= c:
-                col_widths.append(0)
-            col_widths[c] = max(col_widths[c], p.array.shape[1])
+        row_heights, col_widths = _tracks([p.array.shape for p in panels], ncols)
         x_starts = np.cumsum([0] + [w + 2 * GAP for w in col_widths])
         width = float(x_starts[-1] - 2 * GAP)
 
@@ -495,7 +472,7 @@ class PanelFigure:
         if not self.signed:
             return
         peak = max(float(np.max(np.abs(a))) for a in self._panels)
-        peak = _nice_ceiling(peak)
+        peak = symmetric_limit(peak)
         if peak != self._range:
             self._range = peak
             with self.color_scale.hold_sync():
@@ -528,7 +505,7 @@ class PanelFigure:
         """The palette index of every cell of every panel in the image on screen.
 
         Read back from the grid the PNG was made of: ``0 .. LEVELS - 1`` colour levels of the
-        scale (see :func:`quantize`), :data:`MASKED` for masked cells.
+        scale (see :func:`attention_widget.colors.levels`), :data:`MASKED` for masked cells.
         """
         out = []
         for arr, (x0, y0) in zip(self._panels, self._offsets, strict=True):
@@ -563,98 +540,24 @@ def shown_together(figures: Sequence[PanelFigure]) -> Iterator[None]:
             fig.show_pending()
 
 
-# Palette PNG: LEVELS colours of the scale, then the masked grey, then transparency.
-LEVELS = 253  # odd: 0 of a symmetric scale is level 126 exactly
-MASKED = LEVELS  # palette index of a masked cell
-TRANSPARENT = 255  # palette index outside the panels
-MASK_RGB = (150, 150, 150)
-
-
-def quantize(values: np.ndarray, low: float, high: float, out: np.ndarray | None = None
-             ) -> np.ndarray:
-    """Colour level ``round((v - low) / (high - low) * (LEVELS - 1))`` of each value, clipped.
-
-    Parameters
-    ----------
-    values : ndarray, shape (rows, cols)
-    low, high : float
-        The ends of the colour scale (``low < high``).
-    out : ndarray of uint8, shape (rows, cols), optional
-
-    Returns
-    -------
-    ndarray of uint8, shape (rows, cols)
-        Levels ``0 .. LEVELS - 1``: level ``k`` is drawn in the scale's colour for the value
-        ``low + k / (LEVELS - 1) * (high - low)``, so a cell's colour is its value's to within
-        half a level, 0.2 % of the scale.
-    """
-    t = (np.asarray(values, dtype=np.float32) - np.float32(low)) * np.float32(
-        (LEVELS - 1) / (high - low))
-    np.clip(t, 0.0, LEVELS - 1, out=t)
-    t += 0.5
-    if out is None:
-        return t.astype(np.uint8)
-    np.copyto(out, t, casting="unsafe")
+@cache
+def _image_palette(table: str) -> np.ndarray:
+    """The ``(256, 3)`` uint8 palette of a figure's PNG on colour table ``table``."""
+    out = np.zeros((256, 3), dtype=np.uint8)
+    out[:LEVELS] = palette(table)
+    out[MASKED] = MASK_RGB
+    out.flags.writeable = False  # shared by every figure (cached)
     return out
 
 
-def palette_rgb(colors: Sequence[str]) -> np.ndarray:
-    """The ``(LEVELS, 3)`` uint8 colours of the levels (see :func:`_palette_rgb`)."""
-    return _palette_rgb(tuple(colors))
+def _tracks(shapes: Sequence[tuple[int, ...]], ncols: int) -> tuple[list[int], list[int]]:
+    """Row heights and column widths of a grid of panels of ``shapes``, rows of ``ncols``.
 
-
-@lru_cache(maxsize=32)
-def _palette_rgb(colors: tuple[str, ...]) -> np.ndarray:
-    """The ``(LEVELS, 3)`` uint8 colours of the levels, as bqplot's ``ColorScale`` draws them.
-
-    bqplot maps a value linearly between evenly spaced anchor colours (d3's ``scaleLinear``
-    with RGB interpolation, channels rounded): the colour bar and the cells agree.
+    Each row is as high as its highest panel, each column as wide as its widest.
     """
-    anchors = np.array([[int(c[k:k + 2], 16) for k in (1, 3, 5)] for c in colors], dtype=float)
-    t = np.linspace(0.0, len(anchors) - 1, LEVELS)
-    k = np.minimum(t.astype(int), len(anchors) - 2)
-    f = (t - k)[:, None]
-    rgb = anchors[k] + (anchors[k + 1] - anchors[k]) * f
-    out = np.floor(rgb + 0.5).astype(np.uint8)
-    out.flags.writeable = False  # shared by every caller (cached)
-    return out
-
-
-def panels_png(grid: np.ndarray, palette: np.ndarray) -> bytes:
-    """An 8-bit palette PNG of ``grid`` (one pixel a cell).
-
-    Parameters
-    ----------
-    grid : ndarray of uint8, shape (height, width)
-        Palette indices: colour levels, :data:`MASKED` or :data:`TRANSPARENT`.
-    palette : ndarray of uint8, shape (LEVELS, 3)
-        From :func:`palette_rgb`.
-    """
-    height, width = grid.shape
-    plte = np.zeros((256, 3), dtype=np.uint8)
-    plte[:LEVELS] = palette
-    plte[MASKED] = MASK_RGB
-    alpha = np.full(256, 255, dtype=np.uint8)
-    alpha[TRANSPARENT] = 0
-    raw = np.zeros((height, width + 1), dtype=np.uint8)  # filter byte 0 (none) per row
-    raw[:, 1:] = grid
-    if grid.size <= 1 << 18:
-        # runs of equal cells only (Z_RLE): on the 64-token stage grids as fast as zlib level
-        # 1's default strategy on the small ones and 1.4-2.2x faster on the large ones
-        # (weights, scores), output 0-16 % smaller
-        packer = zlib.compressobj(1, zlib.DEFLATED, 15, 8, zlib.Z_RLE)
-        idat = packer.compress(raw.tobytes()) + packer.flush()
-    else:  # large grids: store, do not spend time packing
-        idat = zlib.compress(raw.tobytes(), 0)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)  # 8-bit palette
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"PLTE", plte.tobytes())
-            + chunk(b"tRNS", alpha.tobytes()) + chunk(b"IDAT", idat)
-            + chunk(b"IEND", b""))
+    rows = [max(s[0] for s in shapes[i:i + ncols]) for i in range(0, len(shapes), ncols)]
+    cols = [max(s[1] for s in shapes[c::ncols]) for c in range(min(ncols, len(shapes)))]
+    return rows, cols
 
 
 def _short(label: str) -> str:
@@ -664,18 +567,3 @@ def _short(label: str) -> str:
 
 def _key(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else repr(float(v))
-
-
-def _nice_ceiling(x: float) -> float:
-    """Round ``x`` up to the next of 1, 1.5, 2, 3, 4, 5, 6, 8 times a power of ten.
-
-    Stable colour ranges: a slider step rarely changes them (each change costs the browser a
-    message and a redraw of the colour bar), and at most a third of the scale goes unused.
-    """
-    if not np.isfinite(x) or x <= 0:
-        return 1.0
-    power = 10.0 ** np.floor(np.log10(x))
-    for step in (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0):
-        if x <= step * power * (1 + 1e-12):
-            return float(step * power)
-    return float(10.0 * power)

@@ -5,7 +5,8 @@ Two kinds of image, both 8 bits per channel, no interlace, filter byte 0 on ever
 * :func:`palette_png`: one byte per pixel, an index into a palette of up to 256 colours with
   optional transparent entries -- what the widget's figures send (one pixel per cell, a colour
   level each; see :mod:`attention_widget.colors`);
-* :func:`rgb_png`: three bytes per pixel -- what the static exports embed.
+* :func:`rgb_png`: three bytes per pixel, deflated at zlib's default level -- what the static
+  exports embed (files, where size matters more than encoding time).
 """
 
 from __future__ import annotations
@@ -26,14 +27,18 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
 
 
-def _png(width: int, height: int, color_type: int, rows: np.ndarray, extra: bytes = b"") -> bytes:
+def _png(width: int, height: int, color_type: int, rows: np.ndarray, extra: bytes = b"",
+         level: int | None = None) -> bytes:
     """A PNG of ``rows`` (height, 1 + bytes per row): a 0 filter byte, then the row's bytes.
 
-    Small images are deflated with ``Z_RLE`` (runs of equal bytes: heatmaps are made of them);
-    large ones are stored, since packing them costs more time than sending them.
+    With a zlib ``level``, deflated at that level.  Else small images are deflated with
+    ``Z_RLE`` (runs of equal bytes: palette heatmaps are made of them) and large ones are
+    stored, since packing them costs more time than sending them.
     """
     raw = rows.tobytes()
-    if len(raw) <= _RLE_MAX_BYTES:
+    if level is not None:
+        idat = zlib.compress(raw, level)
+    elif len(raw) <= _RLE_MAX_BYTES:
         packer = zlib.compressobj(1, zlib.DEFLATED, 15, 8, zlib.Z_RLE)
         idat = packer.compress(raw) + packer.flush()
     else:
@@ -77,4 +82,4 @@ def rgb_png(rgb: np.ndarray) -> bytes:
     height, width, _ = rgb.shape
     rows = np.zeros((height, 1 + 3 * width), dtype=np.uint8)
     rows[:, 1:] = rgb.reshape(height, 3 * width)
-    return _png(width, height, 2, rows)
+    return _png(width, height, 2, rows, level=6)

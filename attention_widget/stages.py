@@ -6,7 +6,6 @@ titles, formulas and the one-line summary from here.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,9 +42,8 @@ class Stage:
     signed: bool = True
 
     def dims(self, trace: Any) -> str:
-        """The shape with the trace's numbers, e.g. ``"4 × 13 × 13"``."""
-        names = re.findall(r"[a-z_]+", self.shape)
-        return " × ".join(str(getattr(trace, n)) for n in names)
+        """The shape of the trace's array, e.g. ``"4 × 13 × 13"``."""
+        return " × ".join(str(n) for n in getattr(trace, self.attr).shape)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import io
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import matplotlib
 
@@ -31,7 +33,9 @@ from attention_widget import (
     init_params,
     multi_head_attention,
 )
-from attention_widget.testing import record_comm_messages
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support.comm import record_comm_messages
 
 SEQ, D_MODEL, HEADS = 64, 256, 8
 TOKENS = [f"w{i % 40}" for i in range(SEQ)]

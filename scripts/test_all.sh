@@ -8,10 +8,11 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
 
-# 1. Chromium for the browser tests (Debian package; playwright cannot download browsers here).
-if ! command -v chromium >/dev/null 2>&1; then
+# 1. Chromium for the browser tests (Debian package; playwright cannot download browsers here)
+#    and a CJK font with TrueType outlines for the PNG/PDF export tests of CJK tokens.
+if ! command -v chromium >/dev/null 2>&1 || ! dpkg -s fonts-wqy-zenhei >/dev/null 2>&1; then
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium fonts-wqy-zenhei >/dev/null
 fi
 export AW_CHROMIUM="${AW_CHROMIUM:-$(command -v chromium)}"
 

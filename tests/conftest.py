@@ -19,7 +19,7 @@ import pytest
 def browser() -> Iterator[Any]:
     # Module scope, not session: a running sync_playwright() blocks any other one in the same
     # process ("Sync API inside the asyncio loop"), e.g. a test that launches its own browser.
-    from browser_support import launch_browser
+    from support.browser import launch_browser
 
     with launch_browser() as b:
         yield b
@@ -27,7 +27,7 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page_and_log(browser: Any) -> Iterator[tuple[Any, Any]]:
-    from browser_support import new_page
+    from support.browser import new_page
 
     page, log = new_page(browser)
     try:
@@ -38,7 +38,7 @@ def page_and_log(browser: Any) -> Iterator[tuple[Any, Any]]:
 
 @pytest.fixture
 def jupyter_server() -> Iterator[Callable[[str, Path], Any]]:
-    from browser_support import JupyterServer, stop_on_sigterm
+    from support.browser import JupyterServer, stop_on_sigterm
 
     stop_on_sigterm()
     started: list[JupyterServer] = []

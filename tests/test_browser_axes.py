@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from browser_support import (
+from support.browser import (
     XSS_TEXT,
     lab_append_cell_and_run,
     open_and_run_all,

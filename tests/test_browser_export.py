@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from browser_support import write_notebook
+from support.browser import write_notebook
 
 pytestmark = pytest.mark.browser
 

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from browser_support import (
+from support.browser import (
     NOTEBOOKS,
     REPO,
     TOUR_FIRST_CELL,

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from browser_support import (
+from support.browser import (
     NOTEBOOKS,
     TOUR_FIRST_CELL,
     TRIVIAL_NOTEBOOK,

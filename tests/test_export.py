@@ -7,6 +7,7 @@ import io
 import re
 import struct
 import sys
+import warnings
 import xml.etree.ElementTree as ET
 import zlib
 
@@ -14,23 +15,22 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from matplotlib import colormaps
 from PIL import Image
+from test_colors import mpl_scale as _mpl  # matplotlib's colormaps, the reference
 
 from attention_widget import embed, init_params, multi_head_attention
+from attention_widget.colors import MASK_HATCH_RGB, MASK_RGB, to_rgb
 from attention_widget.export import (
-    DIVERGING_COLORMAPS,
-    SEQUENTIAL_COLORMAPS,
     STAGES,
-    colormap_rgb,
     diagram_data_url,
     diagram_png_bytes,
     diagram_svg,
     download_link,
-    encode_png,
+    fonts,
     save_figure,
     to_html,
 )
+from attention_widget.stages import STAGE_NAMES
 
 SVG = "{http://www.w3.org/2000/svg}"
 XSS_SCRIPT = "<script>alert(1)</script>"
@@ -70,47 +70,23 @@ def _hex(color: str) -> np.ndarray:
     return np.array([int(color[i : i + 2], 16) for i in (1, 3, 5)])
 
 
-_MPL_NAME = {"greys": "Greys", "greys_sym": "Greys"}
+def _bars(root):
+    """The colour bar of each stage."""
+    return {
+        g.get("data-stage"): next(b for b in g if b.get("class") == "aw-colorbar")
+        for g in root.iter(f"{SVG}g")
+        if g.get("class") == "aw-stage"
+    }
 
 
-def _mpl(name, t) -> np.ndarray:
-    """The matplotlib colormap as a continuous scale: its 256 entries (entry k at t = k/255),
-    interpolated linearly, in 0..255 units.  "greys_sym" is Greys folded: Greys(|2t - 1|)."""
-    lut = colormaps[_MPL_NAME.get(name, name)](np.arange(256) / 255)[:, :3] * 255
-    pos = np.clip(np.asarray(t, dtype=float), 0, 1)
-    if name == "greys_sym":
-        pos = np.abs(2 * pos - 1)
-    pos = pos * 255
-    return np.stack([np.interp(pos, np.arange(256), lut[:, c]) for c in range(3)], axis=-1)
+def _is_nice_limit(limit: float, peak: float) -> bool:
+    """``limit`` is the smallest of 1, 1.5, 2, 3, 4, 5, 6, 8 x 10^k at or above ``peak``."""
+    nice = sorted(m * 10.0**k for k in range(-4, 5) for m in (1, 1.5, 2, 3, 4, 5, 6, 8))
+    return limit == pytest.approx(next(v for v in nice if v >= peak * (1 - 1e-12)))
 
 
-# --------------------------------------------------------------------------------------------
-# colours
-# --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", SEQUENTIAL_COLORMAPS + DIVERGING_COLORMAPS)
-def test_colour_tables_match_matplotlib(name):
-    t = np.linspace(0, 1, 1001)
-    ours = colormap_rgb(t, name, 0.0, 1.0).astype(float)
-    assert np.abs(ours - _mpl(name, t)).max() <= 3.0  # 65 of 256 samples: < 1.2 % off
-    if name != "greys_sym":
-        exact = colormaps[_MPL_NAME.get(name, name)](np.arange(256) / 255)[:, :3] * 255
-        assert np.abs(colormap_rgb(np.arange(256) / 255, name, 0, 1) - exact).max() <= 3.0
-
-
-def test_colormap_rgb_clips_and_checks():
-    lo, hi = colormap_rgb([-5.0, 5.0], "viridis", 0.0, 1.0)
-    assert tuple(lo) == (0x44, 0x01, 0x54) and tuple(hi) == (0xFD, 0xE7, 0x25)
-    with pytest.raises(ValueError, match="colormap"):
-        colormap_rgb([0.5], "jet", 0.0, 1.0)
-    with pytest.raises(ValueError, match="vmin"):
-        colormap_rgb([0.5], "viridis", 1.0, 1.0)
-
-
-def test_encode_png_decodes_with_pillow():
-    rgb = np.random.default_rng(0).integers(0, 256, size=(7, 13, 3), dtype=np.uint8)
-    img = Image.open(io.BytesIO(encode_png(rgb)))
-    assert img.size == (13, 7) and img.mode == "RGB"
-    assert np.array_equal(np.asarray(img), rgb)
+def test_stages_are_the_one_list():
+    assert STAGES == STAGE_NAMES
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,27 +152,29 @@ def test_weights_on_fixed_scale_match_matplotlib_viridis():
     assert np.abs(fills - _mpl("cividis", flat.weights[0].reshape(-1))).max() <= 3.0
 
 
-def test_signed_stages_use_a_symmetric_diverging_scale():
+def test_signed_stages_use_a_symmetric_diverging_scale_shared_by_their_step():
     trace = _trace()
-    root = _parse(diagram_svg(trace, TOKENS, stages=["q", "output"]))
-    bars = {
-        g.get("data-stage"): next(b for b in g if b.get("class") == "aw-colorbar")
-        for g in root.iter(f"{SVG}g")
-        if g.get("class") == "aw-stage"
-    }
-    for stage, arr in (("q", trace.q), ("output", trace.output)):
-        m = np.abs(arr).max()
+    root = _parse(diagram_svg(trace, TOKENS, stages=["q", "v", "output"], heads=[1]))
+    bars = _bars(root)
+    qkv = (trace.q, trace.k, trace.v)
+    for stage, shown, step in (
+        ("q", trace.q[1:2], qkv),
+        ("v", trace.v[1:2], qkv),
+        ("output", trace.output[None], (trace.concat, trace.output)),
+    ):
+        # one scale per step of the computation (as the widget's figures), over every head
+        peak = max(np.abs(a).max() for a in step)
         bar = bars[stage]
-        assert float(bar.get("data-vmax")) == pytest.approx(m)
-        assert float(bar.get("data-vmin")) == pytest.approx(-m)
+        m = float(bar.get("data-vmax"))
+        assert _is_nice_limit(m, peak)
+        assert float(bar.get("data-vmin")) == -m
         assert bar.get("data-colormap") == "RdBu_r"
-        panels = _panels(root, stage)
-        data = arr if arr.ndim == 3 else arr[None]
-        for panel, values in zip(panels, data, strict=True):
+        for panel, values in zip(_panels(root, stage), shown, strict=True):
             fills = np.array([_hex(r.get("fill")) for r in _cells(panel)])
             expected = _mpl("RdBu_r", (values.reshape(-1) + m) / (2 * m))
             assert np.abs(fills - expected).max() <= 3.0
-    lut = colormap_rgb(np.linspace(-1, 1, 65), "RdBu_r", -1, 1).astype(int)
+    assert bars["q"].get("data-vmax") == bars["v"].get("data-vmax")
+    lut = to_rgb(np.linspace(-1, 1, 65), "RdBu_r", -1, 1).astype(int)
     assert np.abs(lut[32] - np.array([0xF7, 0xF6, 0xF6])).max() <= 1  # 0 is the neutral centre
 
 
@@ -208,7 +186,8 @@ def test_signed_scale_is_paired_with_the_colormap_like_the_widget(causal, colorm
     root = _parse(diagram_svg(causal, TOKENS, stages=["x", "weights"], colormap=colormap))
     bars = [g for g in root.iter(f"{SVG}g") if g.get("class") == "aw-colorbar"]
     assert [b.get("data-colormap") for b in bars] == [diverging, colormap]
-    m = np.abs(causal.x).max()
+    m = float(bars[0].get("data-vmax"))
+    assert _is_nice_limit(m, np.abs(causal.x).max())
     fills = np.array([_hex(r.get("fill")) for r in _cells(_panels(root, "x")[0])])
     assert np.abs(fills - _mpl(diverging, (causal.x.reshape(-1) + m) / (2 * m))).max() <= 3.0
     root = _parse(diagram_svg(causal, TOKENS, stages="x", diverging="PuOr_r"))
@@ -219,7 +198,11 @@ def test_signed_scale_is_paired_with_the_colormap_like_the_widget(causal, colorm
 def test_masked_cells_are_hatched_not_zero(causal):
     n = causal.seq_len
     root = _parse(diagram_svg(causal, TOKENS, stages=["scores", "weights"]))
-    hatch = root.find(f"{SVG}defs/{SVG}pattern").get("id")
+    pattern = root.find(f"{SVG}defs/{SVG}pattern")
+    hatch = pattern.get("id")
+    # the hatch: MASK_RGB grey crossed by MASK_HATCH_RGB lines
+    assert _hex(pattern.find(f"{SVG}rect").get("fill")).tolist() == list(MASK_RGB)
+    assert _hex(pattern.find(f"{SVG}path").get("stroke")).tolist() == list(MASK_HATCH_RGB)
     for stage in ("scores", "weights"):
         for panel in _panels(root, stage):
             rects = list(_cells(panel))
@@ -257,8 +240,10 @@ def test_large_panels_become_embedded_png_with_hatched_mask():
         centres = img[ch // 2 :: ch, cw // 2 :: cw].reshape(60, 60, 3)
         masked = ~trace.mask
         block = img.reshape(60, ch, 60, cw, 3)
-        grey = np.isin(block, [136, 217]).all(axis=(1, 3, 4))  # only the hatch colours
-        assert np.array_equal(grey, masked)
+        hatch = (block == MASK_RGB).all(axis=-1) | (block == MASK_HATCH_RGB).all(axis=-1)
+        assert np.array_equal(hatch.all(axis=(1, 3)), masked)  # only the hatch's colours
+        grey = (block == MASK_RGB).all(axis=-1).mean(axis=(1, 3))
+        assert (grey[masked] >= 0.5).all()  # mostly grey, crossed by lines
         h = int(panel.get("data-head"))
         expected = _mpl("viridis", trace.weights[h])[~masked]
         assert np.abs(centres[~masked].astype(float) - expected).max() <= 3.0
@@ -277,7 +262,8 @@ def test_vector_stages_choose_rects_or_images(causal):
     ch = img.size[1] // causal.seq_len
     cw = img.size[0] // causal.d_model
     centres = np.asarray(img)[ch // 2 :: ch, cw // 2 :: cw][: causal.seq_len, : causal.d_model]
-    m = np.abs(causal.x).max()
+    m = float(_bars(root)["x"].get("data-vmax"))
+    assert _is_nice_limit(m, np.abs(causal.x).max())
     assert np.abs(centres - _mpl("RdBu_r", (causal.x + m) / (2 * m))).max() <= 3.0
 
 
@@ -409,6 +395,109 @@ def test_without_matplotlib_svg_works_and_png_says_how_to_install(causal, tmp_pa
 
 
 # --------------------------------------------------------------------------------------------
+# fonts: Chinese, Japanese and Korean tokens in PNG and PDF
+# --------------------------------------------------------------------------------------------
+CJK = {"zh": "我的猫很可爱。", "ja": "日本語のテキスト", "ko": "한국어"}
+
+
+def _label_crops(trace, tokens):
+    """Each row label of the X panel as drawn in the PNG (96 dpi: one pixel per layout px)."""
+    png = diagram_png_bytes(trace, tokens, stages="x", dpi=96)
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
+    root = _parse(diagram_svg(trace, tokens, stages="x"))
+    crops = []
+    for text in root.iter(f"{SVG}text"):
+        if text.get("class") == "aw-token":
+            x, y, size = (float(text.get(k)) for k in ("x", "y", "font-size"))
+            crops.append(pixels[int(y - size) : int(y + 3), int(x - 1.5 * size) : int(x)])
+    return crops
+
+
+@pytest.mark.parametrize("language", CJK)
+def test_cjk_tokens_are_drawn_with_an_installed_font(language, tmp_path):
+    tokens = list(CJK[language])
+    trace = _trace(tokens, d_model=8, n_heads=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # neither ours nor matplotlib's "Glyph missing"
+        crops = _label_crops(trace, tokens)
+        pdf = save_figure(trace, tmp_path / "cjk.pdf", tokens, stages="weights").read_bytes()
+    assert all(c.min() < 128 for c in crops)  # ink in every label
+    # different characters, different glyphs (a missing glyph is the same empty box for all)
+    for i, j in ((0, 1), (1, 2), (0, 2)):
+        assert not np.array_equal(crops[i], crops[j]), (tokens[i], tokens[j])
+    fonts = set(re.findall(rb"/BaseFont /[A-Z]{6}\+([\w-]+)", pdf))
+    assert fonts - {b"DejaVuSans", b"DejaVuSans-Bold"}  # a second font holds the glyphs
+    assert b"/FontFile2" in pdf and b"/Type3" not in pdf  # TrueType outlines preferred
+
+
+def test_without_a_cjk_font_one_warning_says_what_to_install(monkeypatch, tmp_path):
+    monkeypatch.setattr(fonts, "FALLBACK_FAMILIES", ())  # the font search finds nothing
+    tokens = list(CJK["zh"])
+    trace = _trace(tokens, d_model=8, n_heads=2)
+    with pytest.warns(UserWarning) as record:
+        crops = _label_crops(trace, tokens)
+    assert len(record) == 1, [str(r.message) for r in record]  # no per-glyph warnings
+    message = str(record[0].message)
+    assert "我的猫很可爱" in message and "apt-get install fonts-noto-cjk" in message
+    assert record[0].filename == __file__  # points at the caller's line
+    assert np.array_equal(crops[0], crops[1])  # the same empty box: what the warning says
+    with pytest.warns(UserWarning, match="fonts-noto-cjk") as record:
+        save_figure(trace, tmp_path / "boxes.pdf", tokens)
+    assert len(record) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # SVG leaves the font to the viewer: nothing to say
+        save_figure(trace, tmp_path / "fine.svg", tokens)
+
+
+def _cff_font(path, family: str, char: str) -> None:
+    """A font with PostScript (CFF) outlines, like Noto Sans CJK: one square glyph for char."""
+    from fontTools.fontBuilder import FontBuilder
+    from fontTools.pens.t2CharStringPen import T2CharStringPen
+
+    glyph = f"uni{ord(char):04X}"
+    charstrings = {}
+    for name, box in ((".notdef", None), (glyph, (100, 0, 900, 800))):
+        pen = T2CharStringPen(1000, None)
+        if box:
+            pen.moveTo(box[:2])
+            pen.lineTo((box[2], box[1]))
+            pen.lineTo(box[2:])
+            pen.lineTo((box[0], box[3]))
+            pen.closePath()
+        charstrings[name] = pen.getCharString()
+    builder = FontBuilder(1000, isTTF=False)
+    builder.setupGlyphOrder([".notdef", glyph])
+    builder.setupCharacterMap({ord(char): glyph})
+    builder.setupCFF(family.replace(" ", ""), {"FullName": family}, charstrings, {})
+    builder.setupHorizontalMetrics({".notdef": (1000, 0), glyph: (1000, 100)})
+    builder.setupHorizontalHeader(ascent=880, descent=-120)
+    builder.setupNameTable({"familyName": family, "styleName": "Regular",
+                            "psName": family.replace(" ", "")})
+    builder.setupOS2(sTypoAscender=880, usWinAscent=880, usWinDescent=120)
+    builder.setupPost()
+    builder.save(str(path))
+
+
+def test_pdf_with_a_postscript_outline_font_embeds_type3_glyphs(monkeypatch, tmp_path):
+    from matplotlib import font_manager
+
+    family = "Attention Test CFF"
+    _cff_font(tmp_path / "test-cff.otf", family, "猫")
+    manager = font_manager.fontManager
+    monkeypatch.setattr(manager, "ttflist", list(manager.ttflist))  # restored afterwards
+    manager.addfont(tmp_path / "test-cff.otf")
+    monkeypatch.setattr(fonts, "FALLBACK_FAMILIES", (family,))
+    tokens = ["the", "猫"]
+    trace = _trace(tokens, d_model=8, n_heads=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pdf = save_figure(trace, tmp_path / "cff.pdf", tokens, stages="x").read_bytes()
+    # matplotlib's TrueType embedding would write the CFF font as a broken FontFile2
+    assert b"/Subtype /Type3" in pdf and b"AttentionTestCFF" in pdf
+    assert b"/FontFile2" not in pdf
+
+
+# --------------------------------------------------------------------------------------------
 # standalone HTML, opened offline in headless Chromium
 # --------------------------------------------------------------------------------------------
 def test_html_escapes_everything(causal, tmp_path):
@@ -440,14 +529,14 @@ def test_html_summary_names_the_mask(tmp_path):
         "custom": _trace(mask=np.eye(11, dtype=bool) | np.eye(11, k=1, dtype=bool)),
     }
     page = to_html(_trace(), tmp_path / "m.html", TOKENS, variants=variants).read_text()
-    for summary in ("mask=none", "mask=sliding(window=3)", "mask=causal", "mask=custom"):
+    for summary in ("mask=none", "mask=sliding, window=3", "mask=causal", "mask=custom"):
         assert summary in page
 
 
 @pytest.mark.browser
 def test_html_offline_in_chromium(causal, tmp_path):
-    from browser_support import CHROMIUM, CHROMIUM_ARGS
     from playwright.sync_api import sync_playwright
+    from support.browser import CHROMIUM, CHROMIUM_ARGS
 
     variants = {
         "T = 0.2": _trace(mask="causal", temperature=0.2),

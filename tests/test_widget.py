@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import bqplot as bq
 import numpy as np
 import pytest
 import traitlets
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from support.comm import by_class, from_browser, record_comm_messages
+from support.png import decode_palette_png, image_widget_png
 
 from attention_widget import (
     AttentionWidget,
+    colors,
     embed,
     init_params,
     multi_head_attention,
     plots,
     tokenize,
 )
-from attention_widget.testing import decode_palette_png, image_widget_png
 from attention_widget.widget import MAX_TOKENS
 
 TEXT = "The cat sat on the mat because the cat was tired."
@@ -33,6 +36,25 @@ def reference(w: AttentionWidget):
                                 temperature=w.temperature, mask=w.mask, window=window)
 
 
+def on_page(w: AttentionWidget, name: str):
+    """The one readout or box with CSS class ``aw-<name>`` on the page of ``w``."""
+    found = by_class(w, f"aw-{name}")
+    assert len(found) == 1, (name, len(found))
+    return found[0]
+
+
+def d3_palette(anchors) -> np.ndarray:
+    """The colour of each of the LEVELS levels of a bqplot ColorScale with these colours:
+    d3's scaleLinear over evenly spaced anchors, RGB interpolation, channels rounded."""
+    rgb = np.array([[int(c[k:k + 2], 16) for k in (1, 3, 5)] for c in anchors], dtype=float)
+    out = np.empty((colors.LEVELS, 3))
+    for level in range(colors.LEVELS):
+        t = level / (colors.LEVELS - 1) * (len(rgb) - 1)
+        k = min(int(t), len(rgb) - 2)
+        out[level] = rgb[k] + (rgb[k + 1] - rgb[k]) * (t - k)
+    return np.floor(out + 0.5).astype(np.uint8)
+
+
 def assert_image_shows(fig) -> None:
     """The PNG the figure's Image mark points at draws each panel's array, cell by cell, in
     the colour bqplot's scale gives its value (to within half of one of the 253 levels), grey
@@ -42,8 +64,9 @@ def assert_image_shows(fig) -> None:
     indices, palette, alpha = decode_palette_png(png)
     scale = fig.color_scale
     low, high = float(scale.min), float(scale.max)
-    levels = np.linspace(low, high, plots.LEVELS)
-    np.testing.assert_array_equal(palette[: plots.LEVELS], plots.palette_rgb(scale.colors))
+    levels = np.linspace(low, high, colors.LEVELS)
+    # the cells are drawn in the colours the colour bar shows for their values
+    np.testing.assert_array_equal(palette[: colors.LEVELS], d3_palette(scale.colors))
     assert (alpha[: plots.TRANSPARENT] == 255).all() and alpha[plots.TRANSPARENT] == 0
     inside = np.zeros(indices.shape, dtype=bool)
     for arr, (x0, y0) in zip(fig.displayed(), fig.panel_offsets(), strict=True):
@@ -52,7 +75,7 @@ def assert_image_shows(fig) -> None:
         inside[int(y0):int(y0) + rows, int(x0):int(x0) + cols] = True
         shown = cells != plots.MASKED
         value = np.clip(arr, low, high)[shown]
-        assert (np.abs(levels[cells[shown]] - value) <= 0.5001 * (high - low) / (plots.LEVELS - 1)
+        assert (np.abs(levels[cells[shown]] - value) <= 0.5001 * (high - low) / (colors.LEVELS - 1)
                 ).all()
     assert (indices[~inside] == plots.TRANSPARENT).all()
 
@@ -87,7 +110,7 @@ def assert_display_matches(w: AttentionWidget) -> None:
         f"n_kv_heads={w.n_kv_heads or w.n_heads}, temperature={w.temperature:.3g}, "
         f"mask={w.mask}" + (f", window={min(w.window, tr.seq_len)}" if w.mask == "sliding" else "")
     )
-    assert w._summary.value.startswith("seq_len=")
+    assert on_page(w, "summary").value.startswith("seq_len=")
 
 
 @pytest.fixture
@@ -149,6 +172,40 @@ def test_controls_drive_traits(w):
     assert_display_matches(w)
 
 
+def test_controls_show_every_setting_made_from_python(w):
+    changes = {"text": "A new sentence, here.", "d_model": 48, "n_heads": 6, "n_kv_heads": 3,
+               "temperature": 2.5, "mask": "sliding", "window": 2, "seed": 4,
+               "positional": False, "colormap": "magma", "head": 5, "query": 3, "step": 5}
+    for name, value in changes.items():
+        setattr(w, name, value)
+        for other, ctrl in w.controls.items():
+            want = w.n_kv_heads or w.n_heads if other == "n_kv_heads" else getattr(w, other)
+            assert ctrl.value == want, (name, other)
+    assert not w.controls["window"].disabled
+    w.n_kv_heads = None  # as many as n_heads: the control shows that number
+    assert w.controls["n_kv_heads"].value == 6 and list(w.controls["n_kv_heads"].options) == [
+        1, 2, 3, 6]
+    w.mask = "causal"
+    assert w.controls["window"].disabled
+    assert [label for label, _ in w.controls["query"].options] == [
+        "(none)", "0: A", "1: new", "2: sentence", "3: ,", "4: here", "5: ."]
+
+
+def test_one_change_computes_once_and_the_controls_never_write_back():
+    """d_model 64 -> 24 snaps 16 heads to 12 and gives the n_heads slider new options; while the
+    controls are updated, their own change events (a slider whose options change passes through
+    other values) must not reach the traits."""
+    w = AttentionWidget(TEXT, d_model=64, n_heads=16)
+    calls, seen = [], []
+    trace = w._source.trace
+    w._source.trace = lambda *a: calls.append(1) or trace(*a)
+    w.observe(lambda change: seen.append(change["new"]), "n_heads")
+    w.d_model = 24
+    assert (w.n_heads, seen, len(calls)) == (12, [12], 1)
+    assert w.controls["n_heads"].value == 12 and w.controls["d_model"].value == 24
+    assert_display_matches(w)
+
+
 def test_n_heads_control_offers_only_divisors(w):
     for d in (24, 48, 96):
         w.d_model = d
@@ -162,7 +219,7 @@ def test_d_model_change_snaps_heads_and_says_so():
     w.d_model = 24
     assert 24 % w.n_heads == 0
     assert "snapped" in w.notice and "n_heads" in w.notice
-    assert "snapped" in w._notice.value
+    assert "snapped" in on_page(w, "notice").value
     assert_display_matches(w)
 
 
@@ -195,10 +252,10 @@ def test_impossible_values_raise_and_change_nothing(w, name, value, words):
 def test_bad_text_shows_message_and_recovers(w, bad):
     good = w.trace
     w.text = bad
-    assert w.error and w.error in w._error.value.replace("&#x27;", "'")
+    assert w.error and w.error in on_page(w, "error").value.replace("&#x27;", "'")
     assert w.trace is good  # the last valid diagram stays on screen
     w.text = "Now it works again."
-    assert w.error == "" and w._error.value == ""
+    assert w.error == "" and on_page(w, "error").value == ""
     assert w.tokens == ["Now", "it", "works", "again", "."]
     assert_display_matches(w)
 
@@ -206,12 +263,12 @@ def test_bad_text_shows_message_and_recovers(w, bad):
 def test_user_text_is_escaped(w):
     evil = "hi <img src=x onerror=alert(1)> <script>alert(2)</script> & bye"
     w.text = evil
-    html = w._tokens_html.value
+    html = on_page(w, "tokens").value
     assert "<img" not in html and "<script" not in html
     assert "&lt;" in html and "&amp;" in html
     assert "img" in w.tokens and "script" in w.tokens
     w.query = w.tokens.index("<")
-    assert "<script" not in w._focus_html.value
+    assert "<script" not in on_page(w, "focus-readout").value
     # axis labels are SVG text set by d3 .text(): they hold the raw token, never parsed as HTML
     labels = w.figs["weights"].y_axis.tick_labels
     assert "<" in labels.values()
@@ -310,7 +367,7 @@ def test_masks_draw_masked_cells():
     assert_image_shows(w.figs["weights"])
     assert all((grid != plots.MASKED).all() for grid in w.figs["scores"].displayed_cells())
     _, palette, _ = decode_palette_png(w.figs["weights"].png)
-    assert tuple(palette[plots.MASKED]) == plots.MASK_RGB
+    assert tuple(palette[plots.MASKED]) == colors.MASK_RGB
     w.mask = "none"
     for grid in w.figs["weights"].displayed_cells():
         assert (grid != plots.MASKED).all()
@@ -318,10 +375,38 @@ def test_masks_draw_masked_cells():
 
 def test_colormap_switch(w):
     w.colormap = "cividis"
-    assert w.figs["weights"].color_scale.colors[0] == "#00204c"
-    assert w.figs["weights"].color_scale.min == 0 and w.figs["weights"].color_scale.max == 1
+    assert w.controls["colormap"].value == "cividis"
+    weights = w.figs["weights"].color_scale
+    assert list(weights.colors) == colors.hex_colors("cividis")
+    assert weights.min == 0 and weights.max == 1
     scale = w.figs["scores"].color_scale
+    assert list(scale.colors) == colors.hex_colors(colors.PAIRED_DIVERGING["cividis"])
     assert scale.min == -scale.max  # signed arrays: symmetric around 0
+    for name in ("weights", "scores"):
+        assert_image_shows(w.figs[name])  # the images were coloured anew
+    w.controls["colormap"].value = "magma"  # the control drives the trait
+    assert w.colormap == "magma" and list(weights.colors) == colors.hex_colors("magma")
+
+
+@pytest.mark.parametrize("colormap", ["viridis", "cividis", "greys"])
+def test_screen_colours_are_the_colour_systems(colormap):
+    """Every cell of every figure is drawn in the RGB that attention_widget.colors gives its
+    value (the colours the exports use): weights on the sequential table over 0..1, signed
+    arrays on its paired diverging table over the figure's symmetric range; masked cells in
+    the mask grey."""
+    w = AttentionWidget(TEXT, d_model=32, n_heads=4, mask="causal", colormap=colormap)
+    w.query = 2
+    for name, fig in w.figs.items():
+        indices, palette, _ = decode_palette_png(fig.png)
+        table = colormap if name in ("weights", "focus") else colors.PAIRED_DIVERGING[colormap]
+        low, high = float(fig.color_scale.min), float(fig.color_scale.max)
+        for arr, (x0, y0) in zip(fig.displayed(), fig.panel_offsets(), strict=True):
+            rows, cols = arr.shape
+            rgb = palette[indices[int(y0):int(y0) + rows, int(x0):int(x0) + cols]]
+            want = colors.to_rgb(arr, table, low, high)
+            if name in ("weights", "focus"):
+                want[~w.trace.mask] = colors.MASK_RGB
+            np.testing.assert_array_equal(rgb, want, err_msg=name)
 
 
 def test_focus_head_and_query(w):
@@ -333,38 +418,50 @@ def test_focus_head_and_query(w):
     np.testing.assert_allclose(contrib.sum(axis=0), tr.head_outputs[2, 3], atol=1e-5)
     np.testing.assert_allclose(out_row[0], tr.head_outputs[2, 3], atol=1e-6)
     assert w.figs["weights"].highlight.visible
-    assert w.figs["contrib"].figure in w._focus_box.children
+    assert by_class(w, "aw-fig-contrib") == [w.figs["contrib"].figure]
     w.query = -1
-    assert w.figs["contrib"].figure not in w._focus_box.children
+    assert by_class(w, "aw-fig-contrib") == []
     assert not w.figs["weights"].highlight.visible
     with pytest.raises(traitlets.TraitError):
         w.head = 4
 
 
+def hover_grid(w: AttentionWidget) -> list:
+    """The focus figure's per-cell hover marks."""
+    return [m for m in w.figs["focus"].figure.marks if isinstance(m, bq.GridHeatMap)]
+
+
 def test_hover_readout_names_tokens(w):
     # bqplot sends the hovered cell's row and column values (data coordinates of the grid,
     # which sits below the panel's title rows), as seen in Chromium
-    grid = w._focus_grid
-    w._on_hover(grid, {"data": {"row": float(grid.row[1]), "column": float(grid.column[3]),
-                                "color": 0.0}})
-    assert "query <b>cat</b> (1)" in w._hover_html.value
-    assert "key <b>on</b> (3)" in w._hover_html.value
-    assert f"{w.trace.weights[0, 1, 3]:.4f}" in w._hover_html.value
-    before = w._hover_html.value
-    w._on_hover(grid, {"data": {"row": 99.5, "column": 0.5}})  # not a cell: nothing changes
-    assert w._hover_html.value == before
+    grid, = hover_grid(w)
+    readout = on_page(w, "hover")
+    from_browser(grid, {"event": "hover", "data": {
+        "row": float(grid.row[1]), "column": float(grid.column[3]), "color": 0.0}})
+    assert "query <b>cat</b> (1)" in readout.value
+    assert "key <b>on</b> (3)" in readout.value
+    assert f"{w.trace.weights[0, 1, 3]:.4f}" in readout.value
+    before = readout.value
+    # not a cell: nothing changes
+    from_browser(grid, {"event": "hover", "data": {"row": 99.5, "column": 0.5}})
+    assert readout.value == before
 
 
 def test_step_through_reveals_stages_in_order(w):
+    def stages_on_page():
+        return [len(by_class(w, f"aw-stage-{i}")) for i in range(1, 7)]
+
     w.step = 1
-    shown = [b in w.children for b in w._stage_boxes]
-    assert shown == [True, False, False, False, False, False]
-    assert w._focus_box not in w.children
-    w.step = 4
-    assert [b in w.children for b in w._stage_boxes] == [True] * 4 + [False] * 2
+    assert stages_on_page() == [1, 0, 0, 0, 0, 0]
+    assert by_class(w, "aw-focus") == []
+    play = on_page(w, "play")
+    assert w.controls["step"].value == 1 and play.value == 1
+    play.value = 4  # the player drives the same trait
+    assert w.step == 4
+    assert stages_on_page() == [1] * 4 + [0] * 2
     w.temperature = 0.5  # hidden stages still follow the controls
     w.step = 6
-    assert all(b in w.children for b in w._stage_boxes) and w._focus_box in w.children
+    assert stages_on_page() == [1] * 6 and len(by_class(w, "aw-focus")) == 1
     assert_display_matches(w)
 
 
@@ -403,7 +500,7 @@ def test_large_input_stays_drawable():
     w = AttentionWidget(text, d_model=64, n_heads=4)
     assert w.trace.seq_len == 300
     assert len(w.figs["weights"].x_axis.tick_values) <= 4 * 32  # labels thinned, not 300/panel
-    assert w.figs["focus"].png and w._focus_grid is None  # no per-cell DOM at this size
+    assert w.figs["focus"].png and hover_grid(w) == []  # no per-cell DOM at this size
 
 
 # ----------------------------------------------------------------------------------------------
@@ -458,7 +555,7 @@ class WidgetMachine(RuleBasedStateMachine):
         # what is drawn is always one consistent trace; while the text is bad it is the last
         # valid one (the error says so), otherwise it follows every setting
         assert len(w.figs["weights"].displayed()) == w.trace.n_heads
-        assert w._summary.value == w.summary
+        assert on_page(w, "summary").value == w.summary
         if not w.error:
             assert w.trace.n_heads == w.n_heads
             assert_display_matches(w)
@@ -474,15 +571,20 @@ TestWidgetStateful = WidgetMachine.TestCase
 
 def test_stage_headers_state_shapes():
     w = AttentionWidget(TEXT, d_model=32, n_heads=8, n_kv_heads=2)
-    heads = [h.value for h, _ in w._stage_heads]
-    assert "[X: 12 × 32]" in heads[0]
-    assert "K, V: 12 × 8 (2 × 4)" in heads[1]
-    assert "[8 × 12 × 12]" in heads[3] and "[8 × 12 × 4]" in heads[4]
+    heads = [h.value for h in by_class(w, "aw-stage-head")]
+    assert len(heads) == 6 and "1 · tokens and input X" in heads[0]
+    assert "[input X: 12 × 32]" in heads[0]
+    assert "[queries Q: 8 × 12 × 4 · keys K: 2 × 12 × 4 · values V: 2 × 12 × 4]" in heads[1]
+    assert "[scores: 8 × 12 × 12]" in heads[2] and "[attention weights: 8 × 12 × 12]" in heads[3]
+    assert "[head outputs: 8 × 12 × 4]" in heads[4]
+    assert "[concat: 12 × 32 · output: 12 × 32]" in heads[5]
+    assert "softmax(scores / T)" in heads[3] and "√d<sub>head</sub>" in heads[2]
+    w.n_heads = 4
+    heads = [h.value for h in by_class(w, "aw-stage-head")]
+    assert "[attention weights: 4 × 12 × 12]" in heads[3] and "keys K: 2 × 12 × 8" in heads[1]
 
 
 def test_slow_recompute_shows_busy_before_computing():
-    from attention_widget.testing import record_comm_messages
-
     with record_comm_messages() as rec:
         w = AttentionWidget(TEXT, d_model=32, n_heads=4)
         w._last_compute_s = 0.5  # the previous update was slow: the next one announces itself
@@ -491,7 +593,7 @@ def test_slow_recompute_shows_busy_before_computing():
     busy = [d["state"]["value"] for _, d, _ in rec.messages
             if d.get("method") == "update" and "computing" in str(d.get("state", {}).get("value"))]
     assert busy and "temperature=0.25" in busy[0]
-    assert w._busy.value == ""  # cleared once the diagram is drawn
+    assert on_page(w, "busy").value == ""  # cleared once the diagram is drawn
 
 
 def test_panel_titles_follow_a_new_layout():
@@ -508,7 +610,7 @@ def test_panel_titles_follow_a_new_layout():
 
 
 def test_unexpected_failure_keeps_the_widget_alive(w, monkeypatch):
-    import attention_widget.widget as module
+    import attention_widget.sources as module
 
     def boom(*args, **kwargs):
         raise MemoryError("no room")
@@ -519,7 +621,8 @@ def test_unexpected_failure_keeps_the_widget_alive(w, monkeypatch):
     monkeypatch.setattr(module, "with_temperature", boom)
     for name, value in (("temperature", 0.5), ("seed", 3)):
         setattr(w, name, value)
-        assert "MemoryError: no room" in w.error and "MemoryError" in w._error.value, name
+        assert "MemoryError: no room" in w.error and "MemoryError" in on_page(w, "error").value, (
+            name)
         assert w.trace is good
     monkeypatch.undo()
     w.temperature = 0.6
@@ -527,7 +630,7 @@ def test_unexpected_failure_keeps_the_widget_alive(w, monkeypatch):
 
 
 def test_a_temperature_step_reuses_the_scores_and_draws_what_a_fresh_widget_draws(monkeypatch):
-    import attention_widget.widget as module
+    import attention_widget.sources as module
 
     w = AttentionWidget(TEXT, d_model=32, n_heads=4, n_kv_heads=2, mask="causal")
     first = w.trace
@@ -577,8 +680,6 @@ def test_unchanged_stages_send_nothing_and_a_new_layout_redraws():
 def test_a_step_sends_every_image_then_switches_them_back_to_back():
     """Each new PNG goes out as its figure is drawn; the marks switch to them at the end, one
     message after another, then the summary: the browser repaints once, not once per figure."""
-    from attention_widget.testing import record_comm_messages
-
     with record_comm_messages() as rec:
         w = AttentionWidget(TEXT, d_model=32, n_heads=4)
         buffers = {id(b): s for s, f in w.figs.items() for b in f._buffers}
@@ -638,7 +739,6 @@ def test_axes_learn_new_tick_labels_before_anything_moves_their_ticks():
     the browser tests now type that sequence).  Checked here message by message, as the
     front end would apply them, over texts of many lengths."""
     from attention_widget.plots import _key
-    from attention_widget.testing import record_comm_messages
 
     texts = [" ".join(f"w{i}" for i in range(n)) for n in (25, 31, 2, 40, 12, 13, 64, 1)]
     texts.insert(2, "<img src=x onerror=alert(1)> <script>alert(2)</script> a b c d e f g h")

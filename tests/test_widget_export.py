@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
+from support.comm import by_class
 
 from attention_widget import AttentionWidget, init_params
 
@@ -41,11 +42,13 @@ def test_save_figure_svg_png_pdf(w, tmp_path):
 
 
 def test_download_control_builds_valid_links(w):
+    (what_control,), (format_control,), (button,), (link_html,) = (
+        by_class(w, f"aw-export-{part}") for part in ("what", "format", "button", "link"))
     for what in ("all", "weights", "focus"):
         for fmt in ("svg", "png"):
-            w._export_what.value, w._export_format.value = what, fmt
-            w._export_button.click()
-            link = w._export_link.value
+            what_control.value, format_control.value = what, fmt
+            button.click()
+            link = link_html.value
             assert f'download="attention-{what}.{fmt}"' in link
             data = base64.b64decode(link.split("base64,", 1)[1].split('"', 1)[0])
             if fmt == "png":

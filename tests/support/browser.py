@@ -1,8 +1,7 @@
 """Start JupyterLab / Voila and headless Chromium for the browser tests and the benchmark.
 
 Nothing here runs at import time: import it freely (``tests/conftest.py`` and
-``benchmarks/browser.py`` both do).  See ``/work/shared/BROWSER_TESTING.md`` for why each wait
-below exists; the comments say which race each one closes.
+``benchmarks/browser.py`` both do).  The comments say which race each wait below closes.
 
 Usage
 -----
@@ -46,7 +45,7 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 VIEWPORT = {"width": 1280, "height": 1000}
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
 SCREENSHOTS = REPO / "build" / "screenshots"
 
@@ -251,6 +250,11 @@ class JupyterServer:
                 "--Voila.ip=127.0.0.1", f"--token={self.token}",
                 "--show_tracebacks=True", str(self.root_dir),
             ]  # fmt: skip
+            if not any(a.startswith("--Voila.kernel_websocket_connection_class")
+                       for a in self.extra_args):
+                from attention_widget.server import VOILA_OPTION
+
+                cmd.append(VOILA_OPTION)  # the opt-in docs/network.md gives (TCP_NODELAY)
         cmd += self.extra_args
         self.log_path = self.tmp / "server.log"
         log = open(self.log_path, "wb")  # the child keeps its own copy of the descriptor
@@ -305,7 +309,7 @@ class JupyterServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # -- helpers ---------------------------------------------------------------------------
+    # -- internals -------------------------------------------------------------------------
     def url(self, path: str = "") -> str:
         """Absolute URL of ``path`` on this server, token included."""
         sep = "&" if "?" in path else "?"
@@ -593,7 +597,7 @@ TOUR_FIRST_CELL = (
 TOUR_INITIAL = {"seq_len": "12", "d_model": "64", "n_heads": "4", "n_kv_heads": "4",
                 "temperature": "1", "mask": "none"}  # fmt: skip
 D_MODEL_OPTIONS = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768)
-# The issue's two payloads plus one that would set a flag instead of opening a dialog; 31
+# Two script payloads plus one that would set a flag instead of opening a dialog; 31
 # tokens, so that every token still labels an axis row (up to 32 are labelled).
 XSS_TEXT = "<img src=x onerror=alert(1)> <script>alert(2)</script> <svg onload=__pw=1>"
 STAGE_FIGS = (".aw-fig-scores", ".aw-fig-weights", ".aw-fig-outputs")
@@ -959,7 +963,7 @@ def exercise_tour_widget(
     shot_prefix: str,
     keyboard: bool = True,
 ) -> dict[str, Path]:
-    """Everything the issue asks of the tour's widget in a browser: Lab, Notebook 7, Voila.
+    """Everything the tour's widget must do in a browser: Lab, Notebook 7, Voila.
 
     Parameters
     ----------

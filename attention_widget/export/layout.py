@@ -1,0 +1,448 @@
+"""The diagram's layout, shared by every format: texts and heatmaps placed in pixels.
+
+:func:`build` checks the arguments of an export and turns a trace into a :class:`Layout`, a
+tree of :class:`Group`, :class:`Text` and :class:`Heat` items in layout pixels (y down).
+:mod:`.svg` writes it as SVG, :mod:`.mpl` draws it with matplotlib (PNG, PDF).
+
+Every colour is decided here, through :mod:`attention_widget.colors`, on the scales of the
+widget's figures: attention weights on the fixed scale 0..1; every other stage on a scale
+symmetric around 0 (:func:`~attention_widget.colors.symmetric_limit`) shared by its step of the
+diagram (X; Q, K, V; scores; head outputs; concat and output) and by all heads of the trace.
+So a value has the same colour on screen and in every file, whichever stages and heads are
+exported.  Masked cells are :data:`~attention_widget.colors.MASK_RGB` grey; the renderers draw
+:data:`~attention_widget.colors.MASK_HATCH_RGB` lines across them.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..colors import (
+    DIVERGING,
+    MASK_RGB,
+    PAIRED_DIVERGING,
+    SEQUENTIAL,
+    check_colormap,
+    symmetric_limit,
+    to_rgb,
+)
+from ..engine import AttentionTrace
+from ..stages import SECTIONS, STAGE_NAMES, stage, summary
+
+__all__ = [
+    "Group",
+    "Heat",
+    "Layout",
+    "Scale",
+    "Text",
+    "build",
+    "check_head_selection",
+    "check_stages",
+    "check_tokens",
+    "check_trace",
+    "stage_scale",
+]
+
+MAX_WIDTH = 1400  # px; panels wrap onto a new line beyond this
+BAR_W = 90  # px reserved for a stage's colour bar
+GAP = 14  # px between panels
+LEFT = 16  # px margin left of the titles
+
+
+# --------------------------------------------------------------------------------------------
+# the items of a layout
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Text:
+    """A line of text; ``y`` is its baseline."""
+
+    x: float
+    y: float
+    text: str
+    size: float
+    anchor: str = "start"  # start | middle | end
+    rotate: float = 0.0  # degrees, SVG sense (negative = counter-clockwise)
+    weight: str = "normal"
+    cls: str = ""
+    full: str | None = None  # untruncated text, shown as a tooltip
+
+
+@dataclass
+class Heat:
+    """A heatmap: one ``cw`` x ``ch`` pixel cell per entry of ``rgb``.
+
+    ``rgb`` holds every cell's final colour, :data:`~attention_widget.colors.MASK_RGB` on the
+    masked ones; ``masked`` says which cells a renderer hatches.
+    """
+
+    x: float
+    y: float
+    cw: int  # cell width, px
+    ch: int  # cell height, px
+    rgb: np.ndarray  # (rows, cols, 3) uint8
+    masked: np.ndarray | None = None  # (rows, cols) bool, True = masked
+    tips: list[str] | None = None  # one tooltip per cell, row-major
+    cls: str = "aw-cells"
+    raster: bool = False  # drawn as one embedded image instead of one <rect> per cell
+
+    @property
+    def width(self) -> int:
+        """Width in pixels."""
+        return self.rgb.shape[1] * self.cw
+
+    @property
+    def height(self) -> int:
+        """Height in pixels."""
+        return self.rgb.shape[0] * self.ch
+
+
+@dataclass
+class Group:
+    """Items drawn together; ``cls`` and ``attrs`` become the SVG group's attributes."""
+
+    cls: str
+    attrs: dict[str, str] = field(default_factory=dict)
+    items: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class Layout:
+    """The whole diagram: its size in pixels, its items and its title."""
+
+    width: int
+    height: int
+    root: Group
+    title: str
+
+
+@dataclass(frozen=True)
+class Scale:
+    """A stage's colour scale: table ``table`` over ``low .. high``."""
+
+    table: str
+    low: float
+    high: float
+    fixed: bool  # the weights' fixed 0..1 (else symmetric around 0)
+
+
+# --------------------------------------------------------------------------------------------
+# argument checks
+# --------------------------------------------------------------------------------------------
+def check_trace(trace: object, name: str = "trace") -> AttentionTrace:
+    """``trace`` if it is an AttentionTrace; TypeError naming ``name`` otherwise."""
+    if not isinstance(trace, AttentionTrace):
+        raise TypeError(
+            f"{name} must be an AttentionTrace (from multi_head_attention or w.trace), "
+            f"got {type(trace).__name__}"
+        )
+    return trace
+
+
+def check_tokens(tokens: object, seq_len: int, name: str = "tokens") -> list[str]:
+    """One label per token (``"0", "1", ...`` when None)."""
+    if tokens is None:
+        return [str(i) for i in range(seq_len)]
+    if isinstance(tokens, str) or not isinstance(tokens, Sequence):
+        raise TypeError(f"{name} must be a list of str, got {type(tokens).__name__}")
+    tokens = list(tokens)
+    bad = [t for t in tokens if not isinstance(t, str)]
+    if bad:
+        raise TypeError(f"{name} must be a list of str, got an element {bad[0]!r}")
+    if len(tokens) != seq_len:
+        raise ValueError(
+            f"{name} has {len(tokens)} entries but the trace has seq_len={seq_len}: "
+            "give one token per row of x"
+        )
+    return tokens
+
+
+def check_stages(stages: object, name: str = "stages") -> list[str]:
+    """The chosen stage names (all when None), in the order of the computation."""
+    if stages is None:
+        return list(STAGE_NAMES)
+    if isinstance(stages, str):
+        stages = [stages]
+    if not isinstance(stages, (Sequence, set, frozenset)):
+        raise TypeError(f"{name} must be a list of stage names, got {type(stages).__name__}")
+    unknown = [s for s in stages if s not in STAGE_NAMES]
+    if unknown:
+        raise ValueError(
+            f"{name} contains unknown stage {unknown[0]!r}; the stages are {STAGE_NAMES}")
+    if not stages:
+        raise ValueError(f"{name} is empty; choose at least one of {STAGE_NAMES}")
+    return [s for s in STAGE_NAMES if s in stages]
+
+
+def check_head_selection(heads: object, n_heads: int) -> list[int]:
+    """The chosen query heads (all when None), sorted, each once."""
+    if heads is None:
+        return list(range(n_heads))
+    if isinstance(heads, numbers.Integral) and not isinstance(heads, bool):
+        heads = [heads]
+    if isinstance(heads, (str, bytes)) or not isinstance(heads, (Sequence, np.ndarray, set)):
+        raise TypeError(f"heads must be a list of head indices, got {type(heads).__name__}")
+    out: set[int] = set()
+    for h in heads:
+        if isinstance(h, bool) or not isinstance(h, numbers.Integral):
+            raise TypeError(f"heads must hold integers, got {h!r} ({type(h).__name__})")
+        if not 0 <= int(h) < n_heads:
+            raise ValueError(
+                f"heads contains {int(h)} but the trace has n_heads={n_heads}: "
+                f"use indices 0..{n_heads - 1}"
+            )
+        out.add(int(h))
+    if not out:
+        raise ValueError(f"heads is empty; choose at least one of 0..{n_heads - 1}")
+    return sorted(out)
+
+
+def check_colormaps(colormap: object, diverging: object) -> str:
+    """Check both tables; return the diverging one (paired with ``colormap`` when None)."""
+    colormap = check_colormap(colormap, SEQUENTIAL, "colormap")
+    if diverging is None:
+        return PAIRED_DIVERGING[colormap]
+    return check_colormap(diverging, DIVERGING, "diverging")
+
+
+# --------------------------------------------------------------------------------------------
+# colour scales and panels
+# --------------------------------------------------------------------------------------------
+_SECTION_STAGES = {name: section.stages for section in SECTIONS for name in section.stages}
+
+
+def stage_scale(trace: AttentionTrace, name: str, colormap: str, diverging: str) -> Scale:
+    """The colour scale of stage ``name``: the one the widget's figure of its step uses.
+
+    Weights: ``colormap`` over 0..1.  Signed stages: ``diverging`` over ``-L .. L``, ``L``
+    from the largest magnitude of every array of the stage's step (all heads, masked scores
+    included, as on screen).
+    """
+    if not stage(name).signed:
+        return Scale(colormap, 0.0, 1.0, fixed=True)
+    # in float32, as the screen holds the arrays: the same peak, the same rounding
+    peak = max(float(np.abs(getattr(trace, stage(s).attr).astype(np.float32)).max(initial=0))
+               for s in _SECTION_STAGES[name])
+    limit = symmetric_limit(peak)
+    return Scale(diverging, -limit, limit, fixed=False)
+
+
+def _stage_panels(trace: AttentionTrace, name: str, heads: list[int]
+                 ) -> list[tuple[str, str, np.ndarray, np.ndarray | None]]:
+    """``(label, head, (rows, cols) array, masked or None)`` for each panel of a stage.
+
+    K and V show the key/value heads the chosen query heads read; only scores and weights
+    carry the mask (True = masked).
+    """
+    arr = getattr(trace, stage(name).attr)
+    if arr.ndim == 2:  # x, concat, output
+        return [("", "", arr, None)]
+    if name in ("k", "v"):
+        group = trace.n_heads // trace.n_kv_heads
+        out = []
+        for g in sorted({trace.kv_head(h) for h in heads}):
+            label = f"kv head {g}"
+            if group > 1:
+                label += f" (heads {g * group}–{(g + 1) * group - 1})"
+            out.append((label, str(g), arr[g], None))
+        return out
+    masked = None if trace.mask.all() or name not in ("scores", "weights") else ~trace.mask
+    return [(f"head {h}", str(h), arr[h], masked) for h in heads]
+
+
+def _colored(values: np.ndarray, scale: Scale, masked: np.ndarray | None = None) -> np.ndarray:
+    """``(rows, cols, 3)`` uint8 colours of ``values`` on ``scale``; masked cells grey."""
+    rgb = to_rgb(values, scale.table, scale.low, scale.high)
+    if masked is not None:
+        rgb[masked] = MASK_RGB
+    return rgb
+
+
+# --------------------------------------------------------------------------------------------
+# the layout
+# --------------------------------------------------------------------------------------------
+def _fmt(v: float) -> str:
+    """A number as the diagram prints it."""
+    return f"{v:.3g}"
+
+
+def _short(token: str, limit: int = 12) -> str:
+    """A token as a label: line breaks and tabs visible, cut to ``limit`` characters."""
+    token = token.replace("\n", "⏎").replace("\t", "⇥")
+    return token if len(token) <= limit else token[: limit - 1] + "…"
+
+
+def _text_width(text: str, size: float) -> float:
+    """The width of ``text`` in pixels, estimated (CJK and friends are about 1 em wide)."""
+    wide = sum(1 for c in text if ord(c) > 0x2E80)
+    return size * (0.62 * (len(text) - wide) + 1.0 * wide)
+
+
+def _text_right(node: Group) -> float:
+    """The right end of the widest horizontal text that starts at its x."""
+    right = 0.0
+    for item in node.items:
+        if isinstance(item, Group):
+            right = max(right, _text_right(item))
+        elif isinstance(item, Text) and item.anchor == "start" and not item.rotate:
+            bold = 1.1 if item.weight == "bold" else 1.0
+            right = max(right, item.x + bold * _text_width(item.text, item.size))
+    return right
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """What every stage shares: the row height and the token labels."""
+
+    tokens: list[str]
+    labels: list[str]  # shortened
+    ch: int  # row height, px
+    fs: float  # label font size
+    step: int  # a label on every step-th row
+    label_w: int  # room left of the panels for the row labels
+    col_label_h: int  # room below a square panel for the (vertical) key labels
+
+    @classmethod
+    def of(cls, tokens: list[str]) -> _Rows:
+        ch = int(min(16, max(2, 280 // len(tokens))))
+        fs = float(min(11, max(7, ch - 1)))
+        labels = [_short(t) for t in tokens]
+        widest = max(_text_width(t, fs) for t in labels)
+        return cls(tokens, labels, ch, fs, max(1, math.ceil((fs + 1) / ch)),
+                   int(min(110, widest + 6)), int(min(110, widest + 8)))
+
+
+def build(trace: AttentionTrace, tokens: Any, stages: Any, heads: Any, colormap: Any,
+          title: Any, diverging: Any, tooltips: bool = False, vector_stages: Any = None
+          ) -> Layout:
+    """Check the arguments of an export and lay out its diagram.
+
+    Parameters are those of :func:`~attention_widget.export.diagram_svg` (``trace`` already
+    checked).  Stages not in ``vector_stages`` (default: all) are marked ``raster``.
+    """
+    rows = _Rows.of(check_tokens(tokens, trace.seq_len))
+    chosen = check_stages(stages)
+    heads = check_head_selection(heads, trace.n_heads)
+    diverging = check_colormaps(colormap, diverging)
+    vector = check_stages(vector_stages, "vector_stages")
+    if title is not None and not isinstance(title, str):
+        raise TypeError(f"title must be a str or None, got {type(title).__name__}")
+    if title is None:
+        title = f"Multi-head self-attention: {summary(trace)}"
+    root = Group("aw-diagram", items=[Text(LEFT, 28, title, 16, weight="bold", cls="aw-title")])
+    y, right = 44, LEFT + rows.label_w + 200
+    bars = []
+    for name in chosen:
+        scale = stage_scale(trace, name, colormap, diverging)
+        group, bottom, bar, edge = _stage(trace, name, heads, scale, rows, y,
+                                          bool(tooltips), name not in vector)
+        bars.append((group, bar, scale))
+        root.items.append(group)
+        y, right = bottom, max(right, edge)
+    bar_x = right + 8  # one column of colour bars, each beside its stage's first line
+    for group, (top, height, has_mask), scale in bars:
+        group.items.append(_colorbar(bar_x, top, height, scale, has_mask))
+    width = max(bar_x + BAR_W, _text_right(root))  # long titles and formulas widen the page
+    return Layout(int(width + LEFT), int(y), root, title)
+
+
+def _stage(trace: AttentionTrace, name: str, heads: list[int], scale: Scale, rows: _Rows,
+           y: float, tooltips: bool, raster: bool
+           ) -> tuple[Group, float, tuple[float, float, bool], float]:
+    """One stage's title line and panels, from ``y`` down.
+
+    Returns the group, the y below it, its colour bar's ``(top, height, has_mask)`` and the x
+    right of its widest line.
+    """
+    st = stage(name)
+    formula = st.formula + (f", T = {_fmt(trace.temperature)}" if name == "weights" else "")
+    group = Group("aw-stage", {"data-stage": name}, [
+        Text(LEFT, y + 14, st.title, 13, weight="bold", cls="aw-stage-title"),
+        Text(LEFT + _text_width(st.title, 13) + 14, y + 14,
+             f"{formula}  ·  shape {st.shape} = {st.dims(trace)}", 12, cls="aw-formula"),
+    ])
+    x0 = LEFT + rows.label_w
+    x, line_top, line_h, right = x0, y + 26, 0.0, x0
+    bar: tuple[float, float, bool] | None = None
+    has_mask = False
+    for label, head, data, masked in _stage_panels(trace, name, heads):
+        square = name in ("scores", "weights")  # columns are keys: one token per column
+        cw = rows.ch if square else int(min(rows.ch, max(1, 256 // data.shape[1])))
+        if x > x0 and x + data.shape[1] * cw > MAX_WIDTH - BAR_W:  # wrap onto a new line
+            line_top, x, line_h = line_top + line_h + GAP, x0, 0.0
+        top = line_top + (16 if label else 0)
+        heat = Heat(x, top, cw, rows.ch, _colored(data, scale, masked), masked, raster=raster)
+        if tooltips and square:
+            heat.tips = _tips(rows.tokens, data, masked)
+        group.items.append(_panel(name, label, head, heat, rows, square, first=x == x0,
+                                  label_y=line_top + 11))
+        has_mask = has_mask or (masked is not None and bool(masked.any()))
+        bar = bar or (top, max(60, min(heat.height, 160)), False)
+        x += heat.width + GAP
+        line_h = max(line_h, top - line_top + heat.height + (rows.col_label_h if square else 16))
+        right = max(right, x)
+    assert bar is not None  # every stage has at least one panel
+    return group, line_top + line_h + 2 * GAP, (bar[0], bar[1], has_mask), right
+
+
+def _tips(tokens: list[str], data: np.ndarray, masked: np.ndarray | None) -> list[str]:
+    """``"query → key: value"`` for each cell of a square panel, row-major."""
+    n_rows, n_cols = data.shape
+    return [f"{tokens[i]} → {tokens[j]}: "
+            + ("masked" if masked is not None and masked[i, j] else f"{data[i, j]:.4g}")
+            for i in range(n_rows) for j in range(n_cols)]
+
+
+def _panel(name: str, label: str, head: str, heat: Heat, rows: _Rows, square: bool,
+           first: bool, label_y: float) -> Group:
+    """A panel: its title, its heatmap, row labels (first of a line) and column labels."""
+    group = Group("aw-panel", {"data-stage": name, "data-head": head})
+    if label:
+        group.items.append(Text(heat.x, label_y, label, 11, cls="aw-panel-title"))
+    group.items.append(heat)
+    fs, n_rows, n_cols = rows.fs, *heat.rgb.shape[:2]
+    if first:  # query / row labels on the first panel of each line
+        group.items.append(Group("aw-row-labels", items=[
+            Text(heat.x - 4, heat.y + i * heat.ch + heat.ch / 2 + fs * 0.35, rows.labels[i],
+                 fs, anchor="end", cls="aw-token", full=rows.tokens[i])
+            for i in range(0, n_rows, rows.step)]))
+    bottom = heat.y + heat.height
+    if square:  # key labels, vertical, hanging below the panel
+        cols = [Text(heat.x + j * heat.cw + heat.cw / 2 + fs * 0.35, bottom + 4, rows.labels[j],
+                     fs, anchor="end", rotate=-90, cls="aw-token", full=rows.tokens[j])
+                for j in range(0, n_cols, rows.step)]
+    else:  # feature columns: first and last index
+        cols = [Text(heat.x, bottom + 12, "0", 9, cls="aw-dim")]
+        if n_cols > 1:
+            cols.append(Text(heat.x + heat.width, bottom + 12, str(n_cols - 1), 9,
+                             anchor="end", cls="aw-dim"))
+    group.items.append(Group("aw-col-labels", items=cols))
+    return group
+
+
+def _colorbar(x: float, y: float, h: float, scale: Scale, has_mask: bool) -> Group:
+    """A stage's colour bar (high at the top), its three ticks and the masked swatch."""
+    n = 32
+    cell_h = max(1, int(h // n))
+    values = np.linspace(scale.high, scale.low, n)[:, None]
+    group = Group("aw-colorbar", {
+        "data-colormap": scale.table,
+        "data-vmin": repr(float(scale.low)),
+        "data-vmax": repr(float(scale.high)),
+        "data-scale": "fixed" if scale.fixed else "symmetric",
+    }, [Heat(x, y, 12, cell_h, _colored(values, scale), cls="aw-bar")])
+    bottom = y + n * cell_h
+    for v, ty in ((scale.high, y), ((scale.low + scale.high) / 2, (y + bottom) / 2),
+                  (scale.low, bottom)):
+        group.items.append(Text(x + 16, ty + 3.5, _fmt(v), 10, cls="aw-tick"))
+    if has_mask:
+        swatch = np.array([[MASK_RGB]], dtype=np.uint8)
+        group.items.append(Heat(x, bottom + 8, 12, 12, swatch, np.ones((1, 1), bool),
+                                cls="aw-bar-mask"))
+        group.items.append(Text(x + 16, bottom + 18, "masked", 10, cls="aw-tick"))
+    return group

@@ -1,0 +1,505 @@
+"""Where the widget's arrays come from: a text, your own arrays, or a pretrained model.
+
+Each input mode is a :class:`Source`.  For the widget's current :class:`Settings` it gives the
+tokens and the trace to draw (:meth:`Source.trace`), and it says
+
+* which controls it fixes, and at which values (:attr:`Source.fixed`; the widget validates
+  them and disables their controls),
+* which head counts it can show (:meth:`Source.head_options`, :meth:`Source.kv_options`),
+* what a saved state needs to rebuild it (:meth:`Source.saved`, :meth:`Source.restore`),
+* one line about itself (:meth:`Source.describe`).
+
+A new input mode is one more subclass: give it a ``kind`` (the name saved in state files),
+implement ``trace`` and ``restore``, override what differs.  Nothing else changes: the widget
+has no mode checks.  Sources never touch widgets; they only compute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .engine import (
+    AttentionParams,
+    AttentionTrace,
+    init_params,
+    multi_head_attention,
+    with_temperature,
+)
+from .inputs import embed, tokenize
+from .stages import summary
+
+__all__ = [
+    "DEFAULT_TEXT",
+    "MAX_TOKENS",
+    "ArraysSource",
+    "PretrainedSource",
+    "Progress",
+    "Settings",
+    "Source",
+    "TextSource",
+    "Traced",
+    "divisors",
+    "restore_source",
+]
+
+#: Longest text the widget draws (tokens).  Beyond it the widget shows a message.
+MAX_TOKENS = 512
+DEFAULT_TEXT = "The animal didn't cross the street because it was too tired."
+
+#: ``report(fraction, message)``: how a long computation says how far it is.
+Progress = Callable[[float, str], None]
+
+
+def divisors(n: int) -> list[int]:
+    """The positive divisors of ``n``, ascending."""
+    return list(_divisors(n))
+
+
+@cache
+def _divisors(n: int) -> tuple[int, ...]:
+    return tuple(d for d in range(1, n + 1) if n % d == 0)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The widget's settings that decide what is computed (its traits of the same names)."""
+
+    text: str = DEFAULT_TEXT
+    d_model: int = 64
+    n_heads: int = 4
+    n_kv_heads: int | None = None  # None: as many as n_heads
+    temperature: float = 1.0
+    mask: str = "none"
+    window: int = 3
+    seed: int = 0
+    positional: bool = True
+    layer: int = 0
+    show_special: bool = True
+
+    @classmethod
+    def of(cls, obj: Any) -> Settings:
+        """The settings held by ``obj``'s attributes of the same names (e.g. a widget)."""
+        return cls(**{f.name: getattr(obj, f.name) for f in dataclasses.fields(cls)})
+
+    def window_for(self, seq_len: int) -> int | None:
+        """Keys per query of the sliding mask (at most ``seq_len``), None for other masks."""
+        return min(self.window, seq_len) if self.mask == "sliding" else None
+
+
+@dataclass(frozen=True)
+class Traced:
+    """What a source computed for some settings: the tokens and the trace to draw.
+
+    Attributes
+    ----------
+    tokens : list of str
+        One per row of the trace (``seq_len``).
+    trace : AttentionTrace
+    params : AttentionParams or None
+        The weights the trace was computed with, where there is one such object.
+    mask : str
+        The mask as the summary names it (``"sliding, window=3"``).
+    layer : int or None
+        The layer shown, for sources with layers.
+    """
+
+    tokens: list[str]
+    trace: AttentionTrace
+    params: AttentionParams | None = None
+    mask: str = "none"
+    layer: int | None = None
+
+    @property
+    def summary(self) -> str:
+        """One line stating what is drawn (:func:`attention_widget.stages.summary`)."""
+        return summary(self.trace, mask=self.mask, layer=self.layer)
+
+
+def _mask_label(mask: str, window: int | None) -> str:
+    return f"{mask}, window={window}" if mask == "sliding" else mask
+
+
+def _check_text(text: str) -> None:
+    if not text.strip():
+        raise ValueError("The text is empty: type a sentence to see its attention.")
+
+
+class Source(ABC):
+    """One input mode of the widget: what it draws, and what it lets the user change."""
+
+    #: The mode's name in saved settings (``"text"``, ``"arrays"``, ``"pretrained"``).
+    kind: ClassVar[str]
+    #: Who fixes the fixed controls, as error messages name it.
+    fixed_by: ClassVar[str] = ""
+    #: Controls only this mode has (shown on its description line).
+    own_controls: ClassVar[tuple[str, ...]] = ()
+    #: What the mode fixes and what stays live, said after its description.
+    note: ClassVar[str] = ""
+    _kinds: ClassVar[dict[str, type[Source]]] = {}
+
+    n_layers: int = 1
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "kind" in cls.__dict__:
+            Source._kinds[cls.kind] = cls
+
+    @property
+    def fixed(self) -> dict[str, Any]:
+        """Settings this source decides, with their values (their controls are disabled)."""
+        return {}
+
+    def check_heads(self, n_heads: int, d_model: int) -> None:
+        """Raise ValueError, naming the choices, if ``n_heads`` cannot be shown."""
+        if n_heads < 1 or d_model % n_heads:
+            raise ValueError(f"n_heads={n_heads} does not divide d_model={d_model}: choose one "
+                             f"of {divisors(d_model)}")
+
+    def head_options(self, d_model: int) -> list[int]:
+        """The head counts the ``n_heads`` control offers at ``d_model``."""
+        return [self.fixed["n_heads"]] if "n_heads" in self.fixed else divisors(d_model)
+
+    def kv_heads(self, s: Settings) -> int:
+        """The number of key/value heads the trace will have."""
+        return s.n_kv_heads or s.n_heads
+
+    def kv_options(self, s: Settings) -> list[int]:
+        """The key/value head counts the ``n_kv_heads`` control offers."""
+        return [self.kv_heads(s)] if "n_kv_heads" in self.fixed else divisors(s.n_heads)
+
+    def describe(self) -> str:
+        """One line about the source, shown above the controls ('' for none)."""
+        return ""
+
+    @abstractmethod
+    def trace(self, s: Settings, progress: Progress | None = None) -> Traced:
+        """The tokens and trace for ``s``.
+
+        Raises
+        ------
+        ValueError, TypeError
+            For input the source cannot draw, with a message for the user.
+        """
+
+    def variants(self, s: Settings, temperatures: Sequence[float],
+                 head_counts: Sequence[int] | None = None) -> dict[str, AttentionTrace]:
+        """Traces at other temperatures and head counts than ``s``'s, by label.
+
+        ``head_counts`` defaults to up to three of the offered ones of at most 16 heads.
+
+        Raises
+        ------
+        ValueError
+            For a head count the source does not offer.
+        """
+        options = self.head_options(s.d_model)
+        if head_counts is None:
+            head_counts = [h for h in options if h != s.n_heads and h <= 16][-3:]
+        bad = [h for h in head_counts if h not in options]
+        if bad:
+            raise ValueError(f"head_counts {bad} are not available here: choose from {options}")
+        out = {f"temperature {t:g}": self.trace(dataclasses.replace(s, temperature=t)).trace
+               for t in temperatures if t != s.temperature}
+        for h in head_counts:
+            out[f"{h} heads"] = self.trace(dataclasses.replace(s, n_heads=h, n_kv_heads=None)).trace
+        return out
+
+    def saved(self) -> dict[str, Any]:
+        """What a state file stores to rebuild this source besides the widget's traits."""
+        return {"mode": self.kind, "model_path": None}
+
+    @classmethod
+    @abstractmethod
+    def restore(cls, state: Any) -> Source:
+        """Rebuild the source from a :class:`attention_widget.state.StateFile`."""
+
+
+def restore_source(state: Any) -> Source:
+    """The source a state file was saved from (KeyError for an unknown mode)."""
+    return Source._kinds[state.settings["mode"]].restore(state)
+
+
+class _Attention:
+    """:func:`multi_head_attention`, reusing the previous result where it can.
+
+    When only the temperature changed (the same x and params objects, heads, mask and
+    window), :func:`with_temperature` keeps the projections and the scores.
+    """
+
+    def __init__(self) -> None:
+        self._last: tuple | None = None  # (x, params, heads/mask/window, trace)
+
+    def __call__(self, x: np.ndarray, params: AttentionParams, *, n_heads: int,
+                 n_kv_heads: int | None, temperature: float, mask: str,
+                 window: int | None) -> AttentionTrace:
+        key = (n_heads, n_kv_heads, mask, window)
+        last = self._last
+        if last is not None and last[0] is x and last[1] is params and last[2] == key:
+            trace = with_temperature(last[3], params, temperature)
+        else:
+            trace = multi_head_attention(x, params, n_heads=n_heads, n_kv_heads=n_kv_heads,
+                                         temperature=temperature, mask=mask, window=window,
+                                         dtype=np.float64)
+        self._last = (x, params, key, trace)
+        return trace
+
+
+class TextSource(Source):
+    """A sentence, attended over with seeded random weights.
+
+    Tokenized and embedded (token vectors + positional code, :mod:`attention_widget.inputs`);
+    the weights come from :func:`attention_widget.init_params`.
+    """
+
+    kind = "text"
+
+    def __init__(self) -> None:
+        self._x: tuple | None = None  # (key, x)
+        self._params: tuple | None = None  # (key, params)
+        self._attention = _Attention()
+
+    def trace(self, s: Settings, progress: Progress | None = None) -> Traced:
+        """Tokens, X, the weights and their trace for ``s`` (see :class:`Source`)."""
+        _check_text(s.text)
+        tokens = tokenize(s.text)
+        if not tokens:
+            raise ValueError("The text has no words or symbols to attend over.")
+        if len(tokens) > MAX_TOKENS:
+            raise ValueError(f"The text has {len(tokens)} tokens; the widget draws at most "
+                             f"{MAX_TOKENS}. Shorten it.")
+        x, params = self.embedded(tokens, s), self.weights(s)
+        window = s.window_for(len(tokens))
+        trace = self._attention(x, params, n_heads=s.n_heads, n_kv_heads=s.n_kv_heads,
+                                temperature=s.temperature, mask=s.mask, window=window)
+        return Traced(tokens, trace, params, _mask_label(s.mask, window))
+
+    def embedded(self, tokens: list[str], s: Settings) -> np.ndarray:
+        """X from :meth:`new_x`, the same object while the tokens and its settings stay."""
+        key = (tuple(tokens), s.d_model, s.seed, s.positional)
+        if self._x is None or self._x[0] != key:
+            self._x = (key, self.new_x(tokens, s))
+        return self._x[1]
+
+    def weights(self, s: Settings) -> AttentionParams:
+        """The weights from :meth:`new_weights`, one object while :meth:`weights_key` stays."""
+        key = self.weights_key(s)
+        if self._params is None or self._params[0] != key:
+            self._params = (key, self.new_weights(s))
+        return self._params[1]
+
+    def weights_key(self, s: Settings) -> tuple:
+        """The settings :meth:`new_weights` depends on.
+
+        Heads are slices of one projection: without grouped K/V heads the seeded weights do
+        not depend on n_heads, so a head-count change keeps them.
+        """
+        return (s.d_model, s.seed, None if s.n_kv_heads is None else (s.n_heads, s.n_kv_heads))
+
+    def new_x(self, tokens: list[str], s: Settings) -> np.ndarray:
+        """X, shape (seq_len, d_model): hashed token vectors plus the positional code."""
+        return embed(tokens, s.d_model, seed=s.seed, positional=s.positional)
+
+    def new_weights(self, s: Settings) -> AttentionParams:
+        """The seeded random weights (:func:`attention_widget.init_params`)."""
+        return init_params(s.d_model, s.n_heads, s.n_kv_heads, seed=s.seed)
+
+    @classmethod
+    def restore(cls, state: Any) -> TextSource:
+        """A text source (the text and settings are the widget's)."""
+        return cls()
+
+
+class ArraysSource(Source):
+    """Your own input ``x`` (seq_len, d_model) and weights.
+
+    Parameters
+    ----------
+    x : array_like, shape (seq_len, d_model)
+    params : AttentionParams
+    tokens : sequence of str, optional
+        Row labels; default ``"0", "1", ...``.
+    n_heads, n_kv_heads, temperature, mask, window
+        Checked once through :func:`attention_widget.multi_head_attention`, which names a bad
+        argument.  ``n_kv_heads`` defaults to what the weights were made for.
+
+    Notes
+    -----
+    The widget's text, d_model, seed and positional encodings are fixed by the arrays; the
+    key/value heads follow from ``n_heads`` and the width of ``params.w_k``.
+    """
+
+    kind = "arrays"
+    fixed_by = "the arrays given to from_arrays"
+
+    def __init__(self, x: np.ndarray, params: AttentionParams,
+                 tokens: Sequence[str] | None = None, *, n_heads: int,
+                 n_kv_heads: int | None = None, temperature: float = 1.0, mask: str = "none",
+                 window: int = 3) -> None:
+        if not isinstance(params, AttentionParams):
+            raise TypeError(f"params must be an AttentionParams, got {type(params).__name__}")
+        if n_kv_heads is None and isinstance(n_heads, int) and n_heads > 0:
+            d_head = params.d_model // n_heads
+            if d_head and params.d_kv % d_head == 0:
+                n_kv_heads = params.d_kv // d_head  # what the weights were made for
+        multi_head_attention(x, params, n_heads=n_heads, n_kv_heads=n_kv_heads,
+                             temperature=temperature, mask=mask, window=window)
+        self.x = np.array(x, dtype=np.float64)
+        self.params = params
+        self.tokens = [str(i) for i in range(self.x.shape[0])] if tokens is None else [
+            str(t) for t in tokens]
+        if len(self.tokens) != self.x.shape[0]:
+            raise ValueError(f"tokens has {len(self.tokens)} entries but x has "
+                             f"{self.x.shape[0]} rows")
+        self.n_kv_heads = n_kv_heads
+        self._attention = _Attention()
+
+    @property
+    def fixed(self) -> dict[str, Any]:
+        """Text (the tokens), d_model, seed and positional encodings."""
+        return {"text": " ".join(self.tokens), "d_model": self.params.d_model, "seed": 0,
+                "positional": True}
+
+    def check_heads(self, n_heads: int, d_model: int) -> None:
+        """Also: the key/value width of the weights must split into whole heads."""
+        super().check_heads(n_heads, d_model)
+        options = self.head_options(d_model)
+        if n_heads not in options:
+            raise ValueError(f"n_heads={n_heads} does not fit the given weights (w_k has "
+                             f"{self.params.d_kv} columns): choose one of {options}")
+
+    def head_options(self, d_model: int) -> list[int]:
+        """Head counts whose head size divides the key/value width, in whole groups."""
+        p = self.params
+        return [h for h in divisors(p.d_model)
+                if p.d_kv % (p.d_model // h) == 0 and h % (p.d_kv // (p.d_model // h)) == 0]
+
+    def kv_heads(self, s: Settings) -> int:
+        """The key/value heads the weights hold at ``s.n_heads``."""
+        return self.params.d_kv // (self.params.d_model // s.n_heads)
+
+    def kv_options(self, s: Settings) -> list[int]:
+        """Only the one the weights hold."""
+        return [self.kv_heads(s)]
+
+    def trace(self, s: Settings, progress: Progress | None = None) -> Traced:
+        """The trace of the given arrays at ``s``'s heads, temperature and mask."""
+        window = s.window_for(len(self.tokens))
+        trace = self._attention(self.x, self.params, n_heads=s.n_heads,
+                                n_kv_heads=self.kv_heads(s), temperature=s.temperature,
+                                mask=s.mask, window=window)
+        return Traced(list(self.tokens), trace, self.params, _mask_label(s.mask, window))
+
+    @classmethod
+    def restore(cls, state: Any) -> ArraysSource:
+        """From the state's x, params and tokens (KeyError if it holds no params)."""
+        if state.params is None:
+            raise KeyError("params")
+        s = state.settings
+        return cls(state.x, state.params, state.tokens, n_heads=s["n_heads"],
+                   temperature=s["temperature"], mask=s["mask"], window=s["window"])
+
+
+class PretrainedSource(Source):
+    """The real attention of one layer of a pretrained model (NumPy forward, no torch).
+
+    Parameters
+    ----------
+    model : PretrainedModel or path
+        A model from :func:`attention_widget.pretrained.load_pretrained`, or the checkpoint
+        folder to load it from.
+    progress : callable(fraction, message), optional
+        Receives the loading's and the model's progress reports instead of the widget's bar
+        while set (e.g. a loading bar shown until the first diagram is drawn).
+
+    Notes
+    -----
+    d_model, the heads, the mask, positional encodings and seed are the model's.  Layer,
+    temperature and text stay live; special tokens ([CLS], [SEP], BOS) can be hidden.
+    """
+
+    kind = "pretrained"
+    fixed_by = "the pretrained model"
+    own_controls = ("layer", "show_special")
+    note = ("The architecture is fixed by the trained weights; layer, head, query, temperature "
+            "and text stay live.")
+
+    def __init__(self, model: Any, progress: Progress | None = None) -> None:
+        from .pretrained import PretrainedModel, load_pretrained
+
+        if not isinstance(model, PretrainedModel):
+            model = load_pretrained(model, progress=progress)
+        self.model = model
+        self.n_layers = model.n_layers
+        self.progress = progress
+        self._cut: tuple | None = None  # the stages before the softmax without special tokens
+
+    @property
+    def fixed(self) -> dict[str, Any]:
+        """The architecture: d_model, heads, mask; no seed or positional code of ours."""
+        m = self.model
+        return {"d_model": m.d_model, "n_heads": m.n_heads,
+                "n_kv_heads": None if m.n_kv_heads == m.n_heads else m.n_kv_heads,
+                "mask": "causal" if m.causal else "none", "seed": 0, "positional": False}
+
+    def describe(self) -> str:
+        """The model: family, layers, heads, widths."""
+        return self.model.describe()
+
+    def trace(self, s: Settings, progress: Progress | None = None) -> Traced:
+        """The model's attention at ``s.layer`` (special tokens left out if hidden)."""
+        _check_text(s.text)
+        model = self.model
+        tokens = model.tokenize(s.text)
+        limit = min(MAX_TOKENS, model.max_tokens)
+        if len(tokens) > limit:
+            raise ValueError(f"The text has {len(tokens)} tokens; this model and widget take at "
+                             f"most {limit}. Shorten it.")
+        before, model.progress = model.progress, self.progress or progress
+        try:
+            trace = model.trace(s.text, s.layer, temperature=s.temperature)
+        finally:
+            model.progress = before
+        if not s.show_special:
+            keep = np.flatnonzero(~np.array(model.special_token_mask(s.text), dtype=bool))
+            if keep.size == 0:
+                raise ValueError("The text has only special tokens; show them or add words.")
+            tokens, trace = [tokens[i] for i in keep], self._without(trace, keep)
+        return Traced(tokens, trace, None, s.mask, s.layer)
+
+    def _without(self, trace: AttentionTrace, keep: np.ndarray) -> AttentionTrace:
+        """``trace`` with only the rows and columns ``keep``.
+
+        The stages before the softmax are the model's cached arrays while only the
+        temperature changes: they are cut once, so that the figures see the same arrays and
+        skip them.
+        """
+        sq = np.ix_(np.arange(trace.n_heads), keep, keep)
+        cut = self._cut
+        if (cut is None or cut[0] is not trace.scores or cut[1] is not trace.x
+                or not np.array_equal(cut[2], keep)):
+            cut = (trace.scores, trace.x, keep, {
+                "x": trace.x[keep], "q": trace.q[:, keep], "k": trace.k[:, keep],
+                "v": trace.v[:, keep], "scores": trace.scores[sq],
+                "mask": trace.mask[np.ix_(keep, keep)]})
+            self._cut = cut
+        return AttentionTrace(
+            **cut[3], weights=trace.weights[sq], head_outputs=trace.head_outputs[:, keep],
+            concat=trace.concat[keep], output=trace.output[keep],
+            entropy=trace.entropy[:, keep], temperature=trace.temperature)
+
+    def saved(self) -> dict[str, Any]:
+        """The checkpoint folder, read again on load."""
+        return {"mode": self.kind, "model_path": os.fspath(self.model.path)}
+
+    @classmethod
+    def restore(cls, state: Any) -> PretrainedSource:
+        """Load the checkpoint folder the state names."""
+        return cls(state.settings["model_path"])
