@@ -19,15 +19,13 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from support import tiny
 from test_pretrained import CORPUS, TOL, _attend_spy, _max_diff
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 from attention_widget import AttentionWidget
 from attention_widget.pretrained import load_pretrained
 from attention_widget.pretrained.bart import Bart
-
-transformers.logging.set_verbosity_error()
-torch.set_grad_enabled(False)
 
 SOURCE = "the cat sat on the mat and a dog ran after the cat"
 TARGET = "a dog ran after the cat"
@@ -36,11 +34,11 @@ CONFIGS = {
     # encoder and decoder of different sizes; scaled embeddings
     "small": dict(d_model=32, encoder_layers=3, decoder_layers=2, encoder_attention_heads=4,
                   decoder_attention_heads=2, encoder_ffn_dim=48, decoder_ffn_dim=40,
-                  scale_embedding=True),
+                  scale_embedding=True, max_position_embeddings=40),
     # one encoder layer, three decoder layers, three heads of 8, GPT-2's GELU
     "deep_decoder": dict(d_model=24, encoder_layers=1, decoder_layers=3, encoder_attention_heads=3,
                          decoder_attention_heads=3, encoder_ffn_dim=32, decoder_ffn_dim=32,
-                         activation_function="gelu_new"),
+                         activation_function="gelu_new", max_position_embeddings=40),
 }  # fmt: skip
 
 
@@ -56,32 +54,13 @@ def _bart_tokenizer() -> Tokenizer:
     return tok
 
 
-def _make_bart(folder: Path, kind: str = "small", dtype=torch.float32, **save_kw) -> Path:
-    torch.manual_seed(11)
-    tok = _bart_tokenizer()
-    cfg = transformers.BartConfig(
-        vocab_size=tok.get_vocab_size(), max_position_embeddings=40, **CONFIGS[kind]
-    )
-    model = transformers.BartForConditionalGeneration(cfg)
-    for name, p in model.named_parameters():  # sharp heads, non-trivial norms
-        if p.ndim == 2:
-            p.normal_(0.0, 0.35)
-        elif ("layer_norm" in name or "layernorm" in name) and name.endswith("weight"):
-            p.copy_(1.0 + 0.3 * torch.randn_like(p))
-        else:
-            p.normal_(0.0, 0.1)
-    model.to(dtype).save_pretrained(folder, **save_kw)
-    tok.save(str(folder / "tokenizer.json"))
-    return folder
+_make_bart = tiny.maker(
+    transformers.BartConfig, transformers.BartForConditionalGeneration, CONFIGS,
+    _bart_tokenizer, seed=11,
+)  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def barts(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("bart")
-    out = {kind: _make_bart(root / kind, kind) for kind in CONFIGS}
-    out["bf16"] = _make_bart(root / "bf16", "small", torch.bfloat16)
-    out["sharded"] = _make_bart(root / "sharded", "small", max_shard_size="30KB")
-    return out
+barts = tiny.fixture(_make_bart, CONFIGS, bf16="small", sharded="small", shard="30KB")
 
 
 def _reference(folder: Path, source_ids: np.ndarray, target_ids: np.ndarray):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -19,14 +18,12 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from test_pretrained import TOL, _attend_spy, _hf, _max_diff, _run_hf, _word_tokenizer
+from support import tiny
+from test_pretrained import TOL, _attend_spy, _hf, _word_tokenizer
 from transformers.models.bloom.modeling_bloom import _get_alibi_slopes
 
 from attention_widget.pretrained import load_pretrained
 from attention_widget.pretrained.bloom import Bloom
-
-transformers.logging.set_verbosity_error()
-torch.set_grad_enabled(False)
 
 TEXT = "the cat sat on the mat and the dog ran after the cat and the cat ran away"
 
@@ -40,50 +37,22 @@ CONFIGS = {
 }  # fmt: skip
 
 
-def _make_bloom(folder: Path, kind: str = "four_heads", dtype=torch.float32, **save_kw) -> Path:
-    torch.manual_seed(41)
-    tok = _word_tokenizer(bos=True)
-    model = transformers.BloomForCausalLM(
-        transformers.BloomConfig(vocab_size=tok.get_vocab_size(), **CONFIGS[kind])
-    )
-    for name, p in model.named_parameters():  # sharp heads, non-trivial norms
-        if p.ndim == 2:
-            p.normal_(0.0, 0.35)
-        elif "layernorm" in name or "ln_f" in name:
-            p.copy_(1.0 + 0.3 * torch.randn_like(p)) if name.endswith("weight") else p.normal_(
-                0, 0.1
-            )
-        else:
-            p.normal_(0.0, 0.1)
-    model.to(dtype).save_pretrained(folder, **save_kw)
-    tok.save(str(folder / "tokenizer.json"))
-    return folder
+_make_bloom = tiny.maker(
+    transformers.BloomConfig, transformers.BloomForCausalLM, CONFIGS,
+    lambda: _word_tokenizer(bos=True), seed=41,
+)  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("bloom")
-    out = {kind: _make_bloom(root / kind, kind) for kind in CONFIGS}
-    out["bf16"] = _make_bloom(root / "bf16", "six_heads", torch.bfloat16)
-    out["sharded"] = _make_bloom(root / "sharded", "four_heads", max_shard_size="20KB")
-    return out
+checkpoints = tiny.fixture(
+    _make_bloom, CONFIGS, bf16="six_heads", sharded="four_heads", shard="20KB"
+)
 
 
 @pytest.mark.parametrize("kind", ["four_heads", "six_heads", "twelve_heads", "bf16", "sharded"])
 def test_bloom_matches_transformers(checkpoints, kind):
-    model = load_pretrained(checkpoints[kind])
-    assert isinstance(model, Bloom)
-    ids = model.encode(TEXT).ids
-    hs_ref, at_ref = _run_hf(_hf(checkpoints[kind]), ids)
-    hs, at = model.hidden_states(TEXT), model.attentions(TEXT)
-    assert len(at) == model.n_layers and len(hs) == model.n_layers + 1
-    assert _max_diff(hs, hs_ref) < TOL
-    assert _max_diff(at, at_ref) < TOL
-    assert max(float(a.max()) for a in at_ref) > 0.5  # sharp heads
-    for a in at:
-        assert not np.triu(a, k=1).any()
-    assert model.layer_kind(0) == "causal"
-    assert (checkpoints[kind] / "model.safetensors.index.json").is_file() == (kind == "sharded")
+    model, _ = tiny.assert_decoder_matches(checkpoints[kind], TEXT, TOL)
+    assert isinstance(model, Bloom) and model.layer_kind(0) == "causal"
+    assert model.stored_dtype == ("BF16" if kind == "bf16" else "F32")
 
 
 @pytest.mark.parametrize("kind", ["four_heads", "six_heads", "twelve_heads"])

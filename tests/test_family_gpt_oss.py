@@ -18,13 +18,11 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from test_pretrained import TOL, _attend_spy, _hf, _max_diff, _run_hf, _word_tokenizer
+from support import tiny
+from test_pretrained import TOL, _attend_spy, _hf, _word_tokenizer
 
 from attention_widget.pretrained import blocks, load_pretrained
 from attention_widget.pretrained.gpt_oss import GptOss, clamped_swiglu
-
-transformers.logging.set_verbosity_error()
-torch.set_grad_enabled(False)
 
 # 19 tokens with BOS: longer than every sliding window below
 TEXT = "the cat sat on the mat and the dog ran after the cat and the cat ran away"
@@ -53,55 +51,22 @@ CONFIGS = {
 }  # fmt: skip
 
 
-def _make_gpt_oss(folder: Path, kind: str = "gqa", dtype=torch.float32, **save_kw) -> Path:
-    torch.manual_seed(21)
-    tok = _word_tokenizer(bos=True)
-    cfg = transformers.GptOssConfig(vocab_size=tok.get_vocab_size(), **CONFIGS[kind])
-    model = transformers.GptOssForCausalLM(cfg)
-    for name, p in model.named_parameters():  # sharp heads, busy experts, visible sinks
-        if name.endswith("sinks"):
-            p.normal_(0.0, 1.5)
-        elif p.ndim >= 2:
-            p.normal_(0.0, 0.35)
-        elif "norm" in name:
-            p.copy_(1.0 + 0.3 * torch.randn_like(p))
-        else:
-            p.normal_(0.0, 0.1)
-    model.to(dtype).save_pretrained(folder, **save_kw)
-    tok.save(str(folder / "tokenizer.json"))
-    return folder
+_make_gpt_oss = tiny.maker(
+    transformers.GptOssConfig, transformers.GptOssForCausalLM, CONFIGS,
+    lambda: _word_tokenizer(bos=True), seed=21, stds={"sinks": 1.5},  # big sinks
+)  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("gpt_oss")
-    out = {kind: _make_gpt_oss(root / kind, kind) for kind in CONFIGS}
-    out["bf16"] = _make_gpt_oss(root / "bf16", "gqa", torch.bfloat16)
-    out["sharded"] = _make_gpt_oss(root / "sharded", "gqa", max_shard_size="40KB")
-    return out
+checkpoints = tiny.fixture(_make_gpt_oss, CONFIGS, bf16="gqa", sharded="gqa", shard="40KB")
 
 
 @pytest.mark.parametrize("kind", ["gqa", "mqa", "plain", "bf16", "sharded"])
 def test_gpt_oss_matches_transformers(checkpoints, kind):
-    model = load_pretrained(checkpoints[kind])
+    model, seen = tiny.assert_decoder_matches(checkpoints[kind], TEXT, TOL)
     assert isinstance(model, GptOss)
-    ids = model.encode(TEXT).ids
-    hs_ref, at_ref = _run_hf(_hf(checkpoints[kind]), ids)
-    hs, at = model.hidden_states(TEXT), model.attentions(TEXT)
-    assert len(at) == model.n_layers and len(hs) == model.n_layers + 1
-    assert _max_diff(hs, hs_ref) < TOL
-    assert _max_diff(at, at_ref) < TOL
-    assert max(float(a.max()) for a in at_ref) > 0.5  # sharp heads
-    for i, a in enumerate(at):
-        assert not np.triu(a, k=1).any()  # causal
-        window = model.layer_window(i)
-        if window is not None:  # keys window or more behind are exactly 0
-            assert ids.size > window
-            assert not np.tril(a, k=-window).any()
-        # the sinks take a share of every row
-        assert (a.sum(axis=-1) < 1 - 1e-3).any()
+    for a in seen["attentions"]:
+        assert (a.sum(axis=-1) < 1 - 1e-3).any()  # the sinks take a share of the rows
     assert model.stored_dtype == ("BF16" if kind == "bf16" else "F32")
-    assert (checkpoints[kind] / "model.safetensors.index.json").is_file() == (kind == "sharded")
 
 
 def test_sink_share_and_layer_kinds(checkpoints):

@@ -380,7 +380,7 @@ class PretrainedModel(Family):
         TypeError, ValueError
             For a bad ``text``, ``layer`` or ``temperature``, naming it.
         """
-        layer = self._check_layer(layer)
+        layer = self.check_layer(layer)
         temperature = check_temperature(temperature)
         cached = self._layer_attention(text, layer)
         return self.make_trace(
@@ -393,7 +393,7 @@ class PretrainedModel(Family):
         The tokens (as :meth:`tokenize` shows them); families whose layers have key columns
         that are not tokens (compressed entries) add their own labels.
         """
-        self._check_layer(layer)
+        self.check_layer(layer)
         return self.tokenize(text)
 
     def hidden_states(self, text: str) -> list[np.ndarray]:

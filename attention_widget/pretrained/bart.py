@@ -30,7 +30,6 @@ the source and the target: :meth:`~Bart.decoder_attentions`, :meth:`~Bart.cross_
 from __future__ import annotations
 
 import math
-import numbers
 from collections import OrderedDict
 from pathlib import Path
 from typing import NamedTuple
@@ -322,16 +321,6 @@ class Bart(PretrainedModel):
         """
         return [a.attended.weights for a in self._decoded(source, target).cross_attention]
 
-    def _check_decoder_layer(self, layer: object) -> int:
-        if isinstance(layer, bool) or not isinstance(layer, numbers.Integral):
-            raise TypeError(f"layer must be an integer, got {layer!r} ({type(layer).__name__})")
-        if not 0 <= layer < self.n_decoder_layers:
-            raise ValueError(
-                f"layer must be in 0..{self.n_decoder_layers - 1} ({self.name} has "
-                f"{self.n_decoder_layers} decoder layers), got {layer}"
-            )
-        return int(layer)
-
     def decoder_trace(
         self, source: str, target: str, layer: int, temperature: float = 1.0
     ) -> AttentionTrace:
@@ -360,7 +349,7 @@ class Bart(PretrainedModel):
     def _decoder_trace(
         self, source: str, target: str, layer: int, temperature: float, cross: bool
     ) -> AttentionTrace:
-        j = self._check_decoder_layer(layer)
+        j = self.check_layer(layer, self.n_decoder_layers, "decoder ")
         temperature = check_temperature(temperature)
         run = self._decoded(source, target)
         kept = (run.cross_attention if cross else run.self_attention)[j]

@@ -386,7 +386,7 @@ class Family:
         TypeError, ValueError
             For a bad ``layer``.
         """
-        layer = self._check_layer(layer)
+        layer = self.check_layer(layer)
         window = self.layer_window(layer)
         if window is not None:
             return f"sliding, window {window}"
@@ -394,12 +394,22 @@ class Family:
             return "full"
         return "causal" if self.causal else "bidirectional"
 
-    def _check_layer(self, layer: object) -> int:
+    def check_layer(self, layer: object, count: int | None = None, stack: str = "") -> int:
+        """``layer`` as an int, checked: ``0 <= layer < count`` (``n_layers`` by default).
+
+        ``stack`` names the layers in the message (``"decoder "``: "has 6 decoder layers").
+
+        Raises
+        ------
+        TypeError, ValueError
+            Naming ``layer``.
+        """
+        count = self.n_layers if count is None else count
         if isinstance(layer, bool) or not isinstance(layer, numbers.Integral):
             raise TypeError(f"layer must be an integer, got {layer!r} ({type(layer).__name__})")
-        if not 0 <= layer < self.n_layers:
+        if not 0 <= layer < count:
             raise ValueError(
-                f"layer must be in 0..{self.n_layers - 1} ({self.name} has {self.n_layers} "
-                f"layers), got {layer}"
+                f"layer must be in 0..{count - 1} ({self.name} has {count} {stack}layers), "
+                f"got {layer}"
             )
         return int(layer)
