@@ -31,9 +31,19 @@ from .engine import (
     with_temperature,
 )
 from .inputs import embed, positional_encoding, tokenize
+from .kinds import LatentParams, cross_attention, init_latent_params, latent_attention
 from .long import LongTrace, long_attention, long_with_temperature
 from .pretrained import load_pretrained
 from .roles import HeadRole, head_roles
+from .variants import (
+    alibi_bias,
+    alibi_slopes,
+    kv_cache_per_token,
+    rope,
+    softcap,
+    top_k_keep,
+    with_sinks,
+)
 
 __version__ = "0.1.0"
 
@@ -46,9 +56,13 @@ __all__ = [
     "AttentionWidget",
     "DesignedHead",
     "HeadRole",
+    "LatentParams",
     "LongTrace",
     "__version__",
+    "alibi_bias",
+    "alibi_slopes",
     "causal_mask",
+    "cross_attention",
     "designed_embed",
     "designed_jobs",
     "designed_notes",
@@ -56,16 +70,23 @@ __all__ = [
     "embed",
     "estimate_memory",
     "head_roles",
+    "init_latent_params",
     "init_params",
+    "kv_cache_per_token",
+    "latent_attention",
     "load_pretrained",
     "long_attention",
     "long_with_temperature",
     "multi_head_attention",
     "position_code",
     "positional_encoding",
+    "rope",
     "shift_matrix",
     "sliding_window_mask",
+    "softcap",
     "tokenize",
+    "top_k_keep",
+    "with_sinks",
     "with_temperature",
 ]
 
