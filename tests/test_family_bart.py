@@ -172,6 +172,8 @@ def test_traces_of_every_attention_match_transformers(barts, kind):
         k_ref = layer.encoder_attn.k_proj(torch.from_numpy(memory.copy())).numpy()
         k_ref = k_ref.reshape(src.size, heads, d_head).transpose(1, 0, 2)
         np.testing.assert_allclose(cross.k, k_ref, atol=TOL)
+        np.testing.assert_array_equal(cross.x_kv, memory)
+        assert own.x_kv is None and enc.x_kv is None
         assert cross.q.shape == (heads, tgt.size, d_head)
         assert cross.scores.shape == cross.weights.shape == (heads, tgt.size, src.size)
         assert cross.mask.shape == (tgt.size, src.size) and cross.mask.all()

@@ -24,6 +24,7 @@ from transformers.models.bloom.modeling_bloom import _get_alibi_slopes
 
 from attention_widget.pretrained import load_pretrained
 from attention_widget.pretrained.bloom import Bloom
+from attention_widget.variants import alibi_bias
 
 TEXT = "the cat sat on the mat and the dog ran after the cat and the cat ran away"
 
@@ -95,7 +96,9 @@ def test_every_attention_is_the_engines_attend_with_alibi(checkpoints, monkeypat
     _, at = model.forward_ids(model.encode(TEXT).ids)
     assert len(calls) == model.n_layers
     for a, (_q, _k, _v, kwargs, out) in zip(at, calls, strict=True):
-        assert a is out.weights and kwargs["alibi"] is True
+        assert a is out.weights
+        np.testing.assert_allclose(kwargs["bias"], alibi_bias(6, np.arange(a.shape[1])))
+    assert model.trace(TEXT, 1).alibi is True
 
 
 def test_description_and_config_errors(checkpoints, tmp_path):

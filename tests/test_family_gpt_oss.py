@@ -89,8 +89,8 @@ def test_sink_share_and_layer_kinds(checkpoints):
         s = np.exp(model.layer_weights(layer)["sinks"][:, None] - top[..., 0])
         np.testing.assert_allclose(1 - tr.weights.sum(-1), s / (e + s), atol=1e-5)
         np.testing.assert_allclose(tr.head_outputs, tr.weights @ np.repeat(tr.v, 2, 0), atol=1e-5)
-        if hasattr(tr, "sink_weights"):
-            np.testing.assert_allclose(tr.sink_weights, s / (e + s), atol=1e-5)
+        np.testing.assert_allclose(tr.sink_weights, s / (e + s), atol=1e-5)
+        np.testing.assert_array_equal(tr.sinks, model.layer_weights(layer)["sinks"])
     assert sinks.shape == (4,)
     hot = model.trace(TEXT, 1, temperature=3.0)
     assert (hot.weights.sum(-1) < 1).all()

@@ -204,6 +204,7 @@ class Bart(PretrainedModel):
             v=split_heads(v, n_heads),
             scale=1.0 / math.sqrt(self.d_model // n_heads),
             causal=causal,
+            x_kv=None if source is x else source,
         )
 
     def attention_inputs(self, i: int, h: np.ndarray, positions: np.ndarray) -> AttentionInputs:

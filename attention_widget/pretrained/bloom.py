@@ -2,8 +2,9 @@
 
 No position embeddings at all: each head ``h`` adds a linear bias to its scores instead
 (ALiBi), ``-m_h (i - j)`` for query ``i`` and key ``j``, so far keys count less, by a slope
-``m_h`` of its own (BLOOM's slopes: ``2^(-8h/n)`` for ``n`` a power of two).  The engine's
-``attend`` adds it (``alibi=True``).  Token embeddings are LayerNormed
+``m_h`` of its own (BLOOM's slopes: ``2^(-8h/n)`` for ``n`` a power of two), from the
+positions of queries and keys (:func:`~attention_widget.variants.alibi_bias`); the engine's
+``attend`` adds it to the scores.  Token embeddings are LayerNormed
 (``word_embeddings_layernorm``); then per layer, pre-LayerNorm::
 
     x = LayerNorm_1(h)
@@ -24,6 +25,7 @@ import math
 
 import numpy as np
 
+from ..variants import alibi_bias
 from . import AttentionInputs, PretrainedModel
 from .blocks import gelu_tanh, layer_norm, linear
 from .checkpoint import Config
@@ -108,7 +110,8 @@ class Bloom(PretrainedModel):
             k=k,
             v=v,
             scale=1.0 / math.sqrt(self.d_head),
-            options={"alibi": True},
+            options={"bias": alibi_bias(self.n_heads, positions)},  # (n_heads, seq, seq)
+            alibi=True,
         )
 
     def finish_block(self, i: int, h: np.ndarray, attn_out: np.ndarray) -> np.ndarray:

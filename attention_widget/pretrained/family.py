@@ -70,7 +70,13 @@ class AttentionInputs:
         default.  An encoder-decoder's decoder sets it (True for its self-attention, False
         for its cross-attention).
     options : dict
-        Further keyword arguments of :func:`~attention_widget.engine.attend`.
+        Further keyword arguments of :func:`~attention_widget.engine.attend`: the engine's
+        variants (``bias``, ``softcap``, ``sinks``, ``top_k``).
+    x_kv : ndarray, shape (n_keys, d_model), optional
+        What the keys and values are made of, where it is not ``x``: a cross-attention's
+        second input (the encoder's output).
+    alibi : bool
+        Whether ``options["bias"]`` is ALiBi's (BLOOM's slopes), for the trace.
     """
 
     x: np.ndarray
@@ -83,6 +89,8 @@ class AttentionInputs:
     mask: np.ndarray | None = None
     causal: bool | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    x_kv: np.ndarray | None = None
+    alibi: bool = False
 
 
 @dataclass
@@ -357,7 +365,7 @@ class Family:
         AttentionTrace
             As :meth:`~attention_widget.pretrained.PretrainedModel.trace` describes it.
         """
-        a = layer.inputs
+        a, options = layer.inputs, layer.inputs.options
         att = self.run_attention(a, layer.mask, temperature)
         concat = merge_heads(att.head_outputs)
         mask = layer.mask
@@ -370,7 +378,9 @@ class Family:
         return AttentionTrace(
             x=a.x, q=a.q, k=a.k, v=a.v, scores=layer.attended.scores, weights=att.weights,
             head_outputs=att.head_outputs, concat=concat, output=project(concat), mask=mask,
-            entropy=att.entropy, temperature=temperature,
+            entropy=att.entropy, temperature=temperature, x_kv=a.x_kv, alibi=a.alibi,
+            softcap=options.get("softcap"), sinks=options.get("sinks"),
+            top_k=options.get("top_k"), sink_weights=att.sink_weights, kept=att.kept,
         )  # fmt: skip
 
     def layer_kind(self, layer: int) -> str:

@@ -25,7 +25,8 @@ import math
 
 import numpy as np
 
-from .blocks import linear, rms_norm, soft_cap
+from ..variants import softcap
+from .blocks import linear, rms_norm
 from .checkpoint import Config
 from .llama import Llama
 
@@ -114,4 +115,4 @@ class Gemma2(Llama):
         head = "lm_head.weight" if "lm_head.weight" in self.tensors else None
         w = self.tensors.f32(head) if head else self.weight(self.embedding)  # (vocab, d_model)
         z = linear(self.hidden_states(text)[-1], w)  # (seq, vocab)
-        return z if self.final_softcap is None else soft_cap(z, float(self.final_softcap))
+        return z if self.final_softcap is None else softcap(z, float(self.final_softcap))
