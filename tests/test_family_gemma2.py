@@ -142,3 +142,4 @@ def test_unsupported_configs_are_named(checkpoints, tmp_path):
         with pytest.raises(ValueError, match=r"config\.json: " + pattern):
             load_pretrained(out)
     assert "Gemma 2 decoder" in load_pretrained(folder).describe()
+    assert "causal, sliding window 4 in 2 of 3 layers" in load_pretrained(folder).describe()

@@ -430,6 +430,11 @@ class PretrainedModel(Family):
         if self.n_kv_heads != self.n_heads:
             heads += f" ({self.n_kv_heads} key/value heads)"
         attention = "causal" if self.causal else "bidirectional"
+        windows = [w for w in map(self.layer_window, range(self.n_layers)) if w is not None]
+        if windows:  # e.g. "causal, sliding window 4096 in 13 of 26 layers"
+            attention += (
+                f", sliding window {max(windows)} in {len(windows)} of {self.n_layers} layers"
+            )
         return (
             f"{self.name}: {self.family_name}, {self.n_layers} layers x {heads}, d_model "
             f"{self.d_model}, d_head {self.d_head}, {attention} ({self.stored_dtype})"
