@@ -15,6 +15,15 @@ Supported families (``model_type`` in ``config.json``), one module each:
   attention, fused ``c_attn`` (Conv1D, stored ``(in, out)``).
 * ``"llama"``, ``"qwen3"`` (:mod:`.llama`) -- RMSNorm, rotary position embeddings,
   grouped-query attention, SwiGLU MLP; Qwen3 adds a per-head RMSNorm of queries and keys.
+* ``"gpt_oss"`` (:mod:`.gpt_oss`) -- Llama's layout with attention sinks, sliding and full
+  layers, YaRN, attention biases and a mixture of experts.
+* ``"gemma2"`` (:mod:`.gemma2`) -- soft-capped scores, ``query_pre_attn_scalar``, sliding and
+  global layers, norms around both halves of each block, scaled embeddings.
+* ``"bloom"`` (:mod:`.bloom`) -- ALiBi instead of positions, an embedding LayerNorm, a fused
+  query/key/value projection grouped by head.
+* ``"bart"`` (:mod:`.bart`) -- an encoder-decoder: the encoder's attention as for the others,
+  the decoder's causal self-attention and its cross-attention over the source
+  (:meth:`.bart.Bart.cross_attentions`, :meth:`.bart.Bart.cross_trace`, ...).
 
 Nothing in the folder is executed: weights are read with the NumPy safetensors reader of
 :mod:`attention_widget.safetensors_io` (no pickle), the configuration with :func:`json.load`,
@@ -44,15 +53,15 @@ subclass that fills in the arithmetic of its checkpoints::
         h = finish_block(i, h, out)                       # residual, norms, feed-forward
     h = final_norm(h)
 
-To add a family (``gemma2``, say):
+To add a family (``phi3``, say):
 
-1. write ``gemma2.py`` with ``class Gemma2(PretrainedModel)``: set ``family_name``,
+1. write ``phi3.py`` with ``class Phi3(PretrainedModel)``: set ``family_name``,
    ``causal``, ``embedding`` (and ``prefixes``), and write ``configure`` (read
    ``config.json``), ``tensor_shapes`` and ``layer_tensors`` (every tensor and its shape,
    checked when the folder is opened; a layer's tensors are read by ``prepare_layer``) and
    the steps above, from the parts in :mod:`.blocks` (add a part that is missing there: a
    norm, an activation, a RoPE scaling);
-2. add its line, ``"gemma2": ("gemma2", "Gemma2")``, to :data:`FAMILIES`;
+2. add its line, ``"phi3": ("phi3", "Phi3")``, to :data:`FAMILIES`;
 3. test it against transformers on tiny checkpoints saved with ``save_pretrained``.
 
 What a family needs of attention beyond q, k, v travels in :class:`AttentionInputs`: its
