@@ -382,7 +382,12 @@ class PretrainedModel(Family):
               note ``n_heads * d_head`` may differ from ``d_model`` (Qwen3).
             * ``output`` (seq, d_model): the attention block's output projection, bias
               included, before the residual connection.
-            * ``mask`` (seq, seq): causal for decoders, all True for BERT.
+            * ``mask`` (seq, seq): causal for decoders (and the window of a sliding layer),
+              all True for encoders.
+            * the variants a family uses, as the engine's traces carry them: ``softcap``
+              (Gemma 2, which caps ``scores``), ``alibi`` (BLOOM, whose ``scores`` include
+              ALiBi's bias), ``sinks`` and ``sink_weights`` (n_heads, seq) (gpt-oss: what each
+              query gave its head's sink; its ``weights`` rows sum to less than one).
 
         Raises
         ------
