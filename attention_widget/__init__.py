@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .aggregate import attention_rollout, head_mean
+from .attentions import Attentions, normalize_attentions, run_transformers
 from .designed import (
     DESIGNED_INPUT_NOTE,
     DESIGNED_JOBS,
@@ -54,6 +56,7 @@ __all__ = [
     "AttentionParams",
     "AttentionTrace",
     "AttentionWidget",
+    "Attentions",
     "DesignedHead",
     "HeadRole",
     "LatentParams",
@@ -61,6 +64,7 @@ __all__ = [
     "__version__",
     "alibi_bias",
     "alibi_slopes",
+    "attention_rollout",
     "causal_mask",
     "cross_attention",
     "designed_embed",
@@ -69,6 +73,7 @@ __all__ = [
     "designed_params",
     "embed",
     "estimate_memory",
+    "head_mean",
     "head_roles",
     "init_latent_params",
     "init_params",
@@ -78,9 +83,11 @@ __all__ = [
     "long_attention",
     "long_with_temperature",
     "multi_head_attention",
+    "normalize_attentions",
     "position_code",
     "positional_encoding",
     "rope",
+    "run_transformers",
     "shift_matrix",
     "sliding_window_mask",
     "softcap",

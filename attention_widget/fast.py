@@ -1,13 +1,13 @@
 """Large layers: the steps of :mod:`attention_widget.engine`, shared between the cores.
 
-:func:`multi_head_attention` here takes the engine's steps in the engine's order, with the
+This module's :func:`multi_head_attention` takes the engine's steps in the engine's order, with the
 engine's own functions, and returns the same trace; only the work is cut into parts that run
 on a pool of threads (NumPy and BLAS release the GIL):
 
 1. each projection ``x @ w + b`` by blocks of rows;
-2. the attention step by blocks of query rows of one head, each block computed by
-   :func:`attention_widget.engine.attend` and small enough to stay in a core's cache from its
-   scores to its weighted values;
+2. the attention step by blocks -- whole groups of heads, or runs of query rows of one head,
+   a few MiB of scores each -- every block computed by :func:`attention_widget.engine.attend`
+   while its scores are still in cache when the softmax and ``weights @ v`` read them;
 3. the output projection by blocks of rows.
 
 Meanwhile BLAS runs one thread per call (through ``threadpoolctl``): its own worker threads
@@ -35,9 +35,9 @@ __all__ = ["MIN_SCORES", "attend", "multi_head_attention"]
 
 #: Layers with at least this many scores (``n_heads * seq_len**2``) take this path.
 MIN_SCORES = 1 << 20
-# Bytes of scores in one block (at least): small enough to stay in a core's cache, large enough
-# that NumPy asks the system for huge pages for the block's arrays (from 4 MiB on): smaller
-# arrays, allocated and freed once per block, cost a page fault per 4 KiB every time.
+# Bytes of scores in one block (at least): a block's arrays stay in cache from step to step,
+# and NumPy asks the system for huge pages for them (it does from 4 MiB on): smaller arrays,
+# allocated and freed once per block, would cost a page fault per 4 KiB each time.
 _BLOCK_BYTES = 1 << 22
 
 
@@ -93,7 +93,7 @@ def _pool() -> ThreadPoolExecutor | None:
 
 
 def _run(pool: ThreadPoolExecutor | None, work: Callable, parts: list) -> None:
-    """``work(part)`` for every part: on the pool, BLAS at one thread; or here, one by one.
+    """``work(part)`` for every part: on the pool, BLAS at one thread; or on this thread.
 
     The pool's threads handle floating-point errors as this one does (``np.errstate``).
     """

@@ -1,7 +1,7 @@
 """Benchmark the NumPy attention engine against torch CPU ``nn.MultiheadAttention``.
 
-Run ``python benchmarks/engine.py`` (alone on the machine: ``flock /work/bench.lock`` on a
-shared one).  For each size (seq_len, d_model, n_heads) it prints, in one run:
+Run ``python benchmarks/engine.py``, alone on the machine.  For each size (seq_len, d_model,
+n_heads) it prints, in one run:
 
 * ``engine``: :func:`attention_widget.multi_head_attention` in float64, as a user calls it
   (large layers take :mod:`attention_widget.fast`);

@@ -61,7 +61,7 @@ def test_gemma2_matches_transformers(checkpoints, kind):
     assert isinstance(model, Gemma2)
     for a in seen["attentions"]:
         np.testing.assert_allclose(a.sum(-1), 1.0, atol=1e-5)
-    logits = model.logits(TEXT)  # soft-capped by final_logit_softcapping
+    logits = model.logits(seen["hidden"][-1])  # soft-capped by final_logit_softcapping
     assert _max_diff([logits], [seen["logits"]]) < TOL
     if model.final_softcap is not None:
         assert np.abs(logits).max() <= model.final_softcap

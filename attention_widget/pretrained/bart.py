@@ -36,11 +36,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .._checks import check_temperature
 from ..engine import AttentionTrace, merge_heads, split_heads
 from . import AttentionInputs, LayerAttention, PretrainedModel
 from .blocks import layer_norm, linear
 from .checkpoint import Config, Tensors
-from .family import check_temperature
 from .tokenizer import Tokenizer
 
 __all__ = ["POSITION_OFFSET", "Bart", "DecoderRun"]

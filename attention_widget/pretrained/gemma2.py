@@ -4,7 +4,7 @@ Llama's attention (grouped-query heads, rotary embeddings) with Gemma 2's change
 
 * **soft-capped scores**: ``scores <- c tanh(scores / c)`` with ``c = attn_logit_softcapping``,
   before the mask, so no score leaves ``(-c, c)``; the final logits are capped the same way
-  with ``final_logit_softcapping`` (:meth:`Gemma2.logits`);
+  with ``final_logit_softcapping`` (:meth:`Gemma2.logits`, which generation uses);
 * **the scale** is ``query_pre_attn_scalar ** -0.5``, not ``head_dim ** -0.5``;
 * **sliding and global layers**, alternating as ``layer_types`` says (sliding first);
 * **norms around both halves of the block**, each an RMSNorm with weight ``1 + w``::
@@ -103,16 +103,16 @@ class Gemma2(Llama):
         """The final RMSNorm (weight ``1 + w``)."""
         return rms_norm(h, 1.0 + self.weight("norm.weight"), self.eps)
 
-    def logits(self, text: str) -> np.ndarray:
-        """Next-token logits at every position, soft-capped by ``final_logit_softcapping``.
+    def logits(self, h: np.ndarray) -> np.ndarray:
+        """Next-token logits of final hidden states, soft-capped by ``final_logit_softcapping``.
 
-        Computed with ``lm_head.weight``, or the token embedding where they are tied.
+        Parameters
+        ----------
+        h : ndarray, shape (seq, d_model), after :meth:`final_norm`
 
         Returns
         -------
-        ndarray of float32, shape (seq_len, vocab_size)
+        ndarray of float32, shape (seq, vocab_size)
         """
-        head = "lm_head.weight" if "lm_head.weight" in self.tensors else None
-        w = self.tensors.f32(head) if head else self.weight(self.embedding)  # (vocab, d_model)
-        z = linear(self.hidden_states(text)[-1], w)  # (seq, vocab)
+        z = super().logits(h)  # (seq, vocab): lm_head, or the tied token embedding
         return z if self.final_softcap is None else softcap(z, float(self.final_softcap))
