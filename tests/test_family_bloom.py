@@ -114,3 +114,15 @@ def test_description_and_config_errors(checkpoints, tmp_path):
         ValueError, match=r"config\.json: hidden_size=30 is not divisible by n_head=4"
     ):
         load_pretrained(folder)
+
+
+def test_generation_with_a_cache_keeps_alibi_over_the_cached_keys(checkpoints):
+    """Each generated token's attention rows, with the key/value cache (ALiBi's bias built
+    from the cached keys' positions), equal the last rows of a forward over the whole text."""
+    model = load_pretrained(checkpoints["six_heads"])
+    out = model.generate("the cat sat on the mat", 6)
+    n_prompt = out.prompt_ids.size
+    for step in out.steps:
+        _, full = model.forward_ids(out.all_ids[: n_prompt + step.index])
+        for row, att in zip(step.attentions, full, strict=True):
+            np.testing.assert_allclose(row, att[:, -1:], atol=1e-5)

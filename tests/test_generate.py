@@ -29,7 +29,9 @@ from attention_widget.pretrained.generation import BYTES_PER_NUMBER, stop_token_
 transformers.logging.set_verbosity_error()
 torch.set_grad_enabled(False)
 
-PROMPTS = {"gpt2": "the cat sat on", "llama": "the cat sat on the mat", "qwen3": "a dog ran"}
+PROMPTS = {"gpt2": "the cat sat on", "llama": "the cat sat on the mat", "qwen3": "a dog ran",
+           "gpt_oss": "the cat sat on the mat and the dog", "gemma2": "the dog ran after the cat",
+           "bloom": "a dog ran after the cat"}  # fmt: skip
 
 #: name -> (model_type, transformers class, config fields).  Every causal family of FAMILIES
 #: has at least one entry (see test_every_causal_family_is_checked).
@@ -66,6 +68,26 @@ CONFIGS = {
         dict(hidden_size=32, num_attention_heads=8, num_key_value_heads=2, head_dim=8,
              num_hidden_layers=2, intermediate_size=48, max_position_embeddings=64,
              tie_word_embeddings=False),
+    ),
+    # sinks, sliding layers (windows shorter than prompt and continuation), experts
+    "gpt_oss": (
+        "gpt_oss", "GptOssForCausalLM",
+        dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+             num_hidden_layers=2, intermediate_size=24, num_local_experts=4,
+             num_experts_per_tok=2, sliding_window=4, max_position_embeddings=64),
+    ),
+    # soft-capped scores and logits, sliding and global layers
+    "gemma2": (
+        "gemma2", "Gemma2ForCausalLM",
+        dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+             num_hidden_layers=2, intermediate_size=48, sliding_window=4,
+             query_pre_attn_scalar=8, attn_logit_softcapping=5.0, final_logit_softcapping=3.0,
+             max_position_embeddings=64, tie_word_embeddings=False),
+    ),
+    # ALiBi over the cached keys
+    "bloom": (
+        "bloom", "BloomForCausalLM",
+        dict(hidden_size=36, n_head=6, n_layer=2, tie_word_embeddings=False),
     ),
 }
 

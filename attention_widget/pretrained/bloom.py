@@ -22,11 +22,12 @@ optionally prefixed with ``transformer.`` (``BloomForCausalLM``).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
 from ..variants import alibi_bias
-from . import AttentionInputs, PretrainedModel
+from . import AttentionInputs, LayerCache, PretrainedModel
 from .blocks import gelu_tanh, layer_norm, linear
 from .checkpoint import Config
 
@@ -113,6 +114,14 @@ class Bloom(PretrainedModel):
             options={"bias": alibi_bias(self.n_heads, positions)},  # (n_heads, seq, seq)
             alibi=True,
         )
+
+    def extend_cache(
+        self, i: int, inputs: AttentionInputs, positions: np.ndarray, cache: LayerCache
+    ) -> AttentionInputs:
+        """The cached keys and values in front, and ALiBi's bias over every one of them."""
+        inputs = super().extend_cache(i, inputs, positions, cache)
+        bias = alibi_bias(self.n_heads, positions, inputs.key_positions)  # (heads, new, n_keys)
+        return replace(inputs, options={**inputs.options, "bias": bias})
 
     def finish_block(self, i: int, h: np.ndarray, attn_out: np.ndarray) -> np.ndarray:
         """Residual, then ``LayerNorm_2``, the GELU MLP and its residual."""
