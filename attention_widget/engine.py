@@ -414,9 +414,9 @@ def _softmax(
     ``-inf``: weight 0, as it should be.  Scores that overflowed to infinity give NaN, which
     :func:`multi_head_attention` reports.
     """
-    allowed = scores if mask is None else np.where(mask, scores, -np.inf)  # [..., n_q, n_k]
     if sinks is not None:  # each head's sink logit joins its rows: [h, n_q, n_k + 1]
-        scores, allowed = variants.with_sinks(scores, sinks), variants.with_sinks(allowed, sinks)
+        scores, mask = variants.with_sinks(scores, sinks, mask)
+    allowed = scores if mask is None else np.where(mask, scores, -np.inf)  # [..., n_q, n_k]
     top = allowed.max(axis=-1, keepdims=True)  # [..., n_q, 1], the largest allowed score
     z = allowed - top  # <= 0, and 0 at the top: exp cannot overflow
     if temperature != 1.0:  # (dividing by 1 would change nothing)

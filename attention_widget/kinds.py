@@ -104,11 +104,11 @@ def cross_attention(
     x_q = _checks.as_sequence(x_q, d_model, dtype, "x_q")  # [n_q, d_model]
     x_kv = _checks.as_sequence(x_kv, d_model, x_q.dtype, "x_kv")  # [n_kv, d_model]
     n_q, n_kv = x_q.shape[0], x_kv.shape[0]
-    if isinstance(mask, str) and mask in ("causal", "sliding"):
-        raise ValueError(f'mask="{mask}" needs queries and keys from one sequence, but '
-                         "cross-attention's come from two (x_q and x_kv): pass mask=None or a "
-                         f"boolean ({n_q}, {n_kv}) array (True = may attend)")
-    mask = None if mask is None or mask == "none" else _checks.check_mask(mask, n_q, n_kv)
+    if isinstance(mask, str) and mask != "none":
+        raise ValueError(f"mask={mask!r} is for one sequence (queries and keys of the same "
+                         "tokens), but cross-attention's come from two, x_q and x_kv: pass "
+                         f"mask=None or a boolean ({n_q}, {n_kv}) array (True = may attend)")
+    mask = None if mask is None or isinstance(mask, str) else _checks.check_mask(mask, n_q, n_kv)
 
     # 1. project: queries from x_q, keys and values from x_kv
     q = _heads(x_q, params.w_q, params.b_q, n_heads)  # [n_heads, n_q, d_head]
@@ -244,7 +244,8 @@ def init_latent_params(
     -------
     LatentParams
         Like :func:`~attention_widget.engine.init_params`, a larger width (``kv_rank``,
-        ``d_model``, ...) adds rows and columns to every matrix and keeps the others.
+        ``d_model``, ...) adds rows and columns to every matrix and keeps the others' draws
+        (each matrix is scaled by ``1 / sqrt(its rows)``).
     """
     d_model = _checks.check_int("d_model", d_model)
     n_heads = _checks.check_int("n_heads", n_heads)
@@ -321,7 +322,7 @@ def latent_attention(
     rope = None if rope is None else _checks.check_positive("rope", rope)
     x = _checks.as_sequence(x, params.d_model, np.float64)  # [seq, d_model]
     seq_len, d_head, rope_dim = x.shape[0], width // n_heads, params.rope_dim
-    mask = resolve_mask(mask, seq_len, None)  # [seq, seq] of bool, or None
+    mask = None if mask is None else resolve_mask(mask, seq_len, None)  # [seq, seq], or None
 
     # 1. compress into the latent, and rebuild keys and values from it
     c_kv = x @ params.w_dkv  # [seq, d_model] -> [seq, kv_rank]: what a cache keeps

@@ -151,11 +151,15 @@ def top_k_keep(scores: np.ndarray, k: int, mask: np.ndarray | None = None) -> np
     above = allowed > kth  # fewer than k keys per row
     tied = allowed == kth if mask is None else (allowed == kth) & mask  # (never a masked key)
     room = k - above.sum(axis=-1, keepdims=True)  # [..., n_q, 1]: places left for tied keys
+    if (tied.sum(axis=-1, keepdims=True) <= room).all():  # (as usual: no row has too many)
+        return above | tied
     return above | (tied & (np.cumsum(tied, axis=-1) <= room))  # the earliest tied keys
 
 
-def with_sinks(scores: np.ndarray, sinks: np.ndarray) -> np.ndarray:
-    """``scores`` with each head's sink logit as one more column, the last.
+def with_sinks(
+    scores: np.ndarray, sinks: np.ndarray, mask: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``scores`` with each head's sink logit as one more column, the last; ``mask`` to match.
 
     A sink is a logit with no key and no value (gpt-oss learns one per head): it takes part in
     the softmax of every row, and its weight is then dropped, so a head can attend to nothing.
@@ -163,15 +167,20 @@ def with_sinks(scores: np.ndarray, sinks: np.ndarray) -> np.ndarray:
     Parameters
     ----------
     scores : ndarray, shape (n_heads, n_q, n_k)
-    sinks : ndarray, shape (n_heads,)
+    sinks : array_like, shape (n_heads,)
+    mask : ndarray of bool, shape (n_q, n_k) or (n_heads, n_q, n_k), optional
 
     Returns
     -------
-    ndarray, shape (n_heads, n_q, n_k + 1), dtype of ``scores``
+    scores : ndarray, shape (n_heads, n_q, n_k + 1), dtype of ``scores``
+    mask : ndarray of bool, shape of ``mask`` with one more column (the sink is always
+        allowed), or None
     """
     sinks = _checks.check_sinks(sinks, scores.shape[0]).astype(scores.dtype)  # [h]
     column = np.broadcast_to(sinks[:, None, None], (*scores.shape[:-1], 1))  # [h, n_q, 1]
-    return np.concatenate([scores, column], axis=-1)  # [h, n_q, n_k] -> [h, n_q, n_k + 1]
+    if mask is not None:
+        mask = np.concatenate([mask, np.ones((*mask.shape[:-1], 1), dtype=bool)], axis=-1)
+    return np.concatenate([scores, column], axis=-1), mask  # [h, n_q, n_k] -> [h, n_q, n_k + 1]
 
 
 def kv_cache_per_token(
