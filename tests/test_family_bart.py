@@ -224,6 +224,8 @@ def test_bart_errors_and_description(barts, tmp_path):
         model.decoder_trace(SOURCE, TARGET, 1.0)
     with pytest.raises(ValueError, match="max_tokens"):
         model.cross_attentions(SOURCE, " ".join(["cat"] * 60))
+    with pytest.raises(ValueError, match="generate runs causal decoders only"):
+        model.generate(SOURCE, 3)
     cfg = json.loads((barts["small"] / "config.json").read_text())
     for key in ("normalize_before", "add_final_layer_norm"):
         folder = tmp_path / key

@@ -386,6 +386,20 @@ class Bart(PretrainedModel):
             )
         return hidden, attentions, self.run_decoder(hidden[-1], target_ids)
 
+    def generate(self, *args: object, **kwargs: object) -> None:
+        """Not for an encoder-decoder: a target is given, not generated.
+
+        Raises
+        ------
+        ValueError
+            Always: see :meth:`decoder_attentions` and :meth:`cross_attentions` for the
+            decoder's attention on a target text.
+        """
+        raise ValueError(
+            f"{self.name} is a {self.family_name}: generate runs causal decoders only; give the "
+            "target text to decoder_attentions, cross_attentions or cross_trace instead"
+        )
+
     def describe(self) -> str:
         """One line on the architecture: both stacks."""
         return (
