@@ -182,17 +182,9 @@ def _alibi_by_blocks(n_heads: int, seq_len: int) -> Callable[[slice, slice], np.
 
 
 def attend(
-    q: np.ndarray,
-    k: np.ndarray,
-    v: np.ndarray,
-    *,
-    mask: np.ndarray | None = None,
-    temperature: float = 1.0,
-    scale: float | None = None,
-    bias: np.ndarray | None = None,
-    softcap: float | None = None,
-    sinks: np.ndarray | None = None,
-    top_k: int | None = None,
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, *, mask: np.ndarray | None = None,
+    temperature: float = 1.0, scale: float | None = None, bias: np.ndarray | None = None,
+    softcap: float | None = None, sinks: np.ndarray | None = None, top_k: int | None = None,
 ) -> engine.Attended:
     """:func:`attention_widget.engine.attend` on every core: same arguments, same result."""
     if bias is not None:  # cut into the blocks' parts

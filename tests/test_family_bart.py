@@ -54,13 +54,11 @@ def _bart_tokenizer() -> Tokenizer:
     return tok
 
 
-_make_bart = tiny.maker(
-    transformers.BartConfig, transformers.BartForConditionalGeneration, CONFIGS,
-    _bart_tokenizer, seed=11,
+barts = tiny.fixture(
+    tiny.maker(transformers.BartConfig, transformers.BartForConditionalGeneration, CONFIGS,
+               _bart_tokenizer, seed=11),
+    CONFIGS, bf16="small", sharded="small", shard="30KB",
 )  # fmt: skip
-
-
-barts = tiny.fixture(_make_bart, CONFIGS, bf16="small", sharded="small", shard="30KB")
 
 
 def _reference(folder: Path, source_ids: np.ndarray, target_ids: np.ndarray):

@@ -38,15 +38,11 @@ CONFIGS = {
 }  # fmt: skip
 
 
-_make_bloom = tiny.maker(
-    transformers.BloomConfig, transformers.BloomForCausalLM, CONFIGS,
-    lambda: _word_tokenizer(bos=True), seed=41,
-)  # fmt: skip
-
-
 checkpoints = tiny.fixture(
-    _make_bloom, CONFIGS, bf16="six_heads", sharded="four_heads", shard="20KB"
-)
+    tiny.maker(transformers.BloomConfig, transformers.BloomForCausalLM, CONFIGS,
+               lambda: _word_tokenizer(bos=True), seed=41),
+    CONFIGS, bf16="six_heads", sharded="four_heads", shard="20KB",
+)  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", ["four_heads", "six_heads", "twelve_heads", "bf16", "sharded"])

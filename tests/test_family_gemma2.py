@@ -46,13 +46,11 @@ CONFIGS = {
 }  # fmt: skip
 
 
-_make_gemma2 = tiny.maker(
-    transformers.Gemma2Config, transformers.Gemma2ForCausalLM, CONFIGS,
-    lambda: _word_tokenizer(bos=True), seed=31,
+checkpoints = tiny.fixture(
+    tiny.maker(transformers.Gemma2Config, transformers.Gemma2ForCausalLM, CONFIGS,
+               lambda: _word_tokenizer(bos=True), seed=31),
+    CONFIGS, bf16="gqa", sharded="gqa", shard="30KB",
 )  # fmt: skip
-
-
-checkpoints = tiny.fixture(_make_gemma2, CONFIGS, bf16="gqa", sharded="gqa", shard="30KB")
 
 
 @pytest.mark.parametrize("kind", ["gqa", "mqa", "mha", "bf16", "sharded"])

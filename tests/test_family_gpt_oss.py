@@ -51,13 +51,11 @@ CONFIGS = {
 }  # fmt: skip
 
 
-_make_gpt_oss = tiny.maker(
-    transformers.GptOssConfig, transformers.GptOssForCausalLM, CONFIGS,
-    lambda: _word_tokenizer(bos=True), seed=21, stds={"sinks": 1.5},  # big sinks
+checkpoints = tiny.fixture(
+    tiny.maker(transformers.GptOssConfig, transformers.GptOssForCausalLM, CONFIGS,
+               lambda: _word_tokenizer(bos=True), seed=21, stds={"sinks": 1.5}),  # big sinks
+    CONFIGS, bf16="gqa", sharded="gqa", shard="40KB",
 )  # fmt: skip
-
-
-checkpoints = tiny.fixture(_make_gpt_oss, CONFIGS, bf16="gqa", sharded="gqa", shard="40KB")
 
 
 @pytest.mark.parametrize("kind", ["gqa", "mqa", "plain", "bf16", "sharded"])
