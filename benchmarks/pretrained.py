@@ -11,6 +11,7 @@ Run::
     python benchmarks/pretrained.py --threads 1 --repeats 50
     python benchmarks/pretrained.py --parts    # and one layer's steps, NumPy vs torch
     python benchmarks/pretrained.py --sections generation model-view
+    python benchmarks/pretrained.py --sections families --families gemma2 bart
 
 Prints, for each side, the best of ``--rounds`` interleaved rounds of the median time, the
 ratio numpy / torch (below 1 = NumPy faster), and the widget's per-interaction cost: a
@@ -27,9 +28,9 @@ of the rounds.  The token ids of both sides are checked to be the same.
 ``model-view``: the data of the widget's model view of MiniLM at 128 tokens: every layer's
 attention on a new text (the forward), the head means, the rollout and every head's role.
 
-``families``: one random checkpoint per further family (:data:`FAMILY_CHECKPOINTS`), saved by
-transformers into a temporary folder, its forward timed as MiniLM's on random token ids at
-``--seq-lens`` (``--families`` chooses them).
+``families``: each family's tiny random checkpoint (written by transformers'
+``save_pretrained`` into a temporary folder, offline, as the tests make it), its forward
+against transformers' as for MiniLM, at a short and a long length (``--families`` picks some).
 
 The machine's load average is printed before and after: on a shared 2-core machine, other
 processes slow both sides (and the ratio swings with them); 10 interleaved rounds give each
@@ -41,7 +42,10 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -82,12 +86,7 @@ def _compare(model, ref, ids, args) -> tuple[float, float, float]:
         float(np.abs(a - b[0].numpy()).max())
         for a, b in zip(run_numpy()[1], run_torch().attentions, strict=True)
     )
-    t_np, t_pt = [], []
-    per_round = max(1, args.repeats // args.rounds)
-    for _ in range(args.rounds):
-        t_np.append(_median_ms(run_numpy, per_round))
-        t_pt.append(_median_ms(run_torch, per_round))
-    return min(t_np), min(t_pt), diff
+    return (*_interleaved(run_numpy, run_torch, args.rounds, args.repeats), diff)
 
 
 def _parts(model, seq_len: int, repeats: int) -> None:
@@ -204,9 +203,6 @@ def _torch_steps(ref, ids: list, n: int):
 
 def _generation(args) -> None:
     """Each generation step, NumPy against transformers on the same weights."""
-    import tempfile
-    from pathlib import Path
-
     import transformers
 
     from attention_widget.pretrained import load_pretrained
@@ -238,46 +234,6 @@ _DEEPSEEK = dict(
     qk_nope_head_dim=32, qk_rope_head_dim=16, v_head_dim=32, n_routed_experts=16, n_group=4,
     topk_group=2, num_experts_per_tok=4, first_k_dense_replace=1, max_position_embeddings=1024,
 )  # fmt: skip
-
-#: ``model_type`` -> (vocabulary, config fields) of its checkpoint in the ``families`` section.
-#: DeepSeek-V3 / V3.2: 4 layers (1 dense, 3 of 16 experts, top 4 in 2 of 4 groups), 8 heads of
-#: latent attention (kv_lora_rank 64, q_lora_rank 96); V3.2's indexer keeps 32 keys a query.
-FAMILY_CHECKPOINTS = {
-    "deepseek_v3": (512, _DEEPSEEK),
-    "deepseek_v32": (
-        512,
-        {**_DEEPSEEK, "index_topk": 32, "index_n_heads": 8, "index_head_dim": 32},
-    ),
-}
-
-
-def _families(args) -> None:
-    """Each family of ``args.families`` on its random checkpoint: NumPy against transformers."""
-    import tempfile
-    from pathlib import Path
-
-    import numpy as np
-    import torch
-    import transformers
-
-    from attention_widget.pretrained import load_pretrained
-
-    print(f"\nfamilies, random checkpoints and ids, {args.threads} threads, as MiniLM above:")
-    print(f"{'family':>14} {'seq_len':>7} {'numpy ms':>9} {'torch ms':>9} {'ratio':>6}", end="")
-    print("   max |diff| attn")
-    rng = np.random.default_rng(0)
-    with tempfile.TemporaryDirectory() as root:
-        for family in args.families:
-            vocab, fields = FAMILY_CHECKPOINTS[family]
-            folder = _checkpoint(Path(root) / family, family, vocab, fields)
-            model = load_pretrained(folder)
-            ref = transformers.AutoModelForCausalLM.from_pretrained(
-                folder, attn_implementation="eager", dtype=torch.float32
-            ).eval()
-            for n in args.seq_lens:
-                a, b, diff = _compare(model, ref, rng.integers(0, vocab, n), args)
-                print(f"{family:>14} {n:>7} {a:>9.2f} {b:>9.2f} {a / b:>6.2f}   {diff:.1e}")
-
 
 def _model_view(model, repeats: int) -> None:
     """The model view's data for MiniLM at 128 tokens: attentions, means, rollout, roles."""
@@ -338,6 +294,137 @@ def _forward(model, ref, args) -> None:
         _parts(model, max(args.seq_lens), 4 * args.repeats)
 
 
+def _tiny_writer(config_class: str, model_class: str, stds: dict | None = None, **config):
+    """A function that writes a tiny random ``model_class`` of ``config`` into a folder.
+
+    The weights are drawn as the tests draw them (``tests/support/tiny.py``), with matrices
+    of spread 0.1 (these widths make sharper heads than the tests' tiny ones) and ``stds``;
+    the tokenizer has a word per id, as only the vocabulary size matters here.
+    """
+
+    def write(folder: Path) -> Path:
+        import transformers
+        from support import tiny
+        from tokenizers import Tokenizer, models
+
+        def tokenizer():
+            return Tokenizer(models.WordLevel({f"w{i}": i for i in range(512)}, unk_token="w0"))
+
+        classes = getattr(transformers, config_class), getattr(transformers, model_class)
+        make = tiny.maker(*classes, {"tiny": config}, tokenizer, seed=0, stds=stds,
+                          matrix_std=0.1)  # fmt: skip
+        return make(folder, "tiny")
+
+    return write
+
+
+#: family -> (writes its tiny checkpoint into a folder, the lengths to run, in tokens).
+#: Sliding windows are shorter than the texts; BART's target is half as long as its source.
+TINY = {
+    # 4 layers (1 dense, 3 of 16 experts, top 4 in 2 of 4 groups), 8 heads of latent attention
+    # (kv_lora_rank 64, q_lora_rank 96); V3.2's indexer keeps 32 keys a query
+    "deepseek_v3": (_tiny_writer("DeepseekV3Config", "DeepseekV3ForCausalLM", **_DEEPSEEK),
+                    (32, 128)),
+    "deepseek_v32": (_tiny_writer(
+        "DeepseekV32Config", "DeepseekV32ForCausalLM", **_DEEPSEEK, index_topk=32,
+        index_n_heads=8, index_head_dim=32), (32, 128)),
+    "gpt_oss": (_tiny_writer(
+        "GptOssConfig", "GptOssForCausalLM", hidden_size=256, num_attention_heads=8,
+        num_key_value_heads=2, head_dim=32, num_hidden_layers=4, intermediate_size=256,
+        num_local_experts=8, num_experts_per_tok=2, sliding_window=32,
+        max_position_embeddings=4096), (64, 256)),
+    "gemma2": (_tiny_writer(
+        "Gemma2Config", "Gemma2ForCausalLM", {"norm.weight": 0.3},  # weights 1 + w near 1
+        hidden_size=256, num_attention_heads=8, num_key_value_heads=2, head_dim=32,
+        num_hidden_layers=4, intermediate_size=1024, sliding_window=32,
+        query_pre_attn_scalar=32, max_position_embeddings=4096), (64, 256)),
+    "bloom": (_tiny_writer(
+        "BloomConfig", "BloomForCausalLM", hidden_size=256, n_head=8, n_layer=4), (64, 256)),
+    "bart": (_tiny_writer(
+        "BartConfig", "BartForConditionalGeneration", d_model=256, encoder_layers=4,
+        decoder_layers=4, encoder_attention_heads=8, decoder_attention_heads=8,
+        encoder_ffn_dim=1024, decoder_ffn_dim=1024, max_position_embeddings=512), (64, 256)),
+}  # fmt: skip
+
+
+def _interleaved(run_numpy, run_torch, rounds: int, repeats: int) -> tuple[float, float]:
+    """The best of ``rounds`` interleaved medians of each side, in ms."""
+    t_np, t_pt = [], []
+    per_round = max(1, repeats // rounds)
+    for _ in range(rounds):
+        t_np.append(_median_ms(run_numpy, per_round))
+        t_pt.append(_median_ms(run_torch, per_round))
+    return min(t_np), min(t_pt)
+
+
+def _runs(model, ref, ids):
+    """``run_numpy`` and ``run_torch`` on ``ids``: each returns every layer's attention.
+
+    Both sides compute every hidden state too.  An encoder-decoder (BART) runs its decoder on
+    the first half of the ids, and returns the cross-attentions after the encoder's.
+    """
+    import torch
+
+    if not hasattr(model, "forward_pair_ids"):
+        t_ids = torch.from_numpy(ids[None])
+
+        def run_numpy():
+            return model.forward_ids(ids, output_attentions=True)[1]
+
+        def run_torch():
+            with torch.no_grad():
+                return ref(t_ids, output_attentions=True, output_hidden_states=True).attentions
+
+        return run_numpy, run_torch
+    target = ids[: ids.size // 2]
+    t_ids, t_target = torch.from_numpy(ids[None]), torch.from_numpy(target[None])
+
+    def run_pair_numpy():
+        _, attentions, decoder = model.forward_pair_ids(ids, target)
+        return attentions + [a.attended.weights for a in decoder.cross_attention]
+
+    def run_pair_torch():
+        with torch.no_grad():
+            out = ref(input_ids=t_ids, decoder_input_ids=t_target, output_attentions=True,
+                      output_hidden_states=True)  # fmt: skip
+        return out.encoder_attentions + out.cross_attentions
+
+    return run_pair_numpy, run_pair_torch
+
+
+def _families(names: list[str], rounds: int, repeats: int) -> None:
+    """Each family's tiny checkpoint: its NumPy forward against transformers, every output."""
+    import numpy as np
+    import torch
+    import transformers
+
+    from attention_widget.pretrained import load_pretrained
+
+    transformers.logging.set_verbosity_error()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    print("\ntiny random checkpoints (float32, the same method):")
+    print(f"{'family':>12} {'tokens':>6} {'numpy ms':>9} {'torch ms':>9} {'ratio':>6}   max |diff|")
+    tmp = tempfile.TemporaryDirectory()  # the model reads its files while it runs
+    for name in names:
+        write, lengths = TINY[name]
+        folder = write(Path(tmp.name) / name)
+        model = load_pretrained(folder)
+        seq2seq = hasattr(model, "forward_pair_ids")
+        auto = transformers.AutoModelForSeq2SeqLM if seq2seq else transformers.AutoModelForCausalLM
+        ref = auto.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32)
+        ref.eval()
+        rng = np.random.default_rng(0)
+        for n in lengths:
+            run_numpy, run_torch = _runs(model, ref, rng.integers(2, model.vocab_size, n))
+            diff = max(
+                float(np.abs(a - b[0].numpy()).max())
+                for a, b in zip(run_numpy(), run_torch(), strict=True)
+            )
+            a, b = _interleaved(run_numpy, run_torch, rounds, repeats)
+            print(f"{name:>12} {n:>6} {a:>9.2f} {b:>9.2f} {a / b:>6.2f}   {diff:.1e}")
+    tmp.cleanup()
+
+
 def _load_average() -> str:
     return "load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -356,8 +443,8 @@ def main() -> None:
         help="what to time (default: all)",
     )  # fmt: skip
     parser.add_argument(
-        "--families", nargs="+", choices=list(FAMILY_CHECKPOINTS),
-        default=list(FAMILY_CHECKPOINTS), help="families of the families section (default: all)",
+        "--families", nargs="+", choices=sorted(TINY), default=sorted(TINY), metavar="NAME",
+        help=f"the tiny checkpoints of the families section ({', '.join(sorted(TINY))})",
     )  # fmt: skip
     args = parser.parse_args()
     # BLAS threads must be fixed before NumPy loads its BLAS
@@ -389,7 +476,7 @@ def main() -> None:
     if "model-view" in args.sections:
         _model_view(model, max(10, args.repeats // 5))
     if "families" in args.sections:
-        _families(args)
+        _families(args.families, args.rounds, args.repeats)
     print(_load_average())
 
 

@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 from test_pretrained import _copy, _hf, _max_diff, _run_hf, _softmax64, _word_tokenizer
 from transformers.models.deepseek_v3 import modeling_deepseek_v3 as hf_v3
 
-from attention_widget.pretrained import PretrainedTrace, blocks, load_pretrained
+from attention_widget.engine import AttentionTrace
+from attention_widget.pretrained import blocks, load_pretrained
 
 transformers.logging.set_verbosity_error()
 torch.set_grad_enabled(False)
@@ -202,7 +203,7 @@ def test_indexer_selection_matches_transformers(tiny, name):
         for i in range(k, n):
             ranked = np.sort(scores[i, : i + 1])[::-1]
             assert ranked[k - 1] - ranked[k] > 1e-4, (layer, i)
-        assert isinstance(tr, PretrainedTrace) and tr.kept.shape == tr.weights.shape
+        assert isinstance(tr, AttentionTrace) and tr.kept.shape == tr.weights.shape
         np.testing.assert_array_equal(tr.kept[0], ref_kept[layer])
         assert (tr.kept == tr.kept[:1]).all()  # one selection for all heads
         np.testing.assert_array_equal(tr.mask, causal)  # the mask stays causal ...

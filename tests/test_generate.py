@@ -35,6 +35,9 @@ PROMPTS = {
     "qwen3": "a dog ran",
     "deepseek_v3": "the dog sat on the mat",
     "deepseek_v32": "the cat sat on the mat and the dog ran after the cat",
+    "gpt_oss": "the cat sat on the mat and the dog",
+    "gemma2": "the dog ran after the cat",
+    "bloom": "a dog ran after the cat",
 }
 _DEEPSEEK = dict(
     hidden_size=32, intermediate_size=48, moe_intermediate_size=16, num_hidden_layers=2,
@@ -83,6 +86,26 @@ CONFIGS = {
     "deepseek_v32": (
         "deepseek_v32", "DeepseekV32ForCausalLM",
         dict(_DEEPSEEK, index_topk=5, index_n_heads=8, index_head_dim=16),
+    ),
+    # sinks, sliding layers (windows shorter than prompt and continuation), experts
+    "gpt_oss": (
+        "gpt_oss", "GptOssForCausalLM",
+        dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+             num_hidden_layers=2, intermediate_size=24, num_local_experts=4,
+             num_experts_per_tok=2, sliding_window=4, max_position_embeddings=64),
+    ),
+    # soft-capped scores and logits, sliding and global layers
+    "gemma2": (
+        "gemma2", "Gemma2ForCausalLM",
+        dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+             num_hidden_layers=2, intermediate_size=48, sliding_window=4,
+             query_pre_attn_scalar=8, attn_logit_softcapping=5.0, final_logit_softcapping=3.0,
+             max_position_embeddings=64, tie_word_embeddings=False),
+    ),
+    # ALiBi over the cached keys
+    "bloom": (
+        "bloom", "BloomForCausalLM",
+        dict(hidden_size=36, n_head=6, n_layer=2, tie_word_embeddings=False),
     ),
 }
 

@@ -19,6 +19,15 @@ Supported families (``model_type`` in ``config.json``), one module each:
   (keys and values from one compressed vector per token, a decoupled rotary key shared by all
   heads, YaRN), mixture-of-experts feed-forwards with shared experts and grouped routing;
   DeepSeek-V3.2 adds the lightning indexer, which keeps the top ``index_topk`` keys per query.
+* ``"gpt_oss"`` (:mod:`.gpt_oss`) -- Llama's layout with attention sinks, sliding and full
+  layers, YaRN, attention biases and a mixture of experts.
+* ``"gemma2"`` (:mod:`.gemma2`) -- soft-capped scores, ``query_pre_attn_scalar``, sliding and
+  global layers, norms around both halves of each block, scaled embeddings.
+* ``"bloom"`` (:mod:`.bloom`) -- ALiBi instead of positions, an embedding LayerNorm, a fused
+  query/key/value projection grouped by head.
+* ``"bart"`` (:mod:`.bart`) -- an encoder-decoder: the encoder's attention as for the others,
+  the decoder's causal self-attention and its cross-attention over the source
+  (:meth:`.bart.Bart.cross_attentions`, :meth:`.bart.Bart.cross_trace`, ...).
 
 Nothing in the folder is executed: weights are read with the NumPy safetensors reader of
 :mod:`attention_widget.safetensors_io` (no pickle), the configuration with :func:`json.load`,
@@ -48,15 +57,15 @@ subclass that fills in the arithmetic of its checkpoints::
         h = finish_block(i, h, out)                       # residual, norms, feed-forward
     h = final_norm(h)
 
-To add a family (``gemma2``, say):
+To add a family (``phi3``, say):
 
-1. write ``gemma2.py`` with ``class Gemma2(PretrainedModel)``: set ``family_name``,
+1. write ``phi3.py`` with ``class Phi3(PretrainedModel)``: set ``family_name``,
    ``causal``, ``embedding`` (and ``prefixes``), and write ``configure`` (read
    ``config.json``), ``tensor_shapes`` and ``layer_tensors`` (every tensor and its shape,
    checked when the folder is opened; a layer's tensors are read by ``prepare_layer``) and
    the steps above, from the parts in :mod:`.blocks` (add a part that is missing there: a
    norm, an activation, a RoPE scaling);
-2. add its line, ``"gemma2": ("gemma2", "Gemma2")``, to :data:`FAMILIES`;
+2. add its line, ``"phi3": ("phi3", "Phi3")``, to :data:`FAMILIES`;
 3. test it against transformers on tiny checkpoints saved with ``save_pretrained``.
 
 What a family needs of attention beyond q, k, v travels in :class:`AttentionInputs`: its
@@ -96,8 +105,8 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import check_temperature as _check_temperature
-from ..engine import MEMORY_LIMIT_BYTES, AttentionTrace, merge_heads
+from .._checks import check_temperature
+from ..engine import MEMORY_LIMIT_BYTES, AttentionTrace
 from . import generation
 from .checkpoint import Tensors
 from .family import AttentionInputs, Family, LayerAttention, LayerCache
@@ -112,9 +121,9 @@ __all__ = [
     "Encoding",
     "Generation",
     "GenerationStep",
+    "LayerAttention",
     "LayerCache",
     "PretrainedModel",
-    "PretrainedTrace",
     "load_pretrained",
 ]
 
@@ -126,30 +135,16 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "qwen3": ("llama", "Qwen3"),
     "deepseek_v3": ("deepseek", "DeepseekV3"),
     "deepseek_v32": ("deepseek", "DeepseekV32"),
+    "bart": ("bart", "Bart"),
+    "gpt_oss": ("gpt_oss", "GptOss"),
+    "gemma2": ("gemma2", "Gemma2"),
+    "bloom": ("bloom", "Bloom"),
 }
 
 #: ``model_type`` values of ``config.json`` that :func:`load_pretrained` can run.
 SUPPORTED_MODEL_TYPES = tuple(FAMILIES)
 
 ProgressCallback = Callable[[float, str], Any]
-
-
-@dataclass(frozen=True, eq=False)
-class PretrainedTrace(AttentionTrace):
-    """An :class:`~attention_widget.engine.AttentionTrace` with what some families add.
-
-    Attributes
-    ----------
-    latent : ndarray, shape (seq, rank), or None
-        Multi-head latent attention (DeepSeek): the compressed vector ``c_kv`` of each token
-        that its keys (but for the rotary part) and values are made from.
-    kept : ndarray of bool, shape (n_heads, seq, n_keys), or None
-        Keys a selector kept for each query (DeepSeek-V3.2's lightning indexer), among those
-        the mask allows; the others the mask allows were dropped (weight exactly 0).
-    """
-
-    latent: np.ndarray | None = None
-    kept: np.ndarray | None = None
 
 
 @dataclass
@@ -231,7 +226,6 @@ class PretrainedModel(Family):
         self.progress = progress
         self._states: OrderedDict[str, _TextState] = OrderedDict()
         self._attn: OrderedDict[tuple[str, int], LayerAttention] = OrderedDict()
-        self._all_true: dict[tuple[int, ...], np.ndarray] = {}  # masks of unmasked traces
         memory_cap = int(math.sqrt(MEMORY_LIMIT_BYTES / (4 * 4 * self.n_heads)))
         self.max_tokens = int(min(self.max_positions, memory_cap))
 
@@ -380,7 +374,7 @@ class PretrainedModel(Family):
         _report(self.progress, 1.0, "done")
         return hidden, attentions
 
-    def trace(self, text: str, layer: int, temperature: float = 1.0) -> PretrainedTrace:
+    def trace(self, text: str, layer: int, temperature: float = 1.0) -> AttentionTrace:
         """Compute the attention of ``layer`` on ``text``, as the model really does.
 
         Parameters
@@ -395,7 +389,7 @@ class PretrainedModel(Family):
 
         Returns
         -------
-        PretrainedTrace
+        AttentionTrace
             An :class:`~attention_widget.engine.AttentionTrace` of float32 arrays, with these
             meanings for a real model:
 
@@ -411,7 +405,12 @@ class PretrainedModel(Family):
               note ``n_heads * d_head`` may differ from ``d_model`` (Qwen3).
             * ``output`` (seq, d_model): the attention block's output projection, bias
               included, before the residual connection.
-            * ``mask`` (seq, seq): causal for decoders, all True for BERT.
+            * ``mask`` (seq, seq): causal for decoders (and the window of a sliding layer),
+              all True for encoders.
+            * the variants a family uses, as the engine's traces carry them: ``softcap``
+              (Gemma 2, which caps ``scores``), ``alibi`` (BLOOM, whose ``scores`` include
+              ALiBi's bias), ``sinks`` and ``sink_weights`` (n_heads, seq) (gpt-oss: what each
+              query gave its head's sink; its ``weights`` rows sum to less than one).
             * ``latent`` (seq, rank): multi-head latent attention's ``c_kv`` (DeepSeek), else
               None.
             * ``kept`` (n_heads, seq, seq): the keys a selector kept (DeepSeek-V3.2's
@@ -422,28 +421,21 @@ class PretrainedModel(Family):
         TypeError, ValueError
             For a bad ``text``, ``layer`` or ``temperature``, naming it.
         """
-        layer = self._check_layer(layer)
-        temperature = _check_temperature(temperature)
+        layer = self.check_layer(layer)
+        temperature = check_temperature(temperature)
         cached = self._layer_attention(text, layer)
-        a = cached.inputs
-        att = self.run_attention(a, cached.mask, temperature)
-        concat = merge_heads(att.head_outputs)
-        mask = cached.mask
-        if mask is None:  # every key allowed: the same all-True array each time
-            shape = att.scores.shape[1:]
-            mask = self._all_true.get(shape)
-            if mask is None:
-                mask = self._all_true[shape] = np.ones(shape, dtype=bool)
-                _readonly(mask)
-        kept = None
-        if a.kept is not None:  # (seq, n_keys) -> (n_heads, seq, n_keys), like the weights
-            kept = np.broadcast_to(a.kept & mask, att.weights.shape)
-        return PretrainedTrace(
-            x=a.x, q=a.q, k=a.k, v=a.v, scores=cached.attended.scores, weights=att.weights,
-            head_outputs=att.head_outputs, concat=concat,
-            output=self.attention_output(layer, concat), mask=mask,
-            entropy=att.entropy, temperature=temperature, latent=a.latent, kept=kept,
-        )  # fmt: skip
+        return self.make_trace(
+            cached, temperature, lambda concat: self.attention_output(layer, concat)
+        )
+
+    def key_labels(self, text: str, layer: int) -> list[str]:
+        """One label per key column of ``layer``'s attention on ``text``.
+
+        The tokens (as :meth:`tokenize` shows them); families whose layers have key columns
+        that are not tokens (compressed entries) add their own labels.
+        """
+        self.check_layer(layer)
+        return self.tokenize(text)
 
     def hidden_states(self, text: str) -> list[np.ndarray]:
         """Embedding output and the output of every block, like ``output_hidden_states``.
@@ -473,33 +465,6 @@ class PretrainedModel(Family):
     #: token with a key/value cache (causal models) and returns a :class:`Generation`.
     generate = generation.generate
 
-    def _check_layer(self, layer: object) -> int:
-        if isinstance(layer, bool) or not isinstance(layer, numbers.Integral):
-            raise TypeError(f"layer must be an integer, got {layer!r} ({type(layer).__name__})")
-        if not 0 <= layer < self.n_layers:
-            raise ValueError(
-                f"layer must be in 0..{self.n_layers - 1} ({self.name} has {self.n_layers} "
-                f"layers), got {layer}"
-            )
-        return int(layer)
-
-    def layer_kind(self, layer: int) -> str:
-        """What kind of attention ``layer`` has, in a few words (``"causal"``, ...).
-
-        For the layer control (``"layer 3 · causal"``); families with more than one kind of
-        layer, or another kind, say so.
-        """
-        self._check_layer(layer)
-        return "causal" if self.causal else "bidirectional"
-
-    def key_labels(self, text: str, layer: int) -> list[str]:
-        """One label per key column of ``layer``'s attention on ``text``: its tokens by default.
-
-        Families whose keys are not only the tokens (compressed entries) label the others.
-        """
-        self._check_layer(layer)
-        return self.tokenize(text)
-
     def describe(self) -> str:
         """One line on the architecture, e.g. for a widget title or a disabled control.
 
@@ -512,6 +477,11 @@ class PretrainedModel(Family):
         if self.n_kv_heads != self.n_heads:
             heads += f" ({self.n_kv_heads} key/value heads)"
         attention = "causal" if self.causal else "bidirectional"
+        windows = [w for w in map(self.layer_window, range(self.n_layers)) if w is not None]
+        if windows:  # e.g. "causal, sliding window 4096 in 13 of 26 layers"
+            attention += (
+                f", sliding window {max(windows)} in {len(windows)} of {self.n_layers} layers"
+            )
         return (
             f"{self.name}: {self.family_name}, {self.n_layers} layers x {heads}, d_model "
             f"{self.d_model}, d_head {self.d_head}, {attention} ({self.stored_dtype})"

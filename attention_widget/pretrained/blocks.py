@@ -29,7 +29,6 @@ __all__ = [
     "rope_angles",
     "rope_inverse_frequencies",
     "silu",
-    "soft_cap",
     "top_k",
     "top_k_kept",
     "yarn_mscale",
@@ -215,25 +214,6 @@ def silu(x: np.ndarray) -> np.ndarray:
         np.exp(y, out=y)
     y += 1.0
     return np.divide(x, y, out=y)
-
-
-def soft_cap(x: np.ndarray, cap: float) -> np.ndarray:
-    """``cap * tanh(x / cap)``: about ``x`` near 0, never beyond ``+-cap`` (Gemma 2's logits).
-
-    Parameters
-    ----------
-    x : ndarray, any shape
-    cap : float, > 0
-
-    Returns
-    -------
-    ndarray, same shape and dtype, a new array
-    """
-    f = x.dtype.type
-    y = x / f(cap)
-    np.tanh(y, out=y)
-    y *= f(cap)
-    return y
 
 
 def relu(x: np.ndarray) -> np.ndarray:

@@ -80,6 +80,39 @@ class Config:
             )
         return ACTIVATIONS[name]
 
+    def layer_windows(self, n_layers: int) -> list[int | None]:
+        """Each layer's sliding window, from ``layer_types`` and ``sliding_window``.
+
+        ``layer_types`` names each layer ``"sliding_attention"`` (its queries see the last
+        ``sliding_window`` keys) or ``"full_attention"``; without it layers alternate, sliding
+        first (Gemma 2's and gpt-oss's default).
+
+        Returns
+        -------
+        list of int or None, one per layer (None: full attention)
+
+        Raises
+        ------
+        ValueError
+            For another layer type, a list of the wrong length or a missing window.
+        """
+        kinds = self.get("layer_types", default=None)
+        if kinds is None:
+            kinds = ["sliding_attention", "full_attention"] * (n_layers // 2 + 1)
+            kinds = kinds[:n_layers]
+        if not isinstance(kinds, list) or len(kinds) != n_layers:
+            raise self.error(f"layer_types must list the kind of each of {n_layers} layers")
+        unknown = sorted(set(kinds) - {"sliding_attention", "full_attention"})
+        if unknown:
+            raise self.error(
+                f"layer_types {unknown} not supported (only 'sliding_attention' and "
+                "'full_attention')"
+            )
+        if "sliding_attention" not in kinds:
+            return [None] * n_layers
+        window = self.positive_int("sliding_window")
+        return [window if kind == "sliding_attention" else None for kind in kinds]
+
     def number(self, *keys: str, default: Any = _MISSING) -> float:
         """Like :meth:`get`, for a field that must be a real number."""
         value = self.get(*keys, default=default)

@@ -388,7 +388,7 @@ class DeepseekV3(PretrainedModel):
     # ---- what the widget shows ----------------------------------------------------------------
     def layer_kind(self, layer: int) -> str:
         """The attention and the feed-forward: ``"latent, MoE"``, ``"latent, dense"``, ..."""
-        layer = self._check_layer(layer)
+        layer = self.check_layer(layer)
         return f"{self.attention_kind}, {'MoE' if self.moe_layers[layer] else 'dense'}"
 
     @property

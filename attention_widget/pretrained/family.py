@@ -10,13 +10,15 @@ layer's forward step, whose attention always runs through the engine's
 
 from __future__ import annotations
 
+import numbers
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..engine import Attended, attend, merge_heads
+from ..engine import Attended, AttentionTrace, attend, merge_heads
 from .blocks import linear
 from .checkpoint import FLOAT_DTYPES, Config, Tensors, held_bytes
 
@@ -54,8 +56,18 @@ class AttentionInputs:
     latent : ndarray, shape (n_keys, rank), optional
         The compressed vector each key and value is made from (multi-head latent attention's
         ``c_kv``), shown as ``trace.latent``.
+    causal : bool, optional
+        Whether query ``i`` sees only keys at positions ``<= i``; the family's ``causal`` by
+        default.  An encoder-decoder's decoder sets it (True for its self-attention, False
+        for its cross-attention).
     options : dict
-        Further keyword arguments of :func:`~attention_widget.engine.attend`.
+        Further keyword arguments of :func:`~attention_widget.engine.attend`: the engine's
+        variants (``bias``, ``softcap``, ``sinks``, ``top_k``).
+    x_kv : ndarray, shape (n_keys, d_model), optional
+        What the keys and values are made of, where it is not ``x``: a cross-attention's
+        second input (the encoder's output).
+    alibi : bool
+        Whether ``options["bias"]`` is ALiBi's (BLOOM's slopes), for the trace.
     """
 
     x: np.ndarray
@@ -68,7 +80,10 @@ class AttentionInputs:
     mask: np.ndarray | None = None
     kept: np.ndarray | None = None
     latent: np.ndarray | None = None
+    causal: bool | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    x_kv: np.ndarray | None = None
+    alibi: bool = False
 
 
 @dataclass
@@ -160,6 +175,7 @@ class Family:
         self._layer_cache: dict[int, dict[str, np.ndarray | None]] = {}
         self._last_layer: tuple[int, dict[str, np.ndarray | None]] | None = None
         self._cached_bytes = 0
+        self._all_true: dict[tuple[int, ...], np.ndarray] = {}  # masks of unmasked traces
         self.configure(Config(path / "config.json", config))
         self.prefix = self._find_prefix()
         self._check_shapes()
@@ -232,6 +248,10 @@ class Family:
     def final_norm(self, h: np.ndarray) -> np.ndarray:
         """The norm after the last layer (none by default)."""
         return h
+
+    def layer_window(self, i: int) -> int | None:
+        """The sliding window of layer ``i`` (see :class:`AttentionInputs`); None: no window."""
+        return None
 
     # ---- the family's part for generation (causal families; defaults fit most) ---------------
     def logits(self, h: np.ndarray) -> np.ndarray:
@@ -417,7 +437,7 @@ class Family:
         Parameters
         ----------
         inputs : AttentionInputs
-            Its ``window``, ``key_positions`` and ``mask`` are used.
+            Its ``window``, ``key_positions``, ``mask`` and ``causal`` are used.
         positions : ndarray of int, shape (seq,)
             Positions of the queries.
 
@@ -426,10 +446,11 @@ class Family:
         ndarray of bool, shape (seq, n_keys), or None when every key is allowed
         """
         keys = positions if inputs.key_positions is None else inputs.key_positions
+        causal = self.causal if inputs.causal is None else inputs.causal
         mask = inputs.mask
-        if self.causal or inputs.window is not None:
+        if causal or inputs.window is not None:
             behind = positions[:, None] - keys[None, :]  # (seq, n_keys): how far back key j is
-            allowed = behind >= 0 if self.causal else np.ones(behind.shape, dtype=bool)
+            allowed = behind >= 0 if causal else np.ones(behind.shape, dtype=bool)
             if inputs.window is not None:
                 allowed &= behind < inputs.window
             mask = allowed if mask is None else allowed & mask
@@ -475,3 +496,88 @@ class Family:
         att = self.run_attention(inputs, mask)
         out = self.attention_output(i, merge_heads(att.head_outputs))
         return self.finish_block(i, h, out), LayerAttention(inputs, mask, att)
+
+    def make_trace(
+        self,
+        layer: LayerAttention,
+        temperature: float,
+        project: Callable[[np.ndarray], np.ndarray],
+    ) -> AttentionTrace:
+        """The trace of one layer's attention (kept at temperature 1) at ``temperature``.
+
+        Parameters
+        ----------
+        layer : LayerAttention
+            Its inputs, mask and the ``attend`` result at temperature 1 (whose scores are
+            reused: they do not depend on the temperature).
+        temperature : float
+            Checked already.
+        project : callable
+            The layer's output projection, (seq, n_heads * d_v) -> (seq, d_model).
+
+        Returns
+        -------
+        AttentionTrace
+            As :meth:`~attention_widget.pretrained.PretrainedModel.trace` describes it.
+        """
+        a, options = layer.inputs, layer.inputs.options
+        att = self.run_attention(a, layer.mask, temperature)
+        concat = merge_heads(att.head_outputs)
+        mask = layer.mask
+        if mask is None:  # every key allowed: the same all-True array each time
+            shape = att.scores.shape[1:]
+            mask = self._all_true.get(shape)
+            if mask is None:
+                mask = self._all_true[shape] = np.ones(shape, dtype=bool)
+                mask.setflags(write=False)
+        kept = att.kept
+        if a.kept is not None:  # a selector's (seq, n_keys) -> (n_heads, seq, n_keys)
+            kept = np.broadcast_to(a.kept & mask, att.weights.shape)
+        return AttentionTrace(
+            x=a.x, q=a.q, k=a.k, v=a.v, scores=layer.attended.scores, weights=att.weights,
+            head_outputs=att.head_outputs, concat=concat, output=project(concat), mask=mask,
+            entropy=att.entropy, temperature=temperature, x_kv=a.x_kv, latent=a.latent,
+            alibi=a.alibi, softcap=options.get("softcap"), sinks=options.get("sinks"),
+            top_k=options.get("top_k"), sink_weights=att.sink_weights, kept=kept,
+        )  # fmt: skip
+
+    def layer_kind(self, layer: int) -> str:
+        """What kind of attention ``layer`` has, in a few words (for a layer control).
+
+        ``"sliding, window 4096"`` for a layer whose queries see only the last keys,
+        ``"full"`` for the other layers of a model that has such layers, else ``"causal"``
+        (decoders) or ``"bidirectional"`` (encoders).  Families with other kinds of layers
+        name them their own way.
+
+        Raises
+        ------
+        TypeError, ValueError
+            For a bad ``layer``.
+        """
+        layer = self.check_layer(layer)
+        window = self.layer_window(layer)
+        if window is not None:
+            return f"sliding, window {window}"
+        if any(self.layer_window(i) is not None for i in range(self.n_layers)):
+            return "full"
+        return "causal" if self.causal else "bidirectional"
+
+    def check_layer(self, layer: object, count: int | None = None, stack: str = "") -> int:
+        """``layer`` as an int, checked: ``0 <= layer < count`` (``n_layers`` by default).
+
+        ``stack`` names the layers in the message (``"decoder "``: "has 6 decoder layers").
+
+        Raises
+        ------
+        TypeError, ValueError
+            Naming ``layer``.
+        """
+        count = self.n_layers if count is None else count
+        if isinstance(layer, bool) or not isinstance(layer, numbers.Integral):
+            raise TypeError(f"layer must be an integer, got {layer!r} ({type(layer).__name__})")
+        if not 0 <= layer < count:
+            raise ValueError(
+                f"layer must be in 0..{count - 1} ({self.name} has {count} {stack}layers), "
+                f"got {layer}"
+            )
+        return int(layer)

@@ -38,6 +38,7 @@ class Llama(PretrainedModel):
     embedding = "embed_tokens.weight"
     qk_norm = False  # Qwen3: RMSNorm of each query and key head before RoPE
     default_head_dim: int | None = None  # None: d_model // n_heads
+    sliding_layers = False  # families with sliding-window layers read layer_types themselves
 
     def configure(self, config: Config) -> None:
         """Read sizes, biases, ``rms_norm_eps``, the activation and the RoPE parameters."""
@@ -60,10 +61,15 @@ class Llama(PretrainedModel):
         self.attention_bias = bool(config.get("attention_bias", default=False))
         self.mlp_bias = bool(config.get("mlp_bias", default=False))
         layer_types = config.get("layer_types", default=()) or ()
-        if config.get("use_sliding_window", default=False) or "sliding_attention" in layer_types:
+        sliding = config.get("use_sliding_window", default=False) or (
+            "sliding_attention" in layer_types
+        )
+        if sliding and not self.sliding_layers:
             raise config.error(
                 "sliding-window attention (use_sliding_window / layer_types) is not supported"
             )
+        self.scale = 1.0 / math.sqrt(self.d_head)  # multiplies q k^T
+        self.rope_attention_factor = 1.0  # multiplies RoPE's cos and sin (YaRN)
         self.inv_freq = self._rope(config)
 
     def _rope(self, config: Config) -> np.ndarray:
@@ -126,14 +132,20 @@ class Llama(PretrainedModel):
         if self.qk_norm:
             q = rms_norm(q, w["q_norm"], self.eps)
             k = rms_norm(k, w["k_norm"], self.eps)
-        cos, sin = rope_angles(positions, self.inv_freq)  # (seq, d_head) each
+        cos, sin = rope_angles(positions, self.inv_freq, self.rope_attention_factor)  # (seq, dh)
         return AttentionInputs(
             x=x,
             q=apply_rope(q, cos, sin),
             k=apply_rope(k, cos, sin),
             v=v,
-            scale=1.0 / math.sqrt(self.d_head),
+            scale=self.scale,
+            window=self.layer_window(i),
+            options=self.attention_options(i),
         )
+
+    def attention_options(self, i: int) -> dict:
+        """Further arguments of the engine's ``attend`` for layer ``i`` (none for Llama)."""
+        return {}
 
     def finish_block(self, i: int, h: np.ndarray, attn_out: np.ndarray) -> np.ndarray:
         """Residual, then RMSNorm_2, the SwiGLU MLP and its residual (``attn_out`` is reused)."""
