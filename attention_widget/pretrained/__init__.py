@@ -40,7 +40,7 @@ subclass that fills in the arithmetic of its checkpoints::
     for i in range(n_layers):
         a = attention_inputs(i, h, positions)             # AttentionInputs: x, q, k, v, scale
         att = attend(a.q, a.k, a.v, mask=attention_mask(a, positions), scale=a.scale)
-        out = attention_output(i, merge_heads(att.head_outputs))   # (seq, d_model)
+        out = attention_output(i, concat_heads(a, att.head_outputs))  # (seq, d_model)
         h = finish_block(i, h, out)                       # residual, norms, feed-forward
     h = final_norm(h)
 
@@ -83,7 +83,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine import MEMORY_LIMIT_BYTES, AttentionTrace, merge_heads
+from ..engine import MEMORY_LIMIT_BYTES, AttentionTrace
 from .checkpoint import Tensors
 from .family import AttentionInputs, Family, LayerAttention
 from .tokenizer import Encoding, Tokenizer, load_tokenizer
@@ -94,12 +94,14 @@ __all__ = [
     "AttentionInputs",
     "Encoding",
     "PretrainedModel",
+    "PretrainedTrace",
     "load_pretrained",
 ]
 
 #: ``model_type`` of ``config.json`` -> (module of this package, class) of its family.
 FAMILIES: dict[str, tuple[str, str]] = {
     "bert": ("bert", "Bert"),
+    "deepseek_v4": ("deepseek_v4", "DeepseekV4"),
     "gpt2": ("gpt2", "GPT2"),
     "llama": ("llama", "Llama"),
     "qwen3": ("llama", "Qwen3"),
@@ -109,6 +111,24 @@ FAMILIES: dict[str, tuple[str, str]] = {
 SUPPORTED_MODEL_TYPES = tuple(FAMILIES)
 
 ProgressCallback = Callable[[float, str], Any]
+
+
+@dataclass(frozen=True, eq=False)
+class PretrainedTrace(AttentionTrace):
+    """An :class:`~attention_widget.engine.AttentionTrace` with what some families add.
+
+    Attributes
+    ----------
+    kept : ndarray of bool, shape (n_heads, seq, n_keys), or None
+        Keys a selector kept for each query (DeepSeek's lightning indexer), among those
+        the mask allows; the others the mask allows were dropped (weight exactly 0).
+    sink_weights : ndarray, shape (n_heads, seq), or None
+        What each query gave its head's sink (DeepSeek V4): the weights' rows sum to one
+        minus this.
+    """
+
+    kept: np.ndarray | None = None
+    sink_weights: np.ndarray | None = None
 
 
 @dataclass
@@ -238,7 +258,7 @@ class PretrainedModel(Family):
         positions = np.arange(state.encoding.ids.size)
         for n, i in enumerate(todo):
             _report(self.progress, n / len(todo), f"layer {i + 1}/{upto}")
-            h, layer = self.run_block(i, state.blocks[i], positions)
+            h, layer = self.run_block(i, state.blocks[i], positions, state.encoding.ids)
             _readonly(h)
             state.blocks.append(h)
             self._remember(text, i, layer)
@@ -339,7 +359,7 @@ class PretrainedModel(Family):
         hidden, attentions = [h], []
         for i in range(self.n_layers):
             _report(self.progress, i / self.n_layers, f"layer {i + 1}/{self.n_layers}")
-            h, layer = self.run_block(i, h, positions)
+            h, layer = self.run_block(i, h, positions, ids)
             hidden.append(h)
             if output_attentions:
                 attentions.append(layer.attended.weights)
@@ -347,7 +367,7 @@ class PretrainedModel(Family):
         _report(self.progress, 1.0, "done")
         return hidden, attentions
 
-    def trace(self, text: str, layer: int, temperature: float = 1.0) -> AttentionTrace:
+    def trace(self, text: str, layer: int, temperature: float = 1.0) -> PretrainedTrace:
         """Compute the attention of ``layer`` on ``text``, as the model really does.
 
         Parameters
@@ -362,8 +382,9 @@ class PretrainedModel(Family):
 
         Returns
         -------
-        AttentionTrace
-            float32 arrays, with these meanings for a real model:
+        PretrainedTrace
+            An :class:`~attention_widget.engine.AttentionTrace` of float32 arrays, with these
+            meanings for a real model:
 
             * ``x`` (seq, d_model): the (normed) input of the attention block -- the
               LayerNorm/RMSNorm output for GPT-2/Llama/Qwen3, the block input for BERT.
@@ -378,6 +399,14 @@ class PretrainedModel(Family):
             * ``output`` (seq, d_model): the attention block's output projection, bias
               included, before the residual connection.
             * ``mask`` (seq, seq): causal for decoders, all True for BERT.
+            * ``kept`` (n_heads, seq, seq): the keys a selector kept (DeepSeek's indexer), else
+              None.
+            * ``sink_weights`` (n_heads, seq): what each query gave its head's sink (DeepSeek
+              V4), else None.
+
+            DeepSeek V4 layers also attend to compressed entries: there the key axis of
+            ``k``, ``v``, ``scores``, ``weights``, ``mask`` and ``kept`` has the tokens, then
+            the entries (see :meth:`key_labels`).
 
         Raises
         ------
@@ -389,7 +418,7 @@ class PretrainedModel(Family):
         cached = self._layer_attention(text, layer)
         a = cached.inputs
         att = self.run_attention(a, cached.mask, temperature)
-        concat = merge_heads(att.head_outputs)
+        concat = self.concat_heads(a, att.head_outputs)
         mask = cached.mask
         if mask is None:  # every key allowed: the same all-True array each time
             shape = att.scores.shape[1:]
@@ -397,11 +426,15 @@ class PretrainedModel(Family):
             if mask is None:
                 mask = self._all_true[shape] = np.ones(shape, dtype=bool)
                 _readonly(mask)
-        return AttentionTrace(
+        kept = None
+        if a.kept is not None:  # (seq, n_keys) -> (n_heads, seq, n_keys), like the weights
+            kept = np.broadcast_to(a.kept & mask, att.weights.shape)
+        return PretrainedTrace(
             x=a.x, q=a.q, k=a.k, v=a.v, scores=cached.attended.scores, weights=att.weights,
             head_outputs=att.head_outputs, concat=concat,
             output=self.attention_output(layer, concat), mask=mask,
-            entropy=att.entropy, temperature=temperature,
+            entropy=att.entropy, temperature=temperature, kept=kept,
+            sink_weights=getattr(att, "sink_weights", None),
         )  # fmt: skip
 
     def hidden_states(self, text: str) -> list[np.ndarray]:
@@ -435,6 +468,48 @@ class PretrainedModel(Family):
                 f"layers), got {layer}"
             )
         return int(layer)
+
+    def layer_kind(self, layer: int) -> str:
+        """What kind of attention ``layer`` has, in a few words (``"causal"``, ...).
+
+        For the layer control (``"layer 3 · causal"``); families with more than one kind of
+        layer, or another kind, say so.
+        """
+        self._check_layer(layer)
+        return "causal" if self.causal else "bidirectional"
+
+    def key_labels(self, text: str, layer: int) -> list[str]:
+        """One label per key column of ``layer``'s attention on ``text``: its tokens by default.
+
+        Families whose keys are not only the tokens (compressed entries) label the others.
+        """
+        self._check_layer(layer)
+        return self.tokenize(text)
+
+    def kv_cache_parts(self, layer: int = 0) -> dict[str, int]:
+        """What a decoder keeps per token in ``layer``'s key/value cache, in numbers per part.
+
+        ``{"keys": n_kv_heads * d_head, "values": n_kv_heads * d_head}`` by default; latent
+        attention keeps less (see the DeepSeek families).
+        """
+        self._check_layer(layer)
+        return {"keys": self.n_kv_heads * self.d_head, "values": self.n_kv_heads * self.d_head}
+
+    def kv_cache_per_token(self, layer: int = 0) -> int:
+        """Numbers a decoder caches per token for ``layer``: the sum of :meth:`kv_cache_parts`.
+
+        Bytes are this times the size of the cache's dtype (2 for bfloat16).
+        """
+        return sum(self.kv_cache_parts(layer).values())
+
+    def kv_cache_size(self, layer: int, n_tokens: int) -> dict[str, int]:
+        """Numbers ``layer``'s key/value cache holds after ``n_tokens`` tokens, per part.
+
+        ``n_tokens`` times :meth:`kv_cache_parts` by default; families whose cache does not
+        grow by the same amount with every token (sliding windows, compressed entries) say
+        how it grows.
+        """
+        return {part: n_tokens * n for part, n in self.kv_cache_parts(layer).items()}
 
     def describe(self) -> str:
         """One line on the architecture, e.g. for a widget title or a disabled control.

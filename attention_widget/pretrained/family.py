@@ -47,6 +47,10 @@ class AttentionInputs:
         tokens, or entries that stand for blocks of tokens (the position of their last token).
     mask : ndarray of bool, shape (seq, n_keys), optional
         Keys the family itself allows (True), combined with the causal and window masks.
+    kept : ndarray of bool, shape (seq, n_keys), optional
+        Keys a selector kept for each query (True), e.g. DeepSeek's lightning indexer: the
+        others are dropped from the softmax like masked keys, but shown apart from them
+        (``trace.kept``).  Combined with the mask only for the softmax.
     options : dict
         Further keyword arguments of :func:`~attention_widget.engine.attend`.
     """
@@ -59,6 +63,7 @@ class AttentionInputs:
     window: int | None = None
     key_positions: np.ndarray | None = None
     mask: np.ndarray | None = None
+    kept: np.ndarray | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -159,6 +164,21 @@ class Family:
     def attention_inputs(self, i: int, h: np.ndarray, positions: np.ndarray) -> AttentionInputs:
         """From the input ``h`` (seq, d_model) of layer ``i``: what its attention works on."""
         raise NotImplementedError
+
+    def concat_heads(self, inputs: AttentionInputs, head_outputs: np.ndarray) -> np.ndarray:
+        """The input of the output projection: by default the head outputs side by side.
+
+        Parameters
+        ----------
+        inputs : AttentionInputs
+            What the heads worked on.
+        head_outputs : ndarray, shape (n_heads, seq, d_v)
+
+        Returns
+        -------
+        ndarray, shape (seq, n_heads * d_v)
+        """
+        return merge_heads(head_outputs)
 
     def attention_output(self, i: int, concat: np.ndarray) -> np.ndarray:
         """The output projection of layer ``i``: (seq, n_heads * d_v) -> (seq, d_model).
@@ -281,7 +301,7 @@ class Family:
         ----------
         inputs : AttentionInputs
         mask : ndarray of bool, shape (seq, n_keys), or None
-            From :meth:`attention_mask`.
+            From :meth:`attention_mask`; ``inputs.kept`` (if any) narrows it further.
         temperature : float, default 1.0
 
         Returns
@@ -290,17 +310,30 @@ class Family:
             ``scores`` and ``weights`` (n_heads, seq, n_keys), ``head_outputs``
             (n_heads, seq, d_v), ``entropy`` (n_heads, seq).
         """
+        if inputs.kept is not None:
+            mask = inputs.kept if mask is None else mask & inputs.kept
         return attend(
             inputs.q, inputs.k, inputs.v, mask=mask, temperature=temperature,
             scale=inputs.scale, **inputs.options,
         )  # fmt: skip
 
-    def run_block(
+    def attention_step(
         self, i: int, h: np.ndarray, positions: np.ndarray
     ) -> tuple[np.ndarray, LayerAttention]:
-        """Layer ``i`` on ``h`` (seq, d_model): its output and its attention."""
+        """The attention of layer ``i`` on its input ``h``: its output (seq, d_model) and record."""
         inputs = self.attention_inputs(i, h, positions)
         mask = self.attention_mask(inputs, positions)
         att = self.run_attention(inputs, mask)
-        out = self.attention_output(i, merge_heads(att.head_outputs))
-        return self.finish_block(i, h, out), LayerAttention(inputs, mask, att)
+        out = self.attention_output(i, self.concat_heads(inputs, att.head_outputs))
+        return out, LayerAttention(inputs, mask, att)
+
+    def run_block(
+        self, i: int, h: np.ndarray, positions: np.ndarray, ids: np.ndarray | None = None
+    ) -> tuple[np.ndarray, LayerAttention]:
+        """Layer ``i`` on ``h`` (seq, d_model): its output and its attention.
+
+        ``ids`` (seq,) are the token ids, for families whose blocks read them (DeepSeek V4 routes
+        its first feed-forwards by token id); the others ignore them.
+        """
+        out, layer = self.attention_step(i, h, positions)
+        return self.finish_block(i, h, out), layer
