@@ -2,7 +2,7 @@
 
 One formula each, in plain NumPy on float32 arrays in the row-vector convention (a sequence
 is ``(seq, features)``); weights as the checkpoints store them (``(out, in)``).  Every softmax
-here (the compressor's pooling, the hyper-connections' mixing, a softmax router) is the
+here (the compressor's pooling, the hyper-connections' mixing) is the
 engine's :func:`~attention_widget.engine.softmax`.  :mod:`.deepseek_v4` puts them together.
 """
 
@@ -221,7 +221,6 @@ def _sqrt_softplus(x: np.ndarray) -> np.ndarray:
 ROUTER_SCORES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "sqrtsoftplus": _sqrt_softplus,
     "sigmoid": sigmoid,
-    "softmax": softmax,
 }
 
 
