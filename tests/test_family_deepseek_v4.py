@@ -326,8 +326,8 @@ def _edit_config(folder: Path, tmp_path: Path, **changes) -> Path:
     for f in folder.iterdir():
         (out / f.name).symlink_to(f)
     (out / "config.json").unlink()
-    config = json.loads((folder / "config.json").readtext_of()) | changes
-    (out / "config.json").writetext_of(json.dumps(config))
+    config = json.loads((folder / "config.json").read_text()) | changes
+    (out / "config.json").write_text(json.dumps(config))
     return out
 
 

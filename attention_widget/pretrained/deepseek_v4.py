@@ -150,6 +150,31 @@ def _mlp_kinds(config: Config, n_layers: int) -> list[str]:
     return kinds
 
 
+def with_sink_key(
+    inputs: CompressedAttentionInputs, mask: np.ndarray | None
+) -> tuple[CompressedAttentionInputs, np.ndarray | None]:
+    """The inputs with each head's sink as one more key, last, and the mask that allows it.
+
+    Every query head gets one more feature, ``sink_h / scale``, that only the sink key reads
+    (1 there, 0 in every other key), so the sink's score is ``sink_h``; its value is 0, so it
+    adds nothing to the head outputs.
+    """
+    q, k, v = inputs.q, inputs.k, inputs.v
+    n_heads, seq, d = q.shape
+    n_keys = k.shape[1]
+    sink = (inputs.sinks / np.float32(inputs.scale)).astype(q.dtype)  # (n_heads,)
+    q1 = np.concatenate([q, np.broadcast_to(sink[:, None, None], (n_heads, seq, 1))], -1)
+    k1 = np.zeros((1, n_keys + 1, d + 1), dtype=k.dtype)  # (1, n_keys + 1, d + 1)
+    k1[0, :n_keys, :d], k1[0, n_keys, d] = k[0], 1.0
+    v1 = np.concatenate([v, np.zeros((1, 1, v.shape[2]), dtype=v.dtype)], axis=1)
+
+    def and_the_sink(keys: np.ndarray | None) -> np.ndarray | None:  # (seq, n_keys + 1)
+        return None if keys is None else np.concatenate([keys, np.ones((seq, 1), bool)], 1)
+
+    one_more = replace(inputs, q=q1, k=k1, v=v1, kept=and_the_sink(inputs.kept))
+    return one_more, and_the_sink(mask)
+
+
 class SinkAttended(NamedTuple):
     """:class:`~attention_widget.engine.Attended` with what each query gave its head's sink."""
 
@@ -403,28 +428,11 @@ class DeepseekV4(PretrainedModel):
     ) -> SinkAttended:
         """The engine's :func:`~attention_widget.engine.attend`, with each head's sink.
 
-        The sink joins the softmax as one more key: every query head gets one more feature,
-        ``sink_h / scale``, that only the sink key (1 there, 0 elsewhere) reads, and the sink's
-        value is 0.  Its column is taken out of the weights afterwards.
+        The sink joins the softmax as one more key (see :func:`with_sink_key`); its column is
+        taken out of the weights afterwards.
         """
-        q, k, v = inputs.q, inputs.k, inputs.v
-        n_heads, seq, d = q.shape
-        n_keys = k.shape[1]
-        sink = (inputs.sinks / np.float32(inputs.scale)).astype(q.dtype)  # (n_heads,)
-        q1 = np.concatenate([q, np.broadcast_to(sink[:, None, None], (n_heads, seq, 1))], -1)
-        k1 = np.zeros((1, n_keys + 1, d + 1), dtype=k.dtype)
-        k1[0, :n_keys, :d], k1[0, n_keys, d] = k[0], 1.0
-        v1 = np.concatenate([v, np.zeros((1, 1, v.shape[2]), dtype=v.dtype)], axis=1)
-        with_sink = np.ones((seq, n_keys + 1), dtype=bool)  # the sink column: always allowed
-        mask1, kept1 = None, None
-        if mask is not None:
-            mask1 = with_sink.copy()
-            mask1[:, :n_keys] = mask
-        if inputs.kept is not None:
-            kept1 = with_sink
-            kept1[:, :n_keys] = inputs.kept
-        one_more = replace(inputs, q=q1, k=k1, v=v1, kept=kept1)
-        att = super().run_attention(one_more, mask1, temperature)
+        n_keys = inputs.k.shape[1]
+        att = super().run_attention(*with_sink_key(inputs, mask), temperature)
         return SinkAttended(
             np.ascontiguousarray(att.scores[..., :n_keys]),
             np.ascontiguousarray(att.weights[..., :n_keys]),
