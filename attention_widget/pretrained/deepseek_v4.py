@@ -70,6 +70,35 @@ SLIDING, SPARSE, HEAVY = (
 _RATE_KINDS = {0: SLIDING, 4: SPARSE, 128: HEAVY}  # older configs: compress_ratios per layer
 
 
+class SinkAttended(NamedTuple):
+    """:class:`~attention_widget.engine.Attended` with what each query gave its head's sink."""
+
+    scores: np.ndarray  # (n_heads, n_q, n_k): scale * q k^T, before temperature and mask
+    weights: np.ndarray  # (n_heads, n_q, n_k): the sink's share left out, rows sum to < 1
+    head_outputs: np.ndarray  # (n_heads, n_q, d_v): weights @ v
+    entropy: np.ndarray  # (n_heads, n_q): entropy of each row, the sink included, in nats
+    sink_weights: np.ndarray  # (n_heads, n_q)
+
+
+@dataclass
+class CompressedAttentionInputs(AttentionInputs):
+    """:class:`AttentionInputs` of a DeepSeek V4 layer, with what its heads need besides.
+
+    Attributes
+    ----------
+    rotation : tuple of ndarray, each shape (seq, rope_dim // 2)
+        ``cos, sin`` of the queries' rotation, undone on the head outputs.
+    sinks : ndarray, shape (n_heads,)
+        One logit per head that joins each row's softmax (then dropped).
+    n_tokens : int
+        Key columns that are tokens; the rest are compressed entries.
+    """
+
+    rotation: tuple[np.ndarray, np.ndarray] | None = None
+    sinks: np.ndarray | None = None
+    n_tokens: int = 0
+
+
 def _layer_kinds(config: Config, n_layers: int) -> tuple[list[str], dict[str, int]]:
     """Each layer's attention kind and each compressed kind's rate (older names included)."""
     rates = dict(config.get("compress_rates", default={SPARSE: 4, HEAVY: 128}))
@@ -173,35 +202,6 @@ def with_sink_key(
 
     one_more = replace(inputs, q=q1, k=k1, v=v1, kept=and_the_sink(inputs.kept))
     return one_more, and_the_sink(mask)
-
-
-class SinkAttended(NamedTuple):
-    """:class:`~attention_widget.engine.Attended` with what each query gave its head's sink."""
-
-    scores: np.ndarray  # (n_heads, n_q, n_k): scale * q k^T, before temperature and mask
-    weights: np.ndarray  # (n_heads, n_q, n_k): the sink's share left out, rows sum to < 1
-    head_outputs: np.ndarray  # (n_heads, n_q, d_v): weights @ v
-    entropy: np.ndarray  # (n_heads, n_q): entropy of each row, the sink included, in nats
-    sink_weights: np.ndarray  # (n_heads, n_q)
-
-
-@dataclass
-class CompressedAttentionInputs(AttentionInputs):
-    """:class:`AttentionInputs` of a DeepSeek V4 layer, with what its heads need besides.
-
-    Attributes
-    ----------
-    rotation : tuple of ndarray, each shape (seq, rope_dim // 2)
-        ``cos, sin`` of the queries' rotation, undone on the head outputs.
-    sinks : ndarray, shape (n_heads,)
-        One logit per head that joins each row's softmax (then dropped).
-    n_tokens : int
-        Key columns that are tokens; the rest are compressed entries.
-    """
-
-    rotation: tuple[np.ndarray, np.ndarray] | None = None
-    sinks: np.ndarray | None = None
-    n_tokens: int = 0
 
 
 class DeepseekV4(PretrainedModel):
