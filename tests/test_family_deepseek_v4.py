@@ -196,6 +196,17 @@ def test_matches_transformers(tiny, name):
     assert all(_no_ties_at_the_cut(*layer) for layer in _indexer_scores(ref, ids))
 
 
+@pytest.mark.parametrize("n", [1, 3, 4, 5, 17])
+def test_short_texts_match_transformers(tiny, n):
+    """Texts with no complete window, one, or just past one: entries appear on time."""
+    model, ref = load_pretrained(tiny["small"]), _hf(tiny["small"])
+    text = text_of("small", n)
+    out = _run_hf(ref, model.encode(text).ids)
+    assert [a.shape[-1] for a in model.attentions(text)] == [n, n + n // 4, n + n // 16]
+    assert _max_diff(model.attentions(text), [a[0].numpy() for a in out.attentions]) < TOL
+    assert _max_diff(model.hidden_states(text), [h[0].numpy() for h in out.hidden_states]) < TOL
+
+
 def test_forward_ids_matches_transformers(tiny):
     model, ref = load_pretrained(tiny["wide"]), _hf(tiny["wide"])
     ids = model.encode(text_of("wide", 61)).ids

@@ -104,12 +104,16 @@ def compress(
     ndarray, shape (seq // rate, d)
     """
     n = kv.shape[0] // rate
+    d = kv.shape[1] // 2 if overlap else kv.shape[1]
+    if n == 0:  # no window complete yet
+        return np.zeros((0, d), dtype=kv.dtype)
     kv = kv[: n * rate].reshape(n, rate, -1)  # (n, rate, width)
     gate = gate[: n * rate].reshape(n, rate, -1) + position_bias
-    if not overlap or n == 0:
+    if not overlap:
         return _pool(kv, gate)
-    d = kv.shape[-1] // 2
     first = _pool(kv[:1, :, d:], gate[:1, :, d:])  # window 0: (1, d)
+    if n == 1:
+        return first
     # windows 1..n-1: the previous window's a halves, then their own b halves: (n-1, 2 rate, d)
     kv2 = np.concatenate([kv[:-1, :, :d], kv[1:, :, d:]], axis=1)
     gate2 = np.concatenate([gate[:-1, :, :d], gate[1:, :, d:]], axis=1)
