@@ -21,9 +21,12 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from attention_widget.pretrained import PretrainedTrace, load_pretrained
+from attention_widget.pretrained.deepseek_v4_parts import compress, sinkhorn, top_k_kept
 
 transformers.logging.set_verbosity_error()
 torch.set_grad_enabled(False)
@@ -326,6 +329,52 @@ def test_kv_cache_size_is_what_transformers_keeps(tiny, n):
     assert model.kv_cache_parts(0) == {} and model.kv_cache_per_token(0) == 0
     assert model.kv_cache_parts(1) == {"compressed": 32 / 4, "indexer": 16 / 4}
     assert model.kv_cache_parts(2) == {"compressed": 32 / 16}
+
+
+# --------------------------------------------------------------------------------------------
+# properties of the parts
+# --------------------------------------------------------------------------------------------
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), seq=st.integers(0, 40), rate=st.integers(1, 6),
+       overlap=st.booleans())  # fmt: skip
+def test_compressed_entries_average_their_windows(seed, seq, rate, overlap):
+    """Each feature of an entry is a softmax-weighted average of what its windows hold."""
+    rng = np.random.default_rng(seed)
+    width = 6 if overlap else 3
+    kv, gate = rng.standard_normal((2, seq, width)).astype(np.float32)
+    bias = rng.standard_normal((rate, width)).astype(np.float32)
+    entries = compress(kv, gate, bias, rate, overlap)
+    assert entries.shape == (seq // rate, 3)
+    for w, entry in enumerate(entries):
+        pooled = kv[w * rate : (w + 1) * rate, 3:] if overlap else kv[w * rate : (w + 1) * rate]
+        if overlap and w > 0:  # and the first halves of the window before
+            pooled = np.concatenate([kv[(w - 1) * rate : w * rate, :3], pooled])
+        assert (pooled.min(0) - 1e-5 <= entry).all() and (entry <= pooled.max(0) + 1e-5).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 5))
+def test_sinkhorn_makes_rows_and_columns_sum_to_one(seed, n):
+    comb = np.random.default_rng(seed).uniform(0.05, 1.0, (3, n, n)).astype(np.float32)
+    out = sinkhorn(comb, 20, 1e-6)
+    np.testing.assert_allclose(out.sum(-2), 1, atol=1e-4)  # the last step: columns
+    np.testing.assert_allclose(out.sum(-1), 1, atol=2e-2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), seq=st.integers(1, 12), n=st.integers(0, 12),
+       k=st.integers(1, 6))  # fmt: skip
+def test_the_indexer_keeps_the_best_visible_entries(seed, seq, n, k):
+    rng = np.random.default_rng(seed)
+    scores = rng.standard_normal((seq, n)).astype(np.float32)
+    visible = rng.random((seq, n)) < 0.7
+    kept = top_k_kept(scores, visible, k)
+    assert (kept <= visible).all()
+    assert (kept.sum(-1) == np.minimum(visible.sum(-1), k)).all()
+    for t in range(seq):
+        dropped = visible[t] & ~kept[t]
+        if kept[t].any() and dropped.any():
+            assert scores[t, kept[t]].min() >= scores[t, dropped].max()
 
 
 # --------------------------------------------------------------------------------------------
