@@ -24,7 +24,7 @@ import bqplot as bq
 import ipywidgets as W
 import numpy as np
 
-from .colors import LEVELS, MASK_RGB, PAIRED_DIVERGING, hex_colors, levels, palette
+from .colors import LEVELS, MASK_RGB, PAIRED_DIVERGING, hex_colors, levels, palette, symmetric_limit
 from .png import palette_png
 
 __all__ = [
@@ -472,7 +472,7 @@ class PanelFigure:
         if not self.signed:
             return
         peak = max(float(np.max(np.abs(a))) for a in self._panels)
-        peak = _nice_ceiling(peak)
+        peak = symmetric_limit(peak)
         if peak != self._range:
             self._range = peak
             with self.color_scale.hold_sync():
@@ -567,18 +567,3 @@ def _short(label: str) -> str:
 
 def _key(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else repr(float(v))
-
-
-def _nice_ceiling(x: float) -> float:
-    """Round ``x`` up to the next of 1, 1.5, 2, 3, 4, 5, 6, 8 times a power of ten.
-
-    Stable colour ranges: a slider step rarely changes them (each change costs the browser a
-    message and a redraw of the colour bar), and at most a third of the scale goes unused.
-    """
-    if not np.isfinite(x) or x <= 0:
-        return 1.0
-    power = 10.0 ** np.floor(np.log10(x))
-    for step in (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0):
-        if x <= step * power * (1 + 1e-12):
-            return float(step * power)
-    return float(10.0 * power)

@@ -6,9 +6,7 @@ Jupyter server and Voila leave Nagle's algorithm on for the websocket between th
 the browser.  A widget update is a burst of small messages (the slider's echo, each stage's
 image, the summary line); with Nagle on, the server holds back every message after the first
 until the browser acknowledges it, and browsers delay their acknowledgements (up to ~40 ms on
-Linux).  Measured with ``benchmarks/browser.py`` (Voila, 16 tokens, 8 heads, every step a new
-temperature): one step takes ~68 ms to repaint with Voila's own connection class and
-33-37 ms with this one; a trivial slider round trip takes 14-20 ms either way.
+Linux).  ``benchmarks/browser.py`` measures the effect (``--plain-server``: Voila's own class).
 Tornado's documentation recommends ``set_nodelay(True)`` for exactly this case.
 
 What
@@ -20,14 +18,10 @@ What
   whatever connection class the server uses (JupyterLab, Notebook 7, ``jupyter server`` with
   Voila's ``/voila/render/...``).  Turn it off with
   ``jupyter server extension disable attention_widget``.
-* Standalone Voila loads no server extensions.  The package installs
-  ``etc/jupyter/voila.json``, which gives it this class::
-
-      {"Voila": {"kernel_websocket_connection_class":
-                 "attention_widget.server.NoDelayKernelConnection"}}
-
-  A ``voila.json`` of your own (``~/.jupyter``, the working folder) or
-  ``--Voila.kernel_websocket_connection_class=...`` on the command line takes precedence.
+* Standalone Voila loads no server extensions, and its one configuration file, ``voila.json``,
+  belongs to the user, so the package installs none.  Opt in with :data:`VOILA_OPTION` on the
+  command line (``voila OPTION notebook.ipynb``) or with the same setting in your own
+  ``voila.json`` (``docs/network.md`` gives both in full).
 
 This module imports ``jupyter_server`` only when the server loads it; the package itself never
 needs it.
@@ -41,7 +35,12 @@ from typing import Any
 from jupyter_server.services.kernels.connection.base import BaseKernelWebsocketConnection
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 
-__all__ = ["NoDelayKernelConnection", "NoDelayMixin", "with_nodelay"]
+__all__ = ["VOILA_OPTION", "NoDelayKernelConnection", "NoDelayMixin", "with_nodelay"]
+
+#: The command-line option that gives standalone Voila the connection class of this module.
+VOILA_OPTION = (
+    "--Voila.kernel_websocket_connection_class=attention_widget.server.NoDelayKernelConnection"
+)
 
 
 def _set_nodelay(handler: Any) -> None:

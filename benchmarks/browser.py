@@ -8,9 +8,9 @@ Run from the repository root (needs Voila, playwright and /usr/bin/chromium)::
     python benchmarks/browser.py --plain-server  # Voila's own websocket connection class
     python benchmarks/browser.py --alternate     # back and forth between two values
 
-Voila runs as installed with the package: its ``etc/jupyter/voila.json`` gives Voila
-:class:`attention_widget.server.NoDelayKernelConnection` (``TCP_NODELAY`` on the kernel
-websocket; JupyterLab and Notebook 7 get the same from the package's server extension).
+Voila runs with the opt-in of ``docs/network.md`` (``attention_widget.server.VOILA_OPTION``):
+:class:`attention_widget.server.NoDelayKernelConnection`, ``TCP_NODELAY`` on the kernel
+websocket (JupyterLab and Notebook 7 get the same from the package's server extension).
 ``--plain-server`` overrides that with Voila's default class: Nagle's algorithm on the
 websocket, where the browser's delayed ACKs can hold the second half of a step's burst of
 small messages for up to ~40 ms.
@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--only", choices=["floor", "all"], default="all")
     ap.add_argument("--plain-server", action="store_true",
-                    help="Voila without the repository's voila.json (Nagle on the websocket)")
+                    help="Voila with its own connection class (Nagle on the websocket)")
     ap.add_argument("--gap-ms", type=int, default=100,
                     help="idle time before each step (floor and widget alike)")
     ap.add_argument("--alternate", action="store_true",
@@ -421,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         f"  floor  slider -> kernel -> Label          {floor_ms:7.1f} ms  "
         f"(label in the DOM at {results['floor_loaded']:.1f} ms; "
         f"seen from Python: {results['floor_driver']:.0f} ms; "
-        "BROWSER_TESTING.md's ~60 ms came from polling waits)"
+        "earlier figures of ~60 ms came from polling waits)"
     )
     if args.only == "all":
         for n in (16, 64):

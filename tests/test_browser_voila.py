@@ -56,6 +56,6 @@ def test_voila_tour(jupyter_server, browser, page_and_log, tmp_path: Path) -> No
     html = page.content()
     assert "np.set_printoptions" not in html and "softmax_rows" not in html
     assert "Multi-head" in html or "multi-head" in html  # the markdown did
-    # the voila.json the package installs gave Voila the TCP_NODELAY websocket connection
+    # the documented opt-in (server.VOILA_OPTION) gave Voila the TCP_NODELAY connection
     server_log = voila.log_path.read_text(errors="replace")
     assert "attention_widget: TCP_NODELAY on this kernel websocket" in server_log, voila.log()

@@ -535,8 +535,8 @@ def test_html_summary_names_the_mask(tmp_path):
 
 @pytest.mark.browser
 def test_html_offline_in_chromium(causal, tmp_path):
-    from browser_support import CHROMIUM, CHROMIUM_ARGS
     from playwright.sync_api import sync_playwright
+    from support.browser import CHROMIUM, CHROMIUM_ARGS
 
     variants = {
         "T = 0.2": _trace(mask="causal", temperature=0.2),

@@ -2,7 +2,8 @@
 
 The latency effect is measured by ``benchmarks/browser.py`` (with and without
 ``--plain-server``); the browser tests run JupyterLab with the extension and Voila with the
-repository's ``voila.json``.  Here: the wiring, with the real jupyter_server classes.
+documented opt-in (``server.VOILA_OPTION``).  Here: the wiring, with the real jupyter_server
+classes.
 """
 
 from __future__ import annotations
@@ -146,13 +147,22 @@ def test_install_enables_the_extension() -> None:
     assert any("OK" in line for line in lines), text
 
 
-def test_installed_voila_json_gives_voila_the_nodelay_class() -> None:
-    """The voila.json the wheel installs, found and read the way Voila reads its config."""
+def test_the_package_claims_no_voila_config_file() -> None:
+    """voila.json belongs to the user: the wheel installs only its own, package-named file."""
+    text = (REPO / "pyproject.toml").read_text()
+    shared = text[text.index("[tool.hatch.build.targets.wheel.shared-data]"):]
+    shared = shared[: shared.index("\n[", 1)]
+    targets = [line.split("=")[1].strip().strip('"') for line in shared.splitlines()[1:]
+               if "=" in line]
+    assert targets == ["etc/jupyter/jupyter_server_config.d/attention_widget.json"], targets
+
+
+def test_voila_option_gives_voila_the_nodelay_class() -> None:
+    """The opt-in docs/network.md gives, parsed the way Voila parses its command line."""
     from voila.app import Voila
 
-    shipped = json.loads((REPO / "jupyter-config" / "voila.json").read_text())
-    assert shipped == {"Voila": {
-        "kernel_websocket_connection_class": "attention_widget.server.NoDelayKernelConnection"}}
     app = Voila()
-    app.load_config_file("voila", path=app.config_file_paths)  # as Voila.initialize() does
+    app.parse_command_line([server.VOILA_OPTION])
     assert app.kernel_websocket_connection_class is server.NoDelayKernelConnection
+    doc = (REPO / "docs" / "network.md").read_text()
+    assert server.VOILA_OPTION.split("=", 1)[1] in doc

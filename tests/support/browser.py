@@ -250,6 +250,11 @@ class JupyterServer:
                 "--Voila.ip=127.0.0.1", f"--token={self.token}",
                 "--show_tracebacks=True", str(self.root_dir),
             ]  # fmt: skip
+            if not any(a.startswith("--Voila.kernel_websocket_connection_class")
+                       for a in self.extra_args):
+                from attention_widget.server import VOILA_OPTION
+
+                cmd.append(VOILA_OPTION)  # the opt-in docs/network.md gives (TCP_NODELAY)
         cmd += self.extra_args
         self.log_path = self.tmp / "server.log"
         log = open(self.log_path, "wb")  # the child keeps its own copy of the descriptor
