@@ -339,9 +339,11 @@ class PretrainedModel(Family):
         -------
         hidden_states : list of ndarray, n_layers + 1 arrays of shape (seq_len, d_model)
             Embedding output, then the output of each block (the last after the final norm,
-            for the decoders that have one).
+            for the decoders that have one).  DeepSeek V4's are its residual streams, (seq_len,
+            hc_mult, d_model), but for the last.
         attentions : list of ndarray, n_layers arrays of shape (n_heads, seq_len, seq_len)
-            Attention probabilities of each layer (empty without ``output_attentions``).
+            Attention probabilities of each layer (empty without ``output_attentions``); a
+            layer with compressed entries has one more key column for each.
         """
         ids = np.asarray(ids, dtype=np.int64)
         if ids.ndim != 1 or ids.size == 0:
@@ -444,7 +446,9 @@ class PretrainedModel(Family):
         -------
         list of ndarray, n_layers + 1 arrays of shape (seq_len, d_model), float32
             The last one has the final norm applied (GPT-2 ``ln_f``, Llama/Qwen3 ``norm``), as
-            in ``transformers``; BERT has no final norm.
+            in ``transformers``; BERT has no final norm.  DeepSeek V4's are its residual
+            streams, (seq_len, hc_mult, d_model), but for the last (the streams collapsed, then
+            normed).
         """
         out = list(self._state(text, self.n_layers).blocks)
         out[-1] = self.final_norm(out[-1])
@@ -456,6 +460,8 @@ class PretrainedModel(Family):
         Returns
         -------
         list of ndarray, n_layers arrays of shape (n_heads, seq_len, seq_len), float32, read-only
+            A layer with compressed entries (DeepSeek V4) has one more key column for each
+            (see :meth:`key_labels`).
         """
         return [self._layer_attention(text, i).attended.weights for i in range(self.n_layers)]
 
