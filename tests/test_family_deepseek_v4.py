@@ -91,7 +91,9 @@ def make_checkpoint(kind: str, folder: Path, dtype=torch.float32, **save_kw) -> 
         else:
             p.normal_(0.0, 0.5)
     for name, b in model.named_buffers():
-        if name.endswith("tid2eid"):  # distinct experts per token, as a real table has
+        if name.endswith("tid2eid") and kind == "wide":  # a token may name an expert twice
+            b.copy_(torch.randint(0, cfg.n_routed_experts, b.shape))
+        elif name.endswith("tid2eid"):  # distinct experts per token, as a real table has
             b.copy_(torch.stack([torch.randperm(cfg.n_routed_experts)[: b.shape[1]]
                                  for _ in range(b.shape[0])]))  # fmt: skip
         elif name.endswith("e_score_correction_bias"):
