@@ -90,13 +90,10 @@ class CompressedAttentionInputs(AttentionInputs):
         ``cos, sin`` of the queries' rotation, undone on the head outputs.
     sinks : ndarray, shape (n_heads,)
         One logit per head that joins each row's softmax (then dropped).
-    n_tokens : int
-        Key columns that are tokens; the rest are compressed entries.
     """
 
     rotation: tuple[np.ndarray, np.ndarray] | None = None
     sinks: np.ndarray | None = None
-    n_tokens: int = 0
 
 
 def _layer_kinds(config: Config, n_layers: int) -> tuple[list[str], dict[str, int]]:
@@ -398,7 +395,6 @@ class DeepseekV4(PretrainedModel):
         return CompressedAttentionInputs(
             x=x, q=q, k=kv, v=kv, scale=1.0 / math.sqrt(self.d_head), key_positions=key_positions,
             mask=mask, kept=kept, rotation=(cos, sin), sinks=w["sinks"],
-            n_tokens=len(positions),
         )  # fmt: skip
 
     def _entries(self, w: dict, kind: str, x: np.ndarray, key: str = "c_") -> np.ndarray:
