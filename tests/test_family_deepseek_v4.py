@@ -428,3 +428,15 @@ def test_older_config_names(tiny, tmp_path):
     ]  # fmt: skip
     text = text_of("small", 30)
     assert _max_diff(model.attentions(text), load_pretrained(tiny["small"]).attentions(text)) == 0
+
+
+def test_compressed_layers_need_the_text_from_its_start(tiny):
+    """Entries are windows counted from the first token: other positions are refused."""
+    model = load_pretrained(tiny["small"])
+    ids = model.encode(text_of("small", 10)).ids
+    h = model.embed(ids, np.arange(10))
+    model.run_block(0, h, np.arange(5, 15), ids)  # a sliding layer: any positions
+    with pytest.raises(ValueError, match=r"positions must be 0 \.\. 9"):
+        model.run_block(1, h, np.arange(5, 15), ids)
+    with pytest.raises(ValueError, match="token ids"):
+        model.run_block(0, h, np.arange(10))  # a hash-routed layer needs the ids

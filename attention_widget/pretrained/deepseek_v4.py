@@ -382,6 +382,11 @@ class DeepseekV4(PretrainedModel):
         mask = behind < self.window  # the sliding branch (causality comes from key positions)
         key_positions, kept = positions, None
         if kind != SLIDING:
+            if not np.array_equal(positions, np.arange(len(positions))):
+                raise ValueError(
+                    f"layer {i} compresses windows counted from the first token: positions must "
+                    f"be 0 .. {len(positions) - 1}, got {positions[:3]}..."
+                )
             entries = self._entries(w, kind, x)  # (n_entries, d_head)
             rate = self.rates[kind]
             ends = np.arange(1, entries.shape[0] + 1) * rate - 1  # last token of each window
