@@ -2,8 +2,8 @@
 
 One formula each, in plain NumPy on float32 arrays in the row-vector convention (a sequence
 is ``(seq, features)``); weights as the checkpoints store them (``(out, in)``).  Every softmax
-here (the compressor's pooling, the hyper-connections' mixing) is the
-engine's :func:`~attention_widget.engine.softmax`.  :mod:`.deepseek_v4` puts them together.
+here (the compressor's pooling, the hyper-connections' mixing) is the engine's
+:func:`~attention_widget.engine.softmax`.  :mod:`.deepseek_v4` puts them together.
 """
 
 from __future__ import annotations
