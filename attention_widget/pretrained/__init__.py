@@ -83,6 +83,7 @@ from typing import Any
 
 import numpy as np
 
+from .._checks import check_temperature as _check_temperature
 from ..engine import MEMORY_LIMIT_BYTES, AttentionTrace
 from .checkpoint import Tensors
 from .family import AttentionInputs, Family, LayerAttention
@@ -145,14 +146,6 @@ def _report(progress: ProgressCallback | None, fraction: float, message: str) ->
 def _readonly(*arrays: np.ndarray) -> None:
     for a in arrays:
         a.setflags(write=False)
-
-
-def _check_temperature(temperature: object) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise TypeError(f"temperature must be a real number, got {temperature!r}")
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-    return float(temperature)
 
 
 class PretrainedModel(Family):
