@@ -67,16 +67,23 @@ CONFIGS = {
         o_lora_rank=8, n_routed_experts=3, num_experts_per_tok=1, moe_intermediate_size=16,
         mlp_layer_types=["moe", "hash_moe", "moe"],
     ),
+    # the default rates (4 and 128) and window (128), at 300 tokens
+    "long": dict(
+        hidden_size=64, num_hidden_layers=3, num_attention_heads=4, head_dim=32,
+        q_lora_rank=32, layer_types=[SLIDING, SPARSE, HEAVY], index_n_heads=8,
+        index_head_dim=16, index_topk=16, hc_mult=2, o_groups=2, o_lora_rank=16,
+        n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+        mlp_layer_types=["hash_moe", "moe", "moe"], max_position_embeddings=512,
+    ),
 }  # fmt: skip
-LENGTHS = {"small": 70, "wide": 90, "three": 37}
+LENGTHS = {"small": 70, "wide": 90, "three": 37, "long": 300}
 
 
 def make_checkpoint(kind: str, folder: Path, dtype=torch.float32, **save_kw) -> Path:
     """Save a tiny random DeepSeek V4 (``CONFIGS[kind]``) and a word-level tokenizer.json."""
     torch.manual_seed(sorted(CONFIGS).index(kind))
-    cfg = transformers.DeepseekV4Config(
-        vocab_size=VOCAB, max_position_embeddings=256, **CONFIGS[kind]
-    )
+    cfg = transformers.DeepseekV4Config(vocab_size=VOCAB, **{"max_position_embeddings": 256,
+                                                             **CONFIGS[kind]})  # fmt: skip
     model = transformers.DeepseekV4ForCausalLM(cfg)
     # Weights scaled by 1/sqrt(fan-in) keep the residual streams near 1 through the layers, so
     # that 1e-4 is a real tolerance; sinks, position biases and router biases are nonzero, and
@@ -174,7 +181,7 @@ def _max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> float:
 # --------------------------------------------------------------------------------------------
 # the whole model
 # --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["small", "wide", "three", "small_bf16", "wide_sharded"])
+@pytest.mark.parametrize("name", ["small", "wide", "three", "long", "small_bf16", "wide_sharded"])
 def test_matches_transformers(tiny, name):
     kind = name.split("_")[0]
     model, ref = load_pretrained(tiny[name]), _hf(tiny[name])
@@ -189,6 +196,8 @@ def test_matches_transformers(tiny, name):
         layer_type = ref.config.layer_types[i]
         rate = ref.config.compress_rates.get(layer_type)
         assert a.shape == (model.n_heads, seq, seq + (seq // rate if rate else 0))
+    if kind == "long":  # rates 4 and 128 at 300 tokens: 75 and 2 entries
+        assert [a.shape for a in at] == [(4, 300, 300), (4, 300, 375), (4, 300, 302)]
     assert _max_diff(at, at_ref) < TOL
     assert hs[0].shape == (seq, model.hc_mult, model.d_model)  # the residual streams
     assert _max_diff(hs, hs_ref) < TOL
@@ -240,7 +249,7 @@ def test_indexer_drops_entries(tiny):
 # --------------------------------------------------------------------------------------------
 # the attention layer on transformers' own inputs
 # --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["small", "wide", "three"])
+@pytest.mark.parametrize("name", ["small", "wide", "three", "long"])
 def test_attention_layer_given_its_input(tiny, name):
     """Each layer's attention on the very input transformers gave it: weights and output."""
     model, ref = load_pretrained(tiny[name]), _hf(tiny[name])
