@@ -343,6 +343,53 @@ def test_kv_cache_size_is_what_transformers_keeps(tiny, n):
 
 
 # --------------------------------------------------------------------------------------------
+# generation with a cache
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("name", "n_prompt"), [("small", 3), ("small", 13), ("wide", 9),
+                                                ("three", 5)])  # fmt: skip
+def test_generation_matches_transformers(tiny, name, n_prompt):
+    """Greedy tokens and every step's attention row: the window's tokens, then the entries."""
+    model = load_pretrained(tiny[name])
+    out = model.generate(text_of(name, n_prompt), 20)
+    t = torch.from_numpy(out.prompt_ids[None].copy())
+    ref = _hf(tiny[name]).generate(
+        t, attention_mask=torch.ones_like(t), do_sample=False, max_new_tokens=20,
+        pad_token_id=0, return_dict_in_generate=True, output_attentions=True,
+    )  # fmt: skip
+    np.testing.assert_array_equal(out.all_ids, ref.sequences[0].numpy())
+    assert len(set(out.ids.tolist())) > 1
+    for step, layers in zip(out.steps, ref.attentions, strict=True):
+        for ours, theirs in zip(step.attentions, layers, strict=True):
+            theirs = theirs[0, :, -1:].numpy()  # (n_heads, 1, n_keys)
+            assert ours.shape == theirs.shape
+            np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    for ours, theirs in zip(out.prompt_attentions, ref.attentions[0], strict=True):
+        np.testing.assert_allclose(ours, theirs[0].numpy(), atol=1e-5)
+
+
+def test_cached_rows_equal_the_full_recomputation(tiny):
+    """Each step's row: the last sliding_window tokens and every entry, as without a cache."""
+    model = load_pretrained(tiny["small"])
+    out = model.generate(text_of("small", 13), 20)
+    assert out.steps[-1].position >= 20  # past several windows of both rates
+    for step in out.steps:
+        n = step.position + 1
+        _, full = model.forward_ids(out.all_ids[:n])  # keys: n tokens, then the entries
+        # the prompt's pass keeps every prompt token (each query has its own window); later
+        # steps, the last 8 tokens
+        first = 0 if step.index == 0 else max(n - 8, 0)
+        for layer, (row, att) in enumerate(zip(step.attentions, full, strict=True)):
+            keys = step.key_positions[layer]
+            n_entries = att.shape[-1] - n
+            np.testing.assert_array_equal(keys[: keys.size - n_entries], np.arange(first, n))
+            columns = np.concatenate([np.arange(first, n), n + np.arange(n_entries)])
+            np.testing.assert_allclose(row[:, 0], att[:, -1, columns], atol=1e-5)
+            assert not att[:, -1, :first].any()  # the tokens the cache let go had no weight
+        assert step.cache_entries == (n - first, n - first + n // 4, n - first + n // 16)
+    assert out.cache_width == (32,) * 3
+
+
+# --------------------------------------------------------------------------------------------
 # properties of the parts
 # --------------------------------------------------------------------------------------------
 @settings(max_examples=40, deadline=None)
@@ -444,8 +491,8 @@ def test_compressed_layers_need_the_text_from_its_start(tiny):
     model = load_pretrained(tiny["small"])
     ids = model.encode(text_of("small", 10)).ids
     h = model.embed(ids, np.arange(10))
-    model.run_block(0, h, np.arange(5, 15), ids)  # a sliding layer: any positions
+    model.run_block(0, h, np.arange(5, 15), ids=ids)  # a sliding layer: any positions
     with pytest.raises(ValueError, match=r"positions must be 0 \.\. 9"):
-        model.run_block(1, h, np.arange(5, 15), ids)
+        model.run_block(1, h, np.arange(5, 15), ids=ids)
     with pytest.raises(ValueError, match="token ids"):
         model.run_block(0, h, np.arange(10))  # a hash-routed layer needs the ids

@@ -29,7 +29,8 @@ from attention_widget.pretrained.generation import BYTES_PER_NUMBER, stop_token_
 transformers.logging.set_verbosity_error()
 torch.set_grad_enabled(False)
 
-PROMPTS = {"gpt2": "the cat sat on", "llama": "the cat sat on the mat", "qwen3": "a dog ran"}
+PROMPTS = {"gpt2": "the cat sat on", "llama": "the cat sat on the mat", "qwen3": "a dog ran",
+           "deepseek_v4": "the cat sat on the mat and the dog ran"}  # fmt: skip
 
 #: name -> (model_type, transformers class, config fields).  Every causal family of FAMILIES
 #: has at least one entry (see test_every_causal_family_is_checked).
@@ -66,6 +67,19 @@ CONFIGS = {
         dict(hidden_size=32, num_attention_heads=8, num_key_value_heads=2, head_dim=8,
              num_hidden_layers=2, intermediate_size=48, max_position_embeddings=64,
              tie_word_embeddings=False),
+    ),
+    # compressed entries made while generating: windows of 4 and 8 tokens, a window of 6
+    "deepseek_v4": (
+        "deepseek_v4", "DeepseekV4ForCausalLM",
+        dict(hidden_size=32, num_attention_heads=4, head_dim=16, num_hidden_layers=3,
+             q_lora_rank=16, layer_types=["sliding_attention", "compressed_sparse_attention",
+                                          "heavily_compressed_attention"],
+             compress_rates={"compressed_sparse_attention": 4,
+                             "heavily_compressed_attention": 8},
+             sliding_window=6, partial_rotary_factor=0.5, index_n_heads=8, index_head_dim=8,
+             index_topk=2, hc_mult=2, o_groups=2, o_lora_rank=8, n_routed_experts=4,
+             num_experts_per_tok=2, moe_intermediate_size=24,
+             mlp_layer_types=["hash_moe", "moe", "moe"], max_position_embeddings=64),
     ),
 }
 

@@ -30,9 +30,9 @@ The attention block (one per layer, of the kind ``layer_types[i]`` names)::
 
 The feed-forward is a mixture of experts (clamped SwiGLU experts plus a shared one); layers
 marked ``hash_moe`` choose their experts by token id (``tid2eid``).  At the end a last
-hyper-connection collapses the streams, then the final RMSNorm.  Tensor names follow the
-checkpoints as saved (``layers.{i}.attn.wq_a.weight``, ``layers.{i}.ffn.experts.{e}.w1``, ...),
-optionally prefixed with ``model.``.
+hyper-connection collapses the streams, then the final RMSNorm.  The configuration, the
+tensors and what each layer is are read by :class:`~.deepseek_v4_layout.DeepseekV4Layout`; the
+formulas of the parts are in :mod:`.deepseek_v4_parts`.
 """
 
 from __future__ import annotations
@@ -44,11 +44,10 @@ from typing import NamedTuple
 import numpy as np
 
 from ..engine import merge_heads, split_heads
-from . import AttentionInputs, PretrainedModel
-from .blocks import linear, rms_norm, rope_inverse_frequencies
-from .checkpoint import Config
+from . import AttentionInputs
+from .blocks import linear, rms_norm
+from .deepseek_v4_layout import SLIDING, SPARSE, DeepseekV4Layout
 from .deepseek_v4_parts import (
-    ROUTER_SCORES,
     compress,
     hyper_connection,
     indexer_scores,
@@ -58,16 +57,9 @@ from .deepseek_v4_parts import (
     top_k_kept,
     unweighted_rms_norm,
 )
-from .family import LayerAttention
+from .family import LayerAttention, LayerCache
 
 __all__ = ["DeepseekV4"]
-
-SLIDING, SPARSE, HEAVY = (
-    "sliding_attention",
-    "compressed_sparse_attention",
-    "heavily_compressed_attention",
-)
-_RATE_KINDS = {0: SLIDING, 4: SPARSE, 128: HEAVY}  # older configs: compress_ratios per layer
 
 
 class SinkAttended(NamedTuple):
@@ -90,90 +82,13 @@ class CompressedAttentionInputs(AttentionInputs):
         ``cos, sin`` of the queries' rotation, undone on the head outputs.
     sinks : ndarray, shape (n_heads,)
         One logit per head that joins each row's softmax (then dropped).
+    query_latent : ndarray, shape (seq, q_lora_rank)
+        ``c_q``, which the queries (and the indexer's) are made from.
     """
 
     rotation: tuple[np.ndarray, np.ndarray] | None = None
     sinks: np.ndarray | None = None
-
-
-def _layer_kinds(config: Config, n_layers: int) -> tuple[list[str], dict[str, int]]:
-    """Each layer's attention kind and each compressed kind's rate (older names included)."""
-    rates = dict(config.get("compress_rates", default={SPARSE: 4, HEAVY: 128}))
-    for kind, key in ((SPARSE, "compress_rate_csa"), (HEAVY, "compress_rate_hca")):
-        rates[kind] = config.get(key, default=rates.get(kind))
-    kinds = config.get("layer_types", default=None)
-    if kinds is None and config.get("compress_ratios", default=None) is not None:
-        kinds = [_RATE_KINDS.get(r, r) for r in config.get("compress_ratios")]
-    if kinds is None:  # two heavily compressed layers, then sparse and heavy in turn
-        kinds = [HEAVY] * min(n_layers, 2)
-        kinds += [SPARSE if j % 2 else HEAVY for j in range(max(n_layers - 2, 0))]
-    kinds = list(kinds)[:n_layers]
-    if len(kinds) != n_layers or set(kinds) - {SLIDING, SPARSE, HEAVY}:
-        raise config.error(
-            f"layer_types must give one of {SLIDING!r}, {SPARSE!r}, {HEAVY!r} for each of "
-            f"the {n_layers} layers, got {kinds!r}"
-        )
-    for kind in set(kinds) - {SLIDING}:
-        rate = rates.get(kind)
-        if isinstance(rate, bool) or not isinstance(rate, int) or rate < 1:
-            raise config.error(f"compress_rates[{kind!r}] must be a positive integer, got {rate!r}")
-    return kinds, rates
-
-
-def _rotations(config: Config, d_head: int, index_dim: int) -> dict[str, tuple[np.ndarray, float]]:
-    """RoPE of sliding layers (``"main"``) and of compressed ones (``"compress"``).
-
-    Each as ``(inv_freq, factor)``: the rotation speeds of the rotated pairs and the factor
-    on ``cos`` and ``sin``.  ``rope_parameters`` nests both; older configs give
-    ``rope_theta``, ``compress_rope_theta`` and ``qk_rope_head_dim`` at the top level.
-    """
-    params = config.get("rope_parameters", default={}) or {}
-    if not (isinstance(params.get("main"), dict) and isinstance(params.get("compress"), dict)):
-        factor = config.get("partial_rotary_factor", default=None)
-        if factor is None:
-            factor = config.get("qk_rope_head_dim", default=d_head // 8) / d_head
-        scaling = {k: v for k, v in params.items() if k not in ("main", "compress")}
-        params = {
-            "main": {"rope_theta": config.number("rope_theta", default=10000.0)},
-            "compress": {
-                **scaling,
-                "rope_theta": config.number("compress_rope_theta", default=160000.0),
-            },
-        }
-        for p in params.values():
-            p["partial_rotary_factor"] = factor
-    tables = {}
-    for name in ("main", "compress"):
-        p = params[name]
-        rope_type = p.get("rope_type", p.get("type", "default"))
-        if rope_type != "default":
-            raise config.error(
-                f"rope_parameters[{name!r}]: rope_type {rope_type!r} is not supported "
-                "(only 'default')"
-            )
-        dim = int(d_head * float(p.get("partial_rotary_factor", 1.0)))
-        if dim % 2 or not 0 < dim <= min(d_head, index_dim):
-            raise config.error(
-                f"rope_parameters[{name!r}]: partial_rotary_factor gives {dim} rotated "
-                "features; need an even number, at most head_dim and index_head_dim"
-            )
-        tables[name] = (rope_inverse_frequencies(dim, float(p.get("rope_theta", 10000.0))), 1.0)
-    return tables
-
-
-def _mlp_kinds(config: Config, n_layers: int) -> list[str]:
-    """Each layer's feed-forward: ``"hash_moe"`` (experts by token id) or ``"moe"``."""
-    kinds = config.get("mlp_layer_types", default=None)
-    if kinds is None:
-        n_hash = config.get("num_hash_layers", default=3)
-        kinds = ["hash_moe"] * min(n_layers, n_hash) + ["moe"] * max(n_layers - n_hash, 0)
-    kinds = list(kinds)[:n_layers]
-    if len(kinds) != n_layers or set(kinds) - {"hash_moe", "moe"}:
-        raise config.error(
-            f"mlp_layer_types must give 'hash_moe' or 'moe' for each of the {n_layers} layers, "
-            f"got {kinds!r}"
-        )
-    return kinds
+    query_latent: np.ndarray | None = None
 
 
 def with_sink_key(
@@ -201,137 +116,8 @@ def with_sink_key(
     return one_more, and_the_sink(mask)
 
 
-class DeepseekV4(PretrainedModel):
+class DeepseekV4(DeepseekV4Layout):
     """A DeepSeek V4 decoder (see the module docstring)."""
-
-    causal = True
-    family_name = "DeepSeek V4 decoder"
-    prefixes = ("model.",)
-    embedding = "embed_tokens.weight"
-
-    # ---- configuration ------------------------------------------------------------------------
-    def configure(self, config: Config) -> None:
-        """Read sizes, layer kinds, compression, the indexer, RoPE, hyper-connections and MoE."""
-        pos = config.positive_int
-        self.d_model, self.n_heads = pos("hidden_size"), pos("num_attention_heads")
-        self.n_kv_heads = 1  # one key = value head, shared by every query head
-        self.n_layers, self.d_head = pos("num_hidden_layers"), pos("head_dim")
-        self.q_rank, self.d_ff = pos("q_lora_rank"), pos("moe_intermediate_size")
-        self.eps = config.number("rms_norm_eps", default=1e-6)
-        self.max_positions = pos("max_position_embeddings", default=1048576)
-        self.window = pos("sliding_window")
-        self.o_groups, self.o_rank = pos("o_groups"), pos("o_lora_rank")
-        if (self.n_heads * self.d_head) % self.o_groups:
-            raise config.error(
-                f"o_groups={self.o_groups} does not divide num_attention_heads * head_dim = "
-                f"{self.n_heads * self.d_head}"
-            )
-        self.index_heads, self.index_dim = pos("index_n_heads"), pos("index_head_dim")
-        self.index_topk = pos("index_topk")
-        self.hc_mult, self.hc_iters = pos("hc_mult"), pos("hc_sinkhorn_iters", default=20)
-        self.hc_eps = config.number("hc_eps", default=1e-6)
-        self.layer_kinds, self.rates = _layer_kinds(config, self.n_layers)
-        self.rope = _rotations(config, self.d_head, self.index_dim)
-        self.mlp_kinds = _mlp_kinds(config, self.n_layers)
-        self.top_k = config.positive_int("num_experts_per_tok")
-        self.n_experts = config.positive_int("n_routed_experts")
-        scoring = config.get("scoring_func", default="sqrtsoftplus")
-        if scoring not in ROUTER_SCORES:
-            raise config.error(
-                f"scoring_func {scoring!r} is not supported (supported: {', '.join(ROUTER_SCORES)})"
-            )
-        self.router_scores = ROUTER_SCORES[scoring]
-        self.routed_scaling = config.number("routed_scaling_factor", default=1.0)
-        self.swiglu_limit = config.number("swiglu_limit", default=10.0)
-        self.act = config.activation("hidden_act", default="silu")
-        self.mlp_bias = bool(config.get("mlp_bias", default=False))
-
-    # ---- tensors ------------------------------------------------------------------------------
-    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
-        """The final norm and the last hyper-connection."""
-        n, d = self.hc_mult, self.d_model
-        return {
-            "norm.weight": (d,),
-            "hc_head.hc_fn": (n, n * d),
-            "hc_head.hc_base": (n,),
-            "hc_head.hc_scale": (1,),
-        }
-
-    def layer_tensors(self, i: int) -> dict[str, tuple[str, tuple[int, ...]]]:
-        """Attention (with its compressor and indexer), norms, hyper-connections and experts."""
-        d, dh, h, n = self.d_model, self.d_head, self.n_heads, self.hc_mult
-        p, a = f"layers.{i}.", f"layers.{i}.attn."
-        parts = {
-            "attn_norm": (p + "attn_norm.weight", (d,)),
-            "wq_a": (a + "wq_a.weight", (self.q_rank, d)),
-            "q_norm": (a + "q_norm.weight", (self.q_rank,)),
-            "wq_b": (a + "wq_b.weight", (h * dh, self.q_rank)),
-            "wkv": (a + "wkv.weight", (dh, d)),
-            "kv_norm": (a + "norm.weight", (dh,)),
-            "wo_a": (a + "wo_a.weight", (self.o_groups * self.o_rank, h * dh // self.o_groups)),
-            "wo_b": (a + "wo_b.weight", (d, self.o_groups * self.o_rank)),
-            "sinks": (a + "attn_sink", (h,)),
-            "ffn_norm": (p + "ffn_norm.weight", (d,)),
-            "gate": (p + "ffn.gate.weight", (self.n_experts, d)),
-        }
-        for hc in ("attn", "ffn"):
-            parts[f"hc_{hc}_fn"] = (p + f"hc_{hc}_fn", ((2 + n) * n, n * d))
-            parts[f"hc_{hc}_base"] = (p + f"hc_{hc}_base", ((2 + n) * n,))
-            parts[f"hc_{hc}_scale"] = (p + f"hc_{hc}_scale", (3,))
-        kind = self.layer_kinds[i]
-        if kind != SLIDING:
-            width = (2 if kind == SPARSE else 1) * dh
-            parts.update(self._compressor(a + "compressor.", "c_", width, dh, kind))
-        if kind == SPARSE:
-            parts.update(self._compressor(a + "indexer.compressor.", "i_", 2 * self.index_dim,
-                                          self.index_dim, kind))  # fmt: skip
-            parts["i_wq_b"] = (a + "indexer.wq_b.weight", (self.index_heads * self.index_dim,
-                                                           self.q_rank))  # fmt: skip
-            parts["i_weights"] = (a + "indexer.weights_proj.weight", (self.index_heads, d))
-        if self.mlp_kinds[i] == "moe":
-            parts["gate_bias"] = (p + "ffn.gate.bias", (self.n_experts,))
-        experts = [f"experts.{e}." for e in range(self.n_experts)] + ["shared_experts."]
-        shapes = {"w1": (self.d_ff, d), "w3": (self.d_ff, d), "w2": (d, self.d_ff)}
-        for e, name in enumerate(experts):
-            for w, shape in shapes.items():
-                parts[f"e{e}_{w}"] = (p + f"ffn.{name}{w}.weight", shape)
-                if self.mlp_bias and name == "shared_experts.":
-                    parts[f"e{e}_{w}_bias"] = (p + f"ffn.{name}{w}.bias", shape[:1])
-        return parts
-
-    def _compressor(
-        self, prefix: str, key: str, width: int, dim: int, kind: str
-    ) -> dict[str, tuple[str, tuple[int, ...]]]:
-        return {
-            key + "wkv": (prefix + "wkv.weight", (width, self.d_model)),
-            key + "wgate": (prefix + "wgate.weight", (width, self.d_model)),
-            key + "ape": (prefix + "ape", (self.rates[kind], width)),
-            key + "norm": (prefix + "norm.weight", (dim,)),
-        }
-
-    def prepare_layer(self, i: int) -> dict[str, np.ndarray | None]:
-        """The tensors of layer ``i``, with the experts grouped and the hash table (int)."""
-        w = super().prepare_layer(i)
-        if self.mlp_kinds[i] == "hash_moe":
-            name = self.prefix + f"layers.{i}.ffn.gate.tid2eid"
-            if name not in self.tensors:
-                raise ValueError(f"{self.path}: tensor {name!r} is missing (hash_moe layer {i})")
-            w["tid2eid"] = np.asarray(self.tensors.file(name).get(name), dtype=np.int64)
-        return w
-
-    def _experts(self, w: dict) -> dict:
-        def expert(e: int) -> dict:
-            return {k: w.get(f"e{e}_{k}") for k in ("w1", "w2", "w3")} | {
-                f"b{k[1]}": w.get(f"e{e}_{k}_bias") for k in ("w1", "w2", "w3")
-            }
-
-        return {
-            "gate": w["gate"],
-            "bias": w.get("gate_bias"),
-            "k": self.top_k,
-            "experts": [expert(e) for e in range(self.n_experts)],
-            "shared": expert(self.n_experts),
-        }
 
     # ---- the steps ----------------------------------------------------------------------------
     def embed(self, ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -349,12 +135,14 @@ class DeepseekV4(PretrainedModel):
         angles = positions.astype(np.float32)[:, None] * inv[None, :]
         return np.cos(angles) * np.float32(factor), np.sin(angles) * np.float32(factor)
 
+    def _block_input(self, w: dict, h: np.ndarray) -> np.ndarray:
+        """The attention's input: the streams (seq, n, d) collapsed, then normed: (seq, d)."""
+        pre, _, _ = self._hc(w, "attn", h)
+        return rms_norm(np.einsum("sn,snd->sd", pre, h), w["attn_norm"], self.eps)
+
     def attention_inputs(self, i: int, h: np.ndarray, positions: np.ndarray) -> AttentionInputs:
         """Collapse the streams into the block's input, then :meth:`attention_on` it."""
-        w = self.layer_weights(i)
-        pre, _, _ = self._hc(w, "attn", h)
-        x = rms_norm(np.einsum("sn,snd->sd", pre, h), w["attn_norm"], self.eps)  # (seq, d_model)
-        return self.attention_on(i, x, positions)
+        return self.attention_on(i, self._block_input(self.layer_weights(i), h), positions)
 
     def attention_on(self, i: int, x: np.ndarray, positions: np.ndarray) -> AttentionInputs:
         """Queries, the one key = value head and the compressed entries of layer ``i``.
@@ -366,63 +154,154 @@ class DeepseekV4(PretrainedModel):
         x : ndarray, shape (seq, d_model)
             Its attention's input (the streams collapsed, then normed).
         positions : ndarray of int, shape (seq,)
-            Positions ``0 .. seq - 1`` (compression starts at the first token).
+            Positions ``0 .. seq - 1`` (compression starts at the first token; generation
+            goes through :meth:`extend_cache`).
 
         Returns
         -------
         CompressedAttentionInputs
         """
         w, kind = self.layer_weights(i), self.layer_kinds[i]
+        inputs = self._token_inputs(w, kind, x, positions)
+        if kind == SLIDING:
+            return inputs
+        if not np.array_equal(positions, np.arange(len(positions))):
+            raise ValueError(
+                f"layer {i} compresses windows counted from the first token: positions must "
+                f"be 0 .. {len(positions) - 1}, got {positions[:3]}..."
+            )
+        index_keys = self._entries(w, SPARSE, x, key="i_") if kind == SPARSE else None
+        return self._with_entries(w, kind, inputs, positions, self._entries(w, kind, x), index_keys)
+
+    def _token_inputs(
+        self, w: dict, kind: str, x: np.ndarray, positions: np.ndarray
+    ) -> CompressedAttentionInputs:
+        """The tokens' queries and keys: each query sees the last ``sliding_window`` tokens."""
         c_q = rms_norm(linear(x, w["wq_a"]), w["q_norm"], self.eps)  # (seq, q_lora_rank)
         q = split_heads(linear(c_q, w["wq_b"]), self.n_heads)  # (n_heads, seq, d_head)
         cos, sin = self._angles(kind, positions)
         q = rope_tail(unweighted_rms_norm(q, self.eps), cos, sin)
-        kv = rope_tail(rms_norm(linear(x, w["wkv"]), w["kv_norm"], self.eps), cos, sin)
-        behind = positions[:, None] - positions[None, :]  # (seq, seq)
-        mask = behind < self.window  # the sliding branch (causality comes from key positions)
-        key_positions, kept = positions, None
-        if kind != SLIDING:
-            if not np.array_equal(positions, np.arange(len(positions))):
-                raise ValueError(
-                    f"layer {i} compresses windows counted from the first token: positions must "
-                    f"be 0 .. {len(positions) - 1}, got {positions[:3]}..."
-                )
-            entries = self._entries(w, kind, x)  # (n_entries, d_head)
-            rate = self.rates[kind]
-            ends = np.arange(1, entries.shape[0] + 1) * rate - 1  # last token of each window
-            kv = np.concatenate([kv, entries])
-            key_positions = np.concatenate([positions, ends])
-            mask = np.concatenate([mask, np.ones((len(positions), len(ends)), bool)], axis=1)
-            if kind == SPARSE:
-                chosen = self._indexer(w, x, c_q, positions, ends)  # (seq, n_entries)
-                kept = np.concatenate([np.ones_like(behind, dtype=bool), chosen], axis=1)
-        kv = kv[None]  # (1, n_keys, d_head)
+        kv = rope_tail(rms_norm(linear(x, w["wkv"]), w["kv_norm"], self.eps), cos, sin)[None]
+        behind = positions[:, None] - positions[None, :]  # (seq, seq); causality: key positions
         return CompressedAttentionInputs(
-            x=x, q=q, k=kv, v=kv, scale=1.0 / math.sqrt(self.d_head), key_positions=key_positions,
-            mask=mask, kept=kept, rotation=(cos, sin), sinks=w["sinks"],
+            x=x, q=q, k=kv, v=kv, scale=1.0 / math.sqrt(self.d_head), key_positions=positions,
+            mask=behind < self.window, rotation=(cos, sin), sinks=w["sinks"], query_latent=c_q,
         )  # fmt: skip
 
-    def _entries(self, w: dict, kind: str, x: np.ndarray, key: str = "c_") -> np.ndarray:
-        """The compressed entries of the windows of ``x`` (normed, rotated at their start)."""
-        rate = self.rates[kind]
+    def _with_entries(
+        self, w: dict, kind: str, inputs: CompressedAttentionInputs, positions: np.ndarray,
+        entries: np.ndarray, index_keys: np.ndarray | None,
+    ) -> CompressedAttentionInputs:  # fmt: skip
+        """The compressed entries as more keys, after the tokens; the indexer's choice of them.
+
+        Entry ``e`` is seen once its window is complete: its key position is the window's last
+        token.  In a compressed sparse layer each query keeps the ``index_topk`` entries its
+        indexer scores highest.
+        """
+        ends = np.arange(1, len(entries) + 1) * self.rates[kind] - 1  # (n_entries,)
+        k = np.concatenate([inputs.k[0], entries])[None]  # (1, n_tokens + n_entries, d_head)
+        n_q, n_tokens = inputs.mask.shape
+        mask = np.concatenate([inputs.mask, np.ones((n_q, len(ends)), dtype=bool)], axis=1)
+        kept = None
+        if kind == SPARSE:
+            chosen = self._indexer(w, inputs, positions, index_keys, ends)  # (n_q, n_entries)
+            kept = np.concatenate([np.ones((n_q, n_tokens), dtype=bool), chosen], axis=1)
+        key_positions = np.concatenate([inputs.key_positions, ends])
+        return replace(inputs, k=k, v=k, key_positions=key_positions, mask=mask, kept=kept)
+
+    def _entries(
+        self, w: dict, kind: str, x: np.ndarray, key: str = "c_", first: int = 0
+    ) -> np.ndarray:
+        """The entries of the complete windows of ``x``: pooled, normed, rotated at their start.
+
+        ``x`` starts at window ``first`` (a compressed sparse layer's, when ``first > 0``, at
+        the window before, whose first halves entry ``first`` pools too).
+        """
+        rate, overlap = self.rates[kind], kind == SPARSE
         pooled = compress(
             linear(x, w[key + "wkv"]), linear(x, w[key + "wgate"]), w[key + "ape"], rate,
-            overlap=kind == SPARSE,
-        )  # fmt: skip
-        cos, sin = self._angles(kind, np.arange(pooled.shape[0]) * rate)
+            overlap=overlap,
+        )[int(overlap and first > 0) :]  # fmt: skip
+        cos, sin = self._angles(kind, (first + np.arange(len(pooled))) * rate)
         return rope_tail(rms_norm(pooled, w[key + "norm"], self.eps), cos, sin)
 
     def _indexer(
-        self, w: dict, x: np.ndarray, c_q: np.ndarray, positions: np.ndarray, ends: np.ndarray
-    ) -> np.ndarray:
+        self, w: dict, inputs: CompressedAttentionInputs, positions: np.ndarray,
+        keys: np.ndarray, ends: np.ndarray,
+    ) -> np.ndarray:  # fmt: skip
         """Which compressed entries each query keeps: the indexer's top ``index_topk``."""
-        keys = self._entries(w, SPARSE, x, key="i_")  # (n_entries, index_head_dim)
-        q = split_heads(linear(c_q, w["i_wq_b"]), self.index_heads)  # (heads, seq, index_dim)
-        q = rope_tail(q, *self._angles(SPARSE, positions))
-        head_weights = linear(x, w["i_weights"]) * np.float32(self.index_heads**-0.5)
+        q = split_heads(linear(inputs.query_latent, w["i_wq_b"]), self.index_heads)
+        q = rope_tail(q, *self._angles(SPARSE, positions))  # (heads, seq, index_head_dim)
+        head_weights = linear(inputs.x, w["i_weights"]) * np.float32(self.index_heads**-0.5)
         scores = indexer_scores(q, keys, head_weights)  # (seq, n_entries)
         visible = positions[:, None] >= ends[None, :]
         return top_k_kept(scores, visible, self.index_topk)
+
+    # ---- generation with a cache --------------------------------------------------------------
+    def attention_step(
+        self, i: int, h: np.ndarray, positions: np.ndarray, cache: LayerCache | None = None
+    ) -> tuple[np.ndarray, LayerAttention]:
+        """As every family's; with a cache, the new tokens' keys go through :meth:`extend_cache`."""
+        if cache is None:
+            return super().attention_step(i, h, positions)
+        w = self.layer_weights(i)
+        inputs = self._token_inputs(w, self.layer_kinds[i], self._block_input(w, h), positions)
+        return self.attend_inputs(i, self.extend_cache(i, inputs, positions, cache), positions)
+
+    def extend_cache(
+        self, i: int, inputs: AttentionInputs, positions: np.ndarray, cache: LayerCache
+    ) -> AttentionInputs:
+        """The new tokens' keys behind the cached ones, then every compressed entry.
+
+        ``cache.state`` keeps the key = value vectors of the last ``sliding_window - 1``
+        tokens, the entries (and indexer keys) of the complete windows, and the attention
+        inputs of the tokens of the unfinished window (and of the window before it, in a
+        compressed sparse layer): when the new tokens complete a window, its entry is made.
+        ``cache.k``, ``cache.v`` and ``cache.key_positions`` are the keys the new tokens
+        attended.
+        """
+        st, w, kind = cache.state, self.layer_weights(i), self.layer_kinds[i]
+        tokens = np.concatenate([st.get("tokens", inputs.k[0][:0]), inputs.k[0]])
+        token_positions = np.concatenate([st.get("token_positions", positions[:0]), positions])
+        behind = positions[:, None] - token_positions[None, :]
+        out = replace(inputs, k=tokens[None], v=tokens[None], key_positions=token_positions,
+                      mask=behind < self.window)  # fmt: skip
+        still = token_positions > positions[-1] + 1 - self.window  # the next query's window
+        st["tokens"], st["token_positions"] = tokens[still], token_positions[still]
+        if kind != SLIDING:
+            entries, index_keys = self._compress_more(w, kind, inputs.x, positions, st)
+            out = self._with_entries(w, kind, out, positions, entries, index_keys)
+        cache.k, cache.v, cache.key_positions, cache.window = out.k, out.v, out.key_positions, None
+        return out
+
+    def _compress_more(
+        self, w: dict, kind: str, x: np.ndarray, positions: np.ndarray, state: dict
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Every entry so far, with those of the windows that the new tokens complete.
+
+        ``x`` (seq, d_model) are the new tokens' attention inputs, at ``positions``; ``state``
+        holds the entries made so far and the inputs of the tokens still needed (from window
+        ``"x_from"``), and is updated.
+        """
+        rate, sparse = self.rates[kind], kind == SPARSE
+        entries, keys = state.get("entries"), state.get("index_keys")
+        x = np.concatenate([state["x"], x]) if "x" in state else x  # from window x_from
+        x_from, done = state.get("x_from", 0), 0 if entries is None else len(entries)
+        complete = (int(positions[-1]) + 1) // rate  # windows complete now
+        if complete > done:
+            start = (done - int(sparse and done > 0) - x_from) * rate  # row of window done (- 1)
+            more = self._entries(w, kind, x[start:], first=done)
+            entries = more if entries is None else np.concatenate([entries, more])
+            if sparse:
+                more = self._entries(w, kind, x[start:], key="i_", first=done)
+                keys = more if keys is None else np.concatenate([keys, more])
+        keep = max(complete - int(sparse), 0)  # the inputs the next entries need, from this window
+        state["x"], state["x_from"] = x[(keep - x_from) * rate :], keep
+        state["entries"], state["index_keys"] = entries, keys
+        if entries is None:
+            entries = np.zeros((0, self.d_head), dtype=x.dtype)
+            keys = np.zeros((0, self.index_dim), dtype=x.dtype) if sparse else None
+        return entries, keys
 
     def run_attention(
         self, inputs: AttentionInputs, mask: np.ndarray | None, temperature: float = 1.0
@@ -455,10 +334,15 @@ class DeepseekV4(PretrainedModel):
         return linear(low.transpose(1, 0, 2).reshape(seq, -1), w["wo_b"])
 
     def run_block(
-        self, i: int, h: np.ndarray, positions: np.ndarray, ids: np.ndarray | None = None
+        self,
+        i: int,
+        h: np.ndarray,
+        positions: np.ndarray,
+        cache: LayerCache | None = None,
+        ids: np.ndarray | None = None,
     ) -> tuple[np.ndarray, LayerAttention]:
         """Layer ``i`` on the streams ``h`` (seq, hc_mult, d_model); ``ids`` for hash routing."""
-        out, layer = self.attention_step(i, h, positions)
+        out, layer = self.attention_step(i, h, positions, cache)
         return self.finish_block(i, h, out, ids), layer
 
     def finish_block(
@@ -488,93 +372,3 @@ class DeepseekV4(PretrainedModel):
         mixes = linear(unweighted_rms_norm(h.reshape(seq, n * d), self.eps), fn)  # (seq, n)
         pre = sigmoid(mixes * scale + base) + self.hc_eps  # (seq, n)
         return rms_norm(np.einsum("sn,snd->sd", pre, h), self.weight("norm.weight"), self.eps)
-
-    # ---- what the layers are ------------------------------------------------------------------
-    def layer_kind(self, layer: int) -> str:
-        """The kind of ``layer``, e.g. ``"sliding, window 128"``.
-
-        Or ``"compressed sparse, rate 4, top 512"``, ``"heavily compressed, rate 128"``.
-        """
-        kind = self.layer_kinds[self._check_layer(layer)]
-        if kind == SLIDING:
-            return f"sliding, window {self.window}"
-        if kind == SPARSE:
-            return f"compressed sparse, rate {self.rates[kind]}, top {self.index_topk}"
-        return f"heavily compressed, rate {self.rates[kind]}"
-
-    def entry_tokens(self, layer: int, n_tokens: int) -> list[tuple[int, int]]:
-        """The tokens each compressed entry of ``layer`` stands for, as (first, last) positions.
-
-        An entry of a compressed sparse layer pools its window and the window before; a
-        sliding layer has none.
-        """
-        kind = self.layer_kinds[self._check_layer(layer)]
-        if kind == SLIDING:
-            return []
-        rate = self.rates[kind]
-        back = rate if kind == SPARSE else 0
-        return [(max(w * rate - back, 0), (w + 1) * rate - 1) for w in range(n_tokens // rate)]
-
-    def key_labels(self, text: str, layer: int) -> list[str]:
-        """The tokens, then ``"compressed block w (tokens a-b)"`` for each compressed entry."""
-        tokens = self.tokenize(text)
-        entries = self.entry_tokens(layer, len(tokens))
-        return tokens + [f"compressed block {w} (tokens {a}-{b})" for w, (a, b) in
-                         enumerate(entries)]  # fmt: skip
-
-    def kv_cache_parts(self, layer: int = 0) -> dict[str, float]:
-        """Numbers the cache of ``layer`` gains per token over a long text, per part.
-
-        The sliding window's keys (one key = value head) are a fixed amount, not counted here
-        (see :meth:`kv_cache_size`); a compressed layer gains one entry of ``head_dim``
-        numbers per ``rate`` tokens, and a compressed sparse one also one indexer key of
-        ``index_head_dim``.
-        """
-        kind = self.layer_kinds[self._check_layer(layer)]
-        if kind == SLIDING:
-            return {}
-        parts = {"compressed": self.d_head / self.rates[kind]}
-        if kind == SPARSE:
-            parts["indexer"] = self.index_dim / self.rates[kind]
-        return parts
-
-    def kv_cache_size(self, layer: int, n_tokens: int) -> dict[str, int]:
-        """Numbers the cache of ``layer`` holds after ``n_tokens`` tokens, per part.
-
-        * ``"window"``: the key = value vectors of the last ``sliding_window - 1`` tokens
-          (the next token makes the window full);
-        * ``"compressed"``, ``"indexer"``: one entry (``head_dim``, and ``index_head_dim``
-          for the indexer of a compressed sparse layer) per complete window of ``rate``;
-        * ``"pending"``: the projections and gates of the tokens of the unfinished window,
-          and, for a compressed sparse layer, the first halves of the last complete window
-          (the next entry pools them too).
-        """
-        kind = self.layer_kinds[self._check_layer(layer)]
-        sizes = {"window": min(n_tokens, self.window - 1) * self.d_head}
-        if kind == SLIDING:
-            return sizes
-        rate = self.rates[kind]
-        full, rest = divmod(n_tokens, rate)
-        dims = [self.d_head] + ([self.index_dim] if kind == SPARSE else [])
-        sizes["compressed"] = full * self.d_head
-        if kind == SPARSE:
-            sizes["indexer"] = full * self.index_dim
-        width = 2 if kind == SPARSE else 1  # features per token of the compressor: [a | b]
-        sizes["pending"] = sum(2 * rest * width * d for d in dims)  # kv and gate
-        if kind == SPARSE and full:
-            sizes["pending"] += sum(2 * rate * d for d in dims)  # the last window's a halves
-        return sizes
-
-    def describe(self) -> str:
-        """One line: sizes, the layer kinds and the stored dtype."""
-        counts = {k: self.layer_kinds.count(k) for k in (SLIDING, SPARSE, HEAVY)}
-        kinds = ", ".join(
-            f"{n} {kind.replace('_attention', '').replace('_', ' ')}"
-            for kind, n in counts.items() if n
-        )  # fmt: skip
-        return (
-            f"{self.name}: {self.family_name}, {self.n_layers} layers ({kinds}) x "
-            f"{self.n_heads} heads (1 shared key = value head), d_model {self.d_model}, d_head "
-            f"{self.d_head}, sliding window {self.window}, {self.hc_mult} residual streams, "
-            f"{self.n_experts} experts ({self.stored_dtype})"
-        )

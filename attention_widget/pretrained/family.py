@@ -145,6 +145,7 @@ class Family:
     family_name = ""  # e.g. "BERT encoder", shown by describe()
     prefixes: tuple[str, ...] = ()  # optional tensor name prefixes, e.g. "bert."
     embedding = ""  # the token embedding's name: also locates the prefix
+    output_head = "lm_head.weight"  # the output layer's name, when not tied to the embedding
 
     def __init__(self, path: Path, config: dict, tensors: Tensors, cache_bytes: int) -> None:
         self.path = path
@@ -359,7 +360,7 @@ class Family:
 
     def _head_name(self) -> str:
         """The tensor that maps final hidden states to logits (see :meth:`logits`)."""
-        head = next((n for n in (self.prefix + "lm_head.weight", "lm_head.weight")
+        head = next((n for n in (self.prefix + self.output_head, self.output_head)
                      if n in self.tensors), None)  # fmt: skip
         tied = self.config.get("tie_word_embeddings")
         if tied is None:
@@ -369,7 +370,7 @@ class Family:
         if head is None:
             raise ValueError(
                 f"{self.path}: config.json says tie_word_embeddings=false but "
-                f"{self.tensors.file_names} has no lm_head.weight: the output layer is missing"
+                f"{self.tensors.file_names} has no {self.output_head}: the output layer is missing"
             )
         if self.tensors.shape(head)[1:] != (self.d_model,):
             raise ValueError(
@@ -473,6 +474,12 @@ class Family:
         inputs = self.attention_inputs(i, h, positions)
         if cache is not None:
             inputs = self.extend_cache(i, inputs, positions, cache)
+        return self.attend_inputs(i, inputs, positions)
+
+    def attend_inputs(
+        self, i: int, inputs: AttentionInputs, positions: np.ndarray
+    ) -> tuple[np.ndarray, LayerAttention]:
+        """Layer ``i``'s attention on ``inputs``: mask, softmax, the output projection."""
         mask = self.attention_mask(inputs, positions)
         att = self.run_attention(inputs, mask)
         out = self.attention_output(i, self.concat_heads(inputs, att.head_outputs))
