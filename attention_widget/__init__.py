@@ -33,9 +33,19 @@ from .engine import (
     with_temperature,
 )
 from .inputs import embed, positional_encoding, tokenize
+from .kinds import LatentParams, cross_attention, init_latent_params, latent_attention
 from .long import LongTrace, long_attention, long_with_temperature
 from .pretrained import load_pretrained
 from .roles import HeadRole, head_roles
+from .variants import (
+    alibi_bias,
+    alibi_slopes,
+    kv_cache_per_token,
+    rope,
+    softcap,
+    top_k_keep,
+    with_sinks,
+)
 
 __version__ = "0.1.0"
 
@@ -49,10 +59,14 @@ __all__ = [
     "Attentions",
     "DesignedHead",
     "HeadRole",
+    "LatentParams",
     "LongTrace",
     "__version__",
+    "alibi_bias",
+    "alibi_slopes",
     "attention_rollout",
     "causal_mask",
+    "cross_attention",
     "designed_embed",
     "designed_jobs",
     "designed_notes",
@@ -61,7 +75,10 @@ __all__ = [
     "estimate_memory",
     "head_mean",
     "head_roles",
+    "init_latent_params",
     "init_params",
+    "kv_cache_per_token",
+    "latent_attention",
     "load_pretrained",
     "long_attention",
     "long_with_temperature",
@@ -69,10 +86,14 @@ __all__ = [
     "normalize_attentions",
     "position_code",
     "positional_encoding",
+    "rope",
     "run_transformers",
     "shift_matrix",
     "sliding_window_mask",
+    "softcap",
     "tokenize",
+    "top_k_keep",
+    "with_sinks",
     "with_temperature",
 ]
 

@@ -14,10 +14,16 @@ import numpy as np
 __all__ = [
     "as_float_array",
     "as_sequence",
+    "check_bias",
+    "check_bool",
     "check_heads",
     "check_int",
     "check_mask",
+    "check_memory",
+    "check_positive",
+    "check_sinks",
     "check_temperature",
+    "check_variants",
 ]
 
 
@@ -62,17 +68,35 @@ def check_heads(
     return n_heads, n_kv_heads, d_head
 
 
+def check_positive(name: str, value: object) -> float:
+    """``value`` as a finite float ``> 0``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
+    v = float(value)
+    if not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+    return v
+
+
 def check_temperature(temperature: object) -> float:
     """The softmax temperature as a finite float ``> 0``."""
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise TypeError(
-            f"temperature must be a real number, got {temperature!r} "
-            f"({type(temperature).__name__})"
-        )
-    t = float(temperature)
-    if not math.isfinite(t) or t <= 0:
-        raise ValueError(f"temperature must be a finite number > 0, got {t!r}")
-    return t
+    return check_positive("temperature", temperature)
+
+
+def check_bool(name: str, value: object) -> bool:
+    """``value`` as a bool (True, False or a NumPy bool; not 0 or 1)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+    return bool(value)
+
+
+def check_sinks(sinks: object, n_heads: int) -> np.ndarray:
+    """One finite sink logit per head, as a float64 array of shape ``(n_heads,)``."""
+    arr = as_float_array("sinks", sinks)
+    if arr.shape != (n_heads,):
+        raise ValueError(f"sinks must hold one logit per head: shape (n_heads,) = ({n_heads},), "
+                         f"got shape {arr.shape}")
+    return arr
 
 
 def as_float_array(name: str, value: object, shape: tuple[int, ...] | None = None) -> np.ndarray:
@@ -90,8 +114,8 @@ def as_float_array(name: str, value: object, shape: tuple[int, ...] | None = Non
     return arr
 
 
-def as_sequence(x: object, d_model: int, dtype: object) -> np.ndarray:
-    """The input ``x`` as a finite ``(seq_len, d_model)`` array of ``dtype`` (float32/float64).
+def as_sequence(x: object, d_model: int, dtype: object, name: str = "x") -> np.ndarray:
+    """The input ``x`` (called ``name``) as a finite ``(seq_len, d_model)`` array of ``dtype``.
 
     No copy when ``x`` already is one.
     """
@@ -104,24 +128,27 @@ def as_sequence(x: object, d_model: int, dtype: object) -> np.ndarray:
     arr = np.asarray(x)
     if arr.dtype.kind not in "fiub":
         example = f" (for example {arr.flat[0]!r})" if arr.size else ""
-        raise TypeError(f"x must hold real numbers, got an array of dtype {arr.dtype}{example}")
-    if arr.size == 0:
-        raise ValueError(
-            f"x is empty (shape {arr.shape}): it needs at least one token, a (1, {d_model}) row"
+        raise TypeError(
+            f"{name} must hold real numbers, got an array of dtype {arr.dtype}{example}"
         )
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty (shape {arr.shape}): it needs at least one token, a "
+                         f"(1, {d_model}) row")
     if arr.ndim != 2:
-        raise ValueError(f"x must be 2-D (seq_len, d_model), got {arr.ndim}-D shape {arr.shape}")
+        raise ValueError(
+            f"{name} must be 2-D (seq_len, d_model), got {arr.ndim}-D shape {arr.shape}"
+        )
     if arr.shape[1] != d_model:
         raise ValueError(
-            f"x has width {arr.shape[1]} but params expect d_model={d_model}: "
-            f"x must have shape (seq_len, {d_model})"
+            f"{name} has width {arr.shape[1]} but params expect d_model={d_model}: "
+            f"{name} must have shape (seq_len, {d_model})"
         )
     arr = arr.astype(dt, copy=False)
     # min and max are NaN if any entry is, infinite if one is (and need no temporary array)
     if not (np.isfinite(arr.min()) and np.isfinite(arr.max())):
         bad = np.argwhere(~np.isfinite(arr))[0]
         raise ValueError(
-            f"x contains NaN or infinity (x[{bad[0]}, {bad[1]}] = {arr[tuple(bad)]}); "
+            f"{name} contains NaN or infinity ({name}[{bad[0]}, {bad[1]}] = {arr[tuple(bad)]}); "
             "every value must be finite"
         )
     return arr
@@ -146,3 +173,42 @@ def check_mask(mask: object, n_q: int, n_k: int) -> np.ndarray | None:
             "key (softmax over nothing is undefined)"
         )
     return None if arr.all() else arr
+
+
+def check_memory(need: int, limit: int, what: str) -> None:
+    """Refuse a call that would need more than ``limit`` bytes, before it allocates them."""
+    if need > limit:
+        raise ValueError(f"{what} would need about {need / 2**30:.1f} GiB (limit "
+                         f"MEMORY_LIMIT_BYTES = {limit / 2**30:.1f} GiB): use a shorter "
+                         "sequence, fewer heads or dtype=float32")
+
+
+def check_variants(
+    n_heads: int, d_head: int, *, rope: object = None, alibi: object = False,
+    softcap: object = None, sinks: object = None, top_k: object = None,
+) -> tuple[float | None, bool, float | None, np.ndarray | None, int | None]:
+    """The attention variants' arguments, checked: ``(rope, alibi, softcap, sinks, top_k)``.
+
+    None (``alibi``: False) means the variant is off.  ``rope`` is the base theta, ``softcap``
+    the cap ``c``, ``sinks`` one logit per head, ``top_k`` the keys kept per query.
+    """
+    if rope is not None:
+        rope = check_positive("rope", rope)
+        if d_head % 2:
+            raise ValueError(f"rope turns pairs of features: it needs an even d_head, got "
+                             f"d_head={d_head}")
+    softcap = None if softcap is None else check_positive("softcap", softcap)
+    sinks = None if sinks is None else check_sinks(sinks, n_heads)
+    top_k = None if top_k is None else check_int("top_k", top_k)
+    return rope, check_bool("alibi", alibi), softcap, sinks, top_k
+
+
+def check_bias(bias: object, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """``bias`` as finite values of ``dtype``, of a shape that broadcasts to ``shape``."""
+    arr = as_float_array("bias", bias)
+    if arr.ndim > len(shape) or any(
+        b not in (1, s) for b, s in zip(arr.shape[::-1], shape[::-1], strict=False)
+    ):
+        raise ValueError(f"bias must broadcast to the scores' shape (n_heads, n_q, n_k) = "
+                         f"{shape}, got shape {arr.shape}")
+    return arr.astype(dtype, copy=False)

@@ -13,20 +13,24 @@ array and ``Q = X @ w_q``.  Grouped-query attention (``n_kv_heads < n_heads``, a
 Qwen3): query head ``h`` reads key/value head ``h // (n_heads // n_kv_heads)``.
 
 Read :func:`multi_head_attention`, then :func:`attend` and :func:`_softmax`: that is the whole
-computation.  Large inputs take the same steps in :mod:`attention_widget.fast`, which gives the
-same trace.  This module imports only NumPy and the standard library.
+computation; the variants of today's models (:mod:`attention_widget.variants`) act there on
+one line each, when asked.  Large inputs take the same steps in :mod:`attention_widget.fast`,
+which gives the same trace.  This module imports only NumPy, the standard library, the
+argument checks and the variants.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import NamedTuple, Union
 
 import numpy as np
 
-from . import _checks, fast
+from . import _checks, fast, variants
+from .seeded import seeded_matrix
+from .variants import alibi_bias
 
 __all__ = [
     "MEMORY_LIMIT_BYTES",
@@ -39,6 +43,7 @@ __all__ = [
     "init_params",
     "merge_heads",
     "multi_head_attention",
+    "resolve_mask",
     "sliding_window_mask",
     "softmax",
     "split_heads",
@@ -50,8 +55,6 @@ __all__ = [
 #: machine.  The two ``(n_heads, seq_len, seq_len)`` arrays dominate: 4 GiB is, in float64,
 #: about 4,400 tokens with 12 heads.
 MEMORY_LIMIT_BYTES = 4 * 2**30
-
-_BLOCK = 64  # side of the seeded blocks the weight matrices are cut from
 
 MaskLike = Union[None, str, np.ndarray]  # noqa: UP007 (a runtime alias on Python 3.10)
 
@@ -136,30 +139,13 @@ class AttentionParams:
         return self.b_q is not None
 
 
-def _seeded_matrix(seed: int, which: int, rows: int, cols: int) -> np.ndarray:
-    """Leading ``(rows, cols)`` block of an unbounded seeded standard-normal matrix.
-
-    The matrix is cut into 64 x 64 blocks, each drawn from its own generator keyed by
-    ``(seed, which, block_row, block_col)``.  A larger request therefore contains every smaller
-    one as its top-left corner: growing ``d_model`` adds rows and columns, it never redraws the
-    old ones.
-    """
-    out = np.empty((rows, cols))
-    for bi in range(0, rows, _BLOCK):
-        for bj in range(0, cols, _BLOCK):
-            block = np.random.default_rng([seed, which, bi // _BLOCK, bj // _BLOCK])
-            tile = block.standard_normal((_BLOCK, _BLOCK))
-            out[bi : bi + _BLOCK, bj : bj + _BLOCK] = tile[: rows - bi, : cols - bj]
-    return out
-
-
 @lru_cache(maxsize=64)
 def _init_full(d_model: int, seed: int, bias: bool) -> tuple[np.ndarray | None, ...]:
     """``w_q, w_k, w_v, w_o, b_q, b_k, b_v, b_o`` of a layer with one K/V head per query head."""
     scale = 1.0 / math.sqrt(d_model)  # keeps the variance of X @ W near that of X
-    mats = [_seeded_matrix(seed, which, d_model, d_model) * scale for which in range(4)]
+    mats = [seeded_matrix(seed, which, d_model, d_model) * scale for which in range(4)]
     biases = [
-        0.1 * _seeded_matrix(seed, 4 + which, 1, d_model)[0] if bias else None
+        0.1 * seeded_matrix(seed, 4 + which, 1, d_model)[0] if bias else None
         for which in range(4)
     ]
     for arr in (*mats, *biases):
@@ -255,8 +241,8 @@ def sliding_window_mask(seq_len: int, window: int) -> np.ndarray:
     return (diff >= 0) & (diff < window)
 
 
-def _resolve_mask(mask: MaskLike, seq_len: int, window: int | None) -> np.ndarray | None:
-    """A boolean (seq_len, seq_len) array for ``mask``, or None for full attention."""
+def resolve_mask(mask: MaskLike, seq_len: int, window: int | None) -> np.ndarray | None:
+    """``mask`` of :func:`multi_head_attention` as a (seq_len, seq_len) bool array; None: all."""
     if isinstance(mask, str):
         if mask == "none":
             return None
@@ -277,20 +263,23 @@ def _resolve_mask(mask: MaskLike, seq_len: int, window: int | None) -> np.ndarra
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class AttentionTrace:
-    """Every intermediate of one multi-head self-attention layer.
+    """Every intermediate of one multi-head attention layer.
 
     Attributes
     ----------
     x : ndarray, shape (seq_len, d_model)
-        The input.
+        The input (the queries' input, for cross-attention).
     q : ndarray, shape (n_heads, seq_len, d_head)
-        Queries, ``X @ w_q`` split into heads.
-    k, v : ndarray, shape (n_kv_heads, seq_len, d_head)
-        Keys and values, split into key/value heads.
-    scores : ndarray, shape (n_heads, seq_len, seq_len)
-        ``q @ k^T / sqrt(d_head)``, before temperature and mask.
-    weights : ndarray, shape (n_heads, seq_len, seq_len)
-        ``softmax(scores / temperature)`` over keys; masked entries are exactly 0, rows sum to 1.
+        Queries, ``X @ w_q`` split into heads (rotated, with RoPE).
+    k, v : ndarray, shape (n_kv_heads, n_keys, d_head)
+        Keys (rotated, with RoPE) and values, split into key/value heads.  ``n_keys`` is
+        ``seq_len`` but for cross-attention.
+    scores : ndarray, shape (n_heads, seq_len, n_keys)
+        What enters ``softmax(scores / temperature)``: ``q @ k^T / sqrt(d_head)``, plus the
+        ALiBi bias, soft-capped, where asked; before temperature and mask.
+    weights : ndarray, shape (n_heads, seq_len, n_keys)
+        ``softmax(scores / temperature)`` over keys; masked entries and keys dropped by top-k
+        are exactly 0; rows sum to 1, less the sink's weight where there are sinks.
     head_outputs : ndarray, shape (n_heads, seq_len, d_head)
         ``weights @ v`` for each head.
     concat : ndarray, shape (seq_len, d_model)
@@ -300,10 +289,18 @@ class AttentionTrace:
     mask : ndarray of bool, shape (seq_len, seq_len)
         True where query ``i`` may attend key ``j`` (all True without a mask).
     entropy : ndarray, shape (n_heads, seq_len)
-        Entropy (nats) of each row of ``weights``: 0 for a one-hot row, ``log(#keys)`` for a
-        uniform one.  Low entropy = a sharp head.
+        Entropy (nats) of each row of ``weights`` (and the sink): 0 for a one-hot row,
+        ``log(#keys)`` for a uniform one.  Low entropy = a sharp head.
     temperature : float
         The softmax temperature used.
+    x_kv, latent : ndarray or None
+        Cross-attention's second input (n_keys, d_model); latent attention's ``c_kv``
+        (seq_len, kv_rank) (see :mod:`attention_widget.kinds`).
+    rope, alibi, softcap, sinks, top_k
+        The variants used, as passed to :func:`multi_head_attention`; None (False) if unused.
+    sink_weights, kept : ndarray or None
+        With sinks, what each query gave its head's sink (n_heads, seq_len); with top-k, the
+        keys kept (bool, shape of ``weights``).
     """
 
     x: np.ndarray
@@ -318,6 +315,15 @@ class AttentionTrace:
     mask: np.ndarray
     entropy: np.ndarray
     temperature: float
+    x_kv: np.ndarray | None = None
+    latent: np.ndarray | None = None
+    rope: float | None = None
+    alibi: bool = False
+    softcap: float | None = None
+    sinks: np.ndarray | None = None
+    top_k: int | None = None
+    sink_weights: np.ndarray | None = None
+    kept: np.ndarray | None = None
 
     @property
     def seq_len(self) -> int:
@@ -378,7 +384,8 @@ def estimate_memory(
 # --------------------------------------------------------------------------------------------
 @np.errstate(over="ignore", invalid="ignore")  # a tiny T or overflowed scores: see the notes
 def _softmax(
-    scores: np.ndarray, temperature: float, mask: np.ndarray | None
+    scores: np.ndarray, temperature: float, mask: np.ndarray | None,
+    sinks: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``weights = softmax(scores / T)`` over the last axis, and the entropy of each row.
 
@@ -388,15 +395,17 @@ def _softmax(
         Finite scores.
     temperature : float
         ``T > 0``.
-    mask : ndarray of bool, shape (n_q, n_k), or None
+    mask : ndarray of bool, shape (n_q, n_k) or (..., n_q, n_k), or None
         True where a key may be attended; every row has one.
+    sinks : ndarray, shape (n_heads,), or None
+        For ``scores`` (n_heads, n_q, n_k): one more logit per head in each of its rows.
 
     Returns
     -------
-    weights : ndarray, same shape as ``scores``
+    weights : ndarray, same shape as ``scores`` (with sinks: one more column, the sink's)
         Rows sum to 1; masked entries are exactly 0.
     entropy : ndarray, shape (..., n_q)
-        ``-sum_k w_k log w_k`` in nats.
+        ``-sum_k w_k log w_k`` in nats (the sink's weight included).
 
     Notes
     -----
@@ -405,6 +414,8 @@ def _softmax(
     ``-inf``: weight 0, as it should be.  Scores that overflowed to infinity give NaN, which
     :func:`multi_head_attention` reports.
     """
+    if sinks is not None:  # each head's sink logit joins its rows: [h, n_q, n_k + 1]
+        scores, mask = variants.with_sinks(scores, sinks, mask)
     allowed = scores if mask is None else np.where(mask, scores, -np.inf)  # [..., n_q, n_k]
     top = allowed.max(axis=-1, keepdims=True)  # [..., n_q, 1], the largest allowed score
     z = allowed - top  # <= 0, and 0 at the top: exp cannot overflow
@@ -454,10 +465,12 @@ def softmax(
 class Attended(NamedTuple):
     """What :func:`attend` returns: the attention step of every head."""
 
-    scores: np.ndarray  # (n_heads, n_q, n_k): scale * q k^T, before temperature and mask
+    scores: np.ndarray  # (n_heads, n_q, n_k): scale * q k^T (+ bias, capped), before T and mask
     weights: np.ndarray  # (n_heads, n_q, n_k): softmax(scores / T), masked keys exactly 0
     head_outputs: np.ndarray  # (n_heads, n_q, d_v): weights @ v
     entropy: np.ndarray  # (n_heads, n_q): entropy of each row of weights, in nats
+    sink_weights: np.ndarray | None = None  # (n_heads, n_q): each row's weight on the sink
+    kept: np.ndarray | None = None  # (n_heads, n_q, n_k) of bool: the keys top-k kept
 
 
 def split_heads(x: np.ndarray, n_heads: int) -> np.ndarray:
@@ -480,6 +493,10 @@ def attend(
     mask: np.ndarray | None = None,
     temperature: float = 1.0,
     scale: float | None = None,
+    bias: np.ndarray | None = None,
+    softcap: float | None = None,
+    sinks: np.ndarray | None = None,
+    top_k: int | None = None,
 ) -> Attended:
     """The attention step of every head: scores, softmax, and the weighted sum of values.
 
@@ -494,28 +511,43 @@ def attend(
     temperature : float, default 1.0
     scale : float, optional
         Multiplies ``q k^T``; default ``1 / sqrt(d_head)``.
+    bias, softcap, sinks, top_k : optional
+        The variants (:mod:`attention_widget.variants`), in the order they act: ``bias``
+        (broadcast to (n_heads, n_q, n_k), e.g. ALiBi's) is added to the scores, then
+        ``softcap`` (c) caps them to ``c tanh(scores / c)``; after the mask, each query keeps
+        its ``top_k`` best keys (ties to the earlier key); one logit per head, ``sinks``
+        (n_heads,), joins every row's softmax (divided by T) and is dropped: rows sum to < 1.
 
     Returns
     -------
     Attended
-        ``scores = scale * q k^T`` (before temperature and mask), ``weights =
-        softmax(scores / T)``, ``head_outputs = weights @ v`` and the row entropy.
+        ``scores = scale * q k^T (+ bias, capped)`` (before temperature and mask), ``weights =
+        softmax(scores / T)``, ``head_outputs = weights @ v``, the row entropy, and with sinks
+        ``sink_weights`` (n_heads, n_q), with top-k ``kept`` (bool, as weights).
     """
     group = q.shape[0] // k.shape[0]  # query heads per key/value head
     k = np.repeat(k, group, axis=0)  # [n_kv, n_k, d_head] -> [n_heads, n_k, d_head]
     v = np.repeat(v, group, axis=0)  # [n_kv, n_k, d_v] -> [n_heads, n_k, d_v]
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     scores = scale * q @ k.transpose(0, 2, 1)  # [h, n_q, d] @ [h, d, n_k] -> [h, n_q, n_k]
-    weights, entropy = _softmax(scores, temperature, mask)  # [h, n_q, n_k], [h, n_q]
-    head_outputs = weights @ v  # [h, n_q, n_k] @ [h, n_k, d_v] -> [h, n_q, d_v]
-    return Attended(scores, weights, head_outputs, entropy)
+    if bias is not None:  # e.g. ALiBi's -m_h (i - j)
+        scores = scores + _checks.check_bias(bias, scores.shape, scores.dtype)
+    if softcap is not None:  # Gemma 2: c tanh(scores / c)
+        scores = variants.softcap(scores, softcap)
+    if top_k is not None:  # each query keeps its top_k best keys: [h, n_q, n_k] of bool
+        mask = variants.top_k_keep(scores, top_k, mask)
+    weights, entropy = _softmax(scores, temperature, mask, sinks)  # [h, n_q, n_k (+ the sink)]
+    head_outputs = weights[..., : v.shape[1]] @ v  # [h, n_q, n_k] @ [h, n_k, d_v] -> [h, n_q, d_v]
+    return Attended(scores, weights[..., : v.shape[1]], head_outputs, entropy,  # (the sink last)
+                    None if sinks is None else weights[..., -1], None if top_k is None else mask)
 
 
 @np.errstate(over="ignore", invalid="ignore")  # an overflow is reported below, as an error
 def multi_head_attention(
     x: np.ndarray, params: AttentionParams, *, n_heads: int, n_kv_heads: int | None = None,
     temperature: float = 1.0, mask: MaskLike = None, window: int | None = None,
-    dtype: type | np.dtype = np.float64,
+    dtype: type | np.dtype = np.float64, rope: float | None = None, alibi: bool = False,
+    softcap: float | None = None, sinks: np.ndarray | None = None, top_k: int | None = None,
 ) -> AttentionTrace:
     """Run one multi-head self-attention layer and keep every intermediate.
 
@@ -525,46 +557,41 @@ def multi_head_attention(
         The input sequence, one row per token.
     params : AttentionParams
         The layer's projections, e.g. from :func:`init_params`.
-    n_heads : int
-        Number of query heads; must divide ``d_model``.
-    n_kv_heads : int, optional
-        Number of key/value heads (grouped-query attention); defaults to ``n_heads``.
+    n_heads, n_kv_heads : int
+        Query heads (they divide ``d_model``); key/value heads (grouped-query attention),
+        ``n_heads`` by default.
     temperature : float, default 1.0
         ``T > 0`` in ``softmax(scores / T)``: small T sharpens rows, large T flattens them.
     mask : None, "none", "causal", "sliding", or ndarray of bool, shape (seq_len, seq_len)
-        True where query ``i`` may attend key ``j``.  ``"sliding"`` needs ``window``.
-    window : int, optional
-        Keys per query for ``mask="sliding"`` (see :func:`sliding_window_mask`).
+        True where query ``i`` may attend key ``j``; ``"sliding"`` needs ``window`` (int), the
+        keys per query (see :func:`sliding_window_mask`).
     dtype : float32 or float64, default float64
         Precision of the computation.
+    rope, alibi, softcap, sinks, top_k : optional
+        The variants (:mod:`attention_widget.variants`): RoPE of base ``theta = rope``; ALiBi's
+        bias with BLOOM's slopes if ``alibi``; the others as in :func:`attend`.
 
     Returns
     -------
     AttentionTrace
-        Every stage, from ``x`` to ``output``.
-
-    Raises
-    ------
-    TypeError, ValueError
-        For an invalid argument, naming it; beyond :data:`MEMORY_LIMIT_BYTES`; on overflow.
+        Every stage, from ``x`` to ``output``.  A bad argument raises TypeError or ValueError
+        naming it; so do a layer beyond :data:`MEMORY_LIMIT_BYTES` and an overflow.
     """
     if not isinstance(params, AttentionParams):
         raise TypeError(f"params must be an AttentionParams (see init_params), got {type(params)}")
     d_model, d_kv = params.w_k.shape
-    n_heads, n_kv_heads, _ = _checks.check_heads(d_model, n_heads, n_kv_heads, d_kv)
-    temperature = _checks.check_temperature(temperature)
+    n_heads, n_kv_heads, d_head = _checks.check_heads(d_model, n_heads, n_kv_heads, d_kv)
+    temperature = _checks.check_positive("temperature", temperature)
+    if alibi is not False or sinks is not None or (rope, softcap, top_k) != (None, None, None):
+        rope, alibi, softcap, sinks, top_k = _checks.check_variants(
+            n_heads, d_head, rope=rope, alibi=alibi, softcap=softcap, sinks=sinks, top_k=top_k)
     x = _checks.as_sequence(x, d_model, dtype)  # [seq, d_model], finite, float32 or float64
     seq_len, dt = x.shape[0], x.dtype
-    need = estimate_memory(seq_len, d_model, n_heads, n_kv_heads, dt)
-    if need > MEMORY_LIMIT_BYTES:
-        raise ValueError(f"seq_len={seq_len} with n_heads={n_heads} would need about "
-                         f"{need / 2**30:.1f} GiB (limit MEMORY_LIMIT_BYTES = "
-                         f"{MEMORY_LIMIT_BYTES / 2**30:.1f} GiB): use a shorter sequence, fewer "
-                         "heads or dtype=float32")
     if mask is not None:
-        mask = _resolve_mask(mask, seq_len, window)  # [seq, seq] of bool, or None: every key
+        mask = resolve_mask(mask, seq_len, window)  # [seq, seq] of bool, or None: every key
     if n_heads * seq_len**2 >= fast.MIN_SCORES:  # large: these steps, shared between the cores
-        return fast.multi_head_attention(x, params, n_heads, n_kv_heads, temperature, mask)
+        return fast.multi_head_attention(x, params, n_heads, n_kv_heads, temperature, mask,
+                                         rope, alibi, softcap, sinks, top_k)
 
     # 1. project: Q = X W_Q + b_Q, K = X W_K + b_K, V = X W_V + b_V (in the dtype of x)
     q = np.matmul(x, params.w_q, dtype=dt)  # [seq, d_model] -> [seq, n_heads * d_head]
@@ -577,12 +604,15 @@ def multi_head_attention(
     q = split_heads(q, n_heads)  # [seq, n_heads * d_head] -> [n_heads, seq, d_head]
     k = split_heads(k, n_kv_heads)  # [seq, n_kv_heads * d_head] -> [n_kv_heads, seq, d_head]
     v = split_heads(v, n_kv_heads)  # [seq, n_kv_heads * d_head] -> [n_kv_heads, seq, d_head]
+    if rope is not None:  # RoPE: each query and key turned by its position (Llama)
+        q, k = variants.rope(q, rope), variants.rope(k, rope)
 
     # 2. attend: scores = q k^T / sqrt(d_head), weights = softmax(scores / T), weights @ v
-    scores, weights, head_outputs, entropy = attend(q, k, v, mask=mask, temperature=temperature)
+    att = attend(q, k, v, mask=mask, temperature=temperature, softcap=softcap, sinks=sinks,
+                 top_k=top_k, bias=alibi_bias(n_heads, np.arange(seq_len)) if alibi else None)
 
     # 3. combine: the heads side by side, then W_O
-    concat = merge_heads(head_outputs)  # [n_heads, seq, d_head] -> [seq, n_heads * d_head]
+    concat = merge_heads(att.head_outputs)  # [n_heads, seq, d_head] -> [seq, n_heads * d_head]
     output = np.matmul(concat, params.w_o, dtype=dt)  # [seq, d_model] -> [seq, d_model]
     if params.b_o is not None:
         output += params.b_o
@@ -590,8 +620,9 @@ def multi_head_attention(
         raise ValueError(f"the scores overflowed (values too large for {dt}): scale x or the "
                          "weights down, or use dtype=float64")
     mask = np.ones((seq_len, seq_len), dtype=bool) if mask is None else mask
-    return AttentionTrace(x, q, k, v, scores, weights, head_outputs, concat, output, mask,
-                          entropy, temperature)
+    return AttentionTrace(x, q, k, v, att.scores, att.weights, att.head_outputs, concat, output,
+                          mask, att.entropy, temperature, rope=rope, alibi=alibi, softcap=softcap,
+                          sinks=sinks, top_k=top_k, sink_weights=att.sink_weights, kept=att.kept)
 
 
 def with_temperature(
@@ -607,8 +638,9 @@ def with_temperature(
     Parameters
     ----------
     trace : AttentionTrace
-        From :func:`multi_head_attention` (or an earlier call of this function).
-    params : AttentionParams
+        From :func:`multi_head_attention` (or an earlier call of this function), or from
+        :mod:`attention_widget.kinds` (cross or latent attention): every variant is kept.
+    params : AttentionParams or LatentParams
         The parameters ``trace`` was computed with (``w_o`` and ``b_o`` are used).
     temperature : float
         ``T > 0``.
@@ -626,8 +658,9 @@ def with_temperature(
     """
     if not isinstance(trace, AttentionTrace):
         raise TypeError(f"trace must be an AttentionTrace, got {type(trace).__name__}")
-    if not isinstance(params, AttentionParams):
-        raise TypeError(f"params must be an AttentionParams (see init_params), got {type(params)}")
+    if getattr(params, "w_o", None) is None:
+        raise TypeError(f"params must be an AttentionParams (see init_params), or the "
+                        f"LatentParams of a latent trace, got {type(params)}")
     if params.d_model != trace.d_model:
         raise ValueError(
             f"params have d_model={params.d_model} but the trace has d_model={trace.d_model}: "
@@ -636,11 +669,13 @@ def with_temperature(
     temperature = _checks.check_temperature(temperature)
     mask = None if trace.mask.all() else trace.mask
     step = fast.attend if trace.scores.size >= fast.MIN_SCORES else attend  # same result
-    _, weights, head_outputs, entropy = step(trace.q, trace.k, trace.v, mask=mask,
-                                             temperature=temperature)  # the scores are the trace's
-    concat = merge_heads(head_outputs)  # [seq, d_model]
+    bias = alibi_bias(trace.n_heads, np.arange(trace.seq_len)) if trace.alibi else None
+    att = step(trace.q, trace.k, trace.v, mask=mask, temperature=temperature, bias=bias,
+               softcap=trace.softcap, sinks=trace.sinks, top_k=trace.top_k)  # trace.scores again
+    concat = merge_heads(att.head_outputs)  # [seq, d_model]
     output = np.matmul(concat, params.w_o, dtype=concat.dtype)  # [seq, d_model]
     if params.b_o is not None:
         output += params.b_o
-    return AttentionTrace(trace.x, trace.q, trace.k, trace.v, trace.scores, weights,
-                          head_outputs, concat, output, trace.mask, entropy, temperature)
+    return replace(trace, weights=att.weights, head_outputs=att.head_outputs, concat=concat,
+                   output=output, entropy=att.entropy, temperature=temperature,
+                   sink_weights=att.sink_weights)

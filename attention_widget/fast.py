@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import engine
+from . import _checks, engine, variants
 
 __all__ = ["MIN_SCORES", "attend", "multi_head_attention"]
 
@@ -140,8 +140,13 @@ def _blocks(n_heads: int, group: int, n_q: int, row_bytes: int) -> list[tuple[sl
             for h in range(n_heads) for r in range(0, n_q, rows)]
 
 
-def _attend(pool, q, k, v, mask, temperature, scale) -> engine.Attended:
-    """:func:`attention_widget.engine.attend`, block by block."""
+def _attend(pool, q, k, v, mask, temperature, scale, bias=None, softcap=None, sinks=None,
+            top_k=None) -> engine.Attended:
+    """:func:`attention_widget.engine.attend`, block by block.
+
+    ``bias``, if given, is a function of a block's ``(heads, rows)`` slices that returns the
+    block's bias; the other variants are those of ``engine.attend``, already checked.
+    """
     n_heads, n_q, _ = q.shape
     n_kv, n_k, d_v = v.shape
     group = n_heads // n_kv
@@ -149,25 +154,47 @@ def _attend(pool, q, k, v, mask, temperature, scale) -> engine.Attended:
     weights = np.empty_like(scores)
     head_outputs = np.empty((n_heads, n_q, d_v), dtype=q.dtype)
     entropy = np.empty((n_heads, n_q), dtype=q.dtype)
+    sink_weights = None if sinks is None else np.empty((n_heads, n_q), dtype=q.dtype)
+    kept = None if top_k is None else np.empty((n_heads, n_q, n_k), dtype=bool)
 
     def work(block: tuple[slice, slice]) -> None:
         heads, rows = block
         kv = slice(heads.start // group, -(-heads.stop // group))  # their key/value heads
         part = engine.attend(q[heads, rows], k[kv], v[kv], scale=scale,
-                             mask=None if mask is None else mask[rows], temperature=temperature)
+                             mask=None if mask is None else mask[rows], temperature=temperature,
+                             bias=None if bias is None else bias(heads, rows), softcap=softcap,
+                             sinks=None if sinks is None else sinks[heads], top_k=top_k)
         scores[heads, rows], weights[heads, rows] = part.scores, part.weights
         head_outputs[heads, rows], entropy[heads, rows] = part.head_outputs, part.entropy
+        if sinks is not None:
+            sink_weights[heads, rows] = part.sink_weights
+        if top_k is not None:
+            kept[heads, rows] = part.kept
 
     _run(pool, work, _blocks(n_heads, group, n_q, n_k * q.itemsize))
-    return engine.Attended(scores, weights, head_outputs, entropy)
+    return engine.Attended(scores, weights, head_outputs, entropy, sink_weights, kept)
+
+
+def _alibi_by_blocks(n_heads: int, seq_len: int) -> Callable[[slice, slice], np.ndarray]:
+    """ALiBi's bias of a block's ``(heads, rows)``, made when the block runs (not all at once)."""
+    slopes, positions = variants.alibi_slopes(n_heads), np.arange(seq_len)
+    return lambda heads, rows: variants.alibi_bias(slopes[heads], positions[rows], positions)
 
 
 def attend(
     q: np.ndarray, k: np.ndarray, v: np.ndarray, *, mask: np.ndarray | None = None,
-    temperature: float = 1.0, scale: float | None = None,
+    temperature: float = 1.0, scale: float | None = None, bias: np.ndarray | None = None,
+    softcap: float | None = None, sinks: np.ndarray | None = None, top_k: int | None = None,
 ) -> engine.Attended:
     """:func:`attention_widget.engine.attend` on every core: same arguments, same result."""
-    return _attend(_pool(), q, k, v, mask, temperature, scale)
+    if bias is not None:  # cut into the blocks' parts
+        bias = np.broadcast_to(_checks.check_bias(bias, q.shape[:2] + k.shape[1:2], q.dtype),
+                               q.shape[:2] + k.shape[1:2])
+    if sinks is not None:  # checked here: the blocks get their heads' sinks
+        sinks = _checks.check_sinks(sinks, q.shape[0])
+    return _attend(_pool(), q, k, v, mask, temperature, scale,
+                   None if bias is None else lambda heads, rows: bias[heads, rows],
+                   softcap, sinks, top_k)
 
 
 def multi_head_attention(
@@ -177,6 +204,11 @@ def multi_head_attention(
     n_kv_heads: int,
     temperature: float,
     mask: np.ndarray | None,
+    rope: float | None = None,
+    alibi: bool = False,
+    softcap: float | None = None,
+    sinks: np.ndarray | None = None,
+    top_k: int | None = None,
 ) -> engine.AttentionTrace:
     """:func:`attention_widget.engine.multi_head_attention` on every core.
 
@@ -191,26 +223,41 @@ def multi_head_attention(
         ``T > 0``.
     mask : ndarray of bool, shape (seq_len, seq_len), or None
         Every row with a True; None for full attention.
+    rope, alibi, softcap, sinks, top_k
+        The variants, checked.
 
     Returns
     -------
     AttentionTrace
         The engine's trace for these arguments (they are not checked again).
+
+    Raises
+    ------
+    ValueError
+        Beyond :data:`attention_widget.engine.MEMORY_LIMIT_BYTES`, before allocating.
     """
+    seq_len, d_model = x.shape
+    _checks.check_memory(engine.estimate_memory(seq_len, d_model, n_heads, n_kv_heads, x.dtype),
+                         engine.MEMORY_LIMIT_BYTES, f"seq_len={seq_len} with n_heads={n_heads}")
     pool = _pool()
     with _BLAS_AT_ONE_THREAD if pool else contextlib.nullcontext():
         # 1. project: Q = X W_Q + b_Q (K and V alike), then split into heads
         q = engine.split_heads(_linear(pool, x, params.w_q, params.b_q), n_heads)
         k = engine.split_heads(_linear(pool, x, params.w_k, params.b_k), n_kv_heads)
         v = engine.split_heads(_linear(pool, x, params.w_v, params.b_v), n_kv_heads)
+        if rope is not None:  # RoPE
+            q, k = variants.rope(q, rope), variants.rope(k, rope)
         # 2. attend
-        scores, weights, head_outputs, entropy = _attend(pool, q, k, v, mask, temperature, None)
+        bias = _alibi_by_blocks(n_heads, x.shape[0]) if alibi else None
+        att = _attend(pool, q, k, v, mask, temperature, None, bias, softcap, sinks, top_k)
         # 3. combine
-        concat = engine.merge_heads(head_outputs)
+        concat = engine.merge_heads(att.head_outputs)
         output = _linear(pool, concat, params.w_o, params.b_o)
     if not np.isfinite(output).all():  # as in the engine
         raise ValueError(f"the scores overflowed (values too large for {x.dtype}): scale x or "
                          "the weights down, or use dtype=float64")
     mask = np.ones((x.shape[0], x.shape[0]), dtype=bool) if mask is None else mask
-    return engine.AttentionTrace(x, q, k, v, scores, weights, head_outputs, concat, output, mask,
-                                 entropy, temperature)
+    return engine.AttentionTrace(x, q, k, v, att.scores, att.weights, att.head_outputs, concat,
+                                 output, mask, att.entropy, temperature, rope=rope, alibi=alibi,
+                                 softcap=softcap, sinks=sinks, top_k=top_k,
+                                 sink_weights=att.sink_weights, kept=att.kept)
