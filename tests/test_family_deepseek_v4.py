@@ -25,7 +25,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from attention_widget.pretrained import PretrainedTrace, load_pretrained
+from attention_widget.engine import AttentionTrace
+from attention_widget.pretrained import load_pretrained
 from attention_widget.pretrained.deepseek_v4_parts import compress, sinkhorn, top_k_kept
 
 transformers.logging.set_verbosity_error()
@@ -299,7 +300,8 @@ def test_trace_carries_sinks_entries_and_labels(tiny):
     for layer, n_entries in ((0, 0), (1, seq // 4), (2, seq // 16)):
         for temperature in (1.0, 0.7):
             tr = model.trace(text, layer, temperature=temperature)
-            assert isinstance(tr, PretrainedTrace)
+            assert isinstance(tr, AttentionTrace)
+            assert tr.sinks.shape == (4,)
             assert tr.weights.shape == (4, seq, seq + n_entries) == (4, *tr.mask.shape)
             assert tr.k.shape == (1, seq + n_entries, 32)
             # rows and sinks together sum to one; masked keys get nothing

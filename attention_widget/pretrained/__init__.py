@@ -108,7 +108,6 @@ __all__ = [
     "GenerationStep",
     "LayerCache",
     "PretrainedModel",
-    "PretrainedTrace",
     "load_pretrained",
 ]
 
@@ -125,24 +124,6 @@ FAMILIES: dict[str, tuple[str, str]] = {
 SUPPORTED_MODEL_TYPES = tuple(FAMILIES)
 
 ProgressCallback = Callable[[float, str], Any]
-
-
-@dataclass(frozen=True, eq=False)
-class PretrainedTrace(AttentionTrace):
-    """An :class:`~attention_widget.engine.AttentionTrace` with what some families add.
-
-    Attributes
-    ----------
-    kept : ndarray of bool, shape (n_heads, seq, n_keys), or None
-        Keys a selector kept for each query (DeepSeek's lightning indexer), among those
-        the mask allows; the others the mask allows were dropped (weight exactly 0).
-    sink_weights : ndarray, shape (n_heads, seq), or None
-        What each query gave its head's sink (DeepSeek V4): the weights' rows sum to one
-        minus this.
-    """
-
-    kept: np.ndarray | None = None
-    sink_weights: np.ndarray | None = None
 
 
 @dataclass
@@ -375,7 +356,7 @@ class PretrainedModel(Family):
         _report(self.progress, 1.0, "done")
         return hidden, attentions
 
-    def trace(self, text: str, layer: int, temperature: float = 1.0) -> PretrainedTrace:
+    def trace(self, text: str, layer: int, temperature: float = 1.0) -> AttentionTrace:
         """Compute the attention of ``layer`` on ``text``, as the model really does.
 
         Parameters
@@ -390,9 +371,8 @@ class PretrainedModel(Family):
 
         Returns
         -------
-        PretrainedTrace
-            An :class:`~attention_widget.engine.AttentionTrace` of float32 arrays, with these
-            meanings for a real model:
+        AttentionTrace
+            float32 arrays, with these meanings for a real model:
 
             * ``x`` (seq, d_model): the (normed) input of the attention block -- the
               LayerNorm/RMSNorm output for GPT-2/Llama/Qwen3, the block input for BERT.
@@ -409,8 +389,8 @@ class PretrainedModel(Family):
             * ``mask`` (seq, seq): causal for decoders, all True for BERT.
             * ``kept`` (n_heads, seq, seq): the keys a selector kept (DeepSeek's indexer), else
               None.
-            * ``sink_weights`` (n_heads, seq): what each query gave its head's sink (DeepSeek
-              V4), else None.
+            * ``sinks`` (n_heads,), ``sink_weights`` (n_heads, seq): each head's sink logit and
+              what each query gave it (DeepSeek V4), else None.
 
             DeepSeek V4 layers also attend to compressed entries: there the key axis of
             ``k``, ``v``, ``scores``, ``weights``, ``mask`` and ``kept`` has the tokens, then
@@ -437,12 +417,12 @@ class PretrainedModel(Family):
         kept = None
         if a.kept is not None:  # (seq, n_keys) -> (n_heads, seq, n_keys), like the weights
             kept = np.broadcast_to(a.kept & mask, att.weights.shape)
-        return PretrainedTrace(
+        return AttentionTrace(
             x=a.x, q=a.q, k=a.k, v=a.v, scores=cached.attended.scores, weights=att.weights,
             head_outputs=att.head_outputs, concat=concat,
             output=self.attention_output(layer, concat), mask=mask,
-            entropy=att.entropy, temperature=temperature, kept=kept,
-            sink_weights=getattr(att, "sink_weights", None),
+            entropy=att.entropy, temperature=temperature, sinks=a.options.get("sinks"),
+            sink_weights=att.sink_weights, kept=kept,
         )  # fmt: skip
 
     def hidden_states(self, text: str) -> list[np.ndarray]:

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import NamedTuple
 
 import numpy as np
 
@@ -62,16 +61,6 @@ from .family import LayerAttention, LayerCache
 __all__ = ["DeepseekV4"]
 
 
-class SinkAttended(NamedTuple):
-    """:class:`~attention_widget.engine.Attended` with what each query gave its head's sink."""
-
-    scores: np.ndarray  # (n_heads, n_q, n_k): scale * q k^T, before temperature and mask
-    weights: np.ndarray  # (n_heads, n_q, n_k): the sink's share left out, rows sum to < 1
-    head_outputs: np.ndarray  # (n_heads, n_q, d_v): weights @ v
-    entropy: np.ndarray  # (n_heads, n_q): entropy of each row, the sink included, in nats
-    sink_weights: np.ndarray  # (n_heads, n_q)
-
-
 @dataclass
 class CompressedAttentionInputs(AttentionInputs):
     """:class:`AttentionInputs` of a DeepSeek V4 layer, with what its heads need besides.
@@ -80,40 +69,12 @@ class CompressedAttentionInputs(AttentionInputs):
     ----------
     rotation : tuple of ndarray, each shape (seq, rope_dim // 2)
         ``cos, sin`` of the queries' rotation, undone on the head outputs.
-    sinks : ndarray, shape (n_heads,)
-        One logit per head that joins each row's softmax (then dropped).
     query_latent : ndarray, shape (seq, q_lora_rank)
         ``c_q``, which the queries (and the indexer's) are made from.
     """
 
     rotation: tuple[np.ndarray, np.ndarray] | None = None
-    sinks: np.ndarray | None = None
     query_latent: np.ndarray | None = None
-
-
-def with_sink_key(
-    inputs: CompressedAttentionInputs, mask: np.ndarray | None
-) -> tuple[CompressedAttentionInputs, np.ndarray | None]:
-    """The inputs with each head's sink as one more key, last, and the mask that allows it.
-
-    Every query head gets one more feature, ``sink_h / scale``, that only the sink key reads
-    (1 there, 0 in every other key), so the sink's score is ``sink_h``; its value is 0, so it
-    adds nothing to the head outputs.
-    """
-    q, k, v = inputs.q, inputs.k, inputs.v
-    n_heads, seq, d = q.shape
-    n_keys = k.shape[1]
-    sink = (inputs.sinks / np.float32(inputs.scale)).astype(q.dtype)  # (n_heads,)
-    q1 = np.concatenate([q, np.broadcast_to(sink[:, None, None], (n_heads, seq, 1))], -1)
-    k1 = np.zeros((1, n_keys + 1, d + 1), dtype=k.dtype)  # (1, n_keys + 1, d + 1)
-    k1[0, :n_keys, :d], k1[0, n_keys, d] = k[0], 1.0
-    v1 = np.concatenate([v, np.zeros((1, 1, v.shape[2]), dtype=v.dtype)], axis=1)
-
-    def and_the_sink(keys: np.ndarray | None) -> np.ndarray | None:  # (seq, n_keys + 1)
-        return None if keys is None else np.concatenate([keys, np.ones((seq, 1), bool)], 1)
-
-    one_more = replace(inputs, q=q1, k=k1, v=v1, kept=and_the_sink(inputs.kept))
-    return one_more, and_the_sink(mask)
 
 
 class DeepseekV4(DeepseekV4Layout):
@@ -185,7 +146,8 @@ class DeepseekV4(DeepseekV4Layout):
         behind = positions[:, None] - positions[None, :]  # (seq, seq); causality: key positions
         return CompressedAttentionInputs(
             x=x, q=q, k=kv, v=kv, scale=1.0 / math.sqrt(self.d_head), key_positions=positions,
-            mask=behind < self.window, rotation=(cos, sin), sinks=w["sinks"], query_latent=c_q,
+            mask=behind < self.window, options={"sinks": w["sinks"]}, rotation=(cos, sin),
+            query_latent=c_q,
         )  # fmt: skip
 
     def _with_entries(
@@ -302,22 +264,6 @@ class DeepseekV4(DeepseekV4Layout):
             entries = np.zeros((0, self.d_head), dtype=x.dtype)
             keys = np.zeros((0, self.index_dim), dtype=x.dtype) if sparse else None
         return entries, keys
-
-    def run_attention(
-        self, inputs: AttentionInputs, mask: np.ndarray | None, temperature: float = 1.0
-    ) -> SinkAttended:
-        """The engine's :func:`~attention_widget.engine.attend`, with each head's sink.
-
-        The sink joins the softmax as one more key (see :func:`with_sink_key`); its column is
-        taken out of the weights afterwards.
-        """
-        n_keys = inputs.k.shape[1]
-        att = super().run_attention(*with_sink_key(inputs, mask), temperature)
-        return SinkAttended(
-            np.ascontiguousarray(att.scores[..., :n_keys]),
-            np.ascontiguousarray(att.weights[..., :n_keys]),
-            att.head_outputs, att.entropy, np.ascontiguousarray(att.weights[..., n_keys]),
-        )  # fmt: skip
 
     def concat_heads(self, inputs: AttentionInputs, head_outputs: np.ndarray) -> np.ndarray:
         """The head outputs rotated back by their query's angle, side by side."""
