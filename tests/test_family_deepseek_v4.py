@@ -339,9 +339,9 @@ def test_kv_cache_size_is_what_transformers_keeps(tiny, n):
     cache = ref(torch.from_numpy(ids[None].copy()), use_cache=True).past_key_values
     for i, layer in enumerate(cache.layers):
         assert sum(model.kv_cache_size(i, n).values()) == _cache_numbers(layer), i
-    assert model.kv_cache_parts(0) == {} and model.kv_cache_per_token(0) == 0
-    assert model.kv_cache_parts(1) == {"compressed": 32 / 4, "indexer": 16 / 4}
-    assert model.kv_cache_parts(2) == {"compressed": 32 / 16}
+    assert set(model.kv_cache_size(0, n)) == {"window"}
+    assert model.kv_cache_size(1, n)["indexer"] == n // 4 * 16  # index_head_dim per entry
+    assert model.kv_cache_size(2, n)["compressed"] == n // 16 * 32  # head_dim per entry
 
 
 # --------------------------------------------------------------------------------------------

@@ -484,31 +484,6 @@ class PretrainedModel(Family):
         self._check_layer(layer)
         return self.tokenize(text)
 
-    def kv_cache_parts(self, layer: int = 0) -> dict[str, int]:
-        """What a decoder keeps per token in ``layer``'s key/value cache, in numbers per part.
-
-        ``{"keys": n_kv_heads * d_head, "values": n_kv_heads * d_head}`` by default; latent
-        attention keeps less (see the DeepSeek families).
-        """
-        self._check_layer(layer)
-        return {"keys": self.n_kv_heads * self.d_head, "values": self.n_kv_heads * self.d_head}
-
-    def kv_cache_per_token(self, layer: int = 0) -> int:
-        """Numbers a decoder caches per token for ``layer``: the sum of :meth:`kv_cache_parts`.
-
-        Bytes are this times the size of the cache's dtype (2 for bfloat16).
-        """
-        return sum(self.kv_cache_parts(layer).values())
-
-    def kv_cache_size(self, layer: int, n_tokens: int) -> dict[str, int]:
-        """Numbers ``layer``'s key/value cache holds after ``n_tokens`` tokens, per part.
-
-        ``n_tokens`` times :meth:`kv_cache_parts` by default; families whose cache does not
-        grow by the same amount with every token (sliding windows, compressed entries) say
-        how it grows.
-        """
-        return {part: n_tokens * n for part, n in self.kv_cache_parts(layer).items()}
-
     def describe(self) -> str:
         """One line on the architecture, e.g. for a widget title or a disabled control.
 

@@ -242,7 +242,12 @@ class DeepseekV4Layout(PretrainedModel):
         }
 
     def cache_width(self, i: int) -> int:
-        """``head_dim``: one vector per key, which is also its value (see :meth:`kv_cache_size`)."""
+        """``head_dim``: one vector per cached key, which is also its value.
+
+        A token of the window and a compressed entry are each one such vector; what else the
+        cache holds (the indexer's keys, the inputs of an unfinished window) is counted by
+        :meth:`kv_cache_size`.
+        """
         return self.d_head
 
     # ---- what the layers are ------------------------------------------------------------------
@@ -278,24 +283,11 @@ class DeepseekV4Layout(PretrainedModel):
         return tokens + [f"compressed block {w} (tokens {a}-{b})" for w, (a, b) in
                          enumerate(entries)]  # fmt: skip
 
-    def kv_cache_parts(self, layer: int = 0) -> dict[str, float]:
-        """Numbers the cache of ``layer`` gains per token over a long text, per part.
-
-        The sliding window's keys (one key = value head) are a fixed amount, not counted here
-        (see :meth:`kv_cache_size`); a compressed layer gains one entry of ``head_dim``
-        numbers per ``rate`` tokens, and a compressed sparse one also one indexer key of
-        ``index_head_dim``.
-        """
-        kind = self.layer_kinds[self._check_layer(layer)]
-        if kind == SLIDING:
-            return {}
-        parts = {"compressed": self.d_head / self.rates[kind]}
-        if kind == SPARSE:
-            parts["indexer"] = self.index_dim / self.rates[kind]
-        return parts
-
     def kv_cache_size(self, layer: int, n_tokens: int) -> dict[str, int]:
-        """Numbers the cache of ``layer`` holds after ``n_tokens`` tokens, per part.
+        """Numbers the key/value cache of ``layer`` holds after ``n_tokens`` tokens, per part.
+
+        What transformers' cache of this layer keeps, part by part (generation's
+        ``cache_numbers`` count the keys only: the window's and the entries):
 
         * ``"window"``: the key = value vectors of the last ``sliding_window - 1`` tokens
           (the next token makes the window full);
