@@ -11,7 +11,7 @@ Run::
     python benchmarks/pretrained.py --threads 1 --repeats 50
     python benchmarks/pretrained.py --parts    # and one layer's steps, NumPy vs torch
     python benchmarks/pretrained.py --sections generation model-view
-    python benchmarks/pretrained.py --sections families --families gemma2 bart
+    python benchmarks/pretrained.py --sections families --families gemma2 bart deepseek_v4
 
 Prints, for each side, the best of ``--rounds`` interleaved rounds of the median time, the
 ratio numpy / torch (below 1 = NumPy faster), and the widget's per-interaction cost: a
@@ -320,7 +320,15 @@ def _tiny_writer(config_class: str, model_class: str, stds: dict | None = None, 
 
 #: family -> (writes its tiny checkpoint into a folder, the lengths to run, in tokens).
 #: Sliding windows are shorter than the texts; BART's target is half as long as its source.
+def _tiny_deepseek_v4(folder: Path) -> Path:
+    """DeepSeek V4: 3 layers (sliding, compressed sparse, heavily compressed), d_model 64."""
+    import test_family_deepseek_v4
+
+    return test_family_deepseek_v4.make_checkpoint("small", folder)
+
+
 TINY = {
+    "deepseek_v4": (_tiny_deepseek_v4, (64, 256)),
     # 4 layers (1 dense, 3 of 16 experts, top 4 in 2 of 4 groups), 8 heads of latent attention
     # (kv_lora_rank 64, q_lora_rank 96); V3.2's indexer keeps 32 keys a query
     "deepseek_v3": (_tiny_writer("DeepseekV3Config", "DeepseekV3ForCausalLM", **_DEEPSEEK),

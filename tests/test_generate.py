@@ -38,6 +38,7 @@ PROMPTS = {
     "gpt_oss": "the cat sat on the mat and the dog",
     "gemma2": "the dog ran after the cat",
     "bloom": "a dog ran after the cat",
+    "deepseek_v4": "the cat sat on the mat and the dog ran",
 }
 _DEEPSEEK = dict(
     hidden_size=32, intermediate_size=48, moe_intermediate_size=16, num_hidden_layers=2,
@@ -106,6 +107,19 @@ CONFIGS = {
     "bloom": (
         "bloom", "BloomForCausalLM",
         dict(hidden_size=36, n_head=6, n_layer=2, tie_word_embeddings=False),
+    ),
+    # compressed entries made while generating: windows of 4 and 8 tokens, a window of 6
+    "deepseek_v4": (
+        "deepseek_v4", "DeepseekV4ForCausalLM",
+        dict(hidden_size=32, num_attention_heads=4, head_dim=16, num_hidden_layers=3,
+             q_lora_rank=16, layer_types=["sliding_attention", "compressed_sparse_attention",
+                                          "heavily_compressed_attention"],
+             compress_rates={"compressed_sparse_attention": 4,
+                             "heavily_compressed_attention": 8},
+             sliding_window=6, partial_rotary_factor=0.5, index_n_heads=8, index_head_dim=8,
+             index_topk=2, hc_mult=2, o_groups=2, o_lora_rank=8, n_routed_experts=4,
+             num_experts_per_tok=2, moe_intermediate_size=24,
+             mlp_layer_types=["hash_moe", "moe", "moe"], max_position_embeddings=64),
     ),
 }
 

@@ -53,7 +53,7 @@ subclass that fills in the arithmetic of its checkpoints::
     for i in range(n_layers):
         a = attention_inputs(i, h, positions)             # AttentionInputs: x, q, k, v, scale
         att = attend(a.q, a.k, a.v, mask=attention_mask(a, positions), scale=a.scale)
-        out = attention_output(i, merge_heads(att.head_outputs))   # (seq, d_model)
+        out = attention_output(i, concat_heads(a, att.head_outputs))  # (seq, d_model)
         h = finish_block(i, h, out)                       # residual, norms, feed-forward
     h = final_norm(h)
 
@@ -130,6 +130,7 @@ __all__ = [
 #: ``model_type`` of ``config.json`` -> (module of this package, class) of its family.
 FAMILIES: dict[str, tuple[str, str]] = {
     "bert": ("bert", "Bert"),
+    "deepseek_v4": ("deepseek_v4", "DeepseekV4"),
     "gpt2": ("gpt2", "GPT2"),
     "llama": ("llama", "Llama"),
     "qwen3": ("llama", "Qwen3"),
@@ -265,7 +266,7 @@ class PretrainedModel(Family):
         positions = np.arange(state.encoding.ids.size)
         for n, i in enumerate(todo):
             _report(self.progress, n / len(todo), f"layer {i + 1}/{upto}")
-            h, layer = self.run_block(i, state.blocks[i], positions)
+            h, layer = self.run_block(i, state.blocks[i], positions, ids=state.encoding.ids)
             _readonly(h)
             state.blocks.append(h)
             self._remember(text, i, layer)
@@ -346,9 +347,11 @@ class PretrainedModel(Family):
         -------
         hidden_states : list of ndarray, n_layers + 1 arrays of shape (seq_len, d_model)
             Embedding output, then the output of each block (the last after the final norm,
-            for the decoders that have one).
+            for the decoders that have one).  DeepSeek V4's are its residual streams, (seq_len,
+            hc_mult, d_model), but for the last.
         attentions : list of ndarray, n_layers arrays of shape (n_heads, seq_len, seq_len)
-            Attention probabilities of each layer (empty without ``output_attentions``).
+            Attention probabilities of each layer (empty without ``output_attentions``); a
+            layer with compressed entries has one more key column for each.
         """
         ids = np.asarray(ids, dtype=np.int64)
         if ids.ndim != 1 or ids.size == 0:
@@ -366,7 +369,7 @@ class PretrainedModel(Family):
         hidden, attentions = [h], []
         for i in range(self.n_layers):
             _report(self.progress, i / self.n_layers, f"layer {i + 1}/{self.n_layers}")
-            h, layer = self.run_block(i, h, positions)
+            h, layer = self.run_block(i, h, positions, ids=ids)
             hidden.append(h)
             if output_attentions:
                 attentions.append(layer.attended.weights)
@@ -409,12 +412,17 @@ class PretrainedModel(Family):
               all True for encoders.
             * the variants a family uses, as the engine's traces carry them: ``softcap``
               (Gemma 2, which caps ``scores``), ``alibi`` (BLOOM, whose ``scores`` include
-              ALiBi's bias), ``sinks`` and ``sink_weights`` (n_heads, seq) (gpt-oss: what each
-              query gave its head's sink; its ``weights`` rows sum to less than one).
+              ALiBi's bias), ``sinks`` and ``sink_weights`` (n_heads, seq) (gpt-oss and
+              DeepSeek V4: what each query gave its head's sink; its ``weights`` rows sum to
+              less than one).
             * ``latent`` (seq, rank): multi-head latent attention's ``c_kv`` (DeepSeek), else
               None.
-            * ``kept`` (n_heads, seq, seq): the keys a selector kept (DeepSeek-V3.2's
-              indexer), else None.
+            * ``kept`` (n_heads, seq, seq): the keys a selector kept (DeepSeek's indexer),
+              else None.
+
+            DeepSeek V4 layers also attend to compressed entries: there the key axis of
+            ``k``, ``v``, ``scores``, ``weights``, ``mask`` and ``kept`` has the tokens, then
+            the entries (see :meth:`key_labels`).
 
         Raises
         ------
@@ -444,7 +452,9 @@ class PretrainedModel(Family):
         -------
         list of ndarray, n_layers + 1 arrays of shape (seq_len, d_model), float32
             The last one has the final norm applied (GPT-2 ``ln_f``, Llama/Qwen3 ``norm``), as
-            in ``transformers``; BERT has no final norm.
+            in ``transformers``; BERT has no final norm.  DeepSeek V4's are its residual
+            streams, (seq_len, hc_mult, d_model), but for the last (the streams collapsed, then
+            normed).
         """
         out = list(self._state(text, self.n_layers).blocks)
         out[-1] = self.final_norm(out[-1])
@@ -456,6 +466,8 @@ class PretrainedModel(Family):
         Returns
         -------
         list of ndarray, n_layers arrays of shape (n_heads, seq_len, seq_len), float32, read-only
+            A layer with compressed entries (DeepSeek V4) has one more key column for each
+            (see :meth:`key_labels`).
         """
         self._state(text, self.n_layers - 1)  # every layer's input; their attentions kept
         return [self._layer_attention(text, i).attended.weights for i in range(self.n_layers)]

@@ -164,6 +164,7 @@ class Family:
     family_name = ""  # e.g. "BERT encoder", shown by describe()
     prefixes: tuple[str, ...] = ()  # optional tensor name prefixes, e.g. "bert."
     embedding = ""  # the token embedding's name: also locates the prefix
+    output_head = "lm_head.weight"  # the output layer's name, when not tied to the embedding
 
     def __init__(self, path: Path, config: dict, tensors: Tensors, cache_bytes: int) -> None:
         self.path = path
@@ -228,6 +229,21 @@ class Family:
     def attention_inputs(self, i: int, h: np.ndarray, positions: np.ndarray) -> AttentionInputs:
         """From the input ``h`` (seq, d_model) of layer ``i``: what its attention works on."""
         raise NotImplementedError
+
+    def concat_heads(self, inputs: AttentionInputs, head_outputs: np.ndarray) -> np.ndarray:
+        """The input of the output projection: by default the head outputs side by side.
+
+        Parameters
+        ----------
+        inputs : AttentionInputs
+            What the heads worked on.
+        head_outputs : ndarray, shape (n_heads, seq, d_v)
+
+        Returns
+        -------
+        ndarray, shape (seq, n_heads * d_v)
+        """
+        return merge_heads(head_outputs)
 
     def attention_output(self, i: int, concat: np.ndarray) -> np.ndarray:
         """The output projection of layer ``i``: (seq, n_heads * d_v) -> (seq, d_model).
@@ -377,7 +393,7 @@ class Family:
 
     def _head_name(self) -> str:
         """The tensor that maps final hidden states to logits (see :meth:`logits`)."""
-        head = next((n for n in (self.prefix + "lm_head.weight", "lm_head.weight")
+        head = next((n for n in (self.prefix + self.output_head, self.output_head)
                      if n in self.tensors), None)  # fmt: skip
         tied = self.config.get("tie_word_embeddings")
         if tied is None:
@@ -387,7 +403,7 @@ class Family:
         if head is None:
             raise ValueError(
                 f"{self.path}: config.json says tie_word_embeddings=false but "
-                f"{self.tensors.file_names} has no lm_head.weight: the output layer is missing"
+                f"{self.tensors.file_names} has no {self.output_head}: the output layer is missing"
             )
         if self.tensors.shape(head)[1:] != (self.d_model,):
             raise ValueError(
@@ -481,10 +497,10 @@ class Family:
             scale=inputs.scale, **inputs.options,
         )  # fmt: skip
 
-    def run_block(
+    def attention_step(
         self, i: int, h: np.ndarray, positions: np.ndarray, cache: LayerCache | None = None
     ) -> tuple[np.ndarray, LayerAttention]:
-        """Layer ``i`` on ``h`` (seq, d_model): its output and its attention.
+        """The attention of layer ``i`` on its input ``h``: its output (seq, d_model) and record.
 
         With a ``cache``, ``h`` holds only new tokens: their queries attend the cached keys and
         their own (see :meth:`extend_cache`), and the cache keeps their keys and values.
@@ -492,10 +508,33 @@ class Family:
         inputs = self.attention_inputs(i, h, positions)
         if cache is not None:
             inputs = self.extend_cache(i, inputs, positions, cache)
+        return self.attend_inputs(i, inputs, positions)
+
+    def attend_inputs(
+        self, i: int, inputs: AttentionInputs, positions: np.ndarray
+    ) -> tuple[np.ndarray, LayerAttention]:
+        """Layer ``i``'s attention on ``inputs``: mask, softmax, the output projection."""
         mask = self.attention_mask(inputs, positions)
         att = self.run_attention(inputs, mask)
-        out = self.attention_output(i, merge_heads(att.head_outputs))
-        return self.finish_block(i, h, out), LayerAttention(inputs, mask, att)
+        out = self.attention_output(i, self.concat_heads(inputs, att.head_outputs))
+        return out, LayerAttention(inputs, mask, att)
+
+    def run_block(
+        self,
+        i: int,
+        h: np.ndarray,
+        positions: np.ndarray,
+        cache: LayerCache | None = None,
+        ids: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, LayerAttention]:
+        """Layer ``i`` on ``h`` (seq, d_model): its output and its attention.
+
+        With a ``cache``, see :meth:`attention_step`.  ``ids`` (seq,) are the token ids, for
+        families whose blocks read them (DeepSeek V4 routes its first feed-forwards by token
+        id); the others ignore them.
+        """
+        out, layer = self.attention_step(i, h, positions, cache)
+        return self.finish_block(i, h, out), layer
 
     def make_trace(
         self,
@@ -522,7 +561,7 @@ class Family:
         """
         a, options = layer.inputs, layer.inputs.options
         att = self.run_attention(a, layer.mask, temperature)
-        concat = merge_heads(att.head_outputs)
+        concat = self.concat_heads(a, att.head_outputs)
         mask = layer.mask
         if mask is None:  # every key allowed: the same all-True array each time
             shape = att.scores.shape[1:]

@@ -193,7 +193,7 @@ def _forward(
     h = model.embed(ids, positions)  # (n_new, d_model)
     weights, keys = [], []
     for i, cache in enumerate(caches):
-        h, layer = model.run_block(i, h, positions, cache)
+        h, layer = model.run_block(i, h, positions, cache, ids=ids)
         w = layer.attended.weights  # (n_heads, n_new, n_keys)
         w.setflags(write=False)
         weights.append(w)
