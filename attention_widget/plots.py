@@ -24,12 +24,21 @@ import bqplot as bq
 import ipywidgets as W
 import numpy as np
 
-from .colors import LEVELS, MASK_RGB, PAIRED_DIVERGING, hex_colors, levels, palette, symmetric_limit
+from .colors import (
+    LEVELS,
+    MASK_RGB,
+    PAIRED_DIVERGING,
+    Limits,
+    hex_colors,
+    levels,
+    palette,
+    scale_limits,
+)
 from .png import palette_png
 
 __all__ = [
-    "MASKED", "PNG_URL_PREFIX", "TRANSPARENT", "Panel", "PanelFigure", "shown_together",
-    "tick_positions",
+    "MASKED", "PNG_URL_PREFIX", "TRANSPARENT", "ImageMark", "Panel", "PanelFigure",
+    "image_palette", "scale_caption", "shown_together", "tick_positions",
 ]
 
 GAP = 1  # empty cells between panels
@@ -171,12 +180,10 @@ class PanelFigure:
                               tick_style={"font-size": "10px"})
         # bqplot draws a colour bar 200 px shorter than its side of the plot: below the plot
         # (wide figures) it is visible; on the right of a short figure it would vanish.
+        self.label = label
         self.c_axis = bq.ColorAxis(scale=self.color_scale, side="bottom",
                                    label=label, num_ticks=5, tick_format=".2g")
-        self._buffers = (W.Image(format="url"), W.Image(format="url"))
-        self.image = bq.Image(image=self._buffers[0], x=[-0.5, 0.5], y=[0.5, -0.5],
-                              pixelated=True, preserve_domain=FIXED,
-                              scales={"x": self.x_scale, "y": self.y_scale})
+        self._image = ImageMark(self.x_scale, self.y_scale)
         self.titles = bq.Label(x=[0.0], y=[0.0], text=[""], colors=["#808080"],
                                preserve_domain=FIXED,
                                scales={"x": self.x_scale, "y": self.y_scale},
@@ -202,17 +209,16 @@ class PanelFigure:
         self.figure.add_class(css_class)
         self._mask: np.ndarray | None = None
         self._shown: np.ndarray | None = None  # palette indices of the image on screen
-        self._png = b""
+        self._limits: list[Limits] = []  # each panel's colour scale
+        self.scale = "shared" if signed else "fixed"  # the rule (colors.scale_limits)
         self._geometry: tuple = ()
         self._offsets: list[tuple[float, float]] = []
         self._size = (1, 1)  # (height, width) of the grid, in cells
-        self._extent: tuple = ()  # the image's x and y on screen
         self._deferred = False  # inside shown_together(): switch images at its end
-        self._pending: tuple | None = None  # (buffer, extent) filled but not shown yet
         self._cell_px: float | None = None  # pixel side of a cell (square figures)
         self._cell_h = 1.0  # pixel height of a cell (every figure)
         self._fig_height = min_height  # pixel height of the figure, as laid out last
-        self._range = None
+        self._range: tuple = ()
         self._extra: list[bq.Mark] = []
         self._label_key: tuple = ()
 
@@ -279,42 +285,29 @@ class PanelFigure:
         """
         height, width = self._size
         grid = np.full((height, width), TRANSPARENT, dtype=np.uint8)
-        low, high = (-self._range, self._range) if self.signed else (0.0, 1.0)
-        for arr, (x0, y0) in zip(self._panels, self._offsets, strict=True):
+        for arr, (x0, y0), lim in zip(self._panels, self._offsets, self._limits, strict=True):
             rows, cols = arr.shape
             cells = grid[int(y0):int(y0) + rows, int(x0):int(x0) + cols]
-            levels(arr, low, high, out=cells)
+            levels(arr, lim.low, lim.high, out=cells)
             if self._mask is not None and self._mask.shape == arr.shape:
                 cells[~self._mask] = MASKED
-        png = palette_png(grid, _image_palette(self.table), transparent=(TRANSPARENT,))
-        if png == self._png:
-            return 0
-        self._shown, self._png = grid, png
-        if self._pending is not None:  # filled but not shown yet: fill it again
-            back = self._pending[0]
-        else:
-            back = self._buffers[1] if self.image.image is self._buffers[0] else self._buffers[0]
-        # a data: URL, not PNG bytes: bqplot then sets it as the href as it is, where PNG bytes
-        # cost the browser a Blob and an object URL (~1.7 ms of its main thread per image)
-        back.value = PNG_URL_PREFIX + base64.b64encode(png)
         # bqplot draws an Image from y[0] at its bottom edge up to y[1]; on this reversed
         # y scale the first image row must therefore start at the larger y
-        self._pending = (back, ([-0.5, width - 0.5], [height - 0.5, -0.5]))
+        sent = self._image.fill(grid, self.table, ([-0.5, width - 0.5], [height - 0.5, -0.5]))
+        if sent:
+            self._shown = grid
         if not defer:
             self.show_pending()
-        return len(png)
+        return sent
 
     def show_pending(self) -> None:
         """Point the image mark at the buffer filled last, if it is not shown yet."""
-        if self._pending is None:
-            return
-        back, extent = self._pending
-        self._pending = None
-        with self.image.hold_sync():
-            if self._extent != extent:
-                self.image.x, self.image.y = extent
-                self._extent = extent
-            self.image.image = back
+        self._image.show_pending()
+
+    @property
+    def image(self) -> bq.Image:
+        """The figure's image mark (every panel, one pixel per cell)."""
+        return self._image.mark
 
     def add_mark(self, mark: bq.Mark) -> None:
         """Draw ``mark`` above the panels (e.g. an interactive grid over the focus panel)."""
@@ -468,15 +461,29 @@ class PanelFigure:
         else:
             self.lines.visible = False
 
+    def set_scale(self, mode: str) -> None:
+        """Colour the panels on scale rule ``mode`` (:func:`attention_widget.colors.scale_limits`)."""
+        if mode != self.scale:
+            self.scale = mode
+            if self._panels:
+                self._update_range()
+                self._draw()
+
     def _update_range(self) -> None:
-        if not self.signed:
-            return
-        peak = max(float(np.max(np.abs(a))) for a in self._panels)
-        peak = symmetric_limit(peak)
-        if peak != self._range:
-            self._range = peak
+        """Each panel's scale; the colour bar shows the shared one, or says what it stands for."""
+        self._limits = scale_limits(self._panels, self.scale, signed=self.signed)
+        lim = self._limits[0]
+        per_head = self.scale == "per head" and len(self._limits) > 1
+        low, high = (-1.0, 1.0) if per_head and self.signed else (
+            (0.0, 1.0) if per_head else (lim.low, lim.high))
+        label = scale_caption(self._limits, self.label)
+        key = (low, high, label)
+        if key != self._range:
+            self._range = key
             with self.color_scale.hold_sync():
-                self.color_scale.min, self.color_scale.max = -peak, peak
+                self.color_scale.min, self.color_scale.max = low, high
+            if self.c_axis.label != label:
+                self.c_axis.label = label
 
     def show_highlight(self, segments: list[tuple[list[float], list[float]]] | None) -> None:
         """Draw rectangles (closed polylines in data coordinates), or hide them with None."""
@@ -516,7 +523,11 @@ class PanelFigure:
     @property
     def png(self) -> bytes:
         """The PNG on screen (what the figure's ``Image`` mark shows)."""
-        return self._png
+        return self._image.png
+
+    def limits(self) -> list[Limits]:
+        """Each panel's colour scale, as drawn (:func:`attention_widget.colors.scale_limits`)."""
+        return list(self._limits)
 
 
 @contextlib.contextmanager
@@ -540,8 +551,78 @@ def shown_together(figures: Sequence[PanelFigure]) -> Iterator[None]:
             fig.show_pending()
 
 
+def scale_caption(limits: Sequence[Limits], label: str = "") -> str:
+    """What a colour bar stands for, beyond its numbers: per-head ends, clipped values."""
+    lim = limits[0] if limits else Limits(0.0, 1.0)
+    parts = [label] if label else []
+    if lim.mode == "per head" and len(limits) > 1:
+        parts.append("per head: each panel to its own end")
+    elif lim.mode == "robust":
+        parts.append(f"robust: ±{lim.high:.3g} = 99th percentile of |values|" + (
+            "; beyond: clipped to the end colours" if any(x.clipped for x in limits) else ""))
+    return " · ".join(parts)
+
+
+class ImageMark:
+    """A bqplot ``Image`` mark that shows palette PNGs, switched without a flash.
+
+    bqplot's ``Image`` mark redraws only when it is pointed at another ``ipywidgets.Image``, so
+    it keeps two and alternates: :meth:`fill` writes the hidden one, :meth:`show_pending`
+    switches the mark to it (two small messages per update).  The PNG travels as a ``data:``
+    URL, which bqplot uses as the image's href as it is.
+
+    Parameters
+    ----------
+    x_scale, y_scale : bqplot scales
+        Of the figure the mark is drawn in.
+    """
+
+    def __init__(self, x_scale: bq.Scale, y_scale: bq.Scale) -> None:
+        self._buffers = (W.Image(format="url"), W.Image(format="url"))
+        self.mark = bq.Image(image=self._buffers[0], x=[-0.5, 0.5], y=[0.5, -0.5],
+                             pixelated=True, preserve_domain=FIXED,
+                             scales={"x": x_scale, "y": y_scale})
+        self.png = b""
+        self._extent: tuple = ()  # the image's x and y on screen
+        self._pending: tuple | None = None  # (buffer, extent) filled but not shown yet
+
+    def fill(self, grid: np.ndarray, table: str, extent: tuple) -> int:
+        """Encode ``grid`` (palette indices, :func:`image_palette`) into the hidden buffer.
+
+        ``extent`` is the mark's ``(x, y)``.  Returns the bytes sent (0 if unchanged).
+        """
+        png = palette_png(grid, image_palette(table), transparent=(TRANSPARENT,))
+        if png == self.png:
+            if extent != self._extent and self._pending is None:
+                self._pending = (self.mark.image, extent)
+            return 0
+        self.png = png
+        if self._pending is not None:  # filled but not shown yet: fill it again
+            back = self._pending[0]
+        else:
+            back = self._buffers[1] if self.mark.image is self._buffers[0] else self._buffers[0]
+        # a data: URL, not PNG bytes: bqplot then sets it as the href as it is, where PNG bytes
+        # cost the browser a Blob and an object URL (~1.7 ms of its main thread per image)
+        back.value = PNG_URL_PREFIX + base64.b64encode(png)
+        self._pending = (back, extent)
+        return len(png)
+
+    def show_pending(self) -> None:
+        """Point the mark at the buffer filled last, if it is not shown yet."""
+        if self._pending is None:
+            return
+        back, extent = self._pending
+        self._pending = None
+        with self.mark.hold_sync():
+            if self._extent != extent:
+                self.mark.x, self.mark.y = extent
+                self._extent = extent
+            if self.mark.image is not back:
+                self.mark.image = back
+
+
 @cache
-def _image_palette(table: str) -> np.ndarray:
+def image_palette(table: str) -> np.ndarray:
     """The ``(256, 3)`` uint8 palette of a figure's PNG on colour table ``table``."""
     out = np.zeros((256, 3), dtype=np.uint8)
     out[:LEVELS] = palette(table)

@@ -47,6 +47,7 @@ __all__ = [
     "check_tokens",
     "check_trace",
     "stage_scale",
+    "text_width",
 ]
 
 MAX_WIDTH = 1400  # px; panels wrap onto a new line beyond this
@@ -277,7 +278,7 @@ def _short(token: str, limit: int = 12) -> str:
     return token if len(token) <= limit else token[: limit - 1] + "…"
 
 
-def _text_width(text: str, size: float) -> float:
+def text_width(text: str, size: float) -> float:
     """The width of ``text`` in pixels, estimated (CJK and friends are about 1 em wide)."""
     wide = sum(1 for c in text if ord(c) > 0x2E80)
     return size * (0.62 * (len(text) - wide) + 1.0 * wide)
@@ -291,7 +292,7 @@ def _text_right(node: Group) -> float:
             right = max(right, _text_right(item))
         elif isinstance(item, Text) and item.anchor == "start" and not item.rotate:
             bold = 1.1 if item.weight == "bold" else 1.0
-            right = max(right, item.x + bold * _text_width(item.text, item.size))
+            right = max(right, item.x + bold * text_width(item.text, item.size))
     return right
 
 
@@ -312,7 +313,7 @@ class _Rows:
         ch = int(min(16, max(2, 280 // len(tokens))))
         fs = float(min(11, max(7, ch - 1)))
         labels = [_short(t) for t in tokens]
-        widest = max(_text_width(t, fs) for t in labels)
+        widest = max(text_width(t, fs) for t in labels)
         return cls(tokens, labels, ch, fs, max(1, math.ceil((fs + 1) / ch)),
                    int(min(110, widest + 6)), int(min(110, widest + 8)))
 
@@ -363,7 +364,7 @@ def _stage(trace: AttentionTrace, name: str, heads: list[int], scale: Scale, row
     formula = st.formula + (f", T = {_fmt(trace.temperature)}" if name == "weights" else "")
     group = Group("aw-stage", {"data-stage": name}, [
         Text(LEFT, y + 14, st.title, 13, weight="bold", cls="aw-stage-title"),
-        Text(LEFT + _text_width(st.title, 13) + 14, y + 14,
+        Text(LEFT + text_width(st.title, 13) + 14, y + 14,
              f"{formula}  ·  shape {st.shape} = {st.dims(trace)}", 12, cls="aw-formula"),
     ])
     x0 = LEFT + rows.label_w
