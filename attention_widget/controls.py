@@ -43,6 +43,7 @@ GROUP_LABEL_PX = 100  # the groups' names, in one column
 #: "scale of" choice names them.
 SCALE_STAGES = (("X", "x"), ("Q K V", "qkv"), ("scores", "scores"), ("weights", "weights"),
                 ("head outputs", "outputs"), ("concat, output", "concat"))
+SCALE_PICKERS = ("scale-of", "scale")  # controls of the ``scales`` trait, not traits themselves
 SIGNED_SCALES = (("shared", "shared"), ("per head", "per head"), ("robust", "robust"))
 WEIGHT_SCALES = (("0 .. 1", "fixed"), ("per head", "per head"))
 ERROR_COLOR = "#c62828"
@@ -194,7 +195,9 @@ class ControlPanel:
     Attributes
     ----------
     controls : dict of str to ipywidgets.DOMWidget
-        By trait name; also ``scale-of`` (the stage whose scale ``scale`` sets).
+        By trait name.
+    scale_controls : dict of str to ipywidgets.DOMWidget
+        ``scale-of`` (a stage) and ``scale`` (its colour scale): together they set ``scales``.
     box : ipywidgets.VBox
         The control groups (Input, Architecture, Attention, View, Export).
     export_row, status : ipywidgets widgets
@@ -220,7 +223,9 @@ class ControlPanel:
                 ctrl.style.description_width = "initial"
         self.play = W.Play(min=1, max=len(SECTIONS), interval=1500)
         self.play.add_class("aw-play")
-        self.controls = c
+        self._all = c
+        self.controls = {name: ctrl for name, ctrl in c.items() if name not in SCALE_PICKERS}
+        self.scale_controls = {name: c[name] for name in SCALE_PICKERS}
         self._names = {id(ctrl): name for name, ctrl in (*c.items(), ("step", self.play))}
         for ctrl in (*c.values(), self.play):
             ctrl.observe(self._changed, "value")
@@ -266,14 +271,14 @@ class ControlPanel:
         if name == "scale-of":  # another stage: show its scale, change nothing
             self._show_scale()
         elif name == "scale":
-            stage = self.controls["scale-of"].value
+            stage = self._all["scale-of"].value
             self._on_change("scales", {**self._scales, stage: change["new"]})
         else:
             self._on_change(name, change["new"])
 
     def _show_scale(self) -> None:
         """The ``scale`` buttons: the choices and the scale of the stage ``scale-of`` picks."""
-        c = self.controls
+        c = self._all
         stage = c["scale-of"].value
         options = WEIGHT_SCALES if stage == "weights" else SIGNED_SCALES
         syncing, self._syncing = self._syncing, True
@@ -312,7 +317,7 @@ class ControlPanel:
         fixed : collection of str
             Controls the input decides: not drawn (and a group left empty is not drawn).
         """
-        c = self.controls
+        c = self._all
         d_model = values["d_model"]
         offered = {  # what each choice offers, and how its options are made from that
             "d_model": ((d_model, "d_model" in fixed), lambda: [d_model] if "d_model" in fixed

@@ -29,7 +29,15 @@ from .colors import LEVELS, PAIRED_DIVERGING, Limits, levels, scale_limits
 from .controls import readout
 from .engine import AttentionTrace
 from .export.layout import text_width
-from .plots import MASKED, PNG_URL_PREFIX, TRANSPARENT, ImageMark, image_palette, scale_caption
+from .plots import (
+    MASKED,
+    PNG_URL_PREFIX,
+    TRANSPARENT,
+    ImageMark,
+    fit,
+    image_palette,
+    scale_caption,
+)
 from .png import palette_png
 from .sources import Traced
 from .stages import SECTIONS
@@ -140,16 +148,6 @@ def lane_heads(n_heads: int, head: int) -> list[int]:
         return list(range(n_heads))
     start = min(head - head % MAX_LANES, n_heads - MAX_LANES)
     return list(range(start, start + MAX_LANES))
-
-
-def fit(text: str, size: int, room: float, bold: bool = False) -> str:
-    """``text``, cut with an ellipsis to fit ``room`` pixels."""
-    scale = 1.08 if bold else 1.0
-    if text_width(text, size) * scale <= room:
-        return text
-    while text and text_width(text + "…", size) * scale > room:
-        text = text[:-1]
-    return text.rstrip(" ·") + "…" if text else ""
 
 
 def plan(tokens: Sequence[str], trace: AttentionTrace, lanes: Sequence[int],

@@ -34,11 +34,12 @@ from .colors import (
     palette,
     scale_limits,
 )
+from .export.layout import text_width
 from .png import palette_png
 
 __all__ = [
     "MASKED", "PNG_URL_PREFIX", "TRANSPARENT", "ImageMark", "Panel", "PanelFigure",
-    "image_palette", "scale_caption", "shown_together", "tick_positions",
+    "fit", "fit_title", "image_palette", "scale_caption", "shown_together", "tick_positions",
 ]
 
 GAP = 1  # empty cells between panels
@@ -47,6 +48,7 @@ GAP = 1  # empty cells between panels
 FIXED = {"x": True, "y": True, "color": True}
 PLOT_WIDTH_PX = 640  # widest plot area of a square-celled figure: fits JupyterLab at 1280 px
 MAX_CELL_PX = 36
+MIN_PLOT_PX = 300  # narrowest plot area: its colour bar keeps 100 px
 MAX_TICKS = 32  # axis labels per panel before they are thinned out
 LABEL_PX = 14  # room one slanted (-45 degree) column label needs along the axis
 VERTICAL_LABEL_PX = 9  # the same for a vertical one (10 px text): columns narrower than
@@ -361,8 +363,12 @@ class PanelFigure:
         if self.square:
             # Square cells whatever the notebook's width: the figure gets a pixel size (cells
             # of at most MAX_CELL_PX, the plot at most PLOT_WIDTH_PX wide and max_height tall).
+            # bqplot's colour bar is 200 px shorter than the plot: a narrower plot would draw
+            # it reversed, so the plot keeps MIN_PLOT_PX and the panels their square cells.
             m = self.figure.fig_margin
-            self.figure.layout.width = f"{int(self._cell_px * width + m['left'] + m['right'])}px"
+            plot_w = max(self._cell_px * width, MIN_PLOT_PX)
+            self.x_scale.max = plot_w / self._cell_px - 0.5
+            self.figure.layout.width = f"{int(plot_w + m['left'] + m['right'])}px"
             # a short bar: fewer ticks
             self.c_axis.num_ticks = 5 if self._cell_h * height >= 200 else 3
 
@@ -436,7 +442,9 @@ class PanelFigure:
                 axis.tick_labels = merged
 
     def _update_labels(self, panels: Sequence[Panel], ticks: _Ticks | None) -> None:
-        titles = [p.title for p in panels]
+        # each title fits its panel and the gap after it: else its first part, its number
+        cell = self._cell_px or PLOT_WIDTH_PX / max(self._size[1], 1)
+        titles = [fit_title(p.title, (p.array.shape[1] + 2 * GAP) * cell) for p in panels]
         xs = [x0 - 0.5 for x0, _ in self._offsets]
         ys = [y0 - 0.5 for _, y0 in self._offsets]
         if (list(self.titles.text) != titles or list(self.titles.x) != xs
@@ -629,6 +637,26 @@ def image_palette(table: str) -> np.ndarray:
     out[MASKED] = MASK_RGB
     out.flags.writeable = False  # shared by every figure (cached)
     return out
+
+
+def fit(text: str, size: float, room: float, bold: bool = False) -> str:
+    """``text``, cut with an ellipsis to fit ``room`` pixels (estimated widths)."""
+    scale = 1.08 if bold else 1.0
+    if text_width(text, size) * scale <= room:
+        return text
+    while text and text_width(text + "…", size) * scale > room:
+        text = text[:-1]
+    return text.rstrip(" ·") + "…" if text else ""
+
+
+def fit_title(title: str, room: float, size: float = 12) -> str:
+    """A panel title that fits ``room`` px: whole, else its part before " · " (``"head 2"``),
+    else its number, else cut."""
+    first = title.split(" · ")[0]
+    for candidate in (title, first, first.split(" ")[-1]):
+        if text_width(candidate, size) * 1.08 <= room:
+            return candidate
+    return fit(first.split(" ")[-1], size, room, bold=True)
 
 
 def _tracks(shapes: Sequence[tuple[int, ...]], ncols: int) -> tuple[list[int], list[int]]:

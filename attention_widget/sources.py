@@ -135,6 +135,7 @@ class Traced:
     special: tuple[bool, ...] | None = None
     jobs: list | None = None
     notes: tuple[str, ...] = ()
+    measured: list | None = None  # roles measured by the source (e.g. before a cut)
 
     @property
     def summary(self) -> str:
@@ -143,6 +144,8 @@ class Traced:
 
     def roles(self) -> list:
         """Each head's measured role (:func:`~attention_widget.roles.head_roles`)."""
+        if self.measured is not None:
+            return list(self.measured)
         special = None if self.special is None else np.array(self.special, dtype=bool)
         return head_roles(self.trace.weights, self.tokens, special)
 
@@ -220,10 +223,11 @@ class Source(ABC):
         if not fixed:
             return ""
         shown = {"d_model": "d_model {}", "n_heads": "{} heads", "n_kv_heads": "{} kv heads",
-                 "mask": "mask {}", "text": None, "seed": None, "positional": None,
+                 "mask": "mask {}", "text": "the tokens", "seed": None, "positional": None,
                  "weights": None}
-        parts = [shown[k].format(v) for k, v in fixed.items()
-                 if shown.get(k) and v is not None]
+        order = ("text", "d_model", "n_heads", "n_kv_heads", "mask")
+        parts = [shown[k].format(fixed[k]) for k in order
+                 if k in fixed and fixed[k] is not None]
         what = ", ".join(parts)
         return f"Fixed by {self.fixed_by}: {what}." if what else f"Fixed by {self.fixed_by}."
 
@@ -555,6 +559,8 @@ class PretrainedSource(Source):
         finally:
             model.progress = before
         special = np.array(model.special_token_mask(s.text), dtype=bool)
+        # each head's role over all its tokens: hidden special tokens still take weight
+        measured = head_roles(trace.weights, tokens, special)
         if not s.show_special:
             keep = np.flatnonzero(~special)
             if keep.size == 0:
@@ -563,7 +569,7 @@ class PretrainedSource(Source):
                 special[keep])
         stages = source_stages("pretrained", family=model.model_type, layer=s.layer)
         return Traced(tokens, trace, None, s.mask, s.layer, stages=stages,
-                      special=tuple(bool(b) for b in special))
+                      special=tuple(bool(b) for b in special), measured=measured)
 
     def _without(self, trace: AttentionTrace, keep: np.ndarray) -> AttentionTrace:
         """``trace`` with only the rows and columns ``keep``.

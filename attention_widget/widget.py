@@ -370,7 +370,7 @@ class AttentionWidget(WidgetFiles, W.VBox):
     def _sync(self) -> None:
         """Show the state in the controls (options follow the source, the heads, the tokens)."""
         s, src = self._settings(), self._source
-        values = {name: getattr(self, name) for name in self.controls if hasattr(self, name)}
+        values = {name: getattr(self, name) for name in self.controls}
         values["n_kv_heads"] = src.kv_heads(s)
         values["scales"] = self.scales
         self._panel.sync(values, heads=src.head_options(s.d_model), kv_heads=src.kv_options(s),
@@ -428,88 +428,6 @@ class AttentionWidget(WidgetFiles, W.VBox):
         return {**self._source.saved(), **{name: getattr(self, name) for name in _SAVED},
                 "scales": dict(self.scales),
                 "head": self.head, "query": self.query, "step": self.step, "dtype": "float64"}
-
-    # -- export and state (the work is in attention_widget.export / attention_widget.state) --------
-    def _download_link(self, what: str, fmt: str) -> str:
-        """A download link (HTML) of the whole diagram, the weights or the focus head."""
-        from .export import download_link
-
-        chosen = {"all": {}, "weights": {"stages": ["weights"]},
-                  "focus": {"stages": ["weights"], "heads": [self.head]}}[what]
-        return download_link(self.trace, self.tokens, format=fmt, colormap=self.colormap,
-                             filename=f"attention-{what}.{fmt}", title=self.summary, **chosen)
-
-    def save_figure(self, path: str | os.PathLike, *, stages: Sequence[str] | None = None,
-                    heads: Sequence[int] | None = None, dpi: float = 150,
-                    title: str | None = None) -> Path:
-        """Write the diagram (or chosen stages and heads) as SVG, PNG or PDF, by suffix.
-
-        SVG needs nothing extra and keeps text as text; PNG and PDF use matplotlib
-        (``pip install attention-widget[export]``).  See
-        :func:`attention_widget.export.save_figure`.
-        """
-        from .export import save_figure
-
-        return save_figure(self.trace, path, self.tokens, stages=stages, heads=heads,
-                           colormap=self.colormap, dpi=dpi,
-                           title=self.summary if title is None else title)
-
-    def to_html(self, path: str | os.PathLike, *,
-                temperatures: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0),
-                head_counts: Sequence[int] | None = None, title: str | None = None) -> Path:
-        """Write a standalone HTML page of the current state that works offline.
-
-        The page also holds precomputed variants (other temperatures, and other head counts
-        where the input allows them: by default up to three of at most 16 heads) to switch
-        between without a kernel.
-
-        Raises
-        ------
-        ValueError
-            If a head count is not one the input can show.
-        """
-        from .export import to_html
-
-        variants = self._source.variants(self._settings(), temperatures, head_counts)
-        return to_html(self.trace, path, self.tokens, variants=variants, colormap=self.colormap,
-                       title=self.summary if title is None else title, settings=self.settings)
-
-    def save_state(self, path: str | os.PathLike) -> Path:
-        """Save settings, tokens, X, parameters and every trace array to one ``.npz`` file.
-
-        No pickle: :meth:`load_state` rebuilds the widget and checks it reproduces the trace
-        exactly.
-        """
-        from .state import save_state
-
-        if self.trace is None:
-            raise ValueError("nothing to save: the widget has no valid input yet")
-        return save_state(path, self.settings, self.trace, self.tokens, params=self.params,
-                          x=self.trace.x)
-
-    @classmethod
-    def load_state(cls, path: str | os.PathLike) -> AttentionWidget:
-        """Rebuild a widget from :meth:`save_state`'s file; the trace must come out identical.
-
-        Raises
-        ------
-        ValueError
-            If the file is corrupt, truncated or edited, naming the file and the problem.
-        """
-        from .state import load_state, verify_trace
-
-        st = load_state(path)
-        s = st.settings
-        try:
-            w = cls(source=restore_source(st), **{name: s[name] for name in _SAVED})
-            w.head, w.query, w.step = s["head"], s["query"], s["step"]
-        except (KeyError, TypeError, T.TraitError) as err:
-            raise ValueError(f"{os.fspath(path)}: the saved settings are incomplete or "
-                             f"invalid ({type(err).__name__}: {err})") from None
-        if w.trace is None:
-            raise ValueError(f"{os.fspath(path)}: its settings give no diagram ({w.error})")
-        verify_trace(st, w.trace)
-        return w
 
 
 AttentionWidget.SAVED_TRAITS = _SAVED

@@ -3,6 +3,8 @@ screen (the widget's palette PNG) and in every export (SVG, PNG, PDF, HTML)."""
 
 from __future__ import annotations
 
+import functools
+
 import base64
 import io
 import re
@@ -36,6 +38,9 @@ from attention_widget.stages import SECTIONS, stage
 
 SVG = "{http://www.w3.org/2000/svg}"
 _MPL_NAME = {"greys": "Greys", "greys_sym": "Greys"}
+
+#: The detailed view (one section per stage): what these tests look at.
+Detailed = functools.partial(AttentionWidget, view="detailed")
 
 
 def mpl_scale(name, t) -> np.ndarray:
@@ -124,7 +129,7 @@ def _random_widget(colormap: str, seed: int) -> AttentionWidget:
     text = " ".join(rng.choice(WORDS, size=int(rng.integers(4, 12))))
     n_heads = int(rng.choice([2, 4]))
     mask = ("causal", "none", "sliding", "causal")[seed % 4]  # masked cells in three cases
-    return AttentionWidget(text, d_model=int(rng.choice([16, 32])), n_heads=n_heads,
+    return Detailed(text, d_model=int(rng.choice([16, 32])), n_heads=n_heads,
                            n_kv_heads=int(rng.choice([1, n_heads])), mask=mask, window=3,
                            temperature=float(rng.uniform(0.3, 3.0)), seed=seed,
                            colormap=colormap)

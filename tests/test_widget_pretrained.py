@@ -21,7 +21,7 @@ def model():
 
 @pytest.fixture
 def w(model):
-    return AttentionWidget.from_pretrained(model, TEXT, layer=2, progress=False)
+    return AttentionWidget.from_pretrained(model, TEXT, layer=2, progress=False, view="detailed")
 
 
 def test_shows_the_models_real_attention(w, model):
@@ -48,10 +48,16 @@ def test_layer_temperature_and_special_tokens(w, model):
     assert len(w.displayed("weights")[0]) == len(full.weights[0]) - 2
 
 
-def test_architecture_controls_are_fixed(w):
-    for name in ("d_model", "n_heads", "n_kv_heads", "mask", "seed", "positional"):
-        assert w.controls[name].disabled, name
-    assert not w.controls["layer"].disabled and not w.controls["temperature"].disabled
+def test_architecture_controls_are_fixed_and_not_drawn(w, model):
+    for name in ("d_model", "n_heads", "n_kv_heads", "mask", "window", "seed", "positional",
+                 "weights"):
+        assert w.controls[name].layout.display == "none", name
+    assert w._panel.groups["Architecture"].layout.display == "none"
+    assert not any(c.disabled for c in w.controls.values() if c.layout.display != "none")
+    line = w._panel.source_line.value
+    assert f"d_model {model.d_model}, {model.n_heads} heads, mask none" in line, line
+    assert w.controls["layer"].layout.display is None
+    assert w.controls["temperature"].layout.display is None
     with pytest.raises(traitlets.TraitError, match="fixed at 12"):
         w.n_heads = 6
     with pytest.raises(traitlets.TraitError, match=r"layer must be in 0\.\.5"):
@@ -81,14 +87,14 @@ def test_missing_folder_is_a_clear_error(tmp_path):
 
 
 def test_hidden_special_tokens_a_temperature_step_reuses_the_cut_stages(model):
-    w = AttentionWidget.from_pretrained(model, TEXT, layer=1, show_special=False,
+    w = AttentionWidget.from_pretrained(model, TEXT, layer=1, show_special=False, view="detailed",
                                         progress=False)
     before = w.trace
     w.temperature = 0.5
     # the stages before the softmax are cut once: the figures see the same arrays
     for name in ("x", "q", "k", "v", "scores", "mask"):
         assert getattr(w.trace, name) is getattr(before, name), name
-    fresh = AttentionWidget.from_pretrained(model, TEXT, layer=1, show_special=False,
+    fresh = AttentionWidget.from_pretrained(model, TEXT, layer=1, show_special=False, view="detailed",
                                             temperature=0.5, progress=False)
     assert w.tokens == fresh.tokens and "[CLS]" not in w.tokens
     for stage in w.figs:
