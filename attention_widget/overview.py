@@ -169,7 +169,7 @@ def plan(tokens: Sequence[str], trace: AttentionTrace, lanes: Sequence[int],
     """
     f = FONTS[projector]
     n = trace.seq_len
-    header = f["title"] + f["text"] + f["small"] + 14  # three lines above every column
+    header = 1.2 * (f["title"] + f["text"] + f["small"]) + 18  # three lines above the columns
     footer = BAR_PX + f["small"] + 10  # colour bar and its numbers
     body_h = MAX_HEIGHT[projector] - header - footer
     lane_title = f["text"] + 4
@@ -252,7 +252,7 @@ def _texts(p: Plan, tokens: Sequence[str], trace: AttentionTrace, titles: Sequen
         p.texts.append(TextItem(cx, y, shapes[key], f["small"], section, anchor="middle"))
     # token labels left of X, every k-th where rows are close
     box = p.panels["x"]
-    step = max(1, math.ceil((f["token"] + 1) / row))
+    step = max(1, math.ceil(1.25 * f["token"] / row))
     room = box.x - 6
     for i in range(0, n, step):
         p.texts.append(TextItem(box.x - 4, box.y + (i + 0.5) * row,
@@ -260,9 +260,11 @@ def _texts(p: Plan, tokens: Sequence[str], trace: AttentionTrace, titles: Sequen
                                 anchor="end"))
     names = {"q": (f"Q · {h} heads", Q_COLOR), "k": (f"K · {kv} kv heads", K_COLOR),
              "v": (f"V · {kv} kv heads", V_COLOR)}
+    qkv_room = lefts["qkv"][1] + ARROW_PX - 8 - (lefts["qkv"][0] - lefts["qkv"][2])
     for key, (text, color) in names.items():
         b = p.panels[key]
-        p.texts.append(TextItem(b.x, b.y - f["text"] / 2 - 2, text, f["text"], 2, True,
+        short = text if text_width(text, f["text"]) * 1.08 <= qkv_room else text.split(" · ")[0]
+        p.texts.append(TextItem(b.x, b.y - f["text"] / 2 - 2, short, f["text"], 2, True,
                                 color=color))
     for i, head in enumerate(p.lanes):
         s, o = p.panels[f"scores {i}"], p.panels[f"outputs {i}"]

@@ -63,6 +63,7 @@ COLUMN_LABEL_STYLE = {"font-size": "10px", "text-anchor": "start", "transform-bo
                       "transform-origin": "0% 50%"}
 TITLE_PX = 16  # panel titles: a 14 px text box (12 px bold) and a 2 px gap above the panel
 TITLE_ROOM_PX = TITLE_PX + 4  # room above every row of panels: its titles, clear of the axis
+ROLE_PX = 13  # a second title line (a head's role: the title's part after " · "), 10 px text
 PNG_URL_PREFIX = b"data:image/png;base64,"  # how a figure's Image widget holds its PNG
 # The image's palette: the LEVELS colours of the figure's table (attention_widget.colors), then
 # the masked grey, then transparency (outside the panels).
@@ -194,6 +195,11 @@ class PanelFigure:
                                # text on anchor + y_offset: its 14 px box ends 2 px above the
                                # panel (measured in Chromium)
                                y_offset=-(TITLE_PX // 2 + 1))
+        # a head's role, under its title and just above the panel (the title moves up a line)
+        self.roles = bq.Label(x=[0.0], y=[0.0], text=[""], colors=["#606060"],
+                              preserve_domain=FIXED,
+                              scales={"x": self.x_scale, "y": self.y_scale},
+                              align="start", default_size=10, y_offset=-(ROLE_PX // 2 + 1))
         self.lines = bq.Lines(x=np.zeros((1, 2)), y=np.zeros((1, 2)), colors=["#888888"],
                               preserve_domain=FIXED,
                               scales={"x": self.x_scale, "y": self.y_scale}, stroke_width=2)
@@ -274,7 +280,8 @@ class PanelFigure:
                 # the same layout may wait for shown_together() to switch with the others
                 sent = self._draw(defer=self._deferred and not moved)
             self._update_labels(panels, ticks)
-            marks = [self.image, *self._extra, self.lines, self.highlight, self.titles]
+            marks = [self.image, *self._extra, self.lines, self.highlight, self.titles,
+                     self.roles]
             if list(self.figure.marks) != marks:
                 self.figure.marks = marks
         return sent
@@ -335,8 +342,9 @@ class PanelFigure:
         # point, reached in a step or two.  Where the titles alone would not fit (e.g. 16 rows
         # of heads in one figure) there is none: the panels keep the room, the gap is 2 cells.
         title_gap = 2
+        room = TITLE_ROOM_PX + (ROLE_PX if any(" · " in p.title for p in panels) else 0)
         for _ in range(6):
-            need = max(2, math.ceil(TITLE_ROOM_PX / rows_at(title_gap)[2][1]))
+            need = max(2, math.ceil(room / rows_at(title_gap)[2][1]))
             if need <= title_gap:
                 break
             title_gap = need
@@ -442,15 +450,25 @@ class PanelFigure:
                 axis.tick_labels = merged
 
     def _update_labels(self, panels: Sequence[Panel], ticks: _Ticks | None) -> None:
-        # each title fits its panel and the gap after it: else its first part, its number
+        # each title fits its panel and the gap after it: else its first part, its number;
+        # a role (the part after " · ") goes on a second line, cut to fit
         cell = self._cell_px or PLOT_WIDTH_PX / max(self._size[1], 1)
-        titles = [fit_title(p.title, (p.array.shape[1] + 2 * GAP) * cell) for p in panels]
+        rooms = [(p.array.shape[1] + 2 * GAP) * cell for p in panels]
+        heads = [p.title.split(" · ", 1) for p in panels]
+        titles = [fit_title(h[0], r) for h, r in zip(heads, rooms, strict=True)]
+        roles = [fit(h[1], 10, r) if len(h) > 1 else "" for h, r in zip(heads, rooms, strict=True)]
         xs = [x0 - 0.5 for x0, _ in self._offsets]
         ys = [y0 - 0.5 for _, y0 in self._offsets]
+        offset = -(TITLE_PX // 2 + 1) - (ROLE_PX if any(roles) else 0)
         if (list(self.titles.text) != titles or list(self.titles.x) != xs
-                or list(self.titles.y) != ys):
+                or list(self.titles.y) != ys or self.titles.y_offset != offset):
             with self.titles.hold_sync():
                 self.titles.x, self.titles.y, self.titles.text = xs, ys, titles
+                self.titles.y_offset = offset
+        if list(self.roles.text) != roles or list(self.roles.x) != xs or (
+                list(self.roles.y) != ys):
+            with self.roles.hold_sync():
+                self.roles.x, self.roles.y, self.roles.text = xs, ys, roles
         if ticks is None:
             return
         self._label_key = ticks.key
@@ -651,7 +669,8 @@ def fit(text: str, size: float, room: float, bold: bool = False) -> str:
 
 def fit_title(title: str, room: float, size: float = 12) -> str:
     """A panel title that fits ``room`` px: whole, else its part before " · " (``"head 2"``),
-    else its number, else cut."""
+    else its number, else cut.
+    """
     first = title.split(" · ")[0]
     for candidate in (title, first, first.split(" ")[-1]):
         if text_width(candidate, size) * 1.08 <= room:

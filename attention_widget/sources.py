@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .designed import DESIGNED_INPUT_NOTE, designed_embed, designed_jobs, designed_params
 from .engine import (
     AttentionParams,
     AttentionTrace,
@@ -37,7 +38,6 @@ from .engine import (
     multi_head_attention,
     with_temperature,
 )
-from .designed import DESIGNED_INPUT_NOTE, designed_embed, designed_jobs, designed_params
 from .inputs import embed, tokenize
 from .roles import head_roles
 from .stages import Stage, source_stages, summary

@@ -275,12 +275,13 @@ class AttentionWidget(WidgetFiles, W.VBox):
         n_heads snaps from the count the user chose last (:attr:`_asked_heads`), not from one
         an earlier snap or a drag passed through, and the notice names that count.
         """
-        if self.d_model % self.n_heads:
-            asked = self._asked_heads or self.n_heads
-            new = min(self._source.head_options(self.d_model),
-                      key=lambda h: (abs(h - asked), -h))
-            self.set_trait("notice", f"n_heads {asked} does not divide d_model "
-                           f"{self.d_model}: snapped to {new}")
+        asked = self._asked_heads or self.n_heads
+        options = self._source.head_options(self.d_model)
+        if self.d_model % self.n_heads or (asked != self.n_heads and asked in options):
+            new = min(options, key=lambda h: (abs(h - asked), -h))
+            if new != asked:
+                self.set_trait("notice", f"n_heads {asked} does not divide d_model "
+                               f"{self.d_model}: snapped to {new}")
             self._snapping = True
             try:
                 self.n_heads = new

@@ -3,9 +3,8 @@ screen (the widget's palette PNG) and in every export (SVG, PNG, PDF, HTML)."""
 
 from __future__ import annotations
 
-import functools
-
 import base64
+import functools
 import io
 import re
 import xml.etree.ElementTree as ET

@@ -228,6 +228,21 @@ def test_d_model_change_snaps_heads_and_says_so():
     assert_display_matches(w)
 
 
+def test_a_drag_through_widths_snaps_from_the_head_count_the_user_chose():
+    """d_model dragged 64 -> 48 -> 32 with 64 heads: the notice names 64, the user's choice,
+    not 48, a count the drag passed through; back at 64 the 64 heads return."""
+    w = Detailed(TEXT, d_model=64, n_heads=64)
+    w.controls["d_model"].value = 48  # what a drag sends, one value at a time
+    assert w.n_heads == 48 and w.notice == "n_heads 64 does not divide d_model 48: snapped to 48"
+    w.controls["d_model"].value = 32
+    assert w.n_heads == 32 and w.notice == "n_heads 64 does not divide d_model 32: snapped to 32"
+    w.controls["d_model"].value = 64
+    assert w.n_heads == 64 and w.notice == ""
+    w.controls["n_heads"].value = 8  # a new choice
+    w.controls["d_model"].value = 12
+    assert w.n_heads == 6 and "n_heads 8 does not divide d_model 12" in w.notice
+
+
 def test_n_heads_change_snaps_kv_heads():
     w = Detailed(TEXT, d_model=48, n_heads=4, n_kv_heads=4)
     w.n_heads = 6

@@ -110,3 +110,32 @@ def test_hidden_special_tokens_a_temperature_step_reuses_the_cut_stages(model):
         assert w.trace.scores is not old.scores, name
         np.testing.assert_array_equal(
             w.displayed("scores")[0], w.trace.scores[0].astype(np.float32), err_msg=name)
+
+
+def test_every_head_is_titled_with_its_measured_role(w, model):
+    """The roles on screen are head_roles of the model's own attention of that layer."""
+    from attention_widget.roles import head_roles
+
+    special = np.array(model.special_token_mask(TEXT), dtype=bool)
+    direct = head_roles(model.attentions(TEXT)[2], model.tokenize(TEXT), special)
+    assert w.head_titles == [f"head {r.head} · {r.label}" for r in direct]
+    assert [f"{t} · {r}" if r else t for t, r in zip(w.figs["weights"].titles.text,
+                                                     w.figs["weights"].roles.text,
+                                                     strict=True)] == w.head_titles
+    w.show_special = False  # hidden special tokens still take their share of the weight
+    assert w.head_titles == [f"head {r.head} · {r.label}" for r in direct]
+
+
+def test_stage_texts_say_what_a_bert_layer_computes(w):
+    heads = [h.value for h, _ in w._diagram._heads]
+    assert "hidden state entering layer 2" in heads[0] and "output of layer 1" in heads[0]
+    assert "b<sub>Q</sub>" in heads[1]
+    w.layer = 0
+    assert "embeddings + LayerNorm" in w._diagram._heads[0][0].value
+
+
+def test_real_models_start_on_robust_scales(model):
+    w = AttentionWidget.from_pretrained(model, TEXT, layer=0, progress=False)
+    assert w.scales == {k: "robust" for k in ("x", "qkv", "scores", "outputs", "concat")}
+    assert w.view == "overview"
+    assert "X: embeddings + LayerNorm" in w._overview.notes.value

@@ -700,7 +700,9 @@ FIGURE_PANELS_JS = """async ([fig, imgSel]) => {
         }
     }
     const box = r => ({left: r.left, top: r.top, right: r.right, bottom: r.bottom});
-    const titles = [...fig.querySelectorAll('text.label')].map(
+    // panel titles are bold; a head's role is a second, normal-weight line under its title
+    const bold = t => Number(getComputedStyle(t).fontWeight) >= 600;
+    const titles = [...fig.querySelectorAll('text.label')].filter(bold).map(
         t => ({text: t.textContent, ...box(t.getBoundingClientRect())}));
     return {href, width: w, height: h, partial, panels, titles,
             screen: box(el.getBoundingClientRect())};
