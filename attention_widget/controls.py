@@ -151,8 +151,9 @@ def _group(label: str, rows: Sequence[Sequence[W.Widget]]) -> W.HBox:
 
 
 def _label(text: str) -> W.HTML:
-    """A control's name, beside it on the same line (a ToggleButtons' own description is put
-    above its buttons).
+    """A control's name, beside it on the same line.
+
+    (A ToggleButtons' own description is put above its buttons.)
     """
     return W.HTML(html.escape(text), layout={"margin": "0 6px 0 4px"})
 

@@ -55,8 +55,9 @@ def formula_html(formula: str) -> str:
 
 
 def section_head(section: Section, trace: AttentionTrace, stages: Mapping[str, Stage]) -> str:
-    """The header of a section: its title, its stages' formulas (as the source describes
-    them) and shapes.
+    """The header of a section: its title, its stages' formulas and shapes.
+
+    The formulas are the ones the source gives (``Traced.stages``).
     """
     chosen = [stages[name] for name in section.stages]
     formulas = "; ".join(formula_html(s.formula) + (f" ({CAPTIONS[s.name]})"

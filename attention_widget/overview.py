@@ -242,7 +242,7 @@ def _texts(p: Plan, tokens: Sequence[str], trace: AttentionTrace, titles: Sequen
               "outputs": f"{h} × {n} × {trace.d_head}",
               "concat": f"{n} × {trace.concat.shape[1]}", "output": f"{n} × {trace.d_model}"}
     for key, title, formula, section in COLUMNS:
-        left, col_w, start = lefts[key]
+        _, col_w, start = lefts[key]
         cx = start + col_w / 2
         y = 4 + f["title"] / 2 + 2
         p.texts.append(TextItem(cx, y, title, f["title"], section, True, "middle", TITLE_COLOR))
@@ -298,7 +298,7 @@ def _arrows(p: Plan, lanes: Sequence[int]) -> None:
 
 
 def _arrow_lines(arrows: list) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Every arrow as a 6-point polyline: its path (padded), then its head."""
+    """Every arrow as a 7-point polyline: its path (padded to 4 points), then its head."""
     xs, ys, colors = [], [], []
     for px, py, color, _ in arrows:
         (x0, y0), (x1, y1) = (px[-2], py[-2]), (px[-1], py[-1])
@@ -307,8 +307,8 @@ def _arrow_lines(arrows: list) -> tuple[np.ndarray, np.ndarray, list[str]]:
         right = (x1 - 5 * math.cos(angle + 0.5), y1 - 5 * math.sin(angle + 0.5))
         path_x = list(px) + [px[-1]] * (4 - len(px))
         path_y = list(py) + [py[-1]] * (4 - len(py))
-        xs.append([*path_x, left[0], x1, right[0]][:4] + [left[0], right[0]])
-        ys.append([*path_y, left[1], y1, right[1]][:4] + [left[1], right[1]])
+        xs.append([*path_x[:4], left[0], x1, right[0]])  # the path, then its head
+        ys.append([*path_y[:4], left[1], y1, right[1]])
         colors.append(color)
     return np.array(xs), np.array(ys), colors
 
@@ -334,7 +334,7 @@ class Overview:
         self._strips = {}  # colour bar images, one per table
         self.bar_marks = {key: bq.Image(image=W.Image(format="url"), x=[0, 1], y=[1, 0],
                                         scales=sc) for key, *_ in COLUMNS}
-        self.arrows = bq.Lines(x=np.zeros((1, 6)), y=np.zeros((1, 6)), scales=sc,
+        self.arrows = bq.Lines(x=np.zeros((1, 7)), y=np.zeros((1, 7)), scales=sc,
                                colors=[ARROW_COLOR], stroke_width=1.5)
         self.highlight = bq.Lines(x=np.zeros((1, 5)), y=np.zeros((1, 5)), scales=sc,
                                   colors=["#ff3d8b"], stroke_width=2, visible=False)
@@ -547,14 +547,14 @@ def _stacked(arrays: list[np.ndarray], limits: list[Limits], boxes: list[Box],
     attend) greys the masked cells of every panel.
     """
     top = boxes[0].y
-    height = max(1, int(round(boxes[-1].bottom - top)))
+    height = max(1, round(boxes[-1].bottom - top))
     width = max(a.shape[1] for a in arrays)
     grid = np.full((height, width), TRANSPARENT, dtype=np.uint8)
     for arr, lim, b in zip(arrays, limits, boxes, strict=True):
         lv = levels(np.asarray(arr, dtype=np.float32), lim.low, lim.high)  # [seq, cols]
         if mask is not None and mask.shape == lv.shape and not mask.all():
             lv[~mask] = MASKED
-        y0, y1 = int(round(b.y - top)), int(round(b.bottom - top))
+        y0, y1 = round(b.y - top), round(b.bottom - top)
         rows = np.minimum((np.arange(y1 - y0) * lv.shape[0]) // max(y1 - y0, 1),
                           lv.shape[0] - 1)
         cols = np.minimum((np.arange(width) * lv.shape[1]) // width, lv.shape[1] - 1)

@@ -488,7 +488,7 @@ class PanelFigure:
             self.lines.visible = False
 
     def set_scale(self, mode: str) -> None:
-        """Colour the panels on scale rule ``mode`` (:func:`attention_widget.colors.scale_limits`)."""
+        """Colour the panels on scale rule ``mode`` (see :func:`.colors.scale_limits`)."""
         if mode != self.scale:
             self.scale = mode
             if self._panels:
@@ -668,8 +668,9 @@ def fit(text: str, size: float, room: float, bold: bool = False) -> str:
 
 
 def fit_title(title: str, room: float, size: float = 12) -> str:
-    """A panel title that fits ``room`` px: whole, else its part before " · " (``"head 2"``),
-    else its number, else cut.
+    """A panel title that fits ``room`` px.
+
+    Whole, else its part before " · " (``"head 2"``), else its number, else cut.
     """
     first = title.split(" · ")[0]
     for candidate in (title, first, first.split(" ")[-1]):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import traitlets as T
 
@@ -25,7 +25,7 @@ class WidgetFiles:
     #: Traits restored from a state file (the widget sets it), besides head, query and step.
     SAVED_TRAITS: tuple[str, ...] = ()
     #: Their values for a state file written before a trait existed.
-    SAVED_DEFAULTS: dict[str, Any] = {}
+    SAVED_DEFAULTS: ClassVar[dict[str, Any]] = {}
 
     def _download_link(self, what: str, fmt: str) -> str:
         """A download link (HTML) of the whole diagram, the weights or the focus head."""

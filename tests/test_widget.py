@@ -498,8 +498,8 @@ def test_from_arrays_shows_user_arrays():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((5, 12))
     params = init_params(12, 3, seed=7, bias=True)
-    w = AttentionWidget.from_arrays(x, params, tokens=["a", "b", "<b>", "a", "."], n_heads=3, view="detailed",
-                                    mask="causal")
+    w = AttentionWidget.from_arrays(x, params, tokens=["a", "b", "<b>", "a", "."], n_heads=3,
+                                    view="detailed", mask="causal")
     ref = multi_head_attention(x, params, n_heads=3, mask="causal")
     np.testing.assert_array_equal(w.trace.output, ref.output)
     np.testing.assert_allclose(w.displayed("weights")[1], ref.weights[1], atol=1e-6)

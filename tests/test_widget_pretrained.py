@@ -94,8 +94,8 @@ def test_hidden_special_tokens_a_temperature_step_reuses_the_cut_stages(model):
     # the stages before the softmax are cut once: the figures see the same arrays
     for name in ("x", "q", "k", "v", "scores", "mask"):
         assert getattr(w.trace, name) is getattr(before, name), name
-    fresh = AttentionWidget.from_pretrained(model, TEXT, layer=1, show_special=False, view="detailed",
-                                            temperature=0.5, progress=False)
+    fresh = AttentionWidget.from_pretrained(model, TEXT, layer=1, show_special=False,
+                                            view="detailed", temperature=0.5, progress=False)
     assert w.tokens == fresh.tokens and "[CLS]" not in w.tokens
     for stage in w.figs:
         for got, want in zip(w.displayed(stage), fresh.displayed(stage), strict=True):

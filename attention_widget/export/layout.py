@@ -10,7 +10,8 @@ by default attention weights on the fixed scale 0..1 and every other stage on a 
 symmetric around 0 shared by its step of the diagram (X; Q, K, V; scores; head outputs;
 concat and output) and by all heads of the trace; or the scale chosen on screen (``scales``:
 per head, or robust with clipped ends, which the colour bar then says).  So a value has the
-same colour on screen and in every file, whichever stages and heads are exported.  Masked cells are :data:`~attention_widget.colors.MASK_RGB` grey; the renderers draw
+same colour on screen and in every file, whichever stages and heads are exported.  Masked
+cells are :data:`~attention_widget.colors.MASK_RGB` grey; the renderers draw
 :data:`~attention_widget.colors.MASK_HATCH_RGB` lines across them.
 """
 
@@ -391,8 +392,9 @@ def build(trace: AttentionTrace, tokens: Any, stages: Any, heads: Any, colormap:
 def _stage(trace: AttentionTrace, name: str, heads: list[int], scaling: tuple, rows: _Rows,
            y: float, tooltips: bool, raster: bool
            ) -> tuple[Group, float, tuple[float, float, bool], float]:
-    """One stage's title line and panels, from ``y`` down; ``scaling`` is
-    ``(colormap, diverging, scales)`` for :func:`stage_scale`.
+    """One stage's title line and panels, from ``y`` down.
+
+    ``scaling`` is ``(colormap, diverging, scales)`` for :func:`stage_scale`.
 
     Returns the group, the y below it, its colour bar's ``(top, height, has_mask)`` and the x
     right of its widest line.
