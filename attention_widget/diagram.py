@@ -101,12 +101,12 @@ def _grid_index(values: np.ndarray, got: object) -> int:
 
 def _figures() -> dict[str, PanelFigure]:
     return {
-        "x": PanelFigure("aw-fig-x", signed=True, cell_px=10, max_height=320, label="X"),
-        "qkv": PanelFigure("aw-fig-qkv", signed=True, cell_px=10, max_height=320),
+        "x": PanelFigure("aw-fig-x", signed=True, cell_px=13, max_height=320, label="X"),
+        "qkv": PanelFigure("aw-fig-qkv", signed=True, cell_px=13, max_height=320),
         "scores": PanelFigure("aw-fig-scores", signed=True, square=True, max_height=640),
         "weights": PanelFigure("aw-fig-weights", signed=False, square=True, max_height=640),
         "outputs": PanelFigure("aw-fig-outputs", signed=True, cell_px=8, max_height=520),
-        "concat": PanelFigure("aw-fig-concat", signed=True, cell_px=10, max_height=320),
+        "concat": PanelFigure("aw-fig-concat", signed=True, cell_px=13, max_height=320),
         "focus": PanelFigure("aw-fig-focus", signed=False, square=True, max_height=560,
                              min_height=260),
         "contrib": PanelFigure("aw-fig-contrib", signed=True, cell_px=12, max_height=420),

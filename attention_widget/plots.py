@@ -39,7 +39,8 @@ from .png import palette_png
 
 __all__ = [
     "MASKED", "PNG_URL_PREFIX", "TRANSPARENT", "ImageMark", "Panel", "PanelFigure",
-    "fit", "fit_title", "image_palette", "scale_caption", "shown_together", "tick_positions",
+    "bar_label", "fit", "fit_title", "image_palette", "scale_caption", "shown_together",
+    "tick_positions",
 ]
 
 GAP = 1  # empty cells between panels
@@ -53,7 +54,7 @@ MAX_TICKS = 32  # axis labels per panel before they are thinned out
 LABEL_PX = 14  # room one slanted (-45 degree) column label needs along the axis
 VERTICAL_LABEL_PX = 9  # the same for a vertical one (10 px text): columns narrower than
 #                         LABEL_PX get vertical labels, so that short sequences keep them all
-ROW_LABEL_PX = 8  # room one row label (10 px text) needs down the axis
+ROW_LABEL_PX = 12  # room one row label (10 px text, a 12 px box) needs down the axis
 NUMBER_PX = 2 * LABEL_PX  # room between two column numbers (feature indices)
 MAX_LABEL_CHARS = 11  # longer column labels are cut (with an ellipsis) to fit the top margin
 # bqplot rotates a tick label about the tick, where d3 centres it 9 px above the axis: a long
@@ -377,8 +378,8 @@ class PanelFigure:
             plot_w = max(self._cell_px * width, MIN_PLOT_PX)
             self.x_scale.max = plot_w / self._cell_px - 0.5
             self.figure.layout.width = f"{int(plot_w + m['left'] + m['right'])}px"
-            # a short bar: fewer ticks
-            self.c_axis.num_ticks = 5 if self._cell_h * height >= 200 else 3
+            # a short bar: fewer ticks (bqplot's bar is 200 px shorter than the plot)
+            self.c_axis.num_ticks = 5 if plot_w - 200 >= 250 else 3
 
     def _cell_size(self, width: float, height: float) -> tuple[float | None, float, int]:
         """``(cell width px or None, cell height px, figure height px)`` for a grid this size.
@@ -502,7 +503,7 @@ class PanelFigure:
         per_head = self.scale == "per head" and len(self._limits) > 1
         low, high = (-1.0, 1.0) if per_head and self.signed else (
             (0.0, 1.0) if per_head else (lim.low, lim.high))
-        label = scale_caption(self._limits, self.label)
+        label = bar_label(self._limits, self.label)
         key = (low, high, label)
         if key != self._range:
             self._range = key
@@ -577,15 +578,29 @@ def shown_together(figures: Sequence[PanelFigure]) -> Iterator[None]:
             fig.show_pending()
 
 
+def bar_label(limits: Sequence[Limits], label: str = "") -> str:
+    """A colour bar's own label, short enough for the figure's margin beside the bar.
+
+    Its name, and "per head", "robust" or "clipped ◂▸" (values beyond the ends).
+    """
+    lim = limits[0] if limits else Limits(0.0, 1.0)
+    note = ""
+    if lim.mode == "per head" and len(limits) > 1:
+        note = "per head"
+    elif lim.mode == "robust":
+        note = "clipped ◂▸" if any(x.clipped for x in limits) else "robust"
+    return " · ".join(p for p in (label, note) if p)
+
+
 def scale_caption(limits: Sequence[Limits], label: str = "") -> str:
     """What a colour bar stands for, beyond its numbers: per-head ends, clipped values."""
     lim = limits[0] if limits else Limits(0.0, 1.0)
     parts = [label] if label else []
     if lim.mode == "per head" and len(limits) > 1:
-        parts.append("per head: each panel to its own end")
+        parts.append("per head: own ends")
     elif lim.mode == "robust":
-        parts.append(f"robust: ±{lim.high:.3g} = 99th percentile of |values|" + (
-            "; beyond: clipped to the end colours" if any(x.clipped for x in limits) else ""))
+        parts.append(f"robust ±{lim.high:.3g} (99th pct.)" + (
+            ", clipped beyond" if any(x.clipped for x in limits) else ""))
     return " · ".join(parts)
 
 

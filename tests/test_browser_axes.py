@@ -28,7 +28,7 @@ SETUP = [
     "import json\n"
     "from attention_widget import AttentionWidget\n"
     "from attention_widget.plots import _key\n"
-    "w = AttentionWidget('The cat sat on the mat.', d_model=32, n_heads=4)\n"
+    "w = AttentionWidget('The cat sat on the mat.', d_model=32, n_heads=4, view='detailed')\n"
     "w.add_class('aw-under-test')\n"
     "w",
     "def expected():\n"
