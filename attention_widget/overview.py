@@ -346,7 +346,9 @@ class Overview:
         self.figure.add_class("aw-figure")
         self.figure.add_class("aw-overview")
         self.notes = readout("aw-overview-notes")
-        self.box = W.VBox([self.figure, self.notes])
+        # beside the picture where the page is wide enough (Voila), else under it
+        self.notes.layout = W.Layout(flex="1 1 300px", min_width="300px", margin="0 0 0 12px")
+        self.box = W.HBox([self.figure, self.notes], layout={"flex_flow": "row wrap"})
         self.box.add_class("aw-overview-box")
         self.table = "viridis"
         self._plan: Plan | None = None
@@ -380,15 +382,18 @@ class Overview:
         sent = 0
         with self.figure.hold_sync():
             self._size(p)
-            for key, arrays in _stage_arrays(tr, lanes).items():
+            for key, (arrays, shown) in _stage_arrays(tr, lanes).items():
                 signed = key != "weights"
                 mode = scales.get(key, "shared" if signed else "fixed")
-                limits = self._limits[key] = scale_limits(arrays, mode, signed=signed)
+                # the scale of every head, as the detailed view and the exports have it
+                limits = [scale_limits(arrays, mode, signed=signed)[i] for i in shown]
+                self._limits[key] = limits
+                drawn = [arrays[i] for i in shown]
                 if key == "concat":  # concat and output: one step, one scale rule
-                    sent += self._fill("concat", arrays[:1], limits[:1], p, tr.mask)
-                    sent += self._fill("output", arrays[1:], limits[1:], p, tr.mask)
+                    sent += self._fill("concat", drawn[:1], limits[:1], p, tr.mask)
+                    sent += self._fill("output", drawn[1:], limits[1:], p, tr.mask)
                 else:
-                    sent += self._fill(key, arrays, limits, p, tr.mask)
+                    sent += self._fill(key, drawn, limits, p, tr.mask)
             for img in self.images.values():
                 img.show_pending()
             self._bars(p)
@@ -521,20 +526,22 @@ class Overview:
             self.highlight.visible = True
 
 
-def _stage_arrays(tr: AttentionTrace, lanes: Sequence[int]) -> dict[str, list[np.ndarray]]:
-    """The arrays of each image: X; Q, K, V; the lanes' scores, weights, outputs; concat..."""
+def _stage_arrays(tr: AttentionTrace, lanes: Sequence[int]
+                  ) -> dict[str, tuple[list[np.ndarray], list[int]]]:
+    """Each image's step: all its arrays (every head: they decide the scale) and those drawn."""
     n = tr.seq_len
 
     def flat(a: np.ndarray) -> np.ndarray:  # [heads, seq, d] -> [seq, heads * d]
         return a.transpose(1, 0, 2).reshape(n, -1)
 
+    heads = list(range(tr.n_heads))
     return {
-        "x": [tr.x],
-        "qkv": [flat(tr.q), flat(tr.k), flat(tr.v)],
-        "scores": [tr.scores[h] for h in lanes],
-        "weights": [tr.weights[h] for h in lanes],
-        "outputs": [tr.head_outputs[h] for h in lanes],
-        "concat": [tr.concat, tr.output],
+        "x": ([tr.x], [0]),
+        "qkv": ([flat(tr.q), flat(tr.k), flat(tr.v)], [0, 1, 2]),
+        "scores": ([tr.scores[h] for h in heads], list(lanes)),
+        "weights": ([tr.weights[h] for h in heads], list(lanes)),
+        "outputs": ([tr.head_outputs[h] for h in heads], list(lanes)),
+        "concat": ([tr.concat, tr.output], [0, 1]),
     }
 
 

@@ -209,3 +209,15 @@ def test_projector_makes_the_text_large():
     assert min(sizes) >= 13 and 14 in sizes
     tokens = [t for t in w._overview._plan.texts if t.section == 1 and t.anchor == "end"]
     assert tokens and all(t.size >= 14 for t in tokens)
+
+
+@pytest.mark.parametrize("mode", ["shared", "per head", "robust"])
+def test_both_views_colour_a_head_on_the_same_scale(mode):
+    w = AttentionWidget(TEXT, d_model=64, n_heads=8, scales={"scores": mode, "outputs": mode})
+    w.head = 5
+    lanes = w._overview._plan.lanes
+    overview = {k: w._overview._limits[k] for k in ("scores", "outputs")}
+    w.view = "detailed"
+    for key in ("scores", "outputs"):
+        detailed = w.figs[key].limits()
+        assert overview[key] == [detailed[h] for h in lanes], key
