@@ -50,7 +50,7 @@ MAX_LANES = 4  # heads drawn as lanes at once
 ARROW_PX = 26  # room between two columns, for the arrow
 BAR_PX = 8  # colour bar thickness
 MAX_CELL_PX = 16  # largest square cell of the lanes
-MAX_ROW_PX = 14  # largest row of X, concat and output
+MAX_ROW_PX = {False: 14, True: 20}  # largest row of X, concat and output (room for a label)
 FEATURE_PX = 72  # width of a feature panel (X, Q, K, V, concat, output)
 #: Font sizes (px): tokens, column titles, formulas and head titles, numbers and shapes.
 FONTS = {False: {"token": 11, "title": 12, "text": 11, "small": 10},
@@ -203,12 +203,12 @@ def plan(tokens: Sequence[str], trace: AttentionTrace, lanes: Sequence[int],
         x += col_w + ARROW_PX
     mid = top + body_h / 2
     # X, concat and output: bands of the tokens' rows, in the middle of the body
-    row = max(1.0, min(MAX_ROW_PX, (body_h - 4) / n))
+    row = max(1.0, min(MAX_ROW_PX[projector], (body_h - 4) / n))
     for key in ("x", "concat", "output"):
         p.panels[key] = Box(lefts[key][0], mid - n * row / 2, FEATURE_PX, n * row)
     # Q, K, V: one above the other, each under its own title
     qkv_h = (body_h - 3 * (f["text"] + 4) - 2 * 6) / 3
-    q_row = max(1.0, min(MAX_ROW_PX, qkv_h / n))
+    q_row = max(1.0, min(MAX_ROW_PX[projector], qkv_h / n))
     y = mid - (3 * (f["text"] + 4 + n * q_row) + 12) / 2
     for key in ("q", "k", "v"):
         y += f["text"] + 4

@@ -9,12 +9,15 @@ widget draws no disabled architecture control and titles every head with its rol
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import urllib.parse
 from pathlib import Path
 
 import pytest
 from support.browser import (
+    REPO,
     SCREENSHOTS,
     TOUR_TEXT,
     new_page,
@@ -62,10 +65,15 @@ def _open(browser, voila, **query):
     return page, log, widget
 
 
-def _shot(page, name: str) -> Path:
+def _shot(page, name: str, docs: str | None = None) -> Path:
+    """Screenshot the page at 1280 x 720; with ``docs`` and AW_UPDATE_SCREENSHOT set, also
+    the repository's picture ``docs/<docs>`` (refreshed on purpose only)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path))
+    if docs and os.environ.get("AW_UPDATE_SCREENSHOT"):
+        (REPO / "docs").mkdir(exist_ok=True)
+        shutil.copy(path, REPO / "docs" / docs)
     return path
 
 
@@ -88,9 +96,11 @@ def test_voila_default_widget_fits_and_every_head_count_reads(jupyter_server, br
             assert not fit["sideways"] and fit["right"] <= PAGE["width"], fit
             if heads == 4:  # the default sentence and heads: the whole widget on one screen
                 assert fit["height"] <= PAGE["height"], fit
-                _shot(page, "voila_overview_4_heads")
+                shot = _shot(page, "voila_overview_4_heads", "overview-4-heads.png")
+                if os.environ.get("AW_UPDATE_SCREENSHOT"):  # the README's picture
+                    shutil.copy(shot, REPO / "docs" / "screenshot.png")
             if heads == 64:
-                _shot(page, "voila_overview_64_heads")
+                _shot(page, "voila_overview_64_heads", "overview-64-heads.png")
             assert text_problems(widget) == [], (heads, "overview")
             show_view(page, widget, "detailed")
             assert text_problems(widget, page=page) == [], (heads, "detailed")
@@ -135,7 +145,7 @@ def test_voila_minilm_fixes_nothing_on_screen_and_names_every_head(jupyter_serve
                  if b["text"].startswith("head ")]
         assert len(lanes) == 4 and all(ROLE.match(t) for t in lanes), lanes
         assert text_problems(widget) == []
-        path = _shot(page, "voila_minilm")
+        path = _shot(page, "voila_minilm", "minilm-1280x720.png")
         show_view(page, widget, "detailed")
         fig = widget.locator(".aw-fig-weights").first
         titles = fig.evaluate("""f => [...f.querySelectorAll('text.label')]
