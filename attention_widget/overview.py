@@ -29,7 +29,7 @@ from .colors import LEVELS, PAIRED_DIVERGING, Limits, levels, scale_limits
 from .controls import readout
 from .engine import AttentionTrace
 from .export.layout import text_width
-from .plots import (
+from .marks import (
     MASKED,
     PNG_URL_PREFIX,
     TRANSPARENT,

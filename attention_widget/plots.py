@@ -13,40 +13,32 @@ temperature step now sends two small messages per stage instead of one per head
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from functools import cache
 
 import bqplot as bq
-import ipywidgets as W
 import numpy as np
 
-from .colors import (
-    LEVELS,
-    MASK_RGB,
-    PAIRED_DIVERGING,
-    Limits,
-    hex_colors,
-    levels,
-    palette,
-    scale_limits,
+from .colors import PAIRED_DIVERGING, Limits, hex_colors, levels, scale_limits
+from .marks import (
+    FIXED,
+    MASKED,
+    PNG_URL_PREFIX,
+    TRANSPARENT,
+    ImageMark,
+    bar_label,
+    fit,
+    fit_title,
 )
-from .export.layout import text_width
-from .png import palette_png
 
 __all__ = [
-    "MASKED", "PNG_URL_PREFIX", "TRANSPARENT", "ImageMark", "Panel", "PanelFigure",
-    "bar_label", "fit", "fit_title", "image_palette", "scale_caption", "shown_together",
+    "MASKED", "PNG_URL_PREFIX", "TRANSPARENT", "Panel", "PanelFigure", "shown_together",
     "tick_positions",
 ]
 
 GAP = 1  # empty cells between panels
-# Scales have explicit ranges: marks must not recompute them (a domain change makes every mark
-# of the figure redraw, so each heatmap update would redraw all of them).
-FIXED = {"x": True, "y": True, "color": True}
 PLOT_WIDTH_PX = 640  # widest plot area of a square-celled figure: fits JupyterLab at 1280 px
 MAX_CELL_PX = 36
 MIN_PLOT_PX = 300  # narrowest plot area: its colour bar keeps 100 px
@@ -65,11 +57,6 @@ COLUMN_LABEL_STYLE = {"font-size": "10px", "text-anchor": "start", "transform-bo
 TITLE_PX = 16  # panel titles: a 14 px text box (12 px bold) and a 2 px gap above the panel
 TITLE_ROOM_PX = TITLE_PX + 4  # room above every row of panels: its titles, clear of the axis
 ROLE_PX = 13  # a second title line (a head's role: the title's part after " · "), 10 px text
-PNG_URL_PREFIX = b"data:image/png;base64,"  # how a figure's Image widget holds its PNG
-# The image's palette: the LEVELS colours of the figure's table (attention_widget.colors), then
-# the masked grey, then transparency (outside the panels).
-MASKED = LEVELS  # palette index of a masked cell
-TRANSPARENT = 255  # palette index outside the panels
 
 
 def tick_positions(n: int, max_ticks: int = MAX_TICKS) -> np.ndarray:
@@ -404,39 +391,7 @@ class PanelFigure:
              tuple(p.boundaries), p.boundary_color) for p in panels))
         if key == self._label_key:
             return None  # ticks and head boundaries are already on screen
-        x_ticks: dict[float, str] = {}
-        y_ticks: dict[float, str] = {}
-        cell = self._cell_px  # (None: the figure's width, and so the columns', is not fixed)
-        slanted = cell is None or cell >= LABEL_PX
-        lx: list[list[float]] = []
-        ly: list[list[float]] = []
-        colors: list[str] = []
-        for p, (x0, y0) in zip(panels, self._offsets, strict=True):
-            rows, cols = p.array.shape
-            if p.col_labels is not None:
-                # token labels need about LABEL_PX each slanted, VERTICAL_LABEL_PX upright, or
-                # they run into each other
-                fit = MAX_TICKS if cell is None else int(cols * cell / (
-                    LABEL_PX if slanted else VERTICAL_LABEL_PX))
-                for j in tick_positions(cols, max(1, min(MAX_TICKS, fit))):
-                    x_ticks.setdefault(x0 + j, _short(p.col_labels[j]))
-            else:
-                # feature columns: numbered within their panel, so K's and V's (and every
-                # head's) first column reads 0, as it is -- not its place in the whole grid.
-                # Non-square figures are as wide as the notebook: PLOT_WIDTH_PX is a guess.
-                px = cell if cell is not None else PLOT_WIDTH_PX / max(self._size[1], 1)
-                for j in index_ticks(cols, px):
-                    x_ticks.setdefault(x0 + j, str(j))
-            if p.row_labels is not None and x0 == 0.0:
-                fit = int(rows * self._cell_h / ROW_LABEL_PX)
-                for i in tick_positions(rows, max(1, min(MAX_TICKS, fit))):
-                    y_ticks[y0 + i] = p.row_labels[i]
-            for b in p.boundaries:
-                lx.append([x0 + b - 0.5, x0 + b - 0.5])
-                ly.append([y0 - 0.5, y0 + rows - 0.5])
-                colors.append(p.boundary_color)
-        return _Ticks(key, -45 if slanted else -90, _tick_labels(x_ticks),
-                      _tick_labels(y_ticks), lx, ly, colors)
+        return _ticks(key, panels, self._offsets, self._cell_px, self._cell_h, self._size)
 
     def _announce_ticks(self, ticks: _Ticks) -> None:
         """Give each axis its new tick labels, added to its current ones (see :meth:`update`).
@@ -578,120 +533,42 @@ def shown_together(figures: Sequence[PanelFigure]) -> Iterator[None]:
             fig.show_pending()
 
 
-def bar_label(limits: Sequence[Limits], label: str = "") -> str:
-    """A colour bar's own label, short enough for the figure's margin beside the bar.
-
-    Its name, and "per head", "robust" or "clipped ◂▸" (values beyond the ends).
-    """
-    lim = limits[0] if limits else Limits(0.0, 1.0)
-    note = ""
-    if lim.mode == "per head" and len(limits) > 1:
-        note = "per head"
-    elif lim.mode == "robust":
-        note = "clipped ◂▸" if any(x.clipped for x in limits) else "robust"
-    return " · ".join(p for p in (label, note) if p)
-
-
-def scale_caption(limits: Sequence[Limits], label: str = "") -> str:
-    """What a colour bar stands for, beyond its numbers: per-head ends, clipped values."""
-    lim = limits[0] if limits else Limits(0.0, 1.0)
-    parts = [label] if label else []
-    if lim.mode == "per head" and len(limits) > 1:
-        parts.append("per head: own ends")
-    elif lim.mode == "robust":
-        parts.append(f"robust ±{lim.high:.3g} (99th pct.)" + (
-            ", clipped beyond" if any(x.clipped for x in limits) else ""))
-    return " · ".join(parts)
-
-
-class ImageMark:
-    """A bqplot ``Image`` mark that shows palette PNGs, switched without a flash.
-
-    bqplot's ``Image`` mark redraws only when it is pointed at another ``ipywidgets.Image``, so
-    it keeps two and alternates: :meth:`fill` writes the hidden one, :meth:`show_pending`
-    switches the mark to it (two small messages per update).  The PNG travels as a ``data:``
-    URL, which bqplot uses as the image's href as it is.
-
-    Parameters
-    ----------
-    x_scale, y_scale : bqplot scales
-        Of the figure the mark is drawn in.
-    """
-
-    def __init__(self, x_scale: bq.Scale, y_scale: bq.Scale) -> None:
-        self._buffers = (W.Image(format="url"), W.Image(format="url"))
-        self.mark = bq.Image(image=self._buffers[0], x=[-0.5, 0.5], y=[0.5, -0.5],
-                             pixelated=True, preserve_domain=FIXED,
-                             scales={"x": x_scale, "y": y_scale})
-        self.png = b""
-        self._extent: tuple = ()  # the image's x and y on screen
-        self._pending: tuple | None = None  # (buffer, extent) filled but not shown yet
-
-    def fill(self, grid: np.ndarray, table: str, extent: tuple) -> int:
-        """Encode ``grid`` (palette indices, :func:`image_palette`) into the hidden buffer.
-
-        ``extent`` is the mark's ``(x, y)``.  Returns the bytes sent (0 if unchanged).
-        """
-        png = palette_png(grid, image_palette(table), transparent=(TRANSPARENT,))
-        if png == self.png:
-            if extent != self._extent and self._pending is None:
-                self._pending = (self.mark.image, extent)
-            return 0
-        self.png = png
-        if self._pending is not None:  # filled but not shown yet: fill it again
-            back = self._pending[0]
+def _ticks(key: tuple, panels: Sequence[Panel], offsets: list[tuple[float, float]],
+           cell_px: float | None, cell_h: float, size: tuple[int, int]) -> _Ticks:
+    """:meth:`PanelFigure._plan_ticks`'s work: axis ticks and boundary lines of ``panels``."""
+    x_ticks: dict[float, str] = {}
+    y_ticks: dict[float, str] = {}
+    cell = cell_px  # (None: the figure's width, and so the columns', is not fixed)
+    slanted = cell is None or cell >= LABEL_PX
+    lx: list[list[float]] = []
+    ly: list[list[float]] = []
+    colors: list[str] = []
+    for p, (x0, y0) in zip(panels, offsets, strict=True):
+        rows, cols = p.array.shape
+        if p.col_labels is not None:
+            # token labels need about LABEL_PX each slanted, VERTICAL_LABEL_PX upright, or
+            # they run into each other
+            fit = MAX_TICKS if cell is None else int(cols * cell / (
+                LABEL_PX if slanted else VERTICAL_LABEL_PX))
+            for j in tick_positions(cols, max(1, min(MAX_TICKS, fit))):
+                x_ticks.setdefault(x0 + j, _short(p.col_labels[j]))
         else:
-            back = self._buffers[1] if self.mark.image is self._buffers[0] else self._buffers[0]
-        # a data: URL, not PNG bytes: bqplot then sets it as the href as it is, where PNG bytes
-        # cost the browser a Blob and an object URL (~1.7 ms of its main thread per image)
-        back.value = PNG_URL_PREFIX + base64.b64encode(png)
-        self._pending = (back, extent)
-        return len(png)
-
-    def show_pending(self) -> None:
-        """Point the mark at the buffer filled last, if it is not shown yet."""
-        if self._pending is None:
-            return
-        back, extent = self._pending
-        self._pending = None
-        with self.mark.hold_sync():
-            if self._extent != extent:
-                self.mark.x, self.mark.y = extent
-                self._extent = extent
-            if self.mark.image is not back:
-                self.mark.image = back
-
-
-@cache
-def image_palette(table: str) -> np.ndarray:
-    """The ``(256, 3)`` uint8 palette of a figure's PNG on colour table ``table``."""
-    out = np.zeros((256, 3), dtype=np.uint8)
-    out[:LEVELS] = palette(table)
-    out[MASKED] = MASK_RGB
-    out.flags.writeable = False  # shared by every figure (cached)
-    return out
-
-
-def fit(text: str, size: float, room: float, bold: bool = False) -> str:
-    """``text``, cut with an ellipsis to fit ``room`` pixels (estimated widths)."""
-    scale = 1.08 if bold else 1.0
-    if text_width(text, size) * scale <= room:
-        return text
-    while text and text_width(text + "…", size) * scale > room:
-        text = text[:-1]
-    return text.rstrip(" ·") + "…" if text else ""
-
-
-def fit_title(title: str, room: float, size: float = 12) -> str:
-    """A panel title that fits ``room`` px.
-
-    Whole, else its part before " · " (``"head 2"``), else its number, else cut.
-    """
-    first = title.split(" · ")[0]
-    for candidate in (title, first, first.split(" ")[-1]):
-        if text_width(candidate, size) * 1.08 <= room:
-            return candidate
-    return fit(first.split(" ")[-1], size, room, bold=True)
+            # feature columns: numbered within their panel, so K's and V's (and every
+            # head's) first column reads 0, as it is -- not its place in the whole grid.
+            # Non-square figures are as wide as the notebook: PLOT_WIDTH_PX is a guess.
+            px = cell if cell is not None else PLOT_WIDTH_PX / max(size[1], 1)
+            for j in index_ticks(cols, px):
+                x_ticks.setdefault(x0 + j, str(j))
+        if p.row_labels is not None and x0 == 0.0:
+            fit = int(rows * cell_h / ROW_LABEL_PX)
+            for i in tick_positions(rows, max(1, min(MAX_TICKS, fit))):
+                y_ticks[y0 + i] = p.row_labels[i]
+        for b in p.boundaries:
+            lx.append([x0 + b - 0.5, x0 + b - 0.5])
+            ly.append([y0 - 0.5, y0 + rows - 0.5])
+            colors.append(p.boundary_color)
+    return _Ticks(key, -45 if slanted else -90, _tick_labels(x_ticks),
+                  _tick_labels(y_ticks), lx, ly, colors)
 
 
 def _tracks(shapes: Sequence[tuple[int, ...]], ncols: int) -> tuple[list[int], list[int]]:
