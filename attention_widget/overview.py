@@ -123,8 +123,8 @@ class Plan:
         ``weights 0``, ``outputs 0`` ... (the lane's index, not the head's).
     lanes : list of int
         The heads drawn as lanes, top to bottom.
-    cell : int
-        Pixel side of a lane's square cell (one row of every lane panel).
+    cell : float
+        Pixel side of a lane's square cell: whole pixels, or below 1 for long texts.
     bars : dict of str to Box
         Each column's colour bar.
     texts : list of TextItem
@@ -136,7 +136,7 @@ class Plan:
     height: int
     panels: dict[str, Box] = field(default_factory=dict)
     lanes: list[int] = field(default_factory=list)
-    cell: int = 1
+    cell: float = 1.0
     bars: dict[str, Box] = field(default_factory=dict)
     texts: list[TextItem] = field(default_factory=list)
     arrows: list[tuple[list[float], list[float], str, int]] = field(default_factory=list)
@@ -180,18 +180,21 @@ def plan(tokens: Sequence[str], trace: AttentionTrace, lanes: Sequence[int],
     need = {key: max(text_width(title, f["title"]) * 1.08, text_width(formula, f["text"]))
             - ARROW_PX + 6 for key, title, formula, _ in COLUMNS}
 
-    def widths(cell: int) -> dict[str, float]:
+    def widths(cell: float) -> dict[str, float]:
         panel = {"x": FEATURE_PX, "qkv": FEATURE_PX, "scores": n * cell, "weights": n * cell,
                  "outputs": out_w, "concat": FEATURE_PX, "output": FEATURE_PX}
         return {key: max(panel[key], need[key]) for key in panel}
 
     # the lanes' square cells: as large as the height and the width allow
     by_height = (body_h / len(lanes) - lane_title - lane_gap) / n
-    cell = int(max(1, min(MAX_CELL_PX, by_height)))
+    # whole pixels while a cell has one; below that (long texts) a lane shows one pixel row
+    # per screen row, the rows between them left out (the detailed view has every one)
+    cell = min(MAX_CELL_PX, by_height)
+    cell = float(int(cell)) if cell >= 1 else max(cell, 0.05)
     while cell > 1 and labels_w + sum(widths(cell).values()) + 6 * ARROW_PX > WIDTH[projector]:
         cell -= 1
     lane_h = lane_title + n * cell + lane_gap
-    body_h = max(len(lanes) * lane_h, 3 * (f["text"] + 6 + n) + 12)
+    body_h = max(len(lanes) * lane_h, 3 * (f["text"] + 6 + min(n, 40)) + 12)
     p = Plan(WIDTH[projector], int(header + body_h + footer), lanes=list(lanes), cell=cell)
     top = header
     panel_w = {"x": FEATURE_PX, "qkv": FEATURE_PX, "scores": n * cell, "weights": n * cell,
@@ -203,12 +206,12 @@ def plan(tokens: Sequence[str], trace: AttentionTrace, lanes: Sequence[int],
         x += col_w + ARROW_PX
     mid = top + body_h / 2
     # X, concat and output: bands of the tokens' rows, in the middle of the body
-    row = max(1.0, min(MAX_ROW_PX[projector], (body_h - 4) / n))
+    row = min(MAX_ROW_PX[projector], (body_h - 4) / n)
     for key in ("x", "concat", "output"):
         p.panels[key] = Box(lefts[key][0], mid - n * row / 2, FEATURE_PX, n * row)
     # Q, K, V: one above the other, each under its own title
     qkv_h = (body_h - 3 * (f["text"] + 4) - 2 * 6) / 3
-    q_row = max(1.0, min(MAX_ROW_PX[projector], qkv_h / n))
+    q_row = min(MAX_ROW_PX[projector], qkv_h / n)
     y = mid - (3 * (f["text"] + 4 + n * q_row) + 12) / 2
     for key in ("q", "k", "v"):
         y += f["text"] + 4
@@ -355,6 +358,7 @@ class Overview:
         self._traced: Traced | None = None
         self._key: tuple = ()
         self._limits: dict[str, list[Limits]] = {}
+        self._front: tuple | None = None  # the arrays before the softmax drawn last
         self._step = len(SECTIONS)
 
     def shown(self, step: int) -> tuple[W.Widget, ...]:
@@ -365,6 +369,7 @@ class Overview:
         """Draw with colour table ``name`` (and its paired diverging table) from the next draw."""
         self.table = name
         self._key = ()
+        self._front = None
 
     def draw(self, traced: Traced, head: int, query: int, *, step: int,
              scales: Mapping[str, str], projector: bool) -> int:
@@ -382,18 +387,27 @@ class Overview:
         sent = 0
         with self.figure.hold_sync():
             self._size(p)
-            for key, (arrays, shown) in _stage_arrays(tr, lanes).items():
-                signed = key != "weights"
-                mode = scales.get(key, "shared" if signed else "fixed")
+            # a temperature step keeps X, Q, K, V and the scores (the same arrays): not again
+            front = (tr.x, tr.q, tr.k, tr.v, tr.scores)
+            drawn_as = (tuple(lanes), projector, self.table, dict(scales), p.width, p.height,
+                        p.cell, tuple(p.panels.values()))
+            same = self._front is not None and self._front[1] == drawn_as and all(
+                a is b for a, b in zip(front, self._front[0], strict=True))
+            self._front = (front, drawn_as)
+            for name, (arrays, shown) in _stage_arrays(tr, lanes).items():
+                if same and name in ("x", "qkv", "scores"):
+                    continue
+                signed = name != "weights"
+                mode = scales.get(name, "shared" if signed else "fixed")
                 # the scale of every head, as the detailed view and the exports have it
-                limits = [scale_limits(arrays, mode, signed=signed)[i] for i in shown]
-                self._limits[key] = limits
+                every = scale_limits(arrays, mode, signed=signed)
+                limits = self._limits[name] = [every[i] for i in shown]
                 drawn = [arrays[i] for i in shown]
-                if key == "concat":  # concat and output: one step, one scale rule
+                if name == "concat":  # concat and output: one step, one scale rule
                     sent += self._fill("concat", drawn[:1], limits[:1], p, tr.mask)
                     sent += self._fill("output", drawn[1:], limits[1:], p, tr.mask)
                 else:
-                    sent += self._fill(key, drawn, limits, p, tr.mask)
+                    sent += self._fill(name, drawn, limits, p, tr.mask)
             for img in self.images.values():
                 img.show_pending()
             self._bars(p)

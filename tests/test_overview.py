@@ -73,7 +73,8 @@ def test_overview_images_show_the_trace_on_its_scales():
                                    - p.panels["weights 0"].y), tr.seq_len)
     for i, h in enumerate(p.lanes):
         top = round(p.panels[f"weights {i}"].y - p.panels["weights 0"].y)
-        shown = indices[top: top + tr.seq_len * p.cell: p.cell]
+        cell = int(p.cell)
+        shown = indices[top: top + tr.seq_len * cell: cell]
         want = levels(tr.weights[h].astype(np.float32), 0.0, 1.0)
         want[~tr.mask] = 253  # MASKED
         np.testing.assert_array_equal(shown, want)
