@@ -30,6 +30,7 @@ from .controls import readout
 from .engine import AttentionTrace
 from .export.layout import text_width
 from .marks import (
+    FIXED,
     MASKED,
     PNG_URL_PREFIX,
     TRANSPARENT,
@@ -335,12 +336,16 @@ class Overview:
                        for key in ("x", "qkv", "scores", "weights", "outputs", "concat",
                                    "output")}
         self._strips = {}  # colour bar images, one per table
+        # every mark keeps the scales' fixed ranges: a mark that recomputed them would have
+        # the figure redraw all its marks at each image switch
         self.bar_marks = {key: bq.Image(image=W.Image(format="url"), x=[0, 1], y=[1, 0],
-                                        scales=sc) for key, *_ in COLUMNS}
+                                        scales=sc, preserve_domain=FIXED)
+                          for key, *_ in COLUMNS}
         self.arrows = bq.Lines(x=np.zeros((1, 7)), y=np.zeros((1, 7)), scales=sc,
-                               colors=[ARROW_COLOR], stroke_width=1.5)
+                               colors=[ARROW_COLOR], stroke_width=1.5, preserve_domain=FIXED)
         self.highlight = bq.Lines(x=np.zeros((1, 5)), y=np.zeros((1, 5)), scales=sc,
-                                  colors=["#ff3d8b"], stroke_width=2, visible=False)
+                                  colors=["#ff3d8b"], stroke_width=2, visible=False,
+                                  preserve_domain=FIXED)
         self._labels: dict[tuple, bq.Label] = {}
         self.figure = bq.Figure(
             marks=[], axes=[], fig_margin={"top": 0, "bottom": 0, "left": 0, "right": 0},
@@ -487,7 +492,7 @@ class Overview:
                 label = self._labels[style] = bq.Label(
                     x=[0.0], y=[0.0], text=[""], colors=[color], default_size=size,
                     font_weight="bold" if bold else "normal", align=anchor,
-                    scales={"x": self.x_scale, "y": self.y_scale})
+                    scales={"x": self.x_scale, "y": self.y_scale}, preserve_domain=FIXED)
             xs, ys = [t.x for t in texts] or [0.0], [t.y for t in texts] or [0.0]
             text = [t.text for t in texts] or [""]
             if list(label.text) != text or list(label.x) != xs or list(label.y) != ys:

@@ -323,14 +323,15 @@ class AttentionWidget(WidgetFiles, W.VBox):
     def _on_view(self, change: dict) -> None:
         """A change of the view alone: no new trace."""
         name = change["name"]
-        if name == "colormap":
+        if name == "colormap":  # (the detailed view's figures recolour themselves)
             self._diagram.set_colormap(self.colormap)
             self._overview.set_colormap(self.colormap)
+            self._stale.add("overview")
         if name in ("scales", "projector"):
             self._stale = {"overview", "detailed"}
         if name in ("step", "view"):
             self._layout()
-        if self._ready and name != "colormap":
+        if self._ready:
             self._draw()
         if self._ready:
             self._sync()

@@ -7,7 +7,7 @@ Run from the repository root (needs Voila, playwright and /usr/bin/chromium)::
     python benchmarks/browser.py --gap-ms 400  # steps from a longer idle (a hand's pace)
     python benchmarks/browser.py --plain-server  # Voila's own websocket connection class
     python benchmarks/browser.py --alternate     # back and forth between two values
-    python benchmarks/browser.py --view detailed # one view only (default: both, same run)
+    python benchmarks/browser.py --view detailed,overview  # views, in this order
 
 Voila runs with the opt-in of ``docs/network.md`` (``attention_widget.server.VOILA_OPTION``):
 :class:`attention_widget.server.NoDelayKernelConnection`, ``TCP_NODELAY`` on the kernel
@@ -419,8 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=21, help="measured steps per case (median)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--only", choices=["floor", "all"], default="all")
-    ap.add_argument("--view", choices=["overview", "detailed", "both"], default="both",
-                    help="the widget's view (both: one after the other, in the same run)")
+    ap.add_argument("--view", default="overview,detailed",
+                    help="the widget's views, measured in this order in the same run "
+                         "(overview, detailed, or both comma-separated)")
     ap.add_argument("--plain-server", action="store_true",
                     help="Voila with its own connection class (Nagle on the websocket)")
     ap.add_argument("--gap-ms", type=int, default=100,
@@ -431,7 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.alternate and args.steps + args.warmup > 100:
         ap.error("--steps + --warmup must be at most 100 (the sliders' room to the right)")
     stop_on_sigterm()  # a timeout must not leave Voila and its kernels running
-    views = ["overview", "detailed"] if args.view == "both" else [args.view]
+    views = args.view.split(",")
+    if not views or not set(views) <= {"overview", "detailed"}:
+        ap.error(f"--view must name overview and/or detailed, got {args.view!r}")
 
     root = Path(tempfile.mkdtemp(prefix="aw-bench-"))
     write_notebook(root / "floor.ipynb", TRIVIAL_NOTEBOOK)

@@ -110,6 +110,27 @@ def test_voila_default_widget_fits_and_every_head_count_reads(jupyter_server, br
     print("widget heights by head count (px):", heights)
 
 
+def test_voila_controls_uncut_at_1024px(jupyter_server, browser, voila_root) -> None:
+    """On a 1024 px page the control groups wrap, but no text is cut or overlaps."""
+    voila = jupyter_server("voila", voila_root)
+    page, log = new_page(browser)
+    page.set_viewport_size({"width": 1024, "height": 720})
+    try:
+        page.goto(voila.notebook_url("w.ipynb", urllib.parse.urlencode(
+            {"text": TOUR_TEXT, "d_model": 64, "n_heads": 4})), timeout=90000)
+        widget = page.locator(".attention-widget").first
+        widget.locator(".aw-overview image").first.wait_for(timeout=60000)
+        wait_summary(page, widget, {})
+        controls = widget.locator(".aw-controls").first
+        assert text_problems(controls) == []
+        assert text_problems(widget) == []
+        assert not widget_fit(widget)["sideways"]
+        _shot(page, "voila_1024")
+        assert log.real_errors() == []
+    finally:
+        page.context.close()
+
+
 def test_voila_projector_text_is_at_least_14px(jupyter_server, browser, voila_root) -> None:
     voila = jupyter_server("voila", voila_root)
     page, log, widget = _open(browser, voila, text=TOUR_TEXT, d_model=64, n_heads=4,

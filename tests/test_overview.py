@@ -222,3 +222,14 @@ def test_both_views_colour_a_head_on_the_same_scale(mode):
     for key in ("scores", "outputs"):
         detailed = w.figs[key].limits()
         assert overview[key] == [detailed[h] for h in lanes], key
+
+
+def test_a_new_colour_table_recolours_the_overview():
+    w = AttentionWidget(TEXT, d_model=32, n_heads=4)
+    before = w._overview.images["weights"].png
+    w.colormap = "magma"
+    _, palette, _ = decode_palette_png(w._overview.images["weights"].png)
+    from attention_widget.colors import palette as table
+
+    assert w._overview.images["weights"].png != before
+    np.testing.assert_array_equal(palette[:253], table("magma"))
