@@ -74,6 +74,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._checks import check_int as _check_int
 from .engine import AttentionParams, init_params
 
 __all__ = [
@@ -151,7 +152,7 @@ def code_frequencies(n_pairs: int) -> np.ndarray:
         ``0`` (a constant pair), then ``pi / 64``, then the frequencies ``pi m / 64`` that widen
         the smallest gap between two numbers' codes fastest (see the module docstring).
     """
-    n_pairs = _whole("n_pairs", n_pairs)
+    n_pairs = _check_int("n_pairs", n_pairs)
     if n_pairs > _N:
         raise ValueError(f"n_pairs must be <= {_N} (the code has {_N} frequencies), got {n_pairs}")
     return np.pi * np.array((0, *_frequency_steps()))[:n_pairs] / _N
@@ -194,7 +195,7 @@ def position_code(seq_len: int, n_pairs: int) -> np.ndarray:
     -------
     ndarray, shape (seq_len, 2 * n_pairs)
     """
-    return sinusoid_code(np.arange(_whole("seq_len", seq_len, minimum=0)), n_pairs)
+    return sinusoid_code(np.arange(_check_int("seq_len", seq_len, minimum=0)), n_pairs)
 
 
 def shift_matrix(n_pairs: int, by: int = 1) -> np.ndarray:
@@ -252,7 +253,7 @@ def token_numbers(tokens: Sequence[str], *, seed: int = 0) -> np.ndarray:
     ndarray of int, shape (len(tokens),)
     """
     _check_tokens(tokens)
-    seed = _whole("seed", seed, minimum=0)
+    seed = _check_int("seed", seed, minimum=0)
     first: dict[str, int] = {}
     order = np.array([first.setdefault(t, len(first)) for t in tokens], dtype=np.int64)
     if seed == 0:
@@ -285,7 +286,7 @@ def designed_embed(tokens: Sequence[str], d_model: int, *, seed: int = 0) -> np.
         position code).  Each block holds ``min(columns // 2, 64)`` pairs; a column left over
         (odd block, or ``d_model > 256``) is 0.
     """
-    d_model = _whole("d_model", d_model)
+    d_model = _check_int("d_model", d_model)
     numbers_ = token_numbers(tokens, seed=seed)
     tok_pairs, pos_pairs = _blocks(d_model)
     half = d_model // 2
@@ -324,9 +325,9 @@ class _Layout(NamedTuple):
 
 
 def _layout(d_model: int, n_heads: object, n_kv_heads: object) -> tuple[_Layout, int, int]:
-    d_model = _whole("d_model", d_model)
-    n_heads = _whole("n_heads", n_heads)
-    n_kv = n_heads if n_kv_heads is None else _whole("n_kv_heads", n_kv_heads)
+    d_model = _check_int("d_model", d_model)
+    n_heads = _check_int("n_heads", n_heads)
+    n_kv = n_heads if n_kv_heads is None else _check_int("n_kv_heads", n_kv_heads)
     if d_model % n_heads:
         raise ValueError(
             f"n_heads={n_heads} does not divide d_model={d_model}: each head gets "
@@ -521,14 +522,6 @@ def designed_params(
 # --------------------------------------------------------------------------------------------
 # argument checks
 # --------------------------------------------------------------------------------------------
-def _whole(name: str, value: object, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
 def _check_tokens(tokens: object) -> None:
     if isinstance(tokens, str) or not isinstance(tokens, Sequence):
         raise TypeError("tokens must be a list of str (use tokenize(text) for a sentence)")

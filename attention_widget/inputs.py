@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .engine import _check_int
+from ._checks import check_int as _check_int
 
 __all__ = ["embed", "positional_encoding", "tokenize"]
 

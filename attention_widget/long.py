@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import numbers
 import os
 import threading
 from collections.abc import Callable
@@ -32,6 +31,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._checks import check_int as _check_int
+from ._checks import check_temperature as _check_temperature
 from .engine import (
     AttentionParams,
     AttentionTrace,
@@ -95,22 +96,6 @@ def _hooks(progress: object, cancel: object) -> tuple[Progress, Callable[[], boo
     if hasattr(cancel, "is_set"):
         return report, cancel.is_set
     return report, (lambda: bool(cancel.cancelled))
-
-
-def _check_int(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _check_temperature(temperature: object) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise TypeError(f"temperature must be a real number, got {temperature!r}")
-    if not math.isfinite(temperature) or temperature <= 0:
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-    return float(temperature)
 
 
 def overview_tile(seq_len: int, max_px: int | None = None) -> int:

@@ -1,67 +1,40 @@
 """Benchmark the NumPy attention engine against torch CPU ``nn.MultiheadAttention``.
 
-Run ``python benchmarks/engine.py``.  Prints, in one run:
+Run ``python benchmarks/engine.py``, alone on the machine.  For each size (seq_len, d_model,
+n_heads) it prints, in one run:
 
-* the measured float64 matmul peak of this machine (square GEMM, GFLOP/s);
-* for each size (seq_len, d_model, n_heads): our time in float64 (and float32), torch's
-  ``nn.MultiheadAttention(need_weights=True, average_attn_weights=False)`` time in float64 on
-  the same weights, the ratio ours / torch, our fraction of the matmul peak, and the peak
-  extra memory our call allocates (tracemalloc traces NumPy allocations).
+* ``engine``: :func:`attention_widget.multi_head_attention` in float64, as a user calls it
+  (large layers take :mod:`attention_widget.fast`);
+* ``reference``: the same call with the fast path switched off (``fast.MIN_SCORES`` raised):
+  the plain NumPy steps of :mod:`attention_widget.engine` alone;
+* ``engine f32``: the engine in float32;
+* ``torch``: ``torch.nn.MultiheadAttention(need_weights=True, average_attn_weights=False)``
+  in float64, holding the same weights;
+* the ratios engine / torch and reference / torch.
 
-Calls after the first reuse the memory of traces already dropped (the engine's buffer pool,
-``attention_widget.engine.BUFFER_POOL_BYTES``), as they do in a widget or a loop; torch's
-side allocates through its own CPU allocator.
-
-Times are medians over three rounds of consecutive calls, each round after a warm-up call
-(see :func:`blocked_medians`); the matmul peak is the best of ten.  Both sides use the same
-number of threads: ``torch.get_num_threads()``, which is also what OpenBLAS and the engine
-use by default (the cores this process may run on).  On a busy machine every figure moves;
-the ratio, measured in the same run, moves least.
+Every time is a median over interleaved calls: one call of each contender in turn, ``repeats``
+rounds, the order rotated every round so none always follows the same one.  Each ratio is the
+median of the per-round ratios (a contender against torch in the same round).  A pause before
+every timed call lets the previous call's worker threads stop spinning (OpenBLAS keeps its
+threads busy for about 0.1 s after a call, OpenMP for a while too), so one side's leftovers do
+not slow the other down: calls from a widget come that far apart.  Both libraries use every
+core this process may run on.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 import time
-import tracemalloc
-from functools import partial
 
 import numpy as np
 import torch
 
-from attention_widget import embed, init_params, multi_head_attention
-from attention_widget.engine import free_buffers
+import attention_widget
+from attention_widget import embed, fast, init_params, multi_head_attention
 
-SIZES = [(16, 64, 4), (64, 256, 8), (512, 512, 8), (1024, 768, 12), (2048, 768, 12)]
-
-
-def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
-    """Float64 GFLOP/s of an ``n x n`` by ``n x n`` matrix product: the best of ``repeats``.
-
-    The best, not the median, is the machine's peak; a median drops on a busy machine.
-    """
-    rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((n, n)), rng.standard_normal((n, n))
-    out = np.empty((n, n))
-    np.matmul(a, b, out=out)
-    best = math.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        np.matmul(a, b, out=out)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
-
-
-def attention_flops(seq_len: int, d_model: int, n_heads: int, n_kv_heads: int) -> int:
-    """Matmul FLOPs of one attention layer (projections, scores, weights @ V, W_O)."""
-    d_head = d_model // n_heads
-    d_kv = n_kv_heads * d_head
-    projections = 2 * seq_len * d_model * (d_model + 2 * d_kv) + 2 * seq_len * d_model * d_model
-    attend = 2 * 2 * n_heads * seq_len * seq_len * d_head
-    return projections + attend
+SIZES = [(16, 64, 4), (64, 256, 8), (512, 512, 8), (1024, 768, 12)]
 
 
 def torch_mha(params, d_model: int, n_heads: int) -> torch.nn.MultiheadAttention:
@@ -75,43 +48,36 @@ def torch_mha(params, d_model: int, n_heads: int) -> torch.nn.MultiheadAttention
     return mha
 
 
-def peak_extra_memory(fn) -> int:
-    """Peak bytes allocated (and traced by tracemalloc) while ``fn()`` runs.
+def reference(fn):
+    """``fn`` with the fast path switched off: every size takes the plain steps."""
 
-    The engine's buffer pool is emptied first, so the figure is what one call needs, not
-    what it allocates on top of memory the pool kept from earlier calls.
-    """
-    free_buffers()
-    tracemalloc.start()
-    tracemalloc.reset_peak()
-    base = tracemalloc.get_traced_memory()[0]
-    result = fn()
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    del result
-    return peak - base
+    def run():
+        saved, fast.MIN_SCORES = fast.MIN_SCORES, float("inf")
+        try:
+            return fn()
+        finally:
+            fast.MIN_SCORES = saved
+
+    return run
 
 
-def blocked_medians(fns: dict, repeats: int, rounds: int = 3) -> dict:
-    """Median seconds of each callable over ``rounds`` x ``repeats`` calls.
-
-    Each round runs every callable ``repeats`` times in a row (after one warm-up call), then
-    the next: the rounds share the machine's load fairly, while calls of one library are not
-    interleaved with the other's, whose worker threads keep spinning for a while after a call
-    (OpenMP in torch, OpenBLAS in NumPy) and would slow down the other side.
-    """
-    times: dict = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            fn()  # warm-up: caches, page faults of the first allocation, the other's spinners
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+def interleaved(fns: dict, repeats: int, pause: float) -> dict[str, list[float]]:
+    """Seconds of every call of each contender, ``repeats`` rounds of one call each."""
+    names = list(fns)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for name in names:  # warm-up: caches, first allocations, thread pools
+        fns[name]()
+    for i in range(repeats):
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            time.sleep(pause)
+            t0 = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - t0)
+    return times
 
 
-def measure(seq_len: int, d_model: int, n_heads: int, repeats: int, peak: float) -> str:
+def measure(seq_len: int, d_model: int, n_heads: int, repeats: int, pause: float) -> str:
     """One row of the table."""
     params = init_params(d_model, n_heads, seed=0)
     x = embed([f"t{i % 97}" for i in range(seq_len)], d_model)
@@ -122,52 +88,47 @@ def measure(seq_len: int, d_model: int, n_heads: int, repeats: int, peak: float)
         with torch.inference_mode():
             return mha(xt, xt, xt, need_weights=True, average_attn_weights=False)
 
-    ours = partial(multi_head_attention, x, params, n_heads=n_heads)
-    ours32 = partial(multi_head_attention, x, params, n_heads=n_heads, dtype=np.float32)
-    # the same answer on both sides, so the comparison is fair
+    def ours(dtype=np.float64):
+        return multi_head_attention(x, params, n_heads=n_heads, dtype=dtype)
+
+    # the same answer on every side, so the comparison is fair
     out_t, weights_t = run_torch()
-    trace = ours()
-    assert np.allclose(out_t[0].numpy(), trace.output, atol=1e-9), "ours and torch disagree"
-    assert np.allclose(weights_t[0].numpy(), trace.weights, atol=1e-9), "weights disagree"
+    for trace in (ours(), reference(ours)()):
+        assert np.allclose(out_t[0].numpy(), trace.output, atol=1e-9), "ours and torch disagree"
+        assert np.allclose(weights_t[0].numpy(), trace.weights, atol=1e-9), "weights disagree"
     del out_t, weights_t, trace
-    t = blocked_medians({"ours": ours, "ours32": ours32, "torch": run_torch}, repeats)
-    flops = attention_flops(seq_len, d_model, n_heads, n_heads)
-    frac = flops / t["ours"] / 1e9 / peak
-    mem = peak_extra_memory(ours)
+    fns = {"engine": ours, "reference": reference(ours),
+           "f32": lambda: ours(np.float32), "torch": run_torch}
+    t = interleaved(fns, repeats, pause)
+    med = {name: statistics.median(ts) for name, ts in t.items()}
+    ratio = {name: statistics.median(a / b for a, b in zip(t[name], t["torch"], strict=True))
+             for name in ("engine", "reference")}
     return (
-        f"{seq_len:>7} {d_model:>7} {n_heads:>5} | "
-        f"{t['ours'] * 1e3:>8.2f} {t['ours32'] * 1e3:>8.2f} "
-        f"{t['torch'] * 1e3:>8.2f} | {t['ours'] / t['torch']:>5.2f} {100 * frac:>5.1f}% | "
-        f"{mem / 2**20:>7.1f}"
+        f"| {seq_len} | {d_model} | {n_heads} | {med['engine'] * 1e3:.2f} | "
+        f"{med['reference'] * 1e3:.2f} | {med['f32'] * 1e3:.2f} | {med['torch'] * 1e3:.2f} | "
+        f"{ratio['engine']:.2f} | {ratio['reference']:.2f} |"
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls per round and size")
+    parser.add_argument("--repeats", type=int, default=21, help="rounds per size")
+    parser.add_argument("--pause", type=float, default=0.2,
+                        help="seconds of rest before each timed call")
     args = parser.parse_args()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    peak = matmul_peak()
-    print(
-        f"cores: {os.cpu_count()}, torch threads: {threads}, numpy {np.__version__}, "
-        f"torch {torch.__version__}"
-    )
-    print(f"float64 matmul peak (2048^3 GEMM, best of 10): {peak:.1f} GFLOP/s\n")
-    print("times in ms (median of 3 rounds); ratio = ours f64 / torch f64; %peak = layer matmul")
-    print("FLOPs / our f64 time / matmul peak; mem = peak extra MiB our f64 call allocates")
-    print("(tracemalloc)\n")
-    header = (
-        f"{'seq_len':>7} {'d_model':>7} {'heads':>5} | {'ours f64':>8} {'ours f32':>8} "
-        f"{'torchf64':>8} | {'ratio':>5} {'%peak':>6} | {'mem MiB':>7}"
-    )
-    print(header)
-    print("-" * len(header))
+    print(f"attention_widget {attention_widget.__version__}, numpy {np.__version__}, "
+          f"torch {torch.__version__}; cores: {len(os.sched_getaffinity(0))}, torch threads: "
+          f"{torch.get_num_threads()}; fast path from {fast.MIN_SCORES} scores")
+    print(f"medians of {args.repeats} interleaved rounds, ms; ratios: median of the per-round "
+          "ratios to torch\n")
+    print("| seq_len | d_model | heads | engine f64 | reference f64 | engine f32 | torch f64 "
+          "| engine / torch | reference / torch |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for seq_len, d_model, n_heads in SIZES:
-        repeats = args.repeats * 20 if seq_len <= 64 else args.repeats if seq_len <= 1024 else 2
-        print(measure(seq_len, d_model, n_heads, repeats, peak), flush=True)
-    print("\nGoals: ratio <= 1.0 at seq_len >= 512; >= 60% of peak at seq_len 1024;")
-    print("ours f64 <= 1 ms at (64, 256, 8).")
+        repeats = args.repeats * 3 if seq_len <= 64 else args.repeats
+        print(measure(seq_len, d_model, n_heads, repeats, args.pause), flush=True)
+    print("\nGoals: engine / torch <= 1 at (512, 512, 8) and (1024, 768, 12); "
+          "reference / torch <= 2 there.")
 
 
 if __name__ == "__main__":

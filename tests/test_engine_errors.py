@@ -181,7 +181,10 @@ def test_n_heads_bad_for_the_params():
         ({"w_q": np.full((8, 8), np.nan)}, ValueError, r"params\.w_q contains NaN or infinity"),
         ({"w_o": np.full((8, 8), "x")}, TypeError, r"params\.w_o must hold real numbers.*<U1"),
         ({"w_q": None}, TypeError, r"params\.w_q must be an array, got None"),
-        ({"b_q": np.ones(7)}, ValueError, r"params\.b_q must have shape \(8,\), got \(7,\)"),
+        ({"b_q": np.ones(7), "b_k": np.ones(8), "b_v": np.ones(8)}, ValueError,
+         r"params\.b_q must have shape \(8,\), got \(7,\)"),
+        ({"b_q": np.ones(8)}, ValueError, r"b_q, b_k and b_v come together .* got only b_q"),
+        ({"b_k": np.ones(8), "b_v": np.ones(8)}, ValueError, r"got only b_k, b_v"),
     ],
 )
 def test_attention_params_checks(fields, error, pattern):
@@ -189,6 +192,17 @@ def test_attention_params_checks(fields, error, pattern):
     args = {"w_q": eye, "w_k": eye, "w_v": eye, "w_o": eye, **fields}
     with pytest.raises(error, match=pattern):
         AttentionParams(**args)
+
+
+@pytest.mark.parametrize(("dtype", "size"), [(np.float32, 1e20), (np.float64, 1e160)])
+@pytest.mark.parametrize("seq_len", [3, 800])  # the reference path; the fast path
+def test_overflowing_scores_are_an_error_not_nan(dtype, size, seq_len):
+    from attention_widget import fast
+
+    assert (2 * seq_len**2 >= fast.MIN_SCORES) == (seq_len > 3)
+    x = np.full((seq_len, 8), size)  # finite, and so are the weights: their products are not
+    with pytest.raises(ValueError, match=r"the scores overflowed \(values too large for "):
+        multi_head_attention(x, init_params(8, 2), n_heads=2, dtype=dtype)
 
 
 # ---- dtype ----------------------------------------------------------------------------------

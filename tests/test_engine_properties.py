@@ -192,17 +192,16 @@ def test_float32_within_1e_4_of_float64(problem, temperature):
 
 
 def test_long_sequences_match_a_plain_formula():
-    """Sizes whose scores do not fit one cache block take the blocked paths: same maths."""
-    from attention_widget import engine
+    """Sizes that take the fast path (its blocks, its threads): the same maths."""
+    from attention_widget import fast
 
-    # one head's float64 scores at 600 tokens span several cache blocks
-    assert len(engine._blocks(1, 600, 600 * 8, engine._BLOCK_BYTES)) > 1
     rng = np.random.default_rng(7)
     for seq_len, d_model, n_heads, n_kv, mask in [
-        (600, 16, 4, 2, "causal"),  # several cache blocks per head
-        (257, 8, 2, 1, None),
-        (1100, 8, 4, 2, "causal"),  # threads share the blocks of the softmax
+        (600, 16, 4, 2, "causal"),  # several blocks of rows per head
+        (520, 8, 4, 1, None),
+        (1100, 8, 4, 2, "causal"),
     ]:
+        assert n_heads * seq_len**2 >= fast.MIN_SCORES
         params = init_params(d_model, n_heads, n_kv, seed=3, bias=True)
         x = rng.standard_normal((seq_len, d_model))
         trace = multi_head_attention(x, params, n_heads=n_heads, n_kv_heads=n_kv, mask=mask,
@@ -320,39 +319,45 @@ def test_trace_shapes_with_grouped_heads():
 # --------------------------------------------------------------------------------------------
 # large layers: the work is shared out between threads
 # --------------------------------------------------------------------------------------------
+def blas_threads() -> list[int] | None:
+    """BLAS's thread count(s) now, or None without threadpoolctl."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    return [info["num_threads"] for info in threadpoolctl.threadpool_info()
+            if info["user_api"] == "blas"]
+
+
+def reference_path(monkeypatch) -> None:
+    """From here on every layer takes the plain steps of the engine."""
+    from attention_widget import fast
+
+    monkeypatch.setattr(fast, "MIN_SCORES", float("inf"))
+
+
 @pytest.mark.parametrize(
     ("seq_len", "d_model", "n_heads", "n_kv", "dtype"),
-    [(260, 32, 8, 4, np.float64), (130, 24, 8, 8, np.float64), (260, 32, 8, 2, np.float32)],
+    [(370, 32, 8, 4, np.float64), (400, 24, 8, 8, np.float64), (370, 32, 8, 2, np.float32)],
 )
 def test_threaded_layer_matches_and_restores_blas_threads(
     monkeypatch, seq_len, d_model, n_heads, n_kv, dtype
 ):
-    """A large layer runs on the engine's threads with OpenBLAS held at one thread (rows of the
-    projections and heads of attention shared out); it gives what the plain path gives, and
-    afterwards OpenBLAS's thread count is what it was, also when several layers run
-    concurrently."""
+    """Large layers, run from several threads at once, give what the plain path gives; and
+    afterwards BLAS's thread count is what it was."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from attention_widget import engine
+    from attention_widget import fast
 
-    assert n_heads * seq_len**2 >= engine._SPLIT_MIN_SCORES  # large enough to be shared out
-    calls = []
-    real = engine._layer_split
-    monkeypatch.setattr(engine, "_layer_split", lambda *a, **k: calls.append(k) or real(*a, **k))
+    assert n_heads * seq_len**2 >= fast.MIN_SCORES  # large enough for the fast path
     rng = np.random.default_rng(1)
     params = init_params(d_model, n_heads, n_kv, seed=4, bias=True)
     xs = [rng.standard_normal((seq_len, d_model)) for _ in range(4)]
-    blas = engine._BLAS_THREADS
-    before = blas._funcs[1]() if blas.available() else None
+    before = blas_threads()
     kwargs = {"n_heads": n_heads, "n_kv_heads": n_kv, "mask": "causal", "temperature": 0.8,
               "dtype": dtype}
     tol = 1e-12 if dtype == np.float64 else 1e-5
     with ThreadPoolExecutor(4) as pool:
         traces = list(pool.map(lambda x: multi_head_attention(x, params, **kwargs), xs))
-    if before is not None:  # (no OpenBLAS found: the plain path ran, nothing to restore)
-        assert blas._funcs[1]() == before
-        assert len(calls) == 4
-    monkeypatch.setattr(engine, "_SPLIT_MIN_SCORES", 1 << 62)  # the plain path from here on
+    assert blas_threads() == before
+    reference_path(monkeypatch)
     for x, trace in zip(xs, traces, strict=True):
         plain = multi_head_attention(x, params, **kwargs)
         for name in ("q", "k", "v", "scores", "weights", "head_outputs", "entropy", "concat",
@@ -363,25 +368,14 @@ def test_threaded_layer_matches_and_restores_blas_threads(
         # causal: token 0 sees only itself, so its output is that of a one-token sequence
         one = multi_head_attention(x[:1], params, **kwargs)
         np.testing.assert_allclose(trace.output[:1], one.output, rtol=0, atol=tol)
-    assert len(calls) == (4 if before is not None else 0)  # the plain runs did not split
 
 
-# --------------------------------------------------------------------------------------------
-# the buffer pool: large arrays of a trace nobody holds are reused, never those of a live one
-# --------------------------------------------------------------------------------------------
-def _data(a: np.ndarray) -> int:
-    return a.__array_interface__["data"][0]
-
-
-def test_pool_never_overwrites_arrays_still_held():
+def test_a_kept_trace_keeps_its_values():
     """Every array of a live trace, and a view kept from a dropped trace, keeps its values
     while more layers of the same size run."""
-    from attention_widget import engine
-
     params = init_params(32, 8, seed=2)
     rng = np.random.default_rng(5)
-    xs = [rng.standard_normal((260, 32)) for _ in range(4)]
-    assert 8 * 260**2 * 8 >= engine._POOL.min_bytes  # the scores and weights come from the pool
+    xs = [rng.standard_normal((370, 32)) for _ in range(4)]
     kept = multi_head_attention(xs[0], params, n_heads=8)
     copies = {name: getattr(kept, name).copy() for name in
               ("q", "k", "v", "scores", "weights", "head_outputs", "entropy", "concat", "output")}
@@ -394,62 +388,16 @@ def test_pool_never_overwrites_arrays_still_held():
     np.testing.assert_array_equal(row, row_copy)
 
 
-def test_pool_reuses_the_memory_of_dropped_traces(monkeypatch):
-    """The point of the pool: a layer after a dropped one of the same size writes into the
-    same memory (no fresh pages to fault in); with BUFFER_POOL_BYTES = 0 it does not, and
-    free_buffers() gives the memory back."""
-    from attention_widget import engine
-
-    engine.free_buffers()
-    params = init_params(32, 8, seed=2)
-    x = np.random.default_rng(6).standard_normal((260, 32))
-    first = multi_head_attention(x, params, n_heads=8)
-    where = {_data(first.scores), _data(first.weights)}
-    expected = first.weights.copy()
-    del first
-    second = multi_head_attention(x, params, n_heads=8)
-    assert {_data(second.scores), _data(second.weights)} == where
-    np.testing.assert_array_equal(second.weights, expected)
-    assert engine.free_buffers() >= second.scores.nbytes + second.weights.nbytes  # in use
-    del second
-    assert engine.free_buffers() == 0
-
-    monkeypatch.setattr(engine, "BUFFER_POOL_BYTES", 0)
-    third = multi_head_attention(x, params, n_heads=8)
-    assert third.weights.base is None or third.weights.base.base is None  # plain np.empty
-    assert engine.free_buffers() == 0
-
-
-def test_pool_stays_within_its_limit(monkeypatch):
-    """Free buffers of other sizes are dropped, oldest first, to make room; what live traces
-    use is never dropped, and the pool never keeps more than BUFFER_POOL_BYTES."""
-    from attention_widget import engine
-
-    engine.free_buffers()
-    monkeypatch.setattr(engine, "BUFFER_POOL_BYTES", 10 * 2**20)
-    params = init_params(32, 8, seed=2)
-    rng = np.random.default_rng(7)
-    for seq_len in (260, 270, 280, 260):
-        trace = multi_head_attention(rng.standard_normal((seq_len, 32)), params, n_heads=8)
-        kept = sum(b.nbytes for b in engine._POOL._buffers)
-        assert kept <= engine.BUFFER_POOL_BYTES
-        assert _data(trace.weights) in {_data(b) for b in engine._POOL._buffers}
-        del trace
-
-
 @pytest.mark.parametrize("temperature", [1.0, 1e-3, 1e3])
 @pytest.mark.parametrize("scale", [1.0, 40.0])
-def test_threaded_softmax_safe_when_the_score_bound_is_large(monkeypatch, temperature, scale):
-    """The threaded path skips the search for extreme scores when |q| |k| / sqrt(d_head) / T
-    proves exp safe; with large inputs or a tiny T that proof fails and the row-maximum path
-    runs.  Either way: the plain path's weights, finite, rows summing to 1."""
-    from attention_widget import engine
-
+def test_large_layer_safe_with_large_scores(monkeypatch, temperature, scale):
+    """Large inputs or a tiny T give scores / T far outside exp's range: the fast path stays
+    finite, its rows sum to 1 and it gives the plain path's weights."""
     params = init_params(32, 8, seed=3)
-    x = scale * np.random.default_rng(8).standard_normal((260, 32))
+    x = scale * np.random.default_rng(8).standard_normal((370, 32))
     kwargs = {"n_heads": 8, "temperature": temperature, "mask": "causal"}
     threaded = multi_head_attention(x, params, **kwargs)
-    monkeypatch.setattr(engine, "_SPLIT_MIN_SCORES", 1 << 62)
+    reference_path(monkeypatch)
     plain = multi_head_attention(x, params, **kwargs)
     assert np.isfinite(threaded.weights).all() and np.isfinite(threaded.entropy).all()
     np.testing.assert_allclose(threaded.weights.sum(-1), 1.0, rtol=0, atol=1e-12)

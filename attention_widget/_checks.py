@@ -1,0 +1,148 @@
+"""Argument checks, raised at the public boundary with a sentence a student understands.
+
+Every function names the argument it checks and says what was expected.  They are shared by
+the engine, the export and the state files, so one kind of bad input gets one message.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+__all__ = [
+    "as_float_array",
+    "as_sequence",
+    "check_heads",
+    "check_int",
+    "check_mask",
+    "check_temperature",
+]
+
+
+def check_int(name: str, value: object, *, minimum: int = 1) -> int:
+    """``value`` as an int ``>= minimum`` (bools and floats are refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {int(value)}")
+    return int(value)
+
+
+def check_heads(
+    d_model: int, n_heads: object, n_kv_heads: object, d_kv: int | None = None
+) -> tuple[int, int, int]:
+    """``(n_heads, n_kv_heads, d_head)`` once the head counts divide evenly.
+
+    ``n_kv_heads=None`` means one key/value head per query head.  ``d_kv``, when given, is the
+    width of the key projection of the parameters: it must be ``n_kv_heads * d_head``.
+    """
+    n_heads = check_int("n_heads", n_heads)
+    n_kv_heads = n_heads if n_kv_heads is None else check_int("n_kv_heads", n_kv_heads)
+    if d_model % n_heads:
+        divisors = [h for h in range(1, d_model + 1) if d_model % h == 0]
+        raise ValueError(
+            f"d_model={d_model} is not divisible by n_heads={n_heads}: each head gets "
+            f"d_model / n_heads columns, so n_heads must be one of {divisors}"
+        )
+    if n_heads % n_kv_heads:
+        divisors = [h for h in range(1, n_heads + 1) if n_heads % h == 0]
+        raise ValueError(
+            f"n_heads={n_heads} is not divisible by n_kv_heads={n_kv_heads}: query heads share "
+            f"key/value heads in equal groups, so n_kv_heads must be one of {divisors}"
+        )
+    d_head = d_model // n_heads
+    if d_kv is not None and d_kv != n_kv_heads * d_head:
+        raise ValueError(
+            f"params do not match n_heads={n_heads}, n_kv_heads={n_kv_heads}: w_k has {d_kv} "
+            f"columns but n_kv_heads * d_head = {n_kv_heads} * {d_head} = {n_kv_heads * d_head}; "
+            "make params with init_params(d_model, n_heads, n_kv_heads)"
+        )
+    return n_heads, n_kv_heads, d_head
+
+
+def check_temperature(temperature: object) -> float:
+    """The softmax temperature as a finite float ``> 0``."""
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise TypeError(
+            f"temperature must be a real number, got {temperature!r} "
+            f"({type(temperature).__name__})"
+        )
+    t = float(temperature)
+    if not math.isfinite(t) or t <= 0:
+        raise ValueError(f"temperature must be a finite number > 0, got {t!r}")
+    return t
+
+
+def as_float_array(name: str, value: object, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """``value`` as a finite float64 array (of ``shape``, if given), naming ``name`` in errors."""
+    if value is None:
+        raise TypeError(f"{name} must be an array, got None")
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "fiub":  # floats, integers, booleans
+        raise TypeError(f"{name} must hold real numbers, got an array of dtype {arr.dtype}")
+    arr = arr.astype(np.float64, copy=False)
+    if shape is not None and arr.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinity; every value must be finite")
+    return arr
+
+
+def as_sequence(x: object, d_model: int, dtype: object) -> np.ndarray:
+    """The input ``x`` as a finite ``(seq_len, d_model)`` array of ``dtype`` (float32/float64).
+
+    No copy when ``x`` already is one.
+    """
+    try:
+        dt = np.dtype(dtype)  # type: ignore[call-overload]
+    except TypeError as err:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from err
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "fiub":
+        example = f" (for example {arr.flat[0]!r})" if arr.size else ""
+        raise TypeError(f"x must hold real numbers, got an array of dtype {arr.dtype}{example}")
+    if arr.size == 0:
+        raise ValueError(
+            f"x is empty (shape {arr.shape}): it needs at least one token, a (1, {d_model}) row"
+        )
+    if arr.ndim != 2:
+        raise ValueError(f"x must be 2-D (seq_len, d_model), got {arr.ndim}-D shape {arr.shape}")
+    if arr.shape[1] != d_model:
+        raise ValueError(
+            f"x has width {arr.shape[1]} but params expect d_model={d_model}: "
+            f"x must have shape (seq_len, {d_model})"
+        )
+    arr = arr.astype(dt, copy=False)
+    # min and max are NaN if any entry is, infinite if one is (and need no temporary array)
+    if not (np.isfinite(arr.min()) and np.isfinite(arr.max())):
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise ValueError(
+            f"x contains NaN or infinity (x[{bad[0]}, {bad[1]}] = {arr[tuple(bad)]}); "
+            "every value must be finite"
+        )
+    return arr
+
+
+def check_mask(mask: object, n_q: int, n_k: int) -> np.ndarray | None:
+    """A boolean ``(n_q, n_k)`` mask (True = may attend) with a key in every row.
+
+    Returns None when every entry is True: that is no mask at all.
+    """
+    arr = np.asarray(mask)
+    if arr.dtype != bool:
+        raise TypeError(f"mask array must be boolean (True = may attend), got dtype {arr.dtype}")
+    if arr.shape != (n_q, n_k):
+        raise ValueError(
+            f"mask must have shape (seq_len, seq_len) = ({n_q}, {n_k}), got {arr.shape}"
+        )
+    empty = np.flatnonzero(~arr.any(axis=1))
+    if empty.size:
+        raise ValueError(
+            f"mask row {int(empty[0])} allows no key: every query must attend to at least one "
+            "key (softmax over nothing is undefined)"
+        )
+    return None if arr.all() else arr
