@@ -310,10 +310,10 @@ def test_scale_limits_by_hand():
     assert end < 50.0
     flat = scale_limits([np.ones((4, 4))], "robust", signed=True)  # nothing beyond: shared
     assert (flat[0].high, flat[0].clipped) == (1.0, False)
-    w = np.array([[0.05, 0.08], [0.02, 0.9]])
+    w = np.array([[0.05, 0.07], [0.02, 0.9]])  # a diffuse row: its end 0.08, read as 1.5..8
     (fixed,) = scale_limits([w], "fixed", signed=False)
     (diffuse,) = scale_limits([w[:1]], "per head", signed=False)
-    assert (fixed.low, fixed.high, diffuse.low, diffuse.high) == (0.0, 1.0, 0.0, 0.1)
+    assert (fixed.low, fixed.high, diffuse.low, diffuse.high) == (0.0, 1.0, 0.0, 0.08)
     with pytest.raises(ValueError, match="scale must be one of"):
         scale_limits([a], "robust", signed=False)
 
