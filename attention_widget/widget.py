@@ -200,8 +200,9 @@ class AttentionWidget(WidgetFiles, W.VBox):
         Notes
         -----
         d_model, heads, key/value heads, mask, positional encodings and seed are fixed by the
-        trained model: their controls are disabled.  Layer, head, query, temperature and text
-        stay live.
+        trained model: their controls are not drawn, and one line says what the model fixes.
+        Layer, head, query, temperature and text stay live.  Every head's title carries its
+        measured role; the signed stages start on robust colour scales (``scales``).
         """
         box, report = progress_bar("loading")
         shown = progress and show_now(box)
