@@ -187,7 +187,8 @@ class PanelFigure:
         self.roles = bq.Label(x=[0.0], y=[0.0], text=[""], colors=["#606060"],
                               preserve_domain=FIXED,
                               scales={"x": self.x_scale, "y": self.y_scale},
-                              align="start", default_size=10, y_offset=-(ROLE_PX // 2 + 1))
+                              align="start", default_size=10, font_weight="normal",
+                              y_offset=-(ROLE_PX // 2 + 1))
         self.lines = bq.Lines(x=np.zeros((1, 2)), y=np.zeros((1, 2)), colors=["#888888"],
                               preserve_domain=FIXED,
                               scales={"x": self.x_scale, "y": self.y_scale}, stroke_width=2)
