@@ -97,7 +97,8 @@ def _controls() -> dict[str, W.DOMWidget]:
         "n_heads": W.SelectionSlider(description="n_heads", options=[1], layout=slider),
         "n_kv_heads": W.SelectionSlider(description="n_kv_heads", options=[1], layout=slider),
         "temperature": W.FloatLogSlider(description="temperature", base=10, min=-1.3, max=1.3,
-                                        step=0.01, readout_format=".3g", layout=slider),
+                                        step=0.01, readout_format=".3g",
+                                        layout={"width": "300px"}),  # a long track: fine steps
         "mask": W.ToggleButtons(options=["none", "causal", "sliding"],
                                 style={"button_width": "64px"}),
         "window": W.BoundedIntText(description="window", min=1, max=MAX_TOKENS, layout=narrow),
