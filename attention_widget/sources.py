@@ -190,8 +190,7 @@ class Source(ABC):
         """Settings this source decides, with their values (their controls are not drawn)."""
         return {}
 
-    @property
-    def default_scales(self) -> dict[str, str]:
+    def default_scales(self, weights: str = "random") -> dict[str, str]:
         """The colour scales this source starts with (the widget's ``scales``): {} = shared."""
         return {}
 
@@ -355,6 +354,14 @@ class TextSource(Source):
         if self._params is None or self._params[0] != key:
             self._params = (key, self.new_weights(s))
         return self._params[1]
+
+    def default_scales(self, weights: str = "random") -> dict[str, str]:
+        """Designed heads: Q, K, V and the scores per head.
+
+        Their query weights are scaled for each job (a local-window head's scores are some
+        hundreds, a previous-token head's about ten): one scale would leave the others blank.
+        """
+        return {"qkv": "per head", "scores": "per head"} if weights == "designed" else {}
 
     def weights_key(self, s: Settings) -> tuple:
         """The settings :meth:`new_weights` depends on.
@@ -535,8 +542,7 @@ class PretrainedSource(Source):
                 "mask": "causal" if m.causal else "none", "seed": 0, "positional": False,
                 "weights": "random"}
 
-    @property
-    def default_scales(self) -> dict[str, str]:
+    def default_scales(self, weights: str = "random") -> dict[str, str]:
         """Robust scales for every signed stage: a few outliers would wash out the rest."""
         return {key: "robust" for key in ("x", "qkv", "scores", "outputs", "concat")}
 

@@ -139,7 +139,7 @@ class AttentionWidget(WidgetFiles, W.VBox):
                   "positional": positional, "weights": weights, "colormap": colormap,
                   "view": view, "projector": projector, "layer": layer,
                   "show_special": show_special, "text": text,
-                  "scales": {**src.default_scales, **(scales or {})}, **src.fixed}
+                  "scales": {**src.default_scales(weights), **(scales or {})}, **src.fixed}
         with self.hold_trait_notifications():
             for name, value in values.items():
                 setattr(self, name, value)
@@ -309,6 +309,9 @@ class AttentionWidget(WidgetFiles, W.VBox):
     def _on_config(self, change: dict) -> None:
         if change["name"] == "n_heads" and not self._snapping:
             self._asked_heads = change["new"]  # the user's choice, kept through snaps
+        if change["name"] == "weights" and self.scales == self._source.default_scales(
+                change["old"]):  # scales left as they came: those of the new weights
+            self.scales = self._source.default_scales(change["new"])
         if not self._ready:
             return
         self._ready = False  # one recompute for the change and the snaps it causes

@@ -233,3 +233,18 @@ def test_a_new_colour_table_recolours_the_overview():
 
     assert w._overview.images["weights"].png != before
     np.testing.assert_array_equal(palette[:253], table("magma"))
+
+
+def test_designed_heads_start_on_per_head_scales():
+    """A local-window head's scores are some hundreds, a previous-token head's about ten:
+    designed weights come with per-head scales for Q, K, V and the scores."""
+    w = AttentionWidget(REPEATS, d_model=64, n_heads=4)
+    assert w.scales == {}
+    w.weights = "designed"
+    assert w.scales == {"qkv": "per head", "scores": "per head"}
+    highs = [x.high for x in w._overview._limits["scores"]]
+    assert max(highs) / min(highs) > 10  # each head on its own end
+    w.weights = "random"
+    assert w.scales == {}
+    w2 = AttentionWidget(REPEATS, weights="designed", scales={"scores": "shared"})
+    assert w2.scales == {"qkv": "per head", "scores": "shared"}  # a choice given wins
