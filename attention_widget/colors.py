@@ -17,10 +17,23 @@ Attention weights use a sequential table on the fixed scale 0 .. 1; signed array
 V, scores, outputs) the diverging table paired with it on a scale symmetric around 0, whose end
 :func:`symmetric_limit` rounds to a readable number; one scale per step of the diagram (X;
 Q, K, V; scores; head outputs; concat and output), shared by all its heads.
+
+Which scale a stage's panels get is a choice (:data:`SCALE_MODES`), decided by
+:func:`scale_limits` for the screen and every export alike:
+
+* ``"shared"``: one symmetric scale for every panel of the step, to its largest ``|value|``;
+* ``"per head"``: each panel (head) its own symmetric scale, to its own largest ``|value|``;
+* ``"robust"``: one symmetric scale to the 99th percentile of ``|values|`` of the step: the
+  few values beyond it are drawn in the colour of the end, and the scale says so
+  (``Limits.clipped``);
+* for the weights (:data:`WEIGHT_SCALE_MODES`): ``"fixed"`` 0 .. 1, or ``"per head"`` 0 .. each
+  head's largest weight (rounded up as :func:`symmetric_limit` does), for diffuse heads.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
@@ -31,11 +44,16 @@ __all__ = [
     "MASK_HATCH_RGB",
     "MASK_RGB",
     "PAIRED_DIVERGING",
+    "ROBUST_PERCENTILE",
+    "SCALE_MODES",
     "SEQUENTIAL",
+    "WEIGHT_SCALE_MODES",
+    "Limits",
     "check_colormap",
     "hex_colors",
     "levels",
     "palette",
+    "scale_limits",
     "symmetric_limit",
     "to_rgb",
 ]
@@ -58,6 +76,12 @@ PAIRED_DIVERGING = {
     "magma": "RdBu_r",
     "greys": "greys_sym",
 }
+
+#: Colour scales of signed stages, and of the weights (see :func:`scale_limits`).
+SCALE_MODES = ("shared", "per head", "robust")
+WEIGHT_SCALE_MODES = ("fixed", "per head")
+#: The robust scale ends at this percentile of ``|values|``.
+ROBUST_PERCENTILE = 99.0
 
 _TABLES = {
     "viridis": (
@@ -201,3 +225,64 @@ def to_rgb(values: np.ndarray, name: str, low: float, high: float) -> np.ndarray
     if not (np.isfinite(low) and np.isfinite(high) and low < high):
         raise ValueError(f"need finite low < high, got low={low!r}, high={high!r}")
     return palette(name)[levels(np.nan_to_num(np.asarray(values, dtype=np.float64)), low, high)]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The ends of one panel's colour scale.
+
+    Attributes
+    ----------
+    low, high : float
+        ``-L .. L`` for signed stages, ``0 .. high`` for the weights.
+    clipped : bool
+        Some values of the panel lie beyond an end (drawn in the end's colour).
+    mode : str
+        The rule that chose them (:data:`SCALE_MODES` or :data:`WEIGHT_SCALE_MODES`).
+    """
+
+    low: float
+    high: float
+    clipped: bool = False
+    mode: str = "shared"
+
+
+def check_scale_mode(mode: object, signed: bool, argument: str = "scale") -> str:
+    """Return ``mode`` if it is a scale of a signed stage (or of the weights); else ValueError."""
+    return check_colormap(mode, SCALE_MODES if signed else WEIGHT_SCALE_MODES, argument)
+
+
+def scale_limits(arrays: Sequence[np.ndarray], mode: str, *, signed: bool) -> list[Limits]:
+    """The colour scale of each panel of one step of the diagram.
+
+    Parameters
+    ----------
+    arrays : sequence of ndarray
+        The step's panels (any shapes), as drawn: float32 on screen and in every export.
+    mode : str
+        ``"shared"``, ``"per head"`` or ``"robust"`` for signed stages; ``"fixed"`` or
+        ``"per head"`` for the weights (``signed=False``).  See the module docstring.
+    signed : bool
+        A stage on a scale symmetric around 0 (everything but the weights).
+
+    Returns
+    -------
+    list of Limits, one per array
+        ``clipped`` is True where a panel holds values beyond its ends.
+    """
+    mode = check_scale_mode(mode, signed)
+    peaks = [float(np.max(np.abs(a), initial=0.0)) for a in arrays]
+    if not signed:
+        if mode == "fixed":
+            return [Limits(0.0, 1.0, False, mode) for _ in arrays]
+        return [Limits(0.0, min(symmetric_limit(p), 1.0), False, mode) for p in peaks]
+    if mode == "per head":
+        return [Limits(-symmetric_limit(p), symmetric_limit(p), False, mode) for p in peaks]
+    peak = max(peaks, default=0.0)
+    if mode == "robust" and arrays:
+        flat = np.concatenate([np.abs(np.asarray(a, dtype=np.float32)).ravel() for a in arrays])
+        end = float(np.percentile(flat, ROBUST_PERCENTILE)) if flat.size else 0.0
+        if np.isfinite(end) and 0.0 < end < peak:
+            return [Limits(-end, end, p > end, mode) for p in peaks]
+    limit = symmetric_limit(peak)
+    return [Limits(-limit, limit, False, mode) for _ in arrays]

@@ -27,10 +27,25 @@ __all__ = ["D_MODEL_CHOICES", "ControlPanel", "progress_bar", "readout", "show_n
 
 #: Widths offered by the d_model slider (and the current one, if it is another).
 D_MODEL_CHOICES = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768)
-#: The controls' rows, top to bottom ("play" is the stage player beside its slider).
-ROWS = (("text",), ("d_model", "n_heads", "n_kv_heads"), ("temperature", "mask", "window"),
-        ("seed", "positional", "colormap", "play", "step"))
-FOCUS_ROW = ("head", "query")  # shown with the focus panel
+#: The control groups, top to bottom: (label, rows of control names).  A group whose controls
+#: the input fixes is not drawn ("play" is the stage player beside its slider, "scale-of" picks
+#: the stage whose colour scale the "scale" buttons set).
+GROUPS = (
+    ("Input", (("text", "layer", "show_special", "weights", "seed", "positional"),)),
+    ("Architecture", (("d_model", "n_heads", "n_kv_heads"),)),
+    ("Attention", (("mask", "window", "temperature"),)),
+    ("View", (("view", "head", "query", "projector"), ("play", "step"),
+              ("colormap", "scale-of", "scale"))),
+)
+FOCUS_ROW = ("head", "query")  # also shown with the detailed view's focus panel
+GROUP_LABEL_PX = 100  # the groups' names, in one column
+#: The stages whose colour scale can be chosen (the figures of the diagram), as the
+#: "scale of" choice names them.
+SCALE_STAGES = (("X", "x"), ("Q K V", "qkv"), ("scores", "scores"), ("weights", "weights"),
+                ("head outputs", "outputs"), ("concat, output", "concat"))
+SCALE_PICKERS = ("scale-of", "scale")  # controls of the ``scales`` trait, not traits themselves
+SIGNED_SCALES = (("shared", "shared"), ("per head", "per head"), ("robust", "robust"))
+WEIGHT_SCALES = (("0 .. 1", "fixed"), ("per head", "per head"))
 ERROR_COLOR = "#c62828"
 
 
@@ -69,29 +84,45 @@ def show_now(box: W.Widget) -> bool:
 
 def _controls() -> dict[str, W.DOMWidget]:
     """Every control, by the name of the widget trait it sets."""
-    narrow = {"width": "150px"}
+    narrow = {"width": "130px"}
+    slider = {"width": "228px"}
     return {
-        "text": W.Text(description="text", continuous_update=False, layout={"width": "100%"}),
+        "text": W.Text(description="text", continuous_update=False,
+                       layout={"flex": "1 1 240px", "min_width": "200px"}),
+        "weights": W.ToggleButtons(options=["random", "designed"], tooltips=[
+            "seeded random W_Q, W_K, W_V, W_O", "heads built to do known jobs"],
+            style={"button_width": "84px"}),
         "d_model": W.SelectionSlider(description="d_model", options=list(D_MODEL_CHOICES),
-                                     continuous_update=True),
-        "n_heads": W.SelectionSlider(description="n_heads", options=[1]),
-        "n_kv_heads": W.SelectionSlider(description="n_kv_heads", options=[1]),
+                                     continuous_update=True, layout=slider),
+        "n_heads": W.SelectionSlider(description="n_heads", options=[1], layout=slider),
+        "n_kv_heads": W.SelectionSlider(description="n_kv_heads", options=[1], layout=slider),
         "temperature": W.FloatLogSlider(description="temperature", base=10, min=-1.3, max=1.3,
-                                        step=0.01, readout_format=".3g"),
-        "mask": W.ToggleButtons(description="mask", options=["none", "causal", "sliding"],
-                                style={"button_width": "70px"}),
+                                        step=0.01, readout_format=".3g",
+                                        layout={"width": "300px"}),  # a long track: fine steps
+        "mask": W.ToggleButtons(options=["none", "causal", "sliding"],
+                                style={"button_width": "64px"}),
         "window": W.BoundedIntText(description="window", min=1, max=MAX_TOKENS, layout=narrow),
         "seed": W.BoundedIntText(description="seed", min=0, max=2**31 - 1, layout=narrow),
-        "positional": W.Checkbox(description="positional encodings", indent=False),
+        "positional": W.Checkbox(description="positional encodings", indent=False,
+                                 layout={"width": "auto"}),
+        "view": W.ToggleButtons(options=["overview", "detailed"], tooltips=[
+            "every stage side by side", "one section per stage, with the focus panel"],
+            style={"button_width": "84px"}),
         "colormap": W.Dropdown(description="colours", options=list(SEQUENTIAL),
-                               layout={"width": "200px"}),
-        "head": W.Dropdown(description="focus head", options=[0], layout={"width": "200px"}),
+                               layout={"width": "150px"}),
+        "scale-of": W.Dropdown(description="colour scale of", options=SCALE_STAGES,
+                               layout={"width": "230px"}),
+        "scale": W.ToggleButtons(options=SIGNED_SCALES, style={"button_width": "82px"}),
+        "projector": W.Checkbox(description="projector (large text)", indent=False,
+                                layout={"width": "auto"}),
+        "head": W.Dropdown(description="focus head", options=[0], layout={"width": "150px"}),
         "query": W.Dropdown(description="query", options=[("(none)", -1)],
-                            layout={"width": "260px"}),
-        "step": W.IntSlider(description="stages", min=1, max=len(SECTIONS),
-                            layout={"width": "300px"}),
-        "layer": W.IntSlider(description="layer", min=0, max=0),
-        "show_special": W.Checkbox(description="special tokens", indent=False),
+                            layout={"width": "180px"}),
+        "step": W.IntSlider(description="", min=1, max=len(SECTIONS), readout=True,
+                            layout={"width": "150px"}),
+        "layer": W.IntSlider(description="layer", min=0, max=0, layout={"width": "230px"}),
+        "show_special": W.Checkbox(description="special tokens", indent=False,
+                                   layout={"width": "auto"}),
     }
 
 
@@ -100,15 +131,46 @@ def _export_row() -> dict[str, W.DOMWidget]:
     return {
         "export-what": W.Dropdown(description="export", options=[
             ("whole diagram", "all"), ("weights", "weights"), ("focus head", "focus")],
-            layout={"width": "230px"}),
+            layout={"width": "210px"}),
         "export-format": W.ToggleButtons(options=["svg", "png"], style={"button_width": "50px"}),
-        "export-button": W.Button(description="prepare download", icon="download"),
+        "export-button": W.Button(description="prepare download", icon="download",
+                                   layout={"width": "auto"}),
         "export-link": W.HTML(),
     }
 
 
-def _row(parts: Sequence[W.Widget]) -> W.Widget:
-    return parts[0] if len(parts) == 1 else W.HBox(list(parts), layout={"flex_flow": "row wrap"})
+def _group(label: str, rows: Sequence[Sequence[W.Widget]]) -> W.HBox:
+    """A labelled group: its name in the first column, its rows of controls beside it."""
+    name = W.HTML(f"<b>{html.escape(label)}</b>",
+                  layout={"width": f"{GROUP_LABEL_PX}px", "flex": "0 0 auto"})
+    body = W.VBox([W.HBox(list(r), layout={"flex_flow": "row wrap", "align_items": "center"})
+                   for r in rows], layout={"flex": "1 1 0%", "min_width": "0"})
+    box = W.HBox([name, body], layout={"align_items": "flex-start", "width": "100%"})
+    box.add_class(f"aw-group-{label.lower()}")
+    box.add_class("aw-group")
+    return box
+
+
+def _label(text: str) -> W.HTML:
+    """A control's name, beside it on the same line.
+
+    (A ToggleButtons' own description is put above its buttons.)
+    """
+    return W.HTML(html.escape(text), layout={"margin": "0 6px 0 4px"})
+
+
+def _show(line: W.HTML, value: str) -> None:
+    """Set a status line; an empty one is not drawn (it takes no room)."""
+    if line.value != value:
+        line.value = value
+    display = None if value else "none"
+    if line.layout.display != display:
+        line.layout.display = display
+
+
+def _short(token: str, limit: int = 24) -> str:
+    """A token as a menu entry: cut to ``limit`` characters."""
+    return token if len(token) <= limit else token[: limit - 1] + "…"
 
 
 class ControlPanel:
@@ -124,18 +186,23 @@ class ControlPanel:
     description : str
         A line about the input (e.g. the pretrained model, in bold); '' for none.
     note : str
-        Said after the description (what the input fixes).
+        Said after the description (what stays live).
+    fixed_line : str
+        What the input fixes (its controls are not drawn); '' for nothing.
     own_controls : sequence of str
-        Controls shown on the description line (e.g. ``layer``).
+        Controls only this input has (e.g. ``layer``): the others of :data:`GROUPS` that are
+        not in ``shown`` are left out.
     n_layers : int
         Range of the ``layer`` control.
 
     Attributes
     ----------
     controls : dict of str to ipywidgets.DOMWidget
-        By trait name.  ``play`` is the stage player linked to ``step``.
+        By trait name.
+    scale_controls : dict of str to ipywidgets.DOMWidget
+        ``scale-of`` (a stage) and ``scale`` (its colour scale): together they set ``scales``.
     box : ipywidgets.VBox
-        The controls in their rows.
+        The control groups (Input, Architecture, Attention, View, Export).
     export_row, status : ipywidgets widgets
         The download controls; the busy, progress, error and notice lines.
     focus_row : ipywidgets.HBox
@@ -144,40 +211,57 @@ class ControlPanel:
 
     def __init__(self, on_change: Callable[[str, Any], None],
                  on_download: Callable[[str, str], str], *, description: str = "",
-                 note: str = "", own_controls: Sequence[str] = (), n_layers: int = 1) -> None:
+                 note: str = "", fixed_line: str = "", own_controls: Sequence[str] = (),
+                 n_layers: int = 1) -> None:
         self._on_change = on_change
         self._on_download = on_download
         self._syncing = False  # the guard: True while sync() writes the controls
         self._offered: dict[str, Any] = {}  # what the choices offer now (see sync)
+        self._scales: dict[str, str] = {}
         c = _controls()
         c["layer"].max = n_layers - 1
         for name, ctrl in c.items():
             ctrl.add_class(f"aw-{name}")
             if hasattr(ctrl, "style") and "description_width" in ctrl.style.keys:
                 ctrl.style.description_width = "initial"
-        self.play = W.Play(min=1, max=len(SECTIONS), interval=1500, description="step through")
+        self.play = W.Play(min=1, max=len(SECTIONS), interval=1500)
         self.play.add_class("aw-play")
-        self.controls = c
+        self._all = c
+        self.controls = {name: ctrl for name, ctrl in c.items() if name not in SCALE_PICKERS}
+        self.scale_controls = {name: c[name] for name in SCALE_PICKERS}
         self._names = {id(ctrl): name for name, ctrl in (*c.items(), ("step", self.play))}
         for ctrl in (*c.values(), self.play):
             ctrl.observe(self._changed, "value")
-        parts = {**c, "play": self.play}
-        line = f"<b>{html.escape(description)}</b>. {html.escape(note)}".rstrip()
-        source_row = [W.HBox([W.HTML(line),
-                              *(c[n] for n in own_controls)],
-                             layout={"flex_flow": "row wrap"})] if description else []
-        self.box = W.VBox([*source_row, *(_row([parts[n] for n in row]) for row in ROWS)])
-        self.box.add_class("aw-controls")
-        self.focus_row = W.HBox([c[n] for n in FOCUS_ROW])
-
+        player = W.HTML("step through the stages", layout={"margin": "0 4px 0 12px"})
+        player.add_class("aw-play-label")
+        self._mask_box = W.HBox([_label("mask"), c["mask"]])
+        parts = {**c, "play": W.HBox([player, self.play]), "mask": self._mask_box}
+        own = set(own_controls)
+        only = {"layer", "show_special"} - own  # controls of other inputs
         self.export = _export_row()
         for name, wdg in self.export.items():
             wdg.add_class(f"aw-{name}")
         self.export["export-button"].on_click(self._download)
-        self.export_row = W.HBox(list(self.export.values()), layout={"flex_flow": "row wrap"})
+        self.export_row = _group("Export", [list(self.export.values())])
+        self.groups = {label: _group(label, [[parts[n] for n in row if n not in only]
+                                             for row in rows]) for label, rows in GROUPS}
+        lines = []
+        if description:
+            lines.append(f"<b>{html.escape(description)}</b>. {html.escape(note)}".rstrip())
+        if fixed_line:
+            lines.append(html.escape(fixed_line))
+        self.source_line = W.HTML("<br>".join(lines))
+        self.source_line.add_class("aw-source-line")
+        if not lines:
+            self.source_line.layout.display = "none"
+        self.box = W.VBox([self.source_line, *self.groups.values(), self.export_row])
+        self.box.add_class("aw-controls")
+        self.focus_row = W.HBox([c[n] for n in FOCUS_ROW])
 
         self._busy, self._error, self._notice = (readout(f"aw-{n}")
                                                  for n in ("busy", "error", "notice"))
+        for line in (self._busy, self._error, self._notice):
+            line.layout.display = "none"  # an empty line takes no room
         self._progress_box, self._report = progress_bar("computing")
         self._progress_box.layout.display = "none"
         self.status = (self._busy, self._progress_box, self._error, self._notice)
@@ -186,7 +270,29 @@ class ControlPanel:
     def _changed(self, change: dict) -> None:
         if self._syncing or change["new"] is None:
             return
-        self._on_change(self._names[id(change["owner"])], change["new"])
+        name = self._names[id(change["owner"])]
+        if name == "scale-of":  # another stage: show its scale, change nothing
+            self._show_scale()
+        elif name == "scale":
+            stage = self._all["scale-of"].value
+            self._on_change("scales", {**self._scales, stage: change["new"]})
+        else:
+            self._on_change(name, change["new"])
+
+    def _show_scale(self) -> None:
+        """The ``scale`` buttons: the choices and the scale of the stage ``scale-of`` picks."""
+        c = self._all
+        stage = c["scale-of"].value
+        options = WEIGHT_SCALES if stage == "weights" else SIGNED_SCALES
+        syncing, self._syncing = self._syncing, True
+        try:
+            if tuple(c["scale"].options) != tuple(options):
+                c["scale"].options = options
+            value = self._scales.get(stage, options[0][1])
+            if c["scale"].value != value:
+                c["scale"].value = value
+        finally:
+            self._syncing = syncing
 
     def _download(self, _button: W.Button) -> None:
         link = self.export["export-link"]
@@ -205,15 +311,16 @@ class ControlPanel:
         Parameters
         ----------
         values : mapping of str to value
-            The value of every control, by trait name (``n_kv_heads``: the heads in use).
+            The value of every control, by trait name (``n_kv_heads``: the heads in use;
+            ``scales``: the colour scale of each stage).
         heads, kv_heads : sequence of int
             The head counts to offer.
         tokens : sequence of str
             The tokens on screen (the query choices).
         fixed : collection of str
-            Controls the input decides: disabled.
+            Controls the input decides: not drawn (and a group left empty is not drawn).
         """
-        c = self.controls
+        c = self._all
         d_model = values["d_model"]
         offered = {  # what each choice offers, and how its options are made from that
             "d_model": ((d_model, "d_model" in fixed), lambda: [d_model] if "d_model" in fixed
@@ -223,8 +330,9 @@ class ControlPanel:
             "head": (values["n_heads"], lambda: [(f"head {h}", h)
                                                  for h in range(values["n_heads"])]),
             "query": (tuple(tokens), lambda: [
-                ("(none)", -1), *((f"{i}: {t}", i) for i, t in enumerate(tokens))]),
+                ("(none)", -1), *((f"{i}: {_short(t)}", i) for i, t in enumerate(tokens))]),
         }
+        hidden = set(fixed) | ({"window"} if "mask" in fixed else set())
         self._syncing = True
         try:
             for name, (key, make) in offered.items():
@@ -232,33 +340,40 @@ class ControlPanel:
                     self._offered[name] = key
                     c[name].options = make()
             for name, ctrl in (*c.items(), ("step", self.play)):
-                if ctrl.value != values[name]:  # (reading a trait costs less than setting it)
-                    ctrl.value = values[name]
+                if name in values and ctrl.value != values[name]:
+                    ctrl.value = values[name]  # (reading a trait costs less than setting it)
             for name, ctrl in c.items():
-                disabled = name in fixed or (name == "window" and values["mask"] != "sliding")
+                disabled = name == "window" and values["mask"] != "sliding"
                 if ctrl.disabled != disabled:
                     ctrl.disabled = disabled
+                display = "none" if name in hidden else None
+                if ctrl.layout.display != display:
+                    ctrl.layout.display = display
+            self._mask_box.layout.display = c["mask"].layout.display
+            for label, rows in GROUPS:
+                names = {n for row in rows for n in row} - {"layer", "show_special"}
+                display = "none" if names <= hidden else None
+                if self.groups[label].layout.display != display:
+                    self.groups[label].layout.display = display
         finally:
             self._syncing = False
+        self._scales = dict(values.get("scales", {}))
+        self._show_scale()
 
     # -- status lines ----------------------------------------------------------------------------
     def show_error(self, message: str) -> None:
         """Show ``message`` (plain text) as the last input's error; '' clears it."""
-        self._error.value = (f"<div style='color:{ERROR_COLOR}'>⚠ {html.escape(message)} "
-                             "The diagram below still shows the last valid input.</div>"
-                             if message else "")
+        _show(self._error, f"<div style='color:{ERROR_COLOR}'>⚠ {html.escape(message)} "
+                           "The diagram below still shows the last valid input.</div>"
+              if message else "")
 
     def show_notice(self, message: str) -> None:
         """Show ``message`` (plain text) as the last automatic adjustment; '' clears it."""
-        value = f"<i>{html.escape(message)}</i>" if message else ""
-        if self._notice.value != value:
-            self._notice.value = value
+        _show(self._notice, f"<i>{html.escape(message)}</i>" if message else "")
 
     def show_busy(self, what: str) -> None:
         """Say that ``what`` is being computed ('' clears it)."""
-        value = f"<span>⏳ computing {html.escape(what)} …</span>" if what else ""
-        if self._busy.value != value:
-            self._busy.value = value
+        _show(self._busy, f"<span>⏳ computing {html.escape(what)} …</span>" if what else "")
 
     @contextlib.contextmanager
     def progress(self) -> Iterator[Progress]:

@@ -14,9 +14,9 @@ are the very arrays drawn last, those sections are not looked at again.
 from __future__ import annotations
 
 import html
+import math
 import re
-from collections.abc import Sequence
-from functools import cache
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import bqplot as bq
@@ -27,15 +27,19 @@ from .controls import readout
 from .engine import AttentionTrace
 from .plots import Panel, PanelFigure, shown_together
 from .sources import MAX_TOKENS, Traced
-from .stages import SECTIONS, Section, stage
+from .stages import SECTIONS, Section, Stage
 
 __all__ = ["Diagram", "formula_html"]
 
 Q_COLOR, K_COLOR, V_COLOR = "#1f77b4", "#ff7f0e", "#2ca02c"  # one colour code, every stage
 GRID_FOCUS_MAX = 40  # focus panel with per-cell hover up to this many tokens
-HEADS_PER_ROW = 4  # scores and weights: one square panel per head, rows of this many
+HEADS_PER_ROW = 4  # scores and weights: one square panel per head, rows of at least this many
 #: What the figures add to a stage's formula.
-CAPTIONS = {"v": "lines mark the heads", "weights": "grey = masked"}
+CAPTIONS = {"v": "the lines across Q, K and V, in their colours, mark the heads",
+            "weights": "grey = masked"}
+#: Which figure draws each colour-scale choice of the widget's ``scales``.
+SCALE_FIGURES = {"x": "x", "qkv": "qkv", "scores": "scores", "weights": "weights",
+                 "outputs": "outputs", "concat": "concat"}
 _SYMBOL_COLORS = {"Q": Q_COLOR, "K": K_COLOR, "V": V_COLOR}
 
 
@@ -50,20 +54,23 @@ def formula_html(formula: str) -> str:
                   lambda m: f"<b style='color:{_SYMBOL_COLORS[m[1]]}'>{m[1]}</b>", out)
 
 
-@cache
-def _section_text(section: Section) -> str:
-    """A section's title and its stages' formulas, as HTML."""
+def section_head(section: Section, trace: AttentionTrace, stages: Mapping[str, Stage]) -> str:
+    """The header of a section: its title, its stages' formulas and shapes.
+
+    The formulas are the ones the source gives (``Traced.stages``).
+    """
+    chosen = [stages[name] for name in section.stages]
     formulas = "; ".join(formula_html(s.formula) + (f" ({CAPTIONS[s.name]})"
                                                     if s.name in CAPTIONS else "")
-                         for s in map(stage, section.stages))
+                         for s in chosen)
+    shapes = " · ".join(f"{s.title}: {s.dims(trace)}" for s in chosen)
     return (f"<b>{html.escape(section.title)}</b> &nbsp; <span class='aw-formula'>{formulas}"
-            "</span>")
+            f"</span> &nbsp; <span class='aw-shape'>[{html.escape(shapes)}]</span>")
 
 
-def section_head(section: Section, trace: AttentionTrace) -> str:
-    """The header of a section: its title, its stages' formulas and shapes."""
-    shapes = " · ".join(f"{s.title}: {s.dims(trace)}" for s in map(stage, section.stages))
-    return f"{_section_text(section)} &nbsp; <span class='aw-shape'>[{html.escape(shapes)}]</span>"
+def heads_per_row(n_heads: int) -> int:
+    """Square panels per row: at least HEADS_PER_ROW, about a square grid of many heads."""
+    return min(n_heads, max(HEADS_PER_ROW, math.ceil(math.sqrt(n_heads))))
 
 
 def _token_strip(tokens: Sequence[str], trace: AttentionTrace) -> str:
@@ -94,12 +101,12 @@ def _grid_index(values: np.ndarray, got: object) -> int:
 
 def _figures() -> dict[str, PanelFigure]:
     return {
-        "x": PanelFigure("aw-fig-x", signed=True, cell_px=10, max_height=320, label="X"),
-        "qkv": PanelFigure("aw-fig-qkv", signed=True, cell_px=10, max_height=320),
+        "x": PanelFigure("aw-fig-x", signed=True, cell_px=13, max_height=320, label="X"),
+        "qkv": PanelFigure("aw-fig-qkv", signed=True, cell_px=13, max_height=320),
         "scores": PanelFigure("aw-fig-scores", signed=True, square=True, max_height=640),
         "weights": PanelFigure("aw-fig-weights", signed=False, square=True, max_height=640),
         "outputs": PanelFigure("aw-fig-outputs", signed=True, cell_px=8, max_height=520),
-        "concat": PanelFigure("aw-fig-concat", signed=True, cell_px=10, max_height=320),
+        "concat": PanelFigure("aw-fig-concat", signed=True, cell_px=13, max_height=320),
         "focus": PanelFigure("aw-fig-focus", signed=False, square=True, max_height=560,
                              min_height=260),
         "contrib": PanelFigure("aw-fig-contrib", signed=True, cell_px=12, max_height=420),
@@ -127,9 +134,11 @@ class Diagram:
         self.summary = readout("aw-summary")
         self._tokens_html, self._entropy_html, self._focus_html, self._hover_html = (
             readout(f"aw-{n}") for n in ("tokens", "entropy", "focus-readout", "hover"))
+        self._notes_html = readout("aw-weights-notes")
         f = self.figs
         bodies = ((self._tokens_html, f["x"].figure), (f["qkv"].figure,),
-                  (f["scores"].figure,), (self._entropy_html, f["weights"].figure),
+                  (f["scores"].figure,),
+                  (self._entropy_html, f["weights"].figure, self._notes_html),
                   (f["outputs"].figure,), (f["concat"].figure,))
         self._heads: list[tuple[W.HTML, Section]] = []
         self._sections: list[W.VBox] = []
@@ -159,6 +168,11 @@ class Diagram:
         focus = (self._focus_box,) if step >= len(SECTIONS) else ()
         return (*self._sections[:step], *focus)
 
+    def set_scales(self, scales: Mapping[str, str]) -> None:
+        """Colour each figure on its stage's scale rule (missing: shared, weights 0..1)."""
+        for key, fig in SCALE_FIGURES.items():
+            self.figs[fig].set_scale(scales.get(key, "shared" if key != "weights" else "fixed"))
+
     def set_colormap(self, name: str) -> None:
         """Draw with colour table ``name`` (and its paired diverging table)."""
         for fig in self.figs.values():
@@ -186,9 +200,10 @@ class Diagram:
             self._drawn_front = front
             # (each head's entropy is in the line above the figure: titles that change with
             # every temperature step would cost the browser one more message per step)
+            titles = traced.head_titles()
             sent += self.figs["weights"].update(
-                [Panel(tr.weights[i], f"head {i}", toks, toks) for i in range(h)],
-                ncols=min(h, HEADS_PER_ROW), mask=tr.mask)
+                [Panel(tr.weights[i], titles[i], toks, toks) for i in range(h)],
+                ncols=heads_per_row(h), mask=tr.mask)
             sent += self.figs["outputs"].update(
                 [Panel(tr.head_outputs[i], f"head {i}", toks, None) for i in range(h)],
                 ncols=min(h, 8))
@@ -201,6 +216,7 @@ class Diagram:
         # text last, after the images switched: a DOM change before them would have the
         # browser paint a frame in the middle of the step
         self._entropy_html.value = _entropy_text(tr)
+        self._notes_html.value = "<br>".join(html.escape(line) for line in traced.notes)
         self.summary.value = html.escape(traced.summary)
         return sent
 
@@ -210,7 +226,7 @@ class Diagram:
         h, kv, dh, n = tr.n_heads, tr.n_kv_heads, tr.d_head, tr.seq_len
         self._tokens_html.value = _token_strip(toks, tr)
         for head_html, section in self._heads:  # (every shape follows from these arrays)
-            value = section_head(section, tr)
+            value = section_head(section, tr, traced.stages)
             if head_html.value != value:
                 head_html.value = value
         sent = self.figs["x"].update([Panel(tr.x, f"X  ({n} × {tr.d_model})", toks, None)])
@@ -222,13 +238,13 @@ class Diagram:
                   [i * dh for i in range(1, h)], Q_COLOR),
             Panel(k2, f"K ({n} × {kv * dh}), {kv} kv heads", toks, None,
                   [i * dh for i in range(1, kv)], K_COLOR),
-            Panel(v2, f"V ({n} × {kv * dh})", toks, None, [i * dh for i in range(1, kv)],
-                  V_COLOR),
+            Panel(v2, f"V ({n} × {kv * dh}), {kv} kv heads", toks, None,
+                  [i * dh for i in range(1, kv)], V_COLOR),
         ])
-        kv_note = "" if kv == h else "→kv"
+        kv_note = "" if kv == h else " → kv"
         sent += self.figs["scores"].update(
             [Panel(tr.scores[i], f"head {i}{kv_note}{tr.kv_head(i) if kv_note else ''}",
-                   toks, toks) for i in range(h)], ncols=min(h, HEADS_PER_ROW))
+                   toks, toks) for i in range(h)], ncols=heads_per_row(h))
         return sent
 
     # -- focus ---------------------------------------------------------------------------------

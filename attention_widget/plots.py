@@ -13,19 +13,25 @@ temperature step now sends two small messages per stage instead of one per head
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from functools import cache
 
 import bqplot as bq
-import ipywidgets as W
 import numpy as np
 
-from .colors import LEVELS, MASK_RGB, PAIRED_DIVERGING, hex_colors, levels, palette, symmetric_limit
-from .png import palette_png
+from .colors import PAIRED_DIVERGING, Limits, hex_colors, levels, scale_limits
+from .marks import (
+    FIXED,
+    MASKED,
+    PNG_URL_PREFIX,
+    TRANSPARENT,
+    ImageMark,
+    bar_label,
+    fit,
+    fit_title,
+)
 
 __all__ = [
     "MASKED", "PNG_URL_PREFIX", "TRANSPARENT", "Panel", "PanelFigure", "shown_together",
@@ -33,16 +39,14 @@ __all__ = [
 ]
 
 GAP = 1  # empty cells between panels
-# Scales have explicit ranges: marks must not recompute them (a domain change makes every mark
-# of the figure redraw, so each heatmap update would redraw all of them).
-FIXED = {"x": True, "y": True, "color": True}
 PLOT_WIDTH_PX = 640  # widest plot area of a square-celled figure: fits JupyterLab at 1280 px
 MAX_CELL_PX = 36
+MIN_PLOT_PX = 300  # narrowest plot area: its colour bar keeps 100 px
 MAX_TICKS = 32  # axis labels per panel before they are thinned out
 LABEL_PX = 14  # room one slanted (-45 degree) column label needs along the axis
 VERTICAL_LABEL_PX = 9  # the same for a vertical one (10 px text): columns narrower than
 #                         LABEL_PX get vertical labels, so that short sequences keep them all
-ROW_LABEL_PX = 8  # room one row label (10 px text) needs down the axis
+ROW_LABEL_PX = 12  # room one row label (10 px text, a 12 px box) needs down the axis
 NUMBER_PX = 2 * LABEL_PX  # room between two column numbers (feature indices)
 MAX_LABEL_CHARS = 11  # longer column labels are cut (with an ellipsis) to fit the top margin
 # bqplot rotates a tick label about the tick, where d3 centres it 9 px above the axis: a long
@@ -52,11 +56,7 @@ COLUMN_LABEL_STYLE = {"font-size": "10px", "text-anchor": "start", "transform-bo
                       "transform-origin": "0% 50%"}
 TITLE_PX = 16  # panel titles: a 14 px text box (12 px bold) and a 2 px gap above the panel
 TITLE_ROOM_PX = TITLE_PX + 4  # room above every row of panels: its titles, clear of the axis
-PNG_URL_PREFIX = b"data:image/png;base64,"  # how a figure's Image widget holds its PNG
-# The image's palette: the LEVELS colours of the figure's table (attention_widget.colors), then
-# the masked grey, then transparency (outside the panels).
-MASKED = LEVELS  # palette index of a masked cell
-TRANSPARENT = 255  # palette index outside the panels
+ROLE_PX = 13  # a second title line (a head's role: the title's part after " · "), 10 px text
 
 
 def tick_positions(n: int, max_ticks: int = MAX_TICKS) -> np.ndarray:
@@ -171,12 +171,10 @@ class PanelFigure:
                               tick_style={"font-size": "10px"})
         # bqplot draws a colour bar 200 px shorter than its side of the plot: below the plot
         # (wide figures) it is visible; on the right of a short figure it would vanish.
+        self.label = label
         self.c_axis = bq.ColorAxis(scale=self.color_scale, side="bottom",
                                    label=label, num_ticks=5, tick_format=".2g")
-        self._buffers = (W.Image(format="url"), W.Image(format="url"))
-        self.image = bq.Image(image=self._buffers[0], x=[-0.5, 0.5], y=[0.5, -0.5],
-                              pixelated=True, preserve_domain=FIXED,
-                              scales={"x": self.x_scale, "y": self.y_scale})
+        self._image = ImageMark(self.x_scale, self.y_scale)
         self.titles = bq.Label(x=[0.0], y=[0.0], text=[""], colors=["#808080"],
                                preserve_domain=FIXED,
                                scales={"x": self.x_scale, "y": self.y_scale},
@@ -185,6 +183,12 @@ class PanelFigure:
                                # text on anchor + y_offset: its 14 px box ends 2 px above the
                                # panel (measured in Chromium)
                                y_offset=-(TITLE_PX // 2 + 1))
+        # a head's role, under its title and just above the panel (the title moves up a line)
+        self.roles = bq.Label(x=[0.0], y=[0.0], text=[""], colors=["#606060"],
+                              preserve_domain=FIXED,
+                              scales={"x": self.x_scale, "y": self.y_scale},
+                              align="start", default_size=10, font_weight="normal",
+                              y_offset=-(ROLE_PX // 2 + 1))
         self.lines = bq.Lines(x=np.zeros((1, 2)), y=np.zeros((1, 2)), colors=["#888888"],
                               preserve_domain=FIXED,
                               scales={"x": self.x_scale, "y": self.y_scale}, stroke_width=2)
@@ -202,17 +206,16 @@ class PanelFigure:
         self.figure.add_class(css_class)
         self._mask: np.ndarray | None = None
         self._shown: np.ndarray | None = None  # palette indices of the image on screen
-        self._png = b""
+        self._limits: list[Limits] = []  # each panel's colour scale
+        self.scale = "shared" if signed else "fixed"  # the rule (colors.scale_limits)
         self._geometry: tuple = ()
         self._offsets: list[tuple[float, float]] = []
         self._size = (1, 1)  # (height, width) of the grid, in cells
-        self._extent: tuple = ()  # the image's x and y on screen
         self._deferred = False  # inside shown_together(): switch images at its end
-        self._pending: tuple | None = None  # (buffer, extent) filled but not shown yet
         self._cell_px: float | None = None  # pixel side of a cell (square figures)
         self._cell_h = 1.0  # pixel height of a cell (every figure)
         self._fig_height = min_height  # pixel height of the figure, as laid out last
-        self._range = None
+        self._range: tuple = ()
         self._extra: list[bq.Mark] = []
         self._label_key: tuple = ()
 
@@ -266,7 +269,8 @@ class PanelFigure:
                 # the same layout may wait for shown_together() to switch with the others
                 sent = self._draw(defer=self._deferred and not moved)
             self._update_labels(panels, ticks)
-            marks = [self.image, *self._extra, self.lines, self.highlight, self.titles]
+            marks = [self.image, *self._extra, self.lines, self.highlight, self.titles,
+                     self.roles]
             if list(self.figure.marks) != marks:
                 self.figure.marks = marks
         return sent
@@ -279,42 +283,29 @@ class PanelFigure:
         """
         height, width = self._size
         grid = np.full((height, width), TRANSPARENT, dtype=np.uint8)
-        low, high = (-self._range, self._range) if self.signed else (0.0, 1.0)
-        for arr, (x0, y0) in zip(self._panels, self._offsets, strict=True):
+        for arr, (x0, y0), lim in zip(self._panels, self._offsets, self._limits, strict=True):
             rows, cols = arr.shape
             cells = grid[int(y0):int(y0) + rows, int(x0):int(x0) + cols]
-            levels(arr, low, high, out=cells)
+            levels(arr, lim.low, lim.high, out=cells)
             if self._mask is not None and self._mask.shape == arr.shape:
                 cells[~self._mask] = MASKED
-        png = palette_png(grid, _image_palette(self.table), transparent=(TRANSPARENT,))
-        if png == self._png:
-            return 0
-        self._shown, self._png = grid, png
-        if self._pending is not None:  # filled but not shown yet: fill it again
-            back = self._pending[0]
-        else:
-            back = self._buffers[1] if self.image.image is self._buffers[0] else self._buffers[0]
-        # a data: URL, not PNG bytes: bqplot then sets it as the href as it is, where PNG bytes
-        # cost the browser a Blob and an object URL (~1.7 ms of its main thread per image)
-        back.value = PNG_URL_PREFIX + base64.b64encode(png)
         # bqplot draws an Image from y[0] at its bottom edge up to y[1]; on this reversed
         # y scale the first image row must therefore start at the larger y
-        self._pending = (back, ([-0.5, width - 0.5], [height - 0.5, -0.5]))
+        sent = self._image.fill(grid, self.table, ([-0.5, width - 0.5], [height - 0.5, -0.5]))
+        if sent:
+            self._shown = grid
         if not defer:
             self.show_pending()
-        return len(png)
+        return sent
 
     def show_pending(self) -> None:
         """Point the image mark at the buffer filled last, if it is not shown yet."""
-        if self._pending is None:
-            return
-        back, extent = self._pending
-        self._pending = None
-        with self.image.hold_sync():
-            if self._extent != extent:
-                self.image.x, self.image.y = extent
-                self._extent = extent
-            self.image.image = back
+        self._image.show_pending()
+
+    @property
+    def image(self) -> bq.Image:
+        """The figure's image mark (every panel, one pixel per cell)."""
+        return self._image.mark
 
     def add_mark(self, mark: bq.Mark) -> None:
         """Draw ``mark`` above the panels (e.g. an interactive grid over the focus panel)."""
@@ -340,8 +331,9 @@ class PanelFigure:
         # point, reached in a step or two.  Where the titles alone would not fit (e.g. 16 rows
         # of heads in one figure) there is none: the panels keep the room, the gap is 2 cells.
         title_gap = 2
+        room = TITLE_ROOM_PX + (ROLE_PX if any(" · " in p.title for p in panels) else 0)
         for _ in range(6):
-            need = max(2, math.ceil(TITLE_ROOM_PX / rows_at(title_gap)[2][1]))
+            need = max(2, math.ceil(room / rows_at(title_gap)[2][1]))
             if need <= title_gap:
                 break
             title_gap = need
@@ -368,10 +360,14 @@ class PanelFigure:
         if self.square:
             # Square cells whatever the notebook's width: the figure gets a pixel size (cells
             # of at most MAX_CELL_PX, the plot at most PLOT_WIDTH_PX wide and max_height tall).
+            # bqplot's colour bar is 200 px shorter than the plot: a narrower plot would draw
+            # it reversed, so the plot keeps MIN_PLOT_PX and the panels their square cells.
             m = self.figure.fig_margin
-            self.figure.layout.width = f"{int(self._cell_px * width + m['left'] + m['right'])}px"
-            # a short bar: fewer ticks
-            self.c_axis.num_ticks = 5 if self._cell_h * height >= 200 else 3
+            plot_w = max(self._cell_px * width, MIN_PLOT_PX)
+            self.x_scale.max = plot_w / self._cell_px - 0.5
+            self.figure.layout.width = f"{int(plot_w + m['left'] + m['right'])}px"
+            # a short bar: fewer ticks (bqplot's bar is 200 px shorter than the plot)
+            self.c_axis.num_ticks = 5 if plot_w - 200 >= 250 else 3
 
     def _cell_size(self, width: float, height: float) -> tuple[float | None, float, int]:
         """``(cell width px or None, cell height px, figure height px)`` for a grid this size.
@@ -396,39 +392,7 @@ class PanelFigure:
              tuple(p.boundaries), p.boundary_color) for p in panels))
         if key == self._label_key:
             return None  # ticks and head boundaries are already on screen
-        x_ticks: dict[float, str] = {}
-        y_ticks: dict[float, str] = {}
-        cell = self._cell_px  # (None: the figure's width, and so the columns', is not fixed)
-        slanted = cell is None or cell >= LABEL_PX
-        lx: list[list[float]] = []
-        ly: list[list[float]] = []
-        colors: list[str] = []
-        for p, (x0, y0) in zip(panels, self._offsets, strict=True):
-            rows, cols = p.array.shape
-            if p.col_labels is not None:
-                # token labels need about LABEL_PX each slanted, VERTICAL_LABEL_PX upright, or
-                # they run into each other
-                fit = MAX_TICKS if cell is None else int(cols * cell / (
-                    LABEL_PX if slanted else VERTICAL_LABEL_PX))
-                for j in tick_positions(cols, max(1, min(MAX_TICKS, fit))):
-                    x_ticks.setdefault(x0 + j, _short(p.col_labels[j]))
-            else:
-                # feature columns: numbered within their panel, so K's and V's (and every
-                # head's) first column reads 0, as it is -- not its place in the whole grid.
-                # Non-square figures are as wide as the notebook: PLOT_WIDTH_PX is a guess.
-                px = cell if cell is not None else PLOT_WIDTH_PX / max(self._size[1], 1)
-                for j in index_ticks(cols, px):
-                    x_ticks.setdefault(x0 + j, str(j))
-            if p.row_labels is not None and x0 == 0.0:
-                fit = int(rows * self._cell_h / ROW_LABEL_PX)
-                for i in tick_positions(rows, max(1, min(MAX_TICKS, fit))):
-                    y_ticks[y0 + i] = p.row_labels[i]
-            for b in p.boundaries:
-                lx.append([x0 + b - 0.5, x0 + b - 0.5])
-                ly.append([y0 - 0.5, y0 + rows - 0.5])
-                colors.append(p.boundary_color)
-        return _Ticks(key, -45 if slanted else -90, _tick_labels(x_ticks),
-                      _tick_labels(y_ticks), lx, ly, colors)
+        return _ticks(key, panels, self._offsets, self._cell_px, self._cell_h, self._size)
 
     def _announce_ticks(self, ticks: _Ticks) -> None:
         """Give each axis its new tick labels, added to its current ones (see :meth:`update`).
@@ -443,13 +407,25 @@ class PanelFigure:
                 axis.tick_labels = merged
 
     def _update_labels(self, panels: Sequence[Panel], ticks: _Ticks | None) -> None:
-        titles = [p.title for p in panels]
+        # each title fits its panel and the gap after it: else its first part, its number;
+        # a role (the part after " · ") goes on a second line, cut to fit
+        cell = self._cell_px or PLOT_WIDTH_PX / max(self._size[1], 1)
+        rooms = [(p.array.shape[1] + 2 * GAP) * cell for p in panels]
+        heads = [p.title.split(" · ", 1) for p in panels]
+        titles = [fit_title(h[0], r) for h, r in zip(heads, rooms, strict=True)]
+        roles = [fit(h[1], 10, r) if len(h) > 1 else "" for h, r in zip(heads, rooms, strict=True)]
         xs = [x0 - 0.5 for x0, _ in self._offsets]
         ys = [y0 - 0.5 for _, y0 in self._offsets]
+        offset = -(TITLE_PX // 2 + 1) - (ROLE_PX if any(roles) else 0)
         if (list(self.titles.text) != titles or list(self.titles.x) != xs
-                or list(self.titles.y) != ys):
+                or list(self.titles.y) != ys or self.titles.y_offset != offset):
             with self.titles.hold_sync():
                 self.titles.x, self.titles.y, self.titles.text = xs, ys, titles
+                self.titles.y_offset = offset
+        if list(self.roles.text) != roles or list(self.roles.x) != xs or (
+                list(self.roles.y) != ys):
+            with self.roles.hold_sync():
+                self.roles.x, self.roles.y, self.roles.text = xs, ys, roles
         if ticks is None:
             return
         self._label_key = ticks.key
@@ -468,15 +444,29 @@ class PanelFigure:
         else:
             self.lines.visible = False
 
+    def set_scale(self, mode: str) -> None:
+        """Colour the panels on scale rule ``mode`` (see :func:`.colors.scale_limits`)."""
+        if mode != self.scale:
+            self.scale = mode
+            if self._panels:
+                self._update_range()
+                self._draw()
+
     def _update_range(self) -> None:
-        if not self.signed:
-            return
-        peak = max(float(np.max(np.abs(a))) for a in self._panels)
-        peak = symmetric_limit(peak)
-        if peak != self._range:
-            self._range = peak
+        """Each panel's scale; the colour bar shows the shared one, or says what it stands for."""
+        self._limits = scale_limits(self._panels, self.scale, signed=self.signed)
+        lim = self._limits[0]
+        per_head = self.scale == "per head" and len(self._limits) > 1
+        low, high = (-1.0, 1.0) if per_head and self.signed else (
+            (0.0, 1.0) if per_head else (lim.low, lim.high))
+        label = bar_label(self._limits, self.label)
+        key = (low, high, label)
+        if key != self._range:
+            self._range = key
             with self.color_scale.hold_sync():
-                self.color_scale.min, self.color_scale.max = -peak, peak
+                self.color_scale.min, self.color_scale.max = low, high
+            if self.c_axis.label != label:
+                self.c_axis.label = label
 
     def show_highlight(self, segments: list[tuple[list[float], list[float]]] | None) -> None:
         """Draw rectangles (closed polylines in data coordinates), or hide them with None."""
@@ -516,7 +506,11 @@ class PanelFigure:
     @property
     def png(self) -> bytes:
         """The PNG on screen (what the figure's ``Image`` mark shows)."""
-        return self._png
+        return self._image.png
+
+    def limits(self) -> list[Limits]:
+        """Each panel's colour scale, as drawn (:func:`attention_widget.colors.scale_limits`)."""
+        return list(self._limits)
 
 
 @contextlib.contextmanager
@@ -540,14 +534,42 @@ def shown_together(figures: Sequence[PanelFigure]) -> Iterator[None]:
             fig.show_pending()
 
 
-@cache
-def _image_palette(table: str) -> np.ndarray:
-    """The ``(256, 3)`` uint8 palette of a figure's PNG on colour table ``table``."""
-    out = np.zeros((256, 3), dtype=np.uint8)
-    out[:LEVELS] = palette(table)
-    out[MASKED] = MASK_RGB
-    out.flags.writeable = False  # shared by every figure (cached)
-    return out
+def _ticks(key: tuple, panels: Sequence[Panel], offsets: list[tuple[float, float]],
+           cell_px: float | None, cell_h: float, size: tuple[int, int]) -> _Ticks:
+    """:meth:`PanelFigure._plan_ticks`'s work: axis ticks and boundary lines of ``panels``."""
+    x_ticks: dict[float, str] = {}
+    y_ticks: dict[float, str] = {}
+    cell = cell_px  # (None: the figure's width, and so the columns', is not fixed)
+    slanted = cell is None or cell >= LABEL_PX
+    lx: list[list[float]] = []
+    ly: list[list[float]] = []
+    colors: list[str] = []
+    for p, (x0, y0) in zip(panels, offsets, strict=True):
+        rows, cols = p.array.shape
+        if p.col_labels is not None:
+            # token labels need about LABEL_PX each slanted, VERTICAL_LABEL_PX upright, or
+            # they run into each other
+            fit = MAX_TICKS if cell is None else int(cols * cell / (
+                LABEL_PX if slanted else VERTICAL_LABEL_PX))
+            for j in tick_positions(cols, max(1, min(MAX_TICKS, fit))):
+                x_ticks.setdefault(x0 + j, _short(p.col_labels[j]))
+        else:
+            # feature columns: numbered within their panel, so K's and V's (and every
+            # head's) first column reads 0, as it is -- not its place in the whole grid.
+            # Non-square figures are as wide as the notebook: PLOT_WIDTH_PX is a guess.
+            px = cell if cell is not None else PLOT_WIDTH_PX / max(size[1], 1)
+            for j in index_ticks(cols, px):
+                x_ticks.setdefault(x0 + j, str(j))
+        if p.row_labels is not None and x0 == 0.0:
+            fit = int(rows * cell_h / ROW_LABEL_PX)
+            for i in tick_positions(rows, max(1, min(MAX_TICKS, fit))):
+                y_ticks[y0 + i] = p.row_labels[i]
+        for b in p.boundaries:
+            lx.append([x0 + b - 0.5, x0 + b - 0.5])
+            ly.append([y0 - 0.5, y0 + rows - 0.5])
+            colors.append(p.boundary_color)
+    return _Ticks(key, -45 if slanted else -90, _tick_labels(x_ticks),
+                  _tick_labels(y_ticks), lx, ly, colors)
 
 
 def _tracks(shapes: Sequence[tuple[int, ...]], ncols: int) -> tuple[list[int], list[int]]:

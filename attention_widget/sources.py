@@ -7,7 +7,11 @@ tokens and the trace to draw (:meth:`Source.trace`), and it says
   them and disables their controls),
 * which head counts it can show (:meth:`Source.head_options`, :meth:`Source.kv_options`),
 * what a saved state needs to rebuild it (:meth:`Source.saved`, :meth:`Source.restore`),
-* one line about itself (:meth:`Source.describe`).
+* one line about itself (:meth:`Source.describe`), and one about what it fixes
+  (:meth:`Source.fixed_line`),
+* what its arrays are (the stage titles and formulas of :func:`~attention_widget.stages.
+  source_stages`) and what each head does (:meth:`Traced.head_titles`, from
+  :func:`~attention_widget.roles.head_roles`, or the designed heads' jobs).
 
 A new input mode is one more subclass: give it a ``kind`` (the name saved in state files),
 implement ``trace`` and ``restore``, override what differs.  Nothing else changes: the widget
@@ -26,6 +30,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .designed import DESIGNED_INPUT_NOTE, designed_embed, designed_jobs, designed_params
 from .engine import (
     AttentionParams,
     AttentionTrace,
@@ -34,7 +39,8 @@ from .engine import (
     with_temperature,
 )
 from .inputs import embed, tokenize
-from .stages import summary
+from .roles import head_roles
+from .stages import Stage, source_stages, summary
 
 __all__ = [
     "DEFAULT_TEXT",
@@ -83,6 +89,7 @@ class Settings:
     positional: bool = True
     layer: int = 0
     show_special: bool = True
+    weights: str = "random"  # or "designed": heads built to do known jobs (text only)
 
     @classmethod
     def of(cls, obj: Any) -> Settings:
@@ -109,6 +116,14 @@ class Traced:
         The mask as the summary names it (``"sliding, window=3"``).
     layer : int or None
         The layer shown, for sources with layers.
+    stages : dict of str to Stage
+        The stages as this source describes them (:func:`~attention_widget.stages.source_stages`).
+    special : tuple of bool, optional
+        True for each special token ([CLS], BOS), where the source knows them.
+    jobs : list of DesignedHead, optional
+        The designed heads' jobs (``weights="designed"``).
+    notes : tuple of str
+        Lines to show with the weights (how the designed heads work, what X holds).
     """
 
     tokens: list[str]
@@ -116,11 +131,29 @@ class Traced:
     params: AttentionParams | None = None
     mask: str = "none"
     layer: int | None = None
+    stages: dict[str, Stage] = dataclasses.field(default_factory=lambda: source_stages("text"))
+    special: tuple[bool, ...] | None = None
+    jobs: list | None = None
+    notes: tuple[str, ...] = ()
+    measured: list | None = None  # roles measured by the source (e.g. before a cut)
 
     @property
     def summary(self) -> str:
         """One line stating what is drawn (:func:`attention_widget.stages.summary`)."""
         return summary(self.trace, mask=self.mask, layer=self.layer)
+
+    def roles(self) -> list:
+        """Each head's measured role (:func:`~attention_widget.roles.head_roles`)."""
+        if self.measured is not None:
+            return list(self.measured)
+        special = None if self.special is None else np.array(self.special, dtype=bool)
+        return head_roles(self.trace.weights, self.tokens, special)
+
+    def head_titles(self) -> list[str]:
+        """``"head 2 · previous token 0.98"`` for each head; a designed head names its job."""
+        if self.jobs is not None:
+            return [f"head {j.head} · {j.label}" for j in self.jobs]
+        return [f"head {r.head} · {r.label}" for r in self.roles()]
 
 
 def _mask_label(mask: str, window: int | None) -> str:
@@ -154,7 +187,11 @@ class Source(ABC):
 
     @property
     def fixed(self) -> dict[str, Any]:
-        """Settings this source decides, with their values (their controls are disabled)."""
+        """Settings this source decides, with their values (their controls are not drawn)."""
+        return {}
+
+    def default_scales(self, weights: str = "random") -> dict[str, str]:
+        """The colour scales this source starts with (the widget's ``scales``): {} = shared."""
         return {}
 
     def check_heads(self, n_heads: int, d_model: int) -> None:
@@ -178,6 +215,20 @@ class Source(ABC):
     def describe(self) -> str:
         """One line about the source, shown above the controls ('' for none)."""
         return ""
+
+    def fixed_line(self) -> str:
+        """What the source fixes, in one line ('' if nothing): its controls are not drawn."""
+        fixed = self.fixed
+        if not fixed:
+            return ""
+        shown = {"d_model": "d_model {}", "n_heads": "{} heads", "n_kv_heads": "{} kv heads",
+                 "mask": "mask {}", "text": "the tokens", "seed": None, "positional": None,
+                 "weights": None}
+        order = ("text", "d_model", "n_heads", "n_kv_heads", "mask")
+        parts = [shown[k].format(fixed[k]) for k in order
+                 if k in fixed and fixed[k] is not None]
+        what = ", ".join(parts)
+        return f"Fixed by {self.fixed_by}: {what}." if what else f"Fixed by {self.fixed_by}."
 
     @abstractmethod
     def trace(self, s: Settings, progress: Progress | None = None) -> Traced:
@@ -253,10 +304,14 @@ class _Attention:
 
 
 class TextSource(Source):
-    """A sentence, attended over with seeded random weights.
+    """A sentence, attended over with seeded random weights, or with designed heads.
 
-    Tokenized and embedded (token vectors + positional code, :mod:`attention_widget.inputs`);
-    the weights come from :func:`attention_widget.init_params`.
+    ``weights="random"``: tokenized and embedded (token vectors + positional code,
+    :mod:`attention_widget.inputs`), the weights from :func:`attention_widget.init_params`.
+    ``weights="designed"``: X from :func:`~attention_widget.designed.designed_embed` (which word
+    in the first half of the columns, where in the second; the position half is zero without
+    positional encodings) and W_Q, W_K from :func:`~attention_widget.designed.designed_params`:
+    head ``h`` does job ``h % 4`` (previous token, duplicate token, first token, local window).
     """
 
     kind = "text"
@@ -279,11 +334,16 @@ class TextSource(Source):
         window = s.window_for(len(tokens))
         trace = self._attention(x, params, n_heads=s.n_heads, n_kv_heads=s.n_kv_heads,
                                 temperature=s.temperature, mask=s.mask, window=window)
-        return Traced(tokens, trace, params, _mask_label(s.mask, window))
+        stages = source_stages("text", weights=s.weights, positional=s.positional)
+        if s.weights != "designed":
+            return Traced(tokens, trace, params, _mask_label(s.mask, window), stages=stages)
+        jobs = designed_jobs(s.d_model, s.n_heads, s.n_kv_heads)
+        return Traced(tokens, trace, params, _mask_label(s.mask, window), stages=stages,
+                      jobs=jobs, notes=_designed_notes(jobs, s))
 
     def embedded(self, tokens: list[str], s: Settings) -> np.ndarray:
         """X from :meth:`new_x`, the same object while the tokens and its settings stay."""
-        key = (tuple(tokens), s.d_model, s.seed, s.positional)
+        key = (tuple(tokens), s.d_model, s.seed, s.positional, s.weights)
         if self._x is None or self._x[0] != key:
             self._x = (key, self.new_x(tokens, s))
         return self._x[1]
@@ -295,26 +355,58 @@ class TextSource(Source):
             self._params = (key, self.new_weights(s))
         return self._params[1]
 
+    def default_scales(self, weights: str = "random") -> dict[str, str]:
+        """Designed heads: Q, K, V and the scores per head.
+
+        Their query weights are scaled for each job (a local-window head's scores are some
+        hundreds, a previous-token head's about ten): one scale would leave the others blank.
+        """
+        return {"qkv": "per head", "scores": "per head"} if weights == "designed" else {}
+
     def weights_key(self, s: Settings) -> tuple:
         """The settings :meth:`new_weights` depends on.
 
         Heads are slices of one projection: without grouped K/V heads the seeded weights do
-        not depend on n_heads, so a head-count change keeps them.
+        not depend on n_heads, so a head-count change keeps them.  Designed heads do: each
+        head's W_Q block is built for its job and its width.
         """
+        if s.weights == "designed":
+            return ("designed", s.d_model, s.seed, s.n_heads, s.n_kv_heads)
         return (s.d_model, s.seed, None if s.n_kv_heads is None else (s.n_heads, s.n_kv_heads))
 
     def new_x(self, tokens: list[str], s: Settings) -> np.ndarray:
-        """X, shape (seq_len, d_model): hashed token vectors plus the positional code."""
+        """X, shape (seq_len, d_model): token vectors plus the positional code (or designed)."""
+        if s.weights == "designed":
+            x = designed_embed(tokens, s.d_model, seed=s.seed)  # [seq, d_model]
+            if not s.positional:
+                x[:, s.d_model // 2:] = 0.0  # the position half: no position code
+            return x
         return embed(tokens, s.d_model, seed=s.seed, positional=s.positional)
 
     def new_weights(self, s: Settings) -> AttentionParams:
-        """The seeded random weights (:func:`attention_widget.init_params`)."""
+        """The seeded random weights (:func:`attention_widget.init_params`), or designed ones."""
+        if s.weights == "designed":
+            return designed_params(s.d_model, s.n_heads, s.n_kv_heads, seed=s.seed)
         return init_params(s.d_model, s.n_heads, s.n_kv_heads, seed=s.seed)
 
     @classmethod
     def restore(cls, state: Any) -> TextSource:
         """A text source (the text and settings are the widget's)."""
         return cls()
+
+
+def _designed_notes(jobs: list, s: Settings) -> tuple[str, ...]:
+    """The lines shown with designed heads: what X holds, each head's how, who cannot."""
+    lines = [DESIGNED_INPUT_NOTE + ("." if s.positional else
+                                    "; positional encodings are off: the position half is 0.")]
+    cannot = [j for j in jobs if not j.works]
+    if cannot:
+        heads = ", ".join(str(j.head) for j in cannot)
+        lines.append(f"Heads {heads} cannot do their job at d_model {s.d_model} with "
+                     f"{s.n_heads} heads (d_head {s.d_model // s.n_heads}): their W_Q is zero, "
+                     "so their weights are even.")
+    lines += [f"head {j.head} · {j.job}: {j.how}" for j in jobs]
+    return tuple(lines)
 
 
 class ArraysSource(Source):
@@ -365,7 +457,7 @@ class ArraysSource(Source):
     def fixed(self) -> dict[str, Any]:
         """Text (the tokens), d_model, seed and positional encodings."""
         return {"text": " ".join(self.tokens), "d_model": self.params.d_model, "seed": 0,
-                "positional": True}
+                "positional": True, "weights": "random"}
 
     def check_heads(self, n_heads: int, d_model: int) -> None:
         """Also: the key/value width of the weights must split into whole heads."""
@@ -395,7 +487,8 @@ class ArraysSource(Source):
         trace = self._attention(self.x, self.params, n_heads=s.n_heads,
                                 n_kv_heads=self.kv_heads(s), temperature=s.temperature,
                                 mask=s.mask, window=window)
-        return Traced(list(self.tokens), trace, self.params, _mask_label(s.mask, window))
+        return Traced(list(self.tokens), trace, self.params, _mask_label(s.mask, window),
+                      stages=source_stages("arrays"))
 
     @classmethod
     def restore(cls, state: Any) -> ArraysSource:
@@ -428,8 +521,7 @@ class PretrainedSource(Source):
     kind = "pretrained"
     fixed_by = "the pretrained model"
     own_controls = ("layer", "show_special")
-    note = ("The architecture is fixed by the trained weights; layer, head, query, temperature "
-            "and text stay live.")
+    note = "Layer, head, query, temperature and text stay live."
 
     def __init__(self, model: Any, progress: Progress | None = None) -> None:
         from .pretrained import PretrainedModel, load_pretrained
@@ -447,7 +539,12 @@ class PretrainedSource(Source):
         m = self.model
         return {"d_model": m.d_model, "n_heads": m.n_heads,
                 "n_kv_heads": None if m.n_kv_heads == m.n_heads else m.n_kv_heads,
-                "mask": "causal" if m.causal else "none", "seed": 0, "positional": False}
+                "mask": "causal" if m.causal else "none", "seed": 0, "positional": False,
+                "weights": "random"}
+
+    def default_scales(self, weights: str = "random") -> dict[str, str]:
+        """Robust scales for every signed stage: a few outliers would wash out the rest."""
+        return {key: "robust" for key in ("x", "qkv", "scores", "outputs", "concat")}
 
     def describe(self) -> str:
         """The model: family, layers, heads, widths."""
@@ -467,12 +564,18 @@ class PretrainedSource(Source):
             trace = model.trace(s.text, s.layer, temperature=s.temperature)
         finally:
             model.progress = before
+        special = np.array(model.special_token_mask(s.text), dtype=bool)
+        # each head's role over all its tokens: hidden special tokens still take weight
+        measured = head_roles(trace.weights, tokens, special)
         if not s.show_special:
-            keep = np.flatnonzero(~np.array(model.special_token_mask(s.text), dtype=bool))
+            keep = np.flatnonzero(~special)
             if keep.size == 0:
                 raise ValueError("The text has only special tokens; show them or add words.")
-            tokens, trace = [tokens[i] for i in keep], self._without(trace, keep)
-        return Traced(tokens, trace, None, s.mask, s.layer)
+            tokens, trace, special = [tokens[i] for i in keep], self._without(trace, keep), (
+                special[keep])
+        stages = source_stages("pretrained", family=model.model_type, layer=s.layer)
+        return Traced(tokens, trace, None, s.mask, s.layer, stages=stages,
+                      special=tuple(bool(b) for b in special), measured=measured)
 
     def _without(self, trace: AttentionTrace, keep: np.ndarray) -> AttentionTrace:
         """``trace`` with only the rows and columns ``keep``.

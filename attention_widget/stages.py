@@ -1,17 +1,32 @@
 """The one list of stages: what each array of a trace is called, its formula and its shape.
 
 The widget's panels, the stage player and every export (SVG, PNG, PDF, HTML) take their names,
-titles, formulas and the one-line summary from here.
+titles, formulas and the one-line summary from here.  What an array *is* depends on where it
+comes from: :func:`source_stages` gives the stages as a source describes them (the synthetic
+layer, designed heads, your own arrays, or one layer of a pretrained model, per family).
+A stage added to :data:`STAGES` (a rotation of Q and K, a sink column) appears in every view
+where it acts: the views draw the stages of a section in order.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["SECTIONS", "STAGES", "STAGE_NAMES", "Section", "Stage", "mask_name", "stage", "summary"]
+__all__ = [
+    "SECTIONS",
+    "STAGES",
+    "STAGE_NAMES",
+    "Section",
+    "Stage",
+    "mask_name",
+    "source_stages",
+    "stage",
+    "summary",
+]
 
 
 @dataclass(frozen=True)
@@ -90,6 +105,108 @@ def stage(name: str) -> Stage:
         if s.name == name:
             return s
     raise ValueError(f"unknown stage {name!r}; the stages are {STAGE_NAMES}")
+
+
+#: What a pretrained family's layer computes, where it differs from the synthetic layer:
+#: (its input X at layer 0, at a later layer, its queries, its keys, its values, its output).
+#: ``{L}`` is the layer shown, ``{P}`` the one before it.  Families not listed get _GENERIC.
+_FAMILY_TEXT = {
+    "bert": (
+        ("embeddings + LayerNorm", "x_i = LayerNorm(word_i + position_i + token type_i)"),
+        ("hidden state entering layer {L}", "x = the output of layer {P} (after its LayerNorm)"),
+        "Q = X W_Q + b_Q, split into heads",
+        "K = X W_K + b_K, split into heads",
+        "V = X W_V + b_V, split into heads",
+        "output = concat W_O + b_O (before the residual and LayerNorm)",
+    ),
+    "gpt2": (
+        ("LayerNorm of token + position embeddings", "x = ln_1(token_i + position_i)"),
+        ("LayerNorm of the hidden state entering layer {L}",
+         "x = ln_1(h), h = the output of layer {P}"),
+        "Q = X W_Q + b_Q, split into heads",
+        "K = X W_K + b_K, split into heads",
+        "V = X W_V + b_V, split into heads",
+        "output = concat W_O + b_O (before the residual)",
+    ),
+    "llama": (
+        ("RMSNorm of the token embeddings", "x = RMSNorm(embedding(token_i)): no position yet"),
+        ("RMSNorm of the hidden state entering layer {L}",
+         "x = RMSNorm(h), h = the output of layer {P}"),
+        "Q = RoPE(X W_Q): each pair of columns turned by position",
+        "K = RoPE(X W_K): turned by position, split into key/value heads",
+        "V = X W_V, split into key/value heads",
+        "output = concat W_O (before the residual)",
+    ),
+    "qwen3": (
+        ("RMSNorm of the token embeddings", "x = RMSNorm(embedding(token_i)): no position yet"),
+        ("RMSNorm of the hidden state entering layer {L}",
+         "x = RMSNorm(h), h = the output of layer {P}"),
+        "Q = RoPE(q_norm(X W_Q)): RMSNorm per head (q/k norm), then turned by position",
+        "K = RoPE(k_norm(X W_K)): q/k norm, RoPE, split into key/value heads",
+        "V = X W_V, split into key/value heads",
+        "output = concat W_O (before the residual)",
+    ),
+}
+_GENERIC = (
+    ("embeddings, as the model feeds them to layer 0", "x = the model's input of layer 0"),
+    ("hidden state entering layer {L}", "x = the output of layer {P}, normed as the model does"),
+    "Q = X W_Q, as the model computes it, split into heads",
+    "K = X W_K, as the model computes it, split into key/value heads",
+    "V = X W_V, as the model computes it, split into key/value heads",
+    "output = concat W_O (before the residual)",
+)
+_SOURCE_X = {  # (title, formula) of X for the other sources
+    "random": ("input X", "x_i = embedding(token_i) + PE(i), one row per token"),
+    "random, no positions": ("input X", "x_i = embedding(token_i): no positional code"),
+    "designed": ("designed input X",
+                 "x_i = [code(word_i) | code(i)]: which word, then where"),
+    "designed, no positions": ("designed input X",
+                               "x_i = [code(word_i) | 0]: which word; the position code is off"),
+    "arrays": ("your input X", "the rows you gave, one per token"),
+}
+
+
+def source_stages(kind: str, *, weights: str = "random", positional: bool = True,
+                  family: str | None = None, layer: int = 0) -> dict[str, Stage]:
+    """The stages as a source describes them: titles and formulas for what its arrays are.
+
+    Parameters
+    ----------
+    kind : str
+        ``"text"``, ``"arrays"`` or ``"pretrained"`` (a source's ``kind``).
+    weights : str
+        ``"random"`` or ``"designed"`` (text only).
+    positional : bool
+        Whether the text's X holds a position code.
+    family : str, optional
+        A pretrained model's ``model_type`` (``"bert"``, ``"gpt2"``, ``"llama"``, ...).
+    layer : int
+        The pretrained layer shown.
+
+    Returns
+    -------
+    dict of str to Stage
+        Every stage of :data:`STAGES`, by name, in order.
+    """
+    out = {s.name: s for s in STAGES}
+
+    def put(name: str, formula: str, title: str | None = None) -> None:
+        out[name] = dataclasses.replace(out[name], formula=formula,
+                                        title=out[name].title if title is None else title)
+
+    if kind == "pretrained":
+        first, later, q, k, v, o = _FAMILY_TEXT.get(family or "", _GENERIC)
+        title, formula = first if layer == 0 else later
+        put("x", formula.format(L=layer, P=layer - 1), title.format(L=layer, P=layer - 1))
+        put("q", q)
+        put("k", k)
+        put("v", v)
+        put("output", o)
+        return out
+    key = "arrays" if kind == "arrays" else weights + ("" if positional else ", no positions")
+    title, formula = _SOURCE_X[key]
+    put("x", formula, title)
+    return out
 
 
 def mask_name(mask: np.ndarray) -> str:

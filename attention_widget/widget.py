@@ -10,20 +10,21 @@ maths :mod:`~attention_widget.engine`'s.
 from __future__ import annotations
 
 import dataclasses
+import html
 import os
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import ipywidgets as W
 import numpy as np
 import traitlets as T
 
-from .colors import SEQUENTIAL
-from .controls import ControlPanel, progress_bar, show_now
+from .colors import SCALE_MODES, SEQUENTIAL, WEIGHT_SCALE_MODES
+from .controls import SCALE_STAGES, ControlPanel, progress_bar, show_now
 from .diagram import Diagram
 from .engine import AttentionParams, AttentionTrace
+from .overview import Overview
 from .sources import (
     DEFAULT_TEXT,
     MAX_TOKENS,
@@ -34,9 +35,9 @@ from .sources import (
     TextSource,
     Traced,
     divisors,
-    restore_source,
 )
 from .stages import SECTIONS
+from .widget_files import WidgetFiles
 
 __all__ = ["MAX_TOKENS", "AttentionWidget"]
 
@@ -44,18 +45,21 @@ BUSY_AFTER_S = 0.2  # an update slower than this announces the next one
 #: Traits that decide the trace: a change computes it anew (the fields of Settings).
 _COMPUTED = tuple(f.name for f in dataclasses.fields(Settings))
 #: Traits restored from a state file, besides head, query and step.
-_SAVED = (*_COMPUTED, "colormap")
+_SAVED = (*_COMPUTED, "colormap", "view", "scales", "projector")
+_SCALE_KEYS = tuple(key for _, key in SCALE_STAGES)
 
 
-class AttentionWidget(W.VBox):
+class AttentionWidget(WidgetFiles, W.VBox):
     """Multi-head self-attention, every stage drawn live and linked to controls.
 
     Parameters
     ----------
-    text, d_model, n_heads, n_kv_heads, temperature, mask, window, seed, positional, colormap
+    text, d_model, n_heads, n_kv_heads, temperature, mask, window, seed, positional, weights
         The first values of the traits of the same names (see each trait's ``help``).  From
         Python, a value that cannot be shown raises ``traitlets.TraitError`` and changes
         nothing; bad text is shown as a message while the last diagram stays.
+    colormap, view, scales, projector
+        How it is drawn (see each trait's ``help``).
     layer, show_special
         For a pretrained model: the layer shown, and whether special tokens are.
     source : Source, optional
@@ -83,7 +87,16 @@ class AttentionWidget(W.VBox):
     window = T.Int(3, help="Keys per query for the sliding-window mask.")
     seed = T.Int(0, help="Seed of the weights and token vectors.")
     positional = T.Bool(True, help="Add sinusoidal positional encodings to X.")
+    weights = T.Enum(["random", "designed"], "random", help="Seeded random W_Q, W_K, W_V, W_O, "
+                     "or 'designed': X and W_Q, W_K built so that head h does job h % 4 "
+                     "(previous token, duplicate token, first token, local window).")
     colormap = T.Enum(list(SEQUENTIAL), "viridis", help="Colour scheme (colour-blind safe).")
+    view = T.Enum(["overview", "detailed"], "overview", help="'overview': every stage side by "
+                  "side in one picture; 'detailed': one section per stage and the focus panel.")
+    scales = T.Dict(help="Colour scale per stage (x, qkv, scores, outputs, concat: 'shared', "
+                    "'per head' or 'robust'; weights: 'fixed' or 'per head'); stages not "
+                    "named take the input's default (robust for a pretrained model).")
+    projector = T.Bool(False, help="Large text (token labels and titles >= 14 px).")
     head = T.Int(0, help="Head shown large in the focus panel.")
     query = T.Int(-1, help="Query token highlighted in every head (-1: none).")
     step = T.Int(len(SECTIONS), help="Stages revealed (step-through mode); all by default.")
@@ -96,9 +109,13 @@ class AttentionWidget(W.VBox):
     def __init__(self, text: str = DEFAULT_TEXT, *, d_model: int = 64, n_heads: int = 4,
                  n_kv_heads: int | None = None, temperature: float = 1.0, mask: str = "none",
                  window: int = 3, seed: int = 0, positional: bool = True,
-                 colormap: str = "viridis", layer: int = 0, show_special: bool = True,
-                 source: Source | None = None, **kwargs: Any) -> None:
+                 weights: str = "random", colormap: str = "viridis", view: str = "overview",
+                 scales: dict | None = None, projector: bool = False, layer: int = 0,
+                 show_special: bool = True, source: Source | None = None,
+                 **kwargs: Any) -> None:
         self._ready = False
+        self._snapping = False  # True while _snap sets n_heads
+        self._asked_heads = 0  # the head count chosen last (not a snapped one)
         self._source = TextSource() if source is None else source
         self._traced: Traced | None = None
         self._last_compute_s = 0.0
@@ -111,13 +128,18 @@ class AttentionWidget(W.VBox):
         src = self._source
         self._panel = ControlPanel(self._on_control, self._download_link,
                                    description=src.describe(), note=src.note,
-                                   own_controls=src.own_controls, n_layers=src.n_layers)
+                                   fixed_line=src.fixed_line(), own_controls=src.own_controls,
+                                   n_layers=src.n_layers)
         self._diagram = Diagram(self._panel.focus_row)
+        self._overview = Overview()
+        self._stale: set[str] = set()  # views not drawn from the current trace yet
         self.controls, self.figs = self._panel.controls, self._diagram.figs
         values = {"d_model": d_model, "n_heads": n_heads, "n_kv_heads": n_kv_heads,
                   "temperature": temperature, "mask": mask, "window": window, "seed": seed,
-                  "positional": positional, "colormap": colormap, "layer": layer,
-                  "show_special": show_special, "text": text, **src.fixed}
+                  "positional": positional, "weights": weights, "colormap": colormap,
+                  "view": view, "projector": projector, "layer": layer,
+                  "show_special": show_special, "text": text,
+                  "scales": {**src.default_scales(weights), **(scales or {})}, **src.fixed}
         with self.hold_trait_notifications():
             for name, value in values.items():
                 setattr(self, name, value)
@@ -178,8 +200,9 @@ class AttentionWidget(W.VBox):
         Notes
         -----
         d_model, heads, key/value heads, mask, positional encodings and seed are fixed by the
-        trained model: their controls are disabled.  Layer, head, query, temperature and text
-        stay live.
+        trained model: their controls are not drawn, and one line says what the model fixes.
+        Layer, head, query, temperature and text stay live.  Every head's title carries its
+        measured role; the signed stages start on robust colour scales (``scales``).
         """
         box, report = progress_bar("loading")
         shown = progress and show_now(box)
@@ -236,14 +259,35 @@ class AttentionWidget(W.VBox):
     def _valid_step(self, proposal: dict) -> int:
         return int(np.clip(proposal["value"], 1, len(SECTIONS)))
 
+    @T.validate("scales")
+    def _valid_scales(self, proposal: dict) -> dict:
+        value = dict(proposal["value"])
+        for key, mode in value.items():
+            modes = WEIGHT_SCALE_MODES if key == "weights" else SCALE_MODES
+            if key not in _SCALE_KEYS or mode not in modes:
+                raise T.TraitError(f"scales must map stages of {_SCALE_KEYS} to a scale "
+                                   f"({SCALE_MODES}; weights: {WEIGHT_SCALE_MODES}), got "
+                                   f"{key!r}: {mode!r}")
+        return value
+
     def _snap(self) -> None:
-        """After d_model or n_heads changed: snap n_heads, n_kv_heads and head to valid values."""
-        if self.d_model % self.n_heads:
-            new = min(self._source.head_options(self.d_model),
-                      key=lambda h: (abs(h - self.n_heads), -h))
-            self.set_trait("notice", f"n_heads {self.n_heads} does not divide d_model "
-                           f"{self.d_model}: snapped to {new}")
-            self.n_heads = new
+        """After d_model or n_heads changed: snap n_heads, n_kv_heads and head to valid values.
+
+        n_heads snaps from the count the user chose last (:attr:`_asked_heads`), not from one
+        an earlier snap or a drag passed through, and the notice names that count.
+        """
+        asked = self._asked_heads or self.n_heads
+        options = self._source.head_options(self.d_model)
+        if self.d_model % self.n_heads or (asked != self.n_heads and asked in options):
+            new = min(options, key=lambda h: (abs(h - asked), -h))
+            if new != asked:
+                self.set_trait("notice", f"n_heads {asked} does not divide d_model "
+                               f"{self.d_model}: snapped to {new}")
+            self._snapping = True
+            try:
+                self.n_heads = new
+            finally:
+                self._snapping = False
         if self.n_kv_heads is not None and self.n_heads % self.n_kv_heads:
             old = self.n_kv_heads
             # Keep grouped-query attention if possible: the largest divisor below the old value.
@@ -263,6 +307,11 @@ class AttentionWidget(W.VBox):
 
     @T.observe(*_COMPUTED)
     def _on_config(self, change: dict) -> None:
+        if change["name"] == "n_heads" and not self._snapping:
+            self._asked_heads = change["new"]  # the user's choice, kept through snaps
+        if change["name"] == "weights" and self.scales == self._source.default_scales(
+                change["old"]):  # scales left as they came: those of the new weights
+            self.scales = self._source.default_scales(change["new"])
         if not self._ready:
             return
         self._ready = False  # one recompute for the change and the snaps it causes
@@ -274,24 +323,52 @@ class AttentionWidget(W.VBox):
             self._ready = True
         self._sync()
 
-    @T.observe("colormap", "head", "query", "step")
+    @T.observe("colormap", "head", "query", "step", "view", "scales", "projector")
     def _on_view(self, change: dict) -> None:
         """A change of the view alone: no new trace."""
-        if change["name"] == "colormap":
+        name = change["name"]
+        if name == "colormap":  # (the detailed view's figures recolour themselves)
             self._diagram.set_colormap(self.colormap)
-        if change["name"] == "step":
+            self._overview.set_colormap(self.colormap)
+            self._stale.add("overview")
+        if name in ("scales", "projector"):
+            self._stale = {"overview", "detailed"}
+        if name in ("step", "view"):
             self._layout()
-        elif self._ready:
-            self._diagram.draw_focus(self.head, self.query)
+        if self._ready:
+            self._draw()
         if self._ready:
             self._sync()
 
     def _layout(self) -> None:
         p = self._panel
-        children = (p.box, p.export_row, self._diagram.summary, *p.status,
-                    *self._diagram.shown(self.step))
+        shown = (self._overview.shown(self.step) if self.view == "overview"
+                 else self._diagram.shown(self.step))
+        children = (p.box, *p.status, self._diagram.summary, *shown)
         if self.children != children:
             self.children = children
+
+    def _draw(self) -> None:
+        """Draw the view on screen from the current trace (the other one when it is shown)."""
+        if self._traced is None:
+            return
+        if self.view == "overview":
+            if "overview" in self._stale or self._overview.needs_draw(self.head, self.step):
+                self._bytes_sent = self._overview.draw(
+                    self._traced, self.head, self.query, step=self.step, scales=self.scales,
+                    projector=self.projector)
+                self._stale.discard("overview")
+            else:
+                self._overview.show_query(self.query)
+                self._bytes_sent = 0
+            self._diagram.summary.value = html.escape(self._traced.summary)
+            return
+        if "detailed" in self._stale:
+            self._diagram.set_scales(self.scales)
+            self._bytes_sent = self._diagram.draw(self._traced, self.head, self.query)
+            self._stale.discard("detailed")
+        else:
+            self._bytes_sent = self._diagram.draw_focus(self.head, self.query)
 
     def _settings(self) -> Settings:
         return Settings.of(self)
@@ -301,6 +378,7 @@ class AttentionWidget(W.VBox):
         s, src = self._settings(), self._source
         values = {name: getattr(self, name) for name in self.controls}
         values["n_kv_heads"] = src.kv_heads(s)
+        values["scales"] = self.scales
         self._panel.sync(values, heads=src.head_options(s.d_model), kv_heads=src.kv_options(s),
                          tokens=self.tokens, fixed=src.fixed)
 
@@ -324,7 +402,8 @@ class AttentionWidget(W.VBox):
         self.tokens, self.params, self.trace = traced.tokens, traced.params, traced.trace
         if self.query >= len(self.tokens):
             self.query = -1
-        self._bytes_sent = self._diagram.draw(traced, self.head, self.query)
+        self._stale = {"overview", "detailed"}
+        self._draw()
         self._panel.show_notice(self.notice)
         self._last_compute_s = time.perf_counter() - start
         self._panel.show_busy("")
@@ -345,89 +424,18 @@ class AttentionWidget(W.VBox):
         return self._bytes_sent
 
     @property
+    def head_titles(self) -> list[str]:
+        """Each head's title as drawn: its measured role and share, or its designed job."""
+        return [] if self._traced is None else self._traced.head_titles()
+
+    @property
     def settings(self) -> dict[str, Any]:
         """Every setting needed to rebuild this widget (JSON values)."""
         return {**self._source.saved(), **{name: getattr(self, name) for name in _SAVED},
+                "scales": dict(self.scales),
                 "head": self.head, "query": self.query, "step": self.step, "dtype": "float64"}
 
-    # -- export and state (the work is in attention_widget.export / attention_widget.state) --------
-    def _download_link(self, what: str, fmt: str) -> str:
-        """A download link (HTML) of the whole diagram, the weights or the focus head."""
-        from .export import download_link
 
-        chosen = {"all": {}, "weights": {"stages": ["weights"]},
-                  "focus": {"stages": ["weights"], "heads": [self.head]}}[what]
-        return download_link(self.trace, self.tokens, format=fmt, colormap=self.colormap,
-                             filename=f"attention-{what}.{fmt}", title=self.summary, **chosen)
-
-    def save_figure(self, path: str | os.PathLike, *, stages: Sequence[str] | None = None,
-                    heads: Sequence[int] | None = None, dpi: float = 150,
-                    title: str | None = None) -> Path:
-        """Write the diagram (or chosen stages and heads) as SVG, PNG or PDF, by suffix.
-
-        SVG needs nothing extra and keeps text as text; PNG and PDF use matplotlib
-        (``pip install attention-widget[export]``).  See
-        :func:`attention_widget.export.save_figure`.
-        """
-        from .export import save_figure
-
-        return save_figure(self.trace, path, self.tokens, stages=stages, heads=heads,
-                           colormap=self.colormap, dpi=dpi,
-                           title=self.summary if title is None else title)
-
-    def to_html(self, path: str | os.PathLike, *,
-                temperatures: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0),
-                head_counts: Sequence[int] | None = None, title: str | None = None) -> Path:
-        """Write a standalone HTML page of the current state that works offline.
-
-        The page also holds precomputed variants (other temperatures, and other head counts
-        where the input allows them: by default up to three of at most 16 heads) to switch
-        between without a kernel.
-
-        Raises
-        ------
-        ValueError
-            If a head count is not one the input can show.
-        """
-        from .export import to_html
-
-        variants = self._source.variants(self._settings(), temperatures, head_counts)
-        return to_html(self.trace, path, self.tokens, variants=variants, colormap=self.colormap,
-                       title=self.summary if title is None else title, settings=self.settings)
-
-    def save_state(self, path: str | os.PathLike) -> Path:
-        """Save settings, tokens, X, parameters and every trace array to one ``.npz`` file.
-
-        No pickle: :meth:`load_state` rebuilds the widget and checks it reproduces the trace
-        exactly.
-        """
-        from .state import save_state
-
-        if self.trace is None:
-            raise ValueError("nothing to save: the widget has no valid input yet")
-        return save_state(path, self.settings, self.trace, self.tokens, params=self.params,
-                          x=self.trace.x)
-
-    @classmethod
-    def load_state(cls, path: str | os.PathLike) -> AttentionWidget:
-        """Rebuild a widget from :meth:`save_state`'s file; the trace must come out identical.
-
-        Raises
-        ------
-        ValueError
-            If the file is corrupt, truncated or edited, naming the file and the problem.
-        """
-        from .state import load_state, verify_trace
-
-        st = load_state(path)
-        s = st.settings
-        try:
-            w = cls(source=restore_source(st), **{name: s[name] for name in _SAVED})
-            w.head, w.query, w.step = s["head"], s["query"], s["step"]
-        except (KeyError, TypeError, T.TraitError) as err:
-            raise ValueError(f"{os.fspath(path)}: the saved settings are incomplete or "
-                             f"invalid ({type(err).__name__}: {err})") from None
-        if w.trace is None:
-            raise ValueError(f"{os.fspath(path)}: its settings give no diagram ({w.error})")
-        verify_trace(st, w.trace)
-        return w
+AttentionWidget.SAVED_TRAITS = _SAVED
+AttentionWidget.SAVED_DEFAULTS = {"weights": "random", "view": "overview", "scales": {},
+                                  "projector": False}

@@ -7,6 +7,7 @@ Run from the repository root (needs Voila, playwright and /usr/bin/chromium)::
     python benchmarks/browser.py --gap-ms 400  # steps from a longer idle (a hand's pace)
     python benchmarks/browser.py --plain-server  # Voila's own websocket connection class
     python benchmarks/browser.py --alternate     # back and forth between two values
+    python benchmarks/browser.py --view detailed,overview  # views, in this order
 
 Voila runs with the opt-in of ``docs/network.md`` (``attention_widget.server.VOILA_OPTION``):
 :class:`attention_widget.server.NoDelayKernelConnection`, ``TCP_NODELAY`` on the kernel
@@ -40,6 +41,9 @@ What it measures, all in one Voila server and one headless Chromium, in the same
   arrays computed before the first step: each step is only the figures' colouring, PNGs and
   messages, and the browser's work -- no engine, no widget.  What the rendering alone costs
   against the floor.
+* each widget case runs for the overview (the default view: one figure, whose images of
+  the weights, head outputs, concat and output a temperature step changes) and for the
+  detailed view (the four stage figures above), in the same run (``--view`` picks one).
 * drag: a 30-move mouse drag of the temperature handle (about 1 s, like a hand), then the time
   from mouse-up until the widget settles on the final value: the summary shows the value the
   slider's readout shows, and no stage image changes or finishes loading any more.  Goal < 2 s.
@@ -78,6 +82,12 @@ SENTENCE_16 = "The animal didn't cross the street because it was too tired to wa
 # The images a temperature step repaints: one bqplot Image mark per stage figure.
 STEP_STAGES = ("weights", "outputs", "concat", "focus")
 STEP_IMAGES = ", ".join(f".aw-fig-{stage} image" for stage in STEP_STAGES)
+# ... in the overview: its images of the weights, head outputs, concat and output (the 4th
+# to 7th of its image marks: X, Q/K/V, scores, weights, outputs, concat, output, bars).
+OVERVIEW_IMAGES = ".aw-overview image"
+OVERVIEW_PICK = [3, 4, 5, 6]
+#: Per view: the images a temperature step repaints, and which of the selector's matches.
+VIEW_IMAGES = {"detailed": (STEP_IMAGES, None), "overview": (OVERVIEW_IMAGES, OVERVIEW_PICK)}
 
 # The bare page: the four figures a temperature step redraws, fed precomputed arrays.
 BARE_CELL = """
@@ -143,10 +153,11 @@ INSTRUMENT_JS = """() => {
 # Arm a watcher: resolves (with the time of the next animation frame) once the text of
 # `textSel` differs from its current value and every image matching `imgSel` has a new href
 # and has loaded + decoded it.
-ARM_JS = """([rootSel, textSel, imgSel]) => {
+ARM_JS = """([rootSel, textSel, imgSel, pick]) => {
     const A = window.__aw;
     const root = document.querySelector(rootSel);
-    const imgs = () => [...root.querySelectorAll(imgSel)];
+    const all = () => [...root.querySelectorAll(imgSel)];
+    const imgs = () => pick ? pick.map(i => all()[i]).filter(e => e) : all();
     const text = () => root.querySelector(textSel).textContent;
     imgs().forEach(A.hook);
     const before = {text: text(), hrefs: imgs().map(A.src)};
@@ -189,10 +200,11 @@ ARM_JS = """([rootSel, textSel, imgSel]) => {
 
 # Record, for the drag, when the summary text and the image hrefs last changed, and when an
 # image last finished loading + decoding.
-TRACK_JS = """([rootSel, textSel, imgSel]) => {
+TRACK_JS = """([rootSel, textSel, imgSel, pick]) => {
     const A = window.__aw;
     const root = document.querySelector(rootSel);
-    const imgs = () => [...root.querySelectorAll(imgSel)];
+    const all = () => [...root.querySelectorAll(imgSel)];
+    const imgs = () => pick ? pick.map(i => all()[i]).filter(e => e) : all();
     const hrefs = () => imgs().map(A.src).join('|');
     const text = () => root.querySelector(textSel).textContent;
     imgs().forEach(A.hook);
@@ -225,7 +237,7 @@ def _open(page: Any, server: JupyterServer, name: str, root_sel: str) -> None:
 
 def measure_steps(
     page: Any, root_sel: str, text_sel: str, img_sel: str, slider_sel: str, steps: int, warmup: int,
-    gap_ms: int = 100, alternate: bool = False,
+    gap_ms: int = 100, alternate: bool = False, pick: list[int] | None = None,
 ) -> dict[str, list[float]]:
     """Times (ms) for ``steps`` ArrowRight presses, each measured alone.
 
@@ -248,7 +260,7 @@ def measure_steps(
     keys = ("paint", "loaded", "href", "text", "first", "driver")
     times: dict[str, list[float]] = {k: [] for k in keys}
     for i in range(warmup + steps):
-        n_images = page.evaluate(ARM_JS, [root_sel, text_sel, img_sel])
+        n_images = page.evaluate(ARM_JS, [root_sel, text_sel, img_sel, pick])
         t0 = time.perf_counter()
         page.keyboard.press("ArrowLeft" if alternate and i % 2 else "ArrowRight")
         t_loaded, t_paint = page.evaluate("() => window.__aw.done")
@@ -275,9 +287,10 @@ def _temperature_of(summary: str) -> float:
     return float(m.group(1))
 
 
-def measure_drag(page: Any, root_sel: str, moves: int = 30, quiet_s: float = 1.5) -> dict:
+def measure_drag(page: Any, root_sel: str, moves: int = 30, quiet_s: float = 1.5,
+                 view: str = "detailed") -> dict:
     """A ``moves``-move mouse drag of the temperature handle; mouse-up -> settled time (s)."""
-    img_sel = STEP_IMAGES
+    img_sel, pick = VIEW_IMAGES[view]
     slider = page.locator(f"{root_sel} .aw-temperature")
     handle = slider.locator(".noUi-handle").first
     base = slider.locator(".noUi-base").first
@@ -288,7 +301,7 @@ def measure_drag(page: Any, root_sel: str, moves: int = 30, quiet_s: float = 1.5
     x1 = bb["x"] + 0.85 * bb["width"] if x0 < bb["x"] + 0.5 * bb["width"] else bb["x"] + 0.15 * bb[
         "width"
     ]
-    page.evaluate(TRACK_JS, [root_sel, ".aw-summary", img_sel])
+    page.evaluate(TRACK_JS, [root_sel, ".aw-summary", img_sel, pick])
     page.mouse.move(x0, y0)
     page.mouse.down()
     for k in range(1, moves + 1):  # ~1 s, like a hand; each move is a new slider value
@@ -318,22 +331,87 @@ def measure_drag(page: Any, root_sel: str, moves: int = 30, quiet_s: float = 1.5
     }
 
 
-def _steps_on(browser: Any, server: JupyterServer, notebook: str, args: argparse.Namespace
-              ) -> tuple[Any, Any, dict[str, list[float]]]:
-    """Open ``notebook`` on a new page; time temperature steps of its four stage figures.
+def _steps_on(browser: Any, server: JupyterServer, notebook: str, args: argparse.Namespace,
+              view: str = "detailed") -> tuple[Any, Any, dict[str, list[float]]]:
+    """Open ``notebook`` on a new page; time temperature steps of its four changing images.
 
     Returns the page (still open), its console log and :func:`measure_steps`'s times.
     """
     page, log = new_page(browser)
     _open(page, server, notebook, ".attention-widget .aw-summary")
-    page.wait_for_selector(".aw-fig-focus image", timeout=60000)
+    images, pick = VIEW_IMAGES[view]
+    page.wait_for_selector(images.split(",")[-1].strip(), timeout=60000)
     times = measure_steps(
-        page, ".attention-widget", ".aw-summary", STEP_IMAGES, ".aw-temperature", args.steps,
-        args.warmup, args.gap_ms, args.alternate,
+        page, ".attention-widget", ".aw-summary", images, ".aw-temperature", args.steps,
+        args.warmup, args.gap_ms, args.alternate, pick,
     )
     if times["images"] != [4.0]:
         raise RuntimeError(f"expected 4 stage images, found {times['images']}")
     return page, log, times
+
+
+def _widget_cases(browser: Any, server: JupyterServer, args: argparse.Namespace,
+                  views: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """Temperature steps of the widget in each view and of the bare figures; the drag."""
+    results: dict[str, Any] = {}
+    errors: list[str] = []
+    for view in views:
+        for n in (16, 64):
+            page, log, times = _steps_on(browser, server, f"widget{n}_{view}.ipynb", args, view)
+            key = f"{view}{n}"
+            results[key] = statistics.median(times["paint"])
+            results[f"{key}_p90"] = sorted(times["paint"])[int(0.9 * (len(times["paint"]) - 1))]
+            for part in ("text", "href", "loaded", "first", "driver"):
+                results[f"{key}_{part}"] = statistics.median(times[part])
+            if n == 64:
+                results[f"{view}_drag"] = measure_drag(page, ".attention-widget", view=view)
+            errors += log.real_errors()
+            page.close()
+    for n in (16, 64):
+        page, log, times = _steps_on(browser, server, f"bare{n}.ipynb", args)
+        results[f"bare{n}"] = statistics.median(times["paint"])
+        results[f"bare{n}_loaded"] = statistics.median(times["loaded"])
+        errors += log.real_errors()
+        page.close()
+    return results, errors
+
+
+def _report_widget(results: dict[str, Any], views: list[str]) -> None:
+    floor_ms = results["floor"]
+    for view in views:
+        for n in (16, 64):
+            key = f"{view}{n}"
+            ratio = results[key] / floor_ms
+            verdict = "ok" if ratio <= 2 else "SLOWER than goal"
+            print(
+                f"  {view:<9} seq_len={n:<3} 8 heads: step -> repaint  {results[key]:7.1f} ms "
+                f"(p90 {results[f'{key}_p90']:.0f} ms)  = {ratio:.2f}x floor "
+                f"(goal <= 2x: {verdict})"
+            )
+            print(
+                f"      keydown -> first DOM change {results[f'{key}_first']:.0f} ms, -> summary "
+                f"(sent last) {results[f'{key}_text']:.0f} ms, -> 4 new hrefs "
+                f"{results[f'{key}_href']:.0f} ms, -> all 4 loaded+decoded "
+                f"{results[f'{key}_loaded']:.0f} ms; seen from Python "
+                f"{results[f'{key}_driver']:.0f} ms = "
+                f"{results[f'{key}_driver'] / results['floor_driver']:.2f}x its floor; before "
+                f"the frame {results[f'{key}_loaded'] / results['floor_loaded']:.2f}x"
+            )
+        drag = results[f"{view}_drag"]
+        verdict = "ok" if drag["settle_s"] < 2 else "SLOWER than goal"
+        print(
+            f"  {view:<9} 30-move drag of temperature (seq_len=64): mouse-up -> settled on "
+            f"{drag['final']} in {drag['settle_s']:.2f} s "
+            + ("(the last repaint was done before mouse-up) " if drag["settle_s"] == 0 else "")
+            + f"({drag['summary_updates']} summary updates; goal < 2 s: {verdict})"
+        )
+    for n in (16, 64):
+        print(
+            f"  seq_len={n:<3} bare: the 4 figures alone, arrays precomputed (no engine, no "
+            f"widget): {results[f'bare{n}']:.1f} ms = {results[f'bare{n}'] / floor_ms:.2f}x "
+            f"floor; before the frame "
+            f"{results[f'bare{n}_loaded'] / results['floor_loaded']:.2f}x"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -341,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=21, help="measured steps per case (median)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--only", choices=["floor", "all"], default="all")
+    ap.add_argument("--view", default="overview,detailed",
+                    help="the widget's views, measured in this order in the same run "
+                         "(overview, detailed, or both comma-separated)")
     ap.add_argument("--plain-server", action="store_true",
                     help="Voila with its own connection class (Nagle on the websocket)")
     ap.add_argument("--gap-ms", type=int, default=100,
@@ -351,20 +432,20 @@ def main(argv: list[str] | None = None) -> int:
     if not args.alternate and args.steps + args.warmup > 100:
         ap.error("--steps + --warmup must be at most 100 (the sliders' room to the right)")
     stop_on_sigterm()  # a timeout must not leave Voila and its kernels running
+    views = args.view.split(",")
+    if not views or not set(views) <= {"overview", "detailed"}:
+        ap.error(f"--view must name overview and/or detailed, got {args.view!r}")
 
     root = Path(tempfile.mkdtemp(prefix="aw-bench-"))
     write_notebook(root / "floor.ipynb", TRIVIAL_NOTEBOOK)
     for n in (16, 64):
         text = " ".join([SENTENCE_16] * (n // 16))
-        write_notebook(
-            root / f"widget{n}.ipynb",
-            [
+        for view in ("overview", "detailed"):
+            write_notebook(root / f"widget{n}_{view}.ipynb", [
                 "from attention_widget import AttentionWidget\n"
-                f"w = AttentionWidget(text={text!r}, d_model=64, n_heads=8)\n"
+                f"w = AttentionWidget(text={text!r}, d_model=64, n_heads=8, view={view!r})\n"
                 f"assert w.trace.seq_len == {n}, w.trace.seq_len\n"
-                "w"
-            ],
-        )
+                "w"])
         bare = BARE_CELL % {"text": text, "n": n, "stages": STEP_STAGES}
         write_notebook(root / f"bare{n}.ipynb", [bare])
     results: dict[str, Any] = {}
@@ -385,30 +466,13 @@ def main(argv: list[str] | None = None) -> int:
         errors = log.real_errors()
         page.close()
         if args.only == "all":
-            for n in (16, 64):
-                page, log, times = _steps_on(browser, server, f"widget{n}.ipynb", args)
-                results[n] = statistics.median(times["paint"])
-                results[f"{n}_p90"] = sorted(times["paint"])[int(0.9 * (len(times["paint"]) - 1))]
-                results[f"{n}_text"] = statistics.median(times["text"])
-                results[f"{n}_href"] = statistics.median(times["href"])
-                results[f"{n}_loaded"] = statistics.median(times["loaded"])
-                results[f"{n}_first"] = statistics.median(times["first"])
-                results[f"{n}_driver"] = statistics.median(times["driver"])
-                if n == 64:
-                    results["drag"] = measure_drag(page, ".attention-widget")
-                errors += log.real_errors()
-                page.close()
-            for n in (16, 64):
-                page, log, times = _steps_on(browser, server, f"bare{n}.ipynb", args)
-                results[f"bare{n}"] = statistics.median(times["paint"])
-                results[f"bare{n}_loaded"] = statistics.median(times["loaded"])
-                errors += log.real_errors()
-                page.close()
+            more, more_errors = _widget_cases(browser, server, args, views)
+            results.update(more)
+            errors += more_errors
         if errors:
             print("console errors:", *errors, sep="\n  ")
 
     load_after = os.getloadavg()
-    floor_ms = results["floor"]
     server_kind = "plain, Nagle on" if args.plain_server else "as installed: TCP_NODELAY"
     print(f"browser benchmark: Voila ({server_kind}) + "
           f"headless Chromium, median of {args.steps} steps each, "
@@ -418,47 +482,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{load_before[0]:.2f}/{load_before[1]:.2f}, after "
           f"{load_after[0]:.2f}/{load_after[1]:.2f}; {os.cpu_count()} cores)")
     print(
-        f"  floor  slider -> kernel -> Label          {floor_ms:7.1f} ms  "
+        f"  floor  slider -> kernel -> Label          {results['floor']:7.1f} ms  "
         f"(label in the DOM at {results['floor_loaded']:.1f} ms; "
-        f"seen from Python: {results['floor_driver']:.0f} ms; "
-        "earlier figures of ~60 ms came from polling waits)"
+        f"seen from Python: {results['floor_driver']:.0f} ms)"
     )
     if args.only == "all":
-        for n in (16, 64):
-            ratio = results[n] / floor_ms
-            verdict = "ok" if ratio <= 2 else "SLOWER than goal"
-            print(
-                f"  seq_len={n:<3} 8 heads: step -> repaint     {results[n]:7.1f} ms "
-                f"(p90 {results[f'{n}_p90']:.0f} ms)  = {ratio:.2f}x floor "
-                f"(goal <= 2x: {verdict})"
-            )
-            print(
-                f"      keydown -> first DOM change {results[f'{n}_first']:.0f} ms, -> summary "
-                f"(sent last) {results[f'{n}_text']:.0f} ms, -> 4 new hrefs "
-                f"{results[f'{n}_href']:.0f} ms, -> all 4 loaded+decoded "
-                f"{results[f'{n}_loaded']:.0f} ms; seen from Python "
-                f"{results[f'{n}_driver']:.0f} ms = "
-                f"{results[f'{n}_driver'] / results['floor_driver']:.2f}x its floor"
-            )
-            print(
-                f"      before the frame (no 60 Hz rounding): all loaded+decoded / the floor's "
-                f"label in the DOM = {results[f'{n}_loaded'] / results['floor_loaded']:.2f}x"
-            )
-        for n in (16, 64):
-            print(
-                f"  seq_len={n:<3} bare: the 4 figures alone, arrays precomputed (no engine, no "
-                f"widget): {results[f'bare{n}']:.1f} ms = {results[f'bare{n}'] / floor_ms:.2f}x "
-                f"floor; before the frame "
-                f"{results[f'bare{n}_loaded'] / results['floor_loaded']:.2f}x"
-            )
-        drag = results["drag"]
-        verdict = "ok" if drag["settle_s"] < 2 else "SLOWER than goal"
-        print(
-            f"  30-move drag of temperature (seq_len=64): mouse-up -> settled on "
-            f"{drag['final']} in {drag['settle_s']:.2f} s "
-            + ("(the last repaint was done before mouse-up) " if drag["settle_s"] == 0 else "")
-            + f"({drag['summary_updates']} summary updates; goal < 2 s: {verdict})"
-        )
+        _report_widget(results, views)
     return 0
 
 

@@ -1,6 +1,7 @@
 """Kernel-side cost of one control change, against ipywidgets.interact + matplotlib.
 
-Run: python benchmarks/update.py
+Run: python benchmarks/update.py              (both views, in one run)
+     python benchmarks/update.py --view detailed
 
 For seq_len 64, d_model 256, 8 heads it measures, in one run:
 - ours: setting ``temperature`` (and ``n_heads``) on an AttentionWidget, including the
@@ -10,12 +11,16 @@ For seq_len 64, d_model 256, 8 heads it measures, in one run:
   that recomputes attention and draws the same heads' weights and outputs with matplotlib,
   rendered to PNG as the inline backend does;
 - bytes sent versus the float32 payload of what changed;
-- the same temperature change at seq_len 512 (goal: < 1 s).
+- the same temperature change at seq_len 512 (goal: < 1 s);
+- each for the overview (the default view) and the detailed view, in the same run, so that
+  the two compare on the same machine under the same load (``--view`` picks one).
 """
 
 from __future__ import annotations
 
+import argparse
 import io
+import os
 import statistics
 import sys
 import time
@@ -77,7 +82,7 @@ def baseline_frame_s() -> float:
     return median_time(step, TEMPS, repeat=1)
 
 
-def ours(seq: int, name: str, values) -> tuple[float, int, int]:
+def ours(seq: int, name: str, values, view: str = "overview") -> tuple[float, int, int]:
     """Median seconds per change, bytes sent and float32 payload of the last change.
 
     ``values`` should not repeat within two steps: each figure alternates between two image
@@ -86,7 +91,7 @@ def ours(seq: int, name: str, values) -> tuple[float, int, int]:
     """
     tokens = [f"w{i % 40}" for i in range(seq)]
     with record_comm_messages() as rec:
-        w = AttentionWidget(" ".join(tokens), d_model=D_MODEL, n_heads=HEADS)
+        w = AttentionWidget(" ".join(tokens), d_model=D_MODEL, n_heads=HEADS, view=view)
         setattr(w, name, values[-1])
 
         def step(v):
@@ -105,20 +110,29 @@ def ours(seq: int, name: str, values) -> tuple[float, int, int]:
         return t, rec.total_bytes, payload
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--view", choices=["overview", "detailed", "both"], default="both",
+                    help="the view drawn (both: one after the other, in the same run)")
+    args = ap.parse_args(argv)
+    views = ["overview", "detailed"] if args.view == "both" else [args.view]
+    load = os.getloadavg()
     base = baseline_frame_s()
-    print(f"seq_len={SEQ}, d_model={D_MODEL}, n_heads={HEADS}")
+    print(f"seq_len={SEQ}, d_model={D_MODEL}, n_heads={HEADS}; load average before "
+          f"{load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f} on {os.cpu_count()} cores")
     print(f"baseline  interact + matplotlib, 8 heads x (weights, outputs): {base * 1e3:8.1f} ms")
     rows = [("temperature", SEQ, TEMPS), ("n_heads", SEQ, [4, 8, 2])]
-    for name, seq, values in rows:
-        t, sent, payload = ours(seq, name, values)
-        print(f"ours      {name:<12} full diagram: {t * 1e3:8.2f} ms   speed-up {base / t:6.1f}x"
-              f"   sent {sent / 1e3:8.1f} kB / float32 payload {payload / 1e3:8.1f} kB"
-              f" = {sent / payload:.2f}x")
-    t, sent, payload = ours(512, "temperature", [0.5, 2.0, 0.7])
-    print(f"large     temperature at seq_len=512: {t * 1e3:8.1f} ms   "
-          f"sent {sent / 1e6:.2f} MB = {sent / payload:.2f}x payload")
-    print("goals: speed-up >= 50x; sent <= 1.2x payload; seq_len 512 < 1000 ms")
+    for view in views:
+        for name, seq, values in rows:
+            t, sent, payload = ours(seq, name, values, view)
+            print(f"{view:<9} {name:<12} full diagram: {t * 1e3:8.2f} ms   speed-up "
+                  f"{base / t:6.1f}x   sent {sent / 1e3:8.1f} kB / float32 payload "
+                  f"{payload / 1e3:8.1f} kB = {sent / payload:.2f}x")
+        t, sent, payload = ours(512, "temperature", [0.5, 2.0, 0.7], view)
+        print(f"{view:<9} temperature at seq_len=512: {t * 1e3:8.1f} ms   "
+              f"sent {sent / 1e6:.2f} MB = {sent / payload:.2f}x payload")
+    print("goals: speed-up >= 50x; sent <= 1.2x payload; seq_len 512 < 1000 ms; "
+          "the overview no slower than the detailed view")
 
 
 if __name__ == "__main__":

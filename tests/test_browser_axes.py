@@ -28,7 +28,7 @@ SETUP = [
     "import json\n"
     "from attention_widget import AttentionWidget\n"
     "from attention_widget.plots import _key\n"
-    "w = AttentionWidget('The cat sat on the mat.', d_model=32, n_heads=4)\n"
+    "w = AttentionWidget('The cat sat on the mat.', d_model=32, n_heads=4, view='detailed')\n"
     "w.add_class('aw-under-test')\n"
     "w",
     "def expected():\n"
@@ -36,7 +36,8 @@ SETUP = [
     "    for name, f in w.figs.items():\n"
     "        out[name] = {side: [a.tick_labels[_key(v)] for v in a.tick_values]\n"
     "                     for side, a in (('x', f.x_axis), ('y', f.y_axis))}\n"
-    "        out[name]['titles'] = [t for t in f.titles.text if t]\n"
+    "        # panel titles, then the heads' roles on their second line (the marks' order)\n"
+    "        out[name]['titles'] = [t for t in [*f.titles.text, *f.roles.text] if t]\n"
     "    return json.dumps(out)",
 ]
 

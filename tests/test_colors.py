@@ -4,6 +4,7 @@ screen (the widget's palette PNG) and in every export (SVG, PNG, PDF, HTML)."""
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import re
 import xml.etree.ElementTree as ET
@@ -11,7 +12,7 @@ import xml.etree.ElementTree as ET
 import matplotlib
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from matplotlib import colormaps
 from PIL import Image
@@ -23,10 +24,12 @@ from attention_widget.colors import (
     MASK_HATCH_RGB,
     MASK_RGB,
     PAIRED_DIVERGING,
+    SCALE_MODES,
     SEQUENTIAL,
     hex_colors,
     levels,
     palette,
+    scale_limits,
     symmetric_limit,
     to_rgb,
 )
@@ -36,6 +39,9 @@ from attention_widget.stages import SECTIONS, stage
 
 SVG = "{http://www.w3.org/2000/svg}"
 _MPL_NAME = {"greys": "Greys", "greys_sym": "Greys"}
+
+#: The detailed view (one section per stage): what these tests look at.
+Detailed = functools.partial(AttentionWidget, view="detailed")
 
 
 def mpl_scale(name, t) -> np.ndarray:
@@ -124,7 +130,7 @@ def _random_widget(colormap: str, seed: int) -> AttentionWidget:
     text = " ".join(rng.choice(WORDS, size=int(rng.integers(4, 12))))
     n_heads = int(rng.choice([2, 4]))
     mask = ("causal", "none", "sliding", "causal")[seed % 4]  # masked cells in three cases
-    return AttentionWidget(text, d_model=int(rng.choice([16, 32])), n_heads=n_heads,
+    return Detailed(text, d_model=int(rng.choice([16, 32])), n_heads=n_heads,
                            n_kv_heads=int(rng.choice([1, n_heads])), mask=mask, window=3,
                            temperature=float(rng.uniform(0.3, 3.0)), seed=seed,
                            colormap=colormap)
@@ -284,3 +290,59 @@ def test_same_value_same_rgb_on_screen_and_in_every_export(case):
         np.testing.assert_array_equal(rgb[~masked], screen[~masked], err_msg=f"{fmt} {name}")
         if name == "weights":  # the screen greys the same cells
             assert (screen[masked] == MASK_RGB).all(), fmt
+
+
+# --------------------------------------------------------------------------------------------
+# the scale rule chosen on screen, shared by every export
+# --------------------------------------------------------------------------------------------
+def test_scale_limits_by_hand():
+    a = np.array([[1.0, -2.0], [0.5, 0.0]])
+    b = np.array([[10.0, -0.2]])
+    shared = scale_limits([a, b], "shared", signed=True)
+    assert [(x.low, x.high, x.clipped) for x in shared] == [(-10.0, 10.0, False)] * 2
+    per = scale_limits([a, b], "per head", signed=True)
+    assert [(x.low, x.high) for x in per] == [(-2.0, 2.0), (-10.0, 10.0)]
+    many = [np.full((10, 10), 1.0), np.full((1, 1), 50.0)]  # one value in 101 is an outlier
+    robust = scale_limits(many, "robust", signed=True)
+    end = float(np.percentile(np.abs(np.concatenate([m.ravel() for m in many])), 99))
+    assert [(x.high, x.clipped, x.mode) for x in robust] == [(end, False, "robust"),
+                                                              (end, True, "robust")]
+    assert end < 50.0
+    flat = scale_limits([np.ones((4, 4))], "robust", signed=True)  # nothing beyond: shared
+    assert (flat[0].high, flat[0].clipped) == (1.0, False)
+    w = np.array([[0.05, 0.07], [0.02, 0.9]])  # a diffuse row: its end 0.08, read as 1.5..8
+    (fixed,) = scale_limits([w], "fixed", signed=False)
+    (diffuse,) = scale_limits([w[:1]], "per head", signed=False)
+    assert (fixed.low, fixed.high, diffuse.low, diffuse.high) == (0.0, 1.0, 0.0, 0.08)
+    with pytest.raises(ValueError, match="scale must be one of"):
+        scale_limits([a], "robust", signed=False)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=1, max_size=200),
+       st.sampled_from(SCALE_MODES))
+def test_every_value_inside_its_scale_or_marked_clipped(values, mode):
+    arr = np.array(values, dtype=np.float32)[None, :]
+    (lim,) = scale_limits([arr], mode, signed=True)
+    assert lim.low == -lim.high and lim.high > 0
+    assert lim.clipped == bool((np.abs(arr) > lim.high).any())
+
+
+@pytest.mark.parametrize("scales", [
+    {"x": "robust", "qkv": "per head", "scores": "per head", "weights": "per head",
+     "outputs": "robust", "concat": "per head"},
+    {"x": "per head", "qkv": "robust", "scores": "robust", "outputs": "per head",
+     "concat": "robust"},
+])
+def test_exports_follow_the_scales_chosen_on_screen(scales, tmp_path):
+    w = _random_widget("cividis", seed=5)
+    w.scales = scales
+    root = ET.parse(w.save_figure(tmp_path / "s.svg")).getroot()
+    panels = [h for h in _svg_heats(root) if h["panel"] is not None]
+    assert len(panels) > 9
+    for heat in panels:
+        name, head = heat["panel"]
+        values = _panel_values(w.trace, name, head)
+        screen = _screen_rgb(w, name, values)
+        ok = ~heat["masked"]
+        np.testing.assert_array_equal(heat["rgb"][ok], screen[ok], err_msg=f"{name} {head}")

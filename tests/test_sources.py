@@ -109,7 +109,7 @@ class MirrorSource(TextSource):
 
 def test_a_new_source_needs_no_change_to_the_widget(tmp_path):
     w = AttentionWidget(TEXT, d_model=16, n_heads=2, seed=1, source=MirrorSource())
-    assert w.seed == 7 and w.controls["seed"].disabled
+    assert w.seed == 7 and w.controls["seed"].layout.display == "none"
     with pytest.raises(traitlets.TraitError, match="seed is fixed at 7 by the mirror"):
         w.seed = 1
     scores = w.trace.scores

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import bqplot as bq
 import numpy as np
 import pytest
@@ -24,6 +26,9 @@ from attention_widget import (
 from attention_widget.widget import MAX_TOKENS
 
 TEXT = "The cat sat on the mat because the cat was tired."
+
+#: The detailed view (one section per stage): what these tests look at.
+Detailed = functools.partial(AttentionWidget, view="detailed")
 
 
 def reference(w: AttentionWidget):
@@ -115,7 +120,7 @@ def assert_display_matches(w: AttentionWidget) -> None:
 
 @pytest.fixture
 def w() -> AttentionWidget:
-    return AttentionWidget(TEXT, d_model=32, n_heads=4)
+    return Detailed(TEXT, d_model=32, n_heads=4)
 
 
 def test_default_widget_matches_engine(w):
@@ -195,7 +200,7 @@ def test_one_change_computes_once_and_the_controls_never_write_back():
     """d_model 64 -> 24 snaps 16 heads to 12 and gives the n_heads slider new options; while the
     controls are updated, their own change events (a slider whose options change passes through
     other values) must not reach the traits."""
-    w = AttentionWidget(TEXT, d_model=64, n_heads=16)
+    w = Detailed(TEXT, d_model=64, n_heads=16)
     calls, seen = [], []
     trace = w._source.trace
     w._source.trace = lambda *a: calls.append(1) or trace(*a)
@@ -215,7 +220,7 @@ def test_n_heads_control_offers_only_divisors(w):
 
 
 def test_d_model_change_snaps_heads_and_says_so():
-    w = AttentionWidget(TEXT, d_model=64, n_heads=16)
+    w = Detailed(TEXT, d_model=64, n_heads=16)
     w.d_model = 24
     assert 24 % w.n_heads == 0
     assert "snapped" in w.notice and "n_heads" in w.notice
@@ -223,8 +228,23 @@ def test_d_model_change_snaps_heads_and_says_so():
     assert_display_matches(w)
 
 
+def test_a_drag_through_widths_snaps_from_the_head_count_the_user_chose():
+    """d_model dragged 64 -> 48 -> 32 with 64 heads: the notice names 64, the user's choice,
+    not 48, a count the drag passed through; back at 64 the 64 heads return."""
+    w = Detailed(TEXT, d_model=64, n_heads=64)
+    w.controls["d_model"].value = 48  # what a drag sends, one value at a time
+    assert w.n_heads == 48 and w.notice == "n_heads 64 does not divide d_model 48: snapped to 48"
+    w.controls["d_model"].value = 32
+    assert w.n_heads == 32 and w.notice == "n_heads 64 does not divide d_model 32: snapped to 32"
+    w.controls["d_model"].value = 64
+    assert w.n_heads == 64 and w.notice == ""
+    w.controls["n_heads"].value = 8  # a new choice
+    w.controls["d_model"].value = 12
+    assert w.n_heads == 6 and "n_heads 8 does not divide d_model 12" in w.notice
+
+
 def test_n_heads_change_snaps_kv_heads():
-    w = AttentionWidget(TEXT, d_model=48, n_heads=4, n_kv_heads=4)
+    w = Detailed(TEXT, d_model=48, n_heads=4, n_kv_heads=4)
     w.n_heads = 6
     assert w.n_heads % (w.n_kv_heads or w.n_heads) == 0
     assert_display_matches(w)
@@ -271,7 +291,7 @@ def test_user_text_is_escaped(w):
     assert "<script" not in on_page(w, "focus-readout").value
     # axis labels are SVG text set by d3 .text(): they hold the raw token, never parsed as HTML
     labels = w.figs["weights"].y_axis.tick_labels
-    assert "<" in labels.values()
+    assert set(labels.values()) <= set(w.tokens) and ">" in labels.values()
 
 
 SENTENCE_16 = "The animal didn't cross the street because it was too tired to walk any further."
@@ -296,7 +316,7 @@ def test_titles_and_row_labels_have_room_at_every_length(n_words):
     into the axis labels, and row labels to overprint each other, once cells got small (64
     tokens and more)."""
     words = (SENTENCE_16.rstrip(".").split() * 30)[:n_words]
-    w = AttentionWidget(" ".join(words), d_model=64, n_heads=8)
+    w = Detailed(" ".join(words), d_model=64, n_heads=8)
     w.query = 1  # (the query-row figure draws panels only for a chosen query)
     drawn = {name: fig for name, fig in w.figs.items() if fig.panel_offsets()}
     assert len(drawn) == len(w.figs)
@@ -311,7 +331,7 @@ def test_figures_with_too_many_rows_for_titles_keep_every_panel_inside_the_image
     """64 heads make 16 rows of panels: titles cannot all get their room there.  The layout
     then keeps the panels inside the image (it once placed them by one title gap and sized
     the image by another, drawing the last rows off its edge)."""
-    w = AttentionWidget(" ".join(["token"] * 64), d_model=64, n_heads=64)
+    w = Detailed(" ".join(["token"] * 64), d_model=64, n_heads=64)
     w.query = 1  # (the query-row figure draws panels only for a chosen query)
     for name, fig in w.figs.items():
         height, width = fig._size
@@ -328,25 +348,25 @@ def test_column_labels_slant_when_there_is_room_and_stand_up_when_columns_are_na
     labels longer than MAX_LABEL_CHARS are cut with an ellipsis, the row labels keep them."""
     from attention_widget import plots
 
-    wide = AttentionWidget("Tokens attend to tokens.", d_model=16, n_heads=4)
+    wide = Detailed("Tokens attend to tokens.", d_model=16, n_heads=4)
     fig = wide.figs["weights"]
     assert fig._cell_px >= plots.LABEL_PX and fig.x_axis.tick_rotate == -45
     assert sorted(fig.x_axis.tick_labels.values()) == sorted(wide.tokens * 4)
 
-    narrow = AttentionWidget(SENTENCE_16, d_model=64, n_heads=8)  # 16 tokens, 4 heads a row
+    narrow = Detailed(SENTENCE_16, d_model=64, n_heads=8)  # 16 tokens, 4 heads a row
     for name in ("scores", "weights"):
         fig = narrow.figs[name]
         assert fig._cell_px < plots.LABEL_PX and fig.x_axis.tick_rotate == -90, name
         assert sorted(fig.x_axis.tick_labels.values()) == sorted(narrow.tokens * 4), name
 
-    long = AttentionWidget("a supercalifragilistic word", d_model=16, n_heads=2)
+    long = Detailed("a supercalifragilistic word", d_model=16, n_heads=2)
     cols = set(long.figs["weights"].x_axis.tick_labels.values())
     assert cols == {"a", "supercalif…", "word"} and len("supercalif…") == plots.MAX_LABEL_CHARS
     assert "supercalifragilistic" in long.figs["weights"].y_axis.tick_labels.values()
 
 
 def test_gqa_shares_kv_heads():
-    w = AttentionWidget(TEXT, d_model=32, n_heads=8, n_kv_heads=2)
+    w = Detailed(TEXT, d_model=32, n_heads=8, n_kv_heads=2)
     tr = w.trace
     assert tr.k.shape == (2, tr.seq_len, 4)
     assert [tr.kv_head(h) for h in range(8)] == [0, 0, 0, 0, 1, 1, 1, 1]
@@ -356,7 +376,7 @@ def test_gqa_shares_kv_heads():
 
 
 def test_masks_draw_masked_cells():
-    w = AttentionWidget(TEXT, d_model=32, n_heads=4, mask="sliding", window=2)
+    w = Detailed(TEXT, d_model=32, n_heads=4, mask="sliding", window=2)
     tr = w.trace
     expected = np.tri(tr.seq_len, dtype=bool) & ~np.tri(tr.seq_len, k=-2, dtype=bool)
     np.testing.assert_array_equal(tr.mask, expected)
@@ -394,7 +414,7 @@ def test_screen_colours_are_the_colour_systems(colormap):
     value (the colours the exports use): weights on the sequential table over 0..1, signed
     arrays on its paired diverging table over the figure's symmetric range; masked cells in
     the mask grey."""
-    w = AttentionWidget(TEXT, d_model=32, n_heads=4, mask="causal", colormap=colormap)
+    w = Detailed(TEXT, d_model=32, n_heads=4, mask="causal", colormap=colormap)
     w.query = 2
     for name, fig in w.figs.items():
         indices, palette, _ = decode_palette_png(fig.png)
@@ -466,7 +486,7 @@ def test_step_through_reveals_stages_in_order(w):
 
 
 def test_temperature_change_sends_only_what_changed():
-    w = AttentionWidget(" ".join(f"w{i}" for i in range(64)), d_model=256, n_heads=8)
+    w = Detailed(" ".join(f"w{i}" for i in range(64)), d_model=256, n_heads=8)
     w.temperature = 0.5
     tr = w.trace
     # one byte a cell (palette PNG) at most, for the stages that change, and the focus panel
@@ -479,11 +499,13 @@ def test_from_arrays_shows_user_arrays():
     x = rng.standard_normal((5, 12))
     params = init_params(12, 3, seed=7, bias=True)
     w = AttentionWidget.from_arrays(x, params, tokens=["a", "b", "<b>", "a", "."], n_heads=3,
-                                    mask="causal")
+                                    view="detailed", mask="causal")
     ref = multi_head_attention(x, params, n_heads=3, mask="causal")
     np.testing.assert_array_equal(w.trace.output, ref.output)
     np.testing.assert_allclose(w.displayed("weights")[1], ref.weights[1], atol=1e-6)
-    assert w.controls["text"].disabled and w.controls["d_model"].disabled
+    # fixed by the arrays: not drawn, and one line says so
+    assert all(w.controls[n].layout.display == "none" for n in ("text", "d_model", "seed"))
+    assert "the tokens, d_model 12" in w._panel.source_line.value
     w.temperature = 0.5
     ref = multi_head_attention(x, params, n_heads=3, mask="causal", temperature=0.5)
     np.testing.assert_allclose(w.trace.weights, ref.weights)
@@ -497,7 +519,7 @@ def test_from_arrays_shows_user_arrays():
 
 def test_large_input_stays_drawable():
     text = " ".join(f"t{i % 50}" for i in range(300))
-    w = AttentionWidget(text, d_model=64, n_heads=4)
+    w = Detailed(text, d_model=64, n_heads=4)
     assert w.trace.seq_len == 300
     assert len(w.figs["weights"].x_axis.tick_values) <= 4 * 32  # labels thinned, not 300/panel
     assert w.figs["focus"].png and hover_grid(w) == []  # no per-cell DOM at this size
@@ -509,7 +531,7 @@ def test_large_input_stays_drawable():
 class WidgetMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.w = AttentionWidget("one two three two one", d_model=16, n_heads=2)
+        self.w = Detailed("one two three two one", d_model=16, n_heads=2)
 
     @rule(d=st.sampled_from([8, 12, 16, 24, 32]))
     def set_d_model(self, d):
@@ -570,7 +592,7 @@ TestWidgetStateful = WidgetMachine.TestCase
 
 
 def test_stage_headers_state_shapes():
-    w = AttentionWidget(TEXT, d_model=32, n_heads=8, n_kv_heads=2)
+    w = Detailed(TEXT, d_model=32, n_heads=8, n_kv_heads=2)
     heads = [h.value for h in by_class(w, "aw-stage-head")]
     assert len(heads) == 6 and "1 · tokens and input X" in heads[0]
     assert "[input X: 12 × 32]" in heads[0]
@@ -586,7 +608,7 @@ def test_stage_headers_state_shapes():
 
 def test_slow_recompute_shows_busy_before_computing():
     with record_comm_messages() as rec:
-        w = AttentionWidget(TEXT, d_model=32, n_heads=4)
+        w = Detailed(TEXT, d_model=32, n_heads=4)
         w._last_compute_s = 0.5  # the previous update was slow: the next one announces itself
         rec.clear()
         w.temperature = 0.25
@@ -597,7 +619,7 @@ def test_slow_recompute_shows_busy_before_computing():
 
 
 def test_panel_titles_follow_a_new_layout():
-    w = AttentionWidget(TEXT, d_model=64, n_heads=16)
+    w = Detailed(TEXT, d_model=64, n_heads=16)
     fig = w.figs["scores"]
     w.text = " ".join(f"t{i}" for i in range(31))
     expected = [x0 - 0.5 for x0, _ in fig.panel_offsets()]
@@ -632,7 +654,7 @@ def test_unexpected_failure_keeps_the_widget_alive(w, monkeypatch):
 def test_a_temperature_step_reuses_the_scores_and_draws_what_a_fresh_widget_draws(monkeypatch):
     import attention_widget.sources as module
 
-    w = AttentionWidget(TEXT, d_model=32, n_heads=4, n_kv_heads=2, mask="causal")
+    w = Detailed(TEXT, d_model=32, n_heads=4, n_kv_heads=2, mask="causal")
     first = w.trace
     calls = []
     full = module.multi_head_attention
@@ -642,7 +664,7 @@ def test_a_temperature_step_reuses_the_scores_and_draws_what_a_fresh_widget_draw
         w.temperature = t
         assert not calls, "a temperature step ran the whole layer"
         assert w.trace.scores is first.scores and w.trace.q is first.q
-        fresh = AttentionWidget(TEXT, d_model=32, n_heads=4, n_kv_heads=2, mask="causal",
+        fresh = Detailed(TEXT, d_model=32, n_heads=4, n_kv_heads=2, mask="causal",
                                 temperature=t)
         for stage in w.figs:
             for got, want in zip(w.displayed(stage), fresh.displayed(stage), strict=True):
@@ -661,7 +683,7 @@ def test_a_temperature_step_reuses_the_scores_and_draws_what_a_fresh_widget_draw
 
 
 def test_unchanged_stages_send_nothing_and_a_new_layout_redraws():
-    w = AttentionWidget(TEXT, d_model=32, n_heads=4)
+    w = Detailed(TEXT, d_model=32, n_heads=4)
     before = {s: (w.figs[s].png, w.figs[s].image.image) for s in ("x", "qkv", "scores")}
     w.temperature = 0.5  # scores are before the temperature: stages 1-3 stay as they are
     for stage, (png, shown) in before.items():
@@ -681,8 +703,8 @@ def test_a_step_sends_every_image_then_switches_them_back_to_back():
     """Each new PNG goes out as its figure is drawn; the marks switch to them at the end, one
     message after another, then the summary: the browser repaints once, not once per figure."""
     with record_comm_messages() as rec:
-        w = AttentionWidget(TEXT, d_model=32, n_heads=4)
-        buffers = {id(b): s for s, f in w.figs.items() for b in f._buffers}
+        w = Detailed(TEXT, d_model=32, n_heads=4)
+        buffers = {id(b): s for s, f in w.figs.items() for b in f._image._buffers}
         marks = {f.image.comm.comm_id: s for s, f in w.figs.items()}
         rec.clear()
         w.temperature = 0.5
@@ -743,7 +765,7 @@ def test_axes_learn_new_tick_labels_before_anything_moves_their_ticks():
     texts = [" ".join(f"w{i}" for i in range(n)) for n in (25, 31, 2, 40, 12, 13, 64, 1)]
     texts.insert(2, "<img src=x onerror=alert(1)> <script>alert(2)</script> a b c d e f g h")
     with record_comm_messages() as rec:
-        w = AttentionWidget(TEXT, d_model=32, n_heads=4)
+        w = Detailed(TEXT, d_model=32, n_heads=4)
         axes = [a for f in w.figs.values() for a in (f.x_axis, f.y_axis)]
         seen = {id(a): dict(a.tick_labels or {}) for a in axes}  # labels the browser holds
         for text in texts:
@@ -771,7 +793,7 @@ def test_feature_columns_are_numbered_within_each_panel():
     are: before, the axis counted across the whole grid and K's first column read 68."""
     from attention_widget.plots import NUMBER_PX
 
-    w = AttentionWidget(TEXT, d_model=64, n_heads=4, n_kv_heads=2)
+    w = Detailed(TEXT, d_model=64, n_heads=4, n_kv_heads=2)
     for stage, n_panels in (("qkv", 3), ("outputs", 4), ("x", 1)):
         fig = w.figs[stage]
         labels = {float(v): fig.x_axis.tick_labels[str(int(v))] for v in fig.x_axis.tick_values}

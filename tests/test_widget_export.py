@@ -76,7 +76,31 @@ def test_state_round_trip_text_and_arrays(w, tmp_path):
     a.save_state(tmp_path / "a.npz")
     a2 = AttentionWidget.load_state(tmp_path / "a.npz")
     np.testing.assert_array_equal(a2.trace.output, a.trace.output)
-    assert a2.controls["text"].disabled
+    assert a2.controls["text"].layout.display == "none"  # fixed by the arrays: not drawn
+
+
+def test_state_reproduces_the_view_scales_and_designed_weights(tmp_path):
+    w = AttentionWidget("the cat saw the dog and the cat ran", d_model=32, n_heads=4,
+                        weights="designed", view="detailed", projector=True,
+                        scales={"scores": "robust", "weights": "per head", "x": "per head"})
+    w.head, w.query = 2, 3
+    w2 = AttentionWidget.load_state(w.save_state(tmp_path / "d.npz"))
+    for name in ("weights", "view", "projector", "scales", "head", "query", "colormap"):
+        assert getattr(w2, name) == getattr(w, name), name
+    np.testing.assert_array_equal(w2.trace.weights, w.trace.weights)
+    assert w2.head_titles == w.head_titles and w2.head_titles[0] == "head 0 · previous token"
+
+
+def test_exports_follow_the_scales_on_screen(tmp_path):
+    w = AttentionWidget("The cat sat on the mat.", d_model=32, n_heads=4, view="detailed",
+                        scales={"scores": "robust", "outputs": "per head"})
+    root = ET.parse(w.save_figure(tmp_path / "r.svg")).getroot()
+    modes = [g.get("data-mode") for g in root.iter() if g.get("data-mode")]
+    assert modes == ["shared", "shared", "shared", "shared", "robust", "fixed", "per head",
+                     "shared", "shared"], modes
+    robust = next(g for g in root.iter() if g.get("data-mode") == "robust")
+    limits = w.figs["scores"].limits()  # the screen's scale of the scores, same rule
+    assert float(robust.get("data-vmax")) == pytest.approx(limits[0].high, rel=1e-6)
 
 
 def test_state_file_edited_or_truncated_is_rejected(w, tmp_path):

@@ -21,7 +21,7 @@ def model():
 
 @pytest.fixture
 def w(model):
-    return AttentionWidget.from_pretrained(model, TEXT, layer=2, progress=False)
+    return AttentionWidget.from_pretrained(model, TEXT, layer=2, progress=False, view="detailed")
 
 
 def test_shows_the_models_real_attention(w, model):
@@ -48,10 +48,16 @@ def test_layer_temperature_and_special_tokens(w, model):
     assert len(w.displayed("weights")[0]) == len(full.weights[0]) - 2
 
 
-def test_architecture_controls_are_fixed(w):
-    for name in ("d_model", "n_heads", "n_kv_heads", "mask", "seed", "positional"):
-        assert w.controls[name].disabled, name
-    assert not w.controls["layer"].disabled and not w.controls["temperature"].disabled
+def test_architecture_controls_are_fixed_and_not_drawn(w, model):
+    for name in ("d_model", "n_heads", "n_kv_heads", "mask", "window", "seed", "positional",
+                 "weights"):
+        assert w.controls[name].layout.display == "none", name
+    assert w._panel.groups["Architecture"].layout.display == "none"
+    assert not any(c.disabled for c in w.controls.values() if c.layout.display != "none")
+    line = w._panel.source_line.value
+    assert f"d_model {model.d_model}, {model.n_heads} heads, mask none" in line, line
+    assert w.controls["layer"].layout.display is None
+    assert w.controls["temperature"].layout.display is None
     with pytest.raises(traitlets.TraitError, match="fixed at 12"):
         w.n_heads = 6
     with pytest.raises(traitlets.TraitError, match=r"layer must be in 0\.\.5"):
@@ -81,7 +87,7 @@ def test_missing_folder_is_a_clear_error(tmp_path):
 
 
 def test_hidden_special_tokens_a_temperature_step_reuses_the_cut_stages(model):
-    w = AttentionWidget.from_pretrained(model, TEXT, layer=1, show_special=False,
+    w = AttentionWidget.from_pretrained(model, TEXT, layer=1, show_special=False, view="detailed",
                                         progress=False)
     before = w.trace
     w.temperature = 0.5
@@ -89,7 +95,7 @@ def test_hidden_special_tokens_a_temperature_step_reuses_the_cut_stages(model):
     for name in ("x", "q", "k", "v", "scores", "mask"):
         assert getattr(w.trace, name) is getattr(before, name), name
     fresh = AttentionWidget.from_pretrained(model, TEXT, layer=1, show_special=False,
-                                            temperature=0.5, progress=False)
+                                            view="detailed", temperature=0.5, progress=False)
     assert w.tokens == fresh.tokens and "[CLS]" not in w.tokens
     for stage in w.figs:
         for got, want in zip(w.displayed(stage), fresh.displayed(stage), strict=True):
@@ -104,3 +110,32 @@ def test_hidden_special_tokens_a_temperature_step_reuses_the_cut_stages(model):
         assert w.trace.scores is not old.scores, name
         np.testing.assert_array_equal(
             w.displayed("scores")[0], w.trace.scores[0].astype(np.float32), err_msg=name)
+
+
+def test_every_head_is_titled_with_its_measured_role(w, model):
+    """The roles on screen are head_roles of the model's own attention of that layer."""
+    from attention_widget.roles import head_roles
+
+    special = np.array(model.special_token_mask(TEXT), dtype=bool)
+    direct = head_roles(model.attentions(TEXT)[2], model.tokenize(TEXT), special)
+    assert w.head_titles == [f"head {r.head} · {r.label}" for r in direct]
+    assert [f"{t} · {r}" if r else t for t, r in zip(w.figs["weights"].titles.text,
+                                                     w.figs["weights"].roles.text,
+                                                     strict=True)] == w.head_titles
+    w.show_special = False  # hidden special tokens still take their share of the weight
+    assert w.head_titles == [f"head {r.head} · {r.label}" for r in direct]
+
+
+def test_stage_texts_say_what_a_bert_layer_computes(w):
+    heads = [h.value for h, _ in w._diagram._heads]
+    assert "hidden state entering layer 2" in heads[0] and "output of layer 1" in heads[0]
+    assert "b<sub>Q</sub>" in heads[1]
+    w.layer = 0
+    assert "embeddings + LayerNorm" in w._diagram._heads[0][0].value
+
+
+def test_real_models_start_on_robust_scales(model):
+    w = AttentionWidget.from_pretrained(model, TEXT, layer=0, progress=False)
+    assert w.scales == {k: "robust" for k in ("x", "qkv", "scores", "outputs", "concat")}
+    assert w.view == "overview"
+    assert "X: embeddings + LayerNorm" in w._overview.notes.value

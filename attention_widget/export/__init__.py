@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..engine import AttentionTrace
@@ -59,6 +59,7 @@ def diagram_data_url(
     dpi: float = 150,
     title: str | None = None,
     diverging: str | None = None,
+    scales: Mapping[str, str] | None = None,
 ) -> str:
     """A ``data:`` URL of the diagram for a browser download link (``<a download href=...>``).
 
@@ -66,7 +67,7 @@ def diagram_data_url(
     ----------
     format : {"svg", "png"}
         SVG needs nothing; PNG needs matplotlib.
-    stages, heads, colormap, dpi, title, diverging
+    stages, heads, colormap, dpi, title, diverging, scales
         As :func:`diagram_svg` and :func:`diagram_png_bytes`.
 
     Returns
@@ -75,7 +76,7 @@ def diagram_data_url(
         ``data:image/svg+xml;base64,...`` or ``data:image/png;base64,...``.
     """
     options = {"stages": stages, "heads": heads, "colormap": colormap, "title": title,
-               "diverging": diverging}
+               "diverging": diverging, "scales": scales}
     if format == "svg":
         data, mime = diagram_svg(trace, tokens, **options).encode("utf-8"), "image/svg+xml"
     elif format == "png":
@@ -98,6 +99,7 @@ def download_link(
     dpi: float = 150,
     title: str | None = None,
     diverging: str | None = None,
+    scales: Mapping[str, str] | None = None,
 ) -> str:
     """An HTML ``<a download>`` link that saves the diagram in the browser (for an HTML widget).
 
@@ -109,7 +111,7 @@ def download_link(
         Suggested file name; default ``"attention.svg"`` / ``"attention.png"``.
     label : str, optional
         Link text; default ``"Download SVG"`` / ``"Download PNG"``.
-    stages, heads, colormap, dpi, title, diverging
+    stages, heads, colormap, dpi, title, diverging, scales
         As :func:`diagram_data_url`.
 
     Returns
@@ -120,7 +122,7 @@ def download_link(
     """
     url = diagram_data_url(
         trace, tokens, format=format, stages=stages, heads=heads, colormap=colormap, dpi=dpi,
-        title=title, diverging=diverging,
+        title=title, diverging=diverging, scales=scales,
     )
     filename = filename if filename is not None else f"attention.{format}"
     label = label if label is not None else f"Download {format.upper()}"
@@ -160,6 +162,7 @@ def save_figure(
     dpi: float = 150,
     title: str | None = None,
     diverging: str | None = None,
+    scales: Mapping[str, str] | None = None,
 ) -> Path:
     """Write the diagram to an SVG, PNG or PDF file.
 
@@ -205,7 +208,7 @@ def save_figure(
     p = Path(path)
     fmt = _format(p, format)
     dpi = check_dpi(dpi)
-    layout = build(trace, tokens, stages, heads, colormap, title, diverging)
+    layout = build(trace, tokens, stages, heads, colormap, title, diverging, scales=scales)
     data = render(layout).encode("utf-8") if fmt == "svg" else figure_bytes(layout, fmt, dpi)
     p.write_bytes(data)
     return p

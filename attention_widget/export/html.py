@@ -79,7 +79,8 @@ def _variants(trace: AttentionTrace, variants: object) -> list[tuple[str, Attent
 
 
 def _pane(i: int, label: str, trace: AttentionTrace, tokens: Any, stages: Any, heads: Any,
-          first_heads: int, colormap: str, diverging: str | None) -> str:
+          first_heads: int, colormap: str, diverging: str | None,
+          scales: Mapping[str, str] | None = None) -> str:
     """One variant's ``<section>``: square panels as cells with tooltips, the rest images."""
     try:
         tokens = check_tokens(tokens, trace.seq_len)
@@ -89,7 +90,7 @@ def _pane(i: int, label: str, trace: AttentionTrace, tokens: Any, stages: Any, h
         heads = [h for h in check_head_selection(heads, first_heads) if h < trace.n_heads] or None
     svg = diagram_svg(trace, tokens, stages=stages, heads=heads, colormap=colormap,
                       diverging=diverging, tooltips=trace.seq_len <= 24, id_prefix=f"aw{i}-",
-                      vector_stages=("scores", "weights"))
+                      vector_stages=("scores", "weights"), scales=scales)
     return (f'<section class="aw-variant" data-variant="{i}" data-label="{escape(label)}"'
             f'{" hidden" if i else ""}>\n{svg}</section>')
 
@@ -125,6 +126,7 @@ def to_html(
     stages: Sequence[str] | str | None = None,
     heads: Sequence[int] | int | None = None,
     diverging: str | None = None,
+    scales: Mapping[str, str] | None = None,
 ) -> Path:
     """Write one standalone HTML page of the diagram that works offline.
 
@@ -141,7 +143,7 @@ def to_html(
         ``<select>`` on the page; switching needs no kernel and no network.
     title : str, optional
         Page heading.
-    colormap, diverging, stages, heads
+    colormap, diverging, stages, heads, scales
         As :func:`~attention_widget.export.diagram_svg` (``heads=None`` draws every head of
         each variant).
     settings : dict, optional
@@ -170,8 +172,8 @@ def to_html(
     if title is not None and not isinstance(title, str):
         raise TypeError(f"title must be a str or None, got {type(title).__name__}")
     page_title = escape(title or "Multi-head self-attention")
-    panes = [_pane(i, label, tr, tokens, stages, heads, trace.n_heads, colormap, diverging)
-             for i, (label, tr) in enumerate(items)]
+    panes = [_pane(i, label, tr, tokens, stages, heads, trace.n_heads, colormap, diverging,
+                   scales) for i, (label, tr) in enumerate(items)]
     summaries = [summary(tr) for _, tr in items]
     options = "".join(f'<option value="{i}">{escape(label)} — {escape(s)}</option>'
                       for i, ((label, _), s) in enumerate(zip(items, summaries, strict=True)))

@@ -5,11 +5,13 @@ tree of :class:`Group`, :class:`Text` and :class:`Heat` items in layout pixels (
 :mod:`.svg` writes it as SVG, :mod:`.mpl` draws it with matplotlib (PNG, PDF).
 
 Every colour is decided here, through :mod:`attention_widget.colors`, on the scales of the
-widget's figures: attention weights on the fixed scale 0..1; every other stage on a scale
-symmetric around 0 (:func:`~attention_widget.colors.symmetric_limit`) shared by its step of the
-diagram (X; Q, K, V; scores; head outputs; concat and output) and by all heads of the trace.
-So a value has the same colour on screen and in every file, whichever stages and heads are
-exported.  Masked cells are :data:`~attention_widget.colors.MASK_RGB` grey; the renderers draw
+widget's figures, by the one rule both use (:func:`~attention_widget.colors.scale_limits`):
+by default attention weights on the fixed scale 0..1 and every other stage on a scale
+symmetric around 0 shared by its step of the diagram (X; Q, K, V; scores; head outputs;
+concat and output) and by all heads of the trace; or the scale chosen on screen (``scales``:
+per head, or robust with clipped ends, which the colour bar then says).  So a value has the
+same colour on screen and in every file, whichever stages and heads are exported.  Masked
+cells are :data:`~attention_widget.colors.MASK_RGB` grey; the renderers draw
 :data:`~attention_widget.colors.MASK_HATCH_RGB` lines across them.
 """
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +31,8 @@ from ..colors import (
     PAIRED_DIVERGING,
     SEQUENTIAL,
     check_colormap,
-    symmetric_limit,
+    check_scale_mode,
+    scale_limits,
     to_rgb,
 )
 from ..engine import AttentionTrace
@@ -47,6 +50,7 @@ __all__ = [
     "check_tokens",
     "check_trace",
     "stage_scale",
+    "text_width",
 ]
 
 MAX_WIDTH = 1400  # px; panels wrap onto a new line beyond this
@@ -129,6 +133,8 @@ class Scale:
     low: float
     high: float
     fixed: bool  # the weights' fixed 0..1 (else symmetric around 0)
+    mode: str = "shared"  # the rule (colors.SCALE_MODES, WEIGHT_SCALE_MODES)
+    clipped: bool = False  # values beyond the ends, drawn in the end colours
 
 
 # --------------------------------------------------------------------------------------------
@@ -216,20 +222,51 @@ def check_colormaps(colormap: object, diverging: object) -> str:
 _SECTION_STAGES = {name: section.stages for section in SECTIONS for name in section.stages}
 
 
-def stage_scale(trace: AttentionTrace, name: str, colormap: str, diverging: str) -> Scale:
-    """The colour scale of stage ``name``: the one the widget's figure of its step uses.
+#: The key of each stage in the widget's ``scales`` (one choice per step of the diagram).
+SCALE_KEYS = {"x": "x", "q": "qkv", "k": "qkv", "v": "qkv", "scores": "scores",
+              "weights": "weights", "outputs": "outputs", "concat": "concat", "output": "concat"}
 
-    Weights: ``colormap`` over 0..1.  Signed stages: ``diverging`` over ``-L .. L``, ``L``
-    from the largest magnitude of every array of the stage's step (all heads, masked scores
-    included, as on screen).
+
+def check_scales(scales: object) -> dict[str, str]:
+    """The colour scale choices, by key of :data:`SCALE_KEYS` (ValueError for a bad one)."""
+    if scales is None:
+        return {}
+    if not isinstance(scales, Mapping):
+        raise TypeError(f"scales must be a dict of step to scale, got {type(scales).__name__}")
+    keys = set(SCALE_KEYS.values())
+    for key, mode in scales.items():
+        if key not in keys:
+            raise ValueError(f"scales has an unknown step {key!r}; the steps are {sorted(keys)}")
+        check_scale_mode(mode, key != "weights", f"scales[{key!r}]")
+    return dict(scales)
+
+
+def stage_scale(trace: AttentionTrace, name: str, colormap: str, diverging: str,
+                scales: Mapping[str, str] | None = None, head: int | None = None) -> Scale:
+    """The colour scale of stage ``name`` (of head ``head``'s panel): the widget's for its step.
+
+    The rule is :func:`attention_widget.colors.scale_limits` over the arrays the widget's
+    figure of the step shows (all heads, masked scores included, in float32), with the
+    step's choice in ``scales`` (default: shared; weights 0..1).  Per head, the scores,
+    weights and head outputs of each head get their own end, and X, Q, K, V, concat and
+    output each theirs (as the widget's panels of them).
     """
-    if not stage(name).signed:
-        return Scale(colormap, 0.0, 1.0, fixed=True)
+    st = stage(name)
+    key = SCALE_KEYS[name]
+    mode = (scales or {}).get(key, "shared" if st.signed else "fixed")
+    table = diverging if st.signed else colormap
     # in float32, as the screen holds the arrays: the same peak, the same rounding
-    peak = max(float(np.abs(getattr(trace, stage(s).attr).astype(np.float32)).max(initial=0))
-               for s in _SECTION_STAGES[name])
-    limit = symmetric_limit(peak)
-    return Scale(diverging, -limit, limit, fixed=False)
+    step = [np.asarray(getattr(trace, stage(s).attr), dtype=np.float32)
+            for s in _SECTION_STAGES[name]]
+    arrays = [a[i] for a in step for i in range(a.shape[0])] if (
+        mode == "per head" and name in ("scores", "weights", "outputs")) else step
+    limits = scale_limits(arrays, mode, signed=st.signed)
+    if mode == "per head" and name in ("scores", "weights", "outputs"):
+        lim = limits[head or 0]
+    else:
+        lim = limits[_SECTION_STAGES[name].index(name)] if mode == "per head" else limits[0]
+    return Scale(table, lim.low, lim.high, fixed=not st.signed, mode=mode,
+                 clipped=any(x.clipped for x in limits))
 
 
 def _stage_panels(trace: AttentionTrace, name: str, heads: list[int]
@@ -277,7 +314,7 @@ def _short(token: str, limit: int = 12) -> str:
     return token if len(token) <= limit else token[: limit - 1] + "…"
 
 
-def _text_width(text: str, size: float) -> float:
+def text_width(text: str, size: float) -> float:
     """The width of ``text`` in pixels, estimated (CJK and friends are about 1 em wide)."""
     wide = sum(1 for c in text if ord(c) > 0x2E80)
     return size * (0.62 * (len(text) - wide) + 1.0 * wide)
@@ -291,7 +328,7 @@ def _text_right(node: Group) -> float:
             right = max(right, _text_right(item))
         elif isinstance(item, Text) and item.anchor == "start" and not item.rotate:
             bold = 1.1 if item.weight == "bold" else 1.0
-            right = max(right, item.x + bold * _text_width(item.text, item.size))
+            right = max(right, item.x + bold * text_width(item.text, item.size))
     return right
 
 
@@ -312,14 +349,14 @@ class _Rows:
         ch = int(min(16, max(2, 280 // len(tokens))))
         fs = float(min(11, max(7, ch - 1)))
         labels = [_short(t) for t in tokens]
-        widest = max(_text_width(t, fs) for t in labels)
+        widest = max(text_width(t, fs) for t in labels)
         return cls(tokens, labels, ch, fs, max(1, math.ceil((fs + 1) / ch)),
                    int(min(110, widest + 6)), int(min(110, widest + 8)))
 
 
 def build(trace: AttentionTrace, tokens: Any, stages: Any, heads: Any, colormap: Any,
-          title: Any, diverging: Any, tooltips: bool = False, vector_stages: Any = None
-          ) -> Layout:
+          title: Any, diverging: Any, tooltips: bool = False, vector_stages: Any = None,
+          scales: Any = None) -> Layout:
     """Check the arguments of an export and lay out its diagram.
 
     Parameters are those of :func:`~attention_widget.export.diagram_svg` (``trace`` already
@@ -330,6 +367,7 @@ def build(trace: AttentionTrace, tokens: Any, stages: Any, heads: Any, colormap:
     heads = check_head_selection(heads, trace.n_heads)
     diverging = check_colormaps(colormap, diverging)
     vector = check_stages(vector_stages, "vector_stages")
+    scales = check_scales(scales)
     if title is not None and not isinstance(title, str):
         raise TypeError(f"title must be a str or None, got {type(title).__name__}")
     if title is None:
@@ -338,9 +376,9 @@ def build(trace: AttentionTrace, tokens: Any, stages: Any, heads: Any, colormap:
     y, right = 44, LEFT + rows.label_w + 200
     bars = []
     for name in chosen:
-        scale = stage_scale(trace, name, colormap, diverging)
-        group, bottom, bar, edge = _stage(trace, name, heads, scale, rows, y,
-                                          bool(tooltips), name not in vector)
+        scale = stage_scale(trace, name, colormap, diverging, scales, heads[0])
+        group, bottom, bar, edge = _stage(trace, name, heads, (colormap, diverging, scales),
+                                          rows, y, bool(tooltips), name not in vector)
         bars.append((group, bar, scale))
         root.items.append(group)
         y, right = bottom, max(right, edge)
@@ -351,10 +389,12 @@ def build(trace: AttentionTrace, tokens: Any, stages: Any, heads: Any, colormap:
     return Layout(int(width + LEFT), int(y), root, title)
 
 
-def _stage(trace: AttentionTrace, name: str, heads: list[int], scale: Scale, rows: _Rows,
+def _stage(trace: AttentionTrace, name: str, heads: list[int], scaling: tuple, rows: _Rows,
            y: float, tooltips: bool, raster: bool
            ) -> tuple[Group, float, tuple[float, float, bool], float]:
     """One stage's title line and panels, from ``y`` down.
+
+    ``scaling`` is ``(colormap, diverging, scales)`` for :func:`stage_scale`.
 
     Returns the group, the y below it, its colour bar's ``(top, height, has_mask)`` and the x
     right of its widest line.
@@ -363,7 +403,7 @@ def _stage(trace: AttentionTrace, name: str, heads: list[int], scale: Scale, row
     formula = st.formula + (f", T = {_fmt(trace.temperature)}" if name == "weights" else "")
     group = Group("aw-stage", {"data-stage": name}, [
         Text(LEFT, y + 14, st.title, 13, weight="bold", cls="aw-stage-title"),
-        Text(LEFT + _text_width(st.title, 13) + 14, y + 14,
+        Text(LEFT + text_width(st.title, 13) + 14, y + 14,
              f"{formula}  ·  shape {st.shape} = {st.dims(trace)}", 12, cls="aw-formula"),
     ])
     x0 = LEFT + rows.label_w
@@ -376,6 +416,7 @@ def _stage(trace: AttentionTrace, name: str, heads: list[int], scale: Scale, row
         if x > x0 and x + data.shape[1] * cw > MAX_WIDTH - BAR_W:  # wrap onto a new line
             line_top, x, line_h = line_top + line_h + GAP, x0, 0.0
         top = line_top + (16 if label else 0)
+        scale = stage_scale(trace, name, *scaling, int(head) if head.isdigit() else None)
         heat = Heat(x, top, cw, rows.ch, _colored(data, scale, masked), masked, raster=raster)
         if tooltips and square:
             heat.tips = _tips(rows.tokens, data, masked)
@@ -435,11 +476,19 @@ def _colorbar(x: float, y: float, h: float, scale: Scale, has_mask: bool) -> Gro
         "data-vmin": repr(float(scale.low)),
         "data-vmax": repr(float(scale.high)),
         "data-scale": "fixed" if scale.fixed else "symmetric",
+        "data-mode": scale.mode,
+        "data-clipped": "true" if scale.clipped else "false",
     }, [Heat(x, y, 12, cell_h, _colored(values, scale), cls="aw-bar")])
     bottom = y + n * cell_h
     for v, ty in ((scale.high, y), ((scale.low + scale.high) / 2, (y + bottom) / 2),
                   (scale.low, bottom)):
         group.items.append(Text(x + 16, ty + 3.5, _fmt(v), 10, cls="aw-tick"))
+    note = {"per head": "per head", "robust": "robust"}.get(scale.mode)
+    if note and scale.clipped:
+        note += ": beyond = end"
+    if note:  # the panels' own ends (per head), or values clipped at the ends (robust)
+        group.items.append(Text(x, bottom + 32, note, 9, cls="aw-tick aw-scale-note"))
+        bottom += 16
     if has_mask:
         swatch = np.array([[MASK_RGB]], dtype=np.uint8)
         group.items.append(Heat(x, bottom + 8, 12, 12, swatch, np.ones((1, 1), bool),

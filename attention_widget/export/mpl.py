@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import numbers
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -130,6 +130,7 @@ def diagram_png_bytes(
     dpi: float = 150,
     title: str | None = None,
     diverging: str | None = None,
+    scales: Mapping[str, str] | None = None,
 ) -> bytes:
     """The diagram of :func:`diagram_svg` as PNG bytes (needs matplotlib, the ``export`` extra).
 
@@ -143,5 +144,5 @@ def diagram_png_bytes(
     """
     trace = check_trace(trace)
     dpi = check_dpi(dpi)
-    layout = build(trace, tokens, stages, heads, colormap, title, diverging)
+    layout = build(trace, tokens, stages, heads, colormap, title, diverging, scales=scales)
     return figure_bytes(layout, "png", dpi)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -135,6 +135,7 @@ def diagram_svg(
     tooltips: bool = False,
     id_prefix: str = "aw-",
     vector_stages: Sequence[str] | str | None = None,
+    scales: Mapping[str, str] | None = None,
 ) -> str:
     """Draw the attention diagram as a standalone SVG document, with no plotting library.
 
@@ -172,6 +173,9 @@ def diagram_svg(
     vector_stages : list of str, optional
         Stages drawn as ``<rect>`` cells (up to ``max_rects`` per panel); the others are
         embedded PNG images.  Default: every stage.
+    scales : dict, optional
+        The colour scale of each step, as the widget's ``scales`` (``{"scores": "robust"}``;
+        default shared, weights 0..1): :func:`attention_widget.colors.scale_limits`.
 
     Returns
     -------
@@ -192,7 +196,7 @@ def diagram_svg(
     hatched with white lines.
     """
     layout = build(check_trace(trace), tokens, stages, heads, colormap, title, diverging,
-                   tooltips, vector_stages)
+                   tooltips, vector_stages, scales=scales)
     if isinstance(max_rects, bool) or not isinstance(max_rects, numbers.Integral):
         raise TypeError(f"max_rects must be an integer, got {max_rects!r}")
     if not isinstance(id_prefix, str) or not all(c.isalnum() or c in "-_" for c in id_prefix):

@@ -610,10 +610,18 @@ REFERENCE_NOTEBOOK = [
     "from attention_widget import AttentionWidget\n"
     "q = dict(urllib.parse.parse_qsl(os.environ['QUERY_STRING']))\n"
     "ref = AttentionWidget(text=q['text'], d_model=int(q['d_model']), n_heads=int(q['n_heads']),\n"
-    "                      temperature=float(q['temperature']))\n"
+    "                      temperature=float(q['temperature']), view='detailed')\n"
     "ref.add_class('aw-reference')\n"
     "ref",
 ]
+
+
+def show_view(page: Any, widget: Any, view: str) -> None:
+    """Click the View group's ``overview`` / ``detailed`` button and wait for that view."""
+    widget.locator(".aw-view button", has_text=view).first.click()
+    target = ".aw-fig-weights image" if view == "detailed" else ".aw-overview image"
+    widget.locator(target).first.wait_for(timeout=30000)
+    wait_stable_hrefs(page, widget, f"{target}", quiet_ms=300)
 
 
 def summary_values(widget: Any) -> dict[str, str]:
@@ -700,7 +708,9 @@ FIGURE_PANELS_JS = """async ([fig, imgSel]) => {
         }
     }
     const box = r => ({left: r.left, top: r.top, right: r.right, bottom: r.bottom});
-    const titles = [...fig.querySelectorAll('text.label')].map(
+    // panel titles are bold; a head's role is a second, normal-weight line under its title
+    const bold = t => Number(getComputedStyle(t).fontWeight) >= 600;
+    const titles = [...fig.querySelectorAll('text.label')].filter(bold).map(
         t => ({text: t.textContent, ...box(t.getBoundingClientRect())}));
     return {href, width: w, height: h, partial, panels, titles,
             screen: box(el.getBoundingClientRect())};
@@ -913,7 +923,8 @@ def fresh_colors_in_new_cell(page: Any) -> Any:
         lab_append_cell_and_run(
             page,
             "ref = AttentionWidget(text=w.text, d_model=w.d_model, n_heads=w.n_heads, "
-            "n_kv_heads=w.n_kv_heads, temperature=w.temperature, mask=w.mask)\n"
+            "n_kv_heads=w.n_kv_heads, temperature=w.temperature, mask=w.mask, "
+            "view='detailed')\n"
             f"assert (w.d_model, w.n_heads) == ({values['d_model']}, {values['n_heads']})\n"
             f"assert abs(w.temperature - {values['temperature']!r}) < 1e-9\n"
             f"ref.add_class({cls!r})\n"
@@ -987,6 +998,10 @@ def exercise_tour_widget(
     shots: dict[str, Path] = {}
     widget.wait_for(timeout=60000)
     wait_summary(page, widget, TOUR_INITIAL)
+    # the overview first (the default view), then the detailed view, one click away
+    widget.locator(".aw-overview image").first.wait_for(timeout=30000)
+    shots["overview"] = screenshot(page, widget, f"{shot_prefix}_tour_overview")
+    show_view(page, widget, "detailed")
     for fig, images in stage_hrefs(widget).items():  # one Image mark per stage figure
         assert len(images) == 1 and images[0].startswith(DATA_PNG), (fig, [i[:60] for i in images])
     for fig in STAGE_FIGS:  # contract: one heatmap panel per head, titled "head i"
@@ -1087,3 +1102,118 @@ def exercise_tour_widget(
     assert log.dialogs == [], log.dialogs
     assert log.real_errors() == [], log.real_errors()
     return shots
+
+
+# ------------------------------------------------------------------------------------------
+# the widget's text, measured: every SVG text and every HTML text run on screen
+# ------------------------------------------------------------------------------------------
+# JS: the screen box of every visible text of the widget.  SVG: each non-empty <text>, with
+# the box of the <svg> (its figure) around it.  HTML: each non-blank text node, its own box
+# (a Range around it, not its element's), and whether its element cuts it (scrollWidth beyond
+# clientWidth: an ellipsis or a clip).  Native <select> boxes draw their text themselves.
+TEXT_BOXES_JS = """root => {
+    const out = [];
+    const box = r => ({left: r.left, top: r.top, right: r.right, bottom: r.bottom,
+                       width: r.width, height: r.height});
+    const shown = el => {
+        for (let e = el; e && e !== root.parentElement; e = e.parentElement) {
+            const s = getComputedStyle(e);
+            if (s.display === 'none' || s.visibility === 'hidden' || Number(s.opacity) === 0)
+                return false;
+        }
+        return true;
+    };
+    for (const t of root.querySelectorAll('svg text')) {
+        const text = t.textContent.trim();
+        const r = t.getBoundingClientRect();
+        if (!text || r.width === 0 || !shown(t)) continue;
+        let svg = t.ownerSVGElement;  // the figure: the outermost <svg>
+        while (svg.parentElement && svg.parentElement.closest('svg'))
+            svg = svg.parentElement.closest('svg');
+        // slanted axis labels: their boxes overlap where their glyphs do not (spacing along
+        // the axis is check_column_labels' job)
+        const turned = /rotate[(](?!0)/.test(t.getAttribute('transform') || '') ||
+            /rotate[(](?!0)/.test(t.parentElement.getAttribute('transform') || '');
+        out.push({kind: 'svg', text, turned, size: parseFloat(getComputedStyle(t).fontSize),
+                  cls: (t.getAttribute('class') || ''), ...box(r),
+                  fig: box(svg.getBoundingClientRect())});
+    }
+    const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+        const el = n.parentElement;
+        if (!n.textContent.trim() || !el || el.closest('svg, select, option, style, script'))
+            continue;
+        if (!shown(el)) continue;
+        const range = document.createRange();
+        range.selectNodeContents(n);
+        const rects = [...range.getClientRects()].filter(r => r.width > 0 && r.height > 0);
+        if (!rects.length) continue;
+        const cut = el.scrollWidth > el.clientWidth + 1 &&
+            ['hidden', 'clip'].includes(getComputedStyle(el).overflowX);
+        for (const r of rects)
+            out.push({kind: 'html', text: n.textContent.trim(), cut, ...box(r),
+                      size: parseFloat(getComputedStyle(el).fontSize)});
+    }
+    return out;
+}"""
+
+
+def text_boxes(widget: Any) -> list[dict[str, Any]]:
+    """Every visible text of ``widget`` with its screen box (see :data:`TEXT_BOXES_JS`)."""
+    return widget.evaluate(TEXT_BOXES_JS)
+
+
+def text_problems(widget: Any, tolerance: float = 1.0, page: Any = None) -> list[str]:
+    """Texts of ``widget`` that overlap another, stick out of their figure, or are cut.
+
+    Two boxes overlap when they share more than ``tolerance`` px in both directions.  With
+    ``page``, the viewport first grows to hold the whole widget (figures below the fold are
+    not laid out), and is put back after.
+    """
+    if page is not None:
+        size = page.viewport_size
+        box = widget.bounding_box()
+        page.set_viewport_size({"width": size["width"],
+                                "height": max(size["height"], int(box["height"]) + 200)})
+        widget.scroll_into_view_if_needed()
+        page.wait_for_timeout(1000)  # bqplot lays the figures out again
+    try:
+        boxes = text_boxes(widget)
+    finally:
+        if page is not None:
+            page.set_viewport_size(size)
+    problems = []
+    for b in boxes:
+        if b["kind"] == "svg":
+            f = b["fig"]
+            if (b["left"] < f["left"] - tolerance or b["right"] > f["right"] + tolerance
+                    or b["top"] < f["top"] - tolerance
+                    or b["bottom"] > f["bottom"] + tolerance):
+                problems.append(f"clipped by its figure: {b['text']!r}")
+        elif b["cut"]:
+            problems.append(f"cut: {b['text']!r}")
+    for a, b in itertools.combinations(boxes, 2):
+        if a.get("turned") or b.get("turned"):
+            continue
+        dx = min(a["right"], b["right"]) - max(a["left"], b["left"])
+        dy = min(a["bottom"], b["bottom"]) - max(a["top"], b["top"])
+        if dx > tolerance and dy > tolerance:
+            problems.append(f"overlap: {a['text']!r} / {b['text']!r} ({dx:.0f} x {dy:.0f} px)")
+    return problems
+
+
+# JS: the widget's size, and whether the page (or JupyterLab's notebook) scrolls sideways
+FIT_JS = """root => {
+    const r = root.getBoundingClientRect();
+    const sideways = [document.documentElement, document.body,
+                      ...document.querySelectorAll('.jp-WindowedPanel-outer, .jp-Notebook,'
+                                                   + ' .jp-OutputArea-output')]
+        .some(e => e.scrollWidth > e.clientWidth + 1);
+    return {width: r.width, height: r.height, right: r.right,
+            viewport: document.documentElement.clientWidth, sideways};
+}"""
+
+
+def widget_fit(widget: Any) -> dict[str, Any]:
+    """``{width, height, right, viewport, sideways}`` of the widget on the page."""
+    return widget.evaluate(FIT_JS)

@@ -1,0 +1,111 @@
+"""The widget's files: downloads, figures, standalone pages and state (a mixin).
+
+The work is in :mod:`attention_widget.export` and :mod:`attention_widget.state`; here only what
+the widget hands them: its trace, tokens, colour table and the colour scales chosen on screen,
+so that a file shows what the screen shows.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import traitlets as T
+
+from .sources import restore_source
+
+__all__ = ["WidgetFiles"]
+
+
+class WidgetFiles:
+    """Export and state methods of :class:`~attention_widget.widget.AttentionWidget`."""
+
+    #: Traits restored from a state file (the widget sets it), besides head, query and step.
+    SAVED_TRAITS: tuple[str, ...] = ()
+    #: Their values for a state file written before a trait existed.
+    SAVED_DEFAULTS: ClassVar[dict[str, Any]] = {}
+
+    def _download_link(self, what: str, fmt: str) -> str:
+        """A download link (HTML) of the whole diagram, the weights or the focus head."""
+        from .export import download_link
+
+        chosen = {"all": {}, "weights": {"stages": ["weights"]},
+                  "focus": {"stages": ["weights"], "heads": [self.head]}}[what]
+        return download_link(self.trace, self.tokens, format=fmt, colormap=self.colormap,
+                             filename=f"attention-{what}.{fmt}", title=self.summary,
+                             scales=self.scales, **chosen)
+
+    def save_figure(self, path: str | os.PathLike, *, stages: Sequence[str] | None = None,
+                    heads: Sequence[int] | None = None, dpi: float = 150,
+                    title: str | None = None) -> Path:
+        """Write the diagram (or chosen stages and heads) as SVG, PNG or PDF, by suffix.
+
+        SVG needs nothing extra and keeps text as text; PNG and PDF use matplotlib
+        (``pip install attention-widget[export]``).  The colour scales are the ones on screen
+        (``scales``).  See :func:`attention_widget.export.save_figure`.
+        """
+        from .export import save_figure
+
+        return save_figure(self.trace, path, self.tokens, stages=stages, heads=heads,
+                           colormap=self.colormap, dpi=dpi, scales=self.scales,
+                           title=self.summary if title is None else title)
+
+    def to_html(self, path: str | os.PathLike, *,
+                temperatures: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0),
+                head_counts: Sequence[int] | None = None, title: str | None = None) -> Path:
+        """Write a standalone HTML page of the current state that works offline.
+
+        The page also holds precomputed variants (other temperatures, and other head counts
+        where the input allows them: by default up to three of at most 16 heads) to switch
+        between without a kernel.
+
+        Raises
+        ------
+        ValueError
+            If a head count is not one the input can show.
+        """
+        from .export import to_html
+
+        variants = self._source.variants(self._settings(), temperatures, head_counts)
+        return to_html(self.trace, path, self.tokens, variants=variants, colormap=self.colormap,
+                       title=self.summary if title is None else title, settings=self.settings,
+                       scales=self.scales)
+
+    def save_state(self, path: str | os.PathLike) -> Path:
+        """Save settings, tokens, X, parameters and every trace array to one ``.npz`` file.
+
+        No pickle: :meth:`load_state` rebuilds the widget (view, colour scales and all) and
+        checks it reproduces the trace exactly.
+        """
+        from .state import save_state
+
+        if self.trace is None:
+            raise ValueError("nothing to save: the widget has no valid input yet")
+        return save_state(path, self.settings, self.trace, self.tokens, params=self.params,
+                          x=self.trace.x)
+
+    @classmethod
+    def load_state(cls, path: str | os.PathLike) -> Any:
+        """Rebuild a widget from :meth:`save_state`'s file; the trace must come out identical.
+
+        Raises
+        ------
+        ValueError
+            If the file is corrupt, truncated or edited, naming the file and the problem.
+        """
+        from .state import load_state, verify_trace
+
+        st = load_state(path)
+        s = {**cls.SAVED_DEFAULTS, **st.settings}
+        try:
+            w = cls(source=restore_source(st), **{name: s[name] for name in cls.SAVED_TRAITS})
+            w.head, w.query, w.step = s["head"], s["query"], s["step"]
+        except (KeyError, TypeError, T.TraitError) as err:
+            raise ValueError(f"{os.fspath(path)}: the saved settings are incomplete or "
+                             f"invalid ({type(err).__name__}: {err})") from None
+        if w.trace is None:
+            raise ValueError(f"{os.fspath(path)}: its settings give no diagram ({w.error})")
+        verify_trace(st, w.trace)
+        return w
