@@ -24,6 +24,7 @@ from .colors import SEQUENTIAL
 from .controls import ControlPanel, progress_bar, show_now
 from .diagram import Diagram
 from .engine import AttentionParams, AttentionTrace
+from .longview import LongPrompts
 from .sources import (
     DEFAULT_TEXT,
     MAX_TOKENS,
@@ -47,7 +48,7 @@ _COMPUTED = tuple(f.name for f in dataclasses.fields(Settings))
 _SAVED = (*_COMPUTED, "colormap")
 
 
-class AttentionWidget(W.VBox):
+class AttentionWidget(LongPrompts, W.VBox):
     """Multi-head self-attention, every stage drawn live and linked to controls.
 
     Parameters
@@ -64,8 +65,9 @@ class AttentionWidget(W.VBox):
 
     Attributes
     ----------
-    trace : AttentionTrace
-        What is on screen.
+    trace : AttentionTrace or LongTrace
+        What is on screen: a :class:`~attention_widget.long.LongTrace` above
+        ``LONG_THRESHOLD`` tokens, computed in a worker thread (:meth:`wait` for the newest).
     params : AttentionParams or None
     tokens : list of str
     controls : dict of str to ipywidgets.DOMWidget
@@ -113,6 +115,7 @@ class AttentionWidget(W.VBox):
                                    description=src.describe(), note=src.note,
                                    own_controls=src.own_controls, n_layers=src.n_layers)
         self._diagram = Diagram(self._panel.focus_row)
+        self._init_long()
         self.controls, self.figs = self._panel.controls, self._diagram.figs
         values = {"d_model": d_model, "n_heads": n_heads, "n_kv_heads": n_kv_heads,
                   "temperature": temperature, "mask": mask, "window": window, "seed": seed,
@@ -265,31 +268,35 @@ class AttentionWidget(W.VBox):
     def _on_config(self, change: dict) -> None:
         if not self._ready:
             return
-        self._ready = False  # one recompute for the change and the snaps it causes
-        self.set_trait("notice", "")
-        try:
-            self._snap()
-            self._recompute(change)
-        finally:
-            self._ready = True
-        self._sync()
+        with self._lock:
+            self._ready = False  # one recompute for the change and the snaps it causes
+            self.set_trait("notice", "")
+            try:
+                self._snap()
+                self._recompute(change)
+            finally:
+                self._ready = True
+            self._sync()
 
     @T.observe("colormap", "head", "query", "step")
     def _on_view(self, change: dict) -> None:
         """A change of the view alone: no new trace."""
-        if change["name"] == "colormap":
-            self._diagram.set_colormap(self.colormap)
-        if change["name"] == "step":
-            self._layout()
-        elif self._ready:
-            self._diagram.draw_focus(self.head, self.query)
-        if self._ready:
-            self._sync()
+        with self._lock:
+            if change["name"] == "colormap":
+                self._diagram.set_colormap(self.colormap)
+                self._long.set_colormap(self.colormap)
+            if change["name"] == "step":
+                self._layout()
+            elif self._ready:
+                (self._long if self._long_shown() else self._diagram).draw_focus(self.head,
+                                                                                 self.query)
+            if self._ready:
+                self._sync()
 
     def _layout(self) -> None:
         p = self._panel
-        children = (p.box, p.export_row, self._diagram.summary, *p.status,
-                    *self._diagram.shown(self.step))
+        shown = self._long.shown() if self._long_shown() else self._diagram.shown(self.step)
+        children = (p.box, p.export_row, self._diagram.summary, *p.status, *shown)
         if self.children != children:
             self.children = children
 
@@ -305,26 +312,39 @@ class AttentionWidget(W.VBox):
                          tokens=self.tokens, fixed=src.fixed)
 
     def _recompute(self, change: dict | None = None) -> None:
-        if self._last_compute_s > BUSY_AFTER_S:
-            self._panel.show_busy("" if change is None else f"{change['name']}={change['new']!r}")
         start = time.perf_counter()
         try:
-            with self._panel.progress() as report:
+            if self._source.is_long(self._settings()):  # in a worker thread: see LongPrompts
+                return self._start_long()
+            if self._last_compute_s > BUSY_AFTER_S:
+                self._panel.show_busy("" if change is None else
+                                      f"{change['name']}={change['new']!r}")
+            self._jobs.cancel()
+            with self._jobs.computing, self._panel.progress() as report:
                 traced = self._source.trace(self._settings(), report)
         except Exception as err:  # bad input, or a failure deep in a checkpoint: stay alive
-            message = (str(err) if isinstance(err, (ValueError, TypeError))
-                       else f"Could not compute this ({type(err).__name__}: {err}).")
-            self.set_trait("error", message)
-            self._panel.show_error(message)
-            self._panel.show_busy("")
-            return
+            return self._fail(err)
+        self._show(traced, start)
+
+    def _fail(self, err: Exception) -> None:
+        """Show why the input cannot be drawn; the diagram on screen stays."""
+        message = (str(err) if isinstance(err, (ValueError, TypeError))
+                   else f"Could not compute this ({type(err).__name__}: {err}).")
+        self.set_trait("error", message)
+        self._panel.show_error(message)
+        self._panel.show_busy("")
+
+    def _show(self, traced: Traced, start: float) -> None:
+        """Draw ``traced``, computed since ``start`` (``time.perf_counter()``)."""
         self.set_trait("error", "")
         self._panel.show_error("")
         self._traced = traced
         self.tokens, self.params, self.trace = traced.tokens, traced.params, traced.trace
         if self.query >= len(self.tokens):
             self.query = -1
-        self._bytes_sent = self._diagram.draw(traced, self.head, self.query)
+        view = self._long if self._long_shown() else self._diagram
+        self._bytes_sent = view.draw(traced, self.head, self.query)
+        self._layout()
         self._panel.show_notice(self.notice)
         self._last_compute_s = time.perf_counter() - start
         self._panel.show_busy("")
@@ -336,8 +356,11 @@ class AttentionWidget(W.VBox):
         return "nothing drawn yet" if self._traced is None else self._traced.summary
 
     def displayed(self, stage: str) -> list[np.ndarray]:
-        """The arrays the panels of figure ``stage`` show (float32, as coloured into its image)."""
-        return self._diagram.displayed(stage)
+        """The arrays the panels of figure ``stage`` show (float32, as coloured into its image).
+
+        ``stage`` also names the figures of a long trace (``long_figs``).
+        """
+        return {**self.figs, **self.long_figs}[stage].displayed()
 
     @property
     def bytes_sent(self) -> int:
@@ -371,6 +394,7 @@ class AttentionWidget(W.VBox):
         """
         from .export import save_figure
 
+        self.wait()
         return save_figure(self.trace, path, self.tokens, stages=stages, heads=heads,
                            colormap=self.colormap, dpi=dpi,
                            title=self.summary if title is None else title)
@@ -391,6 +415,7 @@ class AttentionWidget(W.VBox):
         """
         from .export import to_html
 
+        self.wait()
         variants = self._source.variants(self._settings(), temperatures, head_counts)
         return to_html(self.trace, path, self.tokens, variants=variants, colormap=self.colormap,
                        title=self.summary if title is None else title, settings=self.settings)
@@ -403,6 +428,7 @@ class AttentionWidget(W.VBox):
         """
         from .state import save_state
 
+        self.wait()
         if self.trace is None:
             raise ValueError("nothing to save: the widget has no valid input yet")
         return save_state(path, self.settings, self.trace, self.tokens, params=self.params,
@@ -427,6 +453,7 @@ class AttentionWidget(W.VBox):
         except (KeyError, TypeError, T.TraitError) as err:
             raise ValueError(f"{os.fspath(path)}: the saved settings are incomplete or "
                              f"invalid ({type(err).__name__}: {err})") from None
+        w.wait()
         if w.trace is None:
             raise ValueError(f"{os.fspath(path)}: its settings give no diagram ({w.error})")
         verify_trace(st, w.trace)

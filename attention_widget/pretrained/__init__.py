@@ -72,7 +72,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import math
 import numbers
 import os
 from collections import OrderedDict
@@ -84,7 +83,8 @@ from typing import Any
 import numpy as np
 
 from .._checks import check_temperature as _check_temperature
-from ..engine import MEMORY_LIMIT_BYTES, AttentionTrace, merge_heads
+from ..engine import AttentionTrace, merge_heads
+from ..long import LONG_THRESHOLD, LongAttended, LongTrace
 from .checkpoint import Tensors
 from .family import AttentionInputs, Family, LayerAttention
 from .tokenizer import Encoding, Tokenizer, load_tokenizer
@@ -110,6 +110,11 @@ FAMILIES: dict[str, tuple[str, str]] = {
 SUPPORTED_MODEL_TYPES = tuple(FAMILIES)
 
 ProgressCallback = Callable[[float, str], Any]
+_NO_FULL_WEIGHTS = (
+    "{n:,} tokens: every layer's (n_heads, seq_len, seq_len) weights are more than this reads "
+    f"at once (above {LONG_THRESHOLD} tokens layers run block by block); ask "
+    "trace(text, layer) for a LongTrace and its head_weights(h), blocks and rows"
+)
 
 
 @dataclass
@@ -192,8 +197,7 @@ class PretrainedModel(Family):
         self._states: OrderedDict[str, _TextState] = OrderedDict()
         self._attn: OrderedDict[tuple[str, int], LayerAttention] = OrderedDict()
         self._all_true: dict[tuple[int, ...], np.ndarray] = {}  # masks of unmasked traces
-        memory_cap = int(math.sqrt(MEMORY_LIMIT_BYTES / (4 * 4 * self.n_heads)))
-        self.max_tokens = int(min(self.max_positions, memory_cap))
+        self.max_tokens = self.max_positions  # (above LONG_THRESHOLD layers run block-wise)
 
     # ---- caches -------------------------------------------------------------------------------
     def clear_cache(self) -> None:
@@ -205,8 +209,7 @@ class PretrainedModel(Family):
         self._attn.clear()
 
     def _remember(self, text: str, i: int, layer: LayerAttention) -> None:
-        a = layer.inputs
-        _readonly(a.x, a.q, a.k, a.v, layer.attended.scores, layer.attended.weights)
+        _readonly(*layer.arrays())
         self._attn[(text, i)] = layer
         self._attn.move_to_end((text, i))
         while len(self._attn) > 1 and (
@@ -243,10 +246,7 @@ class PretrainedModel(Family):
         layer = self._attn.get((text, i))
         if layer is None:
             h = self._state(text, i).blocks[i]
-            positions = np.arange(h.shape[0])
-            inputs = self.attention_inputs(i, h, positions)
-            mask = self.attention_mask(inputs, positions)
-            layer = LayerAttention(inputs, mask, self.run_attention(inputs, mask))
+            layer = self.attend_layer(i, h, np.arange(h.shape[0]))
         self._remember(text, i, layer)
         return layer
 
@@ -273,7 +273,7 @@ class PretrainedModel(Family):
         if enc.ids.size > self.max_tokens:
             raise ValueError(
                 f"text has {enc.ids.size} tokens but {self.name} accepts at most "
-                f"max_tokens={self.max_tokens}; use a shorter text"
+                f"max_tokens={self.max_tokens} (its max_position_embeddings); use a shorter text"
             )
         if enc.ids.max() >= self.vocab_size:
             raise ValueError(
@@ -327,6 +327,8 @@ class PretrainedModel(Family):
             )
         if ids.size > self.max_tokens:
             raise ValueError(f"ids has {ids.size} tokens; max_tokens is {self.max_tokens}")
+        if output_attentions and ids.size > LONG_THRESHOLD:
+            raise ValueError(_NO_FULL_WEIGHTS.format(n=ids.size))
         positions = np.arange(ids.size)
         h = self.embed(ids, positions)
         hidden, attentions = [h], []
@@ -340,7 +342,8 @@ class PretrainedModel(Family):
         _report(self.progress, 1.0, "done")
         return hidden, attentions
 
-    def trace(self, text: str, layer: int, temperature: float = 1.0) -> AttentionTrace:
+    def trace(self, text: str, layer: int, temperature: float = 1.0
+              ) -> AttentionTrace | LongTrace:
         """Compute the attention of ``layer`` on ``text``, as the model really does.
 
         Parameters
@@ -372,6 +375,10 @@ class PretrainedModel(Family):
               included, before the residual connection.
             * ``mask`` (seq, seq): causal for decoders, all True for BERT.
 
+            Above ``LONG_THRESHOLD`` tokens every layer runs block by block and the result is
+            a :class:`~attention_widget.long.LongTrace` (float32; no scores, weights or mask
+            arrays: overviews, and exact cells on demand).
+
         Raises
         ------
         TypeError, ValueError
@@ -380,6 +387,8 @@ class PretrainedModel(Family):
         layer = self._check_layer(layer)
         temperature = _check_temperature(temperature)
         cached = self._layer_attention(text, layer)
+        if isinstance(cached.attended, LongAttended):  # long: block by block
+            return self.long_trace(layer, cached, temperature)
         a = cached.inputs
         att = self.run_attention(a, cached.mask, temperature)
         concat = merge_heads(att.head_outputs)
@@ -417,6 +426,8 @@ class PretrainedModel(Family):
         -------
         list of ndarray, n_layers arrays of shape (n_heads, seq_len, seq_len), float32, read-only
         """
+        if self.encode(text).ids.size > LONG_THRESHOLD:
+            raise ValueError(_NO_FULL_WEIGHTS.format(n=self.encode(text).ids.size))
         return [self._layer_attention(text, i).attended.weights for i in range(self.n_layers)]
 
     def _check_layer(self, layer: object) -> int:
