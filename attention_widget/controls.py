@@ -31,6 +31,8 @@ D_MODEL_CHOICES = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768)
 ROWS = (("text",), ("d_model", "n_heads", "n_kv_heads"), ("temperature", "mask", "window"),
         ("seed", "positional", "colormap", "play", "step"))
 FOCUS_ROW = ("head", "query")  # shown with the focus panel
+#: Longer texts offer no token list for the query (a long trace's lens takes a position).
+MAX_QUERY_CHOICES = 512
 ERROR_COLOR = "#c62828"
 
 
@@ -105,6 +107,12 @@ def _export_row() -> dict[str, W.DOMWidget]:
         "export-button": W.Button(description="prepare download", icon="download"),
         "export-link": W.HTML(),
     }
+
+
+def _query_options(tokens: Sequence[str], query: int) -> list[tuple[str, int]]:
+    """The query choices: every token, or for a long text only the query chosen."""
+    chosen = range(len(tokens)) if len(tokens) <= MAX_QUERY_CHOICES else [query] * (query >= 0)
+    return [("(none)", -1), *((f"{i}: {tokens[i]}", i) for i in chosen)]
 
 
 def _row(parts: Sequence[W.Widget]) -> W.Widget:
@@ -222,8 +230,8 @@ class ControlPanel:
             "n_kv_heads": (tuple(kv_heads), lambda: list(kv_heads)),
             "head": (values["n_heads"], lambda: [(f"head {h}", h)
                                                  for h in range(values["n_heads"])]),
-            "query": (tuple(tokens), lambda: [
-                ("(none)", -1), *((f"{i}: {t}", i) for i, t in enumerate(tokens))]),
+            "query": ((tuple(tokens), values["query"] if len(tokens) > MAX_QUERY_CHOICES
+                       else None), lambda: _query_options(tokens, values["query"])),
         }
         self._syncing = True
         try:

@@ -188,6 +188,8 @@ class LongView:
         sets its trait of that name).
     lock : threading.RLock
         The widget's: held while a brush or a zoom slider redraws.
+    summary : ipywidgets.HTML
+        The widget's one-line summary, written last in every :meth:`draw`.
 
     Attributes
     ----------
@@ -199,8 +201,9 @@ class LongView:
         Whether the user chose the zoom (a box, a click or a slider).
     """
 
-    def __init__(self, on_change: Callable[[str, Any], None], lock: Any) -> None:
-        self._on_change, self._lock = on_change, lock
+    def __init__(self, on_change: Callable[[str, Any], None], lock: Any, summary: W.HTML
+                 ) -> None:
+        self._on_change, self._lock, self._summary = on_change, lock, summary
         self.figs = {
             "long-heads": PanelFigure("aw-fig-long-heads", signed=False, square=True,
                                       max_height=560),
@@ -298,6 +301,7 @@ class LongView:
         with shown_together(self.figs.values()):
             sent = self._draw_heads(tr) + self.draw_focus(head, query)
         self._write_texts(traced)
+        self._summary.value = html.escape(traced.summary)  # last: the step is drawn
         return sent
 
     def draw_focus(self, head: int, query: int) -> int:
@@ -498,7 +502,7 @@ class LongPrompts:
     def _init_long(self) -> None:
         self._lock = threading.RLock()
         self._jobs = Jobs(self._lock)
-        self._long = LongView(self._on_control, self._lock)
+        self._long = LongView(self._on_control, self._lock, self._diagram.summary)
 
     def _start_long(self) -> None:
         """Compute the trace of the current settings in a worker thread (the newest is shown)."""

@@ -295,7 +295,8 @@ class AttentionWidget(LongPrompts, W.VBox):
 
     def _layout(self) -> None:
         p = self._panel
-        shown = self._long.shown() if self._long_shown() else self._diagram.shown(self.step)
+        shown = () if self._traced is None else (
+            self._long.shown() if self._long_shown() else self._diagram.shown(self.step))
         children = (p.box, p.export_row, self._diagram.summary, *p.status, *shown)
         if self.children != children:
             self.children = children
