@@ -564,6 +564,12 @@ class LongPrompts:
         """The figures of a long trace's view, by name (``long-heads``, ``long-focus``, ...)."""
         return self._long.figs
 
+    def _long_export(self) -> dict[str, Any]:
+        """What an export adds for a long trace: the zoom, when the user chose one."""
+        if not self._long_shown() or not self._long.zoom_chosen:
+            return {}
+        return {"zoom": (self.head, *self._long.zoom)}
+
     def _long_shown(self) -> bool:
         return isinstance(getattr(self._traced, "trace", None), LongTrace)
 

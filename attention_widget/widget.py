@@ -382,7 +382,8 @@ class AttentionWidget(LongPrompts, W.VBox):
         chosen = {"all": {}, "weights": {"stages": ["weights"]},
                   "focus": {"stages": ["weights"], "heads": [self.head]}}[what]
         return download_link(self.trace, self.tokens, format=fmt, colormap=self.colormap,
-                             filename=f"attention-{what}.{fmt}", title=self.summary, **chosen)
+                             filename=f"attention-{what}.{fmt}", title=self.summary,
+                             **chosen, **self._long_export())
 
     def save_figure(self, path: str | os.PathLike, *, stages: Sequence[str] | None = None,
                     heads: Sequence[int] | None = None, dpi: float = 150,
@@ -397,7 +398,7 @@ class AttentionWidget(LongPrompts, W.VBox):
 
         self.wait()
         return save_figure(self.trace, path, self.tokens, stages=stages, heads=heads,
-                           colormap=self.colormap, dpi=dpi,
+                           colormap=self.colormap, dpi=dpi, **self._long_export(),
                            title=self.summary if title is None else title)
 
     def to_html(self, path: str | os.PathLike, *,

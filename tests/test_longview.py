@@ -497,3 +497,94 @@ def test_minilm_stays_at_512_tokens_with_a_clear_message():
     assert w.wait(10)
     assert "accepts at most max_tokens=512 (its max_position_embeddings)" in w.error
     assert w.trace is trace
+
+
+# ---- pictures and state files -----------------------------------------------------------------
+def embedded_pngs(svg: str, group: str) -> list[np.ndarray]:
+    """The RGB images embedded in the ``<g class=group>`` elements of an SVG, decoded."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    found = re.findall(rf'<g class="{group}"[^>]*>\s*<image [^>]*href="data:image/png;base64,'
+                       r'([^"]+)"', svg)
+    return [np.asarray(Image.open(io.BytesIO(base64.b64decode(b))).convert("RGB"))
+            for b in found]
+
+
+def test_pictures_carry_the_overview_and_the_chosen_zoom(tmp_path, monkeypatch):
+    from attention_widget.colors import MASK_RGB, to_rgb
+
+    monkeypatch.setattr(sources_module, "LONG_DTYPE", np.float64)
+    w = ready(AttentionWidget(long_text(2048), d_model=32, n_heads=4, mask="causal"))
+    plain = w.save_figure(tmp_path / "plain.svg").read_text(encoding="utf-8")
+    assert 'data-stage="zoom"' not in plain  # no zoom chosen yet
+    w.zoom((600, 640), (590, 630))
+    svg = w.save_figure(tmp_path / "long.svg").read_text(encoding="utf-8")
+    assert "1 px = max of 4×4 cells" in svg and "seq_len=2048" in svg
+    overviews = embedded_pngs(svg, "aw-overview")
+    assert len(overviews) == 2 * 4  # scores and weights, every head
+    weights = w.trace.weights_overview
+    for h, image in enumerate(overviews[4:]):  # (scores first, in the computation's order)
+        masked = np.isnan(weights[h])
+        expected = to_rgb(np.nan_to_num(weights[h]), "viridis", 0.0, 1.0)
+        np.testing.assert_array_equal(image[~masked], expected[~masked])
+        assert (image[masked] != expected[masked]).any(axis=-1).all()  # grey, hatched
+        assert ((image[masked] == MASK_RGB).all(axis=-1)).mean() > 0.5
+    zoom, = embedded_pngs(svg, "aw-zoom")
+    px = zoom.shape[0] // 40
+    exact = reference(w).weights[0, 600:640, 590:630]
+    visible = reference(w).mask[600:640, 590:630]
+    expected = to_rgb(exact, "viridis", 0.0, 1.0)
+    np.testing.assert_array_equal(zoom[::px, ::px][visible], expected[visible])
+    labels = re.findall(r'<text [^>]*class="aw-token"[^>]*>([^<]*)', svg)
+    assert labels[: 40] == [html.escape(t) for t in w.tokens[600:640]][:: 40 // len(labels[:40])]
+    for fmt in ("png", "pdf"):
+        data = w.save_figure(tmp_path / f"long.{fmt}", stages="weights", heads=[0]).read_bytes()
+        assert data[:4] in (b"\x89PNG", b"%PDF")
+    with pytest.raises(ValueError, match=r"shows the overviews of \('scores', 'weights'\)"):
+        w.save_figure(tmp_path / "x.svg", stages=["x"])
+    link = w._download_link("focus", "svg")
+    assert link.startswith('<a class="aw-download aw-download-svg"')
+
+
+def test_a_full_trace_has_no_zoom():
+    from attention_widget.export import diagram_svg
+
+    trace = reference(AttentionWidget("a short text", d_model=8, n_heads=2))
+    with pytest.raises(ValueError, match="zoom is for a LongTrace"):
+        diagram_svg(trace, zoom=(0, (0, 2), (0, 2)))
+
+
+def test_state_files_keep_what_reproduces_a_long_trace(tmp_path):
+    import zipfile
+
+    from attention_widget.state import load_state
+
+    w = ready(AttentionWidget(long_text(3000), d_model=32, n_heads=4, mask="sliding",
+                              window=120, temperature=0.7))
+    path = w.save_state(tmp_path / "long.npz")
+    names = sorted(zipfile.ZipFile(path).namelist())
+    assert "trace_weights.npy" not in names and "long_weights_overview.npy" in names
+    assert path.stat().st_size < 3 * 2**20  # (one head's weights alone: 34 MiB)
+    again = AttentionWidget.load_state(path)
+    assert isinstance(again.trace, LongTrace) and again.summary == w.summary
+    np.testing.assert_array_equal(again.trace.output, w.trace.output)
+    assert load_state(path).version == 2
+    # the check: a file whose settings were changed no longer reproduces its arrays
+    with np.load(path) as npz:
+        arrays = dict(npz)
+    meta = arrays["meta"].tobytes().decode().replace('"temperature": 0.7', '"temperature": 0.8')
+    arrays["meta"] = np.frombuffer(meta.encode(), np.uint8)
+    np.savez(tmp_path / "edited.npz", **arrays)
+    with pytest.raises(ValueError, match=r"edited\.npz': recomputed output differs"):
+        AttentionWidget.load_state(tmp_path / "edited.npz")
+
+
+def test_a_standalone_page_of_a_long_trace(tmp_path):
+    w = ready(AttentionWidget(long_text(1200), d_model=16, n_heads=2, mask="causal"))
+    page = w.to_html(tmp_path / "long.html", temperatures=(0.5, 1.0), head_counts=[4])
+    text = page.read_text(encoding="utf-8")
+    assert text.count('class="aw-variant"') == 3 and "seq_len=1200" in text
+    assert "temperature=0.5" in text and "n_heads=4" in text

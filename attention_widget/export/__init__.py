@@ -1,7 +1,9 @@
 """Export an attention diagram: SVG (pure Python), PNG/PDF (matplotlib), standalone HTML.
 
 Every function takes an :class:`~attention_widget.engine.AttentionTrace`, so it works on a
-widget's state (``w.trace``) or on any trace computed in a script.
+widget's state (``w.trace``) or on any trace computed in a script; a long prompt's
+:class:`~attention_widget.long.LongTrace` is drawn as its overviews, and the zoom when one is
+chosen (:mod:`.long_layout`).
 
 * :func:`diagram_svg` draws the diagram as an SVG string with nothing but NumPy and the standard
   library: heatmaps as ``<rect>`` cells (or an embedded PNG for large panels), tokens and titles
@@ -59,6 +61,7 @@ def diagram_data_url(
     dpi: float = 150,
     title: str | None = None,
     diverging: str | None = None,
+    zoom: tuple | None = None,
 ) -> str:
     """A ``data:`` URL of the diagram for a browser download link (``<a download href=...>``).
 
@@ -66,7 +69,7 @@ def diagram_data_url(
     ----------
     format : {"svg", "png"}
         SVG needs nothing; PNG needs matplotlib.
-    stages, heads, colormap, dpi, title, diverging
+    stages, heads, colormap, dpi, title, diverging, zoom
         As :func:`diagram_svg` and :func:`diagram_png_bytes`.
 
     Returns
@@ -75,7 +78,7 @@ def diagram_data_url(
         ``data:image/svg+xml;base64,...`` or ``data:image/png;base64,...``.
     """
     options = {"stages": stages, "heads": heads, "colormap": colormap, "title": title,
-               "diverging": diverging}
+               "diverging": diverging, "zoom": zoom}
     if format == "svg":
         data, mime = diagram_svg(trace, tokens, **options).encode("utf-8"), "image/svg+xml"
     elif format == "png":
@@ -98,6 +101,7 @@ def download_link(
     dpi: float = 150,
     title: str | None = None,
     diverging: str | None = None,
+    zoom: tuple | None = None,
 ) -> str:
     """An HTML ``<a download>`` link that saves the diagram in the browser (for an HTML widget).
 
@@ -109,7 +113,7 @@ def download_link(
         Suggested file name; default ``"attention.svg"`` / ``"attention.png"``.
     label : str, optional
         Link text; default ``"Download SVG"`` / ``"Download PNG"``.
-    stages, heads, colormap, dpi, title, diverging
+    stages, heads, colormap, dpi, title, diverging, zoom
         As :func:`diagram_data_url`.
 
     Returns
@@ -120,7 +124,7 @@ def download_link(
     """
     url = diagram_data_url(
         trace, tokens, format=format, stages=stages, heads=heads, colormap=colormap, dpi=dpi,
-        title=title, diverging=diverging,
+        title=title, diverging=diverging, zoom=zoom,
     )
     filename = filename if filename is not None else f"attention.{format}"
     label = label if label is not None else f"Download {format.upper()}"
@@ -160,6 +164,7 @@ def save_figure(
     dpi: float = 150,
     title: str | None = None,
     diverging: str | None = None,
+    zoom: tuple | None = None,
 ) -> Path:
     """Write the diagram to an SVG, PNG or PDF file.
 
@@ -170,8 +175,8 @@ def save_figure(
     path : str or PathLike
         Where to write; the suffix (``.svg``, ``.png``, ``.pdf``) chooses the format unless
         ``format`` is given.
-    tokens, stages, heads, colormap, title, diverging
-        As :func:`diagram_svg`.
+    tokens, stages, heads, colormap, title, diverging, zoom
+        As :func:`diagram_svg` (a LongTrace's picture: its overviews and the zoom).
     format : {"svg", "png", "pdf"}, optional
         Overrides the suffix.
     dpi : float, default 150
@@ -205,7 +210,7 @@ def save_figure(
     p = Path(path)
     fmt = _format(p, format)
     dpi = check_dpi(dpi)
-    layout = build(trace, tokens, stages, heads, colormap, title, diverging)
+    layout = build(trace, tokens, stages, heads, colormap, title, diverging, zoom=zoom)
     data = render(layout).encode("utf-8") if fmt == "svg" else figure_bytes(layout, fmt, dpi)
     p.write_bytes(data)
     return p

@@ -130,11 +130,12 @@ def diagram_png_bytes(
     dpi: float = 150,
     title: str | None = None,
     diverging: str | None = None,
+    zoom: tuple | None = None,
 ) -> bytes:
     """The diagram of :func:`diagram_svg` as PNG bytes (needs matplotlib, the ``export`` extra).
 
-    Parameters are those of :func:`~attention_widget.export.diagram_svg`; ``dpi`` sets the
-    resolution (96 gives one image pixel per layout pixel).
+    Parameters are those of :func:`~attention_widget.export.diagram_svg` (``zoom`` too);
+    ``dpi`` sets the resolution (96 gives one image pixel per layout pixel).
 
     Returns
     -------
@@ -143,5 +144,5 @@ def diagram_png_bytes(
     """
     trace = check_trace(trace)
     dpi = check_dpi(dpi)
-    layout = build(trace, tokens, stages, heads, colormap, title, diverging)
+    layout = build(trace, tokens, stages, heads, colormap, title, diverging, zoom=zoom)
     return figure_bytes(layout, "png", dpi)

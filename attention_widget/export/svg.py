@@ -135,6 +135,7 @@ def diagram_svg(
     tooltips: bool = False,
     id_prefix: str = "aw-",
     vector_stages: Sequence[str] | str | None = None,
+    zoom: tuple | None = None,
 ) -> str:
     """Draw the attention diagram as a standalone SVG document, with no plotting library.
 
@@ -172,6 +173,10 @@ def diagram_svg(
     vector_stages : list of str, optional
         Stages drawn as ``<rect>`` cells (up to ``max_rects`` per panel); the others are
         embedded PNG images.  Default: every stage.
+    zoom : (head, (q0, q1), (k0, k1)), optional
+        For a :class:`~attention_widget.long.LongTrace`, whose picture shows each head's
+        overview (``stages`` among "scores" and "weights"): also the exact weights of queries
+        ``q0 .. q1 - 1`` against keys ``k0 .. k1 - 1`` of ``head``, with token labels.
 
     Returns
     -------
@@ -192,7 +197,7 @@ def diagram_svg(
     hatched with white lines.
     """
     layout = build(check_trace(trace), tokens, stages, heads, colormap, title, diverging,
-                   tooltips, vector_stages)
+                   tooltips, vector_stages, zoom)
     if isinstance(max_rects, bool) or not isinstance(max_rects, numbers.Integral):
         raise TypeError(f"max_rects must be an integer, got {max_rects!r}")
     if not isinstance(id_prefix, str) or not all(c.isalnum() or c in "-_" for c in id_prefix):
