@@ -39,7 +39,8 @@ from .sources import Progress, Traced
 
 __all__ = ["Jobs", "LongPrompts", "LongView", "overview_pooled", "uniform_entropy"]
 
-THUMB_PX = 128  # largest side of a head's thumbnail, in pixels (values)
+HEADS_PER_ROW = 8  # thumbnails side by side
+THUMBS_PX = 600  # a row of thumbnails fits in this many pixels (one pixel a value)
 ZOOM_MAX = 128  # largest side of the zoom, in cells
 ZOOM_DEFAULT = 64  # side of the zoom at first, and of one chosen by a click
 LENS_WIDTH = 512  # keys per line of the query lens' strip
@@ -206,14 +207,18 @@ class LongView:
         self._on_change, self._lock, self._summary = on_change, lock, summary
         self.figs = {
             "long-heads": PanelFigure("aw-fig-long-heads", signed=False, square=True,
-                                      max_height=560),
+                                      max_height=520, min_height=60),
             "long-focus": PanelFigure("aw-fig-long-focus", signed=False, square=True,
-                                      max_height=700),
+                                      max_height=600),
             "long-zoom": PanelFigure("aw-fig-long-zoom", signed=False, square=True,
-                                     max_height=560),
+                                     max_height=540),
             "long-lens": PanelFigure("aw-fig-long-lens", signed=False, cell_px=6,
                                      max_height=260, min_height=150),
         }
+        for name, margin in (("long-heads", {"top": 8, "bottom": 4, "left": 10, "right": 10}),
+                             ("long-focus", {"top": 48, "bottom": 6, "left": 56, "right": 10})):
+            fig = self.figs[name]  # (the zoom's colour bar is the scale of every figure)
+            fig.figure.fig_margin, fig.figure.axes = margin, [fig.x_axis, fig.y_axis]
         self._texts = {n: readout(f"aw-long-{n}") for n in (
             "caption", "entropy", "tokens", "heads-note", "focus-note", "zoom-note", "lens-note")}
         self._bar = W.FloatProgress(min=0.0, max=1.0, value=1.0, bar_style="info",
@@ -247,15 +252,16 @@ class LongView:
         self._factor = 1  # overview values per thumbnail pixel, along each side
         self._last_report = 0.0
         t, f = self._texts, self.figs
+        wrap = {"flex_flow": "row wrap", "align_items": "flex-start"}
+        self._lens_parts = (t["lens-note"],)
+        self._lens = W.VBox(self._lens_parts)
         self.box = W.VBox([
             status, t["caption"], t["tokens"], t["entropy"],
-            W.HBox([c["head"], c["query"]], layout={"flex_flow": "row wrap"}),
-            W.HBox([W.VBox([t["heads-note"], f["long-heads"].figure]),
-                    W.VBox([t["focus-note"], f["long-focus"].figure])],
-                   layout={"flex_flow": "row wrap"}),
-            t["zoom-note"], W.HBox([c["zoom-queries"], c["zoom-keys"]],
-                                   layout={"flex_flow": "row wrap"}),
-            f["long-zoom"].figure, t["lens-note"], f["long-lens"].figure])
+            W.HBox([c["head"], c["query"], c["zoom-queries"], c["zoom-keys"]], layout=wrap),
+            t["heads-note"], f["long-heads"].figure,
+            W.HBox([W.VBox([t["focus-note"], f["long-focus"].figure]),
+                    W.VBox([t["zoom-note"], f["long-zoom"].figure])], layout=wrap),
+            self._lens])
         self.box.add_class("aw-long")
 
     # -- what the widget calls -----------------------------------------------------------------
@@ -297,7 +303,8 @@ class LongView:
         if first:  # a new text: the zoom starts at its beginning
             side = (0, min(tr.seq_len, ZOOM_DEFAULT))
             self.zoom, self.zoom_chosen = (side, side), False
-        self._factor = max(1, -(-tr.weights_overview.shape[1] // THUMB_PX))
+        per_row = min(tr.n_heads, HEADS_PER_ROW)
+        self._factor = max(1, -(-tr.weights_overview.shape[1] * per_row // THUMBS_PX))
         with shown_together(self.figs.values()):
             sent = self._draw_heads(tr) + self.draw_focus(head, query)
         self._write_texts(traced)
@@ -330,7 +337,8 @@ class LongView:
         cells = tr.tile * self._factor
         self._texts["heads-note"].value = (
             f"<b>all heads</b> · 1 px = max of {cells}×{cells} cells · grey = masked")
-        return self.figs["long-heads"].update(panels, ncols=min(tr.n_heads, 4), mask=visible)
+        return self.figs["long-heads"].update(panels, ncols=min(tr.n_heads, HEADS_PER_ROW),
+                                              mask=visible)
 
     def _draw_overview(self, tr: LongTrace) -> int:
         h, t = self._head, tr.tile
@@ -338,8 +346,7 @@ class LongView:
         side = overview.shape[0]
         labels = [f"{i * t:,}" for i in range(side)]
         self._texts["focus-note"].value = (
-            f"<b>head {h}</b> · 1 px = max of {t}×{t} cells · rows: queries, columns: keys · "
-            "drag a box (or click) to zoom")
+            f"<b>head {h}</b> · 1 px = max of {t}×{t} cells · drag a box (or click) to zoom")
         return self.figs["long-focus"].update(
             [Panel(np.nan_to_num(overview), f"head {h}", labels, labels)],
             mask=~np.isnan(overview))
@@ -350,7 +357,7 @@ class LongView:
         cells = tr.block(self._head, slice(r0, r1), slice(c0, c1))  # exact weights
         self._texts["zoom-note"].value = (
             f"<b>zoom</b> · head {self._head} · queries {r0:,}–{r1 - 1:,} × keys {c0:,}–"
-            f"{c1 - 1:,} · exact weights, one cell each · grey = masked")
+            f"{c1 - 1:,} · exact weights")
         return self.figs["long-zoom"].update(
             [Panel(cells, f"head {self._head}: exact", toks[r0:r1], toks[c0:c1])],
             mask=tr.visible(slice(r0, r1), slice(c0, c1)))
@@ -361,9 +368,9 @@ class LongView:
             self._texts["lens-note"].value = (
                 "<b>query lens</b> · <i>pick a lens query to see its whole row of weights and "
                 "its heaviest keys</i>")
-            fig.figure.layout.display = "none"
+            self._lens.children = self._lens_parts  # (out of the DOM: see Diagram.shown)
             return 0
-        fig.figure.layout.display = None
+        self._lens.children = (*self._lens_parts, fig.figure)
         width = min(n, LENS_WIDTH)
         lines = -(-n // width)
         strip = np.zeros(lines * width, np.float32)
@@ -415,9 +422,10 @@ class LongView:
         n, t = tr.seq_len, tr.tile
         self._texts["caption"].value = (
             f"<b>Long prompt: {n:,} tokens</b>, attention computed block by block (no "
-            f"{n:,}×{n:,} array is kept). Each head's weights are drawn as an overview: "
-            f"<b>1 px = max of {t}×{t} cells</b>, so a single sharp weight stays visible; grey "
-            "squares are masked. The zoom and the query lens show exact weights.")
+            f"{n:,}×{n:,} array is kept). Each head's weights are drawn as an overview, rows "
+            f"the queries and columns the keys: <b>1 px = max of {t}×{t} cells</b>, so a single "
+            "sharp weight stays visible; grey = masked. The zoom and the query lens show exact "
+            "weights; the zoom's colour bar is the scale of every picture.")
         chips = "".join(f"<span class='aw-token' title='token {i:,}'>{html.escape(toks[i])}"
                         "</span> " for i in range(min(n, STRIP_TOKENS)))
         tail = "".join(f"<span class='aw-token' title='token {i:,}'>{html.escape(toks[i])}"
