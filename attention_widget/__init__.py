@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .aggregate import attention_rollout, head_mean
+from .attentions import Attentions, normalize_attentions, run_transformers
 from .designed import (
     DESIGNED_INPUT_NOTE,
     DESIGNED_JOBS,
@@ -44,10 +46,12 @@ __all__ = [
     "AttentionParams",
     "AttentionTrace",
     "AttentionWidget",
+    "Attentions",
     "DesignedHead",
     "HeadRole",
     "LongTrace",
     "__version__",
+    "attention_rollout",
     "causal_mask",
     "designed_embed",
     "designed_jobs",
@@ -55,14 +59,17 @@ __all__ = [
     "designed_params",
     "embed",
     "estimate_memory",
+    "head_mean",
     "head_roles",
     "init_params",
     "load_pretrained",
     "long_attention",
     "long_with_temperature",
     "multi_head_attention",
+    "normalize_attentions",
     "position_code",
     "positional_encoding",
+    "run_transformers",
     "shift_matrix",
     "sliding_window_mask",
     "tokenize",

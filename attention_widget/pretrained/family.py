@@ -14,7 +14,7 @@ the layer shown is a :class:`~attention_widget.long.LongTrace`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from ..long import LONG_THRESHOLD, LongAttended, LongTrace, long_attend
 from .blocks import linear
 from .checkpoint import FLOAT_DTYPES, Config, Tensors, held_bytes
 
-__all__ = ["AttentionInputs", "Family", "LayerAttention"]
+__all__ = ["AttentionInputs", "Family", "LayerAttention", "LayerCache"]
 
 
 @dataclass
@@ -92,6 +92,49 @@ class LayerAttention:
         return sum(x.nbytes for x in self.arrays())
 
 
+@dataclass
+class LayerCache:
+    """The keys and values one layer has computed so far: a key/value cache for generation.
+
+    Empty at first; :meth:`Family.extend_cache` puts each new token's keys and values behind
+    the cached ones.
+
+    Attributes
+    ----------
+    k : ndarray, shape (n_kv_heads, n_keys, d_head), or None while empty
+    v : ndarray, shape (n_kv_heads, n_keys, d_v), or None while empty
+    key_positions : ndarray of int, shape (n_keys,), or None while empty
+        Position of each cached key.
+    window : int, optional
+        The layer's sliding window, as its attention inputs last gave it.
+    state : dict
+        Whatever else a family keeps between steps (for example tokens waiting to be
+        compressed into one entry).
+    """
+
+    k: np.ndarray | None = None
+    v: np.ndarray | None = None
+    key_positions: np.ndarray | None = None
+    window: int | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_keys(self) -> int:
+        """Keys held."""
+        return 0 if self.key_positions is None else int(self.key_positions.size)
+
+    def entries(self, position: int) -> int:
+        """Keys a query at ``position`` may still attend: what a cache has to keep.
+
+        All of them, or with a sliding window only those less than ``window`` positions back.
+        """
+        if self.key_positions is None:
+            return 0
+        if self.window is None:
+            return self.n_keys
+        return int(np.count_nonzero(self.key_positions > position - self.window))
+
+
 class Family:
     """A checkpoint's configuration, tensors and layers, and one layer's forward step.
 
@@ -107,6 +150,7 @@ class Family:
         Budget for prepared layers kept between calls (see :meth:`layer_weights`).
     """
 
+    _HEAD_ROWS = 8192  # rows of a bfloat16 or float16 output embedding upcast at a time
     causal = True
     #: Checked between the blocks of a long layer: once set (a ``threading.Event``), the
     #: forward stops with :class:`~attention_widget.long.AttentionCancelled`.
@@ -199,6 +243,86 @@ class Family:
         """The norm after the last layer (none by default)."""
         return h
 
+    # ---- the family's part for generation (causal families; defaults fit most) ---------------
+    def logits(self, h: np.ndarray) -> np.ndarray:
+        """Next-token logits from final hidden states (after :meth:`final_norm`).
+
+        By default ``h @ W.T`` with ``W`` (vocab, d_model) the checkpoint's ``lm_head.weight``,
+        or the token embedding when ``tie_word_embeddings`` says the two are tied (when the
+        config does not say, they are tied if the checkpoint has no ``lm_head.weight``).  A
+        family with more (a final soft-cap, a scale) overrides this.
+
+        Parameters
+        ----------
+        h : ndarray, shape (seq, d_model)
+
+        Returns
+        -------
+        ndarray of float32, shape (seq, vocab)
+        """
+        name = self._head_name()
+        if self.tensors.dtype(name) == "F32":  # a view of the file: no copy
+            return linear(h, self.tensors.f32(name))
+        vocab = self.tensors.shape(name)[0]
+        out = np.empty((h.shape[0], vocab), dtype=np.float32)
+        for start in range(0, vocab, self._HEAD_ROWS):  # upcast a block of rows at a time
+            stop = min(start + self._HEAD_ROWS, vocab)
+            out[:, start:stop] = linear(h, self.tensors.f32(name, rows=np.arange(start, stop)))
+        return out
+
+    def extend_cache(
+        self, i: int, inputs: AttentionInputs, positions: np.ndarray, cache: LayerCache
+    ) -> AttentionInputs:
+        """Put the new tokens' keys and values behind the cached ones; keep them all.
+
+        By default the keys and values of ``inputs`` (those of the new tokens) are appended to
+        ``cache`` (and their positions to ``cache.key_positions``), and ``inputs`` is returned
+        with every cached key and value, so that :meth:`attention_mask` and
+        :meth:`run_attention` see all the keys and their positions.  A family whose keys are
+        not one per token (entries compressed from blocks of tokens, keys chosen among all
+        the earlier ones) overrides this.
+
+        Parameters
+        ----------
+        i : int
+            The layer.
+        inputs : AttentionInputs
+            From :meth:`attention_inputs` on the new tokens only.
+        positions : ndarray of int, shape (seq,)
+            Positions of the new tokens.
+        cache : LayerCache
+            The layer's cache; updated in place.
+
+        Returns
+        -------
+        AttentionInputs
+            ``inputs`` with ``k``, ``v`` (n_kv_heads, n_keys, .) and ``key_positions``
+            (n_keys,) of every key so far.
+        """
+        if inputs.mask is not None and cache.n_keys:
+            raise NotImplementedError(
+                f"{self.model_type}: its attention has a mask of its own, which the default "
+                "key/value cache cannot extend; the family must override extend_cache"
+            )
+        keys = positions if inputs.key_positions is None else inputs.key_positions
+        if cache.k is None:
+            cache.k, cache.v, cache.key_positions = inputs.k, inputs.v, keys
+        else:
+            cache.k = np.concatenate([cache.k, inputs.k], axis=1)  # (n_kv, n_keys, d_head)
+            cache.v = np.concatenate([cache.v, inputs.v], axis=1)
+            cache.key_positions = np.concatenate([cache.key_positions, keys])
+        cache.window = inputs.window
+        return replace(inputs, k=cache.k, v=cache.v, key_positions=cache.key_positions)
+
+    def cache_width(self, i: int) -> int:
+        """Numbers a key/value cache keeps per token (per entry) in layer ``i``.
+
+        ``2 * n_kv_heads * d_head`` by default (a key and a value per key/value head): fewer
+        with grouped-query attention than with multi-head attention.  A family whose cache
+        holds something else (a latent vector, as in multi-head latent attention) overrides this.
+        """
+        return 2 * self.n_kv_heads * self.d_head
+
     # ---- helpers for families -----------------------------------------------------------------
     def weight(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
         """Tensor ``name`` (without the prefix) as float32; only ``rows`` if given."""
@@ -231,6 +355,27 @@ class Family:
         else:  # beyond the budget: kept only while this layer runs
             self._last_layer = (i, w)
         return w
+
+    def _head_name(self) -> str:
+        """The tensor that maps final hidden states to logits (see :meth:`logits`)."""
+        head = next((n for n in (self.prefix + "lm_head.weight", "lm_head.weight")
+                     if n in self.tensors), None)  # fmt: skip
+        tied = self.config.get("tie_word_embeddings")
+        if tied is None:
+            tied = head is None
+        if tied:
+            return self.prefix + self.embedding
+        if head is None:
+            raise ValueError(
+                f"{self.path}: config.json says tie_word_embeddings=false but "
+                f"{self.tensors.file_names} has no lm_head.weight: the output layer is missing"
+            )
+        if self.tensors.shape(head)[1:] != (self.d_model,):
+            raise ValueError(
+                f"{self.path}: tensor {head!r} has shape {self.tensors.shape(head)}, expected "
+                f"(vocab_size, d_model={self.d_model})"
+            )
+        return head
 
     def _find_prefix(self) -> str:
         for prefix in (*self.prefixes, ""):
@@ -343,20 +488,30 @@ class Family:
                            temperature=temperature, mask=kind, window=window,
                            scores_overview=scores_overview, progress=report, cancel=self.cancel)
 
-    def attend_layer(self, i: int, h: np.ndarray, positions: np.ndarray) -> LayerAttention:
-        """Layer ``i``'s attention on its input ``h`` (seq, d_model), block by block if long."""
+    def attend_layer(self, i: int, h: np.ndarray, positions: np.ndarray,
+                     cache: LayerCache | None = None) -> LayerAttention:
+        """Layer ``i``'s attention on its input ``h`` (seq, d_model), block by block if long.
+
+        (With a ``cache`` -- new tokens against cached keys -- always the engine's attend.)
+        """
         inputs = self.attention_inputs(i, h, positions)
-        if h.shape[0] > LONG_THRESHOLD:
+        if cache is not None:
+            inputs = self.extend_cache(i, inputs, positions, cache)
+        elif h.shape[0] > LONG_THRESHOLD:
             return LayerAttention(inputs, None, self.run_long_attention(
                 inputs, what=f"layer {i + 1}"))
         mask = self.attention_mask(inputs, positions)
         return LayerAttention(inputs, mask, self.run_attention(inputs, mask))
 
     def run_block(
-        self, i: int, h: np.ndarray, positions: np.ndarray
+        self, i: int, h: np.ndarray, positions: np.ndarray, cache: LayerCache | None = None
     ) -> tuple[np.ndarray, LayerAttention]:
-        """Layer ``i`` on ``h`` (seq, d_model): its output and its attention."""
-        layer = self.attend_layer(i, h, positions)
+        """Layer ``i`` on ``h`` (seq, d_model): its output and its attention.
+
+        With a ``cache``, ``h`` holds only new tokens: their queries attend the cached keys and
+        their own (see :meth:`extend_cache`), and the cache keeps their keys and values.
+        """
+        layer = self.attend_layer(i, h, positions, cache)
         out = self.attention_output(i, merge_heads(layer.attended.head_outputs))
         return self.finish_block(i, h, out), layer
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["INSTALL_HINT", "Encoding", "Tokenizer", "load_tokenizer"]
+__all__ = ["INSTALL_HINT", "Encoding", "Tokenizer", "load_tokenizer", "marker_style"]
 
 #: How to install what reading a checkpoint needs beyond the widget's dependencies.
 INSTALL_HINT = "pip install attention-widget[models]"
@@ -89,6 +89,30 @@ class Tokenizer:
         special = [bool(s) for s in enc.special_tokens_mask]
         return Encoding(text, ids, tokens, self.display(tokens, special), special)
 
+    def strings(self, ids: np.ndarray) -> tuple[list[str], list[str], list[bool]]:
+        """Token strings of ``ids`` (e.g. generated ones): raw, readable, and special flags.
+
+        Parameters
+        ----------
+        ids : ndarray of int, shape (n,)
+
+        Returns
+        -------
+        tokens, display : list of str
+            As :attr:`Encoding.tokens` and :attr:`Encoding.display`.
+        special : list of bool
+            True for the tokenizer's special tokens.
+        """
+        special_ids = {i for i, t in self.tokenizer.get_added_tokens_decoder().items()
+                       if t.special}  # fmt: skip
+        tokens = [self.tokenizer.id_to_token(int(i)) or "" for i in ids]
+        special = [int(i) in special_ids for i in ids]
+        return tokens, self.display(tokens, special), special
+
+    def decode(self, ids: np.ndarray) -> str:
+        """The text of ``ids``, special tokens left out."""
+        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
+
     def display(self, tokens: list[str], special: list[bool]) -> list[str]:
         """Readable strings of ``tokens`` (see :attr:`Encoding.display`)."""
         pairs = zip(tokens, special, strict=True)
@@ -134,11 +158,20 @@ def load_tokenizer(path: Path) -> Tokenizer:
         raise ValueError(f"{path}: not a valid tokenizer.json ({err})") from None
     tok.no_padding()  # e.g. MiniLM's file pads every text to 128 tokens
     tok.no_truncation()
+    return Tokenizer(tok, marker_style(spec))
+
+
+def marker_style(spec: dict) -> str:
+    """How the tokenizer described by ``spec`` (a parsed tokenizer.json) marks spaces.
+
+    Returns
+    -------
+    {"bytelevel", "metaspace", "plain"}
+        See :class:`Tokenizer`.
+    """
     markers = json.dumps(spec.get("decoder")) + json.dumps(spec.get("pre_tokenizer"))
     if "ByteLevel" in markers:
-        style = "bytelevel"
-    elif "Metaspace" in markers or "\\u2581" in markers or "▁" in markers:
-        style = "metaspace"
-    else:
-        style = "plain"
-    return Tokenizer(tok, style)
+        return "bytelevel"
+    if "Metaspace" in markers or "\\u2581" in markers or "▁" in markers:
+        return "metaspace"
+    return "plain"
