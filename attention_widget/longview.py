@@ -25,7 +25,7 @@ import contextlib
 import html
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import bqplot as bq
@@ -133,6 +133,13 @@ class Jobs:
         thread.start()
         return token
 
+    @contextlib.contextmanager
+    def computing_here(self) -> Iterator[None]:
+        """For a computation on the caller's thread: cancel the running job, wait for its end."""
+        self.cancel()
+        with self.computing:
+            yield
+
     def cancel(self) -> None:
         """Set the token of the running job (it stops at its next block and draws nothing)."""
         job = self._job
@@ -215,10 +222,12 @@ class LongView:
             "long-lens": PanelFigure("aw-fig-long-lens", signed=False, cell_px=6,
                                      max_height=260, min_height=150),
         }
-        for name, margin in (("long-heads", {"top": 8, "bottom": 4, "left": 10, "right": 10}),
-                             ("long-focus", {"top": 48, "bottom": 6, "left": 56, "right": 10})):
+        for name, margin, axes in (
+                ("long-heads", {"top": 4, "bottom": 4, "left": 10, "right": 10}, []),
+                ("long-focus", {"top": 48, "bottom": 6, "left": 56, "right": 10}, ["x", "y"])):
             fig = self.figs[name]  # (the zoom's colour bar is the scale of every figure)
-            fig.figure.fig_margin, fig.figure.axes = margin, [fig.x_axis, fig.y_axis]
+            fig.figure.fig_margin = margin
+            fig.figure.axes = [getattr(fig, f"{a}_axis") for a in axes]
         self._texts = {n: readout(f"aw-long-{n}") for n in (
             "caption", "entropy", "tokens", "heads-note", "focus-note", "zoom-note", "lens-note")}
         self._bar = W.FloatProgress(min=0.0, max=1.0, value=1.0, bar_style="info",
@@ -330,10 +339,7 @@ class LongView:
     def _draw_heads(self, tr: LongTrace) -> int:
         pooled = overview_pooled(tr.weights_overview, self._factor)
         visible = ~np.isnan(pooled[0])
-        side = pooled.shape[1]
-        labels = [""] * side
-        panels = [Panel(np.nan_to_num(p), f"head {h}", labels, labels)
-                  for h, p in enumerate(pooled)]
+        panels = [Panel(np.nan_to_num(p), f"head {h}") for h, p in enumerate(pooled)]
         cells = tr.tile * self._factor
         self._texts["heads-note"].value = (
             f"<b>all heads</b> · 1 px = max of {cells}×{cells} cells · grey = masked")
@@ -577,6 +583,11 @@ class LongPrompts:
         if not self._long_shown() or not self._long.zoom_chosen:
             return {}
         return {"zoom": (self.head, *self._long.zoom)}
+
+    @property
+    def _view(self) -> Any:
+        """What draws the trace on screen: the long view, or the detailed diagram."""
+        return self._long if self._long_shown() else self._diagram
 
     def _long_shown(self) -> bool:
         return isinstance(getattr(self._traced, "trace", None), LongTrace)

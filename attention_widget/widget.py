@@ -66,8 +66,7 @@ class AttentionWidget(LongPrompts, W.VBox):
     Attributes
     ----------
     trace : AttentionTrace or LongTrace
-        What is on screen: a :class:`~attention_widget.long.LongTrace` above
-        ``LONG_THRESHOLD`` tokens, computed in a worker thread (:meth:`wait` for the newest).
+        What is on screen (above LONG_THRESHOLD tokens computed in a thread: :meth:`wait`).
     params : AttentionParams or None
     tokens : list of str
     controls : dict of str to ipywidgets.DOMWidget
@@ -288,8 +287,7 @@ class AttentionWidget(LongPrompts, W.VBox):
             if change["name"] == "step":
                 self._layout()
             elif self._ready:
-                (self._long if self._long_shown() else self._diagram).draw_focus(self.head,
-                                                                                 self.query)
+                self._view.draw_focus(self.head, self.query)
             if self._ready:
                 self._sync()
 
@@ -313,15 +311,13 @@ class AttentionWidget(LongPrompts, W.VBox):
                          tokens=self.tokens, fixed=src.fixed)
 
     def _recompute(self, change: dict | None = None) -> None:
+        if self._last_compute_s > BUSY_AFTER_S:
+            self._panel.show_busy("" if change is None else f"{change['name']}={change['new']!r}")
         start = time.perf_counter()
         try:
             if self._source.is_long(self._settings()):  # in a worker thread: see LongPrompts
                 return self._start_long()
-            if self._last_compute_s > BUSY_AFTER_S:
-                self._panel.show_busy("" if change is None else
-                                      f"{change['name']}={change['new']!r}")
-            self._jobs.cancel()
-            with self._jobs.computing, self._panel.progress() as report:
+            with self._jobs.computing_here(), self._panel.progress() as report:
                 traced = self._source.trace(self._settings(), report)
         except Exception as err:  # bad input, or a failure deep in a checkpoint: stay alive
             return self._fail(err)
@@ -343,8 +339,7 @@ class AttentionWidget(LongPrompts, W.VBox):
         self.tokens, self.params, self.trace = traced.tokens, traced.params, traced.trace
         if self.query >= len(self.tokens):
             self.query = -1
-        view = self._long if self._long_shown() else self._diagram
-        self._bytes_sent = view.draw(traced, self.head, self.query)
+        self._bytes_sent = self._view.draw(traced, self.head, self.query)
         self._layout()
         self._panel.show_notice(self.notice)
         self._last_compute_s = time.perf_counter() - start
@@ -357,10 +352,7 @@ class AttentionWidget(LongPrompts, W.VBox):
         return "nothing drawn yet" if self._traced is None else self._traced.summary
 
     def displayed(self, stage: str) -> list[np.ndarray]:
-        """The arrays the panels of figure ``stage`` show (float32, as coloured into its image).
-
-        ``stage`` also names the figures of a long trace (``long_figs``).
-        """
+        """The arrays figure ``stage`` (or ``long_figs[stage]``) shows, float32 as coloured."""
         return {**self.figs, **self.long_figs}[stage].displayed()
 
     @property
@@ -381,9 +373,9 @@ class AttentionWidget(LongPrompts, W.VBox):
 
         chosen = {"all": {}, "weights": {"stages": ["weights"]},
                   "focus": {"stages": ["weights"], "heads": [self.head]}}[what]
+        chosen.update(self._long_export())
         return download_link(self.trace, self.tokens, format=fmt, colormap=self.colormap,
-                             filename=f"attention-{what}.{fmt}", title=self.summary,
-                             **chosen, **self._long_export())
+                             filename=f"attention-{what}.{fmt}", title=self.summary, **chosen)
 
     def save_figure(self, path: str | os.PathLike, *, stages: Sequence[str] | None = None,
                     heads: Sequence[int] | None = None, dpi: float = 150,
