@@ -14,6 +14,7 @@ the layer shown is a :class:`~attention_widget.long.LongTrace`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from ..long import LONG_THRESHOLD, LongAttended, LongTrace, long_attend
 from .blocks import linear
 from .checkpoint import FLOAT_DTYPES, Config, Tensors, held_bytes
 
-__all__ = ["AttentionInputs", "Family", "LayerAttention", "LayerCache"]
+__all__ = ["AttentionInputs", "BlockwiseLayers", "Family", "LayerAttention", "LayerCache"]
 
 
 @dataclass
@@ -52,6 +53,13 @@ class AttentionInputs:
         tokens, or entries that stand for blocks of tokens (the position of their last token).
     mask : ndarray of bool, shape (seq, n_keys), optional
         Keys the family itself allows (True), combined with the causal and window masks.
+    kept : ndarray of bool, shape (seq, n_keys), optional
+        Keys a selector kept for each query (True), e.g. DeepSeek's lightning indexer: the
+        others are dropped from the softmax like masked keys, but shown apart from them
+        (``trace.kept``).  Combined with the mask only for the softmax.
+    latent : ndarray, shape (n_keys, rank), optional
+        The compressed vector each key and value is made from (multi-head latent attention's
+        ``c_kv``), shown as ``trace.latent``.
     options : dict
         Further keyword arguments of :func:`~attention_widget.engine.attend`.
     """
@@ -64,6 +72,8 @@ class AttentionInputs:
     window: int | None = None
     key_positions: np.ndarray | None = None
     mask: np.ndarray | None = None
+    kept: np.ndarray | None = None
+    latent: np.ndarray | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -135,7 +145,75 @@ class LayerCache:
         return int(np.count_nonzero(self.key_positions > position - self.window))
 
 
-class Family:
+class BlockwiseLayers:
+    """What a family does with inputs longer than ``LONG_THRESHOLD`` (a base of :class:`Family`).
+
+    Each layer's attention runs block by block (:func:`~attention_widget.long.long_attend`) on
+    the queries, keys and values the family made, under a described mask; the layer shown is a
+    :class:`~attention_widget.long.LongTrace`.
+    """
+
+    name: str
+    causal: bool
+    attention_output: Callable[[int, np.ndarray], np.ndarray]  # (the family's, see Family)
+    #: Checked between the blocks of a long layer: once set (a ``threading.Event``), the
+    #: forward stops with :class:`~attention_widget.long.AttentionCancelled`.
+    cancel: object = None
+    progress: Any = None  # callable(fraction, message) or None: the model's, see PretrainedModel
+
+    def described_mask(self, inputs: AttentionInputs) -> tuple[str, int | None]:
+        """The mask of a long layer as :func:`~attention_widget.long.long_attend` takes it.
+
+        ``("causal" | "none" | "sliding", window)``; ValueError when the layer's attention
+        needs more than a described mask (its own mask, a selector's keys, cached keys,
+        further options).
+        """
+        if (inputs.mask is not None or inputs.kept is not None
+                or inputs.key_positions is not None or inputs.options):
+            raise ValueError(
+                f"{self.name}: this layer's attention (its own mask, selected or cached keys, "
+                f"options) has no block-wise form; inputs longer than {LONG_THRESHOLD} tokens "
+                "cannot be shown")
+        if inputs.window is None:
+            return ("causal" if self.causal else "none"), None
+        if not self.causal:
+            raise ValueError(f"{self.name}: a bidirectional sliding window has no block-wise "
+                             f"form; inputs longer than {LONG_THRESHOLD} tokens cannot be shown")
+        return "sliding", inputs.window
+
+    def run_long_attention(self, inputs: AttentionInputs, temperature: float = 1.0,
+                           what: str = "attention", scores_overview: bool = True
+                           ) -> LongAttended:
+        """:func:`~attention_widget.long.long_attend` on ``inputs`` (reporting as ``what``)."""
+        kind, window = self.described_mask(inputs)
+        progress = self.progress
+        report = None if progress is None else (lambda f, m: progress(f, f"{what}: {m}"))
+        return long_attend(inputs.q, inputs.k, inputs.v, scale=inputs.scale,
+                           temperature=temperature, mask=kind, window=window,
+                           scores_overview=scores_overview, progress=report, cancel=self.cancel)
+
+    def long_trace(self, i: int, layer: LayerAttention, temperature: float) -> LongTrace:
+        """Layer ``i``'s attention as a :class:`~attention_widget.long.LongTrace` at ``T``.
+
+        ``layer`` is its block-wise attention at temperature 1 (its scores overview is kept:
+        scores come before the temperature).
+        """
+        a, att = layer.inputs, layer.attended
+        kind, window = self.described_mask(a)
+        if temperature != 1.0:
+            att = self.run_long_attention(a, temperature, f"layer {i + 1}, temperature "
+                                          f"{temperature:g}", scores_overview=False)
+            att = att._replace(scores_overview=layer.attended.scores_overview)
+        concat = merge_heads(att.head_outputs)  # (seq, n_heads * d_v)
+        return LongTrace(
+            x=a.x, q=a.q, k=a.k, v=a.v, head_outputs=att.head_outputs, concat=concat,
+            output=self.attention_output(i, concat), entropy=att.entropy, lse=att.lse,
+            weights_overview=att.weights_overview, scores_overview=att.scores_overview,
+            tile=att.tile, mask_kind=kind, window=window, temperature=temperature,
+            scale=a.scale)
+
+
+class Family(BlockwiseLayers):
     """A checkpoint's configuration, tensors and layers, and one layer's forward step.
 
     Parameters
@@ -152,10 +230,6 @@ class Family:
 
     _HEAD_ROWS = 8192  # rows of a bfloat16 or float16 output embedding upcast at a time
     causal = True
-    #: Checked between the blocks of a long layer: once set (a ``threading.Event``), the
-    #: forward stops with :class:`~attention_widget.long.AttentionCancelled`.
-    cancel: object = None
-    progress: Any = None  # callable(fraction, message) or None: the model's, see PretrainedModel
     family_name = ""  # e.g. "BERT encoder", shown by describe()
     prefixes: tuple[str, ...] = ()  # optional tensor name prefixes, e.g. "bert."
     embedding = ""  # the token embedding's name: also locates the prefix
@@ -299,10 +373,11 @@ class Family:
             ``inputs`` with ``k``, ``v`` (n_kv_heads, n_keys, .) and ``key_positions``
             (n_keys,) of every key so far.
         """
-        if inputs.mask is not None and cache.n_keys:
+        if (inputs.mask is not None or inputs.kept is not None) and cache.n_keys:
             raise NotImplementedError(
-                f"{self.model_type}: its attention has a mask of its own, which the default "
-                "key/value cache cannot extend; the family must override extend_cache"
+                f"{self.model_type}: its attention has a mask or a selection of its own, which "
+                "the default key/value cache cannot extend; the family must override "
+                "extend_cache"
             )
         keys = positions if inputs.key_positions is None else inputs.key_positions
         if cache.k is None:
@@ -314,14 +389,22 @@ class Family:
         cache.window = inputs.window
         return replace(inputs, k=cache.k, v=cache.v, key_positions=cache.key_positions)
 
+    def cache_parts(self, i: int) -> dict[str, int]:
+        """What a key/value cache keeps per token (per entry) in layer ``i``, part by part.
+
+        ``{"keys": n_kv_heads * d_head, "values": n_kv_heads * d_head}`` by default (a key and a
+        value per key/value head).  A family whose cache holds something else (a latent vector
+        and a rotary key, as in multi-head latent attention) overrides this.
+        """
+        return {"keys": self.n_kv_heads * self.d_head, "values": self.n_kv_heads * self.d_head}
+
     def cache_width(self, i: int) -> int:
         """Numbers a key/value cache keeps per token (per entry) in layer ``i``.
 
-        ``2 * n_kv_heads * d_head`` by default (a key and a value per key/value head): fewer
-        with grouped-query attention than with multi-head attention.  A family whose cache
-        holds something else (a latent vector, as in multi-head latent attention) overrides this.
+        The sum of :meth:`cache_parts`: ``2 * n_kv_heads * d_head`` by default, fewer with
+        grouped-query attention than with multi-head attention, fewer still with a latent.
         """
-        return 2 * self.n_kv_heads * self.d_head
+        return sum(self.cache_parts(i).values())
 
     # ---- helpers for families -----------------------------------------------------------------
     def weight(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
@@ -445,7 +528,7 @@ class Family:
         ----------
         inputs : AttentionInputs
         mask : ndarray of bool, shape (seq, n_keys), or None
-            From :meth:`attention_mask`.
+            From :meth:`attention_mask`; ``inputs.kept`` (if any) narrows it further.
         temperature : float, default 1.0
 
         Returns
@@ -454,39 +537,12 @@ class Family:
             ``scores`` and ``weights`` (n_heads, seq, n_keys), ``head_outputs``
             (n_heads, seq, d_v), ``entropy`` (n_heads, seq).
         """
+        if inputs.kept is not None:
+            mask = inputs.kept if mask is None else mask & inputs.kept
         return attend(
             inputs.q, inputs.k, inputs.v, mask=mask, temperature=temperature,
             scale=inputs.scale, **inputs.options,
         )  # fmt: skip
-
-    def described_mask(self, inputs: AttentionInputs) -> tuple[str, int | None]:
-        """The mask of a long layer as :func:`~attention_widget.long.long_attend` takes it.
-
-        ``("causal" | "none" | "sliding", window)``; ValueError when the layer's attention
-        needs more than a described mask (its own mask, cached keys, further options).
-        """
-        if inputs.mask is not None or inputs.key_positions is not None or inputs.options:
-            raise ValueError(
-                f"{self.name}: this layer's attention (its own mask, cached keys or options) "
-                f"has no block-wise form; inputs longer than {LONG_THRESHOLD} tokens cannot "
-                "be shown")
-        if inputs.window is None:
-            return ("causal" if self.causal else "none"), None
-        if not self.causal:
-            raise ValueError(f"{self.name}: a bidirectional sliding window has no block-wise "
-                             f"form; inputs longer than {LONG_THRESHOLD} tokens cannot be shown")
-        return "sliding", inputs.window
-
-    def run_long_attention(self, inputs: AttentionInputs, temperature: float = 1.0,
-                           what: str = "attention", scores_overview: bool = True
-                           ) -> LongAttended:
-        """:func:`~attention_widget.long.long_attend` on ``inputs`` (reporting as ``what``)."""
-        kind, window = self.described_mask(inputs)
-        progress = self.progress
-        report = None if progress is None else (lambda f, m: progress(f, f"{what}: {m}"))
-        return long_attend(inputs.q, inputs.k, inputs.v, scale=inputs.scale,
-                           temperature=temperature, mask=kind, window=window,
-                           scores_overview=scores_overview, progress=report, cancel=self.cancel)
 
     def attend_layer(self, i: int, h: np.ndarray, positions: np.ndarray,
                      cache: LayerCache | None = None) -> LayerAttention:
@@ -514,23 +570,3 @@ class Family:
         layer = self.attend_layer(i, h, positions, cache)
         out = self.attention_output(i, merge_heads(layer.attended.head_outputs))
         return self.finish_block(i, h, out), layer
-
-    def long_trace(self, i: int, layer: LayerAttention, temperature: float) -> LongTrace:
-        """Layer ``i``'s attention as a :class:`~attention_widget.long.LongTrace` at ``T``.
-
-        ``layer`` is its block-wise attention at temperature 1 (its scores overview is kept:
-        scores come before the temperature).
-        """
-        a, att = layer.inputs, layer.attended
-        kind, window = self.described_mask(a)
-        if temperature != 1.0:
-            att = self.run_long_attention(a, temperature, f"layer {i + 1}, temperature "
-                                          f"{temperature:g}", scores_overview=False)
-            att = att._replace(scores_overview=layer.attended.scores_overview)
-        concat = merge_heads(att.head_outputs)  # (seq, n_heads * d_v)
-        return LongTrace(
-            x=a.x, q=a.q, k=a.k, v=a.v, head_outputs=att.head_outputs, concat=concat,
-            output=self.attention_output(i, concat), entropy=att.entropy, lse=att.lse,
-            weights_overview=att.weights_overview, scores_overview=att.scores_overview,
-            tile=att.tile, mask_kind=kind, window=window, temperature=temperature,
-            scale=a.scale)
