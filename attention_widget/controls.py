@@ -46,6 +46,8 @@ SCALE_STAGES = (("X", "x"), ("Q K V", "qkv"), ("scores", "scores"), ("weights", 
 SCALE_PICKERS = ("scale-of", "scale")  # controls of the ``scales`` trait, not traits themselves
 SIGNED_SCALES = (("shared", "shared"), ("per head", "per head"), ("robust", "robust"))
 WEIGHT_SCALES = (("0 .. 1", "fixed"), ("per head", "per head"))
+#: Longer texts offer no token list for the query (a long trace's lens takes a position).
+MAX_QUERY_CHOICES = 512
 ERROR_COLOR = "#c62828"
 
 
@@ -171,6 +173,12 @@ def _show(line: W.HTML, value: str) -> None:
 def _short(token: str, limit: int = 24) -> str:
     """A token as a menu entry: cut to ``limit`` characters."""
     return token if len(token) <= limit else token[: limit - 1] + "…"
+
+
+def _query_options(tokens: Sequence[str], query: int) -> list[tuple[str, int]]:
+    """The query choices: every token, or for a long text only the query chosen."""
+    chosen = range(len(tokens)) if len(tokens) <= MAX_QUERY_CHOICES else [query] * (query >= 0)
+    return [("(none)", -1), *((f"{i}: {_short(tokens[i])}", i) for i in chosen)]
 
 
 class ControlPanel:
@@ -329,8 +337,8 @@ class ControlPanel:
             "n_kv_heads": (tuple(kv_heads), lambda: list(kv_heads)),
             "head": (values["n_heads"], lambda: [(f"head {h}", h)
                                                  for h in range(values["n_heads"])]),
-            "query": (tuple(tokens), lambda: [
-                ("(none)", -1), *((f"{i}: {_short(t)}", i) for i, t in enumerate(tokens))]),
+            "query": ((tuple(tokens), values["query"] if len(tokens) > MAX_QUERY_CHOICES
+                       else None), lambda: _query_options(tokens, values["query"])),
         }
         hidden = set(fixed) | ({"window"} if "mask" in fixed else set())
         self._syncing = True

@@ -14,7 +14,8 @@ Masks are described, not stored: ``"none"``, ``"causal"`` or ``"sliding"`` with 
 in the engine; each lets query ``i`` see one run of keys ``lo_i <= j < hi_i``.  The block loop
 runs on two threads, reports ``progress(fraction, message)`` and raises
 :class:`AttentionCancelled` between blocks once its cancellation token is set, so a widget can
-run it in a worker thread and drop work nobody wants any more.
+run it in a worker thread and drop work nobody wants any more.  :func:`long_attend` is the step
+alone, for queries and keys made elsewhere (a pretrained model's, after its rotary embedding).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -47,10 +48,12 @@ __all__ = [
     "LONG_THRESHOLD",
     "OVERVIEW_MAX_PX",
     "AttentionCancelled",
+    "LongAttended",
     "LongTrace",
     "TopKeys",
     "attention_trace",
     "estimate_long_memory",
+    "long_attend",
     "long_attention",
     "long_with_temperature",
     "overview_tile",
@@ -65,9 +68,7 @@ LONG_THRESHOLD = 512
 #: A head's weights at 32,768 tokens (4 GiB in float32) are over it: pass ``out=`` to
 #: :meth:`LongTrace.head_weights` (e.g. a ``numpy.memmap``) or ask for blocks and rows.
 LONG_MEMORY_LIMIT_BYTES = 4 * 2**30
-
-#: Largest side of an overview, in values (pixels).
-OVERVIEW_MAX_PX = 512
+OVERVIEW_MAX_PX = 512  # largest side of an overview, in values (pixels)
 
 #: Query rows per block, rounded up to whole tiles: enough for BLAS to run at full speed, few
 #: enough that a block's arrays stay in the cache and a cancellation is noticed at once.
@@ -86,15 +87,11 @@ def _hooks(progress: object, cancel: object) -> tuple[Progress, Callable[[], boo
     if progress is not None and not callable(progress):
         raise TypeError(f"progress must be a function (fraction, message), got {type(progress)}")
     if cancel is not None and not hasattr(cancel, "is_set") and not hasattr(cancel, "cancelled"):
-        raise TypeError(
-            "cancel must be None, a threading.Event or an object with a 'cancelled' attribute, "
-            f"got {type(cancel).__name__}"
-        )
+        raise TypeError("cancel must be None, a threading.Event or an object with a 'cancelled' "
+                        f"attribute, got {type(cancel).__name__}")
     report = progress if progress is not None else (lambda fraction, message: None)
-    if cancel is None:
-        return report, (lambda: False)
-    if hasattr(cancel, "is_set"):
-        return report, cancel.is_set
+    if cancel is None or hasattr(cancel, "is_set"):
+        return report, (lambda: False) if cancel is None else cancel.is_set
     return report, (lambda: bool(cancel.cancelled))
 
 
@@ -156,10 +153,8 @@ def _indices(name: str, value: object, n: int) -> np.ndarray:
     except (IndexError, TypeError, ValueError):
         idx = np.array([], dtype=bool)
     if idx.size == 0 or idx.dtype.kind != "i" or isinstance(value, (bool, np.bool_)):
-        raise ValueError(
-            f"{name} must select positions of 0..{n - 1} (a slice, range, integer or integer "
-            f"array), got {value!r}"
-        )
+        raise ValueError(f"{name} must select positions of 0..{n - 1} (a slice, range, integer "
+                         f"or integer array), got {value!r}")
     return idx
 
 
@@ -190,12 +185,11 @@ class LongTrace:
     tile : int
         Side of the square of cells one overview value stands for ("1 px = max of 16x16
         cells"); 1 means the overview is the cells themselves.
-    mask_kind : str
-        ``"none"``, ``"causal"`` or ``"sliding"``.
-    window : int or None
-        Keys per query of the sliding window (None for the other masks).
+    mask_kind, window : str, int or None
+        ``"none"``, ``"causal"`` or ``"sliding"`` and its keys per query (else None).
     temperature : float
-        The softmax temperature used.
+    scale : float or None
+        Multiplies ``q k^T`` in the scores; None for ``1 / sqrt(d_head)``.
     """
 
     x: np.ndarray
@@ -213,6 +207,7 @@ class LongTrace:
     mask_kind: str
     window: int | None
     temperature: float
+    scale: float | None = None
 
     # the shape properties of the full trace read only x, q, k and entropy: the same ones
     seq_len = AttentionTrace.seq_len
@@ -247,7 +242,8 @@ class LongTrace:
 
     def _cells(self, head: int, rows: np.ndarray, cols: np.ndarray, stage: str) -> np.ndarray:
         """Exact scores or weights of ``rows x cols`` of one head (masked weights exactly 0)."""
-        k = self.k[self.kv_head(head), cols] * self.dtype.type(1.0 / math.sqrt(self.d_head))
+        scale = 1.0 / math.sqrt(self.d_head) if self.scale is None else self.scale
+        k = self.k[self.kv_head(head), cols] * self.dtype.type(scale)
         scores = self.q[head, rows] @ k.T  # [rows, d_head] @ [d_head, cols] -> [rows, cols]
         if stage == "scores":
             return scores
@@ -261,8 +257,8 @@ class LongTrace:
 
         ``rows`` and ``cols`` are slices, ranges, integers or integer arrays of positions.
         ``stage="weights"`` gives the weights (masked cells exactly 0), ``"scores"`` the scores
-        ``q k^T / sqrt(d_head)`` before temperature and mask, as :func:`multi_head_attention`
-        has them: an array of shape (len(rows), len(cols)) in the trace's dtype.
+        (``scale`` or ``1 / sqrt(d_head)`` times ``q k^T``) before temperature and mask, as
+        :func:`multi_head_attention` has them: shape (len(rows), len(cols)), the trace's dtype.
         """
         head = self._head(head)
         if stage not in ("weights", "scores"):
@@ -326,11 +322,9 @@ class LongTrace:
 
 def _check_memory(need: int, what: str) -> None:
     if need > LONG_MEMORY_LIMIT_BYTES:
-        raise ValueError(
-            f"{what} would need about {need / 2**30:.2f} GiB, over the limit "
-            f"LONG_MEMORY_LIMIT_BYTES = {LONG_MEMORY_LIMIT_BYTES / 2**30:.2f} GiB; "
-            "nothing was computed"
-        )
+        raise ValueError(f"{what} would need about {need / 2**30:.2f} GiB, over the limit "
+                         f"LONG_MEMORY_LIMIT_BYTES = {LONG_MEMORY_LIMIT_BYTES / 2**30:.2f} GiB; "
+                         "nothing was computed")
 
 
 def _workers() -> int:
@@ -353,8 +347,7 @@ def _threadpool_limits() -> Callable | None:
 
 
 def _block_rows(tile: int) -> int:
-    """Query rows per block: :data:`BLOCK_ROWS` rounded up to whole tiles."""
-    return -(-BLOCK_ROWS // tile) * tile
+    return -(-BLOCK_ROWS // tile) * tile  # BLOCK_ROWS rounded up to whole tiles
 
 
 def estimate_long_memory(
@@ -368,11 +361,10 @@ def estimate_long_memory(
     ``(block_rows, seq_len)`` working arrays (one head's scores, weights and softmax
     temporaries, the block's mask, its tile reductions).
     """
-    n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
-    d_kv = n_kv_heads * (d_model // n_heads)
+    d_kv = (n_heads if n_kv_heads is None else n_kv_heads) * (d_model // n_heads)
     item = np.dtype(dtype).itemsize
     tile = overview_tile(seq_len)
-    side = -(-seq_len // tile)
+    side = -(-seq_len // tile)  # of an overview
     kept = item * seq_len * (5 * d_model + 2 * d_kv) + 8 * 2 * n_heads * seq_len
     kept += item * 2 * n_heads * side * side
     projection = item * seq_len * (d_model + 2 * d_kv)  # x @ w before the split into heads
@@ -436,8 +428,18 @@ def _log_normaliser(scores: np.ndarray, weights: np.ndarray, temperature: float)
     top = weights.argmax(axis=1)  # [rows]
     rows = np.arange(top.size)
     return scores[rows, top].astype(np.float64) / temperature - np.log(
-        weights[rows, top].astype(np.float64)
-    )
+        weights[rows, top].astype(np.float64))
+
+
+class LongAttended(NamedTuple):
+    """What :func:`long_attend` keeps of one attention step over a long sequence."""
+
+    head_outputs: np.ndarray  # (n_heads, seq_len, d_v): weights @ v
+    entropy: np.ndarray  # (n_heads, seq_len)
+    lse: np.ndarray  # (n_heads, seq_len) float64: each row's log normaliser
+    weights_overview: np.ndarray  # (n_heads, P, P): tile maxima, NaN on masked tiles
+    scores_overview: np.ndarray | None  # (n_heads, P, P), or None when not asked for
+    tile: int
 
 
 class _Blocks:
@@ -446,10 +448,10 @@ class _Blocks:
     Blocks cover whole tiles of rows: two never write the same element, threads need no lock.
     """
 
-    def __init__(self, trace_qkv: tuple, temperature: float, kind: str, window: int | None,
-                 with_scores: bool) -> None:
-        self.q, self.k, self.v = trace_qkv
-        self.temperature, self.kind, self.window = temperature, kind, window
+    def __init__(self, qkv: tuple, temperature: float, kind: str, window: int | None,
+                 with_scores: bool, scale: float | None) -> None:
+        self.q, self.k, self.v = qkv
+        self.temperature, self.kind, self.window, self.scale = temperature, kind, window, scale
         n_heads, n, _ = self.q.shape
         dt = self.q.dtype
         self.tile = overview_tile(n)
@@ -472,7 +474,8 @@ class _Blocks:
         for h in range(n_heads):
             g = h // group
             att = attend(self.q[h : h + 1, rows], self.k[g : g + 1, keys],
-                         self.v[g : g + 1, keys], mask=mask, temperature=self.temperature)
+                         self.v[g : g + 1, keys], mask=mask, temperature=self.temperature,
+                         scale=self.scale)
             scores, weights = att.scores[0], att.weights[0]  # [rows, keys]
             self.head_outputs[h, rows] = att.head_outputs[0]
             self.entropy[h, rows] = att.entropy[0]
@@ -487,8 +490,9 @@ class _Blocks:
                 low = _tile_reduce(np.minimum, scores, t, keys.start)
                 self.scores_overview[(h, *tiles)] = np.where(-low > high, low, high)
 
-    def run(self, progress: Progress, cancelled: Callable[[], bool], message: str) -> None:
-        """Every block, on up to two threads (see :func:`_run_blocks`)."""
+    def run(self, progress: Progress, cancelled: Callable[[], bool], message: str
+            ) -> LongAttended:
+        """Every block, on up to two threads (see :func:`_run_blocks`); the result."""
         n = self.q.shape[1]
         step = _block_rows(self.tile)
         starts = np.arange(0, n, step)
@@ -498,39 +502,20 @@ class _Blocks:
         blocks = [slice(int(a), int(b)) for a, b in zip(starts, stops, strict=True)]
         costs = [int(c) for c in (stops - starts) * (hi - lo)]  # cells each block computes
         _run_blocks(self, blocks, costs, progress, cancelled, message)
-
-    def finish(self, x: np.ndarray, params: AttentionParams,
-               scores_overview: np.ndarray | None = None) -> LongTrace:
-        """Mark masked tiles, combine the heads and wrap everything in a :class:`LongTrace`."""
-        n = x.shape[0]
-        masked = ~_tiles_visible(self.kind, self.window, n, self.tile)
+        # masked tiles: NaN in the overviews
+        masked = ~_tiles_visible(self.kind, self.window, self.q.shape[1], self.tile)
         self.weights_overview[:, masked] = np.nan
-        if scores_overview is None:
+        if self.scores_overview is not None:
             self.scores_overview[:, masked] = np.nan
-        # 3. combine: [h, seq, d_head] -> [seq, h * d_head] -> @ w_o -> [seq, d_model]
-        concat = merge_heads(self.head_outputs)
-        output = _linear(concat, params.w_o, params.b_o)
-        if not np.isfinite(output.sum()) and not np.isfinite(output).all():
-            raise ValueError(
-                f"the scores overflowed (values too large for {output.dtype}); scale x or the "
-                "weights down, or use dtype=float64"
-            )
-        return LongTrace(
-            x=x, q=self.q, k=self.k, v=self.v, head_outputs=self.head_outputs, concat=concat,
-            output=output, entropy=self.entropy, lse=self.lse,
-            weights_overview=self.weights_overview,
-            scores_overview=self.scores_overview if scores_overview is None else scores_overview,
-            tile=self.tile, mask_kind=self.kind, window=self.window,
-            temperature=self.temperature,
-        )
+        return LongAttended(self.head_outputs, self.entropy, self.lse, self.weights_overview,
+                            self.scores_overview, self.tile)
 
 
 def _tiles_visible(kind: str, window: int | None, n: int, tile: int) -> np.ndarray:
     """``(P, P)`` boolean: True where a tile holds a visible cell.
 
-    Each mask's runs of keys move right with the row (``lo_i`` and ``hi_i`` never decrease)
-    and overlap from one row to the next, so the rows of a tile see exactly the keys
-    ``lo(first row) <= j < hi(last row)``.
+    Each mask's runs of keys move right with the row (``lo_i``, ``hi_i`` never decrease) and
+    overlap, so a tile's rows see exactly the keys ``lo(first row) <= j < hi(last row)``.
     """
     starts = np.arange(0, n, tile)
     lo, _ = _key_range(kind, window, starts, n)
@@ -544,27 +529,6 @@ def _linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
     if b is not None:
         y += b.astype(x.dtype, copy=False)
     return y
-
-
-def _check_layer(
-    x: object, params: object, n_heads: object, n_kv_heads: object, temperature: object,
-    mask: object, window: object, dtype: object,
-) -> tuple:
-    """Check the arguments of :func:`long_attention`; return them in working form."""
-    if mask is not None and (not isinstance(mask, str) or mask not in MASK_KINDS):
-        raise TypeError(
-            'mask must be None, "none", "causal" or "sliding" for long inputs (a (seq_len, '
-            f"seq_len) array is what the block-wise path avoids), got {type(mask).__name__}"
-        )
-    x_arr = np.asarray(x)
-    if x_arr.ndim != 2 or x_arr.shape[0] == 0:
-        raise ValueError(f"x must be a (seq_len, d_model) array, got shape {x_arr.shape}")
-    # the engine checks everything else on the first token (a one-token layer costs nothing)
-    one = multi_head_attention(x_arr[:1], params, n_heads=n_heads, n_kv_heads=n_kv_heads,
-                               temperature=temperature, mask=mask, window=window, dtype=dtype)
-    kind = mask or "none"
-    window = int(window) if kind == "sliding" else None
-    return x_arr, one.n_heads, one.n_kv_heads, one.temperature, kind, window, one.q.dtype
 
 
 def long_attention(
@@ -585,28 +549,30 @@ def long_attention(
     mask : None, "none", "causal" or "sliding"
         Which keys each query sees (a described mask, not an array).
     dtype : float32 or float64, default float32
-        Precision of the computation.
-    progress : callable, optional
-        ``progress(fraction, message)``, called on this thread after the projections and after
-        each block, with ``fraction`` rising to 1.0.
+    progress : callable(fraction, message), optional
+        Called on this thread after the projections and after each block, up to 1.0.
     cancel : threading.Event or object with a ``cancelled`` attribute, optional
         Checked between blocks; once set, :class:`AttentionCancelled` is raised.
-
-    Returns
-    -------
-    LongTrace
 
     Raises
     ------
     TypeError, ValueError
-        For a bad argument, naming it; ``ValueError`` also when the call would need more than
-        :data:`LONG_MEMORY_LIMIT_BYTES` (checked before anything is allocated).
-    AttentionCancelled
-        When ``cancel`` was set.
+        For a bad argument, naming it, and before anything is allocated for more memory than
+        :data:`LONG_MEMORY_LIMIT_BYTES`.
     """
-    x_arr, n_heads, n_kv_heads, temperature, kind, window, dt = _check_layer(
-        x, params, n_heads, n_kv_heads, temperature, mask, window, dtype
-    )
+    if mask is not None and (not isinstance(mask, str) or mask not in MASK_KINDS):
+        raise TypeError('mask must be None, "none", "causal" or "sliding" for long inputs (a '
+                        "(seq_len, seq_len) array is what the block-wise path avoids), got "
+                        f"{type(mask).__name__}")
+    x_arr = np.asarray(x)
+    if x_arr.ndim != 2 or x_arr.shape[0] == 0:
+        raise ValueError(f"x must be a (seq_len, d_model) array, got shape {x_arr.shape}")
+    # the engine checks everything else on the first token (a one-token layer costs nothing)
+    one = multi_head_attention(x_arr[:1], params, n_heads=n_heads, n_kv_heads=n_kv_heads,
+                               temperature=temperature, mask=mask, window=window, dtype=dtype)
+    n_heads, n_kv_heads, temperature, dt = one.n_heads, one.n_kv_heads, one.temperature, one.q.dtype
+    kind = mask or "none"
+    window = int(window) if kind == "sliding" else None
     progress, cancelled = _hooks(progress, cancel)
     seq_len = x_arr.shape[0]
     need = estimate_long_memory(seq_len, params.d_model, n_heads, n_kv_heads, dt)
@@ -622,9 +588,10 @@ def long_attention(
     if cancelled():
         raise AttentionCancelled("attention: cancelled")
     # 2. attend, block by block
-    blocks = _Blocks((q, k, v), temperature, kind, window, with_scores=True)
-    blocks.run(progress, cancelled, "attention")
-    return blocks.finish(x_arr, params)
+    att = _Blocks((q, k, v), temperature, kind, window, True, None).run(progress, cancelled,
+                                                                        "attention")
+    return LongTrace(x=x_arr, q=q, k=k, v=v, **_combined(att, params), mask_kind=kind,
+                     window=window, temperature=temperature)
 
 
 def long_with_temperature(
@@ -643,19 +610,69 @@ def long_with_temperature(
     if not isinstance(trace, LongTrace):
         raise TypeError(f"trace must be a LongTrace, got {type(trace).__name__}")
     if not isinstance(params, AttentionParams) or params.d_model != trace.d_model:
-        raise TypeError(
-            f"params must be the AttentionParams (d_model={trace.d_model}) the trace was "
-            f"computed with, got {type(params).__name__}"
-        )
+        raise TypeError(f"params must be the AttentionParams (d_model={trace.d_model}) the "
+                        f"trace was computed with, got {type(params).__name__}")
     temperature = _check_temperature(temperature)
     progress, cancelled = _hooks(progress, cancel)
     need = estimate_long_memory(trace.seq_len, trace.d_model, trace.n_heads,
                                 trace.n_kv_heads, trace.dtype)
     _check_memory(need, f"a temperature step at seq_len={trace.seq_len}")
-    blocks = _Blocks((trace.q, trace.k, trace.v), temperature, trace.mask_kind, trace.window,
-                     with_scores=False)
-    blocks.run(progress, cancelled, f"temperature {temperature:g}")
-    return blocks.finish(trace.x, params, scores_overview=trace.scores_overview)
+    att = _Blocks((trace.q, trace.k, trace.v), temperature, trace.mask_kind, trace.window,
+                  False, trace.scale).run(progress, cancelled, f"temperature {temperature:g}")
+    att = att._replace(scores_overview=trace.scores_overview)
+    return replace(trace, **_combined(att, params), temperature=temperature)
+
+
+def _combined(att: LongAttended, params: AttentionParams) -> dict:
+    """The fields of a :class:`LongTrace` after the attention: heads combined, ``W_O`` applied."""
+    # 3. combine: [h, seq, d_head] -> [seq, h * d_head] -> @ w_o -> [seq, d_model]
+    concat = merge_heads(att.head_outputs)
+    output = _linear(concat, params.w_o, params.b_o)
+    if not np.isfinite(output.sum()) and not np.isfinite(output).all():
+        raise ValueError(
+            f"the scores overflowed (values too large for {output.dtype}); scale x or the "
+            "weights down, or use dtype=float64"
+        )
+    return {"head_outputs": att.head_outputs, "concat": concat, "output": output,
+            "entropy": att.entropy, "lse": att.lse, "weights_overview": att.weights_overview,
+            "scores_overview": att.scores_overview, "tile": att.tile}
+
+
+def long_attend(
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, *, scale: float | None = None,
+    temperature: float = 1.0, mask: str | None = None, window: int | None = None,
+    scores_overview: bool = True, progress: Progress | None = None, cancel: object = None,
+) -> LongAttended:
+    """:func:`~attention_widget.engine.attend` block by block, on ready-made q, k and v.
+
+    For queries and keys made elsewhere (a pretrained model's, after its norms and rotary
+    embedding): ``q`` (n_heads, seq_len, d_head), ``k`` (n_kv_heads, seq_len, d_head) and ``v``
+    (n_kv_heads, seq_len, d_v) of one float dtype, over the same tokens; ``scale`` multiplies
+    ``q k^T`` (default ``1 / sqrt(d_head)``); ``scores_overview=False`` skips that overview.
+    Other arguments and the errors as in :func:`long_attention`.
+    """
+    q, k, v = (np.asarray(a) for a in (q, k, v))
+    shapes = [a.shape for a in (q, k, v)]
+    if ([len(sh) for sh in shapes] != [3, 3, 3] or not 0 < shapes[1][0] <= shapes[0][0]
+            or shapes[0][0] % shapes[1][0] or shapes[0][1:] != shapes[1][1:]
+            or shapes[1][:2] != shapes[2][:2] or shapes[0][1] == 0):
+        raise ValueError("q, k, v must have shapes (n_heads, seq_len, d_head), (n_kv_heads, "
+                         "seq_len, d_head), (n_kv_heads, seq_len, d_v), n_kv_heads dividing "
+                         f"n_heads, got {shapes}")
+    if len({q.dtype, k.dtype, v.dtype}) != 1 or q.dtype not in (np.float32, np.float64):
+        raise TypeError(f"q, k, v must share one dtype, float32 or float64, got {q.dtype}, "
+                        f"{k.dtype}, {v.dtype}")
+    if mask not in (None, *MASK_KINDS):
+        raise ValueError(f'mask must be None, "none", "causal" or "sliding", got {mask!r}')
+    kind = mask or "none"
+    window = _check_int("window", window) if kind == "sliding" else None
+    temperature = _check_temperature(temperature)
+    progress, cancelled = _hooks(progress, cancel)
+    (n_heads, n, d_head), n_kv = shapes[0], shapes[1][0]
+    need = estimate_long_memory(n, n_heads * max(d_head, shapes[2][2]), n_heads, n_kv, q.dtype)
+    _check_memory(need, f"attention over seq_len={n} with n_heads={n_heads}")  # (upper bound)
+    return _Blocks((q, k, v), temperature, kind, window, scores_overview, scale).run(
+        progress, cancelled, "attention")
 
 
 def attention_trace(
@@ -665,9 +682,8 @@ def attention_trace(
 ) -> AttentionTrace | LongTrace:
     """The trace for a sequence of any length, chosen by size.
 
-    Up to :data:`LONG_THRESHOLD` tokens: the full float64
-    :class:`~attention_widget.engine.AttentionTrace` of
-    :func:`~attention_widget.engine.multi_head_attention`; above: a float32 :class:`LongTrace`
+    Up to :data:`LONG_THRESHOLD` tokens the full float64 trace of
+    :func:`~attention_widget.engine.multi_head_attention`; above, a float32 :class:`LongTrace`
     from :func:`long_attention`.  Arguments as in :func:`long_attention`.
     """
     seq_len = np.shape(x)[0] if np.ndim(x) else 0

@@ -39,6 +39,7 @@ from .engine import (
     with_temperature,
 )
 from .inputs import embed, tokenize
+from .long import LONG_THRESHOLD, LongTrace, long_attention, long_with_temperature
 from .roles import head_roles
 from .stages import Stage, source_stages, summary
 
@@ -56,8 +57,13 @@ __all__ = [
     "restore_source",
 ]
 
-#: Longest text the widget draws (tokens).  Beyond it the widget shows a message.
-MAX_TOKENS = 512
+#: Longest text the widget draws (tokens).  Beyond it the widget shows a message.  Above
+#: :data:`~attention_widget.long.LONG_THRESHOLD` tokens the trace is a block-wise
+#: :class:`~attention_widget.long.LongTrace`.
+MAX_TOKENS = 32768
+#: Precision of a long trace: float32 takes half the memory and time of float64 (the full
+#: trace's), and its weights differ from float64's by about 1e-6.
+LONG_DTYPE: type = np.float32
 DEFAULT_TEXT = "The animal didn't cross the street because it was too tired."
 
 #: ``report(fraction, message)``: how a long computation says how far it is.
@@ -109,7 +115,8 @@ class Traced:
     ----------
     tokens : list of str
         One per row of the trace (``seq_len``).
-    trace : AttentionTrace
+    trace : AttentionTrace or LongTrace
+        A :class:`~attention_widget.long.LongTrace` above ``LONG_THRESHOLD`` tokens.
     params : AttentionParams or None
         The weights the trace was computed with, where there is one such object.
     mask : str
@@ -127,7 +134,7 @@ class Traced:
     """
 
     tokens: list[str]
-    trace: AttentionTrace
+    trace: AttentionTrace | LongTrace
     params: AttentionParams | None = None
     mask: str = "none"
     layer: int | None = None
@@ -230,9 +237,22 @@ class Source(ABC):
         what = ", ".join(parts)
         return f"Fixed by {self.fixed_by}: {what}." if what else f"Fixed by {self.fixed_by}."
 
+    def is_long(self, s: Settings) -> bool:
+        """Whether the trace of ``s`` is a long one (a LongTrace, computed in a worker thread).
+
+        Cheap (no attention is computed); ValueError, TypeError for input the source cannot
+        draw, as :meth:`trace` would raise.
+        """
+        return False
+
     @abstractmethod
-    def trace(self, s: Settings, progress: Progress | None = None) -> Traced:
+    def trace(self, s: Settings, progress: Progress | None = None,
+              cancel: object = None) -> Traced:
         """The tokens and trace for ``s``.
+
+        ``progress(fraction, message)`` hears how far a long computation is; once ``cancel``
+        (a ``threading.Event``) is set, a long one stops with
+        :class:`~attention_widget.long.AttentionCancelled`.
 
         Raises
         ------
@@ -282,19 +302,27 @@ class _Attention:
     """:func:`multi_head_attention`, reusing the previous result where it can.
 
     When only the temperature changed (the same x and params objects, heads, mask and
-    window), :func:`with_temperature` keeps the projections and the scores.
+    window), :func:`with_temperature` keeps the projections and the scores.  Above
+    ``LONG_THRESHOLD`` tokens the same, block by block (:mod:`attention_widget.long`).
     """
 
     def __init__(self) -> None:
         self._last: tuple | None = None  # (x, params, heads/mask/window, trace)
 
     def __call__(self, x: np.ndarray, params: AttentionParams, *, n_heads: int,
-                 n_kv_heads: int | None, temperature: float, mask: str,
-                 window: int | None) -> AttentionTrace:
+                 n_kv_heads: int | None, temperature: float, mask: str, window: int | None,
+                 progress: Progress | None = None,
+                 cancel: object = None) -> AttentionTrace | LongTrace:
         key = (n_heads, n_kv_heads, mask, window)
-        last = self._last
+        last, long = self._last, x.shape[0] > LONG_THRESHOLD
+        hooks = {"progress": progress, "cancel": cancel}
         if last is not None and last[0] is x and last[1] is params and last[2] == key:
-            trace = with_temperature(last[3], params, temperature)
+            trace = (long_with_temperature(last[3], params, temperature, **hooks) if long
+                     else with_temperature(last[3], params, temperature))
+        elif long:
+            trace = long_attention(x, params, n_heads=n_heads, n_kv_heads=n_kv_heads,
+                                   temperature=temperature, mask=mask, window=window,
+                                   dtype=LONG_DTYPE, **hooks)
         else:
             trace = multi_head_attention(x, params, n_heads=n_heads, n_kv_heads=n_kv_heads,
                                          temperature=temperature, mask=mask, window=window,
@@ -319,21 +347,35 @@ class TextSource(Source):
     def __init__(self) -> None:
         self._x: tuple | None = None  # (key, x)
         self._params: tuple | None = None  # (key, params)
+        self._tokens: tuple[str, list[str]] | None = None  # (text, tokens)
         self._attention = _Attention()
 
-    def trace(self, s: Settings, progress: Progress | None = None) -> Traced:
+    def tokens(self, text: str) -> list[str]:
+        """The tokens of ``text`` (ValueError if it has none or more than MAX_TOKENS)."""
+        if self._tokens is None or self._tokens[0] != text:
+            _check_text(text)
+            tokens = tokenize(text)
+            if not tokens:
+                raise ValueError("The text has no words or symbols to attend over.")
+            if len(tokens) > MAX_TOKENS:
+                raise ValueError(f"The text has {len(tokens):,} tokens; the widget draws at most "
+                                 f"{MAX_TOKENS:,}. Shorten it.")
+            self._tokens = (text, tokens)
+        return self._tokens[1]
+
+    def is_long(self, s: Settings) -> bool:
+        """More than ``LONG_THRESHOLD`` tokens."""
+        return len(self.tokens(s.text)) > LONG_THRESHOLD
+
+    def trace(self, s: Settings, progress: Progress | None = None,
+              cancel: object = None) -> Traced:
         """Tokens, X, the weights and their trace for ``s`` (see :class:`Source`)."""
-        _check_text(s.text)
-        tokens = tokenize(s.text)
-        if not tokens:
-            raise ValueError("The text has no words or symbols to attend over.")
-        if len(tokens) > MAX_TOKENS:
-            raise ValueError(f"The text has {len(tokens)} tokens; the widget draws at most "
-                             f"{MAX_TOKENS}. Shorten it.")
+        tokens = self.tokens(s.text)
         x, params = self.embedded(tokens, s), self.weights(s)
         window = s.window_for(len(tokens))
         trace = self._attention(x, params, n_heads=s.n_heads, n_kv_heads=s.n_kv_heads,
-                                temperature=s.temperature, mask=s.mask, window=window)
+                                temperature=s.temperature, mask=s.mask, window=window,
+                                progress=progress, cancel=cancel)
         stages = source_stages("text", weights=s.weights, positional=s.positional)
         if s.weights != "designed":
             return Traced(tokens, trace, params, _mask_label(s.mask, window), stages=stages)
@@ -441,8 +483,13 @@ class ArraysSource(Source):
             d_head = params.d_model // n_heads
             if d_head and params.d_kv % d_head == 0:
                 n_kv_heads = params.d_kv // d_head  # what the weights were made for
-        multi_head_attention(x, params, n_heads=n_heads, n_kv_heads=n_kv_heads,
-                             temperature=temperature, mask=mask, window=window)
+        x = np.asarray(x)
+        long = x.ndim == 2 and x.shape[0] > LONG_THRESHOLD  # checked on its first row
+        if long and not np.isfinite(x).all():
+            raise ValueError("x contains NaN or infinity; every value must be finite")
+        multi_head_attention(x[:1] if long else x, params, n_heads=n_heads,
+                             n_kv_heads=n_kv_heads, temperature=temperature, mask=mask,
+                             window=window)
         self.x = np.array(x, dtype=np.float64)
         self.params = params
         self.tokens = [str(i) for i in range(self.x.shape[0])] if tokens is None else [
@@ -481,12 +528,17 @@ class ArraysSource(Source):
         """Only the one the weights hold."""
         return [self.kv_heads(s)]
 
-    def trace(self, s: Settings, progress: Progress | None = None) -> Traced:
+    def is_long(self, s: Settings) -> bool:
+        """More than ``LONG_THRESHOLD`` rows."""
+        return len(self.tokens) > LONG_THRESHOLD
+
+    def trace(self, s: Settings, progress: Progress | None = None,
+              cancel: object = None) -> Traced:
         """The trace of the given arrays at ``s``'s heads, temperature and mask."""
         window = s.window_for(len(self.tokens))
         trace = self._attention(self.x, self.params, n_heads=s.n_heads,
                                 n_kv_heads=self.kv_heads(s), temperature=s.temperature,
-                                mask=s.mask, window=window)
+                                mask=s.mask, window=window, progress=progress, cancel=cancel)
         return Traced(list(self.tokens), trace, self.params, _mask_label(s.mask, window),
                       stages=source_stages("arrays"))
 
@@ -550,23 +602,30 @@ class PretrainedSource(Source):
         """The model: family, layers, heads, widths."""
         return self.model.describe()
 
-    def trace(self, s: Settings, progress: Progress | None = None) -> Traced:
+    def is_long(self, s: Settings) -> bool:
+        """More than ``LONG_THRESHOLD`` tokens, special ones included."""
+        _check_text(s.text)
+        return self.model.encode(s.text).ids.size > LONG_THRESHOLD
+
+    def trace(self, s: Settings, progress: Progress | None = None,
+              cancel: object = None) -> Traced:
         """The model's attention at ``s.layer`` (special tokens left out if hidden)."""
         _check_text(s.text)
         model = self.model
-        tokens = model.tokenize(s.text)
-        limit = min(MAX_TOKENS, model.max_tokens)
-        if len(tokens) > limit:
-            raise ValueError(f"The text has {len(tokens)} tokens; this model and widget take at "
-                             f"most {limit}. Shorten it.")
-        before, model.progress = model.progress, self.progress or progress
+        tokens = model.tokenize(s.text)  # (ValueError beyond the model's positions)
+        if len(tokens) > LONG_THRESHOLD and not s.show_special:
+            raise ValueError(f"Above {LONG_THRESHOLD} tokens special tokens are always shown; "
+                             "tick 'special tokens'.")
+        before = model.progress, model.cancel
+        model.progress, model.cancel = self.progress or progress, cancel
         try:
             trace = model.trace(s.text, s.layer, temperature=s.temperature)
         finally:
-            model.progress = before
+            model.progress, model.cancel = before
         special = np.array(model.special_token_mask(s.text), dtype=bool)
         # each head's role over all its tokens: hidden special tokens still take weight
-        measured = head_roles(trace.weights, tokens, special)
+        long = isinstance(trace, LongTrace)
+        measured = None if long else head_roles(trace.weights[..., : len(tokens)], tokens, special)
         if not s.show_special:
             keep = np.flatnonzero(~special)
             if keep.size == 0:
@@ -584,19 +643,23 @@ class PretrainedSource(Source):
         temperature changes: they are cut once, so that the figures see the same arrays and
         skip them.
         """
-        sq = np.ix_(np.arange(trace.n_heads), keep, keep)
+        # key columns beyond the tokens (DeepSeek V4's compressed entries) all stay
+        keys = np.concatenate([keep, np.arange(trace.seq_len, trace.k.shape[1])])
+        sq = np.ix_(np.arange(trace.n_heads), keep, keys)
         cut = self._cut
         if (cut is None or cut[0] is not trace.scores or cut[1] is not trace.x
                 or not np.array_equal(cut[2], keep)):
             cut = (trace.scores, trace.x, keep, {
-                "x": trace.x[keep], "q": trace.q[:, keep], "k": trace.k[:, keep],
-                "v": trace.v[:, keep], "scores": trace.scores[sq],
-                "mask": trace.mask[np.ix_(keep, keep)]})
+                "x": trace.x[keep], "q": trace.q[:, keep], "k": trace.k[:, keys],
+                "v": trace.v[:, keys], "scores": trace.scores[sq],
+                "mask": trace.mask[np.ix_(keep, keys)],
+                "latent": None if trace.latent is None else trace.latent[keys]})
             self._cut = cut
-        return AttentionTrace(
-            **cut[3], weights=trace.weights[sq], head_outputs=trace.head_outputs[:, keep],
-            concat=trace.concat[keep], output=trace.output[keep],
-            entropy=trace.entropy[:, keep], temperature=trace.temperature)
+        return dataclasses.replace(
+            trace, **cut[3], weights=trace.weights[sq], head_outputs=trace.head_outputs[:, keep],
+            concat=trace.concat[keep], output=trace.output[keep], entropy=trace.entropy[:, keep],
+            kept=None if trace.kept is None else trace.kept[sq],
+            sink_weights=None if trace.sink_weights is None else trace.sink_weights[:, keep])
 
     def saved(self) -> dict[str, Any]:
         """The checkpoint folder, read again on load."""

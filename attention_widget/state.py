@@ -9,6 +9,11 @@ A state file is a NumPy ``.npz`` archive (a zip of ``.npy`` arrays) holding
 * ``trace_x`` ... ``trace_entropy``: every array of the :class:`AttentionTrace`, so a figure can
   be checked and reproduced exactly.
 
+A :class:`~attention_widget.long.LongTrace` (a long prompt) has no ``(seq_len, seq_len)``
+arrays, and its file (format version 2) keeps what reproduces it -- the settings, tokens, ``x``
+and parameters -- and, to check the recomputed trace against, its small arrays:
+``long_output``, ``long_entropy``, ``long_lse`` and the two overviews (NaN on masked tiles).
+
 Loading never unpickles: every member's ``.npy`` header is read and checked (numeric dtype, sane
 size) before its data, and ``allow_pickle=False`` throughout.  A corrupt, truncated or hand-edited
 file raises ``ValueError`` naming the file and the problem.
@@ -30,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from .engine import MEMORY_LIMIT_BYTES, AttentionParams, AttentionTrace
+from .long import LongTrace, overview_tile
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "StateFile", "load_state", "save_state", "verify_trace"]
 
@@ -37,6 +43,12 @@ __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "StateFile", "load_state", "save_sta
 FORMAT_NAME = "attention_widget.state"
 #: Version of the file layout.  Loading refuses newer (unknown) versions.
 FORMAT_VERSION = 1
+#: Version of a long trace's file layout (what reproduces it, and arrays to check it by).
+LONG_FORMAT_VERSION = 2
+#: A long trace's arrays kept to check the recomputed one by.
+LONG_CHECKS = ("output", "entropy", "lse", "weights_overview", "scores_overview")
+#: How far a recomputed long trace may differ from the saved one (float32 rounding).
+LONG_RTOL, LONG_ATOL = 1e-4, 1e-6
 
 #: The arrays of an AttentionTrace, in order, with their float/bool kind.
 TRACE_ARRAYS = (
@@ -64,8 +76,11 @@ class StateFile:
         The input as given by the user (dtype preserved).
     params : AttentionParams or None
         The layer's projections, when they were saved.
-    trace : AttentionTrace
-        The saved trace, rebuilt from the stored arrays (read-only arrays).
+    trace : AttentionTrace or None
+        The saved trace, rebuilt from the stored arrays (read-only arrays); None for a long
+        trace's file.
+    long_check : dict of str to ndarray, or None
+        A long trace's arrays of :data:`LONG_CHECKS`, to check the recomputed one by.
     """
 
     path: str
@@ -74,11 +89,14 @@ class StateFile:
     tokens: list[str]
     x: np.ndarray
     params: AttentionParams | None
-    trace: AttentionTrace
+    trace: AttentionTrace | None
+    long_check: dict[str, np.ndarray] | None = None
 
     @property
     def arrays(self) -> dict[str, np.ndarray]:
-        """The stored trace arrays by name (``x, q, k, ..., entropy``)."""
+        """The stored trace arrays by name (``x, q, k, ..., entropy``; a long trace's checks)."""
+        if self.long_check is not None:
+            return {name: self.long_check[name] for name in LONG_CHECKS}
         return {name: getattr(self.trace, name) for name in TRACE_ARRAYS}
 
 
@@ -138,8 +156,10 @@ def save_state(
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    if not isinstance(trace, AttentionTrace):
-        raise TypeError(f"trace must be an AttentionTrace, got {type(trace).__name__}")
+    if not isinstance(trace, (AttentionTrace, LongTrace)):
+        raise TypeError(f"trace must be an AttentionTrace or LongTrace, got "
+                        f"{type(trace).__name__}")
+    long = isinstance(trace, LongTrace)
     if not isinstance(settings, Mapping) or not all(isinstance(k, str) for k in settings):
         raise TypeError(f"settings must be a dict with str keys, got {settings!r}")
     if isinstance(tokens, str) or not isinstance(tokens, Sequence):
@@ -168,7 +188,7 @@ def save_state(
         meta_text = json.dumps(
             {
                 "format": FORMAT_NAME,
-                "version": FORMAT_VERSION,
+                "version": LONG_FORMAT_VERSION if long else FORMAT_VERSION,
                 "settings": dict(settings),
                 "tokens": tokens,
                 "temperature": float(trace.temperature),
@@ -190,8 +210,9 @@ def save_state(
             value = getattr(params, name)
             if value is not None:
                 arrays[f"params_{name}"] = value
-    for name in TRACE_ARRAYS:
-        arrays[f"trace_{name}"] = np.ascontiguousarray(getattr(trace, name))
+    for name in LONG_CHECKS if long else TRACE_ARRAYS:
+        arrays[f"{'long' if long else 'trace'}_{name}"] = np.ascontiguousarray(
+            getattr(trace, name))
     p = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent or ".")
     try:
@@ -296,10 +317,11 @@ def _parse_meta(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     version = meta.get("version")
     if isinstance(version, bool) or not isinstance(version, int):
         raise _Bad(f"'meta' has version {version!r}; expected an integer")
-    if version != FORMAT_VERSION:
+    if version not in (FORMAT_VERSION, LONG_FORMAT_VERSION):
         raise _Bad(
-            f"format version {version}, but this attention_widget reads version "
-            f"{FORMAT_VERSION} (upgrade attention_widget to read newer files)"
+            f"format version {version}, but this attention_widget reads versions "
+            f"{FORMAT_VERSION} and {LONG_FORMAT_VERSION} (upgrade attention_widget to read newer "
+            "files)"
         )
     if not isinstance(meta.get("settings"), dict):
         raise _Bad("'meta.settings' must be a JSON object")
@@ -315,19 +337,81 @@ def _parse_meta(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     return meta
 
 
-def _parse(path: Path) -> StateFile:
-    arrays = _read_members(path)
-    meta = _parse_meta(arrays)
-    expected = {"meta", "x"} | {f"trace_{n}" for n in TRACE_ARRAYS}
+def _params(arrays: dict[str, np.ndarray], meta: dict[str, Any], d_model: int, d_kv: int
+            ) -> AttentionParams | None:
+    """The stored projections (None if none were saved), their shapes checked."""
+    if not meta["has_params"]:
+        return None
+    pshapes = {
+        "w_q": (d_model, d_model),
+        "w_k": (d_model, d_kv),
+        "w_v": (d_model, d_kv),
+        "w_o": (d_model, d_model),
+        "b_q": (d_model,),
+        "b_k": (d_kv,),
+        "b_v": (d_kv,),
+        "b_o": (d_model,),
+    }
+    pvals = {
+        name: _float_array(arrays, f"params_{name}", pshapes[name])
+        for name in _PARAM_NAMES
+        if f"params_{name}" in arrays
+    }
+    try:
+        return AttentionParams(**pvals)
+    except (TypeError, ValueError) as err:
+        raise _Bad(f"stored params are invalid ({err})") from None
+
+
+def _members(arrays: dict[str, np.ndarray], meta: dict[str, Any], names: list[str]) -> None:
+    """Check that the archive holds exactly ``names`` and the params the meta announces."""
+    expected = set(names)
     if meta["has_params"]:
-        names = _PARAM_NAMES if meta["has_bias"] else _PARAM_NAMES[:4]
-        expected |= {f"params_{n}" for n in names}
+        expected |= {f"params_{n}" for n in (_PARAM_NAMES if meta["has_bias"]
+                                             else _PARAM_NAMES[:4])}
     missing = sorted(expected - arrays.keys())
     if missing:
         raise _Bad(f"missing array(s) {missing}")
     extra = sorted(arrays.keys() - expected)
     if extra:
         raise _Bad(f"unexpected array(s) {extra}")
+
+
+def _parse_long(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> StateFile:
+    """A long trace's file: settings, tokens, x, params and the arrays to check it by."""
+    _members(arrays, meta, ["meta", "x", *(f"long_{n}" for n in LONG_CHECKS)])
+    x, entropy = arrays["x"], arrays["long_entropy"]
+    if x.ndim != 2 or entropy.ndim != 2 or x.shape[0] != entropy.shape[1] or not x.size:
+        raise _Bad(f"arrays 'x' {x.shape} and 'long_entropy' {entropy.shape} do not fit together")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise _Bad("array 'x' contains NaN or infinity")
+    (n, d_model), n_heads = x.shape, entropy.shape[0]
+    if len(meta["tokens"]) != n:
+        raise _Bad(f"{len(meta['tokens'])} tokens but the arrays have seq_len={n}")
+    side = -(-n // overview_tile(n))
+    check = {"entropy": _float_array(arrays, "long_entropy", (n_heads, n)),
+             "lse": _float_array(arrays, "long_lse", (n_heads, n))}
+    check["output"] = _float_array(arrays, "long_output", (n, arrays["long_output"].shape[-1]))
+    for name in ("weights_overview", "scores_overview"):  # NaN: a masked tile
+        arr = arrays[f"long_{name}"]
+        if arr.shape != (n_heads, side, side) or arr.dtype.kind != "f" or np.isinf(arr).any():
+            raise _Bad(f"array 'long_{name}' must be finite or NaN of shape "
+                       f"{(n_heads, side, side)}, got {arr.dtype} {arr.shape}")
+        check[name] = arr
+    params = _params(arrays, meta, d_model, arrays.get("params_w_k", np.zeros((0, 0))).shape[-1])
+    for arr in (*check.values(), x):
+        arr.setflags(write=False)
+    return StateFile(path=str(path), version=int(meta["version"]), settings=meta["settings"],
+                     tokens=list(meta["tokens"]), x=x, params=params, trace=None,
+                     long_check={**check, "temperature": float(meta["temperature"])})
+
+
+def _parse(path: Path) -> StateFile:
+    arrays = _read_members(path)
+    meta = _parse_meta(arrays)
+    if meta["version"] == LONG_FORMAT_VERSION:
+        return _parse_long(path, arrays, meta)
+    _members(arrays, meta, ["meta", "x", *(f"trace_{n}" for n in TRACE_ARRAYS)])
 
     # sizes from the trace's own arrays, then every shape checked against them
     tx = arrays["trace_x"]
@@ -382,28 +466,7 @@ def _parse(path: Path) -> StateFile:
         raise _Bad(f"array 'x' has shape {x.shape}; expected {(seq_len, d_model)}")
     if x.dtype.kind == "f" and x.size and not np.isfinite(x).all():
         raise _Bad("array 'x' contains NaN or infinity")
-    params = None
-    if meta["has_params"]:
-        d_kv = n_kv * d_head
-        pshapes = {
-            "w_q": (d_model, d_model),
-            "w_k": (d_model, d_kv),
-            "w_v": (d_model, d_kv),
-            "w_o": (d_model, d_model),
-            "b_q": (d_model,),
-            "b_k": (d_kv,),
-            "b_v": (d_kv,),
-            "b_o": (d_model,),
-        }
-        pvals = {
-            name: _float_array(arrays, f"params_{name}", pshapes[name])
-            for name in _PARAM_NAMES
-            if f"params_{name}" in arrays
-        }
-        try:
-            params = AttentionParams(**pvals)
-        except (TypeError, ValueError) as err:
-            raise _Bad(f"stored params are invalid ({err})") from None
+    params = _params(arrays, meta, d_model, n_kv * d_head)
     for arr in (*trace_arrays.values(), x):
         arr.setflags(write=False)
     trace = AttentionTrace(temperature=float(meta["temperature"]), **trace_arrays)
@@ -470,6 +533,8 @@ def verify_trace(state: StateFile, trace: AttentionTrace) -> None:
     """
     if not isinstance(state, StateFile):
         raise TypeError(f"state must be a StateFile from load_state, got {type(state).__name__}")
+    if state.long_check is not None:
+        return _verify_long(state, trace)
     if not isinstance(trace, AttentionTrace):
         raise TypeError(f"trace must be an AttentionTrace, got {type(trace).__name__}")
     where = f"state file {state.path!r}"
@@ -500,3 +565,25 @@ def verify_trace(state: StateFile, trace: AttentionTrace) -> None:
                 f"{where}: recomputed {name} differs from the saved one (largest difference "
                 f"{diff:.3g}); the file was edited or made by a different engine version"
             )
+
+
+def _verify_long(state: StateFile, trace: object) -> None:
+    """A recomputed long trace against the arrays its file keeps (to float32 rounding)."""
+    where = f"state file {state.path!r}"
+    if not isinstance(trace, LongTrace):
+        raise ValueError(f"{where} holds a long trace, but the recomputed trace is a "
+                         f"{type(trace).__name__}")
+    saved = state.long_check
+    if trace.temperature != saved["temperature"]:
+        raise ValueError(f"{where}: temperature {trace.temperature!r} differs from the saved "
+                         f"{saved['temperature']!r}")
+    for name in LONG_CHECKS:
+        old, new = saved[name], getattr(trace, name)
+        if old.shape != new.shape:
+            raise ValueError(f"{where}: recomputed {name} has shape {new.shape}, saved "
+                             f"{old.shape}")
+        if not np.allclose(old, new, rtol=LONG_RTOL, atol=LONG_ATOL, equal_nan=True):
+            diff = float(np.nanmax(np.abs(old.astype(np.float64) - new)))
+            raise ValueError(f"{where}: recomputed {name} differs from the saved one (largest "
+                             f"difference {diff:.3g}); the file was edited or made by a "
+                             "different engine version")

@@ -24,6 +24,7 @@ from .colors import SCALE_MODES, SEQUENTIAL, WEIGHT_SCALE_MODES
 from .controls import SCALE_STAGES, ControlPanel, progress_bar, show_now
 from .diagram import Diagram
 from .engine import AttentionParams, AttentionTrace
+from .longview import LongPrompts
 from .overview import Overview
 from .sources import (
     DEFAULT_TEXT,
@@ -49,7 +50,7 @@ _SAVED = (*_COMPUTED, "colormap", "view", "scales", "projector")
 _SCALE_KEYS = tuple(key for _, key in SCALE_STAGES)
 
 
-class AttentionWidget(WidgetFiles, W.VBox):
+class AttentionWidget(LongPrompts, WidgetFiles, W.VBox):
     """Multi-head self-attention, every stage drawn live and linked to controls.
 
     Parameters
@@ -68,8 +69,8 @@ class AttentionWidget(WidgetFiles, W.VBox):
 
     Attributes
     ----------
-    trace : AttentionTrace
-        What is on screen.
+    trace : AttentionTrace or LongTrace
+        What is on screen (above LONG_THRESHOLD tokens computed in a thread: :meth:`wait`).
     params : AttentionParams or None
     tokens : list of str
     controls : dict of str to ipywidgets.DOMWidget
@@ -133,6 +134,7 @@ class AttentionWidget(WidgetFiles, W.VBox):
         self._diagram = Diagram(self._panel.focus_row)
         self._overview = Overview()
         self._stale: set[str] = set()  # views not drawn from the current trace yet
+        self._init_long()
         self.controls, self.figs = self._panel.controls, self._diagram.figs
         values = {"d_model": d_model, "n_heads": n_heads, "n_kv_heads": n_kv_heads,
                   "temperature": temperature, "mask": mask, "window": window, "seed": seed,
@@ -314,36 +316,45 @@ class AttentionWidget(WidgetFiles, W.VBox):
             self.scales = self._source.default_scales(change["new"])
         if not self._ready:
             return
-        self._ready = False  # one recompute for the change and the snaps it causes
-        self.set_trait("notice", "")
-        try:
-            self._snap()
-            self._recompute(change)
-        finally:
-            self._ready = True
-        self._sync()
+        with self._lock:
+            self._ready = False  # one recompute for the change and the snaps it causes
+            self.set_trait("notice", "")
+            try:
+                self._snap()
+                self._recompute(change)
+            finally:
+                self._ready = True
+            self._sync()
 
     @T.observe("colormap", "head", "query", "step", "view", "scales", "projector")
     def _on_view(self, change: dict) -> None:
         """A change of the view alone: no new trace."""
-        name = change["name"]
-        if name == "colormap":  # (the detailed view's figures recolour themselves)
-            self._diagram.set_colormap(self.colormap)
-            self._overview.set_colormap(self.colormap)
-            self._stale.add("overview")
-        if name in ("scales", "projector"):
-            self._stale = {"overview", "detailed"}
-        if name in ("step", "view"):
-            self._layout()
-        if self._ready:
-            self._draw()
-        if self._ready:
-            self._sync()
+        with self._lock:
+            name = change["name"]
+            if name == "colormap":  # (the detailed view's figures recolour themselves)
+                self._diagram.set_colormap(self.colormap)
+                self._overview.set_colormap(self.colormap)
+                self._long.set_colormap(self.colormap)
+                self._stale.add("overview")
+            if name in ("scales", "projector"):
+                self._stale = {"overview", "detailed", "long"}
+            if name in ("step", "view"):
+                self._layout()
+            if self._ready:
+                self._draw()
+            if self._ready:
+                self._sync()
 
     def _layout(self) -> None:
         p = self._panel
-        shown = (self._overview.shown(self.step) if self.view == "overview"
-                 else self._diagram.shown(self.step))
+        if self._traced is None:
+            shown = ()
+        elif self._long_shown():
+            shown = self._long.shown()
+        elif self.view == "overview":
+            shown = self._overview.shown(self.step)
+        else:
+            shown = self._diagram.shown(self.step)
         children = (p.box, *p.status, self._diagram.summary, *shown)
         if self.children != children:
             self.children = children
@@ -351,6 +362,13 @@ class AttentionWidget(WidgetFiles, W.VBox):
     def _draw(self) -> None:
         """Draw the view on screen from the current trace (the other one when it is shown)."""
         if self._traced is None:
+            return
+        if self._long_shown():  # a long prompt: overviews, zoom and lens (see LongPrompts)
+            if "long" in self._stale:
+                self._bytes_sent = self._long.draw(self._traced, self.head, self.query)
+                self._stale.discard("long")
+            else:
+                self._bytes_sent = self._long.draw_focus(self.head, self.query)
             return
         if self.view == "overview":
             if "overview" in self._stale or self._overview.needs_draw(self.head, self.step):
@@ -387,23 +405,33 @@ class AttentionWidget(WidgetFiles, W.VBox):
             self._panel.show_busy("" if change is None else f"{change['name']}={change['new']!r}")
         start = time.perf_counter()
         try:
-            with self._panel.progress() as report:
+            if self._source.is_long(self._settings()):  # in a worker thread: see LongPrompts
+                return self._start_long()
+            with self._jobs.computing_here(), self._panel.progress() as report:
                 traced = self._source.trace(self._settings(), report)
         except Exception as err:  # bad input, or a failure deep in a checkpoint: stay alive
-            message = (str(err) if isinstance(err, (ValueError, TypeError))
-                       else f"Could not compute this ({type(err).__name__}: {err}).")
-            self.set_trait("error", message)
-            self._panel.show_error(message)
-            self._panel.show_busy("")
-            return
+            return self._fail(err)
+        self._show(traced, start)
+
+    def _fail(self, err: Exception) -> None:
+        """Show why the input cannot be drawn; the diagram on screen stays."""
+        message = (str(err) if isinstance(err, (ValueError, TypeError))
+                   else f"Could not compute this ({type(err).__name__}: {err}).")
+        self.set_trait("error", message)
+        self._panel.show_error(message)
+        self._panel.show_busy("")
+
+    def _show(self, traced: Traced, start: float) -> None:
+        """Draw ``traced``, computed since ``start`` (``time.perf_counter()``)."""
         self.set_trait("error", "")
         self._panel.show_error("")
         self._traced = traced
         self.tokens, self.params, self.trace = traced.tokens, traced.params, traced.trace
         if self.query >= len(self.tokens):
             self.query = -1
-        self._stale = {"overview", "detailed"}
+        self._stale = {"overview", "detailed", "long"}
         self._draw()
+        self._layout()
         self._panel.show_notice(self.notice)
         self._last_compute_s = time.perf_counter() - start
         self._panel.show_busy("")
@@ -415,8 +443,8 @@ class AttentionWidget(WidgetFiles, W.VBox):
         return "nothing drawn yet" if self._traced is None else self._traced.summary
 
     def displayed(self, stage: str) -> list[np.ndarray]:
-        """The arrays the panels of figure ``stage`` show (float32, as coloured into its image)."""
-        return self._diagram.displayed(stage)
+        """The arrays figure ``stage`` (or ``long_figs[stage]``) shows, float32 as coloured."""
+        return {**self.figs, **self.long_figs}[stage].displayed()
 
     @property
     def bytes_sent(self) -> int:

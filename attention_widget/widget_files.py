@@ -33,6 +33,7 @@ class WidgetFiles:
 
         chosen = {"all": {}, "weights": {"stages": ["weights"]},
                   "focus": {"stages": ["weights"], "heads": [self.head]}}[what]
+        chosen.update(self._long_export())
         return download_link(self.trace, self.tokens, format=fmt, colormap=self.colormap,
                              filename=f"attention-{what}.{fmt}", title=self.summary,
                              scales=self.scales, **chosen)
@@ -48,8 +49,10 @@ class WidgetFiles:
         """
         from .export import save_figure
 
+        self.wait()
         return save_figure(self.trace, path, self.tokens, stages=stages, heads=heads,
                            colormap=self.colormap, dpi=dpi, scales=self.scales,
+                           **self._long_export(),
                            title=self.summary if title is None else title)
 
     def to_html(self, path: str | os.PathLike, *,
@@ -68,6 +71,7 @@ class WidgetFiles:
         """
         from .export import to_html
 
+        self.wait()
         variants = self._source.variants(self._settings(), temperatures, head_counts)
         return to_html(self.trace, path, self.tokens, variants=variants, colormap=self.colormap,
                        title=self.summary if title is None else title, settings=self.settings,
@@ -81,6 +85,7 @@ class WidgetFiles:
         """
         from .state import save_state
 
+        self.wait()
         if self.trace is None:
             raise ValueError("nothing to save: the widget has no valid input yet")
         return save_state(path, self.settings, self.trace, self.tokens, params=self.params,
@@ -105,6 +110,7 @@ class WidgetFiles:
         except (KeyError, TypeError, T.TraitError) as err:
             raise ValueError(f"{os.fspath(path)}: the saved settings are incomplete or "
                              f"invalid ({type(err).__name__}: {err})") from None
+        w.wait()
         if w.trace is None:
             raise ValueError(f"{os.fspath(path)}: its settings give no diagram ({w.error})")
         verify_trace(st, w.trace)

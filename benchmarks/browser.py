@@ -8,6 +8,7 @@ Run from the repository root (needs Voila, playwright and /usr/bin/chromium)::
     python benchmarks/browser.py --plain-server  # Voila's own websocket connection class
     python benchmarks/browser.py --alternate     # back and forth between two values
     python benchmarks/browser.py --view detailed,overview  # views, in this order
+    python benchmarks/browser.py --long          # a long prompt: 8,192 tokens
 
 Voila runs with the opt-in of ``docs/network.md`` (``attention_widget.server.VOILA_OPTION``):
 :class:`attention_widget.server.NoDelayKernelConnection`, ``TCP_NODELAY`` on the kernel
@@ -47,6 +48,11 @@ What it measures, all in one Voila server and one headless Chromium, in the same
 * drag: a 30-move mouse drag of the temperature handle (about 1 s, like a hand), then the time
   from mouse-up until the widget settles on the final value: the summary shows the value the
   slider's readout shows, and no stage image changes or finishes loading any more.  Goal < 2 s.
+
+* ``--long``: step -> repaint for a long prompt, ``AttentionWidget`` on 8,192 tokens (d_model
+  512, 8 heads, causal mask, as ``benchmarks/long.py``): the same measure, over the images a
+  temperature step repaints there (every head's thumbnail, the focus head's overview, the
+  zoom), and the summary line.  Goal <= 1 s.
 
 Times are taken inside the page with ``performance.now()`` (keydown/pointerup listeners in the
 capture phase; a MutationObserver checks the DOM).
@@ -88,6 +94,15 @@ OVERVIEW_IMAGES = ".aw-overview image"
 OVERVIEW_PICK = [3, 4, 5, 6]
 #: Per view: the images a temperature step repaints, and which of the selector's matches.
 VIEW_IMAGES = {"detailed": (STEP_IMAGES, None), "overview": (OVERVIEW_IMAGES, OVERVIEW_PICK)}
+# ... and for a long prompt (the lens is not shown without a query)
+LONG_IMAGES = ", ".join(f".aw-fig-long-{name} image" for name in ("heads", "focus", "zoom"))
+LONG_CELL = """
+from attention_widget import AttentionWidget
+text = " ".join(f"w{i %% 997}" for i in range(%(n)d))
+w = AttentionWidget(text, d_model=512, n_heads=8, mask="causal")
+assert w.wait(300) and w.trace.seq_len == %(n)d, w.error
+w
+"""
 
 # The bare page: the four figures a temperature step redraws, fed precomputed arrays.
 BARE_CELL = """
@@ -412,6 +427,44 @@ def _report_widget(results: dict[str, Any], views: list[str]) -> None:
             f"floor; before the frame "
             f"{results[f'bare{n}_loaded'] / results['floor_loaded']:.2f}x"
         )
+def long_steps(browser: Any, server: JupyterServer, args: argparse.Namespace, n: int) -> dict:
+    """Step -> repaint of a long prompt's widget (median, p90, and when the summary changed)."""
+    page, log = new_page(browser)
+    _open(page, server, "long.ipynb", ".attention-widget .aw-summary")
+    page.wait_for_selector(".aw-fig-long-zoom image", timeout=300000)
+    times = measure_steps(page, ".attention-widget", ".aw-summary", LONG_IMAGES,
+                          ".aw-temperature", args.steps, args.warmup, args.gap_ms)
+    if times["images"] != [3.0]:
+        raise RuntimeError(f"expected 3 long-prompt images, found {times['images']}")
+    paint = sorted(times["paint"])
+    out = {"n": n, "paint": statistics.median(paint), "p90": paint[int(0.9 * (len(paint) - 1))],
+           "text": statistics.median(times["text"]), "first": statistics.median(times["first"]),
+           "errors": log.real_errors()}
+    page.close()
+    return out
+
+
+def main_long(args: argparse.Namespace) -> int:
+    """``--long``: the step -> repaint of a widget on 8,192 tokens in Voila and Chromium."""
+    root = Path(tempfile.mkdtemp(prefix="aw-bench-long-"))
+    n = 8192
+    write_notebook(root / "long.ipynb", [LONG_CELL % {"n": n}])
+    load_before = os.getloadavg()
+    with JupyterServer("voila", root, timeout=120) as server, launch_browser() as browser:
+        r = long_steps(browser, server, args, n)
+    load_after = os.getloadavg()
+    verdict = "ok" if r["paint"] <= 1000 else "SLOWER than goal"
+    print(f"browser benchmark, long prompt: Voila + headless Chromium, {n:,} tokens, d_model "
+          f"512, 8 heads, causal; median of {args.steps} temperature steps, {args.gap_ms} ms "
+          f"idle before each (load average 1/5 min before {load_before[0]:.2f}/"
+          f"{load_before[1]:.2f}, after {load_after[0]:.2f}/{load_after[1]:.2f}; "
+          f"{os.cpu_count()} cores)")
+    print(f"  step -> repaint {r['paint']:.0f} ms (p90 {r['p90']:.0f} ms; goal <= 1 s: "
+          f"{verdict}); keydown -> first DOM change {r['first']:.0f} ms, -> summary (sent "
+          f"last) {r['text']:.0f} ms")
+    if r["errors"]:
+        print("console errors:", *r["errors"], sep="\n  ")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -428,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="idle time before each step (floor and widget alike)")
     ap.add_argument("--alternate", action="store_true",
                     help="step back and forth between two values (no PNG resent: flattering)")
+    ap.add_argument("--long", action="store_true",
+                    help="a long prompt (8,192 tokens) instead of the short widgets")
     args = ap.parse_args(argv)
     if not args.alternate and args.steps + args.warmup > 100:
         ap.error("--steps + --warmup must be at most 100 (the sliders' room to the right)")
@@ -435,6 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     views = args.view.split(",")
     if not views or not set(views) <= {"overview", "detailed"}:
         ap.error(f"--view must name overview and/or detailed, got {args.view!r}")
+    if args.long:
+        return main_long(args)
 
     root = Path(tempfile.mkdtemp(prefix="aw-bench-"))
     write_notebook(root / "floor.ipynb", TRIVIAL_NOTEBOOK)

@@ -20,6 +20,20 @@ Each length runs in its own process, so that each peak memory is its own.  ``--t
 adds a table of the full trace against the block-wise path from 256 to 4,096 tokens.  The
 machine's load (``os.getloadavg()``) is printed before and after: on a busy machine every
 figure moves.
+
+``--widget`` times the same lengths through ``AttentionWidget`` (its text source, the same
+sizes), in the kernel with no browser: what a user waits for.
+
+* ``first``: the constructor until the first diagram is drawn (``w.wait()``; a long trace is
+  computed in a worker thread);
+* ``step``: ``w.temperature = t`` until the step is drawn, median of 3;
+* ``zoom``, ``lens``: ``w.zoom(...)`` on 64 x 64 cells and ``w.query = i`` (the last query),
+  drawn, median of 5 (at 512 tokens: a query's focus row and its output);
+* ``bytes/step``: what the comm sends to the browser for one temperature step (JSON and
+  buffers, as ``tests/support/comm.py`` records them);
+* ``RSS``: the process's peak resident memory.
+
+The step in a real browser is ``benchmarks/browser.py --long``.
 """
 
 from __future__ import annotations
@@ -188,6 +202,52 @@ def threshold_table() -> None:
         print(f"| {seq_len:,} | " + " | ".join(cells) + " |", flush=True)
 
 
+def one_widget(seq_len: int) -> dict:
+    """The widget's figures at one length, in this process (see the module docstring)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    from support.comm import record_comm_messages
+
+    from attention_widget import AttentionWidget
+
+    text = " ".join(f"w{i % 997}" for i in range(seq_len))
+    result = {"tokens": seq_len}
+    with record_comm_messages() as sent:
+        t0 = time.perf_counter()
+        w = AttentionWidget(text, d_model=D_MODEL, n_heads=N_HEADS, mask="causal")
+        w.wait()
+        result["first"] = time.perf_counter() - t0
+        result["path"] = type(w.trace).__name__
+        steps = iter(TEMPERATURES * 3)
+
+        def step() -> None:
+            w.temperature = next(steps)
+            w.wait()
+
+        step()
+        sent.clear()
+        step()
+        result["bytes"] = sent.total_bytes
+        result["step"] = median_seconds(step, 1 if seq_len > 16384 else 3)
+        if seq_len > 512:  # each zoom a new box: queries in the middle, keys moving along
+            keys = iter(range(0, seq_len // 2, 64))
+
+            def zoom() -> None:
+                start = next(keys)
+                w.zoom((seq_len // 2, seq_len // 2 + 64), (start, start + 64))
+
+            result["zoom"] = median_seconds(zoom, 5)
+        queries = iter([seq_len - 1, seq_len - 2] * 5)
+        result["lens"] = median_seconds(lambda: setattr(w, "query", next(queries)), 5)
+    result["rss"] = peak_rss_mib()
+    return result
+
+
+def widget_row(r: dict) -> str:
+    zoom = f"{r['zoom'] * 1e3:7.0f}" if "zoom" in r else "      -"
+    return (f"| {r['tokens']:>6,} | {r['path']:<14} | {r['first']:7.2f} | {r['step']:7.2f} | "
+            f"{zoom} | {r['lens'] * 1e3:7.0f} | {r['bytes'] / 2**10:8.0f} | {r['rss']:7.0f} |")
+
+
 def row(r: dict) -> str:
     gap = f"{r['gap']:6.2f}" if "gap" in r else "     -"
     cancel = f"{r['cancel']:6.2f}" if "cancel" in r else "     -"
@@ -203,10 +263,12 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="*", default=list(SIZES))
     parser.add_argument("--threshold", action="store_true",
                         help="also compare the full trace and the block-wise path by length")
+    parser.add_argument("--widget", action="store_true",
+                        help="time the widget (first diagram, step, zoom, lens, bytes, RSS)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # a child process
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one_size(args.one)))
+        print(json.dumps(one_widget(args.one) if args.widget else one_size(args.one)))
         return
     import numpy
 
@@ -215,6 +277,17 @@ def main() -> None:
           f"NumPy {numpy.__version__}")
     print(f"d_model {D_MODEL}, {N_HEADS} heads, causal mask; load before: "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    if args.widget:
+        print("| tokens | trace          |   first |    step | zoom ms | lens ms | KiB/step | "
+              "RSS MiB |")
+        print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for size in args.sizes:
+            child = subprocess.run([sys.executable, __file__, "--widget", "--one", str(size)],
+                                   check=True, capture_output=True, text=True)
+            print(widget_row(json.loads(child.stdout.splitlines()[-1])), flush=True)
+        print(f"load after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}  (times in "
+              "seconds unless marked, each until drawn)")
+        return
     print("| tokens | path          |   first |    step | zoom ms | lens ms |    head | "
           "RSS MiB | +head   |    gap | cancel |")
     print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")

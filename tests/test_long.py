@@ -386,3 +386,53 @@ def test_bad_cell_requests_are_named():
         trace.top_keys(0, 0, k=2.5)
     with pytest.raises(TypeError, match="trace must be a LongTrace"):
         long_with_temperature(object(), params, 1.0)
+
+
+# ---- the step alone, on ready-made queries, keys and values ----------------------------------
+@pytest.mark.parametrize(("mask", "window", "scale"), [("causal", None, 0.05),
+                                                       ("sliding", 40, None), (None, None, 0.3)])
+def test_long_attend_equals_attend_with_a_scale(mask, window, scale):
+    rng = np.random.default_rng(7)
+    n = 700
+    q = rng.standard_normal((4, n, 16))
+    k, v = rng.standard_normal((2, n, 16)), rng.standard_normal((2, n, 8))  # d_v != d_head
+    i, j = np.indices((n, n))
+    visible = {None: i >= 0, "causal": j <= i, "sliding": (j <= i) & (i - j < (window or 1))}
+    full = attend(q, k, v, mask=visible[mask], temperature=0.7, scale=scale)
+    got = long_module.long_attend(q, k, v, scale=scale, temperature=0.7, mask=mask,
+                                  window=window)
+    np.testing.assert_allclose(got.head_outputs, full.head_outputs, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(got.entropy, full.entropy, rtol=0, atol=1e-10)
+    assert got.tile == 2 and got.weights_overview.shape == (4, 350, 350)
+    for h in (0, 3):
+        expected = tile_reference(full.weights[h], visible[mask], 2, tile_max)
+        np.testing.assert_allclose(got.weights_overview[h], expected, rtol=0, atol=1e-12)
+        expected = tile_reference(full.scores[h], visible[mask], 2, largest_magnitude)
+        np.testing.assert_allclose(got.scores_overview[h], expected, rtol=0, atol=1e-12)
+    # a LongTrace holding the scale gives the same exact cells
+    trace = LongTrace(x=np.zeros((n, 1)), q=q, k=k, v=v, head_outputs=got.head_outputs,
+                      concat=None, output=None, entropy=got.entropy, lse=got.lse,
+                      weights_overview=got.weights_overview, scores_overview=None, tile=got.tile,
+                      mask_kind=mask or "none", window=window, temperature=0.7, scale=scale)
+    np.testing.assert_allclose(trace.block(3, slice(600, 700), slice(500, 700)),
+                               full.weights[3, 600:, 500:], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(trace.block(1, slice(0, 9), slice(0, 9), stage="scores"),
+                               full.scores[1, :9, :9], rtol=0, atol=1e-12)
+    without = long_module.long_attend(q, k, v, scale=scale, temperature=0.7, mask=mask,
+                                      window=window, scores_overview=False)
+    assert without.scores_overview is None
+    np.testing.assert_array_equal(without.weights_overview, got.weights_overview)
+
+
+def test_long_attend_names_bad_arguments():
+    q, k = np.zeros((4, 10, 8)), np.zeros((2, 10, 8))
+    with pytest.raises(ValueError, match=r"q, k, v must have shapes .* got \[\(4, 10, 8\), "):
+        long_module.long_attend(q, k, np.zeros((2, 9, 8)))
+    with pytest.raises(ValueError, match="n_kv_heads dividing n_heads"):
+        long_module.long_attend(q, np.zeros((3, 10, 8)), np.zeros((3, 10, 8)))
+    with pytest.raises(TypeError, match="share one dtype"):
+        long_module.long_attend(q, k, k.astype(np.float32))
+    with pytest.raises(ValueError, match='mask must be None, "none", "causal" or "sliding"'):
+        long_module.long_attend(q, k, k, mask="future")
+    with pytest.raises(TypeError, match="window must be an integer"):
+        long_module.long_attend(q, k, k, mask="sliding")

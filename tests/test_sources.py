@@ -16,7 +16,7 @@ from attention_widget import (
     multi_head_attention,
     tokenize,
 )
-from attention_widget.sources import ArraysSource, Settings, TextSource
+from attention_widget.sources import MAX_TOKENS, ArraysSource, Settings, TextSource
 
 TEXT = "The cat sat on the mat because the cat was tired."
 
@@ -52,7 +52,8 @@ def test_text_source_gives_the_engines_trace_and_reuses_what_stays():
 
 
 @pytest.mark.parametrize(("text", "words"), [("  \n", "empty"),
-                                             (" ".join(["a"] * 513), "at most 512")])
+                                             (" ".join(["a"] * (MAX_TOKENS + 1)),
+                                              f"at most {MAX_TOKENS:,}")])
 def test_text_source_names_bad_text(text, words):
     with pytest.raises(ValueError, match=words):
         TextSource().trace(Settings(text=text))

@@ -1,7 +1,9 @@
 """Export an attention diagram: SVG (pure Python), PNG/PDF (matplotlib), standalone HTML.
 
 Every function takes an :class:`~attention_widget.engine.AttentionTrace`, so it works on a
-widget's state (``w.trace``) or on any trace computed in a script.
+widget's state (``w.trace``) or on any trace computed in a script; a long prompt's
+:class:`~attention_widget.long.LongTrace` is drawn as its overviews, and the zoom when one is
+chosen (:mod:`.long_layout`).
 
 * :func:`diagram_svg` draws the diagram as an SVG string with nothing but NumPy and the standard
   library: heatmaps as ``<rect>`` cells (or an embedded PNG for large panels), tokens and titles
@@ -60,6 +62,7 @@ def diagram_data_url(
     title: str | None = None,
     diverging: str | None = None,
     scales: Mapping[str, str] | None = None,
+    zoom: tuple | None = None,
 ) -> str:
     """A ``data:`` URL of the diagram for a browser download link (``<a download href=...>``).
 
@@ -67,7 +70,7 @@ def diagram_data_url(
     ----------
     format : {"svg", "png"}
         SVG needs nothing; PNG needs matplotlib.
-    stages, heads, colormap, dpi, title, diverging, scales
+    stages, heads, colormap, dpi, title, diverging, scales, zoom
         As :func:`diagram_svg` and :func:`diagram_png_bytes`.
 
     Returns
@@ -76,7 +79,7 @@ def diagram_data_url(
         ``data:image/svg+xml;base64,...`` or ``data:image/png;base64,...``.
     """
     options = {"stages": stages, "heads": heads, "colormap": colormap, "title": title,
-               "diverging": diverging, "scales": scales}
+               "diverging": diverging, "scales": scales, "zoom": zoom}
     if format == "svg":
         data, mime = diagram_svg(trace, tokens, **options).encode("utf-8"), "image/svg+xml"
     elif format == "png":
@@ -100,6 +103,7 @@ def download_link(
     title: str | None = None,
     diverging: str | None = None,
     scales: Mapping[str, str] | None = None,
+    zoom: tuple | None = None,
 ) -> str:
     """An HTML ``<a download>`` link that saves the diagram in the browser (for an HTML widget).
 
@@ -111,7 +115,7 @@ def download_link(
         Suggested file name; default ``"attention.svg"`` / ``"attention.png"``.
     label : str, optional
         Link text; default ``"Download SVG"`` / ``"Download PNG"``.
-    stages, heads, colormap, dpi, title, diverging, scales
+    stages, heads, colormap, dpi, title, diverging, scales, zoom
         As :func:`diagram_data_url`.
 
     Returns
@@ -122,7 +126,7 @@ def download_link(
     """
     url = diagram_data_url(
         trace, tokens, format=format, stages=stages, heads=heads, colormap=colormap, dpi=dpi,
-        title=title, diverging=diverging, scales=scales,
+        title=title, diverging=diverging, scales=scales, zoom=zoom,
     )
     filename = filename if filename is not None else f"attention.{format}"
     label = label if label is not None else f"Download {format.upper()}"
@@ -163,6 +167,7 @@ def save_figure(
     title: str | None = None,
     diverging: str | None = None,
     scales: Mapping[str, str] | None = None,
+    zoom: tuple | None = None,
 ) -> Path:
     """Write the diagram to an SVG, PNG or PDF file.
 
@@ -173,8 +178,8 @@ def save_figure(
     path : str or PathLike
         Where to write; the suffix (``.svg``, ``.png``, ``.pdf``) chooses the format unless
         ``format`` is given.
-    tokens, stages, heads, colormap, title, diverging
-        As :func:`diagram_svg`.
+    tokens, stages, heads, colormap, title, diverging, zoom
+        As :func:`diagram_svg` (a LongTrace's picture: its overviews and the zoom).
     format : {"svg", "png", "pdf"}, optional
         Overrides the suffix.
     dpi : float, default 150
@@ -208,7 +213,7 @@ def save_figure(
     p = Path(path)
     fmt = _format(p, format)
     dpi = check_dpi(dpi)
-    layout = build(trace, tokens, stages, heads, colormap, title, diverging, scales=scales)
+    layout = build(trace, tokens, stages, heads, colormap, title, diverging, scales, zoom=scales)
     data = render(layout).encode("utf-8") if fmt == "svg" else figure_bytes(layout, fmt, dpi)
     p.write_bytes(data)
     return p

@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from ..engine import AttentionTrace
+from ..long import LongTrace
 from ..stages import summary
 from .layout import check_head_selection, check_tokens, check_trace
+from .long_layout import long_summary
 from .svg import FONT, diagram_svg, escape
 
 __all__ = ["to_html"]
@@ -174,7 +176,8 @@ def to_html(
     page_title = escape(title or "Multi-head self-attention")
     panes = [_pane(i, label, tr, tokens, stages, heads, trace.n_heads, colormap, diverging,
                    scales) for i, (label, tr) in enumerate(items)]
-    summaries = [summary(tr) for _, tr in items]
+    summaries = [long_summary(tr) if isinstance(tr, LongTrace) else summary(tr)
+                 for _, tr in items]
     options = "".join(f'<option value="{i}">{escape(label)} — {escape(s)}</option>'
                       for i, ((label, _), s) in enumerate(zip(items, summaries, strict=True)))
     controls = (f'<div class="aw-controls"><label for="aw-variant">Show: </label>'

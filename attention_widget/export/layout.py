@@ -36,6 +36,7 @@ from ..colors import (
     to_rgb,
 )
 from ..engine import AttentionTrace
+from ..long import LongTrace
 from ..stages import SECTIONS, STAGE_NAMES, stage, summary
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "check_stages",
     "check_tokens",
     "check_trace",
+    "colorbar",
     "stage_scale",
     "text_width",
 ]
@@ -140,12 +142,12 @@ class Scale:
 # --------------------------------------------------------------------------------------------
 # argument checks
 # --------------------------------------------------------------------------------------------
-def check_trace(trace: object, name: str = "trace") -> AttentionTrace:
-    """``trace`` if it is an AttentionTrace; TypeError naming ``name`` otherwise."""
-    if not isinstance(trace, AttentionTrace):
+def check_trace(trace: object, name: str = "trace") -> AttentionTrace | LongTrace:
+    """``trace`` if it is an AttentionTrace or a LongTrace; TypeError naming ``name`` otherwise."""
+    if not isinstance(trace, (AttentionTrace, LongTrace)):
         raise TypeError(
-            f"{name} must be an AttentionTrace (from multi_head_attention or w.trace), "
-            f"got {type(trace).__name__}"
+            f"{name} must be an AttentionTrace (from multi_head_attention or w.trace) or a "
+            f"LongTrace, got {type(trace).__name__}"
         )
     return trace
 
@@ -356,12 +358,21 @@ class _Rows:
 
 def build(trace: AttentionTrace, tokens: Any, stages: Any, heads: Any, colormap: Any,
           title: Any, diverging: Any, tooltips: bool = False, vector_stages: Any = None,
-          scales: Any = None) -> Layout:
+          scales: Any = None, zoom: Any = None) -> Layout:
     """Check the arguments of an export and lay out its diagram.
 
     Parameters are those of :func:`~attention_widget.export.diagram_svg` (``trace`` already
-    checked).  Stages not in ``vector_stages`` (default: all) are marked ``raster``.
+    checked).  Stages not in ``vector_stages`` (default: all) are marked ``raster``.  A
+    :class:`~attention_widget.long.LongTrace` is laid out by
+    :func:`~attention_widget.export.long_layout.build_long` (its overviews, and ``zoom``).
     """
+    if isinstance(trace, LongTrace):
+        from .long_layout import build_long  # (it builds on this module)
+
+        return build_long(trace, tokens, stages, heads, colormap, title, diverging, zoom)
+    if zoom is not None:
+        raise ValueError("zoom is for a LongTrace (above LONG_THRESHOLD tokens): the full "
+                         "trace's picture draws every cell")
     rows = _Rows.of(check_tokens(tokens, trace.seq_len))
     chosen = check_stages(stages)
     heads = check_head_selection(heads, trace.n_heads)
@@ -384,7 +395,7 @@ def build(trace: AttentionTrace, tokens: Any, stages: Any, heads: Any, colormap:
         y, right = bottom, max(right, edge)
     bar_x = right + 8  # one column of colour bars, each beside its stage's first line
     for group, (top, height, has_mask), scale in bars:
-        group.items.append(_colorbar(bar_x, top, height, scale, has_mask))
+        group.items.append(colorbar(bar_x, top, height, scale, has_mask))
     width = max(bar_x + BAR_W, _text_right(root))  # long titles and formulas widen the page
     return Layout(int(width + LEFT), int(y), root, title)
 
@@ -466,7 +477,7 @@ def _panel(name: str, label: str, head: str, heat: Heat, rows: _Rows, square: bo
     return group
 
 
-def _colorbar(x: float, y: float, h: float, scale: Scale, has_mask: bool) -> Group:
+def colorbar(x: float, y: float, h: float, scale: Scale, has_mask: bool) -> Group:
     """A stage's colour bar (high at the top), its three ticks and the masked swatch."""
     n = 32
     cell_h = max(1, int(h // n))

@@ -131,11 +131,12 @@ def diagram_png_bytes(
     title: str | None = None,
     diverging: str | None = None,
     scales: Mapping[str, str] | None = None,
+    zoom: tuple | None = None,
 ) -> bytes:
     """The diagram of :func:`diagram_svg` as PNG bytes (needs matplotlib, the ``export`` extra).
 
-    Parameters are those of :func:`~attention_widget.export.diagram_svg`; ``dpi`` sets the
-    resolution (96 gives one image pixel per layout pixel).
+    Parameters are those of :func:`~attention_widget.export.diagram_svg` (``zoom`` too);
+    ``dpi`` sets the resolution (96 gives one image pixel per layout pixel).
 
     Returns
     -------
@@ -144,5 +145,5 @@ def diagram_png_bytes(
     """
     trace = check_trace(trace)
     dpi = check_dpi(dpi)
-    layout = build(trace, tokens, stages, heads, colormap, title, diverging, scales=scales)
+    layout = build(trace, tokens, stages, heads, colormap, title, diverging, scales, zoom=scales)
     return figure_bytes(layout, "png", dpi)

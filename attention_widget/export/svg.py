@@ -136,6 +136,7 @@ def diagram_svg(
     id_prefix: str = "aw-",
     vector_stages: Sequence[str] | str | None = None,
     scales: Mapping[str, str] | None = None,
+    zoom: tuple | None = None,
 ) -> str:
     """Draw the attention diagram as a standalone SVG document, with no plotting library.
 
@@ -176,6 +177,10 @@ def diagram_svg(
     scales : dict, optional
         The colour scale of each step, as the widget's ``scales`` (``{"scores": "robust"}``;
         default shared, weights 0..1): :func:`attention_widget.colors.scale_limits`.
+    zoom : (head, (q0, q1), (k0, k1)), optional
+        For a :class:`~attention_widget.long.LongTrace`, whose picture shows each head's
+        overview (``stages`` among "scores" and "weights"): also the exact weights of queries
+        ``q0 .. q1 - 1`` against keys ``k0 .. k1 - 1`` of ``head``, with token labels.
 
     Returns
     -------
@@ -196,7 +201,7 @@ def diagram_svg(
     hatched with white lines.
     """
     layout = build(check_trace(trace), tokens, stages, heads, colormap, title, diverging,
-                   tooltips, vector_stages, scales=scales)
+                   tooltips, vector_stages, scales=scales, zoom=zoom)
     if isinstance(max_rects, bool) or not isinstance(max_rects, numbers.Integral):
         raise TypeError(f"max_rects must be an integer, got {max_rects!r}")
     if not isinstance(id_prefix, str) or not all(c.isalnum() or c in "-_" for c in id_prefix):

@@ -94,7 +94,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import math
 import numbers
 import os
 from collections import OrderedDict
@@ -106,7 +105,8 @@ from typing import Any
 import numpy as np
 
 from .._checks import check_temperature
-from ..engine import MEMORY_LIMIT_BYTES, AttentionTrace
+from ..engine import AttentionTrace
+from ..long import LONG_THRESHOLD, LongAttended, LongTrace
 from . import generation
 from .checkpoint import Tensors
 from .family import AttentionInputs, Family, LayerAttention, LayerCache
@@ -146,6 +146,11 @@ FAMILIES: dict[str, tuple[str, str]] = {
 SUPPORTED_MODEL_TYPES = tuple(FAMILIES)
 
 ProgressCallback = Callable[[float, str], Any]
+_NO_FULL_WEIGHTS = (
+    "{n:,} tokens: every layer's (n_heads, seq_len, seq_len) weights are more than this reads "
+    f"at once (above {LONG_THRESHOLD} tokens layers run block by block); ask "
+    "trace(text, layer) for a LongTrace and its head_weights(h), blocks and rows"
+)
 
 
 @dataclass
@@ -227,8 +232,7 @@ class PretrainedModel(Family):
         self.progress = progress
         self._states: OrderedDict[str, _TextState] = OrderedDict()
         self._attn: OrderedDict[tuple[str, int], LayerAttention] = OrderedDict()
-        memory_cap = int(math.sqrt(MEMORY_LIMIT_BYTES / (4 * 4 * self.n_heads)))
-        self.max_tokens = int(min(self.max_positions, memory_cap))
+        self.max_tokens = self.max_positions  # (above LONG_THRESHOLD layers run block-wise)
 
     # ---- caches -------------------------------------------------------------------------------
     def clear_cache(self) -> None:
@@ -240,8 +244,7 @@ class PretrainedModel(Family):
         self._attn.clear()
 
     def _remember(self, text: str, i: int, layer: LayerAttention) -> None:
-        a = layer.inputs
-        _readonly(a.x, a.q, a.k, a.v, layer.attended.scores, layer.attended.weights)
+        _readonly(*layer.arrays())
         self._attn[(text, i)] = layer
         self._attn.move_to_end((text, i))
         while len(self._attn) > 1 and (
@@ -278,10 +281,7 @@ class PretrainedModel(Family):
         layer = self._attn.get((text, i))
         if layer is None:
             h = self._state(text, i).blocks[i]
-            positions = np.arange(h.shape[0])
-            inputs = self.attention_inputs(i, h, positions)
-            mask = self.attention_mask(inputs, positions)
-            layer = LayerAttention(inputs, mask, self.run_attention(inputs, mask))
+            layer = self.attend_layer(i, h, np.arange(h.shape[0]))
         self._remember(text, i, layer)
         return layer
 
@@ -308,7 +308,7 @@ class PretrainedModel(Family):
         if enc.ids.size > self.max_tokens:
             raise ValueError(
                 f"text has {enc.ids.size} tokens but {self.name} accepts at most "
-                f"max_tokens={self.max_tokens}; use a shorter text"
+                f"max_tokens={self.max_tokens} (its max_position_embeddings); use a shorter text"
             )
         if enc.ids.max() >= self.vocab_size:
             raise ValueError(
@@ -364,6 +364,8 @@ class PretrainedModel(Family):
             )
         if ids.size > self.max_tokens:
             raise ValueError(f"ids has {ids.size} tokens; max_tokens is {self.max_tokens}")
+        if output_attentions and ids.size > LONG_THRESHOLD:
+            raise ValueError(_NO_FULL_WEIGHTS.format(n=ids.size))
         positions = np.arange(ids.size)
         h = self.embed(ids, positions)
         hidden, attentions = [h], []
@@ -377,7 +379,9 @@ class PretrainedModel(Family):
         _report(self.progress, 1.0, "done")
         return hidden, attentions
 
-    def trace(self, text: str, layer: int, temperature: float = 1.0) -> AttentionTrace:
+    def trace(
+        self, text: str, layer: int, temperature: float = 1.0
+    ) -> AttentionTrace | LongTrace:
         """Compute the attention of ``layer`` on ``text``, as the model really does.
 
         Parameters
@@ -424,6 +428,10 @@ class PretrainedModel(Family):
             ``k``, ``v``, ``scores``, ``weights``, ``mask`` and ``kept`` has the tokens, then
             the entries (see :meth:`key_labels`).
 
+            Above ``LONG_THRESHOLD`` tokens every layer runs block by block and the result is
+            a :class:`~attention_widget.long.LongTrace` (float32; no scores, weights or mask
+            arrays: overviews, and exact cells on demand).
+
         Raises
         ------
         TypeError, ValueError
@@ -432,6 +440,8 @@ class PretrainedModel(Family):
         layer = self.check_layer(layer)
         temperature = check_temperature(temperature)
         cached = self._layer_attention(text, layer)
+        if isinstance(cached.attended, LongAttended):  # long: block by block
+            return self.long_trace(layer, cached, temperature)
         return self.make_trace(
             cached, temperature, lambda concat: self.attention_output(layer, concat)
         )
@@ -469,6 +479,8 @@ class PretrainedModel(Family):
             A layer with compressed entries (DeepSeek V4) has one more key column for each
             (see :meth:`key_labels`).
         """
+        if self.encode(text).ids.size > LONG_THRESHOLD:
+            raise ValueError(_NO_FULL_WEIGHTS.format(n=self.encode(text).ids.size))
         self._state(text, self.n_layers - 1)  # every layer's input; their attentions kept
         return [self._layer_attention(text, i).attended.weights for i in range(self.n_layers)]
 

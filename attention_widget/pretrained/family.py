@@ -6,6 +6,10 @@ layer's forward step, whose attention always runs through the engine's
 :func:`~attention_widget.engine.attend`.  A family subclasses
 :class:`~attention_widget.pretrained.PretrainedModel` and fills in the methods of the section
 "the family's part" (see the package docstring for the order in which they run).
+
+Above :data:`~attention_widget.long.LONG_THRESHOLD` tokens a layer's attention runs block by
+block (:func:`~attention_widget.long.long_attend`): no ``(seq, seq)`` array in any layer, and
+the layer shown is a :class:`~attention_widget.long.LongTrace`.
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ from typing import Any
 import numpy as np
 
 from ..engine import Attended, AttentionTrace, attend, merge_heads
+from ..long import LONG_THRESHOLD, LongAttended, LongTrace, long_attend
 from .blocks import linear
 from .checkpoint import FLOAT_DTYPES, Config, Tensors, held_bytes
 
-__all__ = ["AttentionInputs", "Family", "LayerAttention", "LayerCache"]
+__all__ = ["AttentionInputs", "BlockwiseLayers", "Family", "LayerAttention", "LayerCache"]
 
 
 @dataclass
@@ -88,17 +93,27 @@ class AttentionInputs:
 
 @dataclass
 class LayerAttention:
-    """One layer's attention at temperature 1: what went in, the mask and what ``attend`` gave."""
+    """One layer's attention at temperature 1: what went in, the mask and what ``attend`` gave.
+
+    Above ``LONG_THRESHOLD`` tokens ``attended`` is what the block-wise ``long_attend`` keeps
+    and ``mask`` is None (the mask is described, see :meth:`Family.described_mask`).
+    """
 
     inputs: AttentionInputs
     mask: np.ndarray | None  # None: every key allowed
-    attended: Attended
+    attended: Attended | LongAttended
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """The arrays it holds (the overviews rather than scores and weights when long)."""
+        a, att = self.inputs, self.attended
+        kept = (att.scores, att.weights) if isinstance(att, Attended) else (
+            att.head_outputs, att.weights_overview, att.scores_overview)
+        return (a.x, a.q, a.k, a.v, *kept)
 
     @property
     def nbytes(self) -> int:
         """Bytes of its arrays."""
-        a, att = self.inputs, self.attended
-        return sum(x.nbytes for x in (a.x, a.q, a.k, a.v, att.scores, att.weights))
+        return sum(x.nbytes for x in self.arrays())
 
 
 @dataclass
@@ -144,7 +159,75 @@ class LayerCache:
         return int(np.count_nonzero(self.key_positions > position - self.window))
 
 
-class Family:
+class BlockwiseLayers:
+    """What a family does with inputs longer than ``LONG_THRESHOLD`` (a base of :class:`Family`).
+
+    Each layer's attention runs block by block (:func:`~attention_widget.long.long_attend`) on
+    the queries, keys and values the family made, under a described mask; the layer shown is a
+    :class:`~attention_widget.long.LongTrace`.
+    """
+
+    name: str
+    causal: bool
+    attention_output: Callable[[int, np.ndarray], np.ndarray]  # (the family's, see Family)
+    #: Checked between the blocks of a long layer: once set (a ``threading.Event``), the
+    #: forward stops with :class:`~attention_widget.long.AttentionCancelled`.
+    cancel: object = None
+    progress: Any = None  # callable(fraction, message) or None: the model's, see PretrainedModel
+
+    def described_mask(self, inputs: AttentionInputs) -> tuple[str, int | None]:
+        """The mask of a long layer as :func:`~attention_widget.long.long_attend` takes it.
+
+        ``("causal" | "none" | "sliding", window)``; ValueError when the layer's attention
+        needs more than a described mask (its own mask, a selector's keys, cached keys,
+        further options).
+        """
+        if (inputs.mask is not None or inputs.kept is not None
+                or inputs.key_positions is not None or inputs.options):
+            raise ValueError(
+                f"{self.name}: this layer's attention (its own mask, selected or cached keys, "
+                f"options) has no block-wise form; inputs longer than {LONG_THRESHOLD} tokens "
+                "cannot be shown")
+        if inputs.window is None:
+            return ("causal" if self.causal else "none"), None
+        if not self.causal:
+            raise ValueError(f"{self.name}: a bidirectional sliding window has no block-wise "
+                             f"form; inputs longer than {LONG_THRESHOLD} tokens cannot be shown")
+        return "sliding", inputs.window
+
+    def run_long_attention(self, inputs: AttentionInputs, temperature: float = 1.0,
+                           what: str = "attention", scores_overview: bool = True
+                           ) -> LongAttended:
+        """:func:`~attention_widget.long.long_attend` on ``inputs`` (reporting as ``what``)."""
+        kind, window = self.described_mask(inputs)
+        progress = self.progress
+        report = None if progress is None else (lambda f, m: progress(f, f"{what}: {m}"))
+        return long_attend(inputs.q, inputs.k, inputs.v, scale=inputs.scale,
+                           temperature=temperature, mask=kind, window=window,
+                           scores_overview=scores_overview, progress=report, cancel=self.cancel)
+
+    def long_trace(self, i: int, layer: LayerAttention, temperature: float) -> LongTrace:
+        """Layer ``i``'s attention as a :class:`~attention_widget.long.LongTrace` at ``T``.
+
+        ``layer`` is its block-wise attention at temperature 1 (its scores overview is kept:
+        scores come before the temperature).
+        """
+        a, att = layer.inputs, layer.attended
+        kind, window = self.described_mask(a)
+        if temperature != 1.0:
+            att = self.run_long_attention(a, temperature, f"layer {i + 1}, temperature "
+                                          f"{temperature:g}", scores_overview=False)
+            att = att._replace(scores_overview=layer.attended.scores_overview)
+        concat = merge_heads(att.head_outputs)  # (seq, n_heads * d_v)
+        return LongTrace(
+            x=a.x, q=a.q, k=a.k, v=a.v, head_outputs=att.head_outputs, concat=concat,
+            output=self.attention_output(i, concat), entropy=att.entropy, lse=att.lse,
+            weights_overview=att.weights_overview, scores_overview=att.scores_overview,
+            tile=att.tile, mask_kind=kind, window=window, temperature=temperature,
+            scale=a.scale)
+
+
+class Family(BlockwiseLayers):
     """A checkpoint's configuration, tensors and layers, and one layer's forward step.
 
     Parameters
@@ -497,6 +580,12 @@ class Family:
             scale=inputs.scale, **inputs.options,
         )  # fmt: skip
 
+    def attend_layer(
+        self, i: int, h: np.ndarray, positions: np.ndarray
+    ) -> LayerAttention:
+        """Layer ``i``'s attention on its input ``h`` (seq, d_model), block by block if long."""
+        return self.attention_step(i, h, positions)[1]
+
     def attention_step(
         self, i: int, h: np.ndarray, positions: np.ndarray, cache: LayerCache | None = None
     ) -> tuple[np.ndarray, LayerAttention]:
@@ -508,6 +597,10 @@ class Family:
         inputs = self.attention_inputs(i, h, positions)
         if cache is not None:
             inputs = self.extend_cache(i, inputs, positions, cache)
+        elif h.shape[0] > LONG_THRESHOLD:  # block by block: no (seq, seq) array
+            att = self.run_long_attention(inputs, what=f"layer {i + 1}")
+            out = self.attention_output(i, self.concat_heads(inputs, att.head_outputs))
+            return out, LayerAttention(inputs, None, att)
         return self.attend_inputs(i, inputs, positions)
 
     def attend_inputs(
