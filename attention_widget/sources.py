@@ -109,6 +109,11 @@ class Traced:
         The mask as the summary names it (``"sliding, window=3"``).
     layer : int or None
         The layer shown, for sources with layers.
+    unavailable : str
+        Why only the weights are known ('' when every stage is): the other stages are then
+        not drawn, and this is said in their place.
+    notes : tuple of str
+        Lines to show with the weights.
     """
 
     tokens: list[str]
@@ -116,10 +121,16 @@ class Traced:
     params: AttentionParams | None = None
     mask: str = "none"
     layer: int | None = None
+    unavailable: str = ""
+    notes: tuple[str, ...] = ()
 
     @property
     def summary(self) -> str:
         """One line stating what is drawn (:func:`attention_widget.stages.summary`)."""
+        if self.unavailable:
+            tr = self.trace
+            return (f"seq_len={tr.seq_len}, n_heads={tr.n_heads}, weights only, mask={self.mask}"
+                    + ("" if self.layer is None else f", layer={self.layer}"))
         return summary(self.trace, mask=self.mask, layer=self.layer)
 
 
@@ -143,6 +154,8 @@ class Source(ABC):
     own_controls: ClassVar[tuple[str, ...]] = ()
     #: What the mode fixes and what stays live, said after its description.
     note: ClassVar[str] = ""
+    #: Why a state file cannot rebuild this mode ('' if it can).
+    not_saved: ClassVar[str] = ""
     _kinds: ClassVar[dict[str, type[Source]]] = {}
 
     n_layers: int = 1
@@ -211,6 +224,17 @@ class Source(ABC):
         for h in head_counts:
             out[f"{h} heads"] = self.trace(dataclasses.replace(s, n_heads=h, n_kv_heads=None)).trace
         return out
+
+    def layer_weights(self, s: Settings) -> Any:
+        """Every layer's attention weights for ``s``, for the model view (None: one layer).
+
+        Returns
+        -------
+        Attentions or None
+            ``layers`` (n_layers arrays (n_heads, n, n)), ``tokens`` and ``special``, of every
+            token (special tokens included), at temperature 1.
+        """
+        return None
 
     def saved(self) -> dict[str, Any]:
         """What a state file stores to rebuild this source besides the widget's traits."""
@@ -473,6 +497,16 @@ class PretrainedSource(Source):
                 raise ValueError("The text has only special tokens; show them or add words.")
             tokens, trace = [tokens[i] for i in keep], self._without(trace, keep)
         return Traced(tokens, trace, None, s.mask, s.layer)
+
+    def layer_weights(self, s: Settings) -> Any:
+        """Every layer's attention over ``s.text`` as the model computes it (temperature 1)."""
+        from .attentions import Attentions
+
+        _check_text(s.text)
+        model = self.model
+        layers = model.attentions(s.text)  # cached per text, as the trace's layers are
+        return Attentions(list(layers), model.tokenize(s.text),
+                          list(model.special_token_mask(s.text)))
 
     def _without(self, trace: AttentionTrace, keep: np.ndarray) -> AttentionTrace:
         """``trace`` with only the rows and columns ``keep``.

@@ -160,10 +160,13 @@ class AttentionWidget(W.VBox):
 
         Parameters
         ----------
-        model : path or PretrainedModel
+        model : path, hub id or PretrainedModel
             A Hugging Face checkpoint folder (``config.json``, ``model.safetensors``,
-            ``tokenizer.json``) or a model from :func:`attention_widget.pretrained.load_pretrained`.
-            Needs the ``models`` extra: ``pip install attention-widget[models]``.
+            ``tokenizer.json``), a hub id such as ``"Qwen/Qwen3-0.6B"`` (read from the local
+            cache, or downloaded when ``huggingface_hub`` is installed and the network is
+            there: ``pip install attention-widget[hub]``), or a model from
+            :func:`attention_widget.pretrained.load_pretrained`.  Needs the ``models`` extra:
+            ``pip install attention-widget[models]``.
         text : str
             Tokenized with the model's own tokenizer.
         layer : int
@@ -192,6 +195,78 @@ class AttentionWidget(W.VBox):
                 box.close()
         source.progress = None  # later changes report into the widget's own bar
         return w
+
+    @classmethod
+    def from_attentions(cls, attentions: Any, tokens: Sequence[str], *, layer: int = 0,
+                        batch: int = 0, special: Sequence[bool] | None = None,
+                        **kwargs: Any) -> AttentionWidget:
+        """Show attention weights you already have: every layer, each head's role, no model.
+
+        Parameters
+        ----------
+        attentions : tuple of arrays or tensors, or one array or tensor
+            What ``transformers`` returns with ``output_attentions=True`` (a tuple of
+            ``(batch, heads, n, n)`` torch tensors or NumPy arrays), TransformerLens-style
+            ``(layers, [batch,] heads, n, n)`` arrays, or a single ``(heads, n, n)`` array
+            (see :func:`attention_widget.attentions.normalize_attentions`).
+        tokens : sequence of str, length n
+            The tokens, queries and keys alike (shown as text, never as markup).
+        layer : int
+            The layer shown first.
+        batch : int
+            Which sequence of a batch.
+        special : sequence of bool, optional
+            True for special tokens; they can then be hidden.
+
+        Raises
+        ------
+        ValueError, TypeError
+            For shapes that disagree with the tokens or with each other, NaN weights, a batch
+            out of range, layers with different head counts.
+
+        Notes
+        -----
+        Only the weights are known: the diagram draws the weights and the focus head and says
+        that the other stages are not available.  What the checks noticed (rows that do not
+        sum to 1, for example) is shown under the weights.  It cannot be saved as a state file.
+        """
+        from .weights_only import AttentionsSource
+
+        source = AttentionsSource(attentions, tokens, batch=batch, special=special,
+                                  origin="attention weights given to from_attentions")
+        return cls(layer=layer, source=source, **kwargs)
+
+    @classmethod
+    def from_transformers(cls, model: Any, tokenizer: Any, text: str, *, layer: int = 0,
+                          **kwargs: Any) -> AttentionWidget:
+        """Run a loaded ``transformers`` model on ``text`` and show every layer's attention.
+
+        For any architecture transformers runs, beyond the NumPy families of
+        :meth:`from_pretrained`: the model runs once with eager attention (see
+        :func:`attention_widget.attentions.run_transformers`) and the widget shows its weights
+        as :meth:`from_attentions` does.
+
+        Parameters
+        ----------
+        model : transformers.PreTrainedModel
+        tokenizer : transformers tokenizer
+        text : str
+        layer : int
+            The layer shown first.
+
+        Raises
+        ------
+        ImportError
+            Without torch (not a dependency of this package), with what to do instead.
+        TypeError, ValueError
+            As :func:`~attention_widget.attentions.run_transformers`.
+        """
+        from .attentions import run_transformers
+        from .weights_only import AttentionsSource
+
+        attentions = run_transformers(model, tokenizer, text)
+        origin = f"{type(model).__name__} run by transformers"
+        return cls(layer=layer, source=AttentionsSource(attentions, origin=origin), **kwargs)
 
     # -- validation: impossible values from Python raise TraitError and change nothing -------------
     @T.validate(*_COMPUTED, "head", "query")
@@ -355,10 +430,14 @@ class AttentionWidget(W.VBox):
         """A download link (HTML) of the whole diagram, the weights or the focus head."""
         from .export import download_link
 
-        chosen = {"all": {}, "weights": {"stages": ["weights"]},
+        chosen = {"all": {"stages": self._export_stages()}, "weights": {"stages": ["weights"]},
                   "focus": {"stages": ["weights"], "heads": [self.head]}}[what]
         return download_link(self.trace, self.tokens, format=fmt, colormap=self.colormap,
                              filename=f"attention-{what}.{fmt}", title=self.summary, **chosen)
+
+    def _export_stages(self) -> list[str] | None:
+        """Stages exports draw by default: all (None), or the weights when only they are known."""
+        return ["weights"] if self._traced is not None and self._traced.unavailable else None
 
     def save_figure(self, path: str | os.PathLike, *, stages: Sequence[str] | None = None,
                     heads: Sequence[int] | None = None, dpi: float = 150,
@@ -371,7 +450,8 @@ class AttentionWidget(W.VBox):
         """
         from .export import save_figure
 
-        return save_figure(self.trace, path, self.tokens, stages=stages, heads=heads,
+        return save_figure(self.trace, path, self.tokens,
+                           stages=self._export_stages() if stages is None else stages, heads=heads,
                            colormap=self.colormap, dpi=dpi,
                            title=self.summary if title is None else title)
 
@@ -393,6 +473,7 @@ class AttentionWidget(W.VBox):
 
         variants = self._source.variants(self._settings(), temperatures, head_counts)
         return to_html(self.trace, path, self.tokens, variants=variants, colormap=self.colormap,
+                       stages=self._export_stages(),
                        title=self.summary if title is None else title, settings=self.settings)
 
     def save_state(self, path: str | os.PathLike) -> Path:
@@ -403,6 +484,8 @@ class AttentionWidget(W.VBox):
         """
         from .state import save_state
 
+        if self._source.not_saved:
+            raise ValueError(self._source.not_saved)
         if self.trace is None:
             raise ValueError("nothing to save: the widget has no valid input yet")
         return save_state(path, self.settings, self.trace, self.tokens, params=self.params,
