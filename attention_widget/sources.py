@@ -154,6 +154,8 @@ class Source(ABC):
     own_controls: ClassVar[tuple[str, ...]] = ()
     #: What the mode fixes and what stays live, said after its description.
     note: ClassVar[str] = ""
+    #: Whether :meth:`generate` can continue the text (a causal pretrained model).
+    can_generate: bool = False
     #: Why a state file cannot rebuild this mode ('' if it can).
     not_saved: ClassVar[str] = ""
     _kinds: ClassVar[dict[str, type[Source]]] = {}
@@ -224,6 +226,17 @@ class Source(ABC):
         for h in head_counts:
             out[f"{h} heads"] = self.trace(dataclasses.replace(s, n_heads=h, n_kv_heads=None)).trace
         return out
+
+    def generate(self, s: Settings, max_new_tokens: int, progress: Progress | None = None) -> Any:
+        """Continue the text token by token (see :attr:`can_generate`).
+
+        Raises
+        ------
+        ValueError
+            Here: only a causal pretrained model generates.
+        """
+        raise ValueError("only a causal pretrained model (GPT-2, Llama, Qwen3, ...) can "
+                         "generate: use AttentionWidget.from_pretrained with one")
 
     def layer_weights(self, s: Settings) -> Any:
         """Every layer's attention weights for ``s``, for the model view (None: one layer).
@@ -497,6 +510,21 @@ class PretrainedSource(Source):
                 raise ValueError("The text has only special tokens; show them or add words.")
             tokens, trace = [tokens[i] for i in keep], self._without(trace, keep)
         return Traced(tokens, trace, None, s.mask, s.layer)
+
+    @property
+    def can_generate(self) -> bool:  # type: ignore[override]
+        """A causal model generates."""
+        return bool(self.model.causal)
+
+    def generate(self, s: Settings, max_new_tokens: int, progress: Progress | None = None) -> Any:
+        """Continue ``s.text`` greedily (:meth:`PretrainedModel.generate`); a Generation."""
+        _check_text(s.text)
+        model = self.model
+        before, model.progress = model.progress, self.progress or progress
+        try:
+            return model.generate(s.text, max_new_tokens)
+        finally:
+            model.progress = before
 
     def layer_weights(self, s: Settings) -> Any:
         """Every layer's attention over ``s.text`` as the model computes it (temperature 1)."""

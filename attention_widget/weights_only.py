@@ -18,7 +18,7 @@ from .attentions import Attentions, normalize_attentions
 from .engine import AttentionTrace
 from .sources import Progress, Settings, Source, Traced
 
-__all__ = ["AttentionsSource", "weights_trace"]
+__all__ = ["AttentionsSource", "WeightsConstructors", "weights_trace"]
 
 #: Why the other stages are missing, as the diagram says it.
 UNAVAILABLE = ("only attention weights were given (no input X, projections Q, K, V, scores or "
@@ -164,3 +164,75 @@ class AttentionsSource(Source):
     def restore(cls, state: Any) -> AttentionsSource:
         """Never: a state file does not hold every layer's weights (see :attr:`not_saved`)."""
         raise ValueError(cls.not_saved)
+
+
+class WeightsConstructors:
+    """:class:`~attention_widget.widget.AttentionWidget`'s constructors from given weights."""
+
+    @classmethod
+    def from_attentions(cls, attentions: Any, tokens: Sequence[str], *, layer: int = 0,
+                        batch: int = 0, special: Sequence[bool] | None = None,
+                        **kwargs: Any) -> Any:
+        """Show attention weights you already have: every layer, each head's role, no model.
+
+        Parameters
+        ----------
+        attentions : tuple of arrays or tensors, or one array or tensor
+            What ``transformers`` returns with ``output_attentions=True`` (a tuple of
+            ``(batch, heads, n, n)`` torch tensors or NumPy arrays), TransformerLens-style
+            ``(layers, [batch,] heads, n, n)`` arrays, or a single ``(heads, n, n)`` array
+            (see :func:`attention_widget.attentions.normalize_attentions`).
+        tokens : sequence of str, length n
+            The tokens, queries and keys alike (shown as text, never as markup).
+        layer : int
+            The layer shown first.
+        batch : int
+            Which sequence of a batch.
+        special : sequence of bool, optional
+            True for special tokens; they can then be hidden.
+
+        Raises
+        ------
+        ValueError, TypeError
+            For shapes that disagree with the tokens or with each other, NaN weights, a batch
+            out of range, layers with different head counts.
+
+        Notes
+        -----
+        Only the weights are known: the diagram draws the weights and the focus head and says
+        that the other stages are not available.  What the checks noticed (rows that do not
+        sum to 1, for example) is shown under the weights.  It cannot be saved as a state file.
+        """
+        source = AttentionsSource(attentions, tokens, batch=batch, special=special,
+                                  origin="attention weights given to from_attentions")
+        return cls(layer=layer, source=source, **kwargs)
+
+    @classmethod
+    def from_transformers(cls, model: Any, tokenizer: Any, text: str, *, layer: int = 0,
+                          **kwargs: Any) -> Any:
+        """Run a loaded ``transformers`` model on ``text`` and show every layer's attention.
+
+        For any architecture transformers runs, beyond the NumPy families of
+        :meth:`from_pretrained`: the model runs once with eager attention (see
+        :func:`attention_widget.attentions.run_transformers`) and the widget shows its weights
+        as :meth:`from_attentions` does.
+
+        Parameters
+        ----------
+        model : transformers.PreTrainedModel
+        tokenizer : transformers tokenizer
+        text : str
+        layer : int
+            The layer shown first.
+
+        Raises
+        ------
+        ImportError
+            Without torch (not a dependency of this package), with what to do instead.
+        TypeError, ValueError
+            As :func:`~attention_widget.attentions.run_transformers`.
+        """
+        from .attentions import run_transformers
+        attentions = run_transformers(model, tokenizer, text)
+        origin = f"{type(model).__name__} run by transformers"
+        return cls(layer=layer, source=AttentionsSource(attentions, origin=origin), **kwargs)

@@ -24,6 +24,8 @@ from .colors import SEQUENTIAL
 from .controls import ControlPanel, progress_bar, show_now
 from .diagram import Diagram
 from .engine import AttentionParams, AttentionTrace
+from .modelview import ModelViewHooks
+from .player import GenerationHooks
 from .sources import (
     DEFAULT_TEXT,
     MAX_TOKENS,
@@ -37,6 +39,7 @@ from .sources import (
     restore_source,
 )
 from .stages import SECTIONS
+from .weights_only import WeightsConstructors
 
 __all__ = ["MAX_TOKENS", "AttentionWidget"]
 
@@ -47,7 +50,7 @@ _COMPUTED = tuple(f.name for f in dataclasses.fields(Settings))
 _SAVED = (*_COMPUTED, "colormap")
 
 
-class AttentionWidget(W.VBox):
+class AttentionWidget(ModelViewHooks, GenerationHooks, WeightsConstructors, W.VBox):
     """Multi-head self-attention, every stage drawn live and linked to controls.
 
     Parameters
@@ -196,78 +199,6 @@ class AttentionWidget(W.VBox):
         source.progress = None  # later changes report into the widget's own bar
         return w
 
-    @classmethod
-    def from_attentions(cls, attentions: Any, tokens: Sequence[str], *, layer: int = 0,
-                        batch: int = 0, special: Sequence[bool] | None = None,
-                        **kwargs: Any) -> AttentionWidget:
-        """Show attention weights you already have: every layer, each head's role, no model.
-
-        Parameters
-        ----------
-        attentions : tuple of arrays or tensors, or one array or tensor
-            What ``transformers`` returns with ``output_attentions=True`` (a tuple of
-            ``(batch, heads, n, n)`` torch tensors or NumPy arrays), TransformerLens-style
-            ``(layers, [batch,] heads, n, n)`` arrays, or a single ``(heads, n, n)`` array
-            (see :func:`attention_widget.attentions.normalize_attentions`).
-        tokens : sequence of str, length n
-            The tokens, queries and keys alike (shown as text, never as markup).
-        layer : int
-            The layer shown first.
-        batch : int
-            Which sequence of a batch.
-        special : sequence of bool, optional
-            True for special tokens; they can then be hidden.
-
-        Raises
-        ------
-        ValueError, TypeError
-            For shapes that disagree with the tokens or with each other, NaN weights, a batch
-            out of range, layers with different head counts.
-
-        Notes
-        -----
-        Only the weights are known: the diagram draws the weights and the focus head and says
-        that the other stages are not available.  What the checks noticed (rows that do not
-        sum to 1, for example) is shown under the weights.  It cannot be saved as a state file.
-        """
-        from .weights_only import AttentionsSource
-
-        source = AttentionsSource(attentions, tokens, batch=batch, special=special,
-                                  origin="attention weights given to from_attentions")
-        return cls(layer=layer, source=source, **kwargs)
-
-    @classmethod
-    def from_transformers(cls, model: Any, tokenizer: Any, text: str, *, layer: int = 0,
-                          **kwargs: Any) -> AttentionWidget:
-        """Run a loaded ``transformers`` model on ``text`` and show every layer's attention.
-
-        For any architecture transformers runs, beyond the NumPy families of
-        :meth:`from_pretrained`: the model runs once with eager attention (see
-        :func:`attention_widget.attentions.run_transformers`) and the widget shows its weights
-        as :meth:`from_attentions` does.
-
-        Parameters
-        ----------
-        model : transformers.PreTrainedModel
-        tokenizer : transformers tokenizer
-        text : str
-        layer : int
-            The layer shown first.
-
-        Raises
-        ------
-        ImportError
-            Without torch (not a dependency of this package), with what to do instead.
-        TypeError, ValueError
-            As :func:`~attention_widget.attentions.run_transformers`.
-        """
-        from .attentions import run_transformers
-        from .weights_only import AttentionsSource
-
-        attentions = run_transformers(model, tokenizer, text)
-        origin = f"{type(model).__name__} run by transformers"
-        return cls(layer=layer, source=AttentionsSource(attentions, origin=origin), **kwargs)
-
     # -- validation: impossible values from Python raise TraitError and change nothing -------------
     @T.validate(*_COMPUTED, "head", "query")
     def _valid(self, proposal: dict) -> Any:
@@ -349,21 +280,24 @@ class AttentionWidget(W.VBox):
             self._ready = True
         self._sync()
 
-    @T.observe("colormap", "head", "query", "step")
+    @T.observe("colormap", "head", "query", "step", "show_model_view")
     def _on_view(self, change: dict) -> None:
         """A change of the view alone: no new trace."""
         if change["name"] == "colormap":
             self._diagram.set_colormap(self.colormap)
-        if change["name"] == "step":
+        if change["name"] in ("step", "show_model_view"):
             self._layout()
         elif self._ready:
             self._diagram.draw_focus(self.head, self.query)
+            self._draw_model_view()
+            self._draw_generation()
         if self._ready:
             self._sync()
 
     def _layout(self) -> None:
         p = self._panel
         children = (p.box, p.export_row, self._diagram.summary, *p.status,
+                    *self._model_views(), *self._generation_views(),
                     *self._diagram.shown(self.step))
         if self.children != children:
             self.children = children
@@ -400,6 +334,7 @@ class AttentionWidget(W.VBox):
         if self.query >= len(self.tokens):
             self.query = -1
         self._bytes_sent = self._diagram.draw(traced, self.head, self.query)
+        self._bytes_sent += self._draw_model_view() + self._draw_generation()
         self._panel.show_notice(self.notice)
         self._last_compute_s = time.perf_counter() - start
         self._panel.show_busy("")

@@ -1,0 +1,322 @@
+"""The generation player: a causal model's generated tokens, step by step, with its cache.
+
+:meth:`~attention_widget.pretrained.PretrainedModel.generate` records, for every generated
+token, the attention row of the token it read against the key/value cache of every layer
+(:class:`~attention_widget.pretrained.generation.GenerationStep`).  The player shows one step at
+a time, for the layer and head the widget has chosen:
+
+* the text so far, the token read and the token chosen;
+* the new query's row of every head of the layer against the cached keys (keys not in the
+  cache, later ones or ones a sliding window dropped, are grey);
+* the chosen head's rows of every step so far: the cache growing one key per step;
+* the cache's size per layer, in entries, numbers and bytes, against what multi-head attention
+  (a key and a value of every head for every token) would hold, so that grouped-query and
+  latent attention's savings show.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as W
+import numpy as np
+import traitlets as T
+
+from .controls import readout
+from .plots import Panel, PanelFigure, shown_together
+
+__all__ = ["GenerationHooks", "GenerationPlayer", "cache_rows", "step_rows"]
+
+DEFAULT_NEW_TOKENS = 12
+PLAY_INTERVAL_MS = 900
+
+
+def step_rows(generation: Any, layer: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every step's query row of ``layer``, placed at its keys' positions.
+
+    Parameters
+    ----------
+    generation : Generation
+        What :func:`~attention_widget.pretrained.generation.generate` returned.
+    layer : int
+
+    Returns
+    -------
+    weights : ndarray of float32, shape (n_steps, n_heads, n_positions)
+        ``weights[t, h, p]``: the weight head ``h``'s query at step ``t`` puts on the key at
+        position ``p``; 0 where there is no such key.
+    cached : ndarray of bool, shape (n_steps, n_positions)
+        Whether step ``t`` had a key at position ``p`` in its cache (or its own).
+    ``n_positions`` is the position read at the last step plus one.
+    """
+    steps = generation.steps
+    n_pos = steps[-1].position + 1
+    n_heads = steps[0].attentions[layer].shape[0]
+    weights = np.zeros((len(steps), n_heads, n_pos), dtype=np.float32)
+    cached = np.zeros((len(steps), n_pos), dtype=bool)
+    for t, step in enumerate(steps):
+        keys = step.key_positions[layer]  # (n_keys,) positions of this step's keys
+        weights[t][:, keys] = step.attentions[layer][:, 0, :]  # (n_heads, n_keys)
+        cached[t, keys] = True
+    return weights, cached
+
+
+def cache_rows(generation: Any, t: int, n_heads: int, d_head: int) -> list[dict[str, int]]:
+    """The cache of every layer after step ``t``, and what multi-head attention would hold.
+
+    Returns
+    -------
+    list of dict, one per layer
+        ``entries``, ``numbers``, ``bytes`` (from the step), ``width`` (numbers per entry)
+        and ``mha_numbers``: ``entries * 2 * n_heads * d_head``.
+    """
+    step = generation.steps[t]
+    return [{"entries": e, "numbers": n, "bytes": b, "width": w,
+             "mha_numbers": e * 2 * n_heads * d_head}
+            for e, n, b, w in zip(step.cache_entries, step.cache_numbers, step.cache_bytes,
+                                  generation.cache_width, strict=True)]
+
+
+def _size(n_bytes: int) -> str:
+    for unit, scale in (("MiB", 2**20), ("KiB", 2**10)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.1f} {unit}"
+    return f"{n_bytes} B"
+
+
+class GenerationPlayer:
+    """The generate control and the player over a :class:`Generation`.
+
+    Parameters
+    ----------
+    on_generate : callable(max_new_tokens)
+        Called by the generate button.
+
+    Attributes
+    ----------
+    box : ipywidgets.VBox
+        What the widget shows (CSS class ``aw-generation``).
+    figs : dict of str to PanelFigure
+        ``row`` (this step, every head of the layer) and ``steps`` (the head, every step).
+    """
+
+    def __init__(self, on_generate: Callable[[int], None]) -> None:
+        self._on_generate = on_generate
+        self.max_new = W.BoundedIntText(value=DEFAULT_NEW_TOKENS, min=1, max=512,
+                                        description="new tokens", layout={"width": "170px"})
+        self.button = W.Button(description="generate", icon="play-circle")
+        self.button.on_click(lambda _b: self._on_generate(int(self.max_new.value)))
+        self.step = W.IntSlider(value=0, min=0, max=0, description="step",
+                                layout={"width": "360px"})
+        self.play = W.Play(value=0, min=0, max=0, interval=PLAY_INTERVAL_MS,
+                           description="play the steps")
+        W.jslink((self.play, "value"), (self.step, "value"))
+        for name, w in (("max-new", self.max_new), ("generate", self.button),
+                        ("gen-step", self.step), ("gen-play", self.play)):
+            w.add_class(f"aw-{name}")
+        self.figs = {
+            "row": PanelFigure("aw-fig-gen-row", signed=False, cell_px=14, max_height=360,
+                               min_height=150),
+            "steps": PanelFigure("aw-fig-gen-steps", signed=False, cell_px=12, max_height=420,
+                                 min_height=150),
+        }
+        self.intro, self.text, self.cache, self.status = (
+            readout(c) for c in ("aw-gen-intro", "aw-gen-text", "aw-gen-cache", "aw-gen-status"))
+        self.intro.value = ("<b>Generation</b>: the model continues the text one token at a "
+                            "time with a key/value cache; step through the tokens it chose.")
+        self._controls = W.HBox([self.max_new, self.button, self.status],
+                                layout={"flex_flow": "row wrap"})
+        self._player = W.HBox([self.play, self.step], layout={"flex_flow": "row wrap"})
+        self.box = W.VBox([self.intro, self._controls])
+        self.box.add_class("aw-generation")
+        self.generation: Any = None
+        self._model: tuple[int, int] = (1, 1)  # (n_heads, d_head) of the model
+        self._rows: tuple[int, np.ndarray, np.ndarray] | None = None  # layer, weights, cached
+
+    def set_generation(self, generation: Any, *, n_heads: int, d_head: int) -> None:
+        """Play ``generation`` from its first step (``n_heads``, ``d_head``: the model's)."""
+        self.generation = generation
+        self._model = (n_heads, d_head)
+        self._rows = None
+        last = len(generation.steps) - 1
+        self.play.playing = False
+        self.step.max = self.play.max = last
+        self.step.value = self.play.value = 0
+        self.box.children = (self.intro, self._controls, self._player, self.text,
+                             self.figs["row"].figure, self.figs["steps"].figure, self.cache)
+
+    def show_error(self, message: str) -> None:
+        """Say why generation could not run ('' clears it)."""
+        self.status.value = (f"<span style='color:#c62828'>⚠ {html.escape(message)}</span>"
+                             if message else "")
+
+    def set_colormap(self, name: str) -> None:
+        """Colour the weights with sequential table ``name``."""
+        for fig in self.figs.values():
+            fig.set_colormap(name)
+
+    # -- drawing -------------------------------------------------------------------------------
+    def draw(self, t: int, layer: int, head: int) -> int:
+        """Show step ``t`` of layer ``layer``, head ``head`` outlined; return the bytes sent."""
+        gen = self.generation
+        if gen is None:
+            return 0
+        t = int(np.clip(t, 0, len(gen.steps) - 1))
+        if self._rows is None or self._rows[0] != layer:
+            self._rows = (layer, *step_rows(gen, layer))
+        _, weights, cached = self._rows
+        step = gen.steps[t]
+        n_heads, n_pos = weights.shape[1:]
+        labels = gen.all_tokens[:n_pos]
+        keys = [tok if p <= step.position else "" for p, tok in enumerate(labels)]
+        rows_mask = np.broadcast_to(cached[t], (n_heads, n_pos))
+        steps_mask = cached & (np.arange(len(gen.steps)) <= t)[:, None]  # later steps: grey
+        read = [gen.all_tokens[s.position] for s in gen.steps]
+        with shown_together(self.figs.values()):
+            sent = self.figs["row"].update([Panel(
+                weights[t], self._row_title(layer, t), [f"head {h}" for h in range(n_heads)],
+                keys)], mask=rows_mask)
+            sent += self.figs["steps"].update([Panel(
+                weights[:, head], f"layer {layer}, head {head}: every step's query row (the "
+                "cache grows a key a step)", [f"{s}: {r}" for s, r in enumerate(read)],
+                keys)], mask=steps_mask)
+        self.figs["row"].show_highlight([self.figs["row"].row_box(0, head)])
+        self.figs["steps"].show_highlight([self.figs["steps"].row_box(0, t)])
+        self.text.value = self._text_html(t)
+        self.cache.value = self._cache_html(t)
+        return sent
+
+    def _row_title(self, layer: int, t: int) -> str:
+        gen = self.generation
+        step = gen.steps[t]
+        return (f"layer {layer}, step {t}: the query of “{gen.all_tokens[step.position]}” "
+                f"(position {step.position}) against {step.position + 1} keys")
+
+    def _text_html(self, t: int) -> str:
+        """The prompt, the tokens chosen before step ``t``, the token read, the one chosen."""
+        gen = self.generation
+        step = gen.steps[t]
+        n_prompt = len(gen.prompt_tokens)
+        spans = []
+        for p, tok in enumerate(gen.all_tokens[:n_prompt + t]):
+            style = "color:#666" if p < n_prompt else "color:#000"
+            if p == step.position:
+                style += ";outline:2px solid #ff3d8b"
+            spans.append(f"<span style='{style};white-space:pre'>{html.escape(tok)}</span>")
+        chosen = (f"<span style='background:#ffe08a;white-space:pre' title='chosen at step "
+                  f"{t}'>{html.escape(step.token)}</span>")
+        return (f"<div style='font-family:monospace'>{''.join(spans)}{chosen}</div>"
+                f"<div style='font-size:90%'>step {t} of {len(gen.steps) - 1}: the query of "
+                f"token {step.position} (outlined) reads the cache and chooses "
+                f"<b>{html.escape(repr(step.token))}</b> (probability {step.probability:.2f}, "
+                f"{'greedy' if gen.greedy else 'sampled'}); grey: the prompt</div>")
+
+    def _cache_html(self, t: int) -> str:
+        """The cache per layer after step ``t``, and against multi-head attention."""
+        gen = self.generation
+        rows = cache_rows(gen, t, *self._model)
+        n_heads, d_head = self._model
+        body = "".join(
+            f"<tr><td>{i}</td><td>{r['entries']}</td><td>{r['width']}</td>"
+            f"<td>{r['numbers']:,}</td><td>{_size(r['bytes'])}</td>"
+            f"<td>{r['mha_numbers']:,}</td></tr>" for i, r in enumerate(rows))
+        total = sum(r["numbers"] for r in rows)
+        mha = sum(r["mha_numbers"] for r in rows)
+        saving = (f"this model caches {mha / total:.3g}× fewer numbers than multi-head "
+                  f"attention would ({2} × {n_heads} heads × {d_head} per token)"
+                  if total and total < mha else
+                  f"as multi-head attention: a key and a value of each of the {n_heads} heads "
+                  "per token")
+        return (f"<div style='font-size:90%'><b>key/value cache after step {t}</b>: "
+                f"{total:,} numbers, {_size(sum(r['bytes'] for r in rows))} in float32 over "
+                f"{len(rows)} layers; {html.escape(saving)}.</div>"
+                "<table class='aw-cache-table' style='font-size:85%;border-collapse:collapse'>"
+                "<tr><th>layer</th><th>entries</th><th>numbers per entry</th><th>numbers</th>"
+                f"<th>bytes</th><th>multi-head would hold</th></tr>{body}</table>")
+
+    # -- what is shown (tests) -----------------------------------------------------------------
+    def displayed(self, name: str) -> list[np.ndarray]:
+        """The arrays figure ``name`` (``row`` or ``steps``) shows."""
+        return self.figs[name].displayed()
+
+
+class GenerationHooks(T.HasTraits):
+    """The widget's side of generation (a part of :class:`~attention_widget.AttentionWidget`).
+
+    For a source that can generate (a causal pretrained model) the widget shows the generate
+    control; :meth:`generate` (or the button) continues the text and the player steps through
+    the result, for the widget's ``layer`` and ``head``.
+    """
+
+    generation_step = T.Int(0, help="The step the generation player shows (after generate).")
+
+    generation: Any = None
+    _player: GenerationPlayer | None = None
+
+    def _generation_views(self) -> tuple[W.Widget, ...]:
+        """What the layout shows of the player (its generate control, for a causal model)."""
+        if self._player is None and self._source.can_generate:
+            self._player = GenerationPlayer(self._generate_clicked)
+            self._player.set_colormap(self.colormap)
+            T.link((self._player.step, "value"), (self, "generation_step"))
+        return () if self._player is None else (self._player.box,)
+
+    def generate(self, max_new_tokens: int = DEFAULT_NEW_TOKENS) -> Any:
+        """Continue the text greedily and show the player at its first step.
+
+        Parameters
+        ----------
+        max_new_tokens : int
+            Tokens to generate (fewer if the model ends the text first).
+
+        Returns
+        -------
+        Generation
+            See :func:`attention_widget.pretrained.generation.generate`.
+
+        Raises
+        ------
+        ValueError
+            For a model that cannot generate (bidirectional, or no model), a bad count, a
+            context longer than the model's positions.
+        """
+        with self._panel.progress() as report:
+            generation = self._source.generate(self._settings(), max_new_tokens, report)
+        self.generation = generation
+        self._generation_views()
+        assert self._player is not None and self.trace is not None
+        self._player.show_error("")
+        self._player.set_generation(generation, n_heads=self.trace.n_heads,
+                                    d_head=self.trace.d_head)
+        self.generation_step = 0
+        self._draw_generation()
+        return generation
+
+    def _generate_clicked(self, max_new_tokens: int) -> None:
+        assert self._player is not None
+        try:
+            self.generate(max_new_tokens)
+        except (ValueError, TypeError) as err:
+            self._player.show_error(str(err))
+
+    @T.observe("colormap")
+    def _player_colormap(self, change: dict) -> None:
+        if self._player is not None:
+            self._player.set_colormap(change["new"])
+
+    @T.validate("generation_step")
+    def _valid_generation_step(self, proposal: dict) -> int:
+        last = 0 if self.generation is None else len(self.generation.steps) - 1
+        return int(np.clip(proposal["value"], 0, last))
+
+    @T.observe("generation_step")
+    def _on_generation_step(self, change: dict) -> None:
+        self._draw_generation()
+
+    def _draw_generation(self) -> int:
+        """Show the player's step for the widget's layer and head."""
+        if self._player is None or self.generation is None:
+            return 0
+        return self._player.draw(self.generation_step, self.layer, self.head)
