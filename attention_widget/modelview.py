@@ -197,8 +197,8 @@ def plan(n_layers: int, n_heads: int, n_tokens: int) -> _Layout:
     slot_px = min(MAX_SLOT_PX, PLOT_PX / columns)
     gap_px = max(2.0, slot_px / 12)
     cells = max(1, min(n_tokens, int(slot_px - gap_px)))  # at least a screen pixel a cell
-    px = (slot_px - gap_px) / cells
-    gap = max(1, round(gap_px / px))
+    gap = max(1, round(gap_px * cells / (slot_px - gap_px)))  # in cells
+    px = slot_px / (cells + gap)  # screen pixels per cell: a slot fills slot_px
     label_rows = math.ceil(LABEL_PX / px) if slot_px >= 34 else 0
     return _Layout(n_layers, n_heads, cells, gap, label_rows, px)
 
