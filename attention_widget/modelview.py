@@ -104,8 +104,11 @@ class ModelGrid:
         ``rollout[l]``: :func:`~attention_widget.aggregate.attention_rollout` through layers
         0 .. l (``per_layer=True``).
     roles : list of list of HeadRole
-        ``roles[l][h]``: :func:`~attention_widget.roles.head_roles` of layer ``l``.
+        ``roles[l][h]``: :func:`~attention_widget.roles.head_roles` of layer ``l``; empty when
+        they cannot be measured (rows that do not sum to 1).
     tokens : list of str, length n
+    roles_note : str
+        Why there are no roles ('' if there are).
     """
 
     heads: list[np.ndarray]
@@ -113,6 +116,7 @@ class ModelGrid:
     rollout: np.ndarray
     roles: list[list[HeadRole]]
     tokens: list[str]
+    roles_note: str = ""
 
     @property
     def n_layers(self) -> int:
@@ -141,7 +145,10 @@ def model_grid(att: Attentions, keep: np.ndarray | None = None) -> ModelGrid:
     ModelGrid
     """
     special = None if att.special is None else np.array(att.special, dtype=bool)
-    roles = [head_roles(a, att.tokens, special) for a in att.layers]
+    try:
+        roles, note = [head_roles(a, att.tokens, special) for a in att.layers], ""
+    except ValueError as err:  # e.g. rows that do not sum to 1 (sinks): no roles to measure
+        roles, note = [], f"roles not measured: {err}"
     means = head_mean(att.layers)  # (L, n, n)
     rollout = attention_rollout(att.layers, per_layer=True)  # (L, n, n)
     heads, tokens = list(att.layers), list(att.tokens)
@@ -150,7 +157,7 @@ def model_grid(att: Attentions, keep: np.ndarray | None = None) -> ModelGrid:
         heads = [a[:, keep][:, :, keep] for a in heads]
         means, rollout = means[:, sq[0], sq[1]], rollout[:, sq[0], sq[1]]
         tokens = [tokens[i] for i in keep]
-    return ModelGrid(heads, means, rollout, roles, tokens)
+    return ModelGrid(heads, means, rollout, roles, tokens, note)
 
 
 @dataclass(frozen=True)
@@ -305,7 +312,7 @@ class ModelView:
             sent = self._send_image()
             self.select(layer, head)
         self.header.value = self._header(grid, lay, title)
-        self.legend.value = self._legend(lay)
+        self.legend.value = self._legend(lay, grid.roles_note)
         return sent
 
     def _send_image(self) -> int:
@@ -370,11 +377,13 @@ class ModelView:
     def _click_grid(self, lay: _Layout) -> None:
         """The transparent cells over the thumbnails that take clicks and hover."""
         columns = lay.n_heads + 2
-        rows = np.array([lay.y0(i) - 0.5 for i in range(lay.n_layers)], dtype=float)
+        # one row more than the layers, below the image: bqplot squeezes a grid of one row
+        # to a vector, and a click there finds no layer
+        rows = np.array([lay.y0(i) - 0.5 for i in range(lay.n_layers + 1)], dtype=float)
         cols = np.array([lay.x0(c) - 0.5 for c in range(columns)], dtype=float)
         with self.grid.hold_sync(), self.grid.hold_trait_notifications():
+            self.grid.color = np.zeros((lay.n_layers + 1, columns))
             self.grid.row, self.grid.column = rows, cols
-            self.grid.color = np.zeros((lay.n_layers, columns))
 
     def select(self, layer: int, head: int | None) -> None:
         """Outline the thumbnail of ``(layer, head)`` (the head the diagram shows)."""
@@ -405,12 +414,14 @@ class ModelView:
                 f"(temperature 1).{html.escape(pooled)} Click a thumbnail to open that layer "
                 "and head in the diagram.")
 
-    def _legend(self, lay: _Layout) -> str:
+    def _legend(self, lay: _Layout, roles_note: str) -> str:
         parts = [f"<b>{name}</b>: {html.escape(text)}" for name, text in AGGREGATES.items()]
         roles = ("<b>under each head</b>: its role as head_roles measures it, the role with the "
                  "largest mean share of weight (previous token, next token, self, first token, "
                  "special tokens; broad below 0.40)")
-        if not lay.label_rows:
+        if roles_note:
+            roles = f"<b>roles</b>: {html.escape(roles_note)}"
+        elif not lay.label_rows:
             roles = ("<b>roles</b>: hover a thumbnail for its head's role (head_roles), too "
                      "narrow to write under it")
         return ("<div style='font-size:90%'>" + "<br>".join([*parts, roles]) + "</div>")
@@ -421,8 +432,8 @@ class ModelView:
         if grid is None:
             return ""
         if column < grid.n_heads:
-            role = grid.roles[layer][column]
-            return f"layer {layer} · head {column} · {role.label} (click to open it)"
+            role = f"{grid.roles[layer][column].label} " if grid.roles else ""
+            return f"layer {layer} · head {column} · {role}(click to open it)"
         if column == grid.n_heads:
             return f"layer {layer} · mean over its {grid.n_heads} heads"
         return f"layer {layer} · rollout through layers 0..{layer}"
@@ -531,7 +542,12 @@ class ModelViewHooks(T.HasTraits):
         att = src.layer_weights(s)
         if att is None:
             return 0
-        grid = model_grid(att, layers_kept(att.special, s.show_special))
+        try:
+            grid = model_grid(att, layers_kept(att.special, s.show_special))
+        except ValueError as err:  # (e.g. rollout of weights that are not square)
+            if self._model_view is not None:
+                self._model_view.header.value = f"<i>No model view: {html.escape(str(err))}</i>"
+            return 0
         if self._model_view is None:
             self._model_view = ModelView(self._pick)
             self._model_view.set_colormap(self.colormap)

@@ -146,8 +146,9 @@ def test_click_opens_the_head_in_the_diagram(minilm):
     assert (w.layer, w.head) == (4, 7)
     np.testing.assert_array_equal(w.displayed("weights")[7], minilm.attentions(TEXT)[4][7])
     assert "layer=4" in w.summary
-    np.testing.assert_array_equal(mv.outline.x[[0, 1]], [c - 0.5 - mv._layout.gap / 2,
-                                                         c - 0.5 + mv._layout.slot - mv._layout.gap / 2])
+    lay = mv._layout
+    np.testing.assert_array_equal(mv.outline.x[[0, 1]], [c - 0.5 - lay.gap / 2,
+                                                         c - 0.5 + lay.slot - lay.gap / 2])
     mv.grid._handle_custom_msg({"event": "hover",
                                 "data": {"row": r - 0.5, "column": c - 0.5}}, [])
     assert "layer 4 · head 7 · " + mv._grid.roles[4][7].label in mv.readout.value
