@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from support.png import decode_palette_png, image_widget_png
+from support.png import decode_palette_png
 from test_pretrained import _bpe_tokenizer
 
 from attention_widget.colors import LEVELS
@@ -150,7 +150,7 @@ def test_notes_and_clear_errors(bert):
         AttentionWidget.from_attentions([bert[0][0], bert[1][0][:2]], tokens)
     with pytest.raises(ValueError, match="NaN"):
         AttentionWidget.from_attentions(np.full((2, 7, 7), np.nan), tokens)
-    with pytest.raises(Exception, match="fixed at 1.0"):
+    with pytest.raises(Exception, match=r"fixed at 1\.0"):
         w.temperature = 2.0
 
 
