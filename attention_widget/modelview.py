@@ -58,6 +58,7 @@ AGGREGATES = {
 SHORT_ROLES = {"previous token": "prev", "next token": "next", "self": "self",
                "first token": "first", "special tokens": "special", "broad": "broad"}
 HIGHLIGHT = "#ff3d8b"
+HOVER_HINT = "<i>hover a thumbnail for its layer, head and role; click it to open it</i>"
 
 
 def pool(a: np.ndarray, m: int) -> np.ndarray:
@@ -269,6 +270,7 @@ class ModelView:
         self.figure.add_class("aw-model-figure")
         self.header, self.readout, self.legend = (
             readout(c) for c in ("aw-model-header", "aw-model-readout", "aw-model-legend"))
+        self.readout.value = HOVER_HINT  # (a line from the start: the hover shifts nothing)
         self.box = W.VBox([self.header, self.readout, self.figure, self.legend])
         self.box.add_class("aw-model-view")
         self._grid: ModelGrid | None = None
@@ -370,9 +372,7 @@ class ModelView:
                     texts.append(text)
         with self.labels.hold_sync():
             self.labels.x, self.labels.y = np.array(xs or [0.0]), np.array(ys or [0.0])
-            self.labels.text = texts or [""]
-            # bqplot centres a label's text box above its anchor: half the text's height down
-            self.labels.y_offset = FONT_PX // 2 - 1
+            self.labels.text = texts or [""]  # (bqplot centres each text on its anchor)
 
     def _click_grid(self, lay: _Layout) -> None:
         """The transparent cells over the thumbnails that take clicks and hover."""
@@ -395,8 +395,9 @@ class ModelView:
         if c is None:
             self.outline.visible = False
             return
+        # around the thumbnail and its role label, within the gaps to its neighbours
         left, top = lay.x0(c) - 0.5 - lay.gap / 2, lay.y0(layer) - 0.5 - lay.gap / 2
-        right, bottom = left + lay.cells + lay.gap, top + lay.cells + lay.gap
+        right, bottom = left + lay.cells + lay.gap, top + lay.cells + lay.gap / 2 + lay.label_rows
         with self.outline.hold_sync():
             self.outline.x = np.array([left, right, right, left, left])
             self.outline.y = np.array([top, top, bottom, bottom, top])
@@ -405,9 +406,9 @@ class ModelView:
     # -- text ----------------------------------------------------------------------------------
     def _header(self, grid: ModelGrid, lay: _Layout, title: str) -> str:
         n = len(grid.tokens)
-        pooled = (f" {n} tokens: each pixel of a thumbnail is the mean of a block of about "
+        pooled = (f" {n} tokens: each cell of a thumbnail is the mean of a block of about "
                   f"{n / lay.cells:.1f} × {n / lay.cells:.1f} weights." if lay.cells < n
-                  else f" {n} tokens, one pixel per weight.")
+                  else f" {n} tokens: one cell per weight.")
         lead = f"<b>{html.escape(title)}</b> · " if title else ""
         return (f"{lead}<b>Model view</b>: every layer × head, attention weights on the fixed "
                 f"scale 0..1 (queries down, keys across) as the model computes them "

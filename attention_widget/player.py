@@ -31,6 +31,10 @@ __all__ = ["GenerationHooks", "GenerationPlayer", "cache_rows", "step_rows"]
 
 DEFAULT_NEW_TOKENS = 12
 PLAY_INTERVAL_MS = 900
+#: A token of the text so far: a box, so that tokens without spaces stay apart.
+TOKEN_STYLE = ("display:inline-block;margin:1px;padding:0 4px;border:1px solid #8888;"
+               "border-radius:3px;white-space:pre;")
+CELL = "style='padding:1px 10px;text-align:right'"
 
 
 def step_rows(generation: Any, layer: int) -> tuple[np.ndarray, np.ndarray]:
@@ -180,7 +184,8 @@ class GenerationPlayer:
                 keys)], mask=rows_mask)
             sent += self.figs["steps"].update([Panel(
                 weights[:, head], f"layer {layer}, head {head}: every step's query row (the "
-                "cache grows a key a step)", [f"{s}: {r}" for s, r in enumerate(read)],
+                "cache grows a key a step)",
+                [f"{s}: {r}" if s <= t else f"{s}" for s, r in enumerate(read)],  # (no spoiler)
                 keys)], mask=steps_mask)
         self.figs["row"].show_highlight([self.figs["row"].row_box(0, head)])
         self.figs["steps"].show_highlight([self.figs["steps"].row_box(0, t)])
@@ -201,13 +206,13 @@ class GenerationPlayer:
         n_prompt = len(gen.prompt_tokens)
         spans = []
         for p, tok in enumerate(gen.all_tokens[:n_prompt + t]):
-            style = "color:#666" if p < n_prompt else "color:#000"
+            style = TOKEN_STYLE + ("color:#777;" if p < n_prompt else "")
             if p == step.position:
-                style += ";outline:2px solid #ff3d8b"
-            spans.append(f"<span style='{style};white-space:pre'>{html.escape(tok)}</span>")
-        chosen = (f"<span style='background:#ffe08a;white-space:pre' title='chosen at step "
-                  f"{t}'>{html.escape(step.token)}</span>")
-        return (f"<div style='font-family:monospace'>{''.join(spans)}{chosen}</div>"
+                style += "border-color:#ff3d8b;border-width:2px;"
+            spans.append(f"<span style='{style}'>{html.escape(tok)}</span>")
+        chosen = (f"<span style='{TOKEN_STYLE}background:#ffe08a' title='chosen at step {t}'>"
+                  f"{html.escape(step.token)}</span>")
+        return (f"<div>{''.join(spans)}{chosen}</div>"
                 f"<div style='font-size:90%'>step {t} of {len(gen.steps) - 1}: the query of "
                 f"token {step.position} (outlined) reads the cache and chooses "
                 f"<b>{html.escape(repr(step.token))}</b> (probability {step.probability:.2f}, "
@@ -219,13 +224,16 @@ class GenerationPlayer:
         rows = cache_rows(gen, t, *self._model)
         n_heads, d_head = self._model
         body = "".join(
-            f"<tr><td>{i}</td><td>{r['entries']}</td><td>{r['width']}</td>"
-            f"<td>{r['numbers']:,}</td><td>{_size(r['bytes'])}</td>"
-            f"<td>{r['mha_numbers']:,}</td></tr>" for i, r in enumerate(rows))
+            "<tr>" + "".join(f"<td {CELL}>{v}</td>" for v in (
+                i, r["entries"], r["width"], f"{r['numbers']:,}", _size(r["bytes"]),
+                f"{r['mha_numbers']:,}")) + "</tr>" for i, r in enumerate(rows))
+        head = "".join(f"<th {CELL}>{h}</th>" for h in (
+            "layer", "entries", "numbers per entry", "numbers", "bytes",
+            "multi-head would hold"))
         total = sum(r["numbers"] for r in rows)
         mha = sum(r["mha_numbers"] for r in rows)
         saving = (f"this model caches {mha / total:.3g}× fewer numbers than multi-head "
-                  f"attention would ({2} × {n_heads} heads × {d_head} per token)"
+                  f"attention would (2 × {n_heads} heads × {d_head} per token)"
                   if total and total < mha else
                   f"as multi-head attention: a key and a value of each of the {n_heads} heads "
                   "per token")
@@ -233,8 +241,7 @@ class GenerationPlayer:
                 f"{total:,} numbers, {_size(sum(r['bytes'] for r in rows))} in float32 over "
                 f"{len(rows)} layers; {html.escape(saving)}.</div>"
                 "<table class='aw-cache-table' style='font-size:85%;border-collapse:collapse'>"
-                "<tr><th>layer</th><th>entries</th><th>numbers per entry</th><th>numbers</th>"
-                f"<th>bytes</th><th>multi-head would hold</th></tr>{body}</table>")
+                f"<tr>{head}</tr>{body}</table>")
 
     # -- what is shown (tests) -----------------------------------------------------------------
     def displayed(self, name: str) -> list[np.ndarray]:

@@ -186,7 +186,7 @@ def test_many_tokens_are_pooled_into_the_thumbnails(minilm):
     assert 16 <= m < n
     att = np.stack(minilm.attentions(text))
     np.testing.assert_allclose(shown["heads"], pool(att, m), rtol=1e-6)
-    assert f"{n} tokens: each pixel of a thumbnail is the mean of a block" in (
+    assert f"{n} tokens: each cell of a thumbnail is the mean of a block" in (
         w.model_view.header.value)
 
 
