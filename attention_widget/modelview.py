@@ -265,7 +265,7 @@ class ModelView:
         self.figure = bq.Figure(
             marks=[self.image, self.labels, self.outline, self.grid],
             axes=[self.x_axis, self.y_axis, self.c_axis], fig_margin=dict(MARGIN),
-            padding_x=0.0, padding_y=0.0, animation_duration=0,
+            padding_x=0.0, padding_y=0.0, animation_duration=0, display_toolbar=False,
             layout={"width": "400px", "height": "200px"})
         self.figure.add_class("aw-model-figure")
         self.header, self.readout, self.legend = (
