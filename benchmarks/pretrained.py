@@ -27,6 +27,10 @@ of the rounds.  The token ids of both sides are checked to be the same.
 ``model-view``: the data of the widget's model view of MiniLM at 128 tokens: every layer's
 attention on a new text (the forward), the head means, the rollout and every head's role.
 
+``families``: one random checkpoint per further family (:data:`FAMILY_CHECKPOINTS`), saved by
+transformers into a temporary folder, its forward timed as MiniLM's on random token ids at
+``--seq-lens`` (``--families`` chooses them).
+
 The machine's load average is printed before and after: on a shared 2-core machine, other
 processes slow both sides (and the ratio swings with them); 10 interleaved rounds give each
 side the same chances to run in a quiet moment.
@@ -43,7 +47,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-SECTIONS = ("forward", "generation", "model-view")
+SECTIONS = ("forward", "generation", "model-view", "families")
 
 
 def _median_ms(fn, repeats: int) -> float:
@@ -54,6 +58,36 @@ def _median_ms(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return 1e3 * statistics.median(times)
+
+
+def _compare(model, ref, ids, args) -> tuple[float, float, float]:
+    """NumPy (``model``) against transformers (``ref``) on token ``ids``, both whole forwards.
+
+    Returns the best of ``args.rounds`` medians of each side, the two sides taking turns (so
+    that machine noise hits both alike), and the largest difference of the attentions.
+    """
+    import numpy as np
+    import torch
+
+    t_ids = torch.from_numpy(ids[None])
+
+    def run_numpy():
+        return model.forward_ids(ids, output_attentions=True)
+
+    def run_torch():
+        with torch.no_grad():
+            return ref(t_ids, output_attentions=True, output_hidden_states=True)
+
+    diff = max(
+        float(np.abs(a - b[0].numpy()).max())
+        for a, b in zip(run_numpy()[1], run_torch().attentions, strict=True)
+    )
+    t_np, t_pt = [], []
+    per_round = max(1, args.repeats // args.rounds)
+    for _ in range(args.rounds):
+        t_np.append(_median_ms(run_numpy, per_round))
+        t_pt.append(_median_ms(run_torch, per_round))
+    return min(t_np), min(t_pt), diff
 
 
 def _parts(model, seq_len: int, repeats: int) -> None:
@@ -198,6 +232,53 @@ def _generation(args) -> None:
             print(f"{name:>38} {a:7.3f} {b:7.3f} {a / b:6.2f}  {same}")
 
 
+_DEEPSEEK = dict(
+    hidden_size=128, intermediate_size=256, moe_intermediate_size=64, num_hidden_layers=4,
+    num_attention_heads=8, num_key_value_heads=8, kv_lora_rank=64, q_lora_rank=96,
+    qk_nope_head_dim=32, qk_rope_head_dim=16, v_head_dim=32, n_routed_experts=16, n_group=4,
+    topk_group=2, num_experts_per_tok=4, first_k_dense_replace=1, max_position_embeddings=1024,
+)  # fmt: skip
+
+#: ``model_type`` -> (vocabulary, config fields) of its checkpoint in the ``families`` section.
+#: DeepSeek-V3 / V3.2: 4 layers (1 dense, 3 of 16 experts, top 4 in 2 of 4 groups), 8 heads of
+#: latent attention (kv_lora_rank 64, q_lora_rank 96); V3.2's indexer keeps 32 keys a query.
+FAMILY_CHECKPOINTS = {
+    "deepseek_v3": (512, _DEEPSEEK),
+    "deepseek_v32": (
+        512,
+        {**_DEEPSEEK, "index_topk": 32, "index_n_heads": 8, "index_head_dim": 32},
+    ),
+}
+
+
+def _families(args) -> None:
+    """Each family of ``args.families`` on its random checkpoint: NumPy against transformers."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+    import transformers
+
+    from attention_widget.pretrained import load_pretrained
+
+    print(f"\nfamilies, random checkpoints and ids, {args.threads} threads, as MiniLM above:")
+    print(f"{'family':>14} {'seq_len':>7} {'numpy ms':>9} {'torch ms':>9} {'ratio':>6}", end="")
+    print("   max |diff| attn")
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as root:
+        for family in args.families:
+            vocab, fields = FAMILY_CHECKPOINTS[family]
+            folder = _checkpoint(Path(root) / family, family, vocab, fields)
+            model = load_pretrained(folder)
+            ref = transformers.AutoModelForCausalLM.from_pretrained(
+                folder, attn_implementation="eager", dtype=torch.float32
+            ).eval()
+            for n in args.seq_lens:
+                a, b, diff = _compare(model, ref, rng.integers(0, vocab, n), args)
+                print(f"{family:>14} {n:>7} {a:>9.2f} {b:>9.2f} {a / b:>6.2f}   {diff:.1e}")
+
+
 def _model_view(model, repeats: int) -> None:
     """The model view's data for MiniLM at 128 tokens: attentions, means, rollout, roles."""
     from attention_widget.aggregate import attention_rollout, head_mean
@@ -260,7 +341,6 @@ def _model_view_drawn(model, texts, repeats: int) -> None:
 def _forward(model, ref, args) -> None:
     """``forward_ids`` against transformers, then the widget's steps on a cached text."""
     import numpy as np
-    import torch
 
     words = (
         "the quick brown fox jumps over the lazy dog while attention heads look back at "
@@ -270,27 +350,7 @@ def _forward(model, ref, args) -> None:
     print(f"{'seq_len':>7} {'numpy ms':>9} {'torch ms':>9} {'ratio':>6}   max |diff| attn")
     for n in args.seq_lens:
         ids = np.array([101, *all_ids[: n - 2], 102], dtype=np.int64)  # [CLS] ... [SEP]
-        t_ids = torch.from_numpy(ids[None])
-
-        def run_numpy(ids=ids):
-            return model.forward_ids(ids, output_attentions=True)
-
-        def run_torch(t_ids=t_ids):
-            with torch.no_grad():
-                return ref(t_ids, output_attentions=True, output_hidden_states=True)
-
-        _, at = run_numpy()
-        diff = max(
-            float(np.abs(a - b[0].numpy()).max())
-            for a, b in zip(at, run_torch().attentions, strict=True)
-        )
-        # interleave the two so that machine noise hits both alike; best round of each
-        t_np, t_pt = [], []
-        per_round = max(1, args.repeats // args.rounds)
-        for _ in range(args.rounds):
-            t_np.append(_median_ms(run_numpy, per_round))
-            t_pt.append(_median_ms(run_torch, per_round))
-        a, b = min(t_np), min(t_pt)
+        a, b, diff = _compare(model, ref, ids, args)
         print(f"{n:>7} {a:>9.2f} {b:>9.2f} {a / b:>6.2f}   {diff:.1e}")
 
     print("\nwidget interactions on a cached 128-token text (numpy side only):")
@@ -327,6 +387,10 @@ def main() -> None:
         "--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
         help="what to time (default: all)",
     )  # fmt: skip
+    parser.add_argument(
+        "--families", nargs="+", choices=list(FAMILY_CHECKPOINTS),
+        default=list(FAMILY_CHECKPOINTS), help="families of the families section (default: all)",
+    )  # fmt: skip
     args = parser.parse_args()
     # BLAS threads must be fixed before NumPy loads its BLAS
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -356,6 +420,8 @@ def main() -> None:
         _generation(args)
     if "model-view" in args.sections:
         _model_view(model, max(10, args.repeats // 5))
+    if "families" in args.sections:
+        _families(args)
     print(_load_average())
 
 

@@ -29,7 +29,19 @@ from attention_widget.pretrained.generation import BYTES_PER_NUMBER, stop_token_
 transformers.logging.set_verbosity_error()
 torch.set_grad_enabled(False)
 
-PROMPTS = {"gpt2": "the cat sat on", "llama": "the cat sat on the mat", "qwen3": "a dog ran"}
+PROMPTS = {
+    "gpt2": "the cat sat on",
+    "llama": "the cat sat on the mat",
+    "qwen3": "a dog ran",
+    "deepseek_v3": "the dog sat on the mat",
+    "deepseek_v32": "the cat sat on the mat and the dog ran after the cat",
+}
+_DEEPSEEK = dict(
+    hidden_size=32, intermediate_size=48, moe_intermediate_size=16, num_hidden_layers=2,
+    num_attention_heads=4, num_key_value_heads=4, kv_lora_rank=16, q_lora_rank=24,
+    qk_nope_head_dim=12, qk_rope_head_dim=8, v_head_dim=12, n_routed_experts=8, n_group=2,
+    topk_group=1, num_experts_per_tok=2, first_k_dense_replace=1, max_position_embeddings=64,
+)  # fmt: skip
 
 #: name -> (model_type, transformers class, config fields).  Every causal family of FAMILIES
 #: has at least one entry (see test_every_causal_family_is_checked).
@@ -66,6 +78,11 @@ CONFIGS = {
         dict(hidden_size=32, num_attention_heads=8, num_key_value_heads=2, head_dim=8,
              num_hidden_layers=2, intermediate_size=48, max_position_embeddings=64,
              tie_word_embeddings=False),
+    ),
+    "deepseek_v3": ("deepseek_v3", "DeepseekV3ForCausalLM", _DEEPSEEK),
+    "deepseek_v32": (
+        "deepseek_v32", "DeepseekV32ForCausalLM",
+        dict(_DEEPSEEK, index_topk=5, index_n_heads=8, index_head_dim=16),
     ),
 }
 

@@ -15,6 +15,10 @@ Supported families (``model_type`` in ``config.json``), one module each:
   attention, fused ``c_attn`` (Conv1D, stored ``(in, out)``).
 * ``"llama"``, ``"qwen3"`` (:mod:`.llama`) -- RMSNorm, rotary position embeddings,
   grouped-query attention, SwiGLU MLP; Qwen3 adds a per-head RMSNorm of queries and keys.
+* ``"deepseek_v3"``, ``"deepseek_v32"`` (:mod:`.deepseek`) -- multi-head latent attention
+  (keys and values from one compressed vector per token, a decoupled rotary key shared by all
+  heads, YaRN), mixture-of-experts feed-forwards with shared experts and grouped routing;
+  DeepSeek-V3.2 adds the lightning indexer, which keeps the top ``index_topk`` keys per query.
 
 Nothing in the folder is executed: weights are read with the NumPy safetensors reader of
 :mod:`attention_widget.safetensors_io` (no pickle), the configuration with :func:`json.load`,
@@ -56,8 +60,10 @@ To add a family (``gemma2``, say):
 3. test it against transformers on tiny checkpoints saved with ``save_pretrained``.
 
 What a family needs of attention beyond q, k, v travels in :class:`AttentionInputs`: its
-``scale``, a sliding ``window`` (per layer), a ``mask`` of its own (keys a selector kept, extra
-key columns; combined with the causal mask) and ``options``, further keyword arguments of
+``scale``, a sliding ``window`` (per layer), a ``mask`` of its own (extra key columns;
+combined with the causal mask), ``kept`` (keys a selector kept: dropped from the softmax like
+masked keys, shown apart from them as ``trace.kept``), ``latent`` (the compressed vector keys
+and values are made from, ``trace.latent``) and ``options``, further keyword arguments of
 :func:`~attention_widget.engine.attend` (the engine's variants, such as soft-capping or sinks,
 as it gains them).  A block with a second attention (an encoder-decoder's cross-attention)
 calls :meth:`~PretrainedModel.run_attention` itself.
@@ -70,9 +76,9 @@ key/value cache, for every causal family without code of its own: positions are 
 that depends on the keys' positions (a mask, a bias) is therefore derived there, from
 ``key_positions``, not in ``attention_inputs``.  What a family may have to add:
 ``logits`` (the output layer: by default ``lm_head`` or the tied embedding, after
-``final_norm``), ``cache_width`` (numbers cached per token: ``2 * n_kv_heads * d_head`` by
-default; a latent cache holds fewer) and ``extend_cache`` (for keys that are not one per
-token).
+``final_norm``), ``cache_parts`` (numbers cached per token, part by part: a key and a value
+per key/value head by default; a latent cache holds fewer; ``cache_width`` is their sum) and
+``extend_cache`` (for keys that are not one per token, or chosen among all the earlier ones).
 """
 
 from __future__ import annotations
@@ -108,6 +114,7 @@ __all__ = [
     "GenerationStep",
     "LayerCache",
     "PretrainedModel",
+    "PretrainedTrace",
     "load_pretrained",
 ]
 
@@ -117,12 +124,32 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "gpt2": ("gpt2", "GPT2"),
     "llama": ("llama", "Llama"),
     "qwen3": ("llama", "Qwen3"),
+    "deepseek_v3": ("deepseek", "DeepseekV3"),
+    "deepseek_v32": ("deepseek", "DeepseekV32"),
 }
 
 #: ``model_type`` values of ``config.json`` that :func:`load_pretrained` can run.
 SUPPORTED_MODEL_TYPES = tuple(FAMILIES)
 
 ProgressCallback = Callable[[float, str], Any]
+
+
+@dataclass(frozen=True, eq=False)
+class PretrainedTrace(AttentionTrace):
+    """An :class:`~attention_widget.engine.AttentionTrace` with what some families add.
+
+    Attributes
+    ----------
+    latent : ndarray, shape (seq, rank), or None
+        Multi-head latent attention (DeepSeek): the compressed vector ``c_kv`` of each token
+        that its keys (but for the rotary part) and values are made from.
+    kept : ndarray of bool, shape (n_heads, seq, n_keys), or None
+        Keys a selector kept for each query (DeepSeek-V3.2's lightning indexer), among those
+        the mask allows; the others the mask allows were dropped (weight exactly 0).
+    """
+
+    latent: np.ndarray | None = None
+    kept: np.ndarray | None = None
 
 
 @dataclass
@@ -353,7 +380,7 @@ class PretrainedModel(Family):
         _report(self.progress, 1.0, "done")
         return hidden, attentions
 
-    def trace(self, text: str, layer: int, temperature: float = 1.0) -> AttentionTrace:
+    def trace(self, text: str, layer: int, temperature: float = 1.0) -> PretrainedTrace:
         """Compute the attention of ``layer`` on ``text``, as the model really does.
 
         Parameters
@@ -368,8 +395,9 @@ class PretrainedModel(Family):
 
         Returns
         -------
-        AttentionTrace
-            float32 arrays, with these meanings for a real model:
+        PretrainedTrace
+            An :class:`~attention_widget.engine.AttentionTrace` of float32 arrays, with these
+            meanings for a real model:
 
             * ``x`` (seq, d_model): the (normed) input of the attention block -- the
               LayerNorm/RMSNorm output for GPT-2/Llama/Qwen3, the block input for BERT.
@@ -384,6 +412,10 @@ class PretrainedModel(Family):
             * ``output`` (seq, d_model): the attention block's output projection, bias
               included, before the residual connection.
             * ``mask`` (seq, seq): causal for decoders, all True for BERT.
+            * ``latent`` (seq, rank): multi-head latent attention's ``c_kv`` (DeepSeek), else
+              None.
+            * ``kept`` (n_heads, seq, seq): the keys a selector kept (DeepSeek-V3.2's
+              indexer), else None.
 
         Raises
         ------
@@ -403,11 +435,14 @@ class PretrainedModel(Family):
             if mask is None:
                 mask = self._all_true[shape] = np.ones(shape, dtype=bool)
                 _readonly(mask)
-        return AttentionTrace(
+        kept = None
+        if a.kept is not None:  # (seq, n_keys) -> (n_heads, seq, n_keys), like the weights
+            kept = np.broadcast_to(a.kept & mask, att.weights.shape)
+        return PretrainedTrace(
             x=a.x, q=a.q, k=a.k, v=a.v, scores=cached.attended.scores, weights=att.weights,
             head_outputs=att.head_outputs, concat=concat,
             output=self.attention_output(layer, concat), mask=mask,
-            entropy=att.entropy, temperature=temperature,
+            entropy=att.entropy, temperature=temperature, latent=a.latent, kept=kept,
         )  # fmt: skip
 
     def hidden_states(self, text: str) -> list[np.ndarray]:
@@ -447,6 +482,23 @@ class PretrainedModel(Family):
                 f"layers), got {layer}"
             )
         return int(layer)
+
+    def layer_kind(self, layer: int) -> str:
+        """What kind of attention ``layer`` has, in a few words (``"causal"``, ...).
+
+        For the layer control (``"layer 3 · causal"``); families with more than one kind of
+        layer, or another kind, say so.
+        """
+        self._check_layer(layer)
+        return "causal" if self.causal else "bidirectional"
+
+    def key_labels(self, text: str, layer: int) -> list[str]:
+        """One label per key column of ``layer``'s attention on ``text``: its tokens by default.
+
+        Families whose keys are not only the tokens (compressed entries) label the others.
+        """
+        self._check_layer(layer)
+        return self.tokenize(text)
 
     def describe(self) -> str:
         """One line on the architecture, e.g. for a widget title or a disabled control.

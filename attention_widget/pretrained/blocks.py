@@ -1,4 +1,4 @@
-"""The building blocks every model family is made of: norms, activations, linear layers, RoPE.
+"""The building blocks model families are made of: norms, activations, linear layers, RoPE, MoE.
 
 Plain NumPy functions on float32 (or float64) arrays, one formula each, in the row-vector
 convention: a sequence is ``(seq, features)``.  Weights are stored as the checkpoints store
@@ -16,16 +16,24 @@ __all__ = [
     "ACTIVATIONS",
     "ERF_TANH_COEFFICIENTS",
     "apply_rope",
+    "apply_rope_interleaved",
     "erf",
     "gelu_erf",
     "gelu_tanh",
+    "indexer_scores",
     "layer_norm",
     "linear",
+    "mixture_of_experts",
     "relu",
     "rms_norm",
     "rope_angles",
     "rope_inverse_frequencies",
     "silu",
+    "soft_cap",
+    "top_k",
+    "top_k_kept",
+    "yarn_mscale",
+    "yarn_rope",
 ]
 
 
@@ -209,6 +217,25 @@ def silu(x: np.ndarray) -> np.ndarray:
     return np.divide(x, y, out=y)
 
 
+def soft_cap(x: np.ndarray, cap: float) -> np.ndarray:
+    """``cap * tanh(x / cap)``: about ``x`` near 0, never beyond ``+-cap`` (Gemma 2's logits).
+
+    Parameters
+    ----------
+    x : ndarray, any shape
+    cap : float, > 0
+
+    Returns
+    -------
+    ndarray, same shape and dtype, a new array
+    """
+    f = x.dtype.type
+    y = x / f(cap)
+    np.tanh(y, out=y)
+    y *= f(cap)
+    return y
+
+
 def relu(x: np.ndarray) -> np.ndarray:
     """ReLU: ``max(x, 0)``."""
     return np.maximum(x, 0)
@@ -284,13 +311,97 @@ def rope_inverse_frequencies(dim: int, theta: float, scaling: dict | None = None
     )
 
 
-def rope_angles(positions: np.ndarray, inv_freq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def yarn_mscale(factor: float, mscale: float = 1.0) -> float:
+    """YaRN's attention factor for a context ``factor`` times longer: ``0.1 mscale ln(factor) + 1``.
+
+    1 when ``factor <= 1`` (YaRN paper, eq. 21; ``yarn_get_mscale`` in transformers).
+    """
+    return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
+
+
+def yarn_rope(
+    dim: int, theta: float, scaling: dict, max_positions: int
+) -> tuple[np.ndarray, float]:
+    """YaRN (``rope_type`` ``"yarn"``): RoPE stretched ``factor`` times, by frequency band.
+
+    Fast-turning pairs (more than ``beta_fast`` turns over the original context) keep their
+    frequency, slow ones (fewer than ``beta_slow`` turns) are divided by ``factor``, and a
+    linear ramp blends those between.  The rotated queries and keys are also multiplied by an
+    attention factor (so the scores by its square).  As transformers'
+    ``_compute_yarn_parameters``, in float32.
+
+    Parameters
+    ----------
+    dim : int
+        Dimensions rotated, even.
+    theta : float
+        The base (``rope_theta``).
+    scaling : dict
+        ``rope_parameters``: ``factor`` (default ``max_positions /
+        original_max_position_embeddings``), ``original_max_position_embeddings`` (default
+        ``max_positions``), ``beta_fast`` (32), ``beta_slow`` (1), ``truncate`` (True: the
+        ramp's ends rounded outwards to whole dimensions), and optionally
+        ``attention_factor``, or ``mscale`` and ``mscale_all_dim`` (DeepSeek) from which it
+        is derived; else it is :func:`yarn_mscale` of ``factor``.
+    max_positions : int
+        ``max_position_embeddings``.
+
+    Returns
+    -------
+    inv_freq : ndarray of float32, shape (dim // 2,)
+    attention_factor : float
+        Multiplies ``cos`` and ``sin`` (see :func:`rope_angles`).
+    """
+
+    def number(key: str, default: float | None) -> float:
+        value = scaling.get(key)
+        if value is None and default is not None:
+            return float(default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"rope type 'yarn' needs a number {key!r}, got {value!r}")
+        return float(value)
+
+    original = number("original_max_position_embeddings", max_positions)
+    factor = number("factor", max_positions / original)
+    attention_factor = scaling.get("attention_factor")
+    if attention_factor is None:
+        mscale, mscale_all_dim = scaling.get("mscale"), scaling.get("mscale_all_dim")
+        if mscale and mscale_all_dim:
+            attention_factor = yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all_dim)
+        else:
+            attention_factor = yarn_mscale(factor)
+    beta_fast, beta_slow = number("beta_fast", 32.0) or 32.0, number("beta_slow", 1.0) or 1.0
+
+    def dimension(turns: float) -> float:  # the pair index that turns ``turns`` times
+        return dim * math.log(original / (turns * 2 * math.pi)) / (2 * math.log(theta))
+
+    low, high = dimension(beta_fast), dimension(beta_slow)
+    if scaling.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    if low == high:
+        high += 0.001  # as transformers: no division by zero
+    ramp = (np.arange(dim // 2, dtype=np.float32) - np.float32(low)) / np.float32(high - low)
+    keep = (1 - np.clip(ramp, 0, 1)).astype(np.float32)  # 1: fast pairs, kept as they are
+    exponent = (np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim)).astype(np.float32)
+    wavelength = np.power(np.float32(theta), exponent, dtype=np.float32)  # (dim/2,) over 2 pi
+    extrapolated = (1.0 / wavelength).astype(np.float32)
+    interpolated = (1.0 / (np.float32(factor) * wavelength)).astype(np.float32)
+    inv_freq = interpolated * (1 - keep) + extrapolated * keep
+    return inv_freq.astype(np.float32), float(attention_factor)
+
+
+def rope_angles(
+    positions: np.ndarray, inv_freq: np.ndarray, attention_factor: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
     """``cos`` and ``sin`` of the rotation angles ``position * inv_freq``, for :func:`apply_rope`.
 
     Parameters
     ----------
     positions : ndarray of int, shape (seq,)
     inv_freq : ndarray of float32, shape (dim // 2,)
+    attention_factor : float, default 1.0
+        Multiplies both (YaRN's, see :func:`yarn_rope`).
 
     Returns
     -------
@@ -300,7 +411,11 @@ def rope_angles(positions: np.ndarray, inv_freq: np.ndarray) -> tuple[np.ndarray
     """
     angles = positions.astype(np.float32)[:, None] * inv_freq[None, :]  # (seq, dim/2)
     angles = np.concatenate([angles, angles], axis=1)  # (seq, dim)
-    return np.cos(angles), np.sin(angles)
+    cos, sin = np.cos(angles), np.sin(angles)
+    if attention_factor != 1.0:
+        cos *= np.float32(attention_factor)
+        sin *= np.float32(attention_factor)
+    return cos, sin
 
 
 def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
@@ -321,3 +436,135 @@ def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     half = x.shape[-1] // 2
     rotated = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)  # rotate_half(x)
     return x * cos + rotated * sin
+
+
+def apply_rope_interleaved(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """Rotate queries or keys by their position, in interleaved pairs (DeepSeek).
+
+    Each pair ``(x_2j, x_2j+1)`` of neighbouring dimensions turns by angle ``j`` and stays in
+    place: ``x_2j cos - x_2j+1 sin`` and ``x_2j+1 cos + x_2j sin``.  The same rotation as
+    :func:`apply_rope` on the dimensions taken in the order evens, then odds: dot products
+    between rotated vectors are the same in both layouts.
+
+    Parameters
+    ----------
+    x : ndarray, shape (heads, seq, dim)
+    cos, sin : ndarray, shape (seq, dim), from :func:`rope_angles` (angle ``j`` is read at
+        column ``j``)
+
+    Returns
+    -------
+    ndarray, shape (heads, seq, dim), a new array
+    """
+    half = x.shape[-1] // 2
+    c, s = cos[:, :half], sin[:, :half]  # (seq, dim/2): one angle per pair
+    even, odd = x[..., 0::2], x[..., 1::2]  # (heads, seq, dim/2) each
+    out = np.empty_like(x)
+    out[..., 0::2] = even * c - odd * s
+    out[..., 1::2] = odd * c + even * s
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# mixtures of experts
+# --------------------------------------------------------------------------------------------
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` highest scores of each row, highest first, and where they are.
+
+    Parameters
+    ----------
+    scores : ndarray, shape (seq, n)
+    k : int, ``1 <= k <= n``
+
+    Returns
+    -------
+    indices : ndarray of int, shape (seq, k)
+    values : ndarray, shape (seq, k): ``scores`` at ``indices``, descending
+    """
+    order = np.argsort(-scores, axis=-1, kind="stable")[:, :k]  # (seq, k)
+    return order, np.take_along_axis(scores, order, axis=-1)
+
+
+def indexer_scores(q: np.ndarray, k: np.ndarray, head_weights: np.ndarray) -> np.ndarray:
+    """The lightning indexer: ``I[t, s] = sum_h w[t, h] ReLU(q[h, t] . k[s]) / sqrt(d)``.
+
+    DeepSeek Sparse Attention scores every key for every query with a few cheap heads and a
+    ReLU (no softmax); :func:`top_k_kept` then keeps each query's best keys.
+
+    Parameters
+    ----------
+    q : ndarray, shape (n_index_heads, seq, d)
+        The indexer's queries (rotated).
+    k : ndarray, shape (n_keys, d)
+        Its keys (rotated): one shared by all its heads.
+    head_weights : ndarray, shape (seq, n_index_heads)
+        ``x @ weights_proj.T / sqrt(n_index_heads)``: how much each head counts per query.
+
+    Returns
+    -------
+    ndarray, shape (seq, n_keys)
+        Head by head, so that no (heads, seq, n_keys) array is made.
+    """
+    scale = q.dtype.type(1.0 / math.sqrt(q.shape[-1]))
+    scores = np.zeros((q.shape[1], k.shape[0]), dtype=q.dtype)  # (seq, n_keys)
+    for h in range(q.shape[0]):
+        scores += head_weights[:, h : h + 1] * relu((q[h] @ k.T) * scale)
+    return scores
+
+
+def top_k_kept(scores: np.ndarray, visible: np.ndarray, k: int) -> np.ndarray:
+    """Each row's ``k`` highest-scoring visible entries (ties toward the earlier entry).
+
+    A sparse-attention selector (DeepSeek's lightning indexer): a query keeps its ``k`` best
+    keys among those it may see, all of them if it sees fewer.
+
+    Parameters
+    ----------
+    scores : ndarray, shape (seq, n)
+    visible : ndarray of bool, shape (seq, n)
+    k : int, >= 1
+
+    Returns
+    -------
+    ndarray of bool, shape (seq, n): True for the kept entries (at most ``k`` per row)
+    """
+    order, _ = top_k(np.where(visible, scores, -np.inf), min(k, scores.shape[-1]))
+    kept = np.zeros(scores.shape, dtype=bool)
+    np.put_along_axis(kept, order, True, axis=-1)
+    return kept & visible
+
+
+def mixture_of_experts(
+    x: np.ndarray,
+    experts: np.ndarray,
+    weights: np.ndarray,
+    expert: Callable[[int, np.ndarray], np.ndarray],
+) -> np.ndarray:
+    """Each token through its chosen experts, their outputs summed with the router's weights.
+
+    ``out[t] = sum_j weights[t, j] * expert(experts[t, j], x[t])``: each expert runs once, on
+    the rows of the tokens that chose it.
+
+    Parameters
+    ----------
+    x : ndarray, shape (seq, d)
+    experts : ndarray of int, shape (seq, k)
+        The experts each token chose (distinct within a row).
+    weights : ndarray, shape (seq, k)
+        Their weights.
+    expert : callable(e, rows) -> ndarray
+        Expert ``e`` on ``rows`` (n, d) -> (n, d_out).
+
+    Returns
+    -------
+    ndarray, shape (seq, d_out)
+    """
+    out = None
+    for e in np.unique(experts):
+        tokens, slot = np.nonzero(experts == e)  # the tokens that chose e (each once)
+        y = expert(int(e), x[tokens])  # (n, d_out)
+        y *= weights[tokens, slot][:, None]
+        if out is None:
+            out = np.zeros((x.shape[0], y.shape[1]), dtype=y.dtype)
+        out[tokens] += y
+    return out

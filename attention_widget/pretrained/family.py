@@ -47,6 +47,13 @@ class AttentionInputs:
         tokens, or entries that stand for blocks of tokens (the position of their last token).
     mask : ndarray of bool, shape (seq, n_keys), optional
         Keys the family itself allows (True), combined with the causal and window masks.
+    kept : ndarray of bool, shape (seq, n_keys), optional
+        Keys a selector kept for each query (True), e.g. DeepSeek's lightning indexer: the
+        others are dropped from the softmax like masked keys, but shown apart from them
+        (``trace.kept``).  Combined with the mask only for the softmax.
+    latent : ndarray, shape (n_keys, rank), optional
+        The compressed vector each key and value is made from (multi-head latent attention's
+        ``c_kv``), shown as ``trace.latent``.
     options : dict
         Further keyword arguments of :func:`~attention_widget.engine.attend`.
     """
@@ -59,6 +66,8 @@ class AttentionInputs:
     window: int | None = None
     key_positions: np.ndarray | None = None
     mask: np.ndarray | None = None
+    kept: np.ndarray | None = None
+    latent: np.ndarray | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -280,10 +289,11 @@ class Family:
             ``inputs`` with ``k``, ``v`` (n_kv_heads, n_keys, .) and ``key_positions``
             (n_keys,) of every key so far.
         """
-        if inputs.mask is not None and cache.n_keys:
+        if (inputs.mask is not None or inputs.kept is not None) and cache.n_keys:
             raise NotImplementedError(
-                f"{self.model_type}: its attention has a mask of its own, which the default "
-                "key/value cache cannot extend; the family must override extend_cache"
+                f"{self.model_type}: its attention has a mask or a selection of its own, which "
+                "the default key/value cache cannot extend; the family must override "
+                "extend_cache"
             )
         keys = positions if inputs.key_positions is None else inputs.key_positions
         if cache.k is None:
@@ -295,14 +305,22 @@ class Family:
         cache.window = inputs.window
         return replace(inputs, k=cache.k, v=cache.v, key_positions=cache.key_positions)
 
+    def cache_parts(self, i: int) -> dict[str, int]:
+        """What a key/value cache keeps per token (per entry) in layer ``i``, part by part.
+
+        ``{"keys": n_kv_heads * d_head, "values": n_kv_heads * d_head}`` by default (a key and a
+        value per key/value head).  A family whose cache holds something else (a latent vector
+        and a rotary key, as in multi-head latent attention) overrides this.
+        """
+        return {"keys": self.n_kv_heads * self.d_head, "values": self.n_kv_heads * self.d_head}
+
     def cache_width(self, i: int) -> int:
         """Numbers a key/value cache keeps per token (per entry) in layer ``i``.
 
-        ``2 * n_kv_heads * d_head`` by default (a key and a value per key/value head): fewer
-        with grouped-query attention than with multi-head attention.  A family whose cache
-        holds something else (a latent vector, as in multi-head latent attention) overrides this.
+        The sum of :meth:`cache_parts`: ``2 * n_kv_heads * d_head`` by default, fewer with
+        grouped-query attention than with multi-head attention, fewer still with a latent.
         """
-        return 2 * self.n_kv_heads * self.d_head
+        return sum(self.cache_parts(i).values())
 
     # ---- helpers for families -----------------------------------------------------------------
     def weight(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
@@ -426,7 +444,7 @@ class Family:
         ----------
         inputs : AttentionInputs
         mask : ndarray of bool, shape (seq, n_keys), or None
-            From :meth:`attention_mask`.
+            From :meth:`attention_mask`; ``inputs.kept`` (if any) narrows it further.
         temperature : float, default 1.0
 
         Returns
@@ -435,6 +453,8 @@ class Family:
             ``scores`` and ``weights`` (n_heads, seq, n_keys), ``head_outputs``
             (n_heads, seq, d_v), ``entropy`` (n_heads, seq).
         """
+        if inputs.kept is not None:
+            mask = inputs.kept if mask is None else mask & inputs.kept
         return attend(
             inputs.q, inputs.k, inputs.v, mask=mask, temperature=temperature,
             scale=inputs.scale, **inputs.options,
