@@ -67,18 +67,25 @@ def step_rows(generation: Any, layer: int) -> tuple[np.ndarray, np.ndarray]:
     return weights, cached
 
 
-def cache_rows(generation: Any, t: int, n_heads: int, d_head: int) -> list[dict[str, int]]:
+def cache_rows(generation: Any, t: int, mha_width: int) -> list[dict[str, int]]:
     """The cache of every layer after step ``t``, and what multi-head attention would hold.
+
+    Parameters
+    ----------
+    generation : Generation
+    t : int
+        The step.
+    mha_width : int
+        Numbers per token of a multi-head cache: ``n_heads * (d_key + d_value)``.
 
     Returns
     -------
     list of dict, one per layer
         ``entries``, ``numbers``, ``bytes`` (from the step), ``width`` (numbers per entry)
-        and ``mha_numbers``: ``entries * 2 * n_heads * d_head``.
+        and ``mha_numbers``: ``entries * mha_width``.
     """
     step = generation.steps[t]
-    return [{"entries": e, "numbers": n, "bytes": b, "width": w,
-             "mha_numbers": e * 2 * n_heads * d_head}
+    return [{"entries": e, "numbers": n, "bytes": b, "width": w, "mha_numbers": e * mha_width}
             for e, n, b, w in zip(step.cache_entries, step.cache_numbers, step.cache_bytes,
                                   generation.cache_width, strict=True)]
 
@@ -136,13 +143,17 @@ class GenerationPlayer:
         self.box = W.VBox([self.intro, self._controls])
         self.box.add_class("aw-generation")
         self.generation: Any = None
-        self._model: tuple[int, int] = (1, 1)  # (n_heads, d_head) of the model
+        self._model: tuple[int, int, int] = (1, 1, 1)  # n_heads, d_key, d_value of the model
         self._rows: tuple[int, np.ndarray, np.ndarray] | None = None  # layer, weights, cached
 
-    def set_generation(self, generation: Any, *, n_heads: int, d_head: int) -> None:
-        """Play ``generation`` from its first step (``n_heads``, ``d_head``: the model's)."""
+    def set_generation(self, generation: Any, *, n_heads: int, d_key: int, d_value: int) -> None:
+        """Play ``generation`` from its first step.
+
+        ``n_heads``, ``d_key`` and ``d_value`` (a head's key and value widths) are the model's:
+        a multi-head cache holds ``n_heads * (d_key + d_value)`` numbers per token.
+        """
         self.generation = generation
-        self._model = (n_heads, d_head)
+        self._model = (n_heads, d_key, d_value)
         self._rows = None
         last = len(generation.steps) - 1
         self.play.playing = False
@@ -221,8 +232,8 @@ class GenerationPlayer:
     def _cache_html(self, t: int) -> str:
         """The cache per layer after step ``t``, and against multi-head attention."""
         gen = self.generation
-        rows = cache_rows(gen, t, *self._model)
-        n_heads, d_head = self._model
+        n_heads, d_key, d_value = self._model
+        rows = cache_rows(gen, t, n_heads * (d_key + d_value))
         body = "".join(
             "<tr>" + "".join(f"<td {CELL}>{v}</td>" for v in (
                 i, r["entries"], r["width"], f"{r['numbers']:,}", _size(r["bytes"]),
@@ -233,7 +244,8 @@ class GenerationPlayer:
         total = sum(r["numbers"] for r in rows)
         mha = sum(r["mha_numbers"] for r in rows)
         saving = (f"this model caches {mha / total:.3g}× fewer numbers than multi-head "
-                  f"attention would (2 × {n_heads} heads × {d_head} per token)"
+                  f"attention would ({n_heads} heads × ({d_key} + {d_value}) per token: a key "
+                  "and a value of each head)"
                   if total and total < mha else
                   f"as multi-head attention: a key and a value of each of the {n_heads} heads "
                   "per token")
@@ -295,8 +307,9 @@ class GenerationHooks(T.HasTraits):
         self._generation_views()
         assert self._player is not None and self.trace is not None
         self._player.show_error("")
-        self._player.set_generation(generation, n_heads=self.trace.n_heads,
-                                    d_head=self.trace.d_head)
+        tr = self.trace
+        self._player.set_generation(generation, n_heads=tr.n_heads, d_key=tr.k.shape[-1],
+                                    d_value=tr.v.shape[-1])
         self.generation_step = 0
         self._draw_generation()
         return generation

@@ -105,3 +105,24 @@ def test_bidirectional_models_do_not_generate():
     text = AttentionWidget("a b c")
     with pytest.raises(ValueError, match="only a causal pretrained model"):
         text.generate(3)
+
+
+def test_latent_attention_cache_saving(tmp_path):
+    """DeepSeek-V3's latent cache: one latent and one rope key per token, not every head's."""
+    from test_family_deepseek import _make
+
+    from attention_widget.player import GenerationPlayer
+
+    model = load_pretrained(_make("v3", tmp_path / "v3"))
+    gen = model.generate(PROMPT, 3)
+    tr = model.trace(PROMPT, 0)
+    player = GenerationPlayer(lambda n: None)
+    player.set_generation(gen, n_heads=tr.n_heads, d_key=tr.k.shape[-1], d_value=tr.v.shape[-1])
+    t = len(gen.steps) - 1
+    player.draw(t, 0, 1)
+    mha = tr.n_heads * (tr.k.shape[-1] + tr.v.shape[-1])  # every head's key and value
+    assert gen.cache_width[0] < mha
+    assert (f"{mha / gen.cache_width[0]:.3g}× fewer numbers than multi-head attention"
+            in player.cache.value)
+    np.testing.assert_array_equal(player.displayed("row")[0][:, gen.steps[t].key_positions[0]],
+                                  gen.steps[t].attentions[0][:, 0])
