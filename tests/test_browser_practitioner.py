@@ -75,6 +75,7 @@ def test_model_view_and_generation_player(jupyter_server, page_and_log, tmp_path
         timeout=20000)
     _wait_text(page, mw.locator(".aw-model-readout"), "layer 3 · head 5 · ")  # (the hover)
     assert mw.locator(".aw-fig-focus text").filter(has_text="head 5: weights").count() == 1
+    page.mouse.move(0, 0)  # (no hover left on the figure)
     screenshot(page, view, "practitioner-model-view-clicked")
 
     # -- the generation player of the tiny Llama ------------------------------------------
@@ -92,6 +93,7 @@ def test_model_view_and_generation_player(jupyter_server, page_and_log, tmp_path
     row_title = gw.locator(".aw-fig-gen-row text").filter(has_text="step 3")
     row_title.first.wait_for(timeout=20000)
     assert "6× fewer numbers" in gw.locator(".aw-gen-cache").text_content()
+    page.mouse.move(0, 0)
     screenshot(page, gw.locator(".aw-generation"), "practitioner-generation")
     assert log.dialogs == []
     assert log.real_errors() == []
