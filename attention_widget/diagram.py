@@ -73,11 +73,13 @@ def heads_per_row(n_heads: int) -> int:
     return min(n_heads, max(HEADS_PER_ROW, math.ceil(math.sqrt(n_heads))))
 
 
-def _token_strip(tokens: Sequence[str], trace: AttentionTrace) -> str:
+def _token_strip(tokens: Sequence[str], trace: AttentionTrace | None) -> str:
     spans = "".join(
         f"<span class='aw-token' title='token {i}' style='display:inline-block;margin:1px;"
         f"padding:0 4px;border:1px solid #8888;border-radius:3px'>{html.escape(t)}</span>"
         for i, t in enumerate(tokens[:MAX_TOKENS]))
+    if trace is None:  # (no X: the widths are not known)
+        return f"<div>{spans}</div>"
     return (f"<div>{spans}</div><div style='font-size:90%'>d_head = d_model / n_heads = "
             f"{trace.d_model} / {trace.n_heads} = <b>{trace.d_head}</b></div>")
 
@@ -142,6 +144,7 @@ class Diagram:
                   (f["outputs"].figure,), (f["concat"].figure,))
         self._heads: list[tuple[W.HTML, Section]] = []
         self._sections: list[W.VBox] = []
+        self._bodies = bodies
         for i, (section, body) in enumerate(zip(SECTIONS, bodies, strict=True)):
             head = readout("aw-stage-head")
             self._heads.append((head, section))
@@ -154,6 +157,7 @@ class Diagram:
             focus_controls, self._hover_html, f["focus"].figure, self._focus_html)
         self._focus_box = W.VBox(self._focus_parts)
         self._focus_box.add_class("aw-focus")
+        self._missing = [readout("aw-unavailable") for _ in SECTIONS]
         self._focus_grid: Any = None
         self._drawn: Traced | None = None
         self._drawn_front: tuple | None = None  # tokens and arrays of the stages before softmax
@@ -187,6 +191,9 @@ class Diagram:
         tr, toks = traced.trace, traced.tokens
         h, dh = tr.n_heads, tr.d_head
         self._drawn = traced
+        self._show_available(traced)
+        if traced.unavailable:
+            return self._draw_weights_only(traced, head, query)
         sent = 0
         # the stages before the softmax are the same arrays after a temperature step
         # (with_temperature; a real model's cached layer): nothing to compare or redraw there
@@ -217,6 +224,38 @@ class Diagram:
         # browser paint a frame in the middle of the step
         self._entropy_html.value = _entropy_text(tr)
         self._notes_html.value = "<br>".join(html.escape(line) for line in traced.notes)
+        self.summary.value = html.escape(traced.summary)
+        return sent
+
+    def _show_available(self, traced: Traced) -> None:
+        """Every section's figures, or, where the source has no such arrays, a note instead."""
+        for i, (box, (head_html, section), body) in enumerate(
+                zip(self._sections, self._heads, self._bodies, strict=True)):
+            children = (head_html, *body)
+            if traced.unavailable and "weights" not in section.stages:
+                tokens = (self._tokens_html,) if i == 0 else ()  # (the tokens are known)
+                children = (head_html, *tokens, self._missing[i])
+            if box.children != children:
+                box.children = children
+
+    def _draw_weights_only(self, traced: Traced, head: int, query: int) -> int:
+        """The weights, their entropy, the focus head; a note where the other stages were."""
+        tr, toks = traced.trace, traced.tokens
+        self._drawn_front = None
+        self._tokens_html.value = _token_strip(toks, None)
+        for i, (head_html, section) in enumerate(self._heads):
+            if "weights" in section.stages:
+                head_html.value = section_head(section, tr)
+            else:
+                head_html.value = f"<b>{html.escape(section.title)}</b>"
+                self._missing[i].value = f"<i>Not available: {html.escape(traced.unavailable)}.</i>"
+        with shown_together(self.figs.values()):
+            sent = self.figs["weights"].update(
+                [Panel(tr.weights[i], f"head {i}", toks, toks) for i in range(tr.n_heads)],
+                ncols=min(tr.n_heads, HEADS_PER_ROW), mask=tr.mask)
+            sent += self.draw_focus(head, query)
+        notes = "".join(f"<br>{html.escape(line)}" for line in traced.notes)
+        self._entropy_html.value = _entropy_text(tr) + notes
         self.summary.value = html.escape(traced.summary)
         return sent
 
@@ -336,6 +375,11 @@ class Diagram:
             self._focus_box.children = self._focus_parts  # figure out of the DOM, see shown()
             self._focus_html.value = (
                 "<i>choose a query token to see how its output row is built</i>")
+            return 0
+        if self._drawn.unavailable:
+            self._focus_box.children = self._focus_parts
+            self._focus_html.value = ("<i>the output row (a weighted sum of V rows) is not "
+                                      "available: no values V were given</i>")
             return 0
         self._focus_box.children = (*self._focus_parts, fig.figure)
         w_row = tr.weights[h, i]  # [seq]

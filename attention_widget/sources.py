@@ -131,6 +131,9 @@ class Traced:
         The designed heads' jobs (``weights="designed"``).
     notes : tuple of str
         Lines to show with the weights (how the designed heads work, what X holds).
+    unavailable : str
+        Why only the weights are known ('' when every stage is): the other stages are then
+        not drawn, and this is said in their place.
     """
 
     tokens: list[str]
@@ -143,10 +146,15 @@ class Traced:
     jobs: list | None = None
     notes: tuple[str, ...] = ()
     measured: list | None = None  # roles measured by the source (e.g. before a cut)
+    unavailable: str = ""
 
     @property
     def summary(self) -> str:
         """One line stating what is drawn (:func:`attention_widget.stages.summary`)."""
+        if self.unavailable:
+            tr = self.trace
+            return (f"seq_len={tr.seq_len}, n_heads={tr.n_heads}, weights only, mask={self.mask}"
+                    + ("" if self.layer is None else f", layer={self.layer}"))
         return summary(self.trace, mask=self.mask, layer=self.layer)
 
     def roles(self) -> list:
@@ -183,6 +191,10 @@ class Source(ABC):
     own_controls: ClassVar[tuple[str, ...]] = ()
     #: What the mode fixes and what stays live, said after its description.
     note: ClassVar[str] = ""
+    #: Whether :meth:`generate` can continue the text (a causal pretrained model).
+    can_generate: bool = False
+    #: Why a state file cannot rebuild this mode ('' if it can).
+    not_saved: ClassVar[str] = ""
     _kinds: ClassVar[dict[str, type[Source]]] = {}
 
     n_layers: int = 1
@@ -282,6 +294,28 @@ class Source(ABC):
         for h in head_counts:
             out[f"{h} heads"] = self.trace(dataclasses.replace(s, n_heads=h, n_kv_heads=None)).trace
         return out
+
+    def generate(self, s: Settings, max_new_tokens: int, progress: Progress | None = None) -> Any:
+        """Continue the text token by token (see :attr:`can_generate`).
+
+        Raises
+        ------
+        ValueError
+            Here: only a causal pretrained model generates.
+        """
+        raise ValueError("only a causal pretrained model (GPT-2, Llama, Qwen3, ...) can "
+                         "generate: use AttentionWidget.from_pretrained with one")
+
+    def layer_weights(self, s: Settings) -> Any:
+        """Every layer's attention weights for ``s``, for the model view (None: one layer).
+
+        Returns
+        -------
+        Attentions or None
+            ``layers`` (n_layers arrays (n_heads, n, n)), ``tokens`` and ``special``, of every
+            token (special tokens included), at temperature 1.
+        """
+        return None
 
     def saved(self) -> dict[str, Any]:
         """What a state file stores to rebuild this source besides the widget's traits."""
@@ -635,6 +669,31 @@ class PretrainedSource(Source):
         stages = source_stages("pretrained", family=model.model_type, layer=s.layer)
         return Traced(tokens, trace, None, s.mask, s.layer, stages=stages,
                       special=tuple(bool(b) for b in special), measured=measured)
+
+    @property
+    def can_generate(self) -> bool:  # type: ignore[override]
+        """A causal model generates."""
+        return bool(self.model.causal)
+
+    def generate(self, s: Settings, max_new_tokens: int, progress: Progress | None = None) -> Any:
+        """Continue ``s.text`` greedily (:meth:`PretrainedModel.generate`); a Generation."""
+        _check_text(s.text)
+        model = self.model
+        before, model.progress = model.progress, self.progress or progress
+        try:
+            return model.generate(s.text, max_new_tokens)
+        finally:
+            model.progress = before
+
+    def layer_weights(self, s: Settings) -> Any:
+        """Every layer's attention over ``s.text`` as the model computes it (temperature 1)."""
+        from .attentions import Attentions
+
+        _check_text(s.text)
+        model = self.model
+        layers = model.attentions(s.text)  # cached per text, as the trace's layers are
+        return Attentions(list(layers), model.tokenize(s.text),
+                          list(model.special_token_mask(s.text)))
 
     def _without(self, trace: AttentionTrace, keep: np.ndarray) -> AttentionTrace:
         """``trace`` with only the rows and columns ``keep``.

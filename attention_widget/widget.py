@@ -25,7 +25,9 @@ from .controls import SCALE_STAGES, ControlPanel, progress_bar, show_now
 from .diagram import Diagram
 from .engine import AttentionParams, AttentionTrace
 from .longview import LongPrompts
+from .modelview import ModelViewHooks
 from .overview import Overview
+from .player import GenerationHooks
 from .sources import (
     DEFAULT_TEXT,
     MAX_TOKENS,
@@ -38,6 +40,7 @@ from .sources import (
     divisors,
 )
 from .stages import SECTIONS
+from .weights_only import WeightsConstructors
 from .widget_files import WidgetFiles
 
 __all__ = ["MAX_TOKENS", "AttentionWidget"]
@@ -50,7 +53,8 @@ _SAVED = (*_COMPUTED, "colormap", "view", "scales", "projector")
 _SCALE_KEYS = tuple(key for _, key in SCALE_STAGES)
 
 
-class AttentionWidget(LongPrompts, WidgetFiles, W.VBox):
+class AttentionWidget(LongPrompts, ModelViewHooks, GenerationHooks, WeightsConstructors,
+                      WidgetFiles, W.VBox):
     """Multi-head self-attention, every stage drawn live and linked to controls.
 
     Parameters
@@ -184,10 +188,13 @@ class AttentionWidget(LongPrompts, WidgetFiles, W.VBox):
 
         Parameters
         ----------
-        model : path or PretrainedModel
+        model : path, hub id or PretrainedModel
             A Hugging Face checkpoint folder (``config.json``, ``model.safetensors``,
-            ``tokenizer.json``) or a model from :func:`attention_widget.pretrained.load_pretrained`.
-            Needs the ``models`` extra: ``pip install attention-widget[models]``.
+            ``tokenizer.json``), a hub id such as ``"Qwen/Qwen3-0.6B"`` (read from the local
+            cache, or downloaded when ``huggingface_hub`` is installed and the network is
+            there: ``pip install attention-widget[hub]``), or a model from
+            :func:`attention_widget.pretrained.load_pretrained`.  Needs the ``models`` extra:
+            ``pip install attention-widget[models]``.
         text : str
             Tokenized with the model's own tokenizer.
         layer : int
@@ -326,7 +333,8 @@ class AttentionWidget(LongPrompts, WidgetFiles, W.VBox):
                 self._ready = True
             self._sync()
 
-    @T.observe("colormap", "head", "query", "step", "view", "scales", "projector")
+    @T.observe("colormap", "head", "query", "step", "view", "scales", "projector",
+               "show_model_view")
     def _on_view(self, change: dict) -> None:
         """A change of the view alone: no new trace."""
         with self._lock:
@@ -338,10 +346,11 @@ class AttentionWidget(LongPrompts, WidgetFiles, W.VBox):
                 self._stale.add("overview")
             if name in ("scales", "projector"):
                 self._stale = {"overview", "detailed", "long"}
-            if name in ("step", "view"):
+            if name in ("step", "view", "show_model_view"):
                 self._layout()
             if self._ready:
                 self._draw()
+                self._bytes_sent += self._draw_model_view() + self._draw_generation()
             if self._ready:
                 self._sync()
 
@@ -355,7 +364,8 @@ class AttentionWidget(LongPrompts, WidgetFiles, W.VBox):
             shown = self._overview.shown(self.step)
         else:
             shown = self._diagram.shown(self.step)
-        children = (p.box, *p.status, self._diagram.summary, *shown)
+        children = (p.box, *p.status, self._diagram.summary, *self._model_views(),
+                    *self._generation_views(), *shown)
         if self.children != children:
             self.children = children
 
@@ -431,6 +441,7 @@ class AttentionWidget(LongPrompts, WidgetFiles, W.VBox):
             self.query = -1
         self._stale = {"overview", "detailed", "long"}
         self._draw()
+        self._bytes_sent += self._draw_model_view() + self._draw_generation()
         self._layout()
         self._panel.show_notice(self.notice)
         self._last_compute_s = time.perf_counter() - start

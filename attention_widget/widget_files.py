@@ -31,12 +31,16 @@ class WidgetFiles:
         """A download link (HTML) of the whole diagram, the weights or the focus head."""
         from .export import download_link
 
-        chosen = {"all": {}, "weights": {"stages": ["weights"]},
+        chosen = {"all": {"stages": self._export_stages()}, "weights": {"stages": ["weights"]},
                   "focus": {"stages": ["weights"], "heads": [self.head]}}[what]
         chosen.update(self._long_export())
         return download_link(self.trace, self.tokens, format=fmt, colormap=self.colormap,
                              filename=f"attention-{what}.{fmt}", title=self.summary,
                              scales=self.scales, **chosen)
+
+    def _export_stages(self) -> list[str] | None:
+        """Stages exports draw by default: all (None), or the weights when only they are known."""
+        return ["weights"] if self._traced is not None and self._traced.unavailable else None
 
     def save_figure(self, path: str | os.PathLike, *, stages: Sequence[str] | None = None,
                     heads: Sequence[int] | None = None, dpi: float = 150,
@@ -50,6 +54,7 @@ class WidgetFiles:
         from .export import save_figure
 
         self.wait()
+        stages = self._export_stages() if stages is None else stages
         return save_figure(self.trace, path, self.tokens, stages=stages, heads=heads,
                            colormap=self.colormap, dpi=dpi, scales=self.scales,
                            **self._long_export(),
@@ -74,6 +79,7 @@ class WidgetFiles:
         self.wait()
         variants = self._source.variants(self._settings(), temperatures, head_counts)
         return to_html(self.trace, path, self.tokens, variants=variants, colormap=self.colormap,
+                       stages=self._export_stages(),
                        title=self.summary if title is None else title, settings=self.settings,
                        scales=self.scales)
 
@@ -86,6 +92,8 @@ class WidgetFiles:
         from .state import save_state
 
         self.wait()
+        if self._source.not_saved:
+            raise ValueError(self._source.not_saved)
         if self.trace is None:
             raise ValueError("nothing to save: the widget has no valid input yet")
         return save_state(path, self.settings, self.trace, self.tokens, params=self.params,

@@ -260,6 +260,38 @@ def _model_view(model, repeats: int) -> None:
     new, again = _median_ms(cold, repeats), _median_ms(lambda: view(text), repeats)
     print(f"\nmodel view data, MiniLM at {n} tokens (median ms): new text {new:.1f} (of which "
           f"the forward {forward:.1f}); same text again {again:.1f}")  # fmt: skip
+    _model_view_drawn(model, texts, repeats)
+
+
+def _model_view_drawn(model, texts, repeats: int) -> None:
+    """The widget's model view, kernel side: a new text's grid computed and drawn."""
+    from attention_widget.modelview import ModelView, model_grid
+    from attention_widget.sources import PretrainedSource, Settings
+
+    source = PretrainedSource(model)
+    view = ModelView(lambda layer, head: None)
+    colormaps = iter(["viridis", "magma"] * 10**6)
+
+    def grid(text: str):
+        return model_grid(source.layer_weights(Settings(text=text)))
+
+    def whole():  # what the widget runs for a new text: every layer, aggregates, roles, image
+        model.clear_cache()
+        view.draw(grid(next(texts)), 0, 0)
+
+    g = grid(next(texts))
+    view.draw(g, 0, 0)
+    sent = len(view.png)
+
+    def drawn():  # the drawing alone: pooling, colouring, the PNG, the marks (a new colour
+        view._table = next(colormaps)  # table, so that the image is made and sent again)
+        view.draw(g, 0, 0)
+
+    draw, total = _median_ms(drawn, repeats), _median_ms(whole, max(5, repeats // 4))
+    m = view.displayed()["heads"].shape[-1]
+    print(f"model view drawn (median ms): a new text, data and drawing {total:.1f}; the drawing "
+          f"alone {draw:.1f} ({g.n_layers} x {g.n_heads} thumbnails of {m} x {m} pixels, "
+          f"PNG {sent / 1024:.0f} KiB)")  # fmt: skip
 
 
 def _forward(model, ref, args) -> None:
