@@ -245,14 +245,15 @@ class Diagram:
         self._tokens_html.value = _token_strip(toks, None)
         for i, (head_html, section) in enumerate(self._heads):
             if "weights" in section.stages:
-                head_html.value = section_head(section, tr)
+                head_html.value = section_head(section, tr, traced.stages)
             else:
                 head_html.value = f"<b>{html.escape(section.title)}</b>"
                 self._missing[i].value = f"<i>Not available: {html.escape(traced.unavailable)}.</i>"
         with shown_together(self.figs.values()):
+            titles = traced.head_titles()
             sent = self.figs["weights"].update(
-                [Panel(tr.weights[i], f"head {i}", toks, toks) for i in range(tr.n_heads)],
-                ncols=min(tr.n_heads, HEADS_PER_ROW), mask=tr.mask)
+                [Panel(tr.weights[i], titles[i], toks, toks) for i in range(tr.n_heads)],
+                ncols=heads_per_row(tr.n_heads), mask=tr.mask)
             sent += self.draw_focus(head, query)
         notes = "".join(f"<br>{html.escape(line)}" for line in traced.notes)
         self._entropy_html.value = _entropy_text(tr) + notes

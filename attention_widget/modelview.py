@@ -540,12 +540,12 @@ class ModelViewHooks(T.HasTraits):
         if key == self._model_key and self._model_view is not None:
             self._model_view.select(self.layer, self.head)
             return 0
-        att = src.layer_weights(s)
-        if att is None:
-            return 0
         try:
+            att = src.layer_weights(s)
+            if att is None:
+                return 0
             grid = model_grid(att, layers_kept(att.special, s.show_special))
-        except ValueError as err:  # (e.g. rollout of weights that are not square)
+        except ValueError as err:  # (a long text's layers, rollout of weights not square)
             if self._model_view is not None:
                 self._model_view.header.value = f"<i>No model view: {html.escape(str(err))}</i>"
             return 0

@@ -168,7 +168,10 @@ class Traced:
         """``"head 2 · previous token 0.98"`` for each head; a designed head names its job."""
         if self.jobs is not None:
             return [f"head {j.head} · {j.label}" for j in self.jobs]
-        return [f"head {r.head} · {r.label}" for r in self.roles()]
+        roles = self.roles()
+        if len(roles) != self.trace.n_heads:  # not measured (weights that are not a softmax's)
+            return [f"head {h}" for h in range(self.trace.n_heads)]
+        return [f"head {r.head} · {r.label}" for r in roles]
 
 
 def _mask_label(mask: str, window: int | None) -> str:

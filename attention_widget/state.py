@@ -54,6 +54,10 @@ LONG_RTOL, LONG_ATOL = 1e-4, 1e-6
 TRACE_ARRAYS = (
     "x", "q", "k", "v", "scores", "weights", "head_outputs", "concat", "output", "mask", "entropy",
 )
+#: The variants' arrays of an AttentionTrace, stored when present (None otherwise), and its
+#: variants' settings, stored in the meta.
+OPTIONAL_ARRAYS = ("x_kv", "latent", "sinks", "sink_weights", "kept")
+VARIANT_SETTINGS = ("rope", "alibi", "softcap", "top_k")
 _PARAM_NAMES = ("w_q", "w_k", "w_v", "w_o", "b_q", "b_k", "b_v", "b_o")
 _MAX_META_BYTES = 16 * 2**20  # settings + tokens: 16 MiB is far more than any sentence needs
 
@@ -192,6 +196,7 @@ def save_state(
                 "settings": dict(settings),
                 "tokens": tokens,
                 "temperature": float(trace.temperature),
+                "variants": {} if long else {n: getattr(trace, n) for n in VARIANT_SETTINGS},
                 "has_params": params is not None,
                 "has_bias": bool(params is not None and params.b_q is not None),
             },
@@ -213,6 +218,9 @@ def save_state(
     for name in LONG_CHECKS if long else TRACE_ARRAYS:
         arrays[f"{'long' if long else 'trace'}_{name}"] = np.ascontiguousarray(
             getattr(trace, name))
+    for name in () if long else OPTIONAL_ARRAYS:
+        if getattr(trace, name) is not None:
+            arrays[f"trace_{name}"] = np.ascontiguousarray(getattr(trace, name))
     p = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent or ".")
     try:
@@ -411,7 +419,8 @@ def _parse(path: Path) -> StateFile:
     meta = _parse_meta(arrays)
     if meta["version"] == LONG_FORMAT_VERSION:
         return _parse_long(path, arrays, meta)
-    _members(arrays, meta, ["meta", "x", *(f"trace_{n}" for n in TRACE_ARRAYS)])
+    optional = [f"trace_{n}" for n in OPTIONAL_ARRAYS if f"trace_{n}" in arrays]
+    _members(arrays, meta, ["meta", "x", *(f"trace_{n}" for n in TRACE_ARRAYS), *optional])
 
     # sizes from the trace's own arrays, then every shape checked against them
     tx = arrays["trace_x"]
@@ -469,7 +478,8 @@ def _parse(path: Path) -> StateFile:
     params = _params(arrays, meta, d_model, n_kv * d_head)
     for arr in (*trace_arrays.values(), x):
         arr.setflags(write=False)
-    trace = AttentionTrace(temperature=float(meta["temperature"]), **trace_arrays)
+    trace = AttentionTrace(temperature=float(meta["temperature"]), **trace_arrays,
+                           **_variants(arrays, meta))
     return StateFile(
         path=str(path),
         version=int(meta["version"]),
@@ -515,6 +525,19 @@ def load_state(path: str | os.PathLike) -> StateFile:
         raise ValueError(f"cannot load state file {str(p)!r}: {err}") from None
 
 
+def _variants(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> dict[str, Any]:
+    """The trace's variant settings and arrays as stored (their shapes the engine's own)."""
+    saved = meta.get("variants", {})
+    if not isinstance(saved, dict) or not set(saved) <= set(VARIANT_SETTINGS):
+        raise _Bad(f"'meta.variants' must be a dict of {VARIANT_SETTINGS}, got {saved!r}")
+    out: dict[str, Any] = dict(saved)
+    for name in OPTIONAL_ARRAYS:
+        if f"trace_{name}" in arrays:
+            out[name] = arrays[f"trace_{name}"]
+            out[name].setflags(write=False)
+    return out
+
+
 def verify_trace(state: StateFile, trace: AttentionTrace) -> None:
     """Check that a recomputed trace is bit-for-bit the one stored in a state file.
 
@@ -544,9 +567,19 @@ def verify_trace(state: StateFile, trace: AttentionTrace) -> None:
             f"{state.trace.temperature!r}"
         )
     # inputs first (x, then the mask), so the message names the cause, not a consequence
-    order = ("x", "mask", *(n for n in TRACE_ARRAYS if n not in ("x", "mask")))
+    for name in VARIANT_SETTINGS:
+        if getattr(trace, name) != getattr(state.trace, name):
+            raise ValueError(f"{where}: recomputed {name}={getattr(trace, name)!r} differs from "
+                             f"the saved {getattr(state.trace, name)!r}")
+    inputs = ("x", "x_kv", "sinks", "mask")
+    order = (*inputs, *(n for n in (*TRACE_ARRAYS, *OPTIONAL_ARRAYS) if n not in inputs))
     for name in order:
         saved, new = getattr(state.trace, name), getattr(trace, name)
+        if saved is None or new is None:
+            if saved is not new:
+                raise ValueError(f"{where}: recomputed {name} is {'' if new is None else 'not '}"
+                                 "None, unlike the saved one")
+            continue
         if saved.shape != new.shape:
             raise ValueError(
                 f"{where}: recomputed {name} has shape {new.shape}, saved {saved.shape}"

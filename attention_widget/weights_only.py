@@ -16,6 +16,7 @@ import numpy as np
 
 from .attentions import Attentions, normalize_attentions
 from .engine import AttentionTrace
+from .roles import head_roles
 from .sources import Progress, Settings, Source, Traced
 
 __all__ = ["AttentionsSource", "WeightsConstructors", "weights_trace"]
@@ -118,11 +119,15 @@ class AttentionsSource(Source):
 
     @property
     def fixed(self) -> dict[str, Any]:
-        """The tokens, the heads, the mask and temperature 1 (``d_model`` = heads: unknown)."""
+        """The tokens, the heads, the mask and temperature 1 (``d_model`` = heads: unknown).
+
+        The view is the detailed one: the overview's stages before and after the weights are
+        not known.
+        """
         h = self.attentions.n_heads
         return {"text": " ".join(self.attentions.tokens), "d_model": h, "n_heads": h,
                 "n_kv_heads": None, "mask": "causal" if self.causal else "none",
-                "temperature": 1.0, "seed": 0, "positional": False}
+                "temperature": 1.0, "seed": 0, "positional": False, "view": "detailed"}
 
     def describe(self) -> str:
         """Where the weights came from, their layers, heads and tokens."""
@@ -136,10 +141,16 @@ class AttentionsSource(Source):
         return (f"Fixed by {self.fixed_by}: the tokens, {self.attentions.n_heads} heads, "
                 f"mask {mask}, temperature 1.")
 
-    def trace(self, s: Settings, progress: Progress | None = None) -> Traced:
+    def trace(self, s: Settings, progress: Progress | None = None,
+              cancel: object = None) -> Traced:
         """Layer ``s.layer``'s weights (special tokens left out if hidden)."""
         att = self.attentions
         weights, tokens = att.layers[s.layer], list(att.tokens)
+        special = None if att.special is None else np.array(att.special, dtype=bool)
+        try:  # each head's role over all its tokens (hidden special ones still take weight)
+            measured = head_roles(weights, tokens, special)
+        except ValueError:  # rows that do not sum to 1 (the notes say so): no roles
+            measured = []
         if not s.show_special and att.special is not None:
             keep = np.flatnonzero(~np.array(att.special, dtype=bool))
             if keep.size == 0:
@@ -149,7 +160,7 @@ class AttentionsSource(Source):
         n = len(tokens)
         mask = np.tri(n, dtype=bool) if self.causal else np.ones((n, n), dtype=bool)
         return Traced(tokens, weights_trace(weights, mask), None, s.mask, s.layer,
-                      unavailable=UNAVAILABLE, notes=att.notes)
+                      unavailable=UNAVAILABLE, notes=att.notes, measured=measured)
 
     def layer_weights(self, s: Settings) -> Attentions:
         """Every layer's weights as given (the model view)."""

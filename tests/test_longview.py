@@ -93,7 +93,8 @@ def test_block_wise_trace_equals_the_plain_trace_in_float64(mask, window, monkey
 
 
 def test_float32_by_default_close_to_float64_and_short_texts_keep_the_full_trace():
-    w = ready(AttentionWidget(long_text(1000), d_model=32, n_heads=4, mask="causal"))
+    w = ready(AttentionWidget(long_text(1000), d_model=32, n_heads=4, mask="causal",
+                              view="detailed"))
     assert isinstance(w.trace, LongTrace) and w.trace.dtype == np.float32
     weights = w.head_weights(1)
     assert weights.dtype == np.float32 and weights.shape == (1000, 1000)

@@ -137,7 +137,7 @@ def test_roles_under_the_heads_are_head_roles(minilm):
 
 
 def test_click_opens_the_head_in_the_diagram(minilm):
-    w = AttentionWidget.from_pretrained(minilm, TEXT, progress=False)
+    w = AttentionWidget.from_pretrained(minilm, TEXT, progress=False, view="detailed")
     mv = w.model_view
     r, c = mv.cell_origin(4, 7)
     # what bqplot sends for a click on a cell of the transparent grid: its row and column

@@ -23,7 +23,9 @@ from attention_widget import (
 )
 from attention_widget.state import (
     FORMAT_VERSION,
+    OPTIONAL_ARRAYS,
     TRACE_ARRAYS,
+    VARIANT_SETTINGS,
     StateFile,
     load_state,
     save_state,
@@ -92,7 +94,7 @@ def _write(path: Path, arrays) -> Path:
 def test_every_trace_field_is_saved():
     """If the engine adds a field to AttentionTrace, the state format must learn it."""
     names = {f.name for f in dataclasses.fields(AttentionTrace)}
-    assert names == {*TRACE_ARRAYS, "temperature"}
+    assert names == {*TRACE_ARRAYS, *OPTIONAL_ARRAYS, *VARIANT_SETTINGS, "temperature"}
 
 
 def test_round_trip_is_identical(saved, case):
@@ -397,3 +399,24 @@ def test_fuzzed_bytes_load_correctly_or_raise_value_error(saved, tmp_path, case,
     for name in TRACE_ARRAYS:
         assert np.array_equal(getattr(state.trace, name), getattr(trace, name))
     assert state.settings == SETTINGS
+
+
+def test_variants_round_trip_and_a_changed_variant_is_named(tmp_path):
+    """RoPE, ALiBi, soft-capping, sinks and top-k: stored, reloaded, and checked by name."""
+    rng = np.random.default_rng(3)
+    x, params = rng.normal(size=(7, 16)), init_params(16, 4, n_kv_heads=2, seed=1)
+    options = dict(n_heads=4, n_kv_heads=2, rope=10000.0, alibi=True, softcap=5.0,
+                   sinks=rng.normal(size=4), top_k=3, mask="causal")
+    trace = multi_head_attention(x, params, **options)
+    path = save_state(tmp_path / "v.npz", SETTINGS, trace, [f"t{i}" for i in range(7)],
+                      params=params, x=x)
+    state = load_state(path)
+    for name in ("sinks", "sink_weights", "kept"):
+        np.testing.assert_array_equal(getattr(state.trace, name), getattr(trace, name))
+    assert (state.trace.rope, state.trace.alibi, state.trace.softcap, state.trace.top_k) == (
+        10000.0, True, 5.0, 3)
+    verify_trace(state, multi_head_attention(x, params, **options))
+    with pytest.raises(ValueError, match="recomputed top_k=2 differs from the saved 3"):
+        verify_trace(state, multi_head_attention(x, params, **{**options, "top_k": 2}))
+    with pytest.raises(ValueError, match="recomputed sinks is None"):
+        verify_trace(state, multi_head_attention(x, params, **{**options, "sinks": None}))

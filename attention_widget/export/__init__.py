@@ -213,7 +213,8 @@ def save_figure(
     p = Path(path)
     fmt = _format(p, format)
     dpi = check_dpi(dpi)
-    layout = build(trace, tokens, stages, heads, colormap, title, diverging, scales, zoom=scales)
+    layout = build(trace, tokens, stages, heads, colormap, title, diverging, scales=scales,
+                   zoom=zoom)
     data = render(layout).encode("utf-8") if fmt == "svg" else figure_bytes(layout, fmt, dpi)
     p.write_bytes(data)
     return p

@@ -145,5 +145,6 @@ def diagram_png_bytes(
     """
     trace = check_trace(trace)
     dpi = check_dpi(dpi)
-    layout = build(trace, tokens, stages, heads, colormap, title, diverging, scales, zoom=scales)
+    layout = build(trace, tokens, stages, heads, colormap, title, diverging, scales=scales,
+                   zoom=zoom)
     return figure_bytes(layout, "png", dpi)

@@ -256,7 +256,7 @@ class DeepseekV4Layout(PretrainedModel):
 
         Or ``"compressed sparse, rate 4, top 512"``, ``"heavily compressed, rate 128"``.
         """
-        kind = self.layer_kinds[self._check_layer(layer)]
+        kind = self.layer_kinds[self.check_layer(layer)]
         if kind == SLIDING:
             return f"sliding, window {self.window}"
         if kind == SPARSE:
@@ -269,7 +269,7 @@ class DeepseekV4Layout(PretrainedModel):
         An entry of a compressed sparse layer pools its window and the window before; a
         sliding layer has none.
         """
-        kind = self.layer_kinds[self._check_layer(layer)]
+        kind = self.layer_kinds[self.check_layer(layer)]
         if kind == SLIDING:
             return []
         rate = self.rates[kind]
@@ -297,7 +297,7 @@ class DeepseekV4Layout(PretrainedModel):
           and, for a compressed sparse layer, the first halves of the last complete window
           (the next entry pools them too).
         """
-        kind = self.layer_kinds[self._check_layer(layer)]
+        kind = self.layer_kinds[self.check_layer(layer)]
         sizes = {"window": min(n_tokens, self.window - 1) * self.d_head}
         if kind == SLIDING:
             return sizes
