@@ -40,6 +40,7 @@ import numpy as np
 
 __all__ = [
     "DIVERGING",
+    "DROPPED_RGB",
     "LEVELS",
     "MASK_HATCH_RGB",
     "MASK_RGB",
@@ -63,6 +64,9 @@ MASK_RGB = (150, 150, 150)  # masked cells: one grey, never a colour of the scal
 #: The lines the static exports draw across masked cells (a hatch that survives printing in
 #: grey, where MASK_RGB alone could pass for a value of the "greys" table).
 MASK_HATCH_RGB = (255, 255, 255)
+#: Keys a top-k step dropped (allowed by the mask, but not among the query's k best): a
+#: light rose that no colour table holds, so it reads apart from the masked grey.
+DROPPED_RGB = (244, 204, 214)
 
 #: Sequential tables (the weights; the choice offered to users as "colours").
 SEQUENTIAL = ("viridis", "cividis", "magma", "greys")

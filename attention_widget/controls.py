@@ -32,11 +32,18 @@ D_MODEL_CHOICES = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768)
 #: the stage whose colour scale the "scale" buttons set).
 GROUPS = (
     ("Input", (("text", "layer", "show_special", "weights", "seed", "positional"),)),
-    ("Architecture", (("d_model", "n_heads", "n_kv_heads"),)),
-    ("Attention", (("mask", "window", "temperature"),)),
+    ("Architecture", (("kind", "kv_rank", "rope_dim", "source_text"),
+                      ("d_model", "n_heads", "n_kv_heads"), ("kv-cache",))),
+    ("Attention", (("mask", "window", "temperature"),
+                   ("rope", "alibi", "softcap", "sinks", "top_k"))),
     ("View", (("view", "head", "query", "projector"), ("play", "step"),
               ("colormap", "scale-of", "scale"))),
 )
+READOUTS = ("kv-cache",)  # lines of a group that are no control
+#: Controls shown for one attention kind only.
+KIND_ONLY = {"kv_rank": "latent", "rope_dim": "latent", "source_text": "cross"}
+#: The RoPE bases offered (0: off), and the current one if it is another.
+ROPE_CHOICES = (("off", 0.0), ("θ = 10 000", 10000.0), ("θ = 500 000", 500000.0))
 FOCUS_ROW = ("head", "query")  # also shown with the detailed view's focus panel
 GROUP_LABEL_PX = 100  # the groups' names, in one column
 #: The stages whose colour scale can be chosen (the figures of the diagram), as the
@@ -123,8 +130,34 @@ def _controls() -> dict[str, W.DOMWidget]:
         "step": W.IntSlider(description="", min=1, max=len(SECTIONS), readout=True,
                             layout={"width": "150px"}),
         "layer": W.IntSlider(description="layer", min=0, max=0, layout={"width": "230px"}),
+        **_variant_controls(),
         "show_special": W.Checkbox(description="special tokens", indent=False,
                                    layout={"width": "auto"}),
+    }
+
+
+def _variant_controls() -> dict[str, W.DOMWidget]:
+    """The attention variants' controls (:mod:`attention_widget.variant_traits`)."""
+    narrow = {"width": "150px"}
+    return {
+        "kind": W.ToggleButtons(options=["standard", "latent", "cross"], tooltips=[
+            "multi-head; grouped-query and multi-query through n_kv_heads",
+            "DeepSeek's latent attention: K and V rebuilt from c_kv",
+            "queries from the text, keys and values from a source text"],
+            style={"button_width": "76px"}),
+        "kv_rank": W.IntSlider(description="kv_rank", min=1, max=64, layout={"width": "228px"}),
+        "rope_dim": W.IntSlider(description="rope_dim", min=0, max=32, step=2,
+                                layout={"width": "228px"}),
+        "source_text": W.Text(description="source text", continuous_update=False,
+                              layout={"flex": "1 1 240px", "min_width": "200px"}),
+        "rope": W.Dropdown(description="RoPE", options=list(ROPE_CHOICES),
+                           layout={"width": "180px"}),
+        "alibi": W.Checkbox(description="ALiBi", indent=False, layout={"width": "auto"}),
+        "softcap": W.BoundedFloatText(description="soft-cap (0 off)", min=0.0, max=1e6,
+                                      step=1.0, layout={"width": "170px"}),
+        "sinks": W.Checkbox(description="sinks", indent=False, layout={"width": "auto"}),
+        "top_k": W.BoundedIntText(description="top-k (0 off)", min=0, max=MAX_TOKENS,
+                                  layout=narrow),
     }
 
 
@@ -173,6 +206,14 @@ def _show(line: W.HTML, value: str) -> None:
 def _short(token: str, limit: int = 24) -> str:
     """A token as a menu entry: cut to ``limit`` characters."""
     return token if len(token) <= limit else token[: limit - 1] + "…"
+
+
+def _rope_options(rope: float) -> list[tuple[str, float]]:
+    """The RoPE choices: off and the usual bases, and ``rope`` if it is another."""
+    options = list(ROPE_CHOICES)
+    if rope not in dict(ROPE_CHOICES).values():
+        options.append((f"θ = {rope:g}", rope))
+    return options
 
 
 def _query_options(tokens: Sequence[str], query: int) -> list[tuple[str, int]]:
@@ -243,7 +284,10 @@ class ControlPanel:
         player = W.HTML("step through the stages", layout={"margin": "0 4px 0 12px"})
         player.add_class("aw-play-label")
         self._mask_box = W.HBox([_label("mask"), c["mask"]])
-        parts = {**c, "play": W.HBox([player, self.play]), "mask": self._mask_box}
+        self._kind_box = W.HBox([_label("attention"), c["kind"]])
+        self.kv_cache = readout("aw-kv-cache")
+        parts = {**c, "play": W.HBox([player, self.play]), "mask": self._mask_box,
+                 "kind": self._kind_box, "kv-cache": self.kv_cache}
         own = set(own_controls)
         only = {"layer", "show_special"} - own  # controls of other inputs
         self.export = _export_row()
@@ -335,14 +379,17 @@ class ControlPanel:
                         else sorted({*D_MODEL_CHOICES, d_model})),
             "n_heads": (tuple(heads), lambda: list(heads)),
             "n_kv_heads": (tuple(kv_heads), lambda: list(kv_heads)),
+            "rope": (values.get("rope"), lambda: _rope_options(values.get("rope", 0.0))),
             "head": (values["n_heads"], lambda: [(f"head {h}", h)
                                                  for h in range(values["n_heads"])]),
             "query": ((tuple(tokens), values["query"] if len(tokens) > MAX_QUERY_CHOICES
                        else None), lambda: _query_options(tokens, values["query"])),
         }
-        hidden = set(fixed) | ({"window"} if "mask" in fixed else set())
+        hidden = set(fixed) | ({"window"} if "mask" in fixed else set()) | {
+            name for name, kind in KIND_ONLY.items() if values.get("kind") != kind}
         self._syncing = True
         try:
+            c["kv_rank"].max = max(d_model, values.get("kv_rank", 1))
             for name, (key, make) in offered.items():
                 if self._offered.get(name) != key:  # (options unchanged: nothing to build)
                     self._offered[name] = key
@@ -358,8 +405,9 @@ class ControlPanel:
                 if ctrl.layout.display != display:
                     ctrl.layout.display = display
             self._mask_box.layout.display = c["mask"].layout.display
+            self._kind_box.layout.display = c["kind"].layout.display
             for label, rows in GROUPS:
-                names = {n for row in rows for n in row} - {"layer", "show_special"}
+                names = {n for row in rows for n in row} - {"layer", "show_special", *READOUTS}
                 display = "none" if names <= hidden else None
                 if self.groups[label].layout.display != display:
                     self.groups[label].layout.display = display
@@ -378,6 +426,10 @@ class ControlPanel:
     def show_notice(self, message: str) -> None:
         """Show ``message`` (plain text) as the last automatic adjustment; '' clears it."""
         _show(self._notice, f"<i>{html.escape(message)}</i>" if message else "")
+
+    def show_kv_cache(self, line: str) -> None:
+        """Show the KV-cache readout (plain text); '' hides it."""
+        _show(self.kv_cache, html.escape(line))
 
     def show_busy(self, what: str) -> None:
         """Say that ``what`` is being computed ('' clears it)."""

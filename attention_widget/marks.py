@@ -17,13 +17,13 @@ import bqplot as bq
 import ipywidgets as W
 import numpy as np
 
-from .colors import LEVELS, MASK_RGB, Limits, palette
+from .colors import DROPPED_RGB, LEVELS, MASK_RGB, Limits, palette
 from .export.layout import text_width
 from .png import palette_png
 
 __all__ = [
-    "FIXED", "MASKED", "PNG_URL_PREFIX", "TRANSPARENT", "ImageMark", "bar_label", "fit",
-    "fit_title", "image_palette", "scale_caption",
+    "DROPPED", "FIXED", "MASKED", "PNG_URL_PREFIX", "TRANSPARENT", "ImageMark", "bar_label",
+    "fit", "fit_title", "image_palette", "scale_caption",
 ]
 
 # Scales have explicit ranges: marks must not recompute them (a domain change makes every mark
@@ -31,8 +31,9 @@ __all__ = [
 FIXED = {"x": True, "y": True, "color": True}
 PNG_URL_PREFIX = b"data:image/png;base64,"  # how a figure's Image widget holds its PNG
 # The image's palette: the LEVELS colours of the figure's table (attention_widget.colors), then
-# the masked grey, then transparency (outside the panels).
+# the masked grey, the rose of keys dropped by top-k, then transparency (outside the panels).
 MASKED = LEVELS  # palette index of a masked cell
+DROPPED = LEVELS + 1  # palette index of a key dropped by top-k
 TRANSPARENT = 255  # palette index outside the panels
 
 
@@ -126,6 +127,7 @@ def image_palette(table: str) -> np.ndarray:
     out = np.zeros((256, 3), dtype=np.uint8)
     out[:LEVELS] = palette(table)
     out[MASKED] = MASK_RGB
+    out[DROPPED] = DROPPED_RGB
     out.flags.writeable = False  # shared by every figure (cached)
     return out
 

@@ -19,7 +19,6 @@ import base64
 import html
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 
 import bqplot as bq
 import ipywidgets as W
@@ -28,277 +27,37 @@ import numpy as np
 from .colors import LEVELS, PAIRED_DIVERGING, Limits, levels, scale_limits
 from .controls import readout
 from .engine import AttentionTrace
-from .export.layout import text_width
 from .marks import (
+    DROPPED,
     FIXED,
     MASKED,
     PNG_URL_PREFIX,
     TRANSPARENT,
     ImageMark,
-    fit,
     image_palette,
     scale_caption,
+)
+from .overview_plan import (
+    ARROW_COLOR,
+    COLUMNS,
+    FONTS,
+    MAX_LANES,
+    WIDTH,
+    Box,
+    Plan,
+    TextItem,
+    lane_heads,
+    plan,
 )
 from .png import palette_png
 from .sources import Traced
 from .stages import SECTIONS
 
-__all__ = ["MAX_LANES", "Overview", "Plan", "TextItem", "lane_heads", "plan"]
-
-Q_COLOR, K_COLOR, V_COLOR = "#1f77b4", "#ff7f0e", "#2ca02c"  # as in the detailed view
-ARROW_COLOR, TEXT_COLOR, TITLE_COLOR = "#777777", "#333333", "#222222"
-MAX_LANES = 4  # heads drawn as lanes at once
-ARROW_PX = 26  # room between two columns, for the arrow
-BAR_PX = 8  # colour bar thickness
-MAX_CELL_PX = 16  # largest square cell of the lanes
-MAX_ROW_PX = {False: 14, True: 20}  # largest row of X, concat and output (room for a label)
-FEATURE_PX = 72  # width of a feature panel (X, Q, K, V, concat, output)
-#: Font sizes (px): tokens, column titles, formulas and head titles, numbers and shapes.
-FONTS = {False: {"token": 11, "title": 12, "text": 11, "small": 10},
-         True: {"token": 14, "title": 15, "text": 14, "small": 13}}
-#: The picture's size: it fits JupyterLab's notebook beside the file browser at 1280 px, and
-#: the projector's larger text takes the width of a full-screen page.
-WIDTH = {False: 840, True: 1180}
-MAX_HEIGHT = {False: 430, True: 600}
-#: Each column of the picture: its key (its colour bar's stage), title, short formula, section.
-COLUMNS = (
-    ("x", "1 · X", "a row per token", 1),
-    ("qkv", "2 · Q K V", "X W_Q, X W_K, X W_V", 2),
-    ("scores", "3 · scores", "Q Kᵀ / √d_head", 3),
-    ("weights", "4 · weights", "softmax(S / T)", 4),
-    ("outputs", "5 · heads", "weights · V", 5),
-    ("concat", "6 · concat", "[head 0 … h]", 6),
-    ("output", "output", "concat W_O", 6),
-)
-
-
-@dataclass(frozen=True)
-class Box:
-    """A rectangle in pixels (y down)."""
-
-    x: float
-    y: float
-    w: float
-    h: float
-
-    @property
-    def right(self) -> float:
-        """Its right edge."""
-        return self.x + self.w
-
-    @property
-    def bottom(self) -> float:
-        """Its bottom edge."""
-        return self.y + self.h
-
-
-@dataclass(frozen=True)
-class TextItem:
-    """A line of text: ``y`` is its vertical centre; ``anchor`` start, middle or end."""
-
-    x: float
-    y: float
-    text: str
-    size: int
-    section: int
-    bold: bool = False
-    anchor: str = "start"
-    color: str = TEXT_COLOR
-
-    def box(self) -> Box:
-        """The room it takes, estimated (:func:`~attention_widget.export.layout.text_width`)."""
-        w = text_width(self.text, self.size) * (1.08 if self.bold else 1.0)
-        x = {"start": self.x, "middle": self.x - w / 2, "end": self.x - w}[self.anchor]
-        return Box(x, self.y - self.size * 0.6, w, self.size * 1.2)
-
-
-@dataclass
-class Plan:
-    """Where everything of the overview goes, in pixels.
-
-    Attributes
-    ----------
-    width, height : int
-    panels : dict of str to Box
-        ``x``, ``q``, ``k``, ``v``, ``concat``, ``output``; and per lane ``scores 0``,
-        ``weights 0``, ``outputs 0`` ... (the lane's index, not the head's).
-    lanes : list of int
-        The heads drawn as lanes, top to bottom.
-    cell : float
-        Pixel side of a lane's square cell: whole pixels, or below 1 for long texts.
-    bars : dict of str to Box
-        Each column's colour bar.
-    texts : list of TextItem
-    arrows : list of (xs, ys, colour, section)
-        Polylines, each ending in an arrow head.
-    """
-
-    width: int
-    height: int
-    panels: dict[str, Box] = field(default_factory=dict)
-    lanes: list[int] = field(default_factory=list)
-    cell: float = 1.0
-    bars: dict[str, Box] = field(default_factory=dict)
-    texts: list[TextItem] = field(default_factory=list)
-    arrows: list[tuple[list[float], list[float], str, int]] = field(default_factory=list)
-
-
-def lane_heads(n_heads: int, head: int) -> list[int]:
-    """The heads drawn as lanes: all up to :data:`MAX_LANES`, else the focus head's group."""
-    if n_heads <= MAX_LANES:
-        return list(range(n_heads))
-    start = min(head - head % MAX_LANES, n_heads - MAX_LANES)
-    return list(range(start, start + MAX_LANES))
-
-
-def plan(tokens: Sequence[str], trace: AttentionTrace, lanes: Sequence[int],
-         titles: Sequence[str], projector: bool = False) -> Plan:
-    """The overview's geometry for ``trace`` with heads ``lanes`` drawn large.
-
-    Parameters
-    ----------
-    tokens : sequence of str
-        One per row.
-    trace : AttentionTrace
-        Only its shapes are read.
-    lanes : sequence of int
-        Heads drawn as lanes (:func:`lane_heads`).
-    titles : sequence of str
-        Every head's title (``"head 2 · previous token 0.98"``).
-    projector : bool
-        Large text (token labels and titles >= 14 px) on a wider picture.
-    """
-    f = FONTS[projector]
-    n = trace.seq_len
-    header = 1.2 * (f["title"] + f["text"] + f["small"]) + 18  # three lines above the columns
-    footer = BAR_PX + f["small"] + 10  # colour bar and its numbers
-    body_h = MAX_HEIGHT[projector] - header - footer
-    lane_title = f["text"] + 4
-    lane_gap = 8
-    labels_w = min(max(text_width(t, f["token"]) for t in _labels(tokens)) + 6,
-                   9 * f["token"])
-    out_w = float(FEATURE_PX * 0.6)
-    need = {key: max(text_width(title, f["title"]) * 1.08, text_width(formula, f["text"]))
-            - ARROW_PX + 6 for key, title, formula, _ in COLUMNS}
-
-    def widths(cell: float) -> dict[str, float]:
-        panel = {"x": FEATURE_PX, "qkv": FEATURE_PX, "scores": n * cell, "weights": n * cell,
-                 "outputs": out_w, "concat": FEATURE_PX, "output": FEATURE_PX}
-        return {key: max(panel[key], need[key]) for key in panel}
-
-    # the lanes' square cells: as large as the height and the width allow
-    by_height = (body_h / len(lanes) - lane_title - lane_gap) / n
-    # whole pixels while a cell has one; below that (long texts) a lane shows one pixel row
-    # per screen row, the rows between them left out (the detailed view has every one)
-    cell = min(MAX_CELL_PX, by_height)
-    cell = float(int(cell)) if cell >= 1 else max(cell, 0.05)
-    while cell > 1 and labels_w + sum(widths(cell).values()) + 6 * ARROW_PX > WIDTH[projector]:
-        cell -= 1
-    lane_h = lane_title + n * cell + lane_gap
-    body_h = max(len(lanes) * lane_h, 3 * (f["text"] + 6 + min(n, 40)) + 12)
-    p = Plan(WIDTH[projector], int(header + body_h + footer), lanes=list(lanes), cell=cell)
-    top = header
-    panel_w = {"x": FEATURE_PX, "qkv": FEATURE_PX, "scores": n * cell, "weights": n * cell,
-               "outputs": out_w, "concat": FEATURE_PX, "output": FEATURE_PX}
-    x = labels_w
-    lefts = {}
-    for key, col_w in widths(cell).items():
-        lefts[key] = (x + (col_w - panel_w[key]) / 2, col_w, x)
-        x += col_w + ARROW_PX
-    mid = top + body_h / 2
-    # X, concat and output: bands of the tokens' rows, in the middle of the body
-    row = min(MAX_ROW_PX[projector], (body_h - 4) / n)
-    for key in ("x", "concat", "output"):
-        p.panels[key] = Box(lefts[key][0], mid - n * row / 2, FEATURE_PX, n * row)
-    # Q, K, V: one above the other, each under its own title
-    qkv_h = (body_h - 3 * (f["text"] + 4) - 2 * 6) / 3
-    q_row = min(MAX_ROW_PX[projector], qkv_h / n)
-    y = mid - (3 * (f["text"] + 4 + n * q_row) + 12) / 2
-    for key in ("q", "k", "v"):
-        y += f["text"] + 4
-        p.panels[key] = Box(lefts["qkv"][0], y, FEATURE_PX, n * q_row)
-        y += n * q_row + 6
-    # the lanes
-    for i, _h in enumerate(lanes):
-        ly = top + i * lane_h + lane_title
-        for key in ("scores", "weights", "outputs"):
-            p.panels[f"{key} {i}"] = Box(lefts[key][0], ly, panel_w[key], n * cell)
-    _texts(p, tokens, trace, titles, lefts, row, f, top)
-    _arrows(p, lanes)
-    bar_y = top + body_h + 4
-    for key, _, _, _ in COLUMNS:
-        left, col_w, _ = lefts[key]
-        width = max(panel_w[key], min(col_w, 90))
-        p.bars[key] = Box(left + panel_w[key] / 2 - width / 2, bar_y, width, BAR_PX)
-    return p
-
-
-def _labels(tokens: Sequence[str]) -> list[str]:
-    return [t.replace("\n", "⏎").replace("\t", "⇥") for t in tokens]
-
-
-def _texts(p: Plan, tokens: Sequence[str], trace: AttentionTrace, titles: Sequence[str],
-           lefts: dict, row: float, f: dict, top: float) -> None:
-    """The column headers, the token labels, Q/K/V titles and the lanes' titles."""
-    n, h, kv = trace.seq_len, trace.n_heads, trace.n_kv_heads
-    shapes = {"x": f"{n} × {trace.d_model}", "qkv": f"heads × {n} × {trace.d_head}",
-              "scores": f"{h} × {n} × {n}", "weights": f"{h} × {n} × {n}",
-              "outputs": f"{h} × {n} × {trace.d_head}",
-              "concat": f"{n} × {trace.concat.shape[1]}", "output": f"{n} × {trace.d_model}"}
-    for key, title, formula, section in COLUMNS:
-        _, col_w, start = lefts[key]
-        cx = start + col_w / 2
-        y = 4 + f["title"] / 2 + 2
-        p.texts.append(TextItem(cx, y, title, f["title"], section, True, "middle", TITLE_COLOR))
-        y += f["title"] / 2 + f["text"] / 2 + 4
-        p.texts.append(TextItem(cx, y, formula, f["text"], section, anchor="middle"))
-        y += f["text"] / 2 + f["small"] / 2 + 4
-        p.texts.append(TextItem(cx, y, shapes[key], f["small"], section, anchor="middle"))
-    # token labels left of X, every k-th where rows are close
-    box = p.panels["x"]
-    step = max(1, math.ceil(1.25 * f["token"] / row))
-    room = box.x - 6
-    for i in range(0, n, step):
-        p.texts.append(TextItem(box.x - 4, box.y + (i + 0.5) * row,
-                                fit(_labels(tokens)[i], f["token"], room), f["token"], 1,
-                                anchor="end"))
-    names = {"q": (f"Q · {h} heads", Q_COLOR), "k": (f"K · {kv} kv heads", K_COLOR),
-             "v": (f"V · {kv} kv heads", V_COLOR)}
-    qkv_room = lefts["qkv"][1] + ARROW_PX - 8 - (lefts["qkv"][0] - lefts["qkv"][2])
-    for key, (text, color) in names.items():
-        b = p.panels[key]
-        short = text if text_width(text, f["text"]) * 1.08 <= qkv_room else text.split(" · ")[0]
-        p.texts.append(TextItem(b.x, b.y - f["text"] / 2 - 2, short, f["text"], 2, True,
-                                color=color))
-    for i, head in enumerate(p.lanes):
-        s, o = p.panels[f"scores {i}"], p.panels[f"outputs {i}"]
-        text = fit(titles[head], f["text"], o.right - s.x, bold=True)
-        p.texts.append(TextItem(s.x, s.y - f["text"] / 2 - 2, text, f["text"], 3, True))
-
-
-def _arrows(p: Plan, lanes: Sequence[int]) -> None:
-    """X to Q, K, V; Q and K to each lane's scores, V to its outputs; lanes to concat."""
-    P = p.panels
-    x = P["x"]
-    for key, color in (("q", Q_COLOR), ("k", K_COLOR), ("v", V_COLOR)):
-        b = P[key]
-        p.arrows.append(([x.right + 3, b.x - 3], [x.y + x.h / 2, b.y + b.h / 2], color, 2))
-    for i in range(len(lanes)):
-        s, w, o = P[f"scores {i}"], P[f"weights {i}"], P[f"outputs {i}"]
-        cy = s.y + s.h / 2
-        for key, color, dy in (("q", Q_COLOR, -3.0), ("k", K_COLOR, 3.0)):
-            b = P[key]
-            p.arrows.append(([b.right + 3, s.x - 3], [b.y + b.h / 2, cy + dy], color, 3))
-        v = P["v"]
-        under = s.bottom + 4  # V runs below the lane's scores and weights, then up
-        p.arrows.append(([v.right + 3, s.x - 8, o.x - 10, o.x - 3],
-                         [v.y + v.h / 2, under, under, o.bottom - 3], V_COLOR, 5))
-        p.arrows.append(([s.right + 3, w.x - 3], [cy, cy], ARROW_COLOR, 4))
-        p.arrows.append(([w.right + 3, o.x - 3], [cy - 4, cy - 4], ARROW_COLOR, 5))
-        c = P["concat"]
-        p.arrows.append(([o.right + 3, c.x - 3], [cy, c.y + c.h / 2], ARROW_COLOR, 6))
-    c, out = P["concat"], P["output"]
-    p.arrows.append(([c.right + 3, out.x - 3], [c.y + c.h / 2] * 2, ARROW_COLOR, 6))
+__all__ = ["FONTS", "MAX_LANES", "WIDTH", "Overview", "Plan", "TextItem", "lane_heads", "plan"]
+#: The images of the figure: a column's panels each, the source's X with X, sinks apart.
+IMAGES = ("x", "latent", "qkv", "scores", "weights", "sinks", "outputs", "concat", "output")
+#: The section of each image and colour bar (the stage player reveals them in order).
+SECTION_OF = {**{key: section for key, _, _, section in COLUMNS}, "latent": 2, "sinks": 4}
 
 
 def _arrow_lines(arrows: list) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -317,6 +76,9 @@ def _arrow_lines(arrows: list) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return np.array(xs), np.array(ys), colors
 
 
+
+
+
 class Overview:
     """The overview figure: :func:`plan` drawn with a trace's numbers.
 
@@ -333,14 +95,13 @@ class Overview:
         self.y_scale = bq.LinearScale(min=0.0, max=1.0, allow_padding=False, reverse=True)
         sc = {"x": self.x_scale, "y": self.y_scale}
         self.images = {key: ImageMark(self.x_scale, self.y_scale)
-                       for key in ("x", "qkv", "scores", "weights", "outputs", "concat",
-                                   "output")}
+                       for key in IMAGES}
         self._strips = {}  # colour bar images, one per table
         # every mark keeps the scales' fixed ranges: a mark that recomputed them would have
         # the figure redraw all its marks at each image switch
         self.bar_marks = {key: bq.Image(image=W.Image(format="url"), x=[0, 1], y=[1, 0],
                                         scales=sc, preserve_domain=FIXED)
-                          for key, *_ in COLUMNS}
+                          for key in (*SECTION_OF, )}
         self.arrows = bq.Lines(x=np.zeros((1, 7)), y=np.zeros((1, 7)), scales=sc,
                                colors=[ARROW_COLOR], stroke_width=1.5, preserve_domain=FIXED)
         self.highlight = bq.Lines(x=np.zeros((1, 5)), y=np.zeros((1, 5)), scales=sc,
@@ -382,11 +143,13 @@ class Overview:
         tr, toks = traced.trace, traced.tokens
         lanes = lane_heads(tr.n_heads, head)
         titles = traced.head_titles()
+        keys = None if traced.key_tokens is None else list(traced.key_tokens)
         key = (tuple(toks), tr.n_heads, tr.n_kv_heads, tr.d_model, tuple(lanes),
-               tuple(titles), projector, self.table)
+               tuple(titles), projector, self.table, tr.q.shape, tr.k.shape,
+               None if keys is None else tuple(keys), _variant_key(tr))
         self._traced, self._step = traced, step
         if key != self._key or self._plan is None:
-            self._plan = plan(toks, tr, lanes, titles, projector)
+            self._plan = plan(toks, tr, lanes, titles, projector, keys=keys)
             self._key = key
         p = self._plan
         sent = 0
@@ -411,8 +174,14 @@ class Overview:
                 if name == "concat":  # concat and output: one step, one scale rule
                     sent += self._fill("concat", drawn[:1], limits[:1], p, tr.mask)
                     sent += self._fill("output", drawn[1:], limits[1:], p, tr.mask)
-                else:
-                    sent += self._fill(name, drawn, limits, p, tr.mask)
+                    continue
+                dropped = None
+                if tr.kept is not None and name in ("scores", "weights"):
+                    dropped = [tr.mask & ~tr.kept[h] for h in shown]  # allowed, not kept
+                sent += self._fill(name, drawn, limits, p, tr.mask, dropped)
+                if name == "weights" and tr.sink_weights is not None:  # on the weights' scale
+                    sinks = [tr.sink_weights[h][:, None] for h in shown]
+                    sent += self._fill("sinks", sinks, limits, p, tr.mask)
             for img in self.images.values():
                 img.show_pending()
             self._bars(p)
@@ -443,19 +212,23 @@ class Overview:
             self.figure.layout.height = f"{p.height}px"
 
     def _fill(self, name: str, arrays: list[np.ndarray], limits: list[Limits], p: Plan,
-              mask: np.ndarray) -> int:
-        """Colour one column's panels into its image; returns the bytes sent."""
-        table = self.table if name == "weights" else PAIRED_DIVERGING[self.table]
-        if name in ("x", "concat", "output"):
+              mask: np.ndarray, dropped: list[np.ndarray] | None = None) -> int:
+        """Colour one column's panels into its image; returns the bytes sent.
+
+        ``dropped`` (one bool array per panel) marks keys dropped by top-k.
+        """
+        table = self.table if name in ("weights", "sinks") else PAIRED_DIVERGING[self.table]
+        if name in ("latent", "concat", "output") or (name == "x" and len(arrays) == 1):
             box = p.panels[name]
             grid = levels(np.asarray(arrays[0], dtype=np.float32), limits[0].low,
                           limits[0].high)
             extent = ([box.x, box.right], [box.bottom, box.y])
         else:
-            names = (["q", "k", "v"] if name == "qkv"
-                     else [f"{name} {i}" for i in range(len(p.lanes))])
+            names = {"qkv": ["q", "k", "v"], "x": ["x", "x_kv"]}.get(name) or [
+                f"{'sink' if name == 'sinks' else name} {i}" for i in range(len(p.lanes))]
             boxes = [p.panels[k] for k in names]
-            grid = _stacked(arrays, limits, boxes, mask if name != "outputs" else None)
+            masked = mask if name in ("scores", "weights") else None
+            grid = _stacked(arrays, limits, boxes, masked, dropped)
             extent = ([boxes[0].x, boxes[0].right], [boxes[0].y + grid.shape[0], boxes[0].y])
         return self.images[name].fill(grid, table, extent)
 
@@ -482,16 +255,16 @@ class Overview:
         items = [t for t in p.texts if t.section <= step] + _bar_texts(p, self._limits, step)
         groups: dict[tuple, list[TextItem]] = {}
         for t in items:
-            groups.setdefault((t.size, t.bold, t.anchor, t.color), []).append(t)
+            groups.setdefault((t.size, t.bold, t.anchor, t.color, t.rotate), []).append(t)
         for style in set(self._labels) - set(groups):
             groups[style] = []
         for style, texts in groups.items():
             label = self._labels.get(style)
             if label is None:
-                size, bold, anchor, color = style
+                size, bold, anchor, color, rotate = style
                 label = self._labels[style] = bq.Label(
                     x=[0.0], y=[0.0], text=[""], colors=[color], default_size=size,
-                    font_weight="bold" if bold else "normal", align=anchor,
+                    font_weight="bold" if bold else "normal", align=anchor, rotate_angle=rotate,
                     scales={"x": self.x_scale, "y": self.y_scale}, preserve_domain=FIXED)
             xs, ys = [t.x for t in texts] or [0.0], [t.y for t in texts] or [0.0]
             text = [t.text for t in texts] or [""]
@@ -511,13 +284,16 @@ class Overview:
         self.arrows.visible = True
 
     def _visible(self, step: int) -> None:
-        sections = {key: section for key, _, _, section in COLUMNS}
+        p = self._plan
+        drawn = {"x", "qkv", "scores", "weights", "outputs", "concat", "output",
+                 *(("latent",) if "latent" in p.panels else ()),
+                 *(("sinks",) if "sink 0" in p.panels else ())}
         for key, img in self.images.items():
-            show = sections[key] <= step
+            show = key in drawn and SECTION_OF[key] <= step
             if img.mark.visible != show:
                 img.mark.visible = show
         for key, mark in self.bar_marks.items():
-            show = sections[key] <= step
+            show = key in p.bars and SECTION_OF[key] <= step
             if mark.visible != show:
                 mark.visible = show
         marks = [*(i.mark for i in self.images.values()), *self.bar_marks.values(),
@@ -548,14 +324,16 @@ class Overview:
 def _stage_arrays(tr: AttentionTrace, lanes: Sequence[int]
                   ) -> dict[str, tuple[list[np.ndarray], list[int]]]:
     """Each image's step: all its arrays (every head: they decide the scale) and those drawn."""
-    n = tr.seq_len
 
-    def flat(a: np.ndarray) -> np.ndarray:  # [heads, seq, d] -> [seq, heads * d]
-        return a.transpose(1, 0, 2).reshape(n, -1)
+    def flat(a: np.ndarray) -> np.ndarray:  # [heads, rows, d] -> [rows, heads * d]
+        return a.transpose(1, 0, 2).reshape(a.shape[1], -1)
 
     heads = list(range(tr.n_heads))
+    x = [tr.x] if tr.x_kv is None else [tr.x, tr.x_kv]  # the source's X with the text's
+    latent = {} if tr.latent is None else {"latent": ([tr.latent], [0])}
     return {
-        "x": ([tr.x], [0]),
+        "x": (x, list(range(len(x)))),
+        **latent,
         "qkv": ([flat(tr.q), flat(tr.k), flat(tr.v)], [0, 1, 2]),
         "scores": ([tr.scores[h] for h in heads], list(lanes)),
         "weights": ([tr.weights[h] for h in heads], list(lanes)),
@@ -564,22 +342,35 @@ def _stage_arrays(tr: AttentionTrace, lanes: Sequence[int]
     }
 
 
+def _variant_key(tr: AttentionTrace) -> tuple:
+    """What of ``tr``'s variants changes the plan (its columns, formulas and panels)."""
+    return (tr.rope, tr.alibi, tr.softcap, tr.top_k, tr.sinks is not None,
+            tr.sink_weights is not None, None if tr.latent is None else tr.latent.shape,
+            None if tr.x_kv is None else tr.x_kv.shape, tr.weights.shape)
+
+
 def _stacked(arrays: list[np.ndarray], limits: list[Limits], boxes: list[Box],
-             mask: np.ndarray | None = None) -> np.ndarray:
+             mask: np.ndarray | None = None, dropped: list[np.ndarray] | None = None
+             ) -> np.ndarray:
     """Panels one above the other in one image: a row per screen pixel, a column per cell.
 
     The image spans from the first box's top to the last one's bottom; each panel's rows are
     repeated over its box, the rows between boxes are transparent.  ``mask`` (True = may
-    attend) greys the masked cells of every panel.
+    attend) greys the masked cells of every panel; ``dropped`` (one per panel, True = dropped
+    by top-k) shades those cells apart.
     """
     top = boxes[0].y
     height = max(1, round(boxes[-1].bottom - top))
     width = max(a.shape[1] for a in arrays)
     grid = np.full((height, width), TRANSPARENT, dtype=np.uint8)
+    grid_rows: list[Box] = []  # the panels done
     for arr, lim, b in zip(arrays, limits, boxes, strict=True):
         lv = levels(np.asarray(arr, dtype=np.float32), lim.low, lim.high)  # [seq, cols]
         if mask is not None and mask.shape == lv.shape and not mask.all():
             lv[~mask] = MASKED
+        if dropped is not None:
+            lv[dropped[len(grid_rows)]] = DROPPED
+        grid_rows.append(b)
         y0, y1 = round(b.y - top), round(b.bottom - top)
         rows = np.minimum((np.arange(y1 - y0) * lv.shape[0]) // max(y1 - y0, 1),
                           lv.shape[0] - 1)
@@ -592,7 +383,7 @@ def _bar_texts(p: Plan, limits: dict[str, list[Limits]], step: int) -> list[Text
     """Each colour bar's ends, and what it stands for when not a plain shared scale."""
     out = []
     size = FONTS[p.width > WIDTH[False]]["small"]
-    sections = {key: section for key, _, _, section in COLUMNS}
+    sections = SECTION_OF
     for key, box in p.bars.items():
         lims = {"concat": limits.get("concat", [])[:1],
                 "output": limits.get("concat", [])[1:]}.get(key, limits.get(key))
@@ -626,10 +417,20 @@ def _notes_html(traced: Traced, lanes: list[int], limits: dict[str, list[Limits]
                      "head picks the group of four shown; every head is in the detailed view.")
     x = traced.stages["x"]
     lines.append(f"X: {x.title} · {x.formula}")
-    for name in ("q", "k"):
-        st = traced.stages[name]
-        if "RoPE" in st.formula or "+ b" in st.formula:
+    stages = traced.shown_stages
+    for name in ("latent", "q", "k", "v", "scores", "weights"):
+        st = stages[name]
+        if name == "latent" and tr.latent is None:
+            continue
+        if (st.formula != traced.stages[name].formula or "RoPE" in st.formula
+                or "+ b" in st.formula or name == "latent"):
             lines.append(f"{st.title}: {st.formula}")
+    if tr.kept is not None:
+        lines.append("Rose cells: keys dropped by top-k (allowed by the mask, not among the "
+                     "query's best); grey cells: masked keys.")
+    if tr.sink_weights is not None:
+        lines.append("The column apart, right of each lane's weights: what each query gave "
+                     "the head's sink (rows of the weights sum to 1 minus it).")
     clipped = [k for k, lims in limits.items() if any(x.clipped for x in lims)]
     if clipped:
         lines.append(f"{', '.join(clipped)}: {scale_caption(limits[clipped[0]])} (◂ ▸ on the "

@@ -30,18 +30,24 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .cached import CachedAttention
 from .designed import DESIGNED_INPUT_NOTE, designed_embed, designed_jobs, designed_params
 from .engine import (
     AttentionParams,
     AttentionTrace,
     init_params,
-    multi_head_attention,
-    with_temperature,
 )
 from .inputs import embed, tokenize
-from .long import LONG_THRESHOLD, LongTrace, long_attention, long_with_temperature
+from .long import LONG_THRESHOLD, LongTrace
 from .roles import head_roles
-from .stages import Stage, source_stages, summary
+from .stages import Stage, source_stages, summary, variant_stages
+from .variant_source import (
+    DEFAULT_SOURCE_TEXT,
+    VARIANT_DEFAULTS,
+    engine_variants,
+    kv_cache_line,
+    variant_trace,
+)
 
 __all__ = [
     "DEFAULT_TEXT",
@@ -54,6 +60,7 @@ __all__ = [
     "TextSource",
     "Traced",
     "divisors",
+    "mask_label",
     "restore_source",
 ]
 
@@ -96,6 +103,16 @@ class Settings:
     layer: int = 0
     show_special: bool = True
     weights: str = "random"  # or "designed": heads built to do known jobs (text only)
+    # the attention variants (attention_widget.variant_source); 0 / False: off
+    kind: str = "standard"  # or "latent" (DeepSeek's MLA) or "cross" (keys from source_text)
+    kv_rank: int = 16  # latent: width of c_kv
+    rope_dim: int = 0  # latent: width of the rotary key shared by all heads
+    source_text: str = DEFAULT_SOURCE_TEXT  # cross: the text keys and values come from
+    rope: float = 0.0  # RoPE base θ
+    alibi: bool = False
+    softcap: float = 0.0  # the cap c of c·tanh(scores / c)
+    sinks: bool = False  # seeded sink logits, one per head
+    top_k: int = 0  # keys kept per query
 
     @classmethod
     def of(cls, obj: Any) -> Settings:
@@ -131,6 +148,9 @@ class Traced:
         The designed heads' jobs (``weights="designed"``).
     notes : tuple of str
         Lines to show with the weights (how the designed heads work, what X holds).
+    key_tokens : list of str, optional
+        Labels of the key axis (``weights.shape[-1]`` of them) where it is not the tokens:
+        cross-attention's source tokens, a model's extra key entries.  None: the tokens.
     unavailable : str
         Why only the weights are known ('' when every stage is): the other stages are then
         not drawn, and this is said in their place.
@@ -147,6 +167,20 @@ class Traced:
     notes: tuple[str, ...] = ()
     measured: list | None = None  # roles measured by the source (e.g. before a cut)
     unavailable: str = ""
+    key_tokens: list[str] | None = None
+
+    @property
+    def keys(self) -> list[str]:
+        """The key axis' labels: :attr:`key_tokens`, else the tokens (numbered past them)."""
+        if self.key_tokens is not None:
+            return list(self.key_tokens)
+        n_keys = self.trace.weights.shape[-1]
+        return list(self.tokens[:n_keys]) + [f"key {j}" for j in range(len(self.tokens), n_keys)]
+
+    @property
+    def shown_stages(self) -> dict[str, Stage]:
+        """:attr:`stages` with the formulas of the trace's variants (RoPE, sinks, ...)."""
+        return variant_stages(self.stages, self.trace)
 
     @property
     def summary(self) -> str:
@@ -161,8 +195,14 @@ class Traced:
         """Each head's measured role (:func:`~attention_widget.roles.head_roles`)."""
         if self.measured is not None:
             return list(self.measured)
+        tr = self.trace
+        if tr.x_kv is not None or tr.weights.shape[-1] != tr.seq_len:  # keys of another text
+            return []
         special = None if self.special is None else np.array(self.special, dtype=bool)
-        return head_roles(self.trace.weights, self.tokens, special)
+        weights = tr.weights
+        if tr.sink_weights is not None:  # the keys' share of each row, as if it were all
+            weights = weights / np.maximum(weights.sum(axis=-1, keepdims=True), 1e-300)
+        return head_roles(weights, self.tokens, special)
 
     def head_titles(self) -> list[str]:
         """``"head 2 · previous token 0.98"`` for each head; a designed head names its job."""
@@ -174,7 +214,8 @@ class Traced:
         return [f"head {r.head} · {r.label}" for r in roles]
 
 
-def _mask_label(mask: str, window: int | None) -> str:
+def mask_label(mask: str, window: int | None) -> str:
+    """The mask as the summary names it: ``"sliding, window=3"``, ``"causal"``, ..."""
     return f"{mask}, window={window}" if mask == "sliding" else mask
 
 
@@ -237,6 +278,13 @@ class Source(ABC):
     def describe(self) -> str:
         """One line about the source, shown above the controls ('' for none)."""
         return ""
+
+    def kv_cache(self, s: Settings) -> str:
+        """What a decoder caches per token for ``s``, against multi-head attention.
+
+        See :func:`~attention_widget.variant_source.kv_cache_line`; '' where it is not said.
+        """
+        return kv_cache_line(s)
 
     def fixed_line(self) -> str:
         """What the source fixes, in one line ('' if nothing): its controls are not drawn."""
@@ -335,39 +383,6 @@ def restore_source(state: Any) -> Source:
     return Source._kinds[state.settings["mode"]].restore(state)
 
 
-class _Attention:
-    """:func:`multi_head_attention`, reusing the previous result where it can.
-
-    When only the temperature changed (the same x and params objects, heads, mask and
-    window), :func:`with_temperature` keeps the projections and the scores.  Above
-    ``LONG_THRESHOLD`` tokens the same, block by block (:mod:`attention_widget.long`).
-    """
-
-    def __init__(self) -> None:
-        self._last: tuple | None = None  # (x, params, heads/mask/window, trace)
-
-    def __call__(self, x: np.ndarray, params: AttentionParams, *, n_heads: int,
-                 n_kv_heads: int | None, temperature: float, mask: str, window: int | None,
-                 progress: Progress | None = None,
-                 cancel: object = None) -> AttentionTrace | LongTrace:
-        key = (n_heads, n_kv_heads, mask, window)
-        last, long = self._last, x.shape[0] > LONG_THRESHOLD
-        hooks = {"progress": progress, "cancel": cancel}
-        if last is not None and last[0] is x and last[1] is params and last[2] == key:
-            trace = (long_with_temperature(last[3], params, temperature, **hooks) if long
-                     else with_temperature(last[3], params, temperature))
-        elif long:
-            trace = long_attention(x, params, n_heads=n_heads, n_kv_heads=n_kv_heads,
-                                   temperature=temperature, mask=mask, window=window,
-                                   dtype=LONG_DTYPE, **hooks)
-        else:
-            trace = multi_head_attention(x, params, n_heads=n_heads, n_kv_heads=n_kv_heads,
-                                         temperature=temperature, mask=mask, window=window,
-                                         dtype=np.float64)
-        self._last = (x, params, key, trace)
-        return trace
-
-
 class TextSource(Source):
     """A sentence, attended over with seeded random weights, or with designed heads.
 
@@ -385,7 +400,7 @@ class TextSource(Source):
         self._x: tuple | None = None  # (key, x)
         self._params: tuple | None = None  # (key, params)
         self._tokens: tuple[str, list[str]] | None = None  # (text, tokens)
-        self._attention = _Attention()
+        self._attention = CachedAttention()
 
     def tokens(self, text: str) -> list[str]:
         """The tokens of ``text`` (ValueError if it has none or more than MAX_TOKENS)."""
@@ -410,15 +425,32 @@ class TextSource(Source):
         tokens = self.tokens(s.text)
         x, params = self.embedded(tokens, s), self.weights(s)
         window = s.window_for(len(tokens))
+        stages = source_stages("text", weights=s.weights, positional=s.positional)
+        if s.kind != "standard":
+            return self._other_kind(tokens, x, params, s, stages)
         trace = self._attention(x, params, n_heads=s.n_heads, n_kv_heads=s.n_kv_heads,
                                 temperature=s.temperature, mask=s.mask, window=window,
-                                progress=progress, cancel=cancel)
-        stages = source_stages("text", weights=s.weights, positional=s.positional)
+                                progress=progress, cancel=cancel, variants=engine_variants(s),
+                                long_dtype=LONG_DTYPE)
         if s.weights != "designed":
-            return Traced(tokens, trace, params, _mask_label(s.mask, window), stages=stages)
+            return Traced(tokens, trace, params, mask_label(s.mask, window), stages=stages)
         jobs = designed_jobs(s.d_model, s.n_heads, s.n_kv_heads)
-        return Traced(tokens, trace, params, _mask_label(s.mask, window), stages=stages,
+        return Traced(tokens, trace, params, mask_label(s.mask, window), stages=stages,
                       jobs=jobs, notes=_designed_notes(jobs, s))
+
+    def _other_kind(self, tokens: list[str], x: np.ndarray, params: AttentionParams,
+                    s: Settings, stages: dict[str, Stage]) -> Traced:
+        """Latent or cross-attention (:func:`~attention_widget.variant_source.variant_trace`)."""
+        if len(tokens) > LONG_THRESHOLD:
+            raise ValueError(f"kind={s.kind!r} is drawn up to {LONG_THRESHOLD} tokens; shorten "
+                             "the text or choose kind 'standard'")
+        source = x_kv = None
+        if s.kind == "cross":
+            source = TextSource().tokens(s.source_text)  # (the same checks as the text's)
+            x_kv = embed(source, s.d_model, seed=s.seed, positional=s.positional)
+        trace, used = variant_trace(s, x, params, x_kv)
+        return Traced(tokens, trace, used, mask_label(s.mask, s.window_for(len(tokens))),
+                      stages=stages, key_tokens=source)
 
     def embedded(self, tokens: list[str], s: Settings) -> np.ndarray:
         """X from :meth:`new_x`, the same object while the tokens and its settings stay."""
@@ -488,107 +520,6 @@ def _designed_notes(jobs: list, s: Settings) -> tuple[str, ...]:
     return tuple(lines)
 
 
-class ArraysSource(Source):
-    """Your own input ``x`` (seq_len, d_model) and weights.
-
-    Parameters
-    ----------
-    x : array_like, shape (seq_len, d_model)
-    params : AttentionParams
-    tokens : sequence of str, optional
-        Row labels; default ``"0", "1", ...``.
-    n_heads, n_kv_heads, temperature, mask, window
-        Checked once through :func:`attention_widget.multi_head_attention`, which names a bad
-        argument.  ``n_kv_heads`` defaults to what the weights were made for.
-
-    Notes
-    -----
-    The widget's text, d_model, seed and positional encodings are fixed by the arrays; the
-    key/value heads follow from ``n_heads`` and the width of ``params.w_k``.
-    """
-
-    kind = "arrays"
-    fixed_by = "the arrays given to from_arrays"
-
-    def __init__(self, x: np.ndarray, params: AttentionParams,
-                 tokens: Sequence[str] | None = None, *, n_heads: int,
-                 n_kv_heads: int | None = None, temperature: float = 1.0, mask: str = "none",
-                 window: int = 3) -> None:
-        if not isinstance(params, AttentionParams):
-            raise TypeError(f"params must be an AttentionParams, got {type(params).__name__}")
-        if n_kv_heads is None and isinstance(n_heads, int) and n_heads > 0:
-            d_head = params.d_model // n_heads
-            if d_head and params.d_kv % d_head == 0:
-                n_kv_heads = params.d_kv // d_head  # what the weights were made for
-        x = np.asarray(x)
-        long = x.ndim == 2 and x.shape[0] > LONG_THRESHOLD  # checked on its first row
-        if long and not np.isfinite(x).all():
-            raise ValueError("x contains NaN or infinity; every value must be finite")
-        multi_head_attention(x[:1] if long else x, params, n_heads=n_heads,
-                             n_kv_heads=n_kv_heads, temperature=temperature, mask=mask,
-                             window=window)
-        self.x = np.array(x, dtype=np.float64)
-        self.params = params
-        self.tokens = [str(i) for i in range(self.x.shape[0])] if tokens is None else [
-            str(t) for t in tokens]
-        if len(self.tokens) != self.x.shape[0]:
-            raise ValueError(f"tokens has {len(self.tokens)} entries but x has "
-                             f"{self.x.shape[0]} rows")
-        self.n_kv_heads = n_kv_heads
-        self._attention = _Attention()
-
-    @property
-    def fixed(self) -> dict[str, Any]:
-        """Text (the tokens), d_model, seed and positional encodings."""
-        return {"text": " ".join(self.tokens), "d_model": self.params.d_model, "seed": 0,
-                "positional": True, "weights": "random"}
-
-    def check_heads(self, n_heads: int, d_model: int) -> None:
-        """Also: the key/value width of the weights must split into whole heads."""
-        super().check_heads(n_heads, d_model)
-        options = self.head_options(d_model)
-        if n_heads not in options:
-            raise ValueError(f"n_heads={n_heads} does not fit the given weights (w_k has "
-                             f"{self.params.d_kv} columns): choose one of {options}")
-
-    def head_options(self, d_model: int) -> list[int]:
-        """Head counts whose head size divides the key/value width, in whole groups."""
-        p = self.params
-        return [h for h in divisors(p.d_model)
-                if p.d_kv % (p.d_model // h) == 0 and h % (p.d_kv // (p.d_model // h)) == 0]
-
-    def kv_heads(self, s: Settings) -> int:
-        """The key/value heads the weights hold at ``s.n_heads``."""
-        return self.params.d_kv // (self.params.d_model // s.n_heads)
-
-    def kv_options(self, s: Settings) -> list[int]:
-        """Only the one the weights hold."""
-        return [self.kv_heads(s)]
-
-    def is_long(self, s: Settings) -> bool:
-        """More than ``LONG_THRESHOLD`` rows."""
-        return len(self.tokens) > LONG_THRESHOLD
-
-    def trace(self, s: Settings, progress: Progress | None = None,
-              cancel: object = None) -> Traced:
-        """The trace of the given arrays at ``s``'s heads, temperature and mask."""
-        window = s.window_for(len(self.tokens))
-        trace = self._attention(self.x, self.params, n_heads=s.n_heads,
-                                n_kv_heads=self.kv_heads(s), temperature=s.temperature,
-                                mask=s.mask, window=window, progress=progress, cancel=cancel)
-        return Traced(list(self.tokens), trace, self.params, _mask_label(s.mask, window),
-                      stages=source_stages("arrays"))
-
-    @classmethod
-    def restore(cls, state: Any) -> ArraysSource:
-        """From the state's x, params and tokens (KeyError if it holds no params)."""
-        if state.params is None:
-            raise KeyError("params")
-        s = state.settings
-        return cls(state.x, state.params, state.tokens, n_heads=s["n_heads"],
-                   temperature=s["temperature"], mask=s["mask"], window=s["window"])
-
-
 class PretrainedSource(Source):
     """The real attention of one layer of a pretrained model (NumPy forward, no torch).
 
@@ -629,7 +560,7 @@ class PretrainedSource(Source):
         return {"d_model": m.d_model, "n_heads": m.n_heads,
                 "n_kv_heads": None if m.n_kv_heads == m.n_heads else m.n_kv_heads,
                 "mask": "causal" if m.causal else "none", "seed": 0, "positional": False,
-                "weights": "random"}
+                "weights": "random", **VARIANT_DEFAULTS}
 
     def default_scales(self, weights: str = "random") -> dict[str, str]:
         """Robust scales for every signed stage: a few outliers would wash out the rest."""
@@ -638,6 +569,10 @@ class PretrainedSource(Source):
     def describe(self) -> str:
         """The model: family, layers, heads, widths."""
         return self.model.describe()
+
+    def kv_cache(self, s: Settings) -> str:
+        """Not said: a model's head width and cache layout are its own."""
+        return ""
 
     def is_long(self, s: Settings) -> bool:
         """More than ``LONG_THRESHOLD`` tokens, special ones included."""
@@ -731,3 +666,6 @@ class PretrainedSource(Source):
     def restore(cls, state: Any) -> PretrainedSource:
         """Load the checkpoint folder the state names."""
         return cls(state.settings["model_path"])
+
+
+from .arrays_source import ArraysSource  # noqa: E402  (it builds on Source)

@@ -22,10 +22,12 @@ __all__ = [
     "STAGE_NAMES",
     "Section",
     "Stage",
+    "column_formula",
     "mask_name",
     "source_stages",
     "stage",
     "summary",
+    "variant_stages",
 ]
 
 
@@ -60,6 +62,10 @@ class Stage:
         """The shape of the trace's array, e.g. ``"4 × 13 × 13"``."""
         return " × ".join(str(n) for n in getattr(trace, self.attr).shape)
 
+    def present(self, trace: Any) -> bool:
+        """Whether the trace holds this stage (the latent only in latent attention)."""
+        return getattr(trace, self.attr, None) is not None
+
 
 @dataclass(frozen=True)
 class Section:
@@ -72,15 +78,17 @@ class Section:
 STAGES = (
     Stage("x", "x", "input X", "x_i = embedding(token_i) + PE(i), one row per token",
           "(seq_len, d_model)"),
+    Stage("latent", "latent", "latent c_kv", "c_kv = X W_DKV: what a cache keeps per token "
+          "(with the shared rotary key)", "(seq_len, kv_rank)"),
     Stage("q", "q", "queries Q", "Q = X W_Q, split into heads", "(n_heads, seq_len, d_head)"),
     Stage("k", "k", "keys K", "K = X W_K, split into key/value heads",
           "(n_kv_heads, seq_len, d_head)"),
     Stage("v", "v", "values V", "V = X W_V, split into key/value heads",
           "(n_kv_heads, seq_len, d_head)"),
     Stage("scores", "scores", "scores", "scores = Q Kᵀ / √d_head (rows: queries, columns: keys)",
-          "(n_heads, seq_len, seq_len)"),
+          "(n_heads, seq_len, n_keys)"),
     Stage("weights", "weights", "attention weights", "weights = softmax(scores / T) over keys",
-          "(n_heads, seq_len, seq_len)", signed=False),
+          "(n_heads, seq_len, n_keys)", signed=False),
     Stage("outputs", "head_outputs", "head outputs", "head_h = weights_h V_h",
           "(n_heads, seq_len, d_head)"),
     Stage("concat", "concat", "concat", "concat = [head_0 … head_(h-1)]", "(seq_len, d_model)"),
@@ -91,7 +99,7 @@ STAGE_NAMES = tuple(s.name for s in STAGES)
 #: The diagram's steps, as the stage player reveals them.
 SECTIONS = (
     Section("1 · tokens and input X", ("x",)),
-    Section("2 · projections Q, K, V", ("q", "k", "v")),
+    Section("2 · projections Q, K, V", ("latent", "q", "k", "v")),
     Section("3 · scores", ("scores",)),
     Section("4 · attention weights", ("weights",)),
     Section("5 · head outputs", ("outputs",)),
@@ -232,4 +240,96 @@ def summary(trace: Any, *, mask: str | None = None, layer: int | None = None) ->
     mask = mask_name(trace.mask) if mask is None else mask
     return (f"seq_len={trace.seq_len}, d_model={trace.d_model}, n_heads={trace.n_heads}, "
             f"n_kv_heads={trace.n_kv_heads}, temperature={trace.temperature:.3g}, mask={mask}"
+            + "".join(f", {v}" for v in _variant_names(trace))
             + ("" if layer is None else f", layer={layer}"))
+
+
+def _variant_names(trace: Any) -> list[str]:
+    """The variants a trace was computed with, as the summary names them."""
+    names = []
+    if getattr(trace, "x_kv", None) is not None:
+        names.append(f"cross-attention over {trace.x_kv.shape[0]} source tokens")
+    if getattr(trace, "latent", None) is not None:
+        names.append(f"latent kv_rank={trace.latent.shape[1]}")
+    for name, shown in (("rope", "rope θ={:g}"), ("softcap", "softcap={:g}"),
+                        ("top_k", "top_k={}")):
+        if getattr(trace, name, None):
+            names.append(shown.format(getattr(trace, name)))
+    if getattr(trace, "alibi", False):
+        names.append("alibi")
+    if getattr(trace, "sinks", None) is not None:
+        names.append("sinks")
+    return names
+
+
+def _scores_formula(trace: Any) -> str:
+    """``Q Kᵀ / √d``, with the ALiBi bias and the soft-cap where the trace used them."""
+    core = "Q Kᵀ / √d_head" + (" − m_h (i − j)" if trace.alibi else "")
+    if trace.softcap:
+        return f"scores = c · tanh(({core}) / c), c = {trace.softcap:g}"
+    return f"scores = {core}"
+
+
+def _weights_formula(trace: Any) -> str:
+    """``softmax(scores / T)``, with the sink and top-k steps where the trace used them."""
+    if trace.sinks is not None:
+        formula = ("weights = softmax([scores, sink_h] / T) over keys and the head's sink, "
+                   "the sink column then left out: rows sum to 1 − what the sink took")
+    else:
+        formula = "weights = softmax(scores / T) over keys"
+    if trace.top_k:
+        formula += (f"; each query keeps its {trace.top_k} highest-scoring keys, the others "
+                    "are dropped (rose; grey: masked)")
+    return formula
+
+
+def variant_stages(stages: dict[str, Stage], trace: Any) -> dict[str, Stage]:
+    """``stages`` with the formulas of the variants ``trace`` was computed with.
+
+    RoPE turns Q and K (``trace.q`` and ``trace.k`` hold them turned); latent attention
+    rebuilds K and V from ``c_kv``; cross-attention takes them from the source sequence;
+    ALiBi and the soft-cap change the scores; sinks and top-k the weights.  Stages the trace
+    does not change come back as they are.
+    """
+    out = dict(stages)
+
+    def put(name: str, formula: str) -> None:
+        out[name] = dataclasses.replace(out[name], formula=formula)
+
+    if trace.latent is not None:
+        rotary = " | RoPE(X W_KR), one rotary key for all heads" if trace.rope else ""
+        put("q", "Q = X W_Q" + (" | RoPE(X W_QR)" if trace.rope else "") + ", split into heads")
+        put("k", f"K = [c_kv W_UK{rotary}], split into heads")
+        put("v", "V = c_kv W_UV, split into heads: keys and values are rebuilt from the latent")
+    elif trace.rope:
+        turn = f"RoPE (θ = {trace.rope:g}): each pair of columns turned by the token's position"
+        put("q", f"Q = RoPE(X W_Q), split into heads; {turn}")
+        put("k", "K = RoPE(X W_K), split into key/value heads: the same turn, so scores "
+                 "depend on i − j")
+    if trace.x_kv is not None:
+        put("k", "K = X_source W_K: the keys come from the source text")
+        put("v", "V = X_source W_V: the values come from the source text")
+        put("q", "Q = X W_Q: the queries come from the query text")
+    if trace.alibi or trace.softcap:
+        put("scores", _scores_formula(trace))
+    if trace.sinks is not None or trace.top_k:
+        put("weights", _weights_formula(trace))
+    return out
+
+
+def column_formula(key: str, trace: Any) -> str | None:
+    """The overview's short formula of column ``key`` for ``trace``'s variants (None: as is)."""
+    if key == "latent":
+        return "X W_DKV"
+    if key == "qkv" and trace.rope and trace.latent is None:
+        return "RoPE(X W_Q), RoPE(X W_K)"
+    if key == "qkv" and trace.x_kv is not None:
+        return "X W_Q; X_source W_K, W_V"
+    if key == "scores" and (trace.alibi or trace.softcap):
+        if trace.softcap:
+            return "c·tanh((QKᵀ/√d + B)/c)" if trace.alibi else "c·tanh(QKᵀ/√d / c)"
+        return "QKᵀ/√d − m(i−j)"
+    if key == "weights" and (trace.sinks is not None or trace.top_k):
+        inner = "[S, sink]" if trace.sinks is not None else "S"
+        return f"softmax({'top-k ' if trace.top_k else ''}{inner} / T)"
+    return None

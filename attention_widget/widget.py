@@ -40,6 +40,8 @@ from .sources import (
     divisors,
 )
 from .stages import SECTIONS
+from .variant_source import VARIANT_DEFAULTS
+from .variant_traits import VARIANT_TRAITS, VariantTraits
 from .weights_only import WeightsConstructors
 from .widget_files import WidgetFiles
 
@@ -54,7 +56,7 @@ _SCALE_KEYS = tuple(key for _, key in SCALE_STAGES)
 
 
 class AttentionWidget(LongPrompts, ModelViewHooks, GenerationHooks, WeightsConstructors,
-                      WidgetFiles, W.VBox):
+                      WidgetFiles, VariantTraits, W.VBox):
     """Multi-head self-attention, every stage drawn live and linked to controls.
 
     Parameters
@@ -63,6 +65,8 @@ class AttentionWidget(LongPrompts, ModelViewHooks, GenerationHooks, WeightsConst
         The first values of the traits of the same names (see each trait's ``help``).  From
         Python, a value that cannot be shown raises ``traitlets.TraitError`` and changes
         nothing; bad text is shown as a message while the last diagram stays.
+    kind, kv_rank, rope_dim, source_text, rope, alibi, softcap, sinks, top_k
+        The attention variants, keyword arguments (see each trait's ``help``).
     colormap, view, scales, projector
         How it is drawn (see each trait's ``help``).
     layer, show_special
@@ -128,6 +132,7 @@ class AttentionWidget(LongPrompts, ModelViewHooks, GenerationHooks, WeightsConst
         self.trace: AttentionTrace | None = None
         self.params: AttentionParams | None = None
         self.tokens: list[str] = []
+        variants = {k: kwargs.pop(k) for k in VARIANT_TRAITS if k in kwargs}
         super().__init__(**kwargs)
         self.add_class("attention-widget")
         src = self._source
@@ -144,7 +149,7 @@ class AttentionWidget(LongPrompts, ModelViewHooks, GenerationHooks, WeightsConst
                   "temperature": temperature, "mask": mask, "window": window, "seed": seed,
                   "positional": positional, "weights": weights, "colormap": colormap,
                   "view": view, "projector": projector, "layer": layer,
-                  "show_special": show_special, "text": text,
+                  "show_special": show_special, "text": text, **variants,
                   "scales": {**src.default_scales(weights), **(scales or {})}, **src.fixed}
         with self.hold_trait_notifications():
             for name, value in values.items():
@@ -237,6 +242,9 @@ class AttentionWidget(LongPrompts, ModelViewHooks, GenerationHooks, WeightsConst
     def _problem(self, name: str, value: Any) -> str:
         """Why trait ``name`` cannot take ``value`` now ('' if it can)."""
         fixed = self._source.fixed
+        if name in fixed and value != fixed[name] and name in VARIANT_TRAITS:
+            return (f"{name} is fixed at {fixed[name]!r} by {self._source.fixed_by}: only "
+                    f"text input computes other attention kinds, got {value!r}")
         if name in fixed:
             return "" if value == fixed[name] else (
                 f"{name} is fixed at {fixed[name]!r} by {self._source.fixed_by}, got {value!r}")
@@ -258,6 +266,8 @@ class AttentionWidget(LongPrompts, ModelViewHooks, GenerationHooks, WeightsConst
             return f"seed must be >= 0, got {value}"
         if name == "layer" and not 0 <= value < self._source.n_layers:
             return f"layer must be in 0..{self._source.n_layers - 1}, got {value}"
+        if name in VARIANT_TRAITS:
+            return self._variant_problem(name, value)
         if name == "head" and not 0 <= value < self.n_heads:
             return f"head must be in 0..{self.n_heads - 1}, got {value}"
         if name == "query" and not -1 <= value < max(len(self.tokens), 1):
@@ -306,6 +316,7 @@ class AttentionWidget(LongPrompts, ModelViewHooks, GenerationHooks, WeightsConst
             self.n_kv_heads = new
         if self.head >= self.n_heads:
             self.head = 0
+        self._snap_variants()
 
     # -- reacting: user input -> traits -> source.trace -> diagram.draw, then the controls ---------
     def _on_control(self, name: str, value: Any) -> None:
@@ -409,6 +420,7 @@ class AttentionWidget(LongPrompts, ModelViewHooks, GenerationHooks, WeightsConst
         values["scales"] = self.scales
         self._panel.sync(values, heads=src.head_options(s.d_model), kv_heads=src.kv_options(s),
                          tokens=self.tokens, fixed=src.fixed)
+        self._panel.show_kv_cache(self.kv_cache)
 
     def _recompute(self, change: dict | None = None) -> None:
         if self._last_compute_s > BUSY_AFTER_S:
@@ -477,4 +489,4 @@ class AttentionWidget(LongPrompts, ModelViewHooks, GenerationHooks, WeightsConst
 
 AttentionWidget.SAVED_TRAITS = _SAVED
 AttentionWidget.SAVED_DEFAULTS = {"weights": "random", "view": "overview", "scales": {},
-                                  "projector": False}
+                                  "projector": False, **VARIANT_DEFAULTS}
