@@ -41,13 +41,17 @@ import numpy as np
 __all__ = [
     "DIVERGING",
     "DROPPED_RGB",
+    "K_COLOR",
+    "LATENT_COLOR",
     "LEVELS",
     "MASK_HATCH_RGB",
     "MASK_RGB",
     "PAIRED_DIVERGING",
+    "Q_COLOR",
     "ROBUST_PERCENTILE",
     "SCALE_MODES",
     "SEQUENTIAL",
+    "V_COLOR",
     "WEIGHT_SCALE_MODES",
     "Limits",
     "check_colormap",
@@ -67,6 +71,8 @@ MASK_HATCH_RGB = (255, 255, 255)
 #: Keys a top-k step dropped (allowed by the mask, but not among the query's k best): a
 #: light rose that no colour table holds, so it reads apart from the masked grey.
 DROPPED_RGB = (244, 204, 214)
+#: The colour of each role, in every view: queries, keys, values, and the latent c_kv.
+Q_COLOR, K_COLOR, V_COLOR, LATENT_COLOR = "#1f77b4", "#ff7f0e", "#2ca02c", "#8c564b"
 
 #: Sequential tables (the weights; the choice offered to users as "colours").
 SEQUENTIAL = ("viridis", "cividis", "magma", "greys")

@@ -23,6 +23,7 @@ import bqplot as bq
 import ipywidgets as W
 import numpy as np
 
+from .colors import K_COLOR, LATENT_COLOR, Q_COLOR, V_COLOR
 from .controls import readout
 from .engine import AttentionTrace
 from .plots import Panel, PanelFigure, shown_together
@@ -31,12 +32,11 @@ from .stages import SECTIONS, Section, Stage
 
 __all__ = ["Diagram", "formula_html"]
 
-Q_COLOR, K_COLOR, V_COLOR = "#1f77b4", "#ff7f0e", "#2ca02c"  # one colour code, every stage
 GRID_FOCUS_MAX = 40  # focus panel with per-cell hover up to this many tokens
 HEADS_PER_ROW = 4  # scores and weights: one square panel per head, rows of at least this many
 #: What the figures add to a stage's formula.
 CAPTIONS = {"v": "the lines across Q, K and V, in their colours, mark the heads",
-            "weights": "grey = masked"}
+            "weights": "grey = masked; rose = dropped by top-k"}
 #: Which figure draws each colour-scale choice of the widget's ``scales``.
 SCALE_FIGURES = {"x": "x", "qkv": "qkv", "scores": "scores", "weights": "weights",
                  "outputs": "outputs", "concat": "concat"}
@@ -59,7 +59,7 @@ def section_head(section: Section, trace: AttentionTrace, stages: Mapping[str, S
 
     The formulas are the ones the source gives (``Traced.stages``).
     """
-    chosen = [stages[name] for name in section.stages]
+    chosen = [stages[name] for name in section.stages if stages[name].present(trace)]
     formulas = "; ".join(formula_html(s.formula) + (f" ({CAPTIONS[s.name]})"
                                                     if s.name in CAPTIONS else "")
                          for s in chosen)
@@ -101,12 +101,51 @@ def _grid_index(values: np.ndarray, got: object) -> int:
     return int(hit[0]) if hit.size else -1
 
 
+def _qkv_panels(tr: AttentionTrace, toks: list[str], keys: list[str]) -> list[Panel]:
+    """The latent c_kv (latent attention), then Q, K and V, heads side by side."""
+    h, kv, dq, dv = tr.n_heads, tr.n_kv_heads, tr.q.shape[2], tr.v.shape[2]
+    n, n_k = tr.seq_len, tr.k.shape[1]
+    rope = ", after RoPE" if tr.rope else ""
+    panels = []
+    if tr.latent is not None:
+        panels.append(Panel(tr.latent, f"latent c_kv ({n} × {tr.latent.shape[1]}): K and V "
+                            "are rebuilt from it", toks, None, (), LATENT_COLOR))
+    panels += [
+        Panel(tr.q.transpose(1, 0, 2).reshape(n, h * dq), f"Q ({n} × {h * dq}), {h} heads{rope}",
+              toks, None, [i * dq for i in range(1, h)], Q_COLOR),
+        Panel(tr.k.transpose(1, 0, 2).reshape(n_k, -1),
+              f"K ({n_k} × {tr.k.shape[0] * tr.k.shape[2]}), {kv} kv heads{rope}", keys, None,
+              [i * tr.k.shape[2] for i in range(1, kv)], K_COLOR),
+        Panel(tr.v.transpose(1, 0, 2).reshape(n_k, -1), f"V ({n_k} × {kv * dv}), {kv} kv "
+              "heads", keys, None, [i * dv for i in range(1, kv)], V_COLOR),
+    ]
+    return panels
+
+
+def _dropped(tr: AttentionTrace) -> list[np.ndarray] | None:
+    """Per head, the keys top-k dropped (allowed by the mask, not kept); None without top-k."""
+    return None if tr.kept is None else [tr.mask & ~tr.kept[i] for i in range(tr.n_heads)]
+
+
+def _variant_notes(tr: AttentionTrace) -> list[str]:
+    """What the weights' colours mean for the trace's variants."""
+    out = []
+    if tr.kept is not None:
+        out.append(f"Top-k = {tr.top_k}: rose cells are keys dropped (allowed by the mask, but "
+                   "not among the query's best); grey cells are masked keys.")
+    if tr.sink_weights is not None:
+        out.append("Sinks: each row of the weights sums to 1 minus what its query gave the "
+                   "head's sink (the panel beside the weights).")
+    return out
+
+
 def _figures() -> dict[str, PanelFigure]:
     return {
         "x": PanelFigure("aw-fig-x", signed=True, cell_px=13, max_height=320, label="X"),
         "qkv": PanelFigure("aw-fig-qkv", signed=True, cell_px=13, max_height=320),
         "scores": PanelFigure("aw-fig-scores", signed=True, square=True, max_height=640),
         "weights": PanelFigure("aw-fig-weights", signed=False, square=True, max_height=640),
+        "sinks": PanelFigure("aw-fig-sinks", signed=False, cell_px=13, max_height=320),
         "outputs": PanelFigure("aw-fig-outputs", signed=True, cell_px=8, max_height=520),
         "concat": PanelFigure("aw-fig-concat", signed=True, cell_px=13, max_height=320),
         "focus": PanelFigure("aw-fig-focus", signed=False, square=True, max_height=560,
@@ -126,7 +165,8 @@ class Diagram:
     Attributes
     ----------
     figs : dict of str to PanelFigure
-        ``x, qkv, scores, weights, outputs, concat, focus, contrib``.
+        ``x, qkv, scores, weights, sinks, outputs, concat, focus, contrib`` (``sinks``: what
+        each query gave each head's sink, drawn apart from the keys).
     summary : ipywidgets.HTML
         The one-line summary (``aw-summary``), written last in every update.
     """
@@ -140,7 +180,8 @@ class Diagram:
         f = self.figs
         bodies = ((self._tokens_html, f["x"].figure), (f["qkv"].figure,),
                   (f["scores"].figure,),
-                  (self._entropy_html, f["weights"].figure, self._notes_html),
+                  (self._entropy_html, f["weights"].figure, f["sinks"].figure,
+                   self._notes_html),
                   (f["outputs"].figure,), (f["concat"].figure,))
         self._heads: list[tuple[W.HTML, Section]] = []
         self._sections: list[W.VBox] = []
@@ -207,10 +248,7 @@ class Diagram:
             self._drawn_front = front
             # (each head's entropy is in the line above the figure: titles that change with
             # every temperature step would cost the browser one more message per step)
-            titles = traced.head_titles()
-            sent += self.figs["weights"].update(
-                [Panel(tr.weights[i], titles[i], toks, toks) for i in range(h)],
-                ncols=heads_per_row(h), mask=tr.mask)
+            sent += self._draw_weights(traced)
             sent += self.figs["outputs"].update(
                 [Panel(tr.head_outputs[i], f"head {i}", toks, None) for i in range(h)],
                 ncols=min(h, 8))
@@ -223,7 +261,8 @@ class Diagram:
         # text last, after the images switched: a DOM change before them would have the
         # browser paint a frame in the middle of the step
         self._entropy_html.value = _entropy_text(tr)
-        self._notes_html.value = "<br>".join(html.escape(line) for line in traced.notes)
+        self._notes_html.value = "<br>".join(html.escape(line) for line in (
+            *_variant_notes(tr), *traced.notes))
         self.summary.value = html.escape(traced.summary)
         return sent
 
@@ -245,15 +284,12 @@ class Diagram:
         self._tokens_html.value = _token_strip(toks, None)
         for i, (head_html, section) in enumerate(self._heads):
             if "weights" in section.stages:
-                head_html.value = section_head(section, tr, traced.stages)
+                head_html.value = section_head(section, tr, traced.shown_stages)
             else:
                 head_html.value = f"<b>{html.escape(section.title)}</b>"
                 self._missing[i].value = f"<i>Not available: {html.escape(traced.unavailable)}.</i>"
         with shown_together(self.figs.values()):
-            titles = traced.head_titles()
-            sent = self.figs["weights"].update(
-                [Panel(tr.weights[i], titles[i], toks, toks) for i in range(tr.n_heads)],
-                ncols=heads_per_row(tr.n_heads), mask=tr.mask)
+            sent = self._draw_weights(traced)
             sent += self.draw_focus(head, query)
         notes = "".join(f"<br>{html.escape(line)}" for line in traced.notes)
         self._entropy_html.value = _entropy_text(tr) + notes
@@ -263,29 +299,40 @@ class Diagram:
     def _draw_front(self, traced: Traced) -> int:
         """Token strip, X, Q/K/V, scores and the headers' shapes; returns the bytes sent."""
         tr, toks = traced.trace, traced.tokens
-        h, kv, dh, n = tr.n_heads, tr.n_kv_heads, tr.d_head, tr.seq_len
+        h, kv, n = tr.n_heads, tr.n_kv_heads, tr.seq_len
         self._tokens_html.value = _token_strip(toks, tr)
         for head_html, section in self._heads:  # (every shape follows from these arrays)
-            value = section_head(section, tr, traced.stages)
+            value = section_head(section, tr, traced.shown_stages)
             if head_html.value != value:
                 head_html.value = value
-        sent = self.figs["x"].update([Panel(tr.x, f"X  ({n} × {tr.d_model})", toks, None)])
-        q2 = tr.q.transpose(1, 0, 2).reshape(n, h * dh)
-        k2 = tr.k.transpose(1, 0, 2).reshape(n, kv * dh)
-        v2 = tr.v.transpose(1, 0, 2).reshape(n, kv * dh)
-        sent += self.figs["qkv"].update([
-            Panel(q2, f"Q ({n} × {h * dh}), {h} heads", toks, None,
-                  [i * dh for i in range(1, h)], Q_COLOR),
-            Panel(k2, f"K ({n} × {kv * dh}), {kv} kv heads", toks, None,
-                  [i * dh for i in range(1, kv)], K_COLOR),
-            Panel(v2, f"V ({n} × {kv * dh}), {kv} kv heads", toks, None,
-                  [i * dh for i in range(1, kv)], V_COLOR),
-        ])
+        keys = traced.keys
+        xs = [Panel(tr.x, f"X  ({n} × {tr.d_model})", toks, None)]
+        if tr.x_kv is not None:  # cross-attention: the source's X, keys and values come from
+            xs.append(Panel(tr.x_kv, f"source X  ({len(keys)} × {tr.d_model})", keys, None))
+        sent = self.figs["x"].update(xs, ncols=1)
+        sent += self.figs["qkv"].update(_qkv_panels(tr, toks, keys))
         kv_note = "" if kv == h else " → kv"
         sent += self.figs["scores"].update(
             [Panel(tr.scores[i], f"head {i}{kv_note}{tr.kv_head(i) if kv_note else ''}",
-                   toks, toks) for i in range(h)], ncols=heads_per_row(h))
+                   toks, keys) for i in range(h)], ncols=heads_per_row(h), mask=None,
+            dropped=_dropped(tr))
         return sent
+
+    def _draw_weights(self, traced: Traced) -> int:
+        """Every head's weights (keys dropped by top-k apart), and the sinks' column."""
+        tr, toks, h = traced.trace, traced.tokens, traced.trace.n_heads
+        titles = traced.head_titles()
+        sent = self.figs["weights"].update(
+            [Panel(tr.weights[i], titles[i], toks, traced.keys) for i in range(h)],
+            ncols=heads_per_row(h), mask=tr.mask, dropped=_dropped(tr))
+        sinks = self.figs["sinks"]
+        if tr.sink_weights is None:
+            sinks.figure.layout.display = "none"
+            return sent
+        sinks.figure.layout.display = None
+        return sent + sinks.update([Panel(
+            tr.sink_weights.T, "sink: what each query gave its head's sink (apart from the "
+            "keys)", toks, [f"head {i}" for i in range(h)])])
 
     # -- focus ---------------------------------------------------------------------------------
     def draw_focus(self, head: int, query: int) -> int:
@@ -296,10 +343,13 @@ class Diagram:
         h = self._head = min(head, tr.n_heads - 1)
         weights = tr.weights[h]
         fig = self.figs["focus"]
-        use_grid = 2 <= tr.seq_len <= GRID_FOCUS_MAX  # bqplot squeezes a 1x1 grid away
+        # bqplot squeezes a 1x1 grid away
+        use_grid = 2 <= min(weights.shape) and max(weights.shape) <= GRID_FOCUS_MAX
+        dropped = _dropped(tr)
         with fig.figure.hold_sync():
-            sent = fig.update([Panel(weights, f"head {h}: weights ({tr.seq_len} × {tr.seq_len})",
-                                     toks, toks)], mask=tr.mask)
+            sent = fig.update([Panel(weights, f"head {h}: weights ({tr.seq_len} × "
+                                     f"{weights.shape[1]})", toks, self._drawn.keys)],
+                              mask=tr.mask, dropped=None if dropped is None else [dropped[h]])
             self._set_focus_grid(weights, fig, use_grid)
             wfig = self.figs["weights"]
             if query >= 0:
@@ -324,13 +374,13 @@ class Diagram:
             if self._focus_grid is not None:
                 self._focus_grid.visible = False
             return
-        n = weights.shape[0]
+        n, n_k = weights.shape
         x0, y0 = fig.panel_offsets()[0]
         rows = np.arange(n, dtype=float) + y0 - 0.5
-        cols = np.arange(n, dtype=float) + x0 - 0.5
+        cols = np.arange(n_k, dtype=float) + x0 - 0.5
         if self._focus_grid is None:
             self._focus_grid = bq.GridHeatMap(
-                row=rows, column=cols, color=np.zeros((n, n)), row_align="start",
+                row=rows, column=cols, color=np.zeros((n, n_k)), row_align="start",
                 column_align="start", stroke=None,
                 # transparent fill: still hit by the pointer (SVG paints a transparent colour)
                 scales={"row": fig.y_scale, "column": fig.x_scale,
@@ -340,12 +390,12 @@ class Diagram:
             )
             self._focus_grid.on_hover(self._on_hover)
         grid = self._focus_grid
-        if grid.color.shape != (n, n) or not np.array_equal(grid.row, rows) or not (
+        if grid.color.shape != (n, n_k) or not np.array_equal(grid.row, rows) or not (
                 np.array_equal(grid.column, cols)):
             # One comm message: a GridHeatMap that gets new rows before the matching colours
             # falls back to an alignment mode that fails on a LinearScale in the browser.
             with grid.hold_sync(), grid.hold_trait_notifications():
-                grid.row, grid.column, grid.color = rows, cols, np.zeros((n, n))
+                grid.row, grid.column, grid.color = rows, cols, np.zeros((n, n_k))
         if not grid.visible:
             grid.visible = True
         fig.add_mark(grid)
@@ -354,23 +404,25 @@ class Diagram:
         data, grid = event.get("data", {}), self._focus_grid
         if self._drawn is None or grid is None:
             return
-        tr, toks = self._drawn.trace, self._drawn.tokens
+        tr, toks, keys = self._drawn.trace, self._drawn.tokens, self._drawn.keys
         # bqplot reports the hovered cell's row and column *values* (the grid's data
         # coordinates); map them back to token indices
         i = _grid_index(grid.row, data.get("row", -1))
         j = _grid_index(grid.column, data.get("column", -1))
-        if not (0 <= i < tr.seq_len and 0 <= j < tr.seq_len):
+        if not (0 <= i < tr.seq_len and 0 <= j < tr.weights.shape[-1]):
             return
         h = self._head
         what = f"{tr.weights[h, i, j]:.4f}" if tr.mask[i, j] else "masked"
+        if tr.kept is not None and tr.mask[i, j] and not tr.kept[h, i, j]:
+            what = "dropped by top-k"
         self._hover_html.value = (
             f"head {h}: query <b>{html.escape(toks[i])}</b> ({i}) → key "
-            f"<b>{html.escape(toks[j])}</b> ({j}): weight <b>{what}</b>")
+            f"<b>{html.escape(keys[j])}</b> ({j}): weight <b>{what}</b>")
 
     def _draw_contributions(self, h: int, i: int) -> int:
         """Query ``i``'s output row of head ``h`` as the weighted sum of V rows."""
         assert self._drawn is not None
-        tr, toks = self._drawn.trace, self._drawn.tokens
+        tr, toks, keys = self._drawn.trace, self._drawn.tokens, self._drawn.keys
         fig = self.figs["contrib"]
         if i < 0:
             self._focus_box.children = self._focus_parts  # figure out of the DOM, see shown()
@@ -388,11 +440,11 @@ class Diagram:
         contrib = w_row[:, None] * v  # [seq, d_head]: w_ij v_j
         out_row = tr.head_outputs[h, i][None, :]  # [1, d_head] = sum_j w_ij v_j
         sent = fig.update([
-            Panel(contrib, f"w[{i},j] · v_j  (head {h})", toks, None),
+            Panel(contrib, f"w[{i},j] · v_j  (head {h})", keys, None),
             Panel(out_row, "Σ_j = output row", [toks[i]], None),
         ], ncols=1)
         top = np.argsort(-w_row)[:5]
-        parts = " + ".join(f"{w_row[j]:.2f}·v[{html.escape(toks[j])}]" for j in top)
+        parts = " + ".join(f"{w_row[j]:.2f}·v[{html.escape(keys[j])}]" for j in top)
         self._focus_html.value = (
             f"output of head {h} for <b>{html.escape(toks[i])}</b> = Σ<sub>j</sub> "
             f"w<sub>{i}j</sub> v<sub>j</sub> ≈ {parts}{' + …' if len(w_row) > 5 else ''}")

@@ -18,6 +18,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from .colors import K_COLOR, LATENT_COLOR, Q_COLOR, V_COLOR
 from .engine import AttentionTrace
 from .export.layout import text_width
 from .marks import fit
@@ -26,8 +27,6 @@ from .stages import column_formula
 __all__ = ["COLUMNS", "FONTS", "MAX_LANES", "WIDTH", "Box", "Plan", "TextItem", "columns",
            "lane_heads", "plan"]
 
-Q_COLOR, K_COLOR, V_COLOR = "#1f77b4", "#ff7f0e", "#2ca02c"  # as in the detailed view
-LATENT_COLOR = "#8c564b"
 ARROW_COLOR, TEXT_COLOR, TITLE_COLOR = "#777777", "#333333", "#222222"
 MAX_LANES = 4  # heads drawn as lanes at once
 ARROW_PX = 26  # room between two columns, for the arrow

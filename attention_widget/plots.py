@@ -23,6 +23,7 @@ import numpy as np
 
 from .colors import PAIRED_DIVERGING, Limits, hex_colors, levels, scale_limits
 from .marks import (
+    DROPPED,
     FIXED,
     MASKED,
     PNG_URL_PREFIX,
@@ -205,6 +206,7 @@ class PanelFigure:
         self.figure.add_class("aw-figure")
         self.figure.add_class(css_class)
         self._mask: np.ndarray | None = None
+        self._dropped: list[np.ndarray] | None = None  # per panel: keys dropped by top-k
         self._shown: np.ndarray | None = None  # palette indices of the image on screen
         self._limits: list[Limits] = []  # each panel's colour scale
         self.scale = "shared" if signed else "fixed"  # the rule (colors.scale_limits)
@@ -232,12 +234,15 @@ class PanelFigure:
         return self._offsets
 
     def update(self, panels: Sequence[Panel], *, ncols: int | None = None,
-               mask: np.ndarray | None = None) -> int:
+               mask: np.ndarray | None = None,
+               dropped: Sequence[np.ndarray] | None = None) -> int:
         """Show ``panels``; return the number of bytes sent (the image, when it changed).
 
-        ``mask`` (bool, True = allowed) is drawn grey over every panel where False.  Nothing
+        ``mask`` (bool, True = allowed) is drawn grey over every panel where False;
+        ``dropped`` (bool, one per panel, True = dropped by top-k) in its own colour.  Nothing
         is sent when the image would not change.
         """
+        dropped = None if dropped is None else [np.asarray(d, dtype=bool) for d in dropped]
         ncols = ncols or len(panels)
         geometry = (tuple(p.array.shape for p in panels), ncols)
         with self.figure.hold_sync():
@@ -256,14 +261,15 @@ class PanelFigure:
                 self._apply_layout()
             arrays = [np.asarray(p.array, dtype=np.float32) for p in panels]
             mask = None if mask is None or mask.all() else mask
-            same = not moved and (len(arrays) == len(self._panels) and (
+            same = not moved and _same_cells(dropped, self._dropped) and (
+                len(arrays) == len(self._panels) and (
                 mask is None if self._mask is None else (
                     mask is not None and np.array_equal(mask, self._mask)))
                 and all(a.shape == b.shape and np.array_equal(a, b)
                         for a, b in zip(arrays, self._panels, strict=False)))
             sent = 0
             if not same:  # (an unchanged stage costs no colouring, no PNG, no message)
-                self._panels, self._mask = arrays, mask
+                self._panels, self._mask, self._dropped = arrays, mask, dropped
                 self._update_range()
                 # a new layout switches at once (axes and image together); a new image on
                 # the same layout may wait for shown_together() to switch with the others
@@ -289,6 +295,10 @@ class PanelFigure:
             levels(arr, lim.low, lim.high, out=cells)
             if self._mask is not None and self._mask.shape == arr.shape:
                 cells[~self._mask] = MASKED
+        for cells_of, (x0, y0), arr in zip(self._dropped or [], self._offsets, self._panels,
+                                           strict=False):
+            rows, cols = arr.shape
+            grid[int(y0):int(y0) + rows, int(x0):int(x0) + cols][cells_of] = DROPPED
         # bqplot draws an Image from y[0] at its bottom edge up to y[1]; on this reversed
         # y scale the first image row must therefore start at the larger y
         sent = self._image.fill(grid, self.table, ([-0.5, width - 0.5], [height - 0.5, -0.5]))
@@ -580,6 +590,13 @@ def _tracks(shapes: Sequence[tuple[int, ...]], ncols: int) -> tuple[list[int], l
     rows = [max(s[0] for s in shapes[i:i + ncols]) for i in range(0, len(shapes), ncols)]
     cols = [max(s[1] for s in shapes[c::ncols]) for c in range(min(ncols, len(shapes)))]
     return rows, cols
+
+
+def _same_cells(a: Sequence[np.ndarray] | None, b: Sequence[np.ndarray] | None) -> bool:
+    """Whether two lists of boolean panels (or None) are equal."""
+    if a is None or b is None:
+        return a is b
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 def _short(label: str) -> str:

@@ -161,8 +161,8 @@ def test_stage_titles_follow_the_source_and_family():
     other = source_stages("pretrained", family="unknown-family", layer=4)
     assert other["x"].title == "hidden state entering layer 4"
     for stages in (text, bert0, gpt2, llama, qwen, other):  # every stage, in order
-        assert list(stages) == ["x", "q", "k", "v", "scores", "weights", "outputs", "concat",
-                                "output"]
+        assert list(stages) == ["x", "latent", "q", "k", "v", "scores", "weights", "outputs",
+                                "concat", "output"]
 
 
 def test_widget_says_what_x_is_for_its_source():
