@@ -145,7 +145,6 @@ def _figures() -> dict[str, PanelFigure]:
         "qkv": PanelFigure("aw-fig-qkv", signed=True, cell_px=13, max_height=320),
         "scores": PanelFigure("aw-fig-scores", signed=True, square=True, max_height=640),
         "weights": PanelFigure("aw-fig-weights", signed=False, square=True, max_height=640),
-        "sinks": PanelFigure("aw-fig-sinks", signed=False, cell_px=13, max_height=320),
         "outputs": PanelFigure("aw-fig-outputs", signed=True, cell_px=8, max_height=520),
         "concat": PanelFigure("aw-fig-concat", signed=True, cell_px=13, max_height=320),
         "focus": PanelFigure("aw-fig-focus", signed=False, square=True, max_height=560,
@@ -165,14 +164,17 @@ class Diagram:
     Attributes
     ----------
     figs : dict of str to PanelFigure
-        ``x, qkv, scores, weights, sinks, outputs, concat, focus, contrib`` (``sinks``: what
-        each query gave each head's sink, drawn apart from the keys).
+        ``x, qkv, scores, weights, outputs, concat, focus, contrib``.
+    sinks : PanelFigure
+        With sinks only: what each query gave each head's sink, apart from the keys.
     summary : ipywidgets.HTML
         The one-line summary (``aw-summary``), written last in every update.
     """
 
     def __init__(self, focus_controls: W.Widget) -> None:
         self.figs = _figures()
+        self.sinks = PanelFigure("aw-fig-sinks", signed=False, cell_px=13, max_height=320)
+        self.sinks.figure.layout.display = "none"
         self.summary = readout("aw-summary")
         self._tokens_html, self._entropy_html, self._focus_html, self._hover_html = (
             readout(f"aw-{n}") for n in ("tokens", "entropy", "focus-readout", "hover"))
@@ -180,7 +182,7 @@ class Diagram:
         f = self.figs
         bodies = ((self._tokens_html, f["x"].figure), (f["qkv"].figure,),
                   (f["scores"].figure,),
-                  (self._entropy_html, f["weights"].figure, f["sinks"].figure,
+                  (self._entropy_html, f["weights"].figure, self.sinks.figure,
                    self._notes_html),
                   (f["outputs"].figure,), (f["concat"].figure,))
         self._heads: list[tuple[W.HTML, Section]] = []
@@ -220,7 +222,7 @@ class Diagram:
 
     def set_colormap(self, name: str) -> None:
         """Draw with colour table ``name`` (and its paired diverging table)."""
-        for fig in self.figs.values():
+        for fig in (*self.figs.values(), self.sinks):
             fig.set_colormap(name)
 
     def displayed(self, name: str) -> list[np.ndarray]:
@@ -325,7 +327,7 @@ class Diagram:
         sent = self.figs["weights"].update(
             [Panel(tr.weights[i], titles[i], toks, traced.keys) for i in range(h)],
             ncols=heads_per_row(h), mask=tr.mask, dropped=_dropped(tr))
-        sinks = self.figs["sinks"]
+        sinks = self.sinks
         if tr.sink_weights is None:
             sinks.figure.layout.display = "none"
             return sent

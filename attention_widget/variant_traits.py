@@ -43,10 +43,14 @@ class VariantTraits(T.HasTraits):
         return variant_problem(name, value, self.d_model) if name in VARIANT_TRAITS else ""
 
     def _snap_variants(self) -> None:
-        """After d_model changed: a kv_rank beyond it snaps to d_model (with a notice)."""
-        if self.kv_rank > self.d_model:
-            self.set_trait("notice", f"kv_rank {self.kv_rank} is larger than d_model "
-                           f"{self.d_model}: snapped to {self.d_model}")
+        """After d_model changed: a kv_rank beyond it snaps to d_model.
+
+        A notice says so when the latent is drawn (kind 'latent').
+        """
+        if self.kv_rank > self.d_model and "kv_rank" not in self._source.fixed:
+            if self.kind == "latent":
+                self.set_trait("notice", f"kv_rank {self.kv_rank} is larger than d_model "
+                               f"{self.d_model}: snapped to {self.d_model}")
             self.kv_rank = self.d_model
 
     @property

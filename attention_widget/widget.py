@@ -466,8 +466,8 @@ class AttentionWidget(LongPrompts, ModelViewHooks, GenerationHooks, WeightsConst
         return "nothing drawn yet" if self._traced is None else self._traced.summary
 
     def displayed(self, stage: str) -> list[np.ndarray]:
-        """The arrays figure ``stage`` (or ``long_figs[stage]``) shows, float32 as coloured."""
-        return {**self.figs, **self.long_figs}[stage].displayed()
+        """The arrays figure ``stage`` (``long_figs[stage]``, ``"sinks"``) shows, in float32."""
+        return {**self.figs, **self.long_figs, "sinks": self._diagram.sinks}[stage].displayed()
 
     @property
     def bytes_sent(self) -> int:

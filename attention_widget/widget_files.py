@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import traitlets as T
 
+from .engine import AttentionParams
 from .sources import restore_source
 
 __all__ = ["WidgetFiles"]
@@ -36,7 +37,11 @@ class WidgetFiles:
         chosen.update(self._long_export())
         return download_link(self.trace, self.tokens, format=fmt, colormap=self.colormap,
                              filename=f"attention-{what}.{fmt}", title=self.summary,
-                             scales=self.scales, **chosen)
+                             scales=self.scales, key_tokens=self._key_tokens(), **chosen)
+
+    def _key_tokens(self) -> list[str] | None:
+        """The key axis' labels where they are not the tokens (cross-attention's source)."""
+        return None if self._traced is None else self._traced.key_tokens
 
     def _export_stages(self) -> list[str] | None:
         """Stages exports draw by default: all (None), or the weights when only they are known."""
@@ -57,7 +62,7 @@ class WidgetFiles:
         stages = self._export_stages() if stages is None else stages
         return save_figure(self.trace, path, self.tokens, stages=stages, heads=heads,
                            colormap=self.colormap, dpi=dpi, scales=self.scales,
-                           **self._long_export(),
+                           key_tokens=self._key_tokens(), **self._long_export(),
                            title=self.summary if title is None else title)
 
     def to_html(self, path: str | os.PathLike, *,
@@ -81,13 +86,14 @@ class WidgetFiles:
         return to_html(self.trace, path, self.tokens, variants=variants, colormap=self.colormap,
                        stages=self._export_stages(),
                        title=self.summary if title is None else title, settings=self.settings,
-                       scales=self.scales)
+                       scales=self.scales, key_tokens=self._key_tokens())
 
     def save_state(self, path: str | os.PathLike) -> Path:
         """Save settings, tokens, X, parameters and every trace array to one ``.npz`` file.
 
-        No pickle: :meth:`load_state` rebuilds the widget (view, colour scales and all) and
-        checks it reproduces the trace exactly.
+        No pickle: :meth:`load_state` rebuilds the widget (view, colour scales, attention
+        variants and all) and checks it reproduces the trace exactly.  Latent attention's
+        weights are not stored: they follow from the seed and the settings.
         """
         from .state import save_state
 
@@ -96,7 +102,8 @@ class WidgetFiles:
             raise ValueError(self._source.not_saved)
         if self.trace is None:
             raise ValueError("nothing to save: the widget has no valid input yet")
-        return save_state(path, self.settings, self.trace, self.tokens, params=self.params,
+        params = self.params if isinstance(self.params, AttentionParams) else None
+        return save_state(path, self.settings, self.trace, self.tokens, params=params,
                           x=self.trace.x)
 
     @classmethod

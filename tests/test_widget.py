@@ -632,7 +632,7 @@ def test_panel_titles_follow_a_new_layout():
 
 
 def test_unexpected_failure_keeps_the_widget_alive(w, monkeypatch):
-    import attention_widget.sources as module
+    import attention_widget.cached as module
 
     def boom(*args, **kwargs):
         raise MemoryError("no room")
@@ -652,7 +652,7 @@ def test_unexpected_failure_keeps_the_widget_alive(w, monkeypatch):
 
 
 def test_a_temperature_step_reuses_the_scores_and_draws_what_a_fresh_widget_draws(monkeypatch):
-    import attention_widget.sources as module
+    import attention_widget.cached as module
 
     w = Detailed(TEXT, d_model=32, n_heads=4, n_kv_heads=2, mask="causal")
     first = w.trace

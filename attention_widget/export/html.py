@@ -82,7 +82,7 @@ def _variants(trace: AttentionTrace, variants: object) -> list[tuple[str, Attent
 
 def _pane(i: int, label: str, trace: AttentionTrace, tokens: Any, stages: Any, heads: Any,
           first_heads: int, colormap: str, diverging: str | None,
-          scales: Mapping[str, str] | None = None) -> str:
+          scales: Mapping[str, str] | None = None, key_tokens: Any = None) -> str:
     """One variant's ``<section>``: square panels as cells with tooltips, the rest images."""
     try:
         tokens = check_tokens(tokens, trace.seq_len)
@@ -92,7 +92,7 @@ def _pane(i: int, label: str, trace: AttentionTrace, tokens: Any, stages: Any, h
         heads = [h for h in check_head_selection(heads, first_heads) if h < trace.n_heads] or None
     svg = diagram_svg(trace, tokens, stages=stages, heads=heads, colormap=colormap,
                       diverging=diverging, tooltips=trace.seq_len <= 24, id_prefix=f"aw{i}-",
-                      vector_stages=("scores", "weights"), scales=scales)
+                      vector_stages=("scores", "weights"), scales=scales, key_tokens=key_tokens)
     return (f'<section class="aw-variant" data-variant="{i}" data-label="{escape(label)}"'
             f'{" hidden" if i else ""}>\n{svg}</section>')
 
@@ -129,6 +129,7 @@ def to_html(
     heads: Sequence[int] | int | None = None,
     diverging: str | None = None,
     scales: Mapping[str, str] | None = None,
+    key_tokens: Sequence[str] | None = None,
 ) -> Path:
     """Write one standalone HTML page of the diagram that works offline.
 
@@ -150,6 +151,8 @@ def to_html(
         each variant).
     settings : dict, optional
         Shown as a table (e.g. the widget's traits).
+    key_tokens : list of str, optional
+        One label per key column where the keys are not the tokens (cross-attention's source).
 
     Returns
     -------
@@ -175,7 +178,7 @@ def to_html(
         raise TypeError(f"title must be a str or None, got {type(title).__name__}")
     page_title = escape(title or "Multi-head self-attention")
     panes = [_pane(i, label, tr, tokens, stages, heads, trace.n_heads, colormap, diverging,
-                   scales) for i, (label, tr) in enumerate(items)]
+                   scales, key_tokens) for i, (label, tr) in enumerate(items)]
     summaries = [long_summary(tr) if isinstance(tr, LongTrace) else summary(tr)
                  for _, tr in items]
     options = "".join(f'<option value="{i}">{escape(label)} — {escape(s)}</option>'

@@ -12,7 +12,10 @@ concat and output) and by all heads of the trace; or the scale chosen on screen 
 per head, or robust with clipped ends, which the colour bar then says).  So a value has the
 same colour on screen and in every file, whichever stages and heads are exported.  Masked
 cells are :data:`~attention_widget.colors.MASK_RGB` grey; the renderers draw
-:data:`~attention_widget.colors.MASK_HATCH_RGB` lines across them.
+:data:`~attention_widget.colors.MASK_HATCH_RGB` lines across them.  Keys dropped by top-k are
+:data:`~attention_widget.colors.DROPPED_RGB`; a trace with sinks gets a sink column beside each
+head's weights, apart from the keys; cross-attention's key axis is the source's tokens
+(``key_tokens``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 
 from ..colors import (
     DIVERGING,
+    DROPPED_RGB,
     MASK_RGB,
     PAIRED_DIVERGING,
     SEQUENTIAL,
@@ -37,7 +41,7 @@ from ..colors import (
 )
 from ..engine import AttentionTrace
 from ..long import LongTrace
-from ..stages import SECTIONS, STAGE_NAMES, stage, summary
+from ..stages import SECTIONS, STAGE_NAMES, STAGES, stage, summary, variant_stages
 
 __all__ = [
     "Group",
@@ -225,7 +229,7 @@ _SECTION_STAGES = {name: section.stages for section in SECTIONS for name in sect
 
 
 #: The key of each stage in the widget's ``scales`` (one choice per step of the diagram).
-SCALE_KEYS = {"x": "x", "q": "qkv", "k": "qkv", "v": "qkv", "scores": "scores",
+SCALE_KEYS = {"x": "x", "latent": "qkv", "q": "qkv", "k": "qkv", "v": "qkv", "scores": "scores",
               "weights": "weights", "outputs": "outputs", "concat": "concat", "output": "concat"}
 
 
@@ -258,15 +262,15 @@ def stage_scale(trace: AttentionTrace, name: str, colormap: str, diverging: str,
     mode = (scales or {}).get(key, "shared" if st.signed else "fixed")
     table = diverging if st.signed else colormap
     # in float32, as the screen holds the arrays: the same peak, the same rounding
-    step = [np.asarray(getattr(trace, stage(s).attr), dtype=np.float32)
-            for s in _SECTION_STAGES[name]]
+    present = [s for s in _SECTION_STAGES[name] if stage(s).present(trace)]
+    step = [np.asarray(getattr(trace, stage(s).attr), dtype=np.float32) for s in present]
     arrays = [a[i] for a in step for i in range(a.shape[0])] if (
         mode == "per head" and name in ("scores", "weights", "outputs")) else step
     limits = scale_limits(arrays, mode, signed=st.signed)
     if mode == "per head" and name in ("scores", "weights", "outputs"):
         lim = limits[head or 0]
     else:
-        lim = limits[_SECTION_STAGES[name].index(name)] if mode == "per head" else limits[0]
+        lim = limits[present.index(name)] if mode == "per head" else limits[0]
     return Scale(table, lim.low, lim.high, fixed=not st.signed, mode=mode,
                  clipped=any(x.clipped for x in limits))
 
@@ -276,10 +280,12 @@ def _stage_panels(trace: AttentionTrace, name: str, heads: list[int]
     """``(label, head, (rows, cols) array, masked or None)`` for each panel of a stage.
 
     K and V show the key/value heads the chosen query heads read; only scores and weights
-    carry the mask (True = masked).
+    carry the mask (True = masked).  Cross-attention's X has the source's X beside it.
     """
     arr = getattr(trace, stage(name).attr)
-    if arr.ndim == 2:  # x, concat, output
+    if name == "x" and trace.x_kv is not None:
+        return [("X", "", arr, None), ("source X", "source", trace.x_kv, None)]
+    if arr.ndim == 2:  # x, latent, concat, output
         return [("", "", arr, None)]
     if name in ("k", "v"):
         group = trace.n_heads // trace.n_kv_heads
@@ -345,24 +351,33 @@ class _Rows:
     step: int  # a label on every step-th row
     label_w: int  # room left of the panels for the row labels
     col_label_h: int  # room below a square panel for the (vertical) key labels
+    keys: list[str]  # the key axis' labels (the tokens but for cross-attention)
+    key_labels: list[str]  # shortened
 
     @classmethod
-    def of(cls, tokens: list[str]) -> _Rows:
-        ch = int(min(16, max(2, 280 // len(tokens))))
+    def of(cls, tokens: list[str], keys: list[str] | None = None) -> _Rows:
+        keys = tokens if keys is None else keys
+        ch = int(min(16, max(2, 280 // max(len(tokens), len(keys)))))
         fs = float(min(11, max(7, ch - 1)))
-        labels = [_short(t) for t in tokens]
-        widest = max(text_width(t, fs) for t in labels)
+        labels, key_labels = [_short(t) for t in tokens], [_short(t) for t in keys]
+        widest = max(text_width(t, fs) for t in labels + key_labels + ["sink"])
         return cls(tokens, labels, ch, fs, max(1, math.ceil((fs + 1) / ch)),
-                   int(min(110, widest + 6)), int(min(110, widest + 8)))
+                   int(min(110, widest + 6)), int(min(110, widest + 8)), keys, key_labels)
+
+    def axis(self, on_keys: bool) -> tuple[list[str], list[str]]:
+        """The full and short labels of the tokens, or of the keys."""
+        return (self.keys, self.key_labels) if on_keys else (self.tokens, self.labels)
 
 
 def build(trace: AttentionTrace, tokens: Any, stages: Any, heads: Any, colormap: Any,
           title: Any, diverging: Any, tooltips: bool = False, vector_stages: Any = None,
-          scales: Any = None, zoom: Any = None) -> Layout:
+          scales: Any = None, zoom: Any = None, key_tokens: Any = None) -> Layout:
     """Check the arguments of an export and lay out its diagram.
 
     Parameters are those of :func:`~attention_widget.export.diagram_svg` (``trace`` already
-    checked).  Stages not in ``vector_stages`` (default: all) are marked ``raster``.  A
+    checked); ``key_tokens`` labels the key axis (default: the tokens, or numbers when the
+    keys are not the tokens).  Stages not in ``vector_stages`` (default: all) are marked
+    ``raster``.  A
     :class:`~attention_widget.long.LongTrace` is laid out by
     :func:`~attention_widget.export.long_layout.build_long` (its overviews, and ``zoom``).
     """
@@ -373,8 +388,12 @@ def build(trace: AttentionTrace, tokens: Any, stages: Any, heads: Any, colormap:
     if zoom is not None:
         raise ValueError("zoom is for a LongTrace (above LONG_THRESHOLD tokens): the full "
                          "trace's picture draws every cell")
-    rows = _Rows.of(check_tokens(tokens, trace.seq_len))
-    chosen = check_stages(stages)
+    n_keys = trace.weights.shape[-1]
+    if key_tokens is None and n_keys != trace.seq_len:
+        key_tokens = [str(j) for j in range(n_keys)]
+    keys = None if key_tokens is None else check_tokens(key_tokens, n_keys, "key_tokens")
+    rows = _Rows.of(check_tokens(tokens, trace.seq_len), keys)
+    chosen = _present(check_stages(stages), trace, explicit=stages is not None)
     heads = check_head_selection(heads, trace.n_heads)
     diverging = check_colormaps(colormap, diverging)
     vector = check_stages(vector_stages, "vector_stages")
@@ -394,10 +413,20 @@ def build(trace: AttentionTrace, tokens: Any, stages: Any, heads: Any, colormap:
         root.items.append(group)
         y, right = bottom, max(right, edge)
     bar_x = right + 8  # one column of colour bars, each beside its stage's first line
-    for group, (top, height, has_mask), scale in bars:
-        group.items.append(colorbar(bar_x, top, height, scale, has_mask))
+    for (group, (top, height, has_mask), scale), name in zip(bars, chosen, strict=True):
+        dropped = trace.kept is not None and name in ("scores", "weights")
+        group.items.append(colorbar(bar_x, top, height, scale, has_mask, dropped))
     width = max(bar_x + BAR_W, _text_right(root))  # long titles and formulas widen the page
     return Layout(int(width + LEFT), int(y), root, title)
+
+
+def _present(chosen: list[str], trace: AttentionTrace, explicit: bool) -> list[str]:
+    """The chosen stages the trace holds; ValueError for one asked for and absent."""
+    missing = [s for s in chosen if not stage(s).present(trace)]
+    if explicit and missing:
+        raise ValueError(f"stages contains {missing[0]!r}, which this trace does not have (the "
+                         "latent is latent attention's)")
+    return [s for s in chosen if s not in missing]
 
 
 def _stage(trace: AttentionTrace, name: str, heads: list[int], scaling: tuple, rows: _Rows,
@@ -410,7 +439,7 @@ def _stage(trace: AttentionTrace, name: str, heads: list[int], scaling: tuple, r
     Returns the group, the y below it, its colour bar's ``(top, height, has_mask)`` and the x
     right of its widest line.
     """
-    st = stage(name)
+    st = variant_stages({s.name: s for s in STAGES}, trace)[name]
     formula = st.formula + (f", T = {_fmt(trace.temperature)}" if name == "weights" else "")
     group = Group("aw-stage", {"data-stage": name}, [
         Text(LEFT, y + 14, st.title, 13, weight="bold", cls="aw-stage-title"),
@@ -421,38 +450,62 @@ def _stage(trace: AttentionTrace, name: str, heads: list[int], scaling: tuple, r
     x, line_top, line_h, right = x0, y + 26, 0.0, x0
     bar: tuple[float, float, bool] | None = None
     has_mask = False
+    sinks = trace.sink_weights if name == "weights" else None
     for label, head, data, masked in _stage_panels(trace, name, heads):
         square = name in ("scores", "weights")  # columns are keys: one token per column
         cw = rows.ch if square else int(min(rows.ch, max(1, 256 // data.shape[1])))
-        if x > x0 and x + data.shape[1] * cw > MAX_WIDTH - BAR_W:  # wrap onto a new line
+        room = (rows.ch + GAP) if sinks is not None else 0
+        if x > x0 and (head == "source" or x + data.shape[1] * cw + room > MAX_WIDTH - BAR_W):
             line_top, x, line_h = line_top + line_h + GAP, x0, 0.0
         top = line_top + (16 if label else 0)
         scale = stage_scale(trace, name, *scaling, int(head) if head.isdigit() else None)
-        heat = Heat(x, top, cw, rows.ch, _colored(data, scale, masked), masked, raster=raster)
+        rgb = _colored(data, scale, masked)
+        if square and trace.kept is not None:  # allowed by the mask, dropped by top-k
+            rgb[trace.mask & ~trace.kept[int(head)]] = DROPPED_RGB
+        heat = Heat(x, top, cw, rows.ch, rgb, masked, raster=raster)
         if tooltips and square:
-            heat.tips = _tips(rows.tokens, data, masked)
+            heat.tips = _tips(rows, data, masked)
+        on_keys = head == "source" or (name in ("k", "v") and trace.x_kv is not None)
         group.items.append(_panel(name, label, head, heat, rows, square, first=x == x0,
-                                  label_y=line_top + 11))
+                                  label_y=line_top + 11, on_keys=on_keys))
         has_mask = has_mask or (masked is not None and bool(masked.any()))
         bar = bar or (top, max(60, min(heat.height, 160)), False)
         x += heat.width + GAP
+        if sinks is not None:  # the sink column, apart from the keys
+            group.items.append(_sink(sinks[int(head)], scale, x - GAP / 2, top, rows, head))
+            x += rows.ch + GAP
         line_h = max(line_h, top - line_top + heat.height + (rows.col_label_h if square else 16))
         right = max(right, x)
     assert bar is not None  # every stage has at least one panel
     return group, line_top + line_h + 2 * GAP, (bar[0], bar[1], has_mask), right
 
 
-def _tips(tokens: list[str], data: np.ndarray, masked: np.ndarray | None) -> list[str]:
+def _sink(column: np.ndarray, scale: Scale, x: float, top: float, rows: _Rows,
+          head: str) -> Group:
+    """What each query gave head ``head``'s sink: a column labelled "sink"."""
+    heat = Heat(x, top, rows.ch, rows.ch, _colored(column[:, None], scale), cls="aw-sink")
+    bottom = top + heat.height
+    return Group("aw-panel aw-sink", {"data-stage": "sinks", "data-head": head}, [
+        heat, Text(x + rows.ch / 2 + rows.fs * 0.35, bottom + 4, "sink", rows.fs, anchor="end",
+                   rotate=-90, cls="aw-sink-label")])
+
+
+def _tips(rows: _Rows, data: np.ndarray, masked: np.ndarray | None) -> list[str]:
     """``"query → key: value"`` for each cell of a square panel, row-major."""
     n_rows, n_cols = data.shape
-    return [f"{tokens[i]} → {tokens[j]}: "
+    tokens, keys = rows.tokens, rows.keys
+    return [f"{tokens[i]} → {keys[j]}: "
             + ("masked" if masked is not None and masked[i, j] else f"{data[i, j]:.4g}")
             for i in range(n_rows) for j in range(n_cols)]
 
 
 def _panel(name: str, label: str, head: str, heat: Heat, rows: _Rows, square: bool,
-           first: bool, label_y: float) -> Group:
-    """A panel: its title, its heatmap, row labels (first of a line) and column labels."""
+           first: bool, label_y: float, on_keys: bool = False) -> Group:
+    """A panel: its title, its heatmap, row labels (first of a line) and column labels.
+
+    ``on_keys``: its rows are the keys (cross-attention's K, V and source X).
+    """
+    full, short = rows.axis(on_keys)
     group = Group("aw-panel", {"data-stage": name, "data-head": head})
     if label:
         group.items.append(Text(heat.x, label_y, label, 11, cls="aw-panel-title"))
@@ -460,13 +513,14 @@ def _panel(name: str, label: str, head: str, heat: Heat, rows: _Rows, square: bo
     fs, n_rows, n_cols = rows.fs, *heat.rgb.shape[:2]
     if first:  # query / row labels on the first panel of each line
         group.items.append(Group("aw-row-labels", items=[
-            Text(heat.x - 4, heat.y + i * heat.ch + heat.ch / 2 + fs * 0.35, rows.labels[i],
-                 fs, anchor="end", cls="aw-token", full=rows.tokens[i])
+            Text(heat.x - 4, heat.y + i * heat.ch + heat.ch / 2 + fs * 0.35, short[i],
+                 fs, anchor="end", cls="aw-token", full=full[i])
             for i in range(0, n_rows, rows.step)]))
     bottom = heat.y + heat.height
     if square:  # key labels, vertical, hanging below the panel
-        cols = [Text(heat.x + j * heat.cw + heat.cw / 2 + fs * 0.35, bottom + 4, rows.labels[j],
-                     fs, anchor="end", rotate=-90, cls="aw-token", full=rows.tokens[j])
+        cols = [Text(heat.x + j * heat.cw + heat.cw / 2 + fs * 0.35, bottom + 4,
+                     rows.key_labels[j], fs, anchor="end", rotate=-90, cls="aw-token",
+                     full=rows.keys[j])
                 for j in range(0, n_cols, rows.step)]
     else:  # feature columns: first and last index
         cols = [Text(heat.x, bottom + 12, "0", 9, cls="aw-dim")]
@@ -477,8 +531,12 @@ def _panel(name: str, label: str, head: str, heat: Heat, rows: _Rows, square: bo
     return group
 
 
-def colorbar(x: float, y: float, h: float, scale: Scale, has_mask: bool) -> Group:
-    """A stage's colour bar (high at the top), its three ticks and the masked swatch."""
+def colorbar(x: float, y: float, h: float, scale: Scale, has_mask: bool,
+             dropped: bool = False) -> Group:
+    """A stage's colour bar (high at the top), its three ticks and the masked swatch.
+
+    With ``dropped``, also the swatch of keys dropped by top-k.
+    """
     n = 32
     cell_h = max(1, int(h // n))
     values = np.linspace(scale.high, scale.low, n)[:, None]
@@ -505,4 +563,9 @@ def colorbar(x: float, y: float, h: float, scale: Scale, has_mask: bool) -> Grou
         group.items.append(Heat(x, bottom + 8, 12, 12, swatch, np.ones((1, 1), bool),
                                 cls="aw-bar-mask"))
         group.items.append(Text(x + 16, bottom + 18, "masked", 10, cls="aw-tick"))
+        bottom += 18
+    if dropped:
+        swatch = np.array([[DROPPED_RGB]], dtype=np.uint8)
+        group.items.append(Heat(x, bottom + 8, 12, 12, swatch, cls="aw-bar-dropped"))
+        group.items.append(Text(x + 16, bottom + 18, "top-k dropped", 10, cls="aw-tick"))
     return group

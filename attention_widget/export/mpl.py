@@ -132,10 +132,12 @@ def diagram_png_bytes(
     diverging: str | None = None,
     scales: Mapping[str, str] | None = None,
     zoom: tuple | None = None,
+    key_tokens: Sequence[str] | None = None,
 ) -> bytes:
     """The diagram of :func:`diagram_svg` as PNG bytes (needs matplotlib, the ``export`` extra).
 
-    Parameters are those of :func:`~attention_widget.export.diagram_svg` (``zoom`` too);
+    Parameters are those of :func:`~attention_widget.export.diagram_svg` (``zoom`` and
+    ``key_tokens`` too);
     ``dpi`` sets the resolution (96 gives one image pixel per layout pixel).
 
     Returns
@@ -146,5 +148,5 @@ def diagram_png_bytes(
     trace = check_trace(trace)
     dpi = check_dpi(dpi)
     layout = build(trace, tokens, stages, heads, colormap, title, diverging, scales=scales,
-                   zoom=zoom)
+                   zoom=zoom, key_tokens=key_tokens)
     return figure_bytes(layout, "png", dpi)
