@@ -126,6 +126,7 @@ class Overview:
         self._limits: dict[str, list[Limits]] = {}
         self._front: tuple | None = None  # the arrays before the softmax drawn last
         self._step = len(SECTIONS)
+        self._shown: dict[str, list[np.ndarray]] = {}  # the arrays of each image
 
     def shown(self, step: int) -> tuple[W.Widget, ...]:
         """The overview's widgets (every stage; the player hides later ones)."""
@@ -162,6 +163,9 @@ class Overview:
             same = self._front is not None and self._front[1] == drawn_as and all(
                 a is b for a, b in zip(front, self._front[0], strict=True))
             self._front = (front, drawn_as)
+            self._shown.pop("sinks", None)
+            if not same:
+                self._shown.pop("latent", None)
             for name, (arrays, shown) in _stage_arrays(tr, lanes).items():
                 if same and name in ("x", "qkv", "scores"):
                     continue
@@ -171,16 +175,19 @@ class Overview:
                 every = scale_limits(arrays, mode, signed=signed)
                 limits = self._limits[name] = [every[i] for i in shown]
                 drawn = [arrays[i] for i in shown]
-                if name == "concat":  # concat and output: one step, one scale rule
-                    sent += self._fill("concat", drawn[:1], limits[:1], p, tr.mask)
-                    sent += self._fill("output", drawn[1:], limits[1:], p, tr.mask)
+                self._shown[name] = drawn
+                if name in ("concat", "qkv") and len(drawn) in (2, 4):  # one step, one scale
+                    first, rest = ("concat", "output") if name == "concat" else ("latent", "qkv")
+                    self._shown[first], self._shown[rest] = drawn[:1], drawn[1:]
+                    sent += self._fill(first, drawn[:1], limits[:1], p, tr.mask)
+                    sent += self._fill(rest, drawn[1:], limits[1:], p, tr.mask)
                     continue
                 dropped = None
                 if tr.kept is not None and name in ("scores", "weights"):
                     dropped = [tr.mask & ~tr.kept[h] for h in shown]  # allowed, not kept
                 sent += self._fill(name, drawn, limits, p, tr.mask, dropped)
                 if name == "weights" and tr.sink_weights is not None:  # on the weights' scale
-                    sinks = [tr.sink_weights[h][:, None] for h in shown]
+                    sinks = self._shown["sinks"] = [tr.sink_weights[h][:, None] for h in shown]
                     sent += self._fill("sinks", sinks, limits, p, tr.mask)
             for img in self.images.values():
                 img.show_pending()
@@ -191,6 +198,10 @@ class Overview:
             self._query(query)
         self.notes.value = _notes_html(traced, lanes, self._limits)
         return sent
+
+    def displayed(self, name: str) -> list[np.ndarray]:
+        """The arrays image ``name`` (of :data:`IMAGES`) shows, one per panel, as drawn last."""
+        return list(self._shown.get(name, []))
 
     def needs_draw(self, head: int, step: int) -> bool:
         """Whether a new focus head or step changes more than the outlined query row."""
@@ -330,11 +341,12 @@ def _stage_arrays(tr: AttentionTrace, lanes: Sequence[int]
 
     heads = list(range(tr.n_heads))
     x = [tr.x] if tr.x_kv is None else [tr.x, tr.x_kv]  # the source's X with the text's
-    latent = {} if tr.latent is None else {"latent": ([tr.latent], [0])}
+    # the latent is drawn on the scale of Q, K and V (as in the detailed view)
+    qkv = [flat(tr.q), flat(tr.k), flat(tr.v)]
+    qkv = qkv if tr.latent is None else [tr.latent, *qkv]
     return {
         "x": (x, list(range(len(x)))),
-        **latent,
-        "qkv": ([flat(tr.q), flat(tr.k), flat(tr.v)], [0, 1, 2]),
+        "qkv": (qkv, list(range(len(qkv)))),
         "scores": ([tr.scores[h] for h in heads], list(lanes)),
         "weights": ([tr.weights[h] for h in heads], list(lanes)),
         "outputs": ([tr.head_outputs[h] for h in heads], list(lanes)),

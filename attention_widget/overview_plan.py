@@ -338,9 +338,9 @@ def _texts(p: Plan, tokens: Sequence[str], trace: AttentionTrace, titles: Sequen
     qkv_room = lefts["qkv"][1] + ARROW_PX - 8 - (lefts["qkv"][0] - lefts["qkv"][2])
     for key, (text, color) in names.items():
         b = p.panels[key]
-        short = text if text_width(text, f["text"]) * 1.08 <= qkv_room else text.split(" · ")[0]
-        if text_width(short, f["text"]) * 1.08 > qkv_room:
-            short = key.upper()
+        fits = [t for t in (text, text.rsplit(" · ", 1)[0], key.upper())
+                if text_width(t, f["text"]) * 1.08 <= qkv_room]
+        short = fits[0] if fits else key.upper()
         p.texts.append(TextItem(b.x, b.y - f["text"] / 2 - 2, short, f["text"], 2, True,
                                 color=color))
     for i, head in enumerate(p.lanes):

@@ -432,11 +432,14 @@ def _parse(path: Path) -> StateFile:
             f"k {tk.shape})"
         )
     seq_len, d_model = tx.shape
-    n_heads, _, d_head = tq.shape
-    n_kv = tk.shape[0]
-    if seq_len == 0 or n_heads == 0 or n_kv == 0 or d_head == 0:
-        raise _Bad(f"trace arrays are empty (x {tx.shape}, q {tq.shape}, k {tk.shape})")
-    if n_heads * d_head != d_model or n_heads % n_kv:
+    n_heads, _, d_qk = tq.shape  # (latent attention's q and k add the rotary part)
+    n_kv, n_keys = tk.shape[:2]  # (cross-attention's keys are the source's tokens)
+    tv = arrays["trace_v"]
+    d_head = tv.shape[-1] if tv.ndim == 3 else 0
+    if seq_len == 0 or n_heads == 0 or n_kv == 0 or d_head == 0 or n_keys == 0:
+        raise _Bad(f"trace arrays are empty (x {tx.shape}, q {tq.shape}, k {tk.shape}, "
+                   f"v {tv.shape})")
+    if n_heads * d_head != d_model or n_heads % n_kv or d_qk < d_head:
         raise _Bad(
             f"trace sizes are inconsistent: n_heads={n_heads} * d_head={d_head} must equal "
             f"d_model={d_model} and n_kv_heads={n_kv} must divide n_heads"
@@ -445,11 +448,11 @@ def _parse(path: Path) -> StateFile:
         raise _Bad(f"{len(meta['tokens'])} tokens but the arrays have seq_len={seq_len}")
     shapes = {
         "x": (seq_len, d_model),
-        "q": (n_heads, seq_len, d_head),
-        "k": (n_kv, seq_len, d_head),
-        "v": (n_kv, seq_len, d_head),
-        "scores": (n_heads, seq_len, seq_len),
-        "weights": (n_heads, seq_len, seq_len),
+        "q": (n_heads, seq_len, d_qk),
+        "k": (n_kv, n_keys, d_qk),
+        "v": (n_kv, n_keys, d_head),
+        "scores": (n_heads, seq_len, n_keys),
+        "weights": (n_heads, seq_len, n_keys),
         "head_outputs": (n_heads, seq_len, d_head),
         "concat": (seq_len, d_model),
         "output": (seq_len, d_model),
@@ -462,9 +465,9 @@ def _parse(path: Path) -> StateFile:
     if len(dtypes) != 1:
         raise _Bad(f"trace arrays mix dtypes {sorted(str(d) for d in dtypes)}")
     mask = arrays["trace_mask"]
-    if mask.dtype != np.bool_ or mask.shape != (seq_len, seq_len):
+    if mask.dtype != np.bool_ or mask.shape != (seq_len, n_keys):
         raise _Bad(
-            f"array 'trace_mask' must be bool of shape {(seq_len, seq_len)}, got "
+            f"array 'trace_mask' must be bool of shape {(seq_len, n_keys)}, got "
             f"{mask.dtype} {mask.shape}"
         )
     if not mask.any(axis=1).all():
