@@ -26,7 +26,10 @@ from attention_widget import (
     designed_params,
     embed,
     head_roles,
+    init_latent_params,
     init_params,
+    kv_cache_per_token,
+    latent_attention,
     multi_head_attention,
     tokenize,
 )
@@ -362,6 +365,44 @@ def _cache(answer: dict) -> tuple[list[Part], str]:
     return parts, evidence
 
 
+def _why(answer: dict) -> tuple[list[Part], str]:
+    """Why GQA and MLA exist: what sharing keeps, and what a narrow latent costs."""
+    tokens = tokenize(ORDER_TEXT)
+    x = embed(tokens, 64)
+    mqa = multi_head_attention(x, init_params(64, 8, 1, seed=0), n_heads=8, n_kv_heads=1)
+    favourite = mqa.weights.argmax(axis=-1)  # [heads, n]: the key each query likes best
+    heads_differ = bool((favourite != favourite[0]).any())
+    gqa2 = kv_cache_per_token(8, 8, 2)
+    break_even = max(r for r in range(1, 65) if kv_cache_per_token(8, 8, kv_rank=r) <= gqa2)
+    latent = latent_attention(x, init_latent_params(64, 8, 4, seed=0), n_heads=8, rope=None)
+    keys = latent.k.transpose(1, 0, 2).reshape(len(tokens), -1)  # [n, heads * d_head]
+    rank = int(np.linalg.matrix_rank(keys))
+
+    def even_hint(r: float) -> str:
+        if r > 64:
+            return "a latent compresses X: kv_rank is at most d_model"
+        return ("read the readout for GQA with 2 kv heads, then ask how many numbers latent "
+                "attention caches per token")
+
+    def rank_hint(r: float) -> str:
+        return ("every head's keys are c_kv W_UK: how many columns does c_kv have, and can a "
+                "product have more independent directions than its narrowest factor?")
+
+    parts = [
+        _yes_no("mqa_heads_differ", answer.get("mqa_heads_differ"), heads_differ,
+                "the heads share K and V, but what do their queries come from?"),
+        _numeric("latent_break_even", answer.get("latent_break_even"), break_even, 0.001,
+                 even_hint),
+        _numeric("key_rank", answer.get("key_rank"), rank, 0.001, rank_hint),
+    ]
+    distinct = len({tuple(f) for f in favourite})
+    evidence = (f"with one kv head the 8 heads still pick {distinct} different patterns of "
+                f"favourite keys (their queries differ); latent attention with kv_rank 4 gives "
+                f"keys of rank {rank} across all heads: a smaller cache, fewer directions for "
+                "the heads to tell tokens apart.")
+    return parts, evidence
+
+
 def _cost(answer: dict) -> tuple[list[Part], str]:
     short = multi_head_attention(embed([str(i) for i in range(COST["short"])], 8),
                                  init_params(8, 1), n_heads=1)
@@ -456,6 +497,7 @@ _QUESTIONS: dict[str, Callable[[dict], tuple[list[Part], str]]] = {
     "order": _order,
     "wq0": _wq0,
     "cache": _cache,
+    "why": _why,
     "cost": _cost,
     "duplicate": _duplicate,
     "previous": _previous,
