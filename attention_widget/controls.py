@@ -32,14 +32,17 @@ D_MODEL_CHOICES = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768)
 #: the stage whose colour scale the "scale" buttons set).
 GROUPS = (
     ("Input", (("text", "layer", "show_special", "weights", "seed", "positional"),)),
-    ("Architecture", (("kind", "kv_rank", "rope_dim", "source_text"),
-                      ("d_model", "n_heads", "n_kv_heads"), ("kv-cache",))),
+    ("Architecture", (("d_model", "n_heads", "n_kv_heads", "variants"),
+                      ("kind", "kv_rank", "rope_dim", "source_text", "kv-cache"))),
     ("Attention", (("mask", "window", "temperature"),
                    ("rope", "alibi", "softcap", "sinks", "top_k"))),
     ("View", (("view", "head", "query", "projector"), ("play", "step"),
               ("colormap", "scale-of", "scale"))),
 )
-READOUTS = ("kv-cache",)  # lines of a group that are no control
+READOUTS = ("kv-cache", "variants")  # parts of a group that set no trait
+#: The rows the "variants" button opens: (group, row index).  They open by themselves while a
+#: variant is on.
+VARIANT_ROWS = (("Architecture", 1), ("Attention", 1))
 #: Controls shown for one attention kind only.
 KIND_ONLY = {"kv_rank": "latent", "rope_dim": "latent", "source_text": "cross"}
 #: The RoPE bases offered (0: off), and the current one if it is another.
@@ -94,7 +97,7 @@ def show_now(box: W.Widget) -> bool:
 def _controls() -> dict[str, W.DOMWidget]:
     """Every control, by the name of the widget trait it sets."""
     narrow = {"width": "130px"}
-    slider = {"width": "228px"}
+    arch = {"width": "200px"}  # three and the variants button on one line beside the files
     return {
         "text": W.Text(description="text", continuous_update=False,
                        layout={"flex": "1 1 240px", "min_width": "200px"}),
@@ -102,9 +105,9 @@ def _controls() -> dict[str, W.DOMWidget]:
             "seeded random W_Q, W_K, W_V, W_O", "heads built to do known jobs"],
             style={"button_width": "84px"}),
         "d_model": W.SelectionSlider(description="d_model", options=list(D_MODEL_CHOICES),
-                                     continuous_update=True, layout=slider),
-        "n_heads": W.SelectionSlider(description="n_heads", options=[1], layout=slider),
-        "n_kv_heads": W.SelectionSlider(description="n_kv_heads", options=[1], layout=slider),
+                                     continuous_update=True, layout=arch),
+        "n_heads": W.SelectionSlider(description="n_heads", options=[1], layout=arch),
+        "n_kv_heads": W.SelectionSlider(description="n_kv_heads", options=[1], layout=arch),
         "temperature": W.FloatLogSlider(description="temperature", base=10, min=-1.3, max=1.3,
                                         step=0.01, readout_format=".3g",
                                         layout={"width": "300px"}),  # a long track: fine steps
@@ -138,26 +141,25 @@ def _controls() -> dict[str, W.DOMWidget]:
 
 def _variant_controls() -> dict[str, W.DOMWidget]:
     """The attention variants' controls (:mod:`attention_widget.variant_traits`)."""
-    narrow = {"width": "150px"}
+    narrow = {"width": "110px"}
     return {
         "kind": W.ToggleButtons(options=["standard", "latent", "cross"], tooltips=[
             "multi-head; grouped-query and multi-query through n_kv_heads",
             "DeepSeek's latent attention: K and V rebuilt from c_kv",
             "queries from the text, keys and values from a source text"],
-            style={"button_width": "76px"}),
+            style={"button_width": "88px"}),
         "kv_rank": W.IntSlider(description="kv_rank", min=1, max=64, layout={"width": "228px"}),
         "rope_dim": W.IntSlider(description="rope_dim", min=0, max=32, step=2,
                                 layout={"width": "228px"}),
         "source_text": W.Text(description="source text", continuous_update=False,
                               layout={"flex": "1 1 240px", "min_width": "200px"}),
         "rope": W.Dropdown(description="RoPE", options=list(ROPE_CHOICES),
-                           layout={"width": "180px"}),
+                           layout={"width": "150px"}),
         "alibi": W.Checkbox(description="ALiBi", indent=False, layout={"width": "auto"}),
-        "softcap": W.BoundedFloatText(description="soft-cap (0 off)", min=0.0, max=1e6,
-                                      step=1.0, layout={"width": "170px"}),
+        "softcap": W.BoundedFloatText(description="soft-cap", min=0.0, max=1e6, step=1.0,
+                                      layout={"width": "130px"}),
         "sinks": W.Checkbox(description="sinks", indent=False, layout={"width": "auto"}),
-        "top_k": W.BoundedIntText(description="top-k (0 off)", min=0, max=MAX_TOKENS,
-                                  layout=narrow),
+        "top_k": W.BoundedIntText(description="top-k", min=0, max=MAX_TOKENS, layout=narrow),
     }
 
 
@@ -286,8 +288,13 @@ class ControlPanel:
         self._mask_box = W.HBox([_label("mask"), c["mask"]])
         self._kind_box = W.HBox([_label("attention"), c["kind"]])
         self.kv_cache = readout("aw-kv-cache")
+        self.variants = W.ToggleButton(description="variants ▾", tooltip="attention kinds, "
+                                       "RoPE, ALiBi, soft-cap, sinks, top-k and the KV cache",
+                                       layout={"width": "96px"})
+        self.variants.add_class("aw-variants")
+        self.variants.observe(lambda _: self._show_variant_rows(), "value")
         parts = {**c, "play": W.HBox([player, self.play]), "mask": self._mask_box,
-                 "kind": self._kind_box, "kv-cache": self.kv_cache}
+                 "kind": self._kind_box, "kv-cache": self.kv_cache, "variants": self.variants}
         own = set(own_controls)
         only = {"layer", "show_special"} - own  # controls of other inputs
         self.export = _export_row()
@@ -306,6 +313,8 @@ class ControlPanel:
         self.source_line.add_class("aw-source-line")
         if not lines:
             self.source_line.layout.display = "none"
+        self._variants_on = False  # a variant is on: its rows stay open
+        self._show_variant_rows()
         self.box = W.VBox([self.source_line, *self.groups.values(), self.export_row])
         self.box.add_class("aw-controls")
         self.focus_row = W.HBox([c[n] for n in FOCUS_ROW])
@@ -415,6 +424,19 @@ class ControlPanel:
             self._syncing = False
         self._scales = dict(values.get("scales", {}))
         self._show_scale()
+        self._variants_on = values.get("kind", "standard") != "standard" or any(
+            values.get(name) for name in ("rope", "alibi", "softcap", "sinks", "top_k"))
+        self._show_variant_rows()
+
+    def _show_variant_rows(self) -> None:
+        """Open the variants' rows while the button is down or a variant is on."""
+        shown = self.variants.value or self._variants_on
+        for label, row in VARIANT_ROWS:
+            box = self.groups[label].children[1].children[row]
+            display = None if shown else "none"
+            if box.layout.display != display:
+                box.layout.display = display
+        self.variants.description = "variants ▴" if shown else "variants ▾"
 
     # -- status lines ----------------------------------------------------------------------------
     def show_error(self, message: str) -> None:

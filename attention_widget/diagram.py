@@ -173,8 +173,8 @@ class Diagram:
 
     def __init__(self, focus_controls: W.Widget) -> None:
         self.figs = _figures()
+        # (in the DOM with sinks only: a bqplot figure laid out hidden draws negative sizes)
         self.sinks = PanelFigure("aw-fig-sinks", signed=False, cell_px=13, max_height=320)
-        self.sinks.figure.layout.display = "none"
         self.summary = readout("aw-summary")
         self._tokens_html, self._entropy_html, self._focus_html, self._hover_html = (
             readout(f"aw-{n}") for n in ("tokens", "entropy", "focus-readout", "hover"))
@@ -272,7 +272,8 @@ class Diagram:
         """Every section's figures, or, where the source has no such arrays, a note instead."""
         for i, (box, (head_html, section), body) in enumerate(
                 zip(self._sections, self._heads, self._bodies, strict=True)):
-            children = (head_html, *body)
+            children = (head_html, *(b for b in body if b is not self.sinks.figure
+                                     or traced.trace.sink_weights is not None))
             if traced.unavailable and "weights" not in section.stages:
                 tokens = (self._tokens_html,) if i == 0 else ()  # (the tokens are known)
                 children = (head_html, *tokens, self._missing[i])
@@ -327,12 +328,9 @@ class Diagram:
         sent = self.figs["weights"].update(
             [Panel(tr.weights[i], titles[i], toks, traced.keys) for i in range(h)],
             ncols=heads_per_row(h), mask=tr.mask, dropped=_dropped(tr))
-        sinks = self.sinks
-        if tr.sink_weights is None:
-            sinks.figure.layout.display = "none"
+        if tr.sink_weights is None:  # (then out of the DOM: see _show_available)
             return sent
-        sinks.figure.layout.display = None
-        return sent + sinks.update([Panel(
+        return sent + self.sinks.update([Panel(
             tr.sink_weights.T, "sink: what each query gave its head's sink (apart from the "
             "keys)", toks, [f"head {i}" for i in range(h)])])
 

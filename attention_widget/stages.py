@@ -321,7 +321,9 @@ def column_formula(key: str, trace: Any) -> str | None:
     """The overview's short formula of column ``key`` for ``trace``'s variants (None: as is)."""
     if key == "latent":
         return "X W_DKV"
-    if key == "qkv" and trace.rope and trace.latent is None:
+    if key == "qkv" and trace.latent is not None:
+        return "X W_Q; c_kv W_UK, c_kv W_UV"
+    if key == "qkv" and trace.rope:
         return "RoPE(X W_Q), RoPE(X W_K)"
     if key == "qkv" and trace.x_kv is not None:
         return "X W_Q; X_source W_K, W_V"

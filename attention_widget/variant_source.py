@@ -163,7 +163,7 @@ def kv_cache_line(s: Any) -> str:
     """What a decoder caches per token and layer for ``s``, against multi-head attention.
 
     E.g. ``"KV cache per token and layer: GQA with 2 kv heads, 32 numbers = 25 % of MHA's
-    128"``.
+    128"`` (MHA: 2 × n_heads × d_head numbers, a key and a value per head).
     """
     d_head = s.d_model // s.n_heads
     mha = kv_cache_per_token(s.n_heads, d_head)
@@ -175,9 +175,6 @@ def kv_cache_line(s: Any) -> str:
         ours = kv_cache_per_token(s.n_heads, d_head, kv)
         name = ("MHA" if kv == s.n_heads else "MQA (1 kv head)" if kv == 1
                 else f"GQA with {kv} kv heads")
-    line = (f"KV cache per token and layer: {name}, {ours} numbers = "
-            f"{100 * ours / mha:.3g} % of MHA's {mha} (2 × {s.n_heads} heads × d_head {d_head})")
-    if s.kind == "cross":
-        line += ("; cross-attention caches the source's keys and values once, per source "
-                 "token")
-    return line
+    where = "per source token (computed once)" if s.kind == "cross" else "per token"
+    return (f"KV cache {where} and layer: {name}, {ours} numbers = {100 * ours / mha:.3g} % of "
+            f"MHA's {mha}")

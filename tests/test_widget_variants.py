@@ -166,8 +166,8 @@ def test_the_kv_cache_readout_follows_the_settings(kv, rank, expected):
     assert f"{ours} numbers" in w.kv_cache and f"MHA's {mha}" in w.kv_cache
     assert f"{100 * ours / mha:.3g} %" in w.kv_cache and expected in w.kv_cache
     assert w._panel.kv_cache.value == html.escape(w.kv_cache)
-    w.n_heads = 8  # live: the readout follows
-    assert "2 × 8 heads" in w._panel.kv_cache.value
+    w.n_heads = 8  # live: the readout follows (d_head 4: MHA caches 2 * 8 * 4)
+    assert "MHA&#x27;s 64" in w._panel.kv_cache.value
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
