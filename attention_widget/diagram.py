@@ -337,7 +337,7 @@ class Diagram:
         cols = np.arange(m, dtype=float) + x0 - 0.5
         if self._focus_grid is None:
             self._focus_grid = bq.GridHeatMap(
-                row=rows, column=cols, color=np.zeros((n, n)), row_align="start",
+                row=rows, column=cols, color=np.zeros((n, m)), row_align="start",
                 column_align="start", stroke=None,
                 # transparent fill: still hit by the pointer (SVG paints a transparent colour)
                 scales={"row": fig.y_scale, "column": fig.x_scale,
