@@ -20,13 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from .controls import progress_bar, show_now
 from .engine import AttentionTrace
 from .long import LONG_THRESHOLD, LongTrace
 from .roles import head_roles
-from .sources import Progress, Settings, Source, Traced, check_text
+from .sources import DEFAULT_TEXT, Progress, Settings, Source, Traced, check_text
 from .stages import source_stages
 
-__all__ = ["PARTS", "PretrainedSource"]
+__all__ = ["PARTS", "PretrainedConstructor", "PretrainedSource"]
 
 #: What an encoder-decoder's ``part`` setting can show.
 PARTS = ("encoder", "decoder", "cross")
@@ -244,3 +245,60 @@ def _kept(special: np.ndarray) -> np.ndarray:
     if keep.size == 0:
         raise ValueError("The text has only special tokens; show them or add words.")
     return keep
+
+
+class PretrainedConstructor:
+    """:class:`~attention_widget.widget.AttentionWidget`'s constructor from a pretrained model."""
+
+    @classmethod
+    def from_pretrained(cls, model: str | os.PathLike | Any, text: str = DEFAULT_TEXT, *,
+                        layer: int = 0, temperature: float = 1.0, show_special: bool = True,
+                        target: str | None = None, part: str = "encoder", progress: bool = True,
+                        **kwargs: Any) -> Any:
+        """Show the real attention of a pretrained model (NumPy forward, no torch).
+
+        Parameters
+        ----------
+        model : path, hub id or PretrainedModel
+            A Hugging Face checkpoint folder (``config.json``, ``model.safetensors``,
+            ``tokenizer.json``), a hub id such as ``"Qwen/Qwen3-0.6B"`` (read from the local
+            cache, or downloaded when ``huggingface_hub`` is installed and the network is
+            there: ``pip install attention-widget[hub]``), or a model from
+            :func:`attention_widget.pretrained.load_pretrained`.  Needs the ``models`` extra:
+            ``pip install attention-widget[models]``.
+        text : str
+            Tokenized with the model's own tokenizer.
+        layer : int
+            Which layer's attention to show (0-based).
+        temperature : float
+            Re-softmax the real scores with ``T`` (1 = the model as trained).
+        show_special : bool
+            Show special tokens ([CLS], [SEP], BOS).
+        target : str, optional
+            For an encoder-decoder model (BART): the decoder's input; default the text.
+        part : {"encoder", "decoder", "cross"}
+            For an encoder-decoder model: the encoder's self-attention over ``text``, the
+            decoder's causal self-attention over ``target``, or the cross-attention (the
+            target's tokens as queries, the text's as keys).
+        progress : bool
+            Show a progress bar while the checkpoint is read and layers run.
+
+        Notes
+        -----
+        d_model, heads, key/value heads, mask, positional encodings and seed are fixed by the
+        trained model: their controls are not drawn, and one line says what the model fixes.
+        Layer, head, query, temperature and text stay live.  Every head's title carries its
+        measured role; the signed stages start on robust colour scales (``scales``).
+        """
+        box, report = progress_bar("loading")
+        shown = progress and show_now(box)
+        try:  # loading and the first diagram report to this bar
+            source = PretrainedSource(model, progress=report)
+            w = cls(text, layer=layer, temperature=temperature, show_special=show_special,
+                    part=part, target=text if target is None else target, source=source,
+                    **kwargs)
+        finally:
+            if shown:
+                box.close()
+        source.progress = None  # later changes report into the widget's own bar
+        return w

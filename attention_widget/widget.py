@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -21,11 +20,11 @@ import numpy as np
 import traitlets as T
 
 from .colors import SCALE_MODES, SEQUENTIAL, WEIGHT_SCALE_MODES
-from .controls import SCALE_STAGES, ControlPanel, progress_bar, show_now
+from .controls import SCALE_STAGES, ControlPanel
 from .diagram import Diagram
 from .engine import AttentionParams, AttentionTrace
 from .longview import LongPrompts
-from .model_source import PARTS, PretrainedSource
+from .model_source import PARTS, PretrainedConstructor
 from .modelview import ModelViewHooks
 from .overview import Overview
 from .player import GenerationHooks
@@ -54,7 +53,7 @@ _SCALE_KEYS = tuple(key for _, key in SCALE_STAGES)
 
 
 class AttentionWidget(LongPrompts, ModelViewHooks, GenerationHooks, WeightsConstructors,
-                      WidgetFiles, W.VBox):
+                      PretrainedConstructor, WidgetFiles, W.VBox):
     """Multi-head self-attention, every stage drawn live and linked to controls.
 
     Parameters
@@ -184,59 +183,6 @@ class AttentionWidget(LongPrompts, ModelViewHooks, GenerationHooks, WeightsConst
         kv = source.n_kv_heads
         return cls(n_heads=n_heads, n_kv_heads=None if kv == n_heads else kv,
                    temperature=temperature, mask=mask, window=window, source=source, **kwargs)
-
-    @classmethod
-    def from_pretrained(cls, model: str | os.PathLike | Any, text: str = DEFAULT_TEXT, *,
-                        layer: int = 0, temperature: float = 1.0, show_special: bool = True,
-                        target: str | None = None, part: str = "encoder", progress: bool = True,
-                        **kwargs: Any) -> AttentionWidget:
-        """Show the real attention of a pretrained model (NumPy forward, no torch).
-
-        Parameters
-        ----------
-        model : path, hub id or PretrainedModel
-            A Hugging Face checkpoint folder (``config.json``, ``model.safetensors``,
-            ``tokenizer.json``), a hub id such as ``"Qwen/Qwen3-0.6B"`` (read from the local
-            cache, or downloaded when ``huggingface_hub`` is installed and the network is
-            there: ``pip install attention-widget[hub]``), or a model from
-            :func:`attention_widget.pretrained.load_pretrained`.  Needs the ``models`` extra:
-            ``pip install attention-widget[models]``.
-        text : str
-            Tokenized with the model's own tokenizer.
-        layer : int
-            Which layer's attention to show (0-based).
-        temperature : float
-            Re-softmax the real scores with ``T`` (1 = the model as trained).
-        show_special : bool
-            Show special tokens ([CLS], [SEP], BOS).
-        target : str, optional
-            For an encoder-decoder model (BART): the decoder's input; default the text.
-        part : {"encoder", "decoder", "cross"}
-            For an encoder-decoder model: the encoder's self-attention over ``text``, the
-            decoder's causal self-attention over ``target``, or the cross-attention (the
-            target's tokens as queries, the text's as keys).
-        progress : bool
-            Show a progress bar while the checkpoint is read and layers run.
-
-        Notes
-        -----
-        d_model, heads, key/value heads, mask, positional encodings and seed are fixed by the
-        trained model: their controls are not drawn, and one line says what the model fixes.
-        Layer, head, query, temperature and text stay live.  Every head's title carries its
-        measured role; the signed stages start on robust colour scales (``scales``).
-        """
-        box, report = progress_bar("loading")
-        shown = progress and show_now(box)
-        try:  # loading and the first diagram report to this bar
-            source = PretrainedSource(model, progress=report)
-            w = cls(text, layer=layer, temperature=temperature, show_special=show_special,
-                    part=part, target=text if target is None else target, source=source,
-                    **kwargs)
-        finally:
-            if shown:
-                box.close()
-        source.progress = None  # later changes report into the widget's own bar
-        return w
 
     # -- validation: impossible values from Python raise TraitError and change nothing -------------
     @T.validate(*_COMPUTED, "head", "query")

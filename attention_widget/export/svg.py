@@ -184,9 +184,7 @@ def diagram_svg(
         ``q0 .. q1 - 1`` against keys ``k0 .. k1 - 1`` of ``head``, with token labels.
 
     key_tokens : list of str, optional
-        One label per key column (of ``trace.weights``) where the keys are not the tokens: a
-        cross-attention's source tokens, or the tokens then compressed entries.  Default the
-        tokens, and ``"key j"`` for columns beyond them.
+        One label per key column where the keys are not the tokens (a cross-attention's).
 
     Returns
     -------
