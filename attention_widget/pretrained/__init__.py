@@ -237,9 +237,7 @@ class PretrainedModel(Family):
     # ---- caches -------------------------------------------------------------------------------
     def clear_cache(self) -> None:
         """Forget prepared layers and cached hidden states and attentions (frees memory)."""
-        self._layer_cache.clear()
-        self._last_layer = None
-        self._cached_bytes = 0
+        self.forget_layers()
         self._states.clear()
         self._attn.clear()
 
