@@ -19,6 +19,9 @@ Supported families (``model_type`` in ``config.json``), one module each:
   (keys and values from one compressed vector per token, a decoupled rotary key shared by all
   heads, YaRN), mixture-of-experts feed-forwards with shared experts and grouped routing;
   DeepSeek-V3.2 adds the lightning indexer, which keeps the top ``index_topk`` keys per query.
+* ``"deepseek_v4"`` (:mod:`.deepseek_v4`) -- sliding, compressed and compressed-sparse layers
+  (``layer_types``), per-head sinks, one shared key/value head, partial RoPE, a grouped
+  low-rank output projection, hash-routed experts and hyper-connections.
 * ``"gpt_oss"`` (:mod:`.gpt_oss`) -- Llama's layout with attention sinks, sliding and full
   layers, YaRN, attention biases and a mixture of experts.
 * ``"gemma2"`` (:mod:`.gemma2`) -- soft-capped scores, ``query_pre_attn_scalar``, sliding and

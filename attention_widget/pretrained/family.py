@@ -231,16 +231,8 @@ class BlockwiseLayers:
 class Family(CheckpointWeights, BlockwiseLayers):
     """A checkpoint's configuration, tensors and layers, and one layer's forward step.
 
-    Parameters
-    ----------
-    path : pathlib.Path
-        The checkpoint folder.
-    config : dict
-        Its ``config.json``.
-    tensors : Tensors
-        Its tensors (read through :class:`~attention_widget.pretrained.weights.CheckpointWeights`).
-    cache_bytes : int
-        Budget for prepared layers kept between calls (see :meth:`layer_weights`).
+    Built from a checkpoint folder as :class:`~.weights.CheckpointWeights` is (the same
+    parameters); reads its configuration (:meth:`configure`), then checks its tensors.
     """
 
     causal = True
