@@ -97,7 +97,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import numbers
 import os
 from collections import OrderedDict
 from collections.abc import Callable
@@ -107,7 +106,7 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import check_temperature
+from .._checks import check_int, check_temperature
 from ..engine import AttentionTrace
 from ..long import LONG_THRESHOLD, LongAttended, LongTrace
 from . import generation
@@ -619,9 +618,7 @@ def load_pretrained(
     (12, 4, 4)
     """
     folder, hub_id = _folder(path, progress)
-    not_int = isinstance(cache_bytes, bool) or not isinstance(cache_bytes, numbers.Integral)
-    if not_int or cache_bytes < 0:
-        raise ValueError(f"cache_bytes must be an integer >= 0, got {cache_bytes!r}")
+    cache_bytes = check_int("cache_bytes", cache_bytes, minimum=0)
     _report(progress, 0.0, "reading config.json")
     config = _read_config(folder)
     tok_path = folder / "tokenizer.json"

@@ -14,7 +14,6 @@ the layer shown is a :class:`~attention_widget.long.LongTrace`.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .._checks import check_int
 from ..engine import Attended, AttentionTrace, attend, merge_heads
 from ..long import LONG_THRESHOLD, LongAttended, LongTrace, long_attend
 from .blocks import linear
@@ -245,12 +245,8 @@ class Family(CheckpointWeights, BlockwiseLayers):
         self.locate_tensors()
 
     # ---- the family's part --------------------------------------------------------------------
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    d_model: int
-    d_head: int
-    d_ff: int
+    # configure() sets n_layers, n_heads, n_kv_heads, d_model, d_head, d_ff (annotated on
+    # CheckpointWeights, which checks the tensors against them) and:
     max_positions: int
 
     def configure(self, config: Config) -> None:
@@ -310,16 +306,9 @@ class Family(CheckpointWeights, BlockwiseLayers):
 
         By default ``h @ W.T`` with ``W`` (vocab, d_model) the checkpoint's ``lm_head.weight``,
         or the token embedding when ``tie_word_embeddings`` says the two are tied (when the
-        config does not say, they are tied if the checkpoint has no ``lm_head.weight``).  A
-        family with more (a final soft-cap, a scale) overrides this.
-
-        Parameters
-        ----------
-        h : ndarray, shape (seq, d_model)
-
-        Returns
-        -------
-        ndarray of float32, shape (seq, vocab)
+        config does not say, they are tied if the checkpoint has no ``lm_head.weight``): ``h``
+        (seq, d_model) -> float32 (seq, vocab).  A family with more (a final soft-cap, a scale)
+        overrides this.
         """
         return self.output_projection(h)
 
@@ -561,8 +550,7 @@ class Family(CheckpointWeights, BlockwiseLayers):
             Naming ``layer``.
         """
         count = self.n_layers if count is None else count
-        if isinstance(layer, bool) or not isinstance(layer, numbers.Integral):
-            raise TypeError(f"layer must be an integer, got {layer!r} ({type(layer).__name__})")
+        layer = check_int("layer", layer, minimum=None)  # the range is checked below
         if not 0 <= layer < count:
             raise ValueError(
                 f"layer must be in 0..{count - 1} ({self.name} has {count} {stack}layers), "
