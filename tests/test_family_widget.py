@@ -1,0 +1,59 @@
+"""Every causal family opens in the widget: the diagram and the model view show its weights.
+
+References: each family's ``PretrainedModel.attentions`` (matched to transformers' eager
+``output_attentions`` in the test_family_*.py files and test_pretrained.py) and attention
+rollout written out here from its definition.  Sinks (gpt-oss, DeepSeek V4) leave rows that sum
+to less than 1; DeepSeek V4's rows have more keys than tokens (the compressed entries).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np
+import pytest
+from test_generate import CONFIGS, PROMPTS, _save
+from test_modelview import rollout_by_hand
+
+from attention_widget import AttentionWidget
+from attention_widget.pretrained import load_pretrained
+
+#: one tiny checkpoint of each causal family (written by transformers in test_generate)
+FAMILY_CONFIGS = {kind: name for name, (kind, _, _) in reversed(CONFIGS.items())}
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("family_widget")
+    return {kind: _save(name, root / name) for kind, name in FAMILY_CONFIGS.items()}
+
+
+@pytest.mark.parametrize("kind", sorted(FAMILY_CONFIGS))
+def test_every_family_opens_with_its_weights_and_model_view(folders, kind):
+    model = load_pretrained(folders[kind])
+    text = PROMPTS[kind] + " and the cat sat on the mat"
+    layers = model.attentions(text)
+    last = model.n_layers - 1
+    w = AttentionWidget.from_pretrained(model, text, layer=last, show_special=True,
+                                        progress=False)  # fmt: skip
+    assert w.error == ""
+    n = len(w.tokens)
+    assert n == model.encode(text).ids.size
+    np.testing.assert_array_equal(w.trace.weights, layers[last])  # every key column
+    # the model view: every layer's weights over the token keys, and their rollout
+    shown = w.model_view.displayed()
+    tokens_only = [a[..., :n].astype(np.float64) for a in layers]
+    np.testing.assert_allclose(shown["heads"], np.stack(tokens_only), rtol=0, atol=1e-7)
+    np.testing.assert_allclose(shown["rollout"], rollout_by_hand(tokens_only), atol=1e-6)
+    extra_keys = any(a.shape[-1] > n for a in layers)
+    assert extra_keys == (kind == "deepseek_v4")
+    assert ("compressed entries" in w.model_view.legend.value) == extra_keys
+    for layer in range(model.n_layers):  # every kind of layer draws, in the layer control
+        w.layer = layer
+        assert w.error == "", (layer, w.error)
+        np.testing.assert_array_equal(w.trace.weights, layers[layer])
+    if kind in ("gpt_oss", "deepseek_v4"):  # sinks take a share of the rows
+        assert min(float(a[..., :n].sum(-1).min()) for a in layers) < 0.99
