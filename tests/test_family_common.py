@@ -1,4 +1,4 @@
-"""Every causal family opens in the widget: the diagram and the model view show its weights.
+"""What every causal family shares: layers read on demand, the widget and its model view.
 
 References: each family's ``PretrainedModel.attentions`` (matched to transformers' eager
 ``output_attentions`` in the test_family_*.py files and test_pretrained.py) and attention
@@ -13,10 +13,13 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import re
+
 import numpy as np
 import pytest
 from test_generate import CONFIGS, PROMPTS, _save
 from test_modelview import rollout_by_hand
+from test_pretrained import _count_reads
 
 from attention_widget import AttentionWidget
 from attention_widget.pretrained import load_pretrained
@@ -57,3 +60,19 @@ def test_every_family_opens_with_its_weights_and_model_view(folders, kind):
         np.testing.assert_array_equal(w.trace.weights, layers[layer])
     if kind in ("gpt_oss", "deepseek_v4"):  # sinks take a share of the rows
         assert min(float(a[..., :n].sum(-1).min()) for a in layers) < 0.99
+
+
+@pytest.mark.parametrize("kind", sorted(FAMILY_CONFIGS))
+def test_a_layer_reads_only_the_tensors_it_needs(folders, kind, monkeypatch):
+    """Layer 0 reads layer 0's tensors and no later layer's; a new temperature reads nothing."""
+    model = load_pretrained(folders[kind])
+    reads = _count_reads(model, monkeypatch)
+    model.trace(PROMPTS[kind], 0)
+    layers = {int(m.group(1)) for r in reads if (m := re.search(r"\.(?:layers|h)\.(\d+)\.", r))}
+    assert layers == {0}, sorted(reads)
+    reads.clear()
+    model.trace(PROMPTS[kind], 0, temperature=2.0)
+    assert reads == []
+    model.trace(PROMPTS[kind], 1)
+    assert any(".1." in r for r in reads) and not any(re.search(r"\.(?:layers|h)\.0\.", r)
+                                                        for r in reads)  # fmt: skip
