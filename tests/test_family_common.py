@@ -76,3 +76,53 @@ def test_a_layer_reads_only_the_tensors_it_needs(folders, kind, monkeypatch):
     model.trace(PROMPTS[kind], 1)
     assert any(".1." in r for r in reads) and not any(re.search(r"\.(?:layers|h)\.0\.", r)
                                                         for r in reads)  # fmt: skip
+
+
+#: families whose layers run block by block above LONG_THRESHOLD, and those that refuse
+BLOCKWISE = ("gpt2", "llama", "qwen3", "deepseek_v3")
+LONG_WORDS = "the cat sat on the mat and the dog ran after a".split()
+
+
+@pytest.fixture(scope="module")
+def long_folders(tmp_path_factory):
+    """Each family's tiny checkpoint again, with positions for 600 tokens."""
+    root = tmp_path_factory.mktemp("family_long")
+    out = {}
+    with pytest.MonkeyPatch.context() as patch:
+        for kind, name in FAMILY_CONFIGS.items():
+            model_type, cls, fields = CONFIGS[name]
+            key = "n_positions" if kind == "gpt2" else "max_position_embeddings"
+            patch.setitem(CONFIGS, name, (model_type, cls, {**fields, key: 1024}))
+            out[kind] = _save(name, root / name)
+    return out
+
+
+@pytest.mark.parametrize("kind", sorted(FAMILY_CONFIGS))
+def test_texts_longer_than_the_threshold(long_folders, kind):
+    """Above LONG_THRESHOLD a layer runs block by block and equals transformers' eager
+    attention; families whose attention has no block-wise form refuse with a clear message."""
+    import torch
+    import transformers
+
+    from attention_widget import LongTrace
+    from attention_widget.long import LONG_THRESHOLD
+
+    model = load_pretrained(long_folders[kind])
+    text = " ".join(LONG_WORDS[i % len(LONG_WORDS)] for i in range(LONG_THRESHOLD + 80))
+    ids = model.encode(text).ids
+    last = model.n_layers - 1
+    if kind not in BLOCKWISE:
+        with pytest.raises(ValueError, match=rf"{kind}: .*no block-wise form; inputs longer "
+                                             rf"than {LONG_THRESHOLD} tokens cannot be shown"):
+            model.trace(text, last)
+        return
+    trace = model.trace(text, last)
+    assert isinstance(trace, LongTrace) and trace.seq_len == ids.size > LONG_THRESHOLD
+    ref = transformers.AutoModelForCausalLM.from_pretrained(
+        long_folders[kind], attn_implementation="eager", dtype=torch.float32).eval()
+    with torch.no_grad():
+        real = ref(torch.from_numpy(ids[None].copy()), output_attentions=True).attentions
+    real = real[last][0].numpy()  # (n_heads, n, n)
+    assert real.max() > 0.5  # sharp heads
+    for h in range(model.n_heads):
+        np.testing.assert_allclose(trace.head_weights(h), real[h], rtol=0, atol=1e-4)
