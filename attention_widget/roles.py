@@ -94,7 +94,7 @@ def role_shares(weights: np.ndarray, special: np.ndarray | None = None) -> dict[
     Parameters
     ----------
     weights : ndarray, shape (n_heads, n, n)
-        Attention weights, rows summing to 1.
+        Attention weights, rows summing to 1 or less.
     special : ndarray of bool, shape (n,), optional
         True for special tokens (``[CLS]``, ``<s>``, ...).
 
@@ -133,7 +133,8 @@ def head_roles(
     Parameters
     ----------
     weights : ndarray, shape (n_heads, n, n)
-        Attention weights, rows summing to 1 (for example ``AttentionTrace.weights``).
+        Attention weights, rows summing to 1 or less (a sink took the rest), for example
+        ``AttentionTrace.weights``.
     tokens : sequence of str, length n
         The tokens the weights are over.
     special : ndarray of bool, shape (n,), optional
