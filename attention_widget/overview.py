@@ -548,10 +548,9 @@ class Overview:
 def _stage_arrays(tr: AttentionTrace, lanes: Sequence[int]
                   ) -> dict[str, tuple[list[np.ndarray], list[int]]]:
     """Each image's step: all its arrays (every head: they decide the scale) and those drawn."""
-    n = tr.seq_len
 
-    def flat(a: np.ndarray) -> np.ndarray:  # [heads, seq, d] -> [seq, heads * d]
-        return a.transpose(1, 0, 2).reshape(n, -1)
+    def flat(a: np.ndarray) -> np.ndarray:  # [heads, rows, d] -> [rows, heads * d]
+        return a.transpose(1, 0, 2).reshape(a.shape[1], -1)
 
     heads = list(range(tr.n_heads))
     return {
