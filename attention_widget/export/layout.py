@@ -380,8 +380,10 @@ def build(trace: AttentionTrace, tokens: Any, stages: Any, heads: Any, colormap:
     tokens = check_tokens(tokens, trace.seq_len)
     keys = None if key_tokens is None else check_tokens(key_tokens, trace.weights.shape[-1],
                                                         "key_tokens")
-    if keys is None and trace.weights.shape[-1] != trace.seq_len:
-        keys = tokens + [f"key {j}" for j in range(trace.seq_len, trace.weights.shape[-1])]
+    n_keys = trace.weights.shape[-1]
+    if keys is None and n_keys != trace.seq_len:  # keys of their own, not named: numbered
+        first = tokens if n_keys > trace.seq_len else []  # (extra columns after the tokens)
+        keys = first + [f"key {j}" for j in range(len(first), n_keys)]
     rows = _Rows.of(tokens, keys)
     chosen = check_stages(stages)
     heads = check_head_selection(heads, trace.n_heads)
