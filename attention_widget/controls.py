@@ -31,7 +31,8 @@ D_MODEL_CHOICES = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768)
 #: the input fixes is not drawn ("play" is the stage player beside its slider, "scale-of" picks
 #: the stage whose colour scale the "scale" buttons set).
 GROUPS = (
-    ("Input", (("text", "layer", "show_special", "weights", "seed", "positional"),)),
+    ("Input", (("text", "layer", "show_special", "weights", "seed", "positional"),
+               ("part", "target"))),
     ("Architecture", (("d_model", "n_heads", "n_kv_heads", "variants"),
                       ("kind", "kv_rank", "rope_dim", "source_text", "kv-cache"))),
     ("Attention", (("mask", "window", "temperature"),
@@ -39,6 +40,9 @@ GROUPS = (
     ("View", (("view", "head", "query", "projector"), ("play", "step"),
               ("colormap", "scale-of", "scale"))),
 )
+#: Controls only some inputs have (a pretrained model's layer, an encoder-decoder's part):
+#: drawn only for an input that names them in its ``own_controls``.
+OWN_CONTROLS = ("layer", "show_special", "part", "target")
 READOUTS = ("kv-cache", "variants")  # parts of a group that set no trait
 #: The rows the "variants" button opens: (group, row index).  They open by themselves while a
 #: variant is on.
@@ -132,7 +136,16 @@ def _controls() -> dict[str, W.DOMWidget]:
                             layout={"width": "180px"}),
         "step": W.IntSlider(description="", min=1, max=len(SECTIONS), readout=True,
                             layout={"width": "150px"}),
-        "layer": W.IntSlider(description="layer", min=0, max=0, layout={"width": "230px"}),
+        "layer": W.Dropdown(description="layer", options=[("layer 0", 0)],
+                            layout={"width": "340px"}),
+        "part": W.ToggleButtons(options=[("encoder", "encoder"), ("decoder", "decoder"),
+                                         ("cross", "cross")], tooltips=[
+            "the encoder's self-attention over the text",
+            "the decoder's causal self-attention over the target",
+            "cross-attention: target tokens (queries) over text tokens (keys)"],
+            style={"button_width": "72px"}),
+        "target": W.Text(description="target", continuous_update=False,
+                         layout={"flex": "1 1 240px", "min_width": "200px"}),
         **_variant_controls(),
         "show_special": W.Checkbox(description="special tokens", indent=False,
                                    layout={"width": "auto"}),
@@ -241,10 +254,10 @@ class ControlPanel:
     fixed_line : str
         What the input fixes (its controls are not drawn); '' for nothing.
     own_controls : sequence of str
-        Controls only this input has (e.g. ``layer``): the others of :data:`GROUPS` that are
-        not in ``shown`` are left out.
+        Controls only this input has (of :data:`OWN_CONTROLS`, e.g. ``layer``): the others
+        are left out.
     n_layers : int
-        Range of the ``layer`` control.
+        Layers of the ``layer`` control until :meth:`sync` names them.
 
     Attributes
     ----------
@@ -270,7 +283,7 @@ class ControlPanel:
         self._offered: dict[str, Any] = {}  # what the choices offer now (see sync)
         self._scales: dict[str, str] = {}
         c = _controls()
-        c["layer"].max = n_layers - 1
+        c["layer"].options = [(f"layer {i}", i) for i in range(n_layers)]
         for name, ctrl in c.items():
             ctrl.add_class(f"aw-{name}")
             if hasattr(ctrl, "style") and "description_width" in ctrl.style.keys:
@@ -296,7 +309,7 @@ class ControlPanel:
         parts = {**c, "play": W.HBox([player, self.play]), "mask": self._mask_box,
                  "kind": self._kind_box, "kv-cache": self.kv_cache, "variants": self.variants}
         own = set(own_controls)
-        only = {"layer", "show_special"} - own  # controls of other inputs
+        only = set(OWN_CONTROLS) - own  # controls of other inputs
         self.export = _export_row()
         for name, wdg in self.export.items():
             wdg.add_class(f"aw-{name}")
@@ -366,7 +379,8 @@ class ControlPanel:
 
     # -- widget -> controls ----------------------------------------------------------------------
     def sync(self, values: Mapping[str, Any], *, heads: Sequence[int], kv_heads: Sequence[int],
-             tokens: Sequence[str], fixed: Collection[str]) -> None:
+             tokens: Sequence[str], fixed: Collection[str],
+             layers: Sequence[str] = ()) -> None:
         """Show the widget's state: every control's options and value.
 
         Parameters
@@ -380,6 +394,8 @@ class ControlPanel:
             The tokens on screen (the query choices).
         fixed : collection of str
             Controls the input decides: not drawn (and a group left empty is not drawn).
+        layers : sequence of str
+            One label per layer (``"layer 3 · sliding, window 4096"``); () keeps the last.
         """
         c = self._all
         d_model = values["d_model"]
@@ -394,6 +410,8 @@ class ControlPanel:
             "query": ((tuple(tokens), values["query"] if len(tokens) > MAX_QUERY_CHOICES
                        else None), lambda: _query_options(tokens, values["query"])),
         }
+        if layers:
+            offered["layer"] = (tuple(layers), lambda: [(t, i) for i, t in enumerate(layers)])
         hidden = set(fixed) | ({"window"} if "mask" in fixed else set()) | {
             name for name, kind in KIND_ONLY.items() if values.get("kind") != kind}
         self._syncing = True
@@ -416,7 +434,7 @@ class ControlPanel:
             self._mask_box.layout.display = c["mask"].layout.display
             self._kind_box.layout.display = c["kind"].layout.display
             for label, rows in GROUPS:
-                names = {n for row in rows for n in row} - {"layer", "show_special", *READOUTS}
+                names = {n for row in rows for n in row} - {*OWN_CONTROLS, *READOUTS}
                 display = "none" if names <= hidden else None
                 if self.groups[label].layout.display != display:
                     self.groups[label].layout.display = display

@@ -80,8 +80,14 @@ def _token_strip(tokens: Sequence[str], trace: AttentionTrace | None) -> str:
         for i, t in enumerate(tokens[:MAX_TOKENS]))
     if trace is None:  # (no X: the widths are not known)
         return f"<div>{spans}</div>"
-    return (f"<div>{spans}</div><div style='font-size:90%'>d_head = d_model / n_heads = "
-            f"{trace.d_model} / {trace.n_heads} = <b>{trace.d_head}</b></div>")
+    h, dh, dv = trace.n_heads, trace.d_head, trace.v.shape[2]
+    if h * dh == trace.d_model:
+        widths = f"d_head = d_model / n_heads = {trace.d_model} / {h} = <b>{dh}</b>"
+    else:  # a model's own head width (Qwen3, DeepSeek)
+        widths = f"d_head = <b>{dh}</b> (n_heads · d_head = {h * dh}, d_model = {trace.d_model})"
+    if dv != dh:
+        widths += f", values d_v = <b>{dv}</b>"
+    return f"<div>{spans}</div><div style='font-size:90%'>{widths}</div>"
 
 
 def _entropy_text(trace: AttentionTrace) -> str:
@@ -232,7 +238,7 @@ class Diagram:
     def draw(self, traced: Traced, head: int, query: int) -> int:
         """Show ``traced``; return the bytes of the images sent."""
         tr, toks = traced.trace, traced.tokens
-        h, dh = tr.n_heads, tr.d_head
+        h, dv = tr.n_heads, tr.head_outputs.shape[2]  # d_v: the values' width
         self._drawn = traced
         self._show_available(traced)
         if traced.unavailable:
@@ -255,8 +261,8 @@ class Diagram:
                 [Panel(tr.head_outputs[i], f"head {i}", toks, None) for i in range(h)],
                 ncols=min(h, 8))
             sent += self.figs["concat"].update([
-                Panel(tr.concat, f"concat ({tr.seq_len} × {h * dh})", toks, None,
-                      [i * dh for i in range(1, h)]),
+                Panel(tr.concat, f"concat ({tr.seq_len} × {h * dv})", toks, None,
+                      [i * dv for i in range(1, h)]),
                 Panel(tr.output, f"output = concat W_O ({tr.seq_len} × {tr.d_model})", toks),
             ])
             sent += self.draw_focus(head, query)
@@ -339,7 +345,7 @@ class Diagram:
         """Head ``head`` large, query row ``query`` (-1: none) outlined; returns bytes sent."""
         if self._drawn is None:
             return 0
-        tr, toks = self._drawn.trace, self._drawn.tokens
+        tr, toks, keys = self._drawn.trace, self._drawn.tokens, self._drawn.keys
         h = self._head = min(head, tr.n_heads - 1)
         weights = tr.weights[h]
         fig = self.figs["focus"]
@@ -347,8 +353,8 @@ class Diagram:
         use_grid = 2 <= min(weights.shape) and max(weights.shape) <= GRID_FOCUS_MAX
         dropped = _dropped(tr)
         with fig.figure.hold_sync():
-            sent = fig.update([Panel(weights, f"head {h}: weights ({tr.seq_len} × "
-                                     f"{weights.shape[1]})", toks, self._drawn.keys)],
+            sent = fig.update([Panel(weights, f"head {h}: weights ({tr.seq_len} × {len(keys)})",
+                                     toks, keys)],
                               mask=tr.mask, dropped=None if dropped is None else [dropped[h]])
             self._set_focus_grid(weights, fig, use_grid)
             wfig = self.figs["weights"]
@@ -435,10 +441,10 @@ class Diagram:
                                       "available: no values V were given</i>")
             return 0
         self._focus_box.children = (*self._focus_parts, fig.figure)
-        w_row = tr.weights[h, i]  # [seq]
-        v = tr.v[tr.kv_head(h)]  # [seq, d_head]
-        contrib = w_row[:, None] * v  # [seq, d_head]: w_ij v_j
-        out_row = tr.head_outputs[h, i][None, :]  # [1, d_head] = sum_j w_ij v_j
+        w_row = tr.weights[h, i]  # [n_keys]
+        v = tr.v[tr.kv_head(h)]  # [n_keys, d_v]
+        contrib = w_row[:, None] * v  # [n_keys, d_v]: w_ij v_j
+        out_row = tr.head_outputs[h, i][None, :]  # [1, d_v] = sum_j w_ij v_j
         sent = fig.update([
             Panel(contrib, f"w[{i},j] · v_j  (head {h})", keys, None),
             Panel(out_row, "Σ_j = output row", [toks[i]], None),

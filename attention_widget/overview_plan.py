@@ -309,9 +309,12 @@ def _texts(p: Plan, tokens: Sequence[str], trace: AttentionTrace, titles: Sequen
     """The column headers, the token labels, Q/K/V titles and the lanes' titles."""
     f = room.f
     n, h, kv, nk = trace.seq_len, trace.n_heads, trace.n_kv_heads, room.n_keys
-    shapes = {"x": f"{n} × {trace.d_model}", "qkv": f"heads × {n} × {trace.q.shape[2]}",
+    dq, dv = trace.q.shape[2], trace.v.shape[2]
+    qkv = (f"heads × {n} × {dq}" if (nk, dv) == (n, dq) else
+           f"heads × {n}|{nk} × {dq}|{dv}")  # queries|keys × d_head|d_v
+    shapes = {"x": f"{n} × {trace.d_model}", "qkv": qkv,
               "scores": f"{h} × {n} × {nk}", "weights": f"{h} × {n} × {nk}",
-              "outputs": f"{h} × {n} × {trace.d_head}",
+              "outputs": f"{h} × {n} × {dv}",
               "concat": f"{n} × {trace.concat.shape[1]}", "output": f"{n} × {trace.d_model}"}
     if trace.latent is not None:
         shapes["latent"] = f"{n} × {trace.latent.shape[1]}"

@@ -39,8 +39,15 @@ class VariantTraits(T.HasTraits):
     top_k = T.Int(0, help="Each query keeps its top_k highest-scoring keys; 0: off.")
 
     def _variant_problem(self, name: str, value: Any) -> str:
-        """Why variant trait ``name`` cannot take ``value`` now ('' if it can)."""
-        return variant_problem(name, value, self.d_model) if name in VARIANT_TRAITS else ""
+        """Why variant trait ``name`` cannot take ``value`` now ('' if it can).
+
+        An input other than text fixes the kind (and a pretrained model every variant).
+        """
+        fixed = self._source.fixed
+        if name in fixed and value != fixed[name]:
+            return (f"{name} is fixed at {fixed[name]!r} by {self._source.fixed_by}: only "
+                    f"text input computes other attention kinds, got {value!r}")
+        return "" if name in fixed else variant_problem(name, value, self.d_model)
 
     def _snap_variants(self) -> None:
         """After d_model changed: a kv_rank beyond it snaps to d_model.

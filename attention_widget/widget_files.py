@@ -40,7 +40,7 @@ class WidgetFiles:
                              scales=self.scales, key_tokens=self._key_tokens(), **chosen)
 
     def _key_tokens(self) -> list[str] | None:
-        """The key axis' labels where they are not the tokens (cross-attention's source)."""
+        """The key columns' labels where they are not the tokens (see ``Traced.key_tokens``)."""
         return None if self._traced is None else self._traced.key_tokens
 
     def _export_stages(self) -> list[str] | None:

@@ -346,13 +346,13 @@ class _Rows:
 
     tokens: list[str]
     labels: list[str]  # shortened
+    keys: list[str]  # one per key column: the tokens, or the keys' own labels
+    key_labels: list[str]  # shortened
     ch: int  # row height, px
     fs: float  # label font size
     step: int  # a label on every step-th row
     label_w: int  # room left of the panels for the row labels
     col_label_h: int  # room below a square panel for the (vertical) key labels
-    keys: list[str]  # the key axis' labels (the tokens but for cross-attention)
-    key_labels: list[str]  # shortened
 
     @classmethod
     def of(cls, tokens: list[str], keys: list[str] | None = None) -> _Rows:
@@ -361,8 +361,8 @@ class _Rows:
         fs = float(min(11, max(7, ch - 1)))
         labels, key_labels = [_short(t) for t in tokens], [_short(t) for t in keys]
         widest = max(text_width(t, fs) for t in labels + key_labels + ["sink"])
-        return cls(tokens, labels, ch, fs, max(1, math.ceil((fs + 1) / ch)),
-                   int(min(110, widest + 6)), int(min(110, widest + 8)), keys, key_labels)
+        return cls(tokens, labels, keys, key_labels, ch, fs, max(1, math.ceil((fs + 1) / ch)),
+                   int(min(110, widest + 6)), int(min(110, widest + 8)))
 
     def axis(self, on_keys: bool) -> tuple[list[str], list[str]]:
         """The full and short labels of the tokens, or of the keys."""
@@ -375,10 +375,9 @@ def build(trace: AttentionTrace, tokens: Any, stages: Any, heads: Any, colormap:
     """Check the arguments of an export and lay out its diagram.
 
     Parameters are those of :func:`~attention_widget.export.diagram_svg` (``trace`` already
-    checked); ``key_tokens`` labels the key axis (default: the tokens, or numbers when the
-    keys are not the tokens).  Stages not in ``vector_stages`` (default: all) are marked
-    ``raster``.  A
-    :class:`~attention_widget.long.LongTrace` is laid out by
+    checked); ``key_tokens`` labels the key columns where they are not the tokens (one per
+    column of ``trace.weights``).  Stages not in ``vector_stages`` (default: all) are marked
+    ``raster``.  A :class:`~attention_widget.long.LongTrace` is laid out by
     :func:`~attention_widget.export.long_layout.build_long` (its overviews, and ``zoom``).
     """
     if isinstance(trace, LongTrace):
@@ -388,11 +387,14 @@ def build(trace: AttentionTrace, tokens: Any, stages: Any, heads: Any, colormap:
     if zoom is not None:
         raise ValueError("zoom is for a LongTrace (above LONG_THRESHOLD tokens): the full "
                          "trace's picture draws every cell")
+    tokens = check_tokens(tokens, trace.seq_len)
+    keys = None if key_tokens is None else check_tokens(key_tokens, trace.weights.shape[-1],
+                                                        "key_tokens")
     n_keys = trace.weights.shape[-1]
-    if key_tokens is None and n_keys != trace.seq_len:
-        key_tokens = [str(j) for j in range(n_keys)]
-    keys = None if key_tokens is None else check_tokens(key_tokens, n_keys, "key_tokens")
-    rows = _Rows.of(check_tokens(tokens, trace.seq_len), keys)
+    if keys is None and n_keys != trace.seq_len:  # keys of their own, not named: numbered
+        first = tokens if n_keys > trace.seq_len else []  # (extra columns after the tokens)
+        keys = first + [f"key {j}" for j in range(len(first), n_keys)]
+    rows = _Rows.of(tokens, keys)
     chosen = _present(check_stages(stages), trace, explicit=stages is not None)
     heads = check_head_selection(heads, trace.n_heads)
     diverging = check_colormaps(colormap, diverging)
@@ -464,8 +466,8 @@ def _stage(trace: AttentionTrace, name: str, heads: list[int], scaling: tuple, r
             rgb[trace.mask & ~trace.kept[int(head)]] = DROPPED_RGB
         heat = Heat(x, top, cw, rows.ch, rgb, masked, raster=raster)
         if tooltips and square:
-            heat.tips = _tips(rows, data, masked)
-        on_keys = head == "source" or (name in ("k", "v") and trace.x_kv is not None)
+            heat.tips = _tips(rows.tokens, rows.keys, data, masked)
+        on_keys = head == "source" or name in ("k", "v")
         group.items.append(_panel(name, label, head, heat, rows, square, first=x == x0,
                                   label_y=line_top + 11, on_keys=on_keys))
         has_mask = has_mask or (masked is not None and bool(masked.any()))
@@ -490,10 +492,10 @@ def _sink(column: np.ndarray, scale: Scale, x: float, top: float, rows: _Rows,
                    rotate=-90, cls="aw-sink-label")])
 
 
-def _tips(rows: _Rows, data: np.ndarray, masked: np.ndarray | None) -> list[str]:
+def _tips(tokens: list[str], keys: list[str], data: np.ndarray,
+          masked: np.ndarray | None) -> list[str]:
     """``"query → key: value"`` for each cell of a square panel, row-major."""
     n_rows, n_cols = data.shape
-    tokens, keys = rows.tokens, rows.keys
     return [f"{tokens[i]} → {keys[j]}: "
             + ("masked" if masked is not None and masked[i, j] else f"{data[i, j]:.4g}")
             for i in range(n_rows) for j in range(n_cols)]
@@ -503,7 +505,8 @@ def _panel(name: str, label: str, head: str, heat: Heat, rows: _Rows, square: bo
            first: bool, label_y: float, on_keys: bool = False) -> Group:
     """A panel: its title, its heatmap, row labels (first of a line) and column labels.
 
-    ``on_keys``: its rows are the keys (cross-attention's K, V and source X).
+    ``on_keys``: its rows are the keys (K, V, and cross-attention's source X), not the
+    queries.
     """
     full, short = rows.axis(on_keys)
     group = Group("aw-panel", {"data-stage": name, "data-head": head})
