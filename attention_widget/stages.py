@@ -382,12 +382,14 @@ def variant_stages(stages: dict[str, Stage], trace: Any) -> dict[str, Stage]:
     RoPE turns Q and K (``trace.q`` and ``trace.k`` hold them turned); latent attention
     rebuilds K and V from ``c_kv``; cross-attention takes them from the source sequence;
     ALiBi and the soft-cap change the scores; sinks and top-k the weights.  Stages the trace
-    does not change come back as they are.
+    does not change come back as they are, and so do those the source describes itself (a
+    pretrained family's own formulas).
     """
     out = dict(stages)
 
     def put(name: str, formula: str) -> None:
-        out[name] = dataclasses.replace(out[name], formula=formula)
+        if out[name].formula == stage(name).formula:  # (not described by the source)
+            out[name] = dataclasses.replace(out[name], formula=formula)
 
     if trace.latent is not None:
         rotary = " | RoPE(X W_KR), one rotary key for all heads" if trace.rope else ""

@@ -218,7 +218,8 @@ def test_values_narrower_than_keys_are_drawn_with_their_own_width(family):
     tr = w.trace
     n, h, dh, dv = tr.seq_len, tr.n_heads, tr.q.shape[2], tr.v.shape[2]
     assert (dh, dv) == (16, 8)
-    q, k, v = w.displayed("qkv")
+    latent, q, k, v = w.displayed("qkv")  # (latent attention: c_kv drawn before Q, K, V)
+    np.testing.assert_array_equal(latent, tr.latent.astype(np.float32))
     assert q.shape == (n, h * dh) and k.shape == (n, h * dh) and v.shape == (n, h * dv)
     concat, _ = w.displayed("concat")
     assert concat.shape == (n, h * dv)
