@@ -520,6 +520,8 @@ def drag_slider(page: Any, slider: Any, fraction: float, moves: int = 10) -> Non
         raise AssertionError("slider is not visible")
     x0, y0 = hb["x"] + hb["width"] / 2, hb["y"] + hb["height"] / 2
     x1 = bb["x"] + min(max(fraction, 0.0), 1.0) * bb["width"]
+    if fraction <= 0.0 or fraction >= 1.0:  # "to the end": past it, as a hand does
+        x1 += -20.0 if fraction <= 0.0 else 20.0
     page.mouse.move(x0, y0)
     page.mouse.down()
     page.mouse.move(x1, y0, steps=moves)
