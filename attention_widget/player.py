@@ -123,7 +123,9 @@ class GenerationPlayer:
                                 layout={"width": "360px"})
         self.play = W.Play(value=0, min=0, max=0, interval=PLAY_INTERVAL_MS,
                            description="play the steps")
-        W.jslink((self.play, "value"), (self.step, "value"))
+        # linked in the kernel: a step set before the widget is shown holds (a link in the
+        # browser copies the Play's value onto the slider when it first draws)
+        W.link((self.play, "value"), (self.step, "value"))
         for name, w in (("max-new", self.max_new), ("generate", self.button),
                         ("gen-step", self.step), ("gen-play", self.play)):
             w.add_class(f"aw-{name}")
