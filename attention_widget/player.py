@@ -254,7 +254,8 @@ class GenerationPlayer:
         return (f"<div style='font-size:90%'><b>key/value cache after step {t}</b>: "
                 f"{total:,} numbers, {_size(sum(r['bytes'] for r in rows))} in float32 over "
                 f"{len(rows)} layers; {html.escape(saving)}.</div>"
-                "<table class='aw-cache-table' style='font-size:85%;border-collapse:collapse'>"
+                "<table class='aw-cache-table' style='font-size:85%;line-height:1.35;"
+                "border-collapse:collapse'>"
                 f"<tr>{head}</tr>{body}</table>")
 
     # -- what is shown (tests) -----------------------------------------------------------------
