@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from support.browser import (
     open_and_run_all,
+    page_screenshot,
     press_slider,
     screenshot,
     wait_summary,
@@ -80,6 +81,7 @@ def test_model_view_and_generation_player(jupyter_server, page_and_log, tmp_path
     assert lanes.count() == 1
     page.mouse.move(0, 0)  # (no hover left on the figure)
     screenshot(page, view, "practitioner-model-view-clicked")
+    page_screenshot(page, "model-view", top=mw.locator(".aw-model-view"))
 
     # -- the generation player of the tiny Llama ------------------------------------------
     gw = page.locator(".jp-NotebookPanel .aw-tiny").first
@@ -98,5 +100,6 @@ def test_model_view_and_generation_player(jupyter_server, page_and_log, tmp_path
     assert "6× fewer numbers" in gw.locator(".aw-gen-cache").text_content()
     page.mouse.move(0, 0)
     screenshot(page, gw.locator(".aw-generation"), "practitioner-generation")
+    page_screenshot(page, "player", top=gw.locator(".aw-generation"))
     assert log.dialogs == []
     assert log.real_errors() == []

@@ -845,6 +845,39 @@ def slider(widget: Any, name: str) -> Any:
     return widget.locator(f".aw-{name}").first
 
 
+PAGE_1280X720 = {"width": 1280, "height": 720}  # a projector's page: the documented pictures
+
+
+def page_screenshot(page: Any, name: str, top: Any = None) -> Path:
+    """The page at 1280 x 720, scrolled so that ``top`` (a locator) starts at the top, saved
+    to ``build/screenshots/<name>.png``.  With ``AW_UPDATE_SCREENSHOT`` set, also to
+    ``docs/screenshots/<name>.png`` as a palette PNG (small; refreshed on purpose only)."""
+    if page.viewport_size != PAGE_1280X720:
+        page.set_viewport_size(PAGE_1280X720)
+        page.wait_for_timeout(700)  # let bqplot relayout after the resize
+    open_tab = page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current")
+    if open_tab.count():  # JupyterLab: the file browser folded away, the notebook page-wide
+        open_tab.first.click()
+        page.wait_for_timeout(700)
+    if top is not None:
+        top.first.evaluate("el => el.scrollIntoView({block: 'start'})")
+        page.wait_for_timeout(500)
+    page.mouse.move(0, 0)  # no hover tooltip or highlight left in the picture
+    page.wait_for_timeout(200)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    if os.environ.get("AW_UPDATE_SCREENSHOT"):
+        from PIL import Image
+
+        docs = REPO / "docs" / "screenshots"
+        docs.mkdir(parents=True, exist_ok=True)
+        with Image.open(path) as im:
+            im.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT).save(
+                docs / f"{name}.png", optimize=True)
+    return path
+
+
 def full_screenshot(page: Any, target: Any, name: str, until: Any = None) -> Path:
     """Screenshot ``target`` whole, or from its top to the bottom of ``until`` (a locator
     inside it).  The viewport is grown to fit it first, because bqplot figures below the fold
