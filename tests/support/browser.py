@@ -873,7 +873,7 @@ def page_screenshot(page: Any, name: str, top: Any = None) -> Path:
         docs = REPO / "docs" / "screenshots"
         docs.mkdir(parents=True, exist_ok=True)
         with Image.open(path) as im:
-            im.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT).save(
+            im.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE).save(
                 docs / f"{name}.png", optimize=True)
     return path
 
