@@ -57,7 +57,8 @@ def kernel_json(page, code: str, tag: str) -> dict:
     lab_append_cell_and_run(page, code)
     out = page.locator(".jp-NotebookPanel .jp-OutputArea-output", has_text=tag).last
     out.wait_for(timeout=60000)
-    return json.loads(out.inner_text().split(tag, 1)[1])
+    # textContent: JupyterLab skips rendering cells out of view (innerText would be empty)
+    return json.loads(out.text_content().split(tag, 1)[1])
 
 
 def test_lab_long_prompt(jupyter_server, page_and_log, tmp_path: Path) -> None:
@@ -149,5 +150,5 @@ def test_lab_long_prompt(jupyter_server, page_and_log, tmp_path: Path) -> None:
     after = wait_stable_hrefs(page, widget, ".aw-fig-long-focus image")
     assert after != before
     screenshot(page, widget.locator(".aw-long").first, "lab_long_8192")
-    page_screenshot(page, "long-8192", top=widget.locator(".aw-long-focus-note"))
+    page_screenshot(page, "long-8192", top=widget.locator(".aw-long"))
     assert log.dialogs == [] and log.real_errors() == [], log.real_errors()
