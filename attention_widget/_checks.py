@@ -27,11 +27,11 @@ __all__ = [
 ]
 
 
-def check_int(name: str, value: object, *, minimum: int = 1) -> int:
-    """``value`` as an int ``>= minimum`` (bools and floats are refused)."""
+def check_int(name: str, value: object, *, minimum: int | None = 1) -> int:
+    """``value`` as an int ``>= minimum`` (bools and floats are refused; None: any int)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
-    if value < minimum:
+    if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {int(value)}")
     return int(value)
 

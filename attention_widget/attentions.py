@@ -25,12 +25,13 @@ This module imports neither torch nor transformers at its top.
 from __future__ import annotations
 
 import json
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from ._checks import check_int
 
 __all__ = ["ROW_SUM_TOLERANCE", "Attentions", "normalize_attentions", "run_transformers"]
 
@@ -123,8 +124,7 @@ def _split_layers(attentions: Any) -> tuple[list[np.ndarray], bool, str]:
 
 
 def _select_batch(layers: list[np.ndarray], batched: bool, batch: object) -> list[np.ndarray]:
-    if isinstance(batch, bool) or not isinstance(batch, numbers.Integral):
-        raise TypeError(f"batch must be an integer, got {batch!r}")
+    batch = check_int("batch", batch, minimum=None)  # the range is checked below
     if not batched:
         if batch != 0:
             raise ValueError(

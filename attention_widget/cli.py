@@ -132,6 +132,12 @@ def figure(args: argparse.Namespace) -> Path:
     except (ValueError, TypeError) as err:
         raise _Failure(str(err), 2) from None
     tokens = model.tokenize(args.text)
+    extra = trace.weights.shape[-1] - len(tokens)  # keys that are not tokens (DeepSeek V4)
+    if extra > 0:
+        raise _Failure(f"--layer {args.layer}: layer {args.layer} of {model.name} "
+                       f"({model.layer_kind(args.layer)}) attends {extra} compressed entries "
+                       f"besides the {len(tokens)} tokens, and figures have one key per "
+                       "token: choose a layer whose keys are the tokens", 2)  # fmt: skip
     heads = sorted(set(args.head)) if args.head else None
     title = args.title
     if title is None:

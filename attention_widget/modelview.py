@@ -110,6 +110,8 @@ class ModelGrid:
     tokens : list of str, length n
     roles_note : str
         Why there are no roles ('' if there are).
+    keys_note : str
+        What was left out of keys that are not tokens ('' if every key is a token).
     """
 
     heads: list[np.ndarray]
@@ -118,6 +120,7 @@ class ModelGrid:
     roles: list[list[HeadRole]]
     tokens: list[str]
     roles_note: str = ""
+    keys_note: str = ""
 
     @property
     def n_layers(self) -> int:
@@ -146,19 +149,26 @@ def model_grid(att: Attentions, keep: np.ndarray | None = None) -> ModelGrid:
     ModelGrid
     """
     special = None if att.special is None else np.array(att.special, dtype=bool)
+    n = len(att.tokens)
+    layers = [a[..., :n] for a in att.layers]  # (n_heads, n, n): the keys that are tokens
+    keys_note = ""
+    if any(a.shape[-1] > n for a in att.layers):  # e.g. DeepSeek V4's compressed entries
+        keys_note = ("keys that are not tokens (compressed entries) are left out: the "
+                     "thumbnails show the token keys only, and the mean and rollout use them "
+                     "(rows renormalised)")
     try:
-        roles, note = [head_roles(a, att.tokens, special) for a in att.layers], ""
+        roles, note = [head_roles(a, att.tokens, special) for a in layers], ""
     except ValueError as err:  # e.g. rows that do not sum to 1 (sinks): no roles to measure
         roles, note = [], f"roles not measured: {err}"
-    means = head_mean(att.layers)  # (L, n, n)
-    rollout = attention_rollout(att.layers, per_layer=True)  # (L, n, n)
-    heads, tokens = list(att.layers), list(att.tokens)
+    means = head_mean(layers)  # (L, n, n)
+    rollout = attention_rollout(layers, per_layer=True)  # (L, n, n)
+    heads, tokens = layers, list(att.tokens)
     if keep is not None:
         sq = np.ix_(keep, keep)
         heads = [a[:, keep][:, :, keep] for a in heads]
         means, rollout = means[:, sq[0], sq[1]], rollout[:, sq[0], sq[1]]
         tokens = [tokens[i] for i in keep]
-    return ModelGrid(heads, means, rollout, roles, tokens, note)
+    return ModelGrid(heads, means, rollout, roles, tokens, note, keys_note)
 
 
 @dataclass(frozen=True)
@@ -314,7 +324,7 @@ class ModelView:
             sent = self._send_image()
             self.select(layer, head)
         self.header.value = self._header(grid, lay, title)
-        self.legend.value = self._legend(lay, grid.roles_note)
+        self.legend.value = self._legend(lay, grid.roles_note, grid.keys_note)
         return sent
 
     def _send_image(self) -> int:
@@ -415,8 +425,10 @@ class ModelView:
                 f"(temperature 1).{html.escape(pooled)} Click a thumbnail to open that layer "
                 "and head in the diagram.")
 
-    def _legend(self, lay: _Layout, roles_note: str) -> str:
+    def _legend(self, lay: _Layout, roles_note: str, keys_note: str = "") -> str:
         parts = [f"<b>{name}</b>: {html.escape(text)}" for name, text in AGGREGATES.items()]
+        if keys_note:
+            parts.append(f"<b>keys</b>: {html.escape(keys_note)}")
         roles = ("<b>under each head</b>: its role as head_roles measures it, the role with the "
                  "largest mean share of weight (previous token, next token, self, first token, "
                  "special tokens; broad below 0.40)")

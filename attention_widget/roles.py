@@ -1,8 +1,9 @@
 """What each head does, measured: the role that takes the largest mean share of its weight.
 
 For one head's weights ``w`` (``w[i, j]`` = how much query ``i`` attends key ``j``, rows summing
-to 1) the mean share of a role is the mean, over the rows where the role is defined, of the
-weight the row puts on the role's key(s):
+to 1, or less where a sink or keys that are not tokens take the rest) the mean share of a role
+is the mean, over the rows where the role is defined, of the weight the row puts on the role's
+key(s):
 
 ==================  ==============================  ===================================
 role                weight of row ``i`` on           rows (where defined)
@@ -66,9 +67,10 @@ def _check_weights(weights: object) -> np.ndarray:
     w = w.astype(np.float64, copy=False)
     if not np.isfinite(w).all():
         raise ValueError("weights contains NaN or infinity; every value must be finite")
-    if (w < 0).any() or not np.allclose(w.sum(axis=2), 1.0, atol=1e-3):
+    # a row may sum to less than 1: a sink, or key columns that are not tokens, took the rest
+    if (w < 0).any() or (w.sum(axis=2) > 1.0 + 1e-3).any():
         raise ValueError(
-            "weights must be attention weights: non-negative, each row summing to 1 "
+            "weights must be attention weights: non-negative, each row summing to 1 or less "
             "(for example AttentionTrace.weights)"
         )
     return w
@@ -93,7 +95,7 @@ def role_shares(weights: np.ndarray, special: np.ndarray | None = None) -> dict[
     Parameters
     ----------
     weights : ndarray, shape (n_heads, n, n)
-        Attention weights, rows summing to 1.
+        Attention weights, rows summing to 1 or less.
     special : ndarray of bool, shape (n,), optional
         True for special tokens (``[CLS]``, ``<s>``, ...).
 
@@ -132,7 +134,8 @@ def head_roles(
     Parameters
     ----------
     weights : ndarray, shape (n_heads, n, n)
-        Attention weights, rows summing to 1 (for example ``AttentionTrace.weights``).
+        Attention weights, rows summing to 1 or less (a sink took the rest), for example
+        ``AttentionTrace.weights``.
     tokens : sequence of str, length n
         The tokens the weights are over.
     special : ndarray of bool, shape (n,), optional

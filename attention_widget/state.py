@@ -160,56 +160,25 @@ def save_state(
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    if not isinstance(trace, (AttentionTrace, LongTrace)):
-        raise TypeError(f"trace must be an AttentionTrace or LongTrace, got "
-                        f"{type(trace).__name__}")
+    tokens = _checked_tokens(tokens, trace)
     long = isinstance(trace, LongTrace)
     if not isinstance(settings, Mapping) or not all(isinstance(k, str) for k in settings):
         raise TypeError(f"settings must be a dict with str keys, got {settings!r}")
-    if isinstance(tokens, str) or not isinstance(tokens, Sequence):
-        raise TypeError(f"tokens must be a list of str, got {type(tokens).__name__}")
-    tokens = list(tokens)
-    if not all(isinstance(t, str) for t in tokens):
-        raise TypeError("tokens must be a list of str")
-    if len(tokens) != trace.seq_len:
-        raise ValueError(
-            f"tokens has {len(tokens)} entries but the trace has seq_len={trace.seq_len}"
-        )
-    if params is not None and not isinstance(params, AttentionParams):
-        raise TypeError(f"params must be an AttentionParams or None, got {type(params).__name__}")
-    if params is not None and (
-        params.d_model != trace.d_model or params.d_kv != trace.n_kv_heads * trace.d_head
-    ):
-        raise ValueError(
-            f"params (d_model={params.d_model}, w_k columns={params.d_kv}) do not match the "
-            f"trace (d_model={trace.d_model}, n_kv_heads * d_head="
-            f"{trace.n_kv_heads * trace.d_head})"
-        )
+    _check_params(params, trace)
     x_arr = trace.x if x is None else _numeric("x", x)
     if x_arr.shape != trace.x.shape:
         raise ValueError(f"x has shape {x_arr.shape} but the trace's input is {trace.x.shape}")
-    try:
-        meta_text = json.dumps(
-            {
-                "format": FORMAT_NAME,
-                "version": LONG_FORMAT_VERSION if long else FORMAT_VERSION,
-                "settings": dict(settings),
-                "tokens": tokens,
-                "temperature": float(trace.temperature),
-                "variants": {} if long else {n: getattr(trace, n) for n in VARIANT_SETTINGS},
-                "has_params": params is not None,
-                "has_bias": bool(params is not None and params.b_q is not None),
-            },
-            allow_nan=False,
-            default=_json_default,
-            ensure_ascii=False,
-        )
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"settings cannot be saved as JSON: {err}") from None
-    arrays: dict[str, np.ndarray] = {
-        "meta": np.frombuffer(meta_text.encode("utf-8"), dtype=np.uint8),
-        "x": np.ascontiguousarray(x_arr),
+    meta = {
+        "format": FORMAT_NAME,
+        "version": LONG_FORMAT_VERSION if long else FORMAT_VERSION,
+        "settings": dict(settings),
+        "tokens": tokens,
+        "temperature": float(trace.temperature),
+        "variants": {} if long else {n: getattr(trace, n) for n in VARIANT_SETTINGS},
+        "has_params": params is not None,
+        "has_bias": bool(params is not None and params.b_q is not None),
     }
+    arrays: dict[str, np.ndarray] = {"meta": _meta_bytes(meta), "x": np.ascontiguousarray(x_arr)}
     if params is not None:
         for name in _PARAM_NAMES:
             value = getattr(params, name)
@@ -221,7 +190,51 @@ def save_state(
     for name in () if long else OPTIONAL_ARRAYS:
         if getattr(trace, name) is not None:
             arrays[f"trace_{name}"] = np.ascontiguousarray(getattr(trace, name))
-    p = Path(path)
+    return _write_atomically(Path(path), arrays)
+
+
+def _checked_tokens(tokens: Sequence[str], trace: AttentionTrace | LongTrace) -> list[str]:
+    """``tokens`` as a list after checking it (and ``trace``'s type) for :func:`save_state`."""
+    if not isinstance(trace, (AttentionTrace, LongTrace)):
+        raise TypeError(f"trace must be an AttentionTrace or LongTrace, got "
+                        f"{type(trace).__name__}")
+    if isinstance(tokens, str) or not isinstance(tokens, Sequence):
+        raise TypeError(f"tokens must be a list of str, got {type(tokens).__name__}")
+    tokens = list(tokens)
+    if not all(isinstance(t, str) for t in tokens):
+        raise TypeError("tokens must be a list of str")
+    if len(tokens) != trace.seq_len:
+        raise ValueError(
+            f"tokens has {len(tokens)} entries but the trace has seq_len={trace.seq_len}"
+        )
+    return tokens
+
+
+def _check_params(params: AttentionParams | None, trace: AttentionTrace | LongTrace) -> None:
+    """Raise unless ``params`` is None or has the shapes that made ``trace``."""
+    if params is not None and not isinstance(params, AttentionParams):
+        raise TypeError(f"params must be an AttentionParams or None, got {type(params).__name__}")
+    if params is not None and (
+        params.d_model != trace.d_model or params.d_kv != trace.n_kv_heads * trace.d_head
+    ):
+        raise ValueError(
+            f"params (d_model={params.d_model}, w_k columns={params.d_kv}) do not match the "
+            f"trace (d_model={trace.d_model}, n_kv_heads * d_head="
+            f"{trace.n_kv_heads * trace.d_head})"
+        )
+
+
+def _meta_bytes(meta: dict[str, Any]) -> np.ndarray:
+    """``meta`` as UTF-8 JSON bytes (uint8 array); a ValueError if the settings are not JSON."""
+    try:
+        text = json.dumps(meta, allow_nan=False, default=_json_default, ensure_ascii=False)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"settings cannot be saved as JSON: {err}") from None
+    return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+
+
+def _write_atomically(p: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Write ``arrays`` to ``p`` as a compressed ``.npz``: the old file or the new, never half."""
     fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent or ".")
     try:
         with os.fdopen(fd, "wb") as f:  # a file object: savez adds no ".npz" suffix

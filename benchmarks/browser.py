@@ -2,7 +2,7 @@
 
 Run from the repository root (needs Voila, playwright and /usr/bin/chromium)::
 
-    python benchmarks/browser.py            # all measurements, ~1 min
+    python benchmarks/browser.py            # all measurements
     python benchmarks/browser.py --steps 31 # more samples
     python benchmarks/browser.py --gap-ms 400  # steps from a longer idle (a hand's pace)
     python benchmarks/browser.py --plain-server  # Voila's own websocket connection class

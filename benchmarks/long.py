@@ -174,13 +174,11 @@ def one_size(seq_len: int) -> dict:
 def threshold_table() -> None:
     """Full trace (float64) against the block-wise path (float32) around the threshold.
 
-    Best of three calls each, and the peak memory a call allocates (tracemalloc, with the
-    engine's buffer pool emptied first).
+    Best of three calls each, and the peak memory a call allocates (tracemalloc).
     """
     import tracemalloc
 
     from attention_widget import embed, init_params, multi_head_attention
-    from attention_widget.engine import free_buffers
     from attention_widget.long import long_attention
 
     params = init_params(D_MODEL, N_HEADS, seed=0)
@@ -193,7 +191,6 @@ def threshold_table() -> None:
             call = partial(fn, x, params, n_heads=N_HEADS, mask="causal")
             call()
             best = min(median_seconds(call, 1) for _ in range(3))
-            free_buffers()
             tracemalloc.start()
             call()
             peak = tracemalloc.get_traced_memory()[1]

@@ -137,6 +137,47 @@ def test_the_module_runs_as_a_program(gpt2, tmp_path):
     assert bad.returncode == 2 and "unrecognized arguments: --bogus" in bad.stderr
 
 
+@pytest.fixture(scope="module")
+def families(tmp_path_factory) -> dict[str, Path]:
+    """A tiny checkpoint of each causal family, written by transformers (test_generate)."""
+    from test_generate import _save
+
+    root = tmp_path_factory.mktemp("cli_families")
+    names = ("gpt_oss", "gemma2", "bloom", "deepseek_v3", "deepseek_v32", "deepseek_v4")
+    return {name: _save(name, root / name) for name in names}
+
+
+@pytest.mark.parametrize(
+    "name", ["gpt_oss", "gemma2", "bloom", "deepseek_v3", "deepseek_v32", "deepseek_v4"]
+)
+def test_every_family_writes_a_figure(families, name, tmp_path, capsys):
+    from PIL import Image
+
+    text = "the cat sat on the mat"
+    model = load_pretrained(families[name])
+    layer = model.n_layers - 1 if name != "deepseek_v4" else 0  # (V4: a sliding layer)
+    svg, png = tmp_path / "fig.svg", tmp_path / "fig.png"
+    for out in (svg, png):
+        assert _run(capsys, "figure", families[name], text, "--layer", layer, "-o", out)[0] == 0
+    tokens = model.tokenize(text)
+    expected = save_figure(model.trace(text, layer), tmp_path / "expected.svg", tokens,
+                           title=f"{model.name} · layer {layer} · every head")  # fmt: skip
+    assert svg.read_bytes() == expected.read_bytes() and set(tokens) <= set(_texts(svg))
+    with Image.open(png) as image:  # the whole PNG decodes, and it is not blank
+        image.load()
+        assert image.width > 100 and len(image.getcolors(2**16) or range(2**16)) > 8
+
+
+def test_layers_with_compressed_entries_are_refused_clearly(families, tmp_path, capsys):
+    model = load_pretrained(families["deepseek_v4"])
+    out = tmp_path / "fig.svg"
+    code, _, err = _run(capsys, "figure", families["deepseek_v4"], "the cat sat on the mat and "
+                        "the dog ran after the cat", "--layer", 1, "-o", out)  # fmt: skip
+    assert code == 2 and not out.exists()
+    assert (f"--layer 1: layer 1 of {model.name} ({model.layer_kind(1)}) attends 3 compressed "
+            "entries besides the 13 tokens") in err  # fmt: skip
+
+
 # --------------------------------------------------------------------------------------------
 # errors
 # --------------------------------------------------------------------------------------------

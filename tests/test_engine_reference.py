@@ -64,12 +64,14 @@ def engine_mask_arg(kind: str, mask: np.ndarray) -> object:
     return {"none": None, "causal": "causal", "sliding": "sliding"}.get(kind, mask)
 
 
-def grid():
-    for case, ((d, h, kv), n, kind, bias) in enumerate(
-        itertools.product(LAYOUTS, SEQ_LENS, MASKS, [False, True])
-    ):
-        yield pytest.param(d, h, kv, n, kind, bias, TEMPERATURES[case % len(TEMPERATURES)], case,
-                           id=f"d{d}-h{h}-kv{kv}-n{n}-{kind}-{'bias' if bias else 'nobias'}")
+def grid() -> list:
+    """Every case as a list (parametrize takes a list, not a generator)."""
+    return [
+        pytest.param(d, h, kv, n, kind, bias, TEMPERATURES[case % len(TEMPERATURES)], case,
+                     id=f"d{d}-h{h}-kv{kv}-n{n}-{kind}-{'bias' if bias else 'nobias'}")
+        for case, ((d, h, kv), n, kind, bias) in enumerate(
+            itertools.product(LAYOUTS, SEQ_LENS, MASKS, [False, True]))
+    ]
 
 
 def run_case(d, h, kv, n, kind, bias, temperature, case):

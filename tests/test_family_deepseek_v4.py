@@ -27,7 +27,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 
 from attention_widget.engine import AttentionTrace
 from attention_widget.pretrained import load_pretrained
-from attention_widget.pretrained.deepseek_v4_parts import compress, sinkhorn, top_k_kept
+from attention_widget.pretrained.blocks import top_k_kept
+from attention_widget.pretrained.deepseek_v4_parts import compress, sinkhorn
 
 transformers.logging.set_verbosity_error()
 torch.set_grad_enabled(False)

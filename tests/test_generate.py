@@ -202,7 +202,9 @@ def test_step_attentions_and_probabilities_match_transformers(folders, name):
         np.testing.assert_allclose(ours, theirs[0].numpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["gpt2_layer_scaled", "llama_mqa", "qwen3_untied"])
+@pytest.mark.parametrize(
+    "name", ["gpt2_layer_scaled", "llama_mqa", "qwen3_untied", "gpt_oss", "gemma2", "deepseek_v32"]
+)
 def test_cached_rows_equal_the_full_recomputation(folders, name):
     model = load_pretrained(folders[name])
     out = model.generate(_prompt(name), 10)
@@ -216,6 +218,30 @@ def test_cached_rows_equal_the_full_recomputation(folders, name):
     for ours, full in zip(out.prompt_attentions, model.attentions(out.text), strict=True):
         np.testing.assert_allclose(ours, full, atol=1e-5)
     assert not out.steps[0].attentions[0].flags.writeable
+
+
+@pytest.mark.parametrize(
+    "name", ["gpt_oss", "gemma2", "bloom", "deepseek_v3", "deepseek_v32", "deepseek_v4"]
+)
+def test_step_attentions_of_the_other_families_match_transformers(folders, name):
+    """Each step's rows against transformers' cached attentions, for sinks, soft-caps, ALiBi,
+    latent attention, the indexer and compressed entries.  In a sliding layer transformers
+    keeps only the last ``window`` keys: ours are the same there and exactly 0 before."""
+    model = load_pretrained(folders[name])
+    out = model.generate(_prompt(name), 8)
+    ref = _hf_generate(_hf(folders[name]), out.prompt_ids, 8, output_attentions=True)
+    assert len(ref.attentions) == len(out.steps)
+    trimmed = 0
+    for step, layers in zip(out.steps, ref.attentions, strict=True):
+        for layer, (ours, theirs) in enumerate(zip(step.attentions, layers, strict=True)):
+            theirs = theirs[0, :, -1:].numpy()
+            kept = theirs.shape[-1]
+            if ours.shape != theirs.shape:  # a sliding layer past its window
+                assert kept == model.layer_window(layer) < ours.shape[-1]
+                assert not ours[..., :-kept].any()
+                trimmed += 1
+            np.testing.assert_allclose(ours[..., -kept:], theirs, atol=1e-5)
+    assert trimmed > 0 or name not in ("gpt_oss", "gemma2")  # windows shorter than the text
 
 
 def test_logits_match_transformers_tied_untied_and_bf16(folders, monkeypatch):

@@ -194,3 +194,12 @@ def test_roles_of_an_engine_trace():
 def test_bad_input_names_the_argument(weights, tokens, special, error, words):
     with pytest.raises(error, match=words):
         head_roles(weights, tokens, special)
+
+
+def test_rows_that_a_sink_shares_are_measured_as_they_are():
+    """A sink (gpt-oss, DeepSeek V4) takes part of each row: the rest is measured, not refused."""
+    w = 0.6 * np.eye(4)[None]  # (1, 4, 4): each query keeps 0.6 for itself, 0.4 went to a sink
+    (role,) = head_roles(w, ["a", "b", "c", "d"])
+    assert role.role == "self" and role.share == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="summing to 1 or less"):
+        head_roles(1.2 * np.eye(4)[None], ["a", "b", "c", "d"])

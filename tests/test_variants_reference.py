@@ -278,7 +278,7 @@ def test_latent_attention_matches_its_formulas(d, h, kv_rank, d_head, q_rank, ro
     trace = latent_attention(x, p, n_heads=h, temperature=temperature,
                              mask=None if kind == "none" else mask, rope=theta)
 
-    # the formulas of the issue, transcribed
+    # the formulas of the specification, transcribed
     X = t64(x)
     c_kv = X @ t64(p.w_dkv)  # [n, kv_rank]
     k_nope = torch_heads(c_kv @ t64(p.w_uk), h)

@@ -19,6 +19,9 @@ Supported families (``model_type`` in ``config.json``), one module each:
   (keys and values from one compressed vector per token, a decoupled rotary key shared by all
   heads, YaRN), mixture-of-experts feed-forwards with shared experts and grouped routing;
   DeepSeek-V3.2 adds the lightning indexer, which keeps the top ``index_topk`` keys per query.
+* ``"deepseek_v4"`` (:mod:`.deepseek_v4`) -- sliding, compressed and compressed-sparse layers
+  (``layer_types``), per-head sinks, one shared key/value head, partial RoPE, a grouped
+  low-rank output projection, hash-routed experts and hyper-connections.
 * ``"gpt_oss"`` (:mod:`.gpt_oss`) -- Llama's layout with attention sinks, sliding and full
   layers, YaRN, attention biases and a mixture of experts.
 * ``"gemma2"`` (:mod:`.gemma2`) -- soft-capped scores, ``query_pre_attn_scalar``, sliding and
@@ -94,7 +97,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import numbers
 import os
 from collections import OrderedDict
 from collections.abc import Callable
@@ -104,7 +106,7 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import check_temperature
+from .._checks import check_int, check_temperature
 from ..engine import AttentionTrace
 from ..long import LONG_THRESHOLD, LongAttended, LongTrace
 from . import generation
@@ -237,9 +239,7 @@ class PretrainedModel(Family):
     # ---- caches -------------------------------------------------------------------------------
     def clear_cache(self) -> None:
         """Forget prepared layers and cached hidden states and attentions (frees memory)."""
-        self._layer_cache.clear()
-        self._last_layer = None
-        self._cached_bytes = 0
+        self.forget_layers()
         self._states.clear()
         self._attn.clear()
 
@@ -618,9 +618,7 @@ def load_pretrained(
     (12, 4, 4)
     """
     folder, hub_id = _folder(path, progress)
-    not_int = isinstance(cache_bytes, bool) or not isinstance(cache_bytes, numbers.Integral)
-    if not_int or cache_bytes < 0:
-        raise ValueError(f"cache_bytes must be an integer >= 0, got {cache_bytes!r}")
+    cache_bytes = check_int("cache_bytes", cache_bytes, minimum=0)
     _report(progress, 0.0, "reading config.json")
     config = _read_config(folder)
     tok_path = folder / "tokenizer.json"

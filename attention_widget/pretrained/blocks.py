@@ -28,6 +28,7 @@ __all__ = [
     "rms_norm",
     "rope_angles",
     "rope_inverse_frequencies",
+    "sigmoid",
     "silu",
     "top_k",
     "top_k_kept",
@@ -214,6 +215,12 @@ def silu(x: np.ndarray) -> np.ndarray:
         np.exp(y, out=y)
     y += 1.0
     return np.divide(x, y, out=y)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """``1 / (1 + exp(-x))``, a new array."""
+    with np.errstate(over="ignore"):  # exp(-x) = inf for very negative x: 1 / inf = 0
+        return 1.0 / (1.0 + np.exp(-x))
 
 
 def relu(x: np.ndarray) -> np.ndarray:

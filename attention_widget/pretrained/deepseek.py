@@ -50,6 +50,7 @@ from .blocks import (
     rms_norm,
     rope_angles,
     rope_inverse_frequencies,
+    sigmoid,
     top_k,
     top_k_kept,
     yarn_mscale,
@@ -352,8 +353,7 @@ class DeepseekV3(PretrainedModel):
         weights : ndarray of float32, shape (seq, num_experts_per_tok)
         """
         seq = x.shape[0]
-        with np.errstate(over="ignore"):  # exp(-x) = inf for very negative x: score 0
-            scores = 1.0 / (1.0 + np.exp(-linear(x, w["router"])))  # (seq, n_experts), sigmoid
+        scores = sigmoid(linear(x, w["router"]))  # (seq, n_experts)
         choice = scores + w["router_bias"]  # the bias steers the choice, not the weights
         groups = choice.reshape(seq, self.n_group, -1)  # (seq, n_group, experts per group)
         group_scores = np.sort(groups, axis=-1)[..., -2:].sum(axis=-1)  # best two of each

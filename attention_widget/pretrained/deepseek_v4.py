@@ -44,16 +44,13 @@ import numpy as np
 
 from ..engine import merge_heads, split_heads
 from . import AttentionInputs
-from .blocks import linear, rms_norm
+from .blocks import indexer_scores, linear, rms_norm, sigmoid, top_k_kept
 from .deepseek_v4_layout import SLIDING, SPARSE, DeepseekV4Layout
 from .deepseek_v4_parts import (
     compress,
     hyper_connection,
-    indexer_scores,
     mixture_of_experts,
     rope_tail,
-    sigmoid,
-    top_k_kept,
     unweighted_rms_norm,
 )
 from .family import LayerAttention, LayerCache

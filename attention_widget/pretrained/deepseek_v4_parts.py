@@ -1,39 +1,30 @@
-"""DeepSeek V4's own parts: RoPE on pairs, compressor, indexer, hyper-connections, experts.
+"""DeepSeek V4's own parts: RoPE on pairs, compressor, hyper-connections, experts.
 
 One formula each, in plain NumPy on float32 arrays in the row-vector convention (a sequence
 is ``(seq, features)``); weights as the checkpoints store them (``(out, in)``).  Every softmax
 here (the compressor's pooling, the hyper-connections' mixing) is the engine's
-:func:`~attention_widget.engine.softmax`.  :mod:`.deepseek_v4` puts them together.
+:func:`~attention_widget.engine.softmax`.  The indexer and its top-k selection are V3.2's
+(:mod:`.blocks`).  :mod:`.deepseek_v4` puts them together.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import numpy as np
 
 from ..engine import softmax
-from .blocks import linear, rms_norm
+from .blocks import linear, rms_norm, sigmoid
 
 __all__ = [
     "ROUTER_SCORES",
     "compress",
     "hyper_connection",
-    "indexer_scores",
     "mixture_of_experts",
     "rope_tail",
-    "sigmoid",
     "sinkhorn",
-    "top_k_kept",
     "unweighted_rms_norm",
 ]
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    """``1 / (1 + exp(-x))``, a new array."""
-    with np.errstate(over="ignore"):  # exp(-x) = inf for very negative x: 1 / inf = 0
-        return 1.0 / (1.0 + np.exp(-x))
 
 
 def unweighted_rms_norm(x: np.ndarray, eps: float) -> np.ndarray:
@@ -118,47 +109,6 @@ def compress(
     kv2 = np.concatenate([kv[:-1, :, :d], kv[1:, :, d:]], axis=1)
     gate2 = np.concatenate([gate[:-1, :, :d], gate[1:, :, d:]], axis=1)
     return np.concatenate([first, _pool(kv2, gate2)], axis=0)
-
-
-def indexer_scores(q: np.ndarray, k: np.ndarray, head_weights: np.ndarray) -> np.ndarray:
-    """The lightning indexer: ``I[t, s] = sum_h w[t, h] ReLU(q[h, t] . k[s]) / sqrt(d)``.
-
-    Parameters
-    ----------
-    q : ndarray, shape (n_index_heads, seq, d)
-        The indexer's queries (rotated).
-    k : ndarray, shape (n_entries, d)
-        Its compressed keys (rotated): one shared by all its heads.
-    head_weights : ndarray, shape (seq, n_index_heads)
-        ``x @ weights_proj.T / sqrt(n_index_heads)``: how much each head counts per query.
-
-    Returns
-    -------
-    ndarray, shape (seq, n_entries)
-    """
-    relu = np.maximum(q @ k.T, 0)  # (heads, seq, n_entries)
-    relu *= q.dtype.type(1.0 / math.sqrt(q.shape[-1]))
-    return np.einsum("hts,th->ts", relu, head_weights)
-
-
-def top_k_kept(scores: np.ndarray, visible: np.ndarray, k: int) -> np.ndarray:
-    """Each row's ``k`` highest-scoring visible entries (ties toward the earlier entry).
-
-    Parameters
-    ----------
-    scores : ndarray, shape (seq, n)
-    visible : ndarray of bool, shape (seq, n)
-    k : int
-
-    Returns
-    -------
-    ndarray of bool, shape (seq, n): True for the kept entries (at most ``k`` per row)
-    """
-    ranked = np.where(visible, scores, -np.inf)
-    order = np.argsort(-ranked, axis=-1, kind="stable")[:, :k]  # (seq, k)
-    kept = np.zeros(scores.shape, dtype=bool)
-    np.put_along_axis(kept, order, True, axis=-1)
-    return kept & visible
 
 
 # --------------------------------------------------------------------------------------------
@@ -284,7 +234,7 @@ def mixture_of_experts(
     chosen = np.take_along_axis(s, experts, axis=1)  # (seq, k)
     chosen = chosen / (chosen.sum(axis=1, keepdims=True) + 1e-20) * x.dtype.type(scaling)
     out = _clamped_swiglu(x, w["shared"], act, limit)  # (seq, d_model)
-    for e in np.unique(experts):
+    for e in np.unique(experts):  # (a token may hold one expert twice: np.add.at adds both)
         rows, slot = np.nonzero(experts == e)  # the tokens sent to expert e
         y = _clamped_swiglu(x[rows], w["experts"][e], act, limit) * chosen[rows, slot, None]
         np.add.at(out, rows, y)

@@ -31,7 +31,15 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine import softmax
-from .blocks import linear, mixture_of_experts, rms_norm, rope_inverse_frequencies, top_k, yarn_rope
+from .blocks import (
+    linear,
+    mixture_of_experts,
+    rms_norm,
+    rope_inverse_frequencies,
+    sigmoid,
+    top_k,
+    yarn_rope,
+)
 from .checkpoint import Config
 from .llama import Llama
 
@@ -57,9 +65,7 @@ def clamped_swiglu(gate_up: np.ndarray, alpha: float, limit: float) -> np.ndarra
     """
     gate = np.minimum(gate_up[:, ::2], limit)  # (n, d_ff)
     up = np.clip(gate_up[:, 1::2], -limit, limit)
-    with np.errstate(over="ignore"):  # exp(-alpha gate) = inf for very negative gates: 0
-        glu = gate / (1.0 + np.exp(-alpha * gate))  # gate * sigmoid(alpha * gate)
-    return (up + 1.0) * glu
+    return (up + 1.0) * gate * sigmoid(alpha * gate)
 
 
 class GptOss(Llama):

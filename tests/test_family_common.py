@@ -1,0 +1,128 @@
+"""What every causal family shares: layers read on demand, the widget and its model view.
+
+References: each family's ``PretrainedModel.attentions`` (matched to transformers' eager
+``output_attentions`` in the test_family_*.py files and test_pretrained.py) and attention
+rollout written out here from its definition.  Sinks (gpt-oss, DeepSeek V4) leave rows that sum
+to less than 1; DeepSeek V4's rows have more keys than tokens (the compressed entries).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import re
+
+import numpy as np
+import pytest
+from test_generate import CONFIGS, PROMPTS, _save
+from test_modelview import rollout_by_hand
+from test_pretrained import _count_reads
+
+from attention_widget import AttentionWidget
+from attention_widget.pretrained import load_pretrained
+
+#: one tiny checkpoint of each causal family (written by transformers in test_generate)
+FAMILY_CONFIGS = {kind: name for name, (kind, _, _) in reversed(CONFIGS.items())}
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("family_widget")
+    return {kind: _save(name, root / name) for kind, name in FAMILY_CONFIGS.items()}
+
+
+@pytest.mark.parametrize("kind", sorted(FAMILY_CONFIGS))
+def test_every_family_opens_with_its_weights_and_model_view(folders, kind):
+    model = load_pretrained(folders[kind])
+    text = PROMPTS[kind] + " and the cat sat on the mat"
+    layers = model.attentions(text)
+    last = model.n_layers - 1
+    w = AttentionWidget.from_pretrained(model, text, layer=last, show_special=True,
+                                        progress=False)  # fmt: skip
+    assert w.error == ""
+    n = len(w.tokens)
+    assert n == model.encode(text).ids.size
+    np.testing.assert_array_equal(w.trace.weights, layers[last])  # every key column
+    # the model view: every layer's weights over the token keys, and their rollout
+    shown = w.model_view.displayed()
+    tokens_only = [a[..., :n].astype(np.float64) for a in layers]
+    np.testing.assert_allclose(shown["heads"], np.stack(tokens_only), rtol=0, atol=1e-7)
+    np.testing.assert_allclose(shown["rollout"], rollout_by_hand(tokens_only), atol=1e-6)
+    extra_keys = any(a.shape[-1] > n for a in layers)
+    assert extra_keys == (kind == "deepseek_v4")
+    assert ("compressed entries" in w.model_view.legend.value) == extra_keys
+    for layer in range(model.n_layers):  # every kind of layer draws, in the layer control
+        w.layer = layer
+        assert w.error == "", (layer, w.error)
+        np.testing.assert_array_equal(w.trace.weights, layers[layer])
+    if kind in ("gpt_oss", "deepseek_v4"):  # sinks take a share of the rows
+        assert min(float(a[..., :n].sum(-1).min()) for a in layers) < 0.99
+
+
+@pytest.mark.parametrize("kind", sorted(FAMILY_CONFIGS))
+def test_a_layer_reads_only_the_tensors_it_needs(folders, kind, monkeypatch):
+    """Layer 0 reads layer 0's tensors and no later layer's; a new temperature reads nothing."""
+    model = load_pretrained(folders[kind])
+    reads = _count_reads(model, monkeypatch)
+    model.trace(PROMPTS[kind], 0)
+    layers = {int(m.group(1)) for r in reads if (m := re.search(r"\.(?:layers|h)\.(\d+)\.", r))}
+    assert layers == {0}, sorted(reads)
+    reads.clear()
+    model.trace(PROMPTS[kind], 0, temperature=2.0)
+    assert reads == []
+    model.trace(PROMPTS[kind], 1)
+    assert any(".1." in r for r in reads) and not any(re.search(r"\.(?:layers|h)\.0\.", r)
+                                                        for r in reads)  # fmt: skip
+
+
+#: families whose layers run block by block above LONG_THRESHOLD, and those that refuse
+BLOCKWISE = ("gpt2", "llama", "qwen3", "deepseek_v3")
+LONG_WORDS = "the cat sat on the mat and the dog ran after a".split()
+
+
+@pytest.fixture(scope="module")
+def long_folders(tmp_path_factory):
+    """Each family's tiny checkpoint again, with positions for 600 tokens."""
+    root = tmp_path_factory.mktemp("family_long")
+    out = {}
+    with pytest.MonkeyPatch.context() as patch:
+        for kind, name in FAMILY_CONFIGS.items():
+            model_type, cls, fields = CONFIGS[name]
+            key = "n_positions" if kind == "gpt2" else "max_position_embeddings"
+            patch.setitem(CONFIGS, name, (model_type, cls, {**fields, key: 1024}))
+            out[kind] = _save(name, root / name)
+    return out
+
+
+@pytest.mark.parametrize("kind", sorted(FAMILY_CONFIGS))
+def test_texts_longer_than_the_threshold(long_folders, kind):
+    """Above LONG_THRESHOLD a layer runs block by block and equals transformers' eager
+    attention; families whose attention has no block-wise form refuse with a clear message."""
+    import torch
+    import transformers
+
+    from attention_widget import LongTrace
+    from attention_widget.long import LONG_THRESHOLD
+
+    model = load_pretrained(long_folders[kind])
+    text = " ".join(LONG_WORDS[i % len(LONG_WORDS)] for i in range(LONG_THRESHOLD + 80))
+    ids = model.encode(text).ids
+    last = model.n_layers - 1
+    if kind not in BLOCKWISE:
+        with pytest.raises(ValueError, match=rf"{kind}: .*no block-wise form; inputs longer "
+                                             rf"than {LONG_THRESHOLD} tokens cannot be shown"):
+            model.trace(text, last)
+        return
+    trace = model.trace(text, last)
+    assert isinstance(trace, LongTrace) and trace.seq_len == ids.size > LONG_THRESHOLD
+    ref = transformers.AutoModelForCausalLM.from_pretrained(
+        long_folders[kind], attn_implementation="eager", dtype=torch.float32).eval()
+    with torch.no_grad():
+        real = ref(torch.from_numpy(ids[None].copy()), output_attentions=True).attentions
+    real = real[last][0].numpy()  # (n_heads, n, n)
+    assert real.max() > 0.5  # sharp heads
+    for h in range(model.n_heads):
+        np.testing.assert_allclose(trace.head_weights(h), real[h], rtol=0, atol=1e-4)
