@@ -38,6 +38,7 @@ LATENT_PX = 40  # width of the latent c_kv
 SINK_GAP = 8  # room between a lane's weights and its sink column
 SOURCE_GAP = 10  # room between the text's X and the source's (cross-attention)
 MAX_KEY_LABEL_PX = 64  # height of the band of (vertical) key labels under the lanes
+EDGE_PX = 16  # room kept at the right edge (the last colour bar's number)
 #: Font sizes (px): tokens, column titles, formulas and head titles, numbers and shapes.
 FONTS = {False: {"token": 11, "title": 12, "text": 11, "small": 10},
          True: {"token": 14, "title": 15, "text": 14, "small": 13}}
@@ -233,7 +234,7 @@ def plan(tokens: Sequence[str], trace: AttentionTrace, lanes: Sequence[int],
     # per screen row, the rows between them left out (the detailed view has every one)
     cell = float(int(cell)) if cell >= 1 else max(cell, 0.05)
     while cell > 1 and (labels_w + sum(widths(cell).values()) + (len(cols) - 1) * ARROW_PX
-                        > WIDTH[projector]):
+                        > WIDTH[projector] - EDGE_PX):
         cell -= 1
     lane_h = lane_title + room.n * cell + lane_gap
     body_h = max(len(lanes) * lane_h, 3 * (f["text"] + 6 + min(room.n, 40)) + 12)

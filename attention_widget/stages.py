@@ -417,7 +417,7 @@ def column_formula(key: str, trace: Any) -> str | None:
     if key == "latent":
         return "X W_DKV"
     if key == "qkv" and trace.latent is not None:
-        return "X W_Q; c_kv W_UK, c_kv W_UV"
+        return "X W_Q; c_kv W"  # (K = c_kv W_UK, V = c_kv W_UV)
     if key == "qkv" and trace.rope:
         return "RoPE(X W_Q), RoPE(X W_K)"
     if key == "qkv" and trace.x_kv is not None:
