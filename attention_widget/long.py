@@ -20,20 +20,16 @@ alone, for queries and keys made elsewhere (a pretrained model's, after its rota
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
 
 from ._checks import check_int as _check_int
 from ._checks import check_temperature as _check_temperature
+from .blockrun import AttentionCancelled, Progress, hooks, run_blocks, workers
 from .engine import (
     AttentionParams,
     AttentionTrace,
@@ -74,25 +70,8 @@ OVERVIEW_MAX_PX = 512  # largest side of an overview, in values (pixels)
 #: enough that a block's arrays stay in the cache and a cancellation is noticed at once.
 BLOCK_ROWS = 128
 
-Progress = Callable[[float, str], None]
 MASK_KINDS = ("none", "causal", "sliding")
 
-
-class AttentionCancelled(Exception):
-    """Raised by a computation whose token was set: nothing it computed is returned or kept."""
-
-
-def _hooks(progress: object, cancel: object) -> tuple[Progress, Callable[[], bool]]:
-    """``progress`` and a ``cancelled()`` test from the public arguments, checked."""
-    if progress is not None and not callable(progress):
-        raise TypeError(f"progress must be a function (fraction, message), got {type(progress)}")
-    if cancel is not None and not hasattr(cancel, "is_set") and not hasattr(cancel, "cancelled"):
-        raise TypeError("cancel must be None, a threading.Event or an object with a 'cancelled' "
-                        f"attribute, got {type(cancel).__name__}")
-    report = progress if progress is not None else (lambda fraction, message: None)
-    if cancel is None or hasattr(cancel, "is_set"):
-        return report, (lambda: False) if cancel is None else cancel.is_set
-    return report, (lambda: bool(cancel.cancelled))
 
 
 def overview_tile(seq_len: int, max_px: int | None = None) -> int:
@@ -298,7 +277,7 @@ class LongTrace:
         the memory check then counts only the working arrays.  ``progress`` and ``cancel`` as
         in :func:`long_attention`.
         """
-        head, hooks, n = self._head(head), _hooks(progress, cancel), self.seq_len
+        head, report, n = self._head(head), hooks(progress, cancel), self.seq_len
         if out is not None and (not isinstance(out, np.ndarray) or out.shape != (n, n)):
             raise ValueError(f"out must be an array of shape ({n}, {n}), got {type(out)}")
         rows_per = max(1, (1 << 22) // n)  # ~4 M cells per block
@@ -315,8 +294,8 @@ class LongTrace:
             result[rows, span.stop :] = 0
 
         blocks = [slice(r, min(n, r + rows_per)) for r in range(0, n, rows_per)]
-        _run_blocks(one_block, blocks, [b.stop - b.start for b in blocks],
-                    *hooks, f"weights of head {head}")
+        run_blocks(one_block, blocks, [b.stop - b.start for b in blocks],
+                    *report, f"weights of head {head}")
         return result
 
 
@@ -326,24 +305,6 @@ def _check_memory(need: int, what: str) -> None:
                          f"LONG_MEMORY_LIMIT_BYTES = {LONG_MEMORY_LIMIT_BYTES / 2**30:.2f} GiB; "
                          "nothing was computed")
 
-
-def _workers() -> int:
-    """Two threads when BLAS can be held at one thread each (threadpoolctl) and two cores."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return 2 if cpus > 1 and _threadpool_limits() is not None else 1
-
-
-@lru_cache(maxsize=1)
-def _threadpool_limits() -> Callable | None:
-    """The optional ``threadpoolctl.threadpool_limits``, imported when a long layer first runs."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # not a dependency
-        return None
-    return threadpool_limits
 
 
 def _block_rows(tile: int) -> int:
@@ -369,58 +330,8 @@ def estimate_long_memory(
     kept += item * 2 * n_heads * side * side
     projection = item * seq_len * (d_model + 2 * d_kv)  # x @ w before the split into heads
     block = 10 * _block_rows(tile) * seq_len * max(item, 4) + 2 * d_model**2 * item
-    return int(kept + projection + _workers() * block)
+    return int(kept + projection + workers() * block)
 
-
-_POOL: list[ThreadPoolExecutor] = []
-_POOL_LOCK = threading.Lock()
-
-
-def _pool() -> ThreadPoolExecutor:
-    with _POOL_LOCK:
-        if not _POOL:
-            _POOL.append(ThreadPoolExecutor(_workers(), thread_name_prefix="long-attention"))
-    return _POOL[0]
-
-
-def _one_blas_thread() -> contextlib.AbstractContextManager:
-    """BLAS at one thread while our threads share the blocks (when threadpoolctl is there)."""
-    limits = _threadpool_limits()
-    return contextlib.nullcontext() if limits is None else limits(limits=1, user_api="blas")
-
-
-def _run_blocks(
-    work: Callable[[slice], None], blocks: list[slice], costs: list[int], progress: Progress,
-    cancelled: Callable[[], bool], message: str,
-) -> None:
-    """Run ``work(block)`` for every block on the pool's threads; report progress on this thread.
-
-    ``cancelled()`` is checked before each block starts and after each one ends: once it is
-    true, the blocks not yet started are dropped, the running ones finish, and
-    :class:`AttentionCancelled` is raised.
-    """
-    stop = threading.Event()
-
-    def guarded(block: slice) -> None:
-        if not stop.is_set() and not cancelled():
-            with np.errstate(over="ignore", under="ignore"):
-                work(block)
-
-    total, done = float(sum(costs)), 0
-    with _one_blas_thread():
-        futures = [_pool().submit(guarded, block) for block in blocks]
-        try:
-            for future, block, cost in zip(futures, blocks, costs, strict=True):
-                future.result()
-                if cancelled():
-                    raise AttentionCancelled(f"{message}: cancelled")
-                done += cost
-                progress(done / total, f"{message}: rows {block.stop:,} of {blocks[-1].stop:,}")
-        finally:
-            stop.set()
-            for future in futures:
-                future.cancel()
-            wait(futures)  # the running ones finish before anything is returned or raised
 
 
 def _log_normaliser(scores: np.ndarray, weights: np.ndarray, temperature: float) -> np.ndarray:
@@ -492,7 +403,7 @@ class _Blocks:
 
     def run(self, progress: Progress, cancelled: Callable[[], bool], message: str
             ) -> LongAttended:
-        """Every block, on up to two threads (see :func:`_run_blocks`); the result."""
+        """Every block (:func:`~attention_widget.blockrun.run_blocks`); the result."""
         n = self.q.shape[1]
         step = _block_rows(self.tile)
         starts = np.arange(0, n, step)
@@ -501,7 +412,7 @@ class _Blocks:
         hi = _key_range(self.kind, self.window, stops - 1, n)[1]
         blocks = [slice(int(a), int(b)) for a, b in zip(starts, stops, strict=True)]
         costs = [int(c) for c in (stops - starts) * (hi - lo)]  # cells each block computes
-        _run_blocks(self, blocks, costs, progress, cancelled, message)
+        run_blocks(self, blocks, costs, progress, cancelled, message)
         # masked tiles: NaN in the overviews
         masked = ~_tiles_visible(self.kind, self.window, self.q.shape[1], self.tile)
         self.weights_overview[:, masked] = np.nan
@@ -573,7 +484,7 @@ def long_attention(
     n_heads, n_kv_heads, temperature, dt = one.n_heads, one.n_kv_heads, one.temperature, one.q.dtype
     kind = mask or "none"
     window = int(window) if kind == "sliding" else None
-    progress, cancelled = _hooks(progress, cancel)
+    progress, cancelled = hooks(progress, cancel)
     seq_len = x_arr.shape[0]
     need = estimate_long_memory(seq_len, params.d_model, n_heads, n_kv_heads, dt)
     _check_memory(need, f"seq_len={seq_len} with n_heads={n_heads} in {dt}")
@@ -613,7 +524,7 @@ def long_with_temperature(
         raise TypeError(f"params must be the AttentionParams (d_model={trace.d_model}) the "
                         f"trace was computed with, got {type(params).__name__}")
     temperature = _check_temperature(temperature)
-    progress, cancelled = _hooks(progress, cancel)
+    progress, cancelled = hooks(progress, cancel)
     need = estimate_long_memory(trace.seq_len, trace.d_model, trace.n_heads,
                                 trace.n_kv_heads, trace.dtype)
     _check_memory(need, f"a temperature step at seq_len={trace.seq_len}")
@@ -667,7 +578,7 @@ def long_attend(
     kind = mask or "none"
     window = _check_int("window", window) if kind == "sliding" else None
     temperature = _check_temperature(temperature)
-    progress, cancelled = _hooks(progress, cancel)
+    progress, cancelled = hooks(progress, cancel)
     (n_heads, n, d_head), n_kv = shapes[0], shapes[1][0]
     need = estimate_long_memory(n, n_heads * max(d_head, shapes[2][2]), n_heads, n_kv, q.dtype)
     _check_memory(need, f"attention over seq_len={n} with n_heads={n_heads}")  # (upper bound)
@@ -691,7 +602,7 @@ def attention_trace(
         return long_attention(x, params, n_heads=n_heads, n_kv_heads=n_kv_heads,
                               temperature=temperature, mask=mask, window=window,
                               progress=progress, cancel=cancel)
-    progress, cancelled = _hooks(progress, cancel)
+    progress, cancelled = hooks(progress, cancel)
     if cancelled():
         raise AttentionCancelled("attention: cancelled")
     trace = multi_head_attention(x, params, n_heads=n_heads, n_kv_heads=n_kv_heads,
