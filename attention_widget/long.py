@@ -27,10 +27,13 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import variants
 from ._checks import check_int as _check_int
 from ._checks import check_temperature as _check_temperature
+from ._checks import check_variants
 from .blockrun import AttentionCancelled, Progress, hooks, run_blocks, workers
 from .engine import (
+    Attended,
     AttentionParams,
     AttentionTrace,
     attend,
@@ -169,6 +172,13 @@ class LongTrace:
     temperature : float
     scale : float or None
         Multiplies ``q k^T`` in the scores; None for ``1 / sqrt(d_head)``.
+    alibi, softcap, sinks : optional
+        The engine's variants (:mod:`attention_widget.variants`), as in
+        :class:`~attention_widget.engine.AttentionTrace`: ALiBi's bias ``-m_h (i - j)`` with
+        BLOOM's slopes added to the scores, the soft-cap ``c`` (scores ``<- c tanh(scores /
+        c)``), one sink logit per head (n_heads,) joining each row's softmax.
+    sink_weights : ndarray, shape (n_heads, seq_len), or None
+        With sinks, each row's weight on its head's sink: rows of weights sum to 1 less it.
     """
 
     x: np.ndarray
@@ -187,6 +197,10 @@ class LongTrace:
     window: int | None
     temperature: float
     scale: float | None = None
+    alibi: bool = False
+    softcap: float | None = None
+    sinks: np.ndarray | None = None
+    sink_weights: np.ndarray | None = None
 
     # the shape properties of the full trace read only x, q, k and entropy: the same ones
     seq_len = AttentionTrace.seq_len
@@ -224,6 +238,11 @@ class LongTrace:
         scale = 1.0 / math.sqrt(self.d_head) if self.scale is None else self.scale
         k = self.k[self.kv_head(head), cols] * self.dtype.type(scale)
         scores = self.q[head, rows] @ k.T  # [rows, d_head] @ [d_head, cols] -> [rows, cols]
+        if self.alibi:  # -m_h (i - j) for these cells only
+            slope = variants.alibi_slopes(self.n_heads)[head : head + 1]  # [1]
+            scores += variants.alibi_bias(slope, rows, cols)[0].astype(self.dtype)
+        if self.softcap is not None:  # c tanh(scores / c)
+            scores = variants.softcap(scores, self.softcap)
         if stage == "scores":
             return scores
         z = scores / self.temperature - self.lse[head, rows, None]  # float64: <= 0 on visible
@@ -236,8 +255,9 @@ class LongTrace:
 
         ``rows`` and ``cols`` are slices, ranges, integers or integer arrays of positions.
         ``stage="weights"`` gives the weights (masked cells exactly 0), ``"scores"`` the scores
-        (``scale`` or ``1 / sqrt(d_head)`` times ``q k^T``) before temperature and mask, as
-        :func:`multi_head_attention` has them: shape (len(rows), len(cols)), the trace's dtype.
+        (``scale`` or ``1 / sqrt(d_head)`` times ``q k^T``, with ALiBi's bias and capped where
+        the trace has them) before temperature and mask, as :func:`multi_head_attention` has
+        them: shape (len(rows), len(cols)), the trace's dtype.
         """
         head = self._head(head)
         if stage not in ("weights", "scores"):
@@ -248,7 +268,10 @@ class LongTrace:
         return self._cells(head, rows, cols, stage)
 
     def row(self, head: int, query: int) -> np.ndarray:
-        """The full row of weights of query ``query`` in ``head``: shape (seq_len,), sums to 1."""
+        """The full row of weights of query ``query`` in ``head``: shape (seq_len,).
+
+        It sums to 1, less the row's sink weight where the trace has sinks.
+        """
         query = _check_int("query", query, minimum=0)
         if query >= self.seq_len:
             raise ValueError(f"query must be < seq_len={self.seq_len}, got {query}")
@@ -272,10 +295,10 @@ class LongTrace:
     ) -> np.ndarray:
         """The exact ``(seq_len, seq_len)`` weights of ``head`` (or ``out``), computed now.
 
-        Rows sum to 1, masked cells are exactly 0, in the trace's dtype.  ``out`` (e.g. a
-        ``numpy.memmap`` for a head larger than memory) receives them instead of a new array;
-        the memory check then counts only the working arrays.  ``progress`` and ``cancel`` as
-        in :func:`long_attention`.
+        Rows sum to 1 (less the sink's weight), masked cells are exactly 0, in the trace's
+        dtype.  ``out`` (e.g. a ``numpy.memmap`` for a head larger than memory) receives them
+        instead of a new array; the memory check then counts only the working arrays.
+        ``progress`` and ``cancel`` as in :func:`long_attention`.
         """
         head, report, n = self._head(head), hooks(progress, cancel), self.seq_len
         if out is not None and (not isinstance(out, np.ndarray) or out.shape != (n, n)):
@@ -318,9 +341,9 @@ def estimate_long_memory(
     """Bytes :func:`long_attention` allocates for these sizes (an upper bound).
 
     The kept arrays (``x, q, k, v, head_outputs, concat, output``, entropy, ``lse``, the two
-    overviews), the projection before the split into heads, and for each thread at most ten
+    overviews), the projection before the split into heads, and for each thread at most twelve
     ``(block_rows, seq_len)`` working arrays (one head's scores, weights and softmax
-    temporaries, the block's mask, its tile reductions).
+    temporaries, the block's mask, its tile reductions, ALiBi's bias and the soft-cap's).
     """
     d_kv = (n_heads if n_kv_heads is None else n_kv_heads) * (d_model // n_heads)
     item = np.dtype(dtype).itemsize
@@ -329,17 +352,35 @@ def estimate_long_memory(
     kept = item * seq_len * (5 * d_model + 2 * d_kv) + 8 * 2 * n_heads * seq_len
     kept += item * 2 * n_heads * side * side
     projection = item * seq_len * (d_model + 2 * d_kv)  # x @ w before the split into heads
-    block = 10 * _block_rows(tile) * seq_len * max(item, 4) + 2 * d_model**2 * item
+    block = 12 * _block_rows(tile) * seq_len * max(item, 4) + 2 * d_model**2 * item
     return int(kept + projection + workers() * block)
 
 
 
-def _log_normaliser(scores: np.ndarray, weights: np.ndarray, temperature: float) -> np.ndarray:
-    """``lse_i = s_ij / T - log w_ij`` at each row's largest weight (visible, >= 1 / seq_len)."""
+def _log_normaliser(att: Attended, temperature: float, sink: float | None) -> np.ndarray:
+    """``lse_i = s_ij / T - log w_ij`` at the largest weight of each row of one head's ``att``.
+
+    That weight is ``>= 1 / (keys + 1)``, so its logarithm is exact enough; with a sink it may
+    be the sink's (logit ``sink``, weight ``att.sink_weights``).
+    """
+    scores, weights = att.scores[0], att.weights[0]  # [rows, keys]
     top = weights.argmax(axis=1)  # [rows]
     rows = np.arange(top.size)
-    return scores[rows, top].astype(np.float64) / temperature - np.log(
-        weights[rows, top].astype(np.float64))
+    top_score = scores[rows, top].astype(np.float64)
+    top_weight = weights[rows, top].astype(np.float64)
+    if sink is not None:  # the sink, where it weighs more than every key
+        sink_weight = att.sink_weights[0].astype(np.float64)  # [rows]
+        on_sink = sink_weight > top_weight
+        top_score[on_sink], top_weight[on_sink] = sink, sink_weight[on_sink]
+    return top_score / temperature - np.log(top_weight)
+
+
+class _Variants(NamedTuple):
+    """The engine's variants a long layer applies (see :mod:`attention_widget.variants`)."""
+
+    alibi: bool = False  # ALiBi's bias with BLOOM's slopes
+    softcap: float | None = None  # c: scores <- c tanh(scores / c)
+    sinks: np.ndarray | None = None  # (n_heads,): one logit per head in every row's softmax
 
 
 class LongAttended(NamedTuple):
@@ -351,6 +392,7 @@ class LongAttended(NamedTuple):
     weights_overview: np.ndarray  # (n_heads, P, P): tile maxima, NaN on masked tiles
     scores_overview: np.ndarray | None  # (n_heads, P, P), or None when not asked for
     tile: int
+    sink_weights: np.ndarray | None = None  # (n_heads, seq_len): each row's weight on the sink
 
 
 class _Blocks:
@@ -360,10 +402,12 @@ class _Blocks:
     """
 
     def __init__(self, qkv: tuple, temperature: float, kind: str, window: int | None,
-                 with_scores: bool, scale: float | None) -> None:
+                 with_scores: bool, scale: float | None, variants_: _Variants) -> None:
         self.q, self.k, self.v = qkv
         self.temperature, self.kind, self.window, self.scale = temperature, kind, window, scale
         n_heads, n, _ = self.q.shape
+        self.variants = variants_
+        self.slopes = variants.alibi_slopes(n_heads) if variants_.alibi else None  # [h]
         dt = self.q.dtype
         self.tile = overview_tile(n)
         side = -(-n // self.tile)
@@ -372,6 +416,16 @@ class _Blocks:
         self.lse = np.empty((n_heads, n))
         self.weights_overview = np.zeros((n_heads, side, side), dt)
         self.scores_overview = np.zeros((n_heads, side, side), dt) if with_scores else None
+        self.sink_weights = None if variants_.sinks is None else np.empty((n_heads, n), dt)
+
+    def variants_of(self, h: int, rows: slice, keys: slice) -> dict:
+        """The variants as ``attend`` takes them, for head ``h`` on one block of rows and keys."""
+        bias, sinks = None, self.variants.sinks
+        if self.slopes is not None:  # -m_h (i - j) on this block only: [1, rows, keys]
+            bias = variants.alibi_bias(self.slopes[h : h + 1], np.arange(rows.start, rows.stop),
+                                       np.arange(keys.start, keys.stop))
+        return {"bias": bias, "softcap": self.variants.softcap,
+                "sinks": None if sinks is None else sinks[h : h + 1]}
 
     def __call__(self, rows: slice) -> None:
         n_heads, n, _ = self.q.shape
@@ -386,11 +440,14 @@ class _Blocks:
             g = h // group
             att = attend(self.q[h : h + 1, rows], self.k[g : g + 1, keys],
                          self.v[g : g + 1, keys], mask=mask, temperature=self.temperature,
-                         scale=self.scale)
+                         scale=self.scale, **self.variants_of(h, rows, keys))
             scores, weights = att.scores[0], att.weights[0]  # [rows, keys]
             self.head_outputs[h, rows] = att.head_outputs[0]
             self.entropy[h, rows] = att.entropy[0]
-            self.lse[h, rows] = _log_normaliser(scores, weights, self.temperature)
+            sink = None if self.sink_weights is None else float(self.variants.sinks[h])
+            self.lse[h, rows] = _log_normaliser(att, self.temperature, sink)
+            if sink is not None:
+                self.sink_weights[h, rows] = att.sink_weights[0]
             # masked weights are 0, below every visible one: the tile maximum ignores them
             self.weights_overview[(h, *tiles)] = _tile_reduce(np.maximum, weights, t, keys.start)
             if self.scores_overview is not None:
@@ -419,7 +476,7 @@ class _Blocks:
         if self.scores_overview is not None:
             self.scores_overview[:, masked] = np.nan
         return LongAttended(self.head_outputs, self.entropy, self.lse, self.weights_overview,
-                            self.scores_overview, self.tile)
+                            self.scores_overview, self.tile, self.sink_weights)
 
 
 def _tiles_visible(kind: str, window: int | None, n: int, tile: int) -> np.ndarray:
@@ -446,6 +503,7 @@ def long_attention(
     x: np.ndarray, params: AttentionParams, *, n_heads: int, n_kv_heads: int | None = None,
     temperature: float = 1.0, mask: str | None = None, window: int | None = None,
     dtype: type | np.dtype = np.float32, progress: Progress | None = None, cancel: object = None,
+    alibi: bool = False, softcap: float | None = None, sinks: np.ndarray | None = None,
 ) -> LongTrace:
     """One multi-head self-attention layer, block by block, for sequences of any length.
 
@@ -460,6 +518,10 @@ def long_attention(
     mask : None, "none", "causal" or "sliding"
         Which keys each query sees (a described mask, not an array).
     dtype : float32 or float64, default float32
+    alibi, softcap, sinks : optional
+        The engine's variants, as in :func:`~attention_widget.engine.multi_head_attention`:
+        ALiBi's bias with BLOOM's slopes (computed block by block, never for all cells at
+        once), the soft-cap ``c`` of the scores, one sink logit per head (n_heads,).
     progress : callable(fraction, message), optional
         Called on this thread after the projections and after each block, up to 1.0.
     cancel : threading.Event or object with a ``cancelled`` attribute, optional
@@ -480,8 +542,10 @@ def long_attention(
         raise ValueError(f"x must be a (seq_len, d_model) array, got shape {x_arr.shape}")
     # the engine checks everything else on the first token (a one-token layer costs nothing)
     one = multi_head_attention(x_arr[:1], params, n_heads=n_heads, n_kv_heads=n_kv_heads,
-                               temperature=temperature, mask=mask, window=window, dtype=dtype)
+                               temperature=temperature, mask=mask, window=window, dtype=dtype,
+                               alibi=alibi, softcap=softcap, sinks=sinks)
     n_heads, n_kv_heads, temperature, dt = one.n_heads, one.n_kv_heads, one.temperature, one.q.dtype
+    chosen = _Variants(one.alibi, one.softcap, one.sinks)
     kind = mask or "none"
     window = int(window) if kind == "sliding" else None
     progress, cancelled = hooks(progress, cancel)
@@ -499,10 +563,10 @@ def long_attention(
     if cancelled():
         raise AttentionCancelled("attention: cancelled")
     # 2. attend, block by block
-    att = _Blocks((q, k, v), temperature, kind, window, True, None).run(progress, cancelled,
-                                                                        "attention")
+    att = _Blocks((q, k, v), temperature, kind, window, True, None, chosen).run(
+        progress, cancelled, "attention")
     return LongTrace(x=x_arr, q=q, k=k, v=v, **_combined(att, params), mask_kind=kind,
-                     window=window, temperature=temperature)
+                     window=window, temperature=temperature, **chosen._asdict())
 
 
 def long_with_temperature(
@@ -528,8 +592,10 @@ def long_with_temperature(
     need = estimate_long_memory(trace.seq_len, trace.d_model, trace.n_heads,
                                 trace.n_kv_heads, trace.dtype)
     _check_memory(need, f"a temperature step at seq_len={trace.seq_len}")
+    chosen = _Variants(trace.alibi, trace.softcap, trace.sinks)
     att = _Blocks((trace.q, trace.k, trace.v), temperature, trace.mask_kind, trace.window,
-                  False, trace.scale).run(progress, cancelled, f"temperature {temperature:g}")
+                  False, trace.scale, chosen).run(progress, cancelled,
+                                                  f"temperature {temperature:g}")
     att = att._replace(scores_overview=trace.scores_overview)
     return replace(trace, **_combined(att, params), temperature=temperature)
 
@@ -546,13 +612,15 @@ def _combined(att: LongAttended, params: AttentionParams) -> dict:
         )
     return {"head_outputs": att.head_outputs, "concat": concat, "output": output,
             "entropy": att.entropy, "lse": att.lse, "weights_overview": att.weights_overview,
-            "scores_overview": att.scores_overview, "tile": att.tile}
+            "scores_overview": att.scores_overview, "tile": att.tile,
+            "sink_weights": att.sink_weights}
 
 
 def long_attend(
     q: np.ndarray, k: np.ndarray, v: np.ndarray, *, scale: float | None = None,
     temperature: float = 1.0, mask: str | None = None, window: int | None = None,
     scores_overview: bool = True, progress: Progress | None = None, cancel: object = None,
+    alibi: bool = False, softcap: float | None = None, sinks: np.ndarray | None = None,
 ) -> LongAttended:
     """:func:`~attention_widget.engine.attend` block by block, on ready-made q, k and v.
 
@@ -560,7 +628,9 @@ def long_attend(
     embedding): ``q`` (n_heads, seq_len, d_head), ``k`` (n_kv_heads, seq_len, d_head) and ``v``
     (n_kv_heads, seq_len, d_v) of one float dtype, over the same tokens; ``scale`` multiplies
     ``q k^T`` (default ``1 / sqrt(d_head)``); ``scores_overview=False`` skips that overview.
-    Other arguments and the errors as in :func:`long_attention`.
+    Other arguments (the variants ``alibi``, ``softcap`` and ``sinks`` too: with sinks the
+    result's ``sink_weights`` are each row's weight on its head's sink) and the errors as in
+    :func:`long_attention`.
     """
     q, k, v = (np.asarray(a) for a in (q, k, v))
     shapes = [a.shape for a in (q, k, v)]
@@ -580,16 +650,19 @@ def long_attend(
     temperature = _check_temperature(temperature)
     progress, cancelled = hooks(progress, cancel)
     (n_heads, n, d_head), n_kv = shapes[0], shapes[1][0]
+    chosen = _Variants(*check_variants(n_heads, d_head, alibi=alibi, softcap=softcap,
+                                       sinks=sinks)[1:4])
     need = estimate_long_memory(n, n_heads * max(d_head, shapes[2][2]), n_heads, n_kv, q.dtype)
     _check_memory(need, f"attention over seq_len={n} with n_heads={n_heads}")  # (upper bound)
-    return _Blocks((q, k, v), temperature, kind, window, scores_overview, scale).run(
+    return _Blocks((q, k, v), temperature, kind, window, scores_overview, scale, chosen).run(
         progress, cancelled, "attention")
 
 
 def attention_trace(
     x: np.ndarray, params: AttentionParams, *, n_heads: int, n_kv_heads: int | None = None,
     temperature: float = 1.0, mask: str | None = None, window: int | None = None,
-    progress: Progress | None = None, cancel: object = None,
+    progress: Progress | None = None, cancel: object = None, alibi: bool = False,
+    softcap: float | None = None, sinks: np.ndarray | None = None,
 ) -> AttentionTrace | LongTrace:
     """The trace for a sequence of any length, chosen by size.
 
@@ -601,11 +674,13 @@ def attention_trace(
     if seq_len > LONG_THRESHOLD:
         return long_attention(x, params, n_heads=n_heads, n_kv_heads=n_kv_heads,
                               temperature=temperature, mask=mask, window=window,
-                              progress=progress, cancel=cancel)
+                              progress=progress, cancel=cancel, alibi=alibi, softcap=softcap,
+                              sinks=sinks)
     progress, cancelled = hooks(progress, cancel)
     if cancelled():
         raise AttentionCancelled("attention: cancelled")
     trace = multi_head_attention(x, params, n_heads=n_heads, n_kv_heads=n_kv_heads,
-                                 temperature=temperature, mask=mask, window=window)
+                                 temperature=temperature, mask=mask, window=window,
+                                 alibi=alibi, softcap=softcap, sinks=sinks)
     progress(1.0, "attention: done")
     return trace
