@@ -79,8 +79,10 @@ def test_a_layer_reads_only_the_tensors_it_needs(folders, kind, monkeypatch):
 
 
 #: families whose layers run block by block above LONG_THRESHOLD, and those that refuse
-BLOCKWISE = ("gpt2", "llama", "qwen3", "deepseek_v3")
+#: (DeepSeek V3.2's indexer keeps a top-k of keys per query; V4 adds compressed entries)
+BLOCKWISE = ("bloom", "deepseek_v3", "gemma2", "gpt2", "gpt_oss", "llama", "qwen3")
 LONG_WORDS = "the cat sat on the mat and the dog ran after a".split()
+LONG_REFUSALS = {"deepseek_v32": "a selector's keys", "deepseek_v4": "its own mask"}
 
 
 @pytest.fixture(scope="module")
@@ -99,30 +101,68 @@ def long_folders(tmp_path_factory):
 
 @pytest.mark.parametrize("kind", sorted(FAMILY_CONFIGS))
 def test_texts_longer_than_the_threshold(long_folders, kind):
-    """Above LONG_THRESHOLD a layer runs block by block and equals transformers' eager
-    attention; families whose attention has no block-wise form refuse with a clear message."""
+    """Above LONG_THRESHOLD every layer runs block by block and equals transformers' eager
+    attention (sliding and full layers, sinks, soft-capped scores, ALiBi); families whose
+    attention has no block-wise form refuse with a clear message naming what is missing."""
     import torch
     import transformers
 
     from attention_widget import LongTrace
     from attention_widget.long import LONG_THRESHOLD
 
+    assert set(BLOCKWISE) | set(LONG_REFUSALS) == set(FAMILY_CONFIGS)
     model = load_pretrained(long_folders[kind])
     text = " ".join(LONG_WORDS[i % len(LONG_WORDS)] for i in range(LONG_THRESHOLD + 80))
     ids = model.encode(text).ids
-    last = model.n_layers - 1
-    if kind not in BLOCKWISE:
-        with pytest.raises(ValueError, match=rf"{kind}: .*no block-wise form; inputs longer "
-                                             rf"than {LONG_THRESHOLD} tokens cannot be shown"):
-            model.trace(text, last)
+    if kind in LONG_REFUSALS:
+        with pytest.raises(ValueError, match=rf"{kind}: .*{re.escape(LONG_REFUSALS[kind])}.*no "
+                           rf"block-wise form; inputs longer than {LONG_THRESHOLD} tokens "
+                           "cannot be shown"):
+            model.trace(text, model.n_layers - 1)
         return
-    trace = model.trace(text, last)
-    assert isinstance(trace, LongTrace) and trace.seq_len == ids.size > LONG_THRESHOLD
     ref = transformers.AutoModelForCausalLM.from_pretrained(
         long_folders[kind], attn_implementation="eager", dtype=torch.float32).eval()
     with torch.no_grad():
         real = ref(torch.from_numpy(ids[None].copy()), output_attentions=True).attentions
-    real = real[last][0].numpy()  # (n_heads, n, n)
-    assert real.max() > 0.5  # sharp heads
-    for h in range(model.n_heads):
-        np.testing.assert_allclose(trace.head_weights(h), real[h], rtol=0, atol=1e-4)
+    for layer in range(model.n_layers):
+        trace = model.trace(text, layer)
+        assert isinstance(trace, LongTrace) and trace.seq_len == ids.size > LONG_THRESHOLD
+        expected = real[layer][0].numpy()  # (n_heads, n, n)
+        assert expected.max() > 0.5  # sharp heads
+        window = model.layer_window(layer)
+        assert trace.mask_kind == ("causal" if window is None else "sliding")
+        for h in range(model.n_heads):
+            weights = trace.head_weights(h)
+            np.testing.assert_allclose(weights, expected[h], rtol=0, atol=1e-4)
+            if trace.sinks is not None:  # each row gave the rest of its weight to the sink
+                np.testing.assert_allclose(trace.sink_weights[h], 1 - expected[h].sum(-1),
+                                           rtol=0, atol=1e-4)
+    if kind == "gpt_oss":
+        assert trace.sink_weights.max() > 0.01  # the sinks take a visible share
+    if kind in ("gpt_oss", "gemma2"):
+        assert {model.layer_window(i) for i in range(model.n_layers)} == {None, 4}
+
+
+def test_long_alibi_is_made_block_by_block(long_folders, monkeypatch):
+    """BLOOM above LONG_THRESHOLD: ALiBi's bias exists only for blocks of rows, never n x n."""
+    import attention_widget.pretrained.bloom as bloom
+    from attention_widget import long, variants
+
+    shapes = []
+
+    def recorded(*args, **kwargs):
+        bias = variants_alibi_bias(*args, **kwargs)
+        shapes.append(bias.shape)
+        return bias
+
+    variants_alibi_bias = variants.alibi_bias
+    monkeypatch.setattr(variants, "alibi_bias", recorded)
+    monkeypatch.setattr(bloom, "alibi_bias", recorded)
+    model = load_pretrained(long_folders["bloom"])
+    text = " ".join(LONG_WORDS[i % len(LONG_WORDS)] for i in range(long.LONG_THRESHOLD + 80))
+    n = model.encode(text).ids.size
+    trace = model.trace(text, 1, temperature=0.5)
+    assert trace.alibi and trace.seq_len == n
+    trace.block(0, slice(0, 40), slice(0, 30))
+    assert shapes and max(shape[-2] for shape in shapes) <= long.BLOCK_ROWS < n
+    assert (1, 40, 30) in shapes  # the zoom's cells

@@ -180,21 +180,37 @@ class BlockwiseLayers:
         """The mask of a long layer as :func:`~attention_widget.long.long_attend` takes it.
 
         ``("causal" | "none" | "sliding", window)``; ValueError when the layer's attention
-        needs more than a described mask (its own mask, a selector's keys, cached keys,
-        further options).
+        needs more than a described mask and the variants of :meth:`long_variants` (its own
+        mask, a selector's keys, cached keys, another option).
         """
-        if (inputs.mask is not None or inputs.kept is not None
-                or inputs.key_positions is not None or inputs.options):
+        beyond = [what for what, there in (
+            ("its own mask", inputs.mask is not None),
+            ("a selector's keys (top-k of an indexer)", inputs.kept is not None),
+            ("keys that are not one per token", inputs.key_positions is not None),
+            *((f"the option {name!r}", True) for name in inputs.options
+              if name not in ("softcap", "sinks") and not (name == "bias" and inputs.alibi)),
+        ) if there]  # fmt: skip
+        if beyond:
             raise ValueError(
-                f"{self.name}: this layer's attention (its own mask, selected or cached keys, "
-                f"options) has no block-wise form; inputs longer than {LONG_THRESHOLD} tokens "
-                "cannot be shown")
+                f"{self.name}: this layer's attention ({', '.join(beyond)}) has no block-wise "
+                f"form; inputs longer than {LONG_THRESHOLD} tokens cannot be shown")
         if inputs.window is None:
             return ("causal" if self.causal else "none"), None
         if not self.causal:
             raise ValueError(f"{self.name}: a bidirectional sliding window has no block-wise "
                              f"form; inputs longer than {LONG_THRESHOLD} tokens cannot be shown")
         return "sliding", inputs.window
+
+    @staticmethod
+    def long_variants(inputs: AttentionInputs) -> dict[str, Any]:
+        """The variants of a long layer as :func:`~attention_widget.long.long_attend` takes them.
+
+        ``{"alibi": bool, "softcap": c or None, "sinks": (n_heads,) or None}``: ALiBi's bias
+        (computed block by block from the slopes, whatever ``inputs.options["bias"]`` holds),
+        the soft-cap and the sinks of ``inputs.options``.
+        """
+        return {"alibi": inputs.alibi, "softcap": inputs.options.get("softcap"),
+                "sinks": inputs.options.get("sinks")}
 
     def run_long_attention(self, inputs: AttentionInputs, temperature: float = 1.0,
                            what: str = "attention", scores_overview: bool = True
@@ -205,7 +221,8 @@ class BlockwiseLayers:
         report = None if progress is None else (lambda f, m: progress(f, f"{what}: {m}"))
         return long_attend(inputs.q, inputs.k, inputs.v, scale=inputs.scale,
                            temperature=temperature, mask=kind, window=window,
-                           scores_overview=scores_overview, progress=report, cancel=self.cancel)
+                           scores_overview=scores_overview, progress=report, cancel=self.cancel,
+                           **self.long_variants(inputs))
 
     def long_trace(self, i: int, layer: LayerAttention, temperature: float) -> LongTrace:
         """Layer ``i``'s attention as a :class:`~attention_widget.long.LongTrace` at ``T``.
@@ -225,7 +242,7 @@ class BlockwiseLayers:
             output=self.attention_output(i, concat), entropy=att.entropy, lse=att.lse,
             weights_overview=att.weights_overview, scores_overview=att.scores_overview,
             tile=att.tile, mask_kind=kind, window=window, temperature=temperature,
-            scale=a.scale)
+            scale=a.scale, sink_weights=att.sink_weights, **self.long_variants(a))
 
 
 class Family(CheckpointWeights, BlockwiseLayers):
