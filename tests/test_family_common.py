@@ -166,3 +166,30 @@ def test_long_alibi_is_made_block_by_block(long_folders, monkeypatch):
     trace.block(0, slice(0, 40), slice(0, 30))
     assert shapes and max(shape[-2] for shape in shapes) <= long.BLOCK_ROWS < n
     assert (1, 40, 30) in shapes  # the zoom's cells
+
+
+@pytest.mark.parametrize("kind", ["bloom", "gemma2", "gpt_oss"])
+def test_the_widget_shows_long_texts_of_families_with_variants(long_folders, kind):
+    """from_pretrained above LONG_THRESHOLD: the long view, its cells the model's own, on
+    every kind of layer (sliding and full) and after a temperature step."""
+    from attention_widget import LongTrace
+    from attention_widget.long import LONG_THRESHOLD
+
+    model = load_pretrained(long_folders[kind])
+    text = " ".join(LONG_WORDS[i % len(LONG_WORDS)] for i in range(LONG_THRESHOLD + 40))
+    w = AttentionWidget.from_pretrained(model, text, layer=0, progress=False)
+    for layer in range(model.n_layers):
+        w.layer = layer
+        assert w.wait(60) and w.error == "", w.error
+        assert isinstance(w.trace, LongTrace) and len(w.tokens) > LONG_THRESHOLD
+        expected = model.trace(text, layer)
+        np.testing.assert_array_equal(w.head_weights(1), expected.head_weights(1))
+        w.zoom((500, 540), (470, 530))
+        np.testing.assert_array_equal(w.displayed("long-zoom")[0],
+                                      expected.block(w.head, slice(500, 540), slice(470, 530)))
+    w.temperature = 0.5
+    assert w.wait(60) and w.error == "", w.error
+    expected = model.trace(text, model.n_layers - 1, temperature=0.5)
+    np.testing.assert_array_equal(w.head_weights(2), expected.head_weights(2))
+    visible = w.trace.overview_visible  # never NaN on a tile that holds a visible cell
+    assert np.isfinite(w.trace.weights_overview[:, visible]).all()
