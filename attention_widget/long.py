@@ -41,6 +41,7 @@ from .engine import (
     multi_head_attention,
     split_heads,
 )
+from .long_tiles import MASK_KINDS, key_range, tile_reduce, tiles_visible, visible_keys
 
 __all__ = [
     "LONG_MEMORY_LIMIT_BYTES",
@@ -73,7 +74,6 @@ OVERVIEW_MAX_PX = 512  # largest side of an overview, in values (pixels)
 #: enough that a block's arrays stay in the cache and a cancellation is noticed at once.
 BLOCK_ROWS = 128
 
-MASK_KINDS = ("none", "causal", "sliding")
 
 
 
@@ -88,37 +88,6 @@ def overview_tile(seq_len: int, max_px: int | None = None) -> int:
     seq_len = _check_int("seq_len", seq_len)
     max_px = OVERVIEW_MAX_PX if max_px is None else _check_int("max_px", max_px)
     return -(-seq_len // max_px)
-
-
-def _key_range(kind: str, window: int | None, rows: np.ndarray, n: int) -> tuple:
-    """First and one-past-last visible key of each query row: ``lo_i <= j < hi_i``."""
-    if kind == "none":
-        return np.zeros_like(rows), np.full_like(rows, n)
-    hi = rows + 1
-    if kind == "causal":
-        return np.zeros_like(rows), hi
-    return np.maximum(rows - window + 1, 0), hi
-
-
-def _visible(lo: np.ndarray, hi: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """``(rows, cols)`` boolean: True where ``lo_i <= j < hi_i``."""
-    return (cols >= lo[:, None]) & (cols < hi[:, None])
-
-
-def _tile_reduce(ufunc: np.ufunc, a: np.ndarray, tile: int, col0: int) -> np.ndarray:
-    """Reduce ``a`` (rows, cols) over square tiles; ``a``'s first column is column ``col0``.
-
-    Tiles are aligned on multiples of ``tile`` in both directions (``a``'s first row starts a
-    tile); partial tiles at the edges are reduced over the cells present.
-    """
-    full = a.shape[0] // tile * tile  # (ufunc.reduceat along rows is many times slower)
-    by_rows = [ufunc.reduce(a[:full].reshape(-1, tile, a.shape[1]), axis=1)]
-    if full < a.shape[0]:
-        by_rows.append(ufunc.reduce(a[full:], axis=0, keepdims=True))
-    by_rows = np.concatenate(by_rows)
-    first = col0 // tile * tile
-    starts = np.maximum(np.arange(first, col0 + a.shape[1], tile), col0) - col0
-    return ufunc.reduceat(by_rows, starts, axis=1)
 
 
 class TopKeys(NamedTuple):
@@ -224,8 +193,8 @@ class LongTrace:
     def visible(self, rows: object, cols: object) -> np.ndarray:
         """``(len(rows), len(cols))`` boolean: True where a query may attend a key."""
         rows = _indices("rows", rows, self.seq_len)
-        lo, hi = _key_range(self.mask_kind, self.window, rows, self.seq_len)
-        return _visible(lo, hi, _indices("cols", cols, self.seq_len))
+        lo, hi = key_range(self.mask_kind, self.window, rows, self.seq_len)
+        return visible_keys(lo, hi, _indices("cols", cols, self.seq_len))
 
     def _head(self, head: object) -> int:
         head = _check_int("head", head, minimum=0)
@@ -246,8 +215,8 @@ class LongTrace:
         if stage == "scores":
             return scores
         z = scores / self.temperature - self.lse[head, rows, None]  # float64: <= 0 on visible
-        lo, hi = _key_range(self.mask_kind, self.window, rows, self.seq_len)
-        z[~_visible(lo, hi, cols)] = -np.inf
+        lo, hi = key_range(self.mask_kind, self.window, rows, self.seq_len)
+        z[~visible_keys(lo, hi, cols)] = -np.inf
         return np.exp(z, out=z).astype(self.dtype, copy=False)
 
     def block(self, head: int, rows: object, cols: object, stage: str = "weights") -> np.ndarray:
@@ -284,7 +253,7 @@ class LongTrace:
         """
         k = _check_int("k", k)
         weights = self.row(head, query)
-        lo, hi = _key_range(self.mask_kind, self.window, np.array([query]), self.seq_len)
+        lo, hi = key_range(self.mask_kind, self.window, np.array([query]), self.seq_len)
         seen = weights[lo[0] : hi[0]]
         order = np.argsort(-seen, kind="stable")[:k]
         return TopKeys(order + lo[0], seen[order])
@@ -310,7 +279,7 @@ class LongTrace:
 
         def one_block(rows: slice) -> None:
             idx = np.arange(rows.start, rows.stop)
-            lo, hi = _key_range(self.mask_kind, self.window, idx, n)
+            lo, hi = key_range(self.mask_kind, self.window, idx, n)
             span = slice(int(lo.min()), int(hi.max()))
             result[rows, : span.start] = 0
             result[rows, span] = self._cells(head, idx, np.arange(n)[span], "weights")
@@ -430,9 +399,9 @@ class _Blocks:
     def __call__(self, rows: slice) -> None:
         n_heads, n, _ = self.q.shape
         group, t = n_heads // self.k.shape[0], self.tile
-        lo, hi = _key_range(self.kind, self.window, np.arange(rows.start, rows.stop), n)
+        lo, hi = key_range(self.kind, self.window, np.arange(rows.start, rows.stop), n)
         keys = slice(int(lo.min()), int(hi.max()))  # every key a row of the block may see
-        mask = _visible(lo, hi, np.arange(keys.start, keys.stop))  # [rows, keys]
+        mask = visible_keys(lo, hi, np.arange(keys.start, keys.stop))  # [rows, keys]
         mask = None if mask.all() else mask
         tiles = (slice(rows.start // t, -(-rows.stop // t)), slice(keys.start // t,
                                                                    -(-keys.stop // t)))
@@ -449,13 +418,13 @@ class _Blocks:
             if sink is not None:
                 self.sink_weights[h, rows] = att.sink_weights[0]
             # masked weights are 0, below every visible one: the tile maximum ignores them
-            self.weights_overview[(h, *tiles)] = _tile_reduce(np.maximum, weights, t, keys.start)
+            self.weights_overview[(h, *tiles)] = tile_reduce(np.maximum, weights, t, keys.start)
             if self.scores_overview is not None:
                 if mask is not None:  # masked scores 0: never of larger magnitude than a seen one
                     scores = scores if scores.flags.writeable else scores.copy()
                     scores *= mask
-                high = _tile_reduce(np.maximum, scores, t, keys.start)
-                low = _tile_reduce(np.minimum, scores, t, keys.start)
+                high = tile_reduce(np.maximum, scores, t, keys.start)
+                low = tile_reduce(np.minimum, scores, t, keys.start)
                 self.scores_overview[(h, *tiles)] = np.where(-low > high, low, high)
 
     def run(self, progress: Progress, cancelled: Callable[[], bool], message: str
@@ -465,30 +434,18 @@ class _Blocks:
         step = _block_rows(self.tile)
         starts = np.arange(0, n, step)
         stops = np.minimum(starts + step, n)
-        lo = _key_range(self.kind, self.window, starts, n)[0]
-        hi = _key_range(self.kind, self.window, stops - 1, n)[1]
+        lo = key_range(self.kind, self.window, starts, n)[0]
+        hi = key_range(self.kind, self.window, stops - 1, n)[1]
         blocks = [slice(int(a), int(b)) for a, b in zip(starts, stops, strict=True)]
         costs = [int(c) for c in (stops - starts) * (hi - lo)]  # cells each block computes
         run_blocks(self, blocks, costs, progress, cancelled, message)
         # masked tiles: NaN in the overviews
-        masked = ~_tiles_visible(self.kind, self.window, self.q.shape[1], self.tile)
+        masked = ~tiles_visible(self.kind, self.window, self.q.shape[1], self.tile)
         self.weights_overview[:, masked] = np.nan
         if self.scores_overview is not None:
             self.scores_overview[:, masked] = np.nan
         return LongAttended(self.head_outputs, self.entropy, self.lse, self.weights_overview,
                             self.scores_overview, self.tile, self.sink_weights)
-
-
-def _tiles_visible(kind: str, window: int | None, n: int, tile: int) -> np.ndarray:
-    """``(P, P)`` boolean: True where a tile holds a visible cell.
-
-    Each mask's runs of keys move right with the row (``lo_i``, ``hi_i`` never decrease) and
-    overlap, so a tile's rows see exactly the keys ``lo(first row) <= j < hi(last row)``.
-    """
-    starts = np.arange(0, n, tile)
-    lo, _ = _key_range(kind, window, starts, n)
-    _, hi = _key_range(kind, window, np.minimum(starts + tile, n) - 1, n)
-    return (starts[None, :] < hi[:, None]) & (starts[None, :] + tile > lo[:, None])
 
 
 def _linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
