@@ -74,6 +74,9 @@ OVERVIEW_MAX_PX = 512  # largest side of an overview, in values (pixels)
 #: enough that a block's arrays stay in the cache and a cancellation is noticed at once.
 BLOCK_ROWS = 128
 
+#: ``select(rows, keys, visible) -> kept``: a selector's keys, see :attr:`LongTrace.select`
+Selector = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
 
 
 
@@ -148,6 +151,11 @@ class LongTrace:
         c)``), one sink logit per head (n_heads,) joining each row's softmax.
     sink_weights : ndarray, shape (n_heads, seq_len), or None
         With sinks, each row's weight on its head's sink: rows of weights sum to 1 less it.
+    select : callable or None
+        A selector (DeepSeek's lightning indexer): ``select(rows, keys, visible)`` gives, for
+        query positions ``rows`` (r,) and a run of key positions ``keys`` (k,) holding every
+        key they may see (``visible``, (r, k) bool), which keys each query keeps (bool (r,
+        k)).  The others are dropped from the softmax like masked keys (weight exactly 0).
     """
 
     x: np.ndarray
@@ -170,6 +178,7 @@ class LongTrace:
     softcap: float | None = None
     sinks: np.ndarray | None = None
     sink_weights: np.ndarray | None = None
+    select: Selector | None = None
 
     # the shape properties of the full trace read only x, q, k and entropy: the same ones
     seq_len = AttentionTrace.seq_len
@@ -216,7 +225,13 @@ class LongTrace:
             return scores
         z = scores / self.temperature - self.lse[head, rows, None]  # float64: <= 0 on visible
         lo, hi = key_range(self.mask_kind, self.window, rows, self.seq_len)
-        z[~visible_keys(lo, hi, cols)] = -np.inf
+        seen = visible_keys(lo, hi, cols)  # [rows, cols]
+        if self.select is not None:  # the selector chooses among all the keys a row sees
+            span = np.arange(lo.min(), hi.max())  # [keys]
+            kept = self.select(rows, span, visible_keys(lo, hi, span))  # [rows, keys]
+            inside = (cols >= span[0]) & (cols <= span[-1])
+            seen[:, inside] &= kept[:, cols[inside] - span[0]]
+        z[~seen] = -np.inf
         return np.exp(z, out=z).astype(self.dtype, copy=False)
 
     def block(self, head: int, rows: object, cols: object, stage: str = "weights") -> np.ndarray:
@@ -350,6 +365,7 @@ class _Variants(NamedTuple):
     alibi: bool = False  # ALiBi's bias with BLOOM's slopes
     softcap: float | None = None  # c: scores <- c tanh(scores / c)
     sinks: np.ndarray | None = None  # (n_heads,): one logit per head in every row's softmax
+    select: Selector | None = None  # the keys each query keeps (see LongTrace.select)
 
 
 class LongAttended(NamedTuple):
@@ -401,8 +417,12 @@ class _Blocks:
         group, t = n_heads // self.k.shape[0], self.tile
         lo, hi = key_range(self.kind, self.window, np.arange(rows.start, rows.stop), n)
         keys = slice(int(lo.min()), int(hi.max()))  # every key a row of the block may see
-        mask = visible_keys(lo, hi, np.arange(keys.start, keys.stop))  # [rows, keys]
-        mask = None if mask.all() else mask
+        seen = visible_keys(lo, hi, np.arange(keys.start, keys.stop))  # [rows, keys]
+        mask = seen
+        if self.variants.select is not None:  # the others are dropped like masked keys
+            mask = seen & self.variants.select(np.arange(rows.start, rows.stop),
+                                               np.arange(keys.start, keys.stop), seen)
+        seen, mask = (None if m.all() else m for m in (seen, mask))
         tiles = (slice(rows.start // t, -(-rows.stop // t)), slice(keys.start // t,
                                                                    -(-keys.stop // t)))
         for h in range(n_heads):
@@ -420,9 +440,9 @@ class _Blocks:
             # masked weights are 0, below every visible one: the tile maximum ignores them
             self.weights_overview[(h, *tiles)] = tile_reduce(np.maximum, weights, t, keys.start)
             if self.scores_overview is not None:
-                if mask is not None:  # masked scores 0: never of larger magnitude than a seen one
+                if seen is not None:  # masked scores 0: never of larger magnitude than a seen one
                     scores = scores if scores.flags.writeable else scores.copy()
-                    scores *= mask
+                    scores *= seen
                 high = tile_reduce(np.maximum, scores, t, keys.start)
                 low = tile_reduce(np.minimum, scores, t, keys.start)
                 self.scores_overview[(h, *tiles)] = np.where(-low > high, low, high)
@@ -549,7 +569,7 @@ def long_with_temperature(
     need = estimate_long_memory(trace.seq_len, trace.d_model, trace.n_heads,
                                 trace.n_kv_heads, trace.dtype)
     _check_memory(need, f"a temperature step at seq_len={trace.seq_len}")
-    chosen = _Variants(trace.alibi, trace.softcap, trace.sinks)
+    chosen = _Variants(trace.alibi, trace.softcap, trace.sinks, trace.select)
     att = _Blocks((trace.q, trace.k, trace.v), temperature, trace.mask_kind, trace.window,
                   False, trace.scale, chosen).run(progress, cancelled,
                                                   f"temperature {temperature:g}")
@@ -578,6 +598,7 @@ def long_attend(
     temperature: float = 1.0, mask: str | None = None, window: int | None = None,
     scores_overview: bool = True, progress: Progress | None = None, cancel: object = None,
     alibi: bool = False, softcap: float | None = None, sinks: np.ndarray | None = None,
+    select: Selector | None = None,
 ) -> LongAttended:
     """:func:`~attention_widget.engine.attend` block by block, on ready-made q, k and v.
 
@@ -587,7 +608,7 @@ def long_attend(
     ``q k^T`` (default ``1 / sqrt(d_head)``); ``scores_overview=False`` skips that overview.
     Other arguments (the variants ``alibi``, ``softcap`` and ``sinks`` too: with sinks the
     result's ``sink_weights`` are each row's weight on its head's sink) and the errors as in
-    :func:`long_attention`.
+    :func:`long_attention`; ``select`` a selector's keys (:attr:`LongTrace.select`).
     """
     q, k, v = (np.asarray(a) for a in (q, k, v))
     shapes = [a.shape for a in (q, k, v)]
@@ -607,8 +628,10 @@ def long_attend(
     temperature = _check_temperature(temperature)
     progress, cancelled = hooks(progress, cancel)
     (n_heads, n, d_head), n_kv = shapes[0], shapes[1][0]
+    if select is not None and not callable(select):
+        raise TypeError(f"select must be None or a function, got {type(select).__name__}")
     chosen = _Variants(*check_variants(n_heads, d_head, alibi=alibi, softcap=softcap,
-                                       sinks=sinks)[1:4])
+                                       sinks=sinks)[1:4], select)
     need = estimate_long_memory(n, n_heads * max(d_head, shapes[2][2]), n_heads, n_kv, q.dtype)
     _check_memory(need, f"attention over seq_len={n} with n_heads={n_heads}")  # (upper bound)
     return _Blocks((q, k, v), temperature, kind, window, scores_overview, scale, chosen).run(

@@ -9,6 +9,8 @@ them together, under causal and sliding masks, with blocks of several sizes.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from test_long import largest_magnitude, tile_max, tile_reference
@@ -167,3 +169,57 @@ def test_the_log_normaliser_counts_the_sink_also_when_it_takes_everything():
     expected = np.logaddexp(over_keys, sinks[:, None])
     np.testing.assert_allclose(got.lse, expected, rtol=1e-6, atol=0)
     assert got.sink_weights[1].min() == 1.0  # (in float32)
+
+
+def top_by_first_feature(k):
+    """A selector: each query keeps the ``k`` visible keys of largest first feature (ties to
+    the earlier key), a stand-in for DeepSeek's lightning indexer."""
+    def select(rows, keys, visible, *, features):
+        score = np.where(visible, features[keys][None, :], -np.inf)  # [rows, keys]
+        order = np.argsort(-score, axis=1, kind="stable")[:, :k]
+        kept = np.zeros(visible.shape, dtype=bool)
+        np.put_along_axis(kept, order, True, axis=1)
+        return kept & visible
+    return select
+
+
+@pytest.mark.parametrize("mask", sorted(MASKS))
+@pytest.mark.parametrize("rows", [16, 128])
+def test_a_selector_equals_attend_with_its_keys_as_a_mask(mask, rows, monkeypatch):
+    """Each query keeps 7 keys: the same as ``attend`` with those keys as the mask (whose
+    (n, n) array the block-wise path never makes), on demand and after a temperature step."""
+    rng = np.random.default_rng(3)
+    q, k, v = (2.0 * rng.standard_normal((h, N, 8)) for h in (HEADS, KV_HEADS, KV_HEADS))
+    kind, window = MASKS[mask]
+    visible = {"causal": causal_mask(N), "sliding": sliding_window_mask(N, window or 1)}[mask]
+    features = rng.standard_normal(N)
+    choose = top_by_first_feature(7)
+
+    def select(rows_, keys, seen):
+        return choose(rows_, keys, seen, features=features)
+
+    kept = select(np.arange(N), np.arange(N), visible)  # (n, n): the reference's mask
+    assert (kept.sum(axis=1) == np.minimum(visible.sum(axis=1), 7)).all()
+    monkeypatch.setattr(long_module, "BLOCK_ROWS", rows)
+    got = long_attend(q, k, v, mask=kind, window=window, sinks=SINKS, select=select)
+    ref = attend(q, k, v, mask=kept, sinks=SINKS)
+    for name in ("head_outputs", "entropy", "sink_weights"):
+        np.testing.assert_allclose(getattr(got, name), getattr(ref, name), **TOL)
+    np.testing.assert_allclose(got.weights_overview[2],
+                               tile_reference(ref.weights[2], visible, got.tile, tile_max), **TOL)
+    # scores are shown for every visible key, kept or not
+    np.testing.assert_allclose(got.scores_overview[2], tile_reference(
+        ref.scores[2], visible, got.tile, largest_magnitude), **TOL)
+    # on demand: a trace of the same layer
+    x, params = layer()
+    trace = long_attention(x, params, n_heads=HEADS, n_kv_heads=KV_HEADS, mask=kind,
+                           window=window, dtype=np.float64)
+    selected = long_with_temperature(replace(trace, select=select), params, 0.5)
+    full = multi_head_attention(x, params, n_heads=HEADS, n_kv_heads=KV_HEADS, mask=kind,
+                                window=window)
+    ref = attend(full.q, full.k, full.v, mask=kept, temperature=0.5)
+    for h in (0, 3):
+        np.testing.assert_allclose(selected.head_weights(h), ref.weights[h], **TOL)
+        zoom = (slice(300, 340), slice(250, 330))
+        np.testing.assert_allclose(selected.block(h, *zoom), ref.weights[h][zoom], **TOL)
+    np.testing.assert_allclose(selected.head_outputs, ref.head_outputs, **TOL)

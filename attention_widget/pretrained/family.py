@@ -23,7 +23,7 @@ import numpy as np
 
 from .._checks import check_int
 from ..engine import Attended, AttentionTrace, attend, merge_heads
-from ..long import LONG_THRESHOLD, LongAttended, LongTrace, long_attend
+from ..long import LONG_THRESHOLD, LongAttended, LongTrace, Selector, long_attend
 from .blocks import linear
 from .checkpoint import Config, Tensors
 from .weights import CheckpointWeights
@@ -74,6 +74,10 @@ class AttentionInputs:
         second input (the encoder's output).
     alibi : bool
         Whether ``options["bias"]`` is ALiBi's (BLOOM's slopes), for the trace.
+    select : callable, optional
+        Above ``LONG_THRESHOLD`` tokens, ``kept`` as a function of blocks (no (seq, seq)
+        array): ``select(rows, keys, visible)``, as
+        :attr:`~attention_widget.long.LongTrace.select`.
     """
 
     x: np.ndarray
@@ -90,6 +94,7 @@ class AttentionInputs:
     options: dict[str, Any] = field(default_factory=dict)
     x_kv: np.ndarray | None = None
     alibi: bool = False
+    select: Selector | None = None
 
 
 @dataclass
@@ -185,7 +190,7 @@ class BlockwiseLayers:
         """
         beyond = [what for what, there in (
             ("its own mask", inputs.mask is not None),
-            ("a selector's keys (top-k of an indexer)", inputs.kept is not None),
+            ("a selector's keys given for every cell", inputs.kept is not None),
             ("keys that are not one per token", inputs.key_positions is not None),
             *((f"the option {name!r}", True) for name in inputs.options
               if name not in ("softcap", "sinks") and not (name == "bias" and inputs.alibi)),
@@ -205,12 +210,13 @@ class BlockwiseLayers:
     def long_variants(inputs: AttentionInputs) -> dict[str, Any]:
         """The variants of a long layer as :func:`~attention_widget.long.long_attend` takes them.
 
-        ``{"alibi": bool, "softcap": c or None, "sinks": (n_heads,) or None}``: ALiBi's bias
-        (computed block by block from the slopes, whatever ``inputs.options["bias"]`` holds),
-        the soft-cap and the sinks of ``inputs.options``.
+        ``{"alibi": bool, "softcap": c or None, "sinks": (n_heads,) or None, "select": ...}``:
+        ALiBi's bias (computed block by block from the slopes, whatever
+        ``inputs.options["bias"]`` holds), the soft-cap and the sinks of ``inputs.options``, and
+        a selector's choice (``inputs.select``).
         """
         return {"alibi": inputs.alibi, "softcap": inputs.options.get("softcap"),
-                "sinks": inputs.options.get("sinks")}
+                "sinks": inputs.options.get("sinks"), "select": inputs.select}
 
     def run_long_attention(self, inputs: AttentionInputs, temperature: float = 1.0,
                            what: str = "attention", scores_overview: bool = True
