@@ -16,6 +16,11 @@ runs on two threads, reports ``progress(fraction, message)`` and raises
 :class:`AttentionCancelled` between blocks once its cancellation token is set, so a widget can
 run it in a worker thread and drop work nobody wants any more.  :func:`long_attend` is the step
 alone, for queries and keys made elsewhere (a pretrained model's, after its rotary embedding).
+
+The engine's variants act on each block as in :func:`~attention_widget.engine.attend`: ALiBi's
+bias for the block's cells only (from the slopes), the soft-cap, one sink logit per head (each
+row's weight on it is kept: rows sum to less than 1), and a selector's keys (DeepSeek's
+lightning indexer, asked for one block of queries at a time).
 """
 
 from __future__ import annotations
@@ -387,12 +392,12 @@ class _Blocks:
     """
 
     def __init__(self, qkv: tuple, temperature: float, kind: str, window: int | None,
-                 with_scores: bool, scale: float | None, variants_: _Variants) -> None:
+                 with_scores: bool, scale: float | None, chosen: _Variants) -> None:
         self.q, self.k, self.v = qkv
         self.temperature, self.kind, self.window, self.scale = temperature, kind, window, scale
         n_heads, n, _ = self.q.shape
-        self.variants = variants_
-        self.slopes = variants.alibi_slopes(n_heads) if variants_.alibi else None  # [h]
+        self.variants = chosen
+        self.slopes = variants.alibi_slopes(n_heads) if chosen.alibi else None  # [h]
         dt = self.q.dtype
         self.tile = overview_tile(n)
         side = -(-n // self.tile)
@@ -401,7 +406,7 @@ class _Blocks:
         self.lse = np.empty((n_heads, n))
         self.weights_overview = np.zeros((n_heads, side, side), dt)
         self.scores_overview = np.zeros((n_heads, side, side), dt) if with_scores else None
-        self.sink_weights = None if variants_.sinks is None else np.empty((n_heads, n), dt)
+        self.sink_weights = None if chosen.sinks is None else np.empty((n_heads, n), dt)
 
     def variants_of(self, h: int, rows: slice, keys: slice) -> dict:
         """The variants as ``attend`` takes them, for head ``h`` on one block of rows and keys."""
