@@ -31,12 +31,16 @@ D_MODEL_CHOICES = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768)
 #: the input fixes is not drawn ("play" is the stage player beside its slider, "scale-of" picks
 #: the stage whose colour scale the "scale" buttons set).
 GROUPS = (
-    ("Input", (("text", "layer", "show_special", "weights", "seed", "positional"),)),
+    ("Input", (("text", "layer", "show_special", "weights", "seed", "positional"),
+               ("part", "target"))),
     ("Architecture", (("d_model", "n_heads", "n_kv_heads"),)),
     ("Attention", (("mask", "window", "temperature"),)),
     ("View", (("view", "head", "query", "projector"), ("play", "step"),
               ("colormap", "scale-of", "scale"))),
 )
+#: Controls only some inputs have (a pretrained model's layer, an encoder-decoder's part):
+#: drawn only for an input that names them in its ``own_controls``.
+OWN_CONTROLS = ("layer", "show_special", "part", "target")
 FOCUS_ROW = ("head", "query")  # also shown with the detailed view's focus panel
 GROUP_LABEL_PX = 100  # the groups' names, in one column
 #: The stages whose colour scale can be chosen (the figures of the diagram), as the
@@ -122,7 +126,16 @@ def _controls() -> dict[str, W.DOMWidget]:
                             layout={"width": "180px"}),
         "step": W.IntSlider(description="", min=1, max=len(SECTIONS), readout=True,
                             layout={"width": "150px"}),
-        "layer": W.IntSlider(description="layer", min=0, max=0, layout={"width": "230px"}),
+        "layer": W.Dropdown(description="layer", options=[("layer 0", 0)],
+                            layout={"width": "340px"}),
+        "part": W.ToggleButtons(options=[("encoder", "encoder"), ("decoder", "decoder"),
+                                         ("cross", "cross")], tooltips=[
+            "the encoder's self-attention over the text",
+            "the decoder's causal self-attention over the target",
+            "cross-attention: target tokens (queries) over text tokens (keys)"],
+            style={"button_width": "72px"}),
+        "target": W.Text(description="target", continuous_update=False,
+                         layout={"flex": "1 1 240px", "min_width": "200px"}),
         "show_special": W.Checkbox(description="special tokens", indent=False,
                                    layout={"width": "auto"}),
     }
@@ -198,10 +211,10 @@ class ControlPanel:
     fixed_line : str
         What the input fixes (its controls are not drawn); '' for nothing.
     own_controls : sequence of str
-        Controls only this input has (e.g. ``layer``): the others of :data:`GROUPS` that are
-        not in ``shown`` are left out.
+        Controls only this input has (of :data:`OWN_CONTROLS`, e.g. ``layer``): the others
+        are left out.
     n_layers : int
-        Range of the ``layer`` control.
+        Layers of the ``layer`` control until :meth:`sync` names them.
 
     Attributes
     ----------
@@ -227,7 +240,7 @@ class ControlPanel:
         self._offered: dict[str, Any] = {}  # what the choices offer now (see sync)
         self._scales: dict[str, str] = {}
         c = _controls()
-        c["layer"].max = n_layers - 1
+        c["layer"].options = [(f"layer {i}", i) for i in range(n_layers)]
         for name, ctrl in c.items():
             ctrl.add_class(f"aw-{name}")
             if hasattr(ctrl, "style") and "description_width" in ctrl.style.keys:
@@ -245,7 +258,7 @@ class ControlPanel:
         self._mask_box = W.HBox([_label("mask"), c["mask"]])
         parts = {**c, "play": W.HBox([player, self.play]), "mask": self._mask_box}
         own = set(own_controls)
-        only = {"layer", "show_special"} - own  # controls of other inputs
+        only = set(OWN_CONTROLS) - own  # controls of other inputs
         self.export = _export_row()
         for name, wdg in self.export.items():
             wdg.add_class(f"aw-{name}")
@@ -313,7 +326,8 @@ class ControlPanel:
 
     # -- widget -> controls ----------------------------------------------------------------------
     def sync(self, values: Mapping[str, Any], *, heads: Sequence[int], kv_heads: Sequence[int],
-             tokens: Sequence[str], fixed: Collection[str]) -> None:
+             tokens: Sequence[str], fixed: Collection[str],
+             layers: Sequence[str] = ()) -> None:
         """Show the widget's state: every control's options and value.
 
         Parameters
@@ -327,6 +341,8 @@ class ControlPanel:
             The tokens on screen (the query choices).
         fixed : collection of str
             Controls the input decides: not drawn (and a group left empty is not drawn).
+        layers : sequence of str
+            One label per layer (``"layer 3 · sliding, window 4096"``); () keeps the last.
         """
         c = self._all
         d_model = values["d_model"]
@@ -340,6 +356,8 @@ class ControlPanel:
             "query": ((tuple(tokens), values["query"] if len(tokens) > MAX_QUERY_CHOICES
                        else None), lambda: _query_options(tokens, values["query"])),
         }
+        if layers:
+            offered["layer"] = (tuple(layers), lambda: [(t, i) for i, t in enumerate(layers)])
         hidden = set(fixed) | ({"window"} if "mask" in fixed else set())
         self._syncing = True
         try:
@@ -359,7 +377,7 @@ class ControlPanel:
                     ctrl.layout.display = display
             self._mask_box.layout.display = c["mask"].layout.display
             for label, rows in GROUPS:
-                names = {n for row in rows for n in row} - {"layer", "show_special"}
+                names = {n for row in rows for n in row} - set(OWN_CONTROLS)
                 display = "none" if names <= hidden else None
                 if self.groups[label].layout.display != display:
                     self.groups[label].layout.display = display

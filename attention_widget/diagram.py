@@ -80,8 +80,14 @@ def _token_strip(tokens: Sequence[str], trace: AttentionTrace | None) -> str:
         for i, t in enumerate(tokens[:MAX_TOKENS]))
     if trace is None:  # (no X: the widths are not known)
         return f"<div>{spans}</div>"
-    return (f"<div>{spans}</div><div style='font-size:90%'>d_head = d_model / n_heads = "
-            f"{trace.d_model} / {trace.n_heads} = <b>{trace.d_head}</b></div>")
+    h, dh, dv = trace.n_heads, trace.d_head, trace.v.shape[2]
+    if h * dh == trace.d_model:
+        widths = f"d_head = d_model / n_heads = {trace.d_model} / {h} = <b>{dh}</b>"
+    else:  # a model's own head width (Qwen3, DeepSeek)
+        widths = f"d_head = <b>{dh}</b> (n_heads · d_head = {h * dh}, d_model = {trace.d_model})"
+    if dv != dh:
+        widths += f", values d_v = <b>{dv}</b>"
+    return f"<div>{spans}</div><div style='font-size:90%'>{widths}</div>"
 
 
 def _entropy_text(trace: AttentionTrace) -> str:
@@ -188,8 +194,8 @@ class Diagram:
 
     def draw(self, traced: Traced, head: int, query: int) -> int:
         """Show ``traced``; return the bytes of the images sent."""
-        tr, toks = traced.trace, traced.tokens
-        h, dh = tr.n_heads, tr.d_head
+        tr, toks, keys = traced.trace, traced.tokens, traced.keys
+        h, dv = tr.n_heads, tr.head_outputs.shape[2]  # d_v: the values' width
         self._drawn = traced
         self._show_available(traced)
         if traced.unavailable:
@@ -209,14 +215,14 @@ class Diagram:
             # every temperature step would cost the browser one more message per step)
             titles = traced.head_titles()
             sent += self.figs["weights"].update(
-                [Panel(tr.weights[i], titles[i], toks, toks) for i in range(h)],
+                [Panel(tr.weights[i], titles[i], toks, keys) for i in range(h)],
                 ncols=heads_per_row(h), mask=tr.mask)
             sent += self.figs["outputs"].update(
                 [Panel(tr.head_outputs[i], f"head {i}", toks, None) for i in range(h)],
                 ncols=min(h, 8))
             sent += self.figs["concat"].update([
-                Panel(tr.concat, f"concat ({tr.seq_len} × {h * dh})", toks, None,
-                      [i * dh for i in range(1, h)]),
+                Panel(tr.concat, f"concat ({tr.seq_len} × {h * dv})", toks, None,
+                      [i * dv for i in range(1, h)]),
                 Panel(tr.output, f"output = concat W_O ({tr.seq_len} × {tr.d_model})", toks),
             ])
             sent += self.draw_focus(head, query)
@@ -252,7 +258,7 @@ class Diagram:
         with shown_together(self.figs.values()):
             titles = traced.head_titles()
             sent = self.figs["weights"].update(
-                [Panel(tr.weights[i], titles[i], toks, toks) for i in range(tr.n_heads)],
+                [Panel(tr.weights[i], titles[i], toks, traced.keys) for i in range(tr.n_heads)],
                 ncols=heads_per_row(tr.n_heads), mask=tr.mask)
             sent += self.draw_focus(head, query)
         notes = "".join(f"<br>{html.escape(line)}" for line in traced.notes)
@@ -262,8 +268,9 @@ class Diagram:
 
     def _draw_front(self, traced: Traced) -> int:
         """Token strip, X, Q/K/V, scores and the headers' shapes; returns the bytes sent."""
-        tr, toks = traced.trace, traced.tokens
+        tr, toks, keys = traced.trace, traced.tokens, traced.keys
         h, kv, dh, n = tr.n_heads, tr.n_kv_heads, tr.d_head, tr.seq_len
+        n_keys, dv = tr.k.shape[1], tr.v.shape[2]  # key rows (tokens, entries); d_v
         self._tokens_html.value = _token_strip(toks, tr)
         for head_html, section in self._heads:  # (every shape follows from these arrays)
             value = section_head(section, tr, traced.stages)
@@ -271,20 +278,20 @@ class Diagram:
                 head_html.value = value
         sent = self.figs["x"].update([Panel(tr.x, f"X  ({n} × {tr.d_model})", toks, None)])
         q2 = tr.q.transpose(1, 0, 2).reshape(n, h * dh)
-        k2 = tr.k.transpose(1, 0, 2).reshape(n, kv * dh)
-        v2 = tr.v.transpose(1, 0, 2).reshape(n, kv * dh)
+        k2 = tr.k.transpose(1, 0, 2).reshape(n_keys, kv * dh)
+        v2 = tr.v.transpose(1, 0, 2).reshape(n_keys, kv * dv)
         sent += self.figs["qkv"].update([
             Panel(q2, f"Q ({n} × {h * dh}), {h} heads", toks, None,
                   [i * dh for i in range(1, h)], Q_COLOR),
-            Panel(k2, f"K ({n} × {kv * dh}), {kv} kv heads", toks, None,
+            Panel(k2, f"K ({n_keys} × {kv * dh}), {kv} kv heads", keys, None,
                   [i * dh for i in range(1, kv)], K_COLOR),
-            Panel(v2, f"V ({n} × {kv * dh}), {kv} kv heads", toks, None,
-                  [i * dh for i in range(1, kv)], V_COLOR),
+            Panel(v2, f"V ({n_keys} × {kv * dv}), {kv} kv heads", keys, None,
+                  [i * dv for i in range(1, kv)], V_COLOR),
         ])
         kv_note = "" if kv == h else " → kv"
         sent += self.figs["scores"].update(
             [Panel(tr.scores[i], f"head {i}{kv_note}{tr.kv_head(i) if kv_note else ''}",
-                   toks, toks) for i in range(h)], ncols=heads_per_row(h))
+                   toks, keys) for i in range(h)], ncols=heads_per_row(h))
         return sent
 
     # -- focus ---------------------------------------------------------------------------------
@@ -292,14 +299,14 @@ class Diagram:
         """Head ``head`` large, query row ``query`` (-1: none) outlined; returns bytes sent."""
         if self._drawn is None:
             return 0
-        tr, toks = self._drawn.trace, self._drawn.tokens
+        tr, toks, keys = self._drawn.trace, self._drawn.tokens, self._drawn.keys
         h = self._head = min(head, tr.n_heads - 1)
         weights = tr.weights[h]
         fig = self.figs["focus"]
         use_grid = 2 <= tr.seq_len <= GRID_FOCUS_MAX  # bqplot squeezes a 1x1 grid away
         with fig.figure.hold_sync():
-            sent = fig.update([Panel(weights, f"head {h}: weights ({tr.seq_len} × {tr.seq_len})",
-                                     toks, toks)], mask=tr.mask)
+            sent = fig.update([Panel(weights, f"head {h}: weights ({tr.seq_len} × {len(keys)})",
+                                     toks, keys)], mask=tr.mask)
             self._set_focus_grid(weights, fig, use_grid)
             wfig = self.figs["weights"]
             if query >= 0:
@@ -324,13 +331,13 @@ class Diagram:
             if self._focus_grid is not None:
                 self._focus_grid.visible = False
             return
-        n = weights.shape[0]
+        n, m = weights.shape  # queries, keys
         x0, y0 = fig.panel_offsets()[0]
         rows = np.arange(n, dtype=float) + y0 - 0.5
-        cols = np.arange(n, dtype=float) + x0 - 0.5
+        cols = np.arange(m, dtype=float) + x0 - 0.5
         if self._focus_grid is None:
             self._focus_grid = bq.GridHeatMap(
-                row=rows, column=cols, color=np.zeros((n, n)), row_align="start",
+                row=rows, column=cols, color=np.zeros((n, m)), row_align="start",
                 column_align="start", stroke=None,
                 # transparent fill: still hit by the pointer (SVG paints a transparent colour)
                 scales={"row": fig.y_scale, "column": fig.x_scale,
@@ -340,12 +347,12 @@ class Diagram:
             )
             self._focus_grid.on_hover(self._on_hover)
         grid = self._focus_grid
-        if grid.color.shape != (n, n) or not np.array_equal(grid.row, rows) or not (
+        if grid.color.shape != (n, m) or not np.array_equal(grid.row, rows) or not (
                 np.array_equal(grid.column, cols)):
             # One comm message: a GridHeatMap that gets new rows before the matching colours
             # falls back to an alignment mode that fails on a LinearScale in the browser.
             with grid.hold_sync(), grid.hold_trait_notifications():
-                grid.row, grid.column, grid.color = rows, cols, np.zeros((n, n))
+                grid.row, grid.column, grid.color = rows, cols, np.zeros((n, m))
         if not grid.visible:
             grid.visible = True
         fig.add_mark(grid)
@@ -354,23 +361,23 @@ class Diagram:
         data, grid = event.get("data", {}), self._focus_grid
         if self._drawn is None or grid is None:
             return
-        tr, toks = self._drawn.trace, self._drawn.tokens
+        tr, toks, keys = self._drawn.trace, self._drawn.tokens, self._drawn.keys
         # bqplot reports the hovered cell's row and column *values* (the grid's data
         # coordinates); map them back to token indices
         i = _grid_index(grid.row, data.get("row", -1))
         j = _grid_index(grid.column, data.get("column", -1))
-        if not (0 <= i < tr.seq_len and 0 <= j < tr.seq_len):
+        if not (0 <= i < tr.seq_len and 0 <= j < len(keys)):
             return
         h = self._head
         what = f"{tr.weights[h, i, j]:.4f}" if tr.mask[i, j] else "masked"
         self._hover_html.value = (
             f"head {h}: query <b>{html.escape(toks[i])}</b> ({i}) → key "
-            f"<b>{html.escape(toks[j])}</b> ({j}): weight <b>{what}</b>")
+            f"<b>{html.escape(keys[j])}</b> ({j}): weight <b>{what}</b>")
 
     def _draw_contributions(self, h: int, i: int) -> int:
         """Query ``i``'s output row of head ``h`` as the weighted sum of V rows."""
         assert self._drawn is not None
-        tr, toks = self._drawn.trace, self._drawn.tokens
+        tr, toks, keys = self._drawn.trace, self._drawn.tokens, self._drawn.keys
         fig = self.figs["contrib"]
         if i < 0:
             self._focus_box.children = self._focus_parts  # figure out of the DOM, see shown()
@@ -383,16 +390,16 @@ class Diagram:
                                       "available: no values V were given</i>")
             return 0
         self._focus_box.children = (*self._focus_parts, fig.figure)
-        w_row = tr.weights[h, i]  # [seq]
-        v = tr.v[tr.kv_head(h)]  # [seq, d_head]
-        contrib = w_row[:, None] * v  # [seq, d_head]: w_ij v_j
-        out_row = tr.head_outputs[h, i][None, :]  # [1, d_head] = sum_j w_ij v_j
+        w_row = tr.weights[h, i]  # [n_keys]
+        v = tr.v[tr.kv_head(h)]  # [n_keys, d_v]
+        contrib = w_row[:, None] * v  # [n_keys, d_v]: w_ij v_j
+        out_row = tr.head_outputs[h, i][None, :]  # [1, d_v] = sum_j w_ij v_j
         sent = fig.update([
-            Panel(contrib, f"w[{i},j] · v_j  (head {h})", toks, None),
+            Panel(contrib, f"w[{i},j] · v_j  (head {h})", keys, None),
             Panel(out_row, "Σ_j = output row", [toks[i]], None),
         ], ncols=1)
         top = np.argsort(-w_row)[:5]
-        parts = " + ".join(f"{w_row[j]:.2f}·v[{html.escape(toks[j])}]" for j in top)
+        parts = " + ".join(f"{w_row[j]:.2f}·v[{html.escape(keys[j])}]" for j in top)
         self._focus_html.value = (
             f"output of head {h} for <b>{html.escape(toks[i])}</b> = Σ<sub>j</sub> "
             f"w<sub>{i}j</sub> v<sub>j</sub> ≈ {parts}{' + …' if len(w_row) > 5 else ''}")

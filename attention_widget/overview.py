@@ -169,22 +169,23 @@ def plan(tokens: Sequence[str], trace: AttentionTrace, lanes: Sequence[int],
         Large text (token labels and titles >= 14 px) on a wider picture.
     """
     f = FONTS[projector]
-    n = trace.seq_len
+    n, n_keys = trace.seq_len, trace.weights.shape[-1]  # queries; keys (tokens, or more)
     header = 1.2 * (f["title"] + f["text"] + f["small"]) + 18  # three lines above the columns
     footer = BAR_PX + f["small"] + 10  # colour bar and its numbers
     body_h = MAX_HEIGHT[projector] - header - footer
-    lane_title = f["text"] + 4
-    lane_gap = 8
-    labels_w = min(max(text_width(t, f["token"]) for t in _labels(tokens)) + 6,
-                   9 * f["token"])
+    lane_title, lane_gap = f["text"] + 4, 8
+    labels_w = min(max(text_width(t, f["token"]) for t in _labels(tokens)) + 6, 9 * f["token"])
     out_w = float(FEATURE_PX * 0.6)
     need = {key: max(text_width(title, f["title"]) * 1.08, text_width(formula, f["text"]))
             - ARROW_PX + 6 for key, title, formula, _ in COLUMNS}
 
+    def panels(cell: float) -> dict[str, float]:  # each column's panel width
+        return {"x": FEATURE_PX, "qkv": FEATURE_PX, "scores": n_keys * cell,
+                "weights": n_keys * cell, "outputs": out_w, "concat": FEATURE_PX,
+                "output": FEATURE_PX}
+
     def widths(cell: float) -> dict[str, float]:
-        panel = {"x": FEATURE_PX, "qkv": FEATURE_PX, "scores": n * cell, "weights": n * cell,
-                 "outputs": out_w, "concat": FEATURE_PX, "output": FEATURE_PX}
-        return {key: max(panel[key], need[key]) for key in panel}
+        return {key: max(w, need[key]) for key, w in panels(cell).items()}
 
     # the lanes' square cells: as large as the height and the width allow
     by_height = (body_h / len(lanes) - lane_title - lane_gap) / n
@@ -198,8 +199,7 @@ def plan(tokens: Sequence[str], trace: AttentionTrace, lanes: Sequence[int],
     body_h = max(len(lanes) * lane_h, 3 * (f["text"] + 6 + min(n, 40)) + 12)
     p = Plan(WIDTH[projector], int(header + body_h + footer), lanes=list(lanes), cell=cell)
     top = header
-    panel_w = {"x": FEATURE_PX, "qkv": FEATURE_PX, "scores": n * cell, "weights": n * cell,
-               "outputs": out_w, "concat": FEATURE_PX, "output": FEATURE_PX}
+    panel_w = panels(cell)
     x = labels_w
     lefts = {}
     for key, col_w in widths(cell).items():
@@ -241,9 +241,12 @@ def _texts(p: Plan, tokens: Sequence[str], trace: AttentionTrace, titles: Sequen
            lefts: dict, row: float, f: dict, top: float) -> None:
     """The column headers, the token labels, Q/K/V titles and the lanes' titles."""
     n, h, kv = trace.seq_len, trace.n_heads, trace.n_kv_heads
-    shapes = {"x": f"{n} × {trace.d_model}", "qkv": f"heads × {n} × {trace.d_head}",
-              "scores": f"{h} × {n} × {n}", "weights": f"{h} × {n} × {n}",
-              "outputs": f"{h} × {n} × {trace.d_head}",
+    n_keys, dv = trace.weights.shape[-1], trace.v.shape[2]
+    qkv = (f"heads × {n} × {trace.d_head}" if (n_keys, dv) == (n, trace.d_head) else
+           f"heads × {n}|{n_keys} × {trace.d_head}|{dv}")  # queries|keys × d_head|d_v
+    shapes = {"x": f"{n} × {trace.d_model}", "qkv": qkv,
+              "scores": f"{h} × {n} × {n_keys}", "weights": f"{h} × {n} × {n_keys}",
+              "outputs": f"{h} × {n} × {dv}",
               "concat": f"{n} × {trace.concat.shape[1]}", "output": f"{n} × {trace.d_model}"}
     for key, title, formula, section in COLUMNS:
         _, col_w, start = lefts[key]

@@ -1,8 +1,9 @@
 """What each head does, measured: the role that takes the largest mean share of its weight.
 
 For one head's weights ``w`` (``w[i, j]`` = how much query ``i`` attends key ``j``, rows summing
-to 1) the mean share of a role is the mean, over the rows where the role is defined, of the
-weight the row puts on the role's key(s):
+to 1, or less where a sink or keys that are not tokens take the rest) the mean share of a role
+is the mean, over the rows where the role is defined, of the weight the row puts on the role's
+key(s):
 
 ==================  ==============================  ===================================
 role                weight of row ``i`` on           rows (where defined)

@@ -21,7 +21,6 @@ has no mode checks.  Sources never touch widgets; they only compute.
 from __future__ import annotations
 
 import dataclasses
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,12 +46,12 @@ __all__ = [
     "DEFAULT_TEXT",
     "MAX_TOKENS",
     "ArraysSource",
-    "PretrainedSource",
     "Progress",
     "Settings",
     "Source",
     "TextSource",
     "Traced",
+    "check_text",
     "divisors",
     "restore_source",
 ]
@@ -96,6 +95,8 @@ class Settings:
     layer: int = 0
     show_special: bool = True
     weights: str = "random"  # or "designed": heads built to do known jobs (text only)
+    part: str = "encoder"  # an encoder-decoder's "encoder", "decoder" or "cross" attention
+    target: str = ""  # an encoder-decoder's decoder input
 
     @classmethod
     def of(cls, obj: Any) -> Settings:
@@ -134,6 +135,9 @@ class Traced:
     unavailable : str
         Why only the weights are known ('' when every stage is): the other stages are then
         not drawn, and this is said in their place.
+    key_tokens : list of str, optional
+        One label per key column where the keys are not the tokens: a cross-attention's
+        source tokens, or the tokens then DeepSeek V4's compressed entries.  None: the tokens.
     """
 
     tokens: list[str]
@@ -147,6 +151,12 @@ class Traced:
     notes: tuple[str, ...] = ()
     measured: list | None = None  # roles measured by the source (e.g. before a cut)
     unavailable: str = ""
+    key_tokens: list[str] | None = None
+
+    @property
+    def keys(self) -> list[str]:
+        """One label per key column: :attr:`key_tokens`, or the tokens."""
+        return self.tokens if self.key_tokens is None else self.key_tokens
 
     @property
     def summary(self) -> str:
@@ -161,6 +171,8 @@ class Traced:
         """Each head's measured role (:func:`~attention_widget.roles.head_roles`)."""
         if self.measured is not None:
             return list(self.measured)
+        if self.keys is not self.tokens:  # keys of their own: the roles are about tokens
+            return []
         special = None if self.special is None else np.array(self.special, dtype=bool)
         return head_roles(self.trace.weights, self.tokens, special)
 
@@ -178,7 +190,8 @@ def _mask_label(mask: str, window: int | None) -> str:
     return f"{mask}, window={window}" if mask == "sliding" else mask
 
 
-def _check_text(text: str) -> None:
+def check_text(text: str) -> None:
+    """ValueError for a text with nothing but white space."""
     if not text.strip():
         raise ValueError("The text is empty: type a sentence to see its attention.")
 
@@ -237,6 +250,10 @@ class Source(ABC):
     def describe(self) -> str:
         """One line about the source, shown above the controls ('' for none)."""
         return ""
+
+    def layer_labels(self, s: Settings) -> list[str]:
+        """One label per layer the ``layer`` control offers at ``s`` (``"layer 3"``)."""
+        return [f"layer {i}" for i in range(self.n_layers)]
 
     def fixed_line(self) -> str:
         """What the source fixes, in one line ('' if nothing): its controls are not drawn."""
@@ -390,7 +407,7 @@ class TextSource(Source):
     def tokens(self, text: str) -> list[str]:
         """The tokens of ``text`` (ValueError if it has none or more than MAX_TOKENS)."""
         if self._tokens is None or self._tokens[0] != text:
-            _check_text(text)
+            check_text(text)
             tokens = tokenize(text)
             if not tokens:
                 raise ValueError("The text has no words or symbols to attend over.")
@@ -587,147 +604,3 @@ class ArraysSource(Source):
         s = state.settings
         return cls(state.x, state.params, state.tokens, n_heads=s["n_heads"],
                    temperature=s["temperature"], mask=s["mask"], window=s["window"])
-
-
-class PretrainedSource(Source):
-    """The real attention of one layer of a pretrained model (NumPy forward, no torch).
-
-    Parameters
-    ----------
-    model : PretrainedModel or path
-        A model from :func:`attention_widget.pretrained.load_pretrained`, or the checkpoint
-        folder to load it from.
-    progress : callable(fraction, message), optional
-        Receives the loading's and the model's progress reports instead of the widget's bar
-        while set (e.g. a loading bar shown until the first diagram is drawn).
-
-    Notes
-    -----
-    d_model, the heads, the mask, positional encodings and seed are the model's.  Layer,
-    temperature and text stay live; special tokens ([CLS], [SEP], BOS) can be hidden.
-    """
-
-    kind = "pretrained"
-    fixed_by = "the pretrained model"
-    own_controls = ("layer", "show_special")
-    note = "Layer, head, query, temperature and text stay live."
-
-    def __init__(self, model: Any, progress: Progress | None = None) -> None:
-        from .pretrained import PretrainedModel, load_pretrained
-
-        if not isinstance(model, PretrainedModel):
-            model = load_pretrained(model, progress=progress)
-        self.model = model
-        self.n_layers = model.n_layers
-        self.progress = progress
-        self._cut: tuple | None = None  # the stages before the softmax without special tokens
-
-    @property
-    def fixed(self) -> dict[str, Any]:
-        """The architecture: d_model, heads, mask; no seed or positional code of ours."""
-        m = self.model
-        return {"d_model": m.d_model, "n_heads": m.n_heads,
-                "n_kv_heads": None if m.n_kv_heads == m.n_heads else m.n_kv_heads,
-                "mask": "causal" if m.causal else "none", "seed": 0, "positional": False,
-                "weights": "random"}
-
-    def default_scales(self, weights: str = "random") -> dict[str, str]:
-        """Robust scales for every signed stage: a few outliers would wash out the rest."""
-        return {key: "robust" for key in ("x", "qkv", "scores", "outputs", "concat")}
-
-    def describe(self) -> str:
-        """The model: family, layers, heads, widths."""
-        return self.model.describe()
-
-    def is_long(self, s: Settings) -> bool:
-        """More than ``LONG_THRESHOLD`` tokens, special ones included."""
-        _check_text(s.text)
-        return self.model.encode(s.text).ids.size > LONG_THRESHOLD
-
-    def trace(self, s: Settings, progress: Progress | None = None,
-              cancel: object = None) -> Traced:
-        """The model's attention at ``s.layer`` (special tokens left out if hidden)."""
-        _check_text(s.text)
-        model = self.model
-        tokens = model.tokenize(s.text)  # (ValueError beyond the model's positions)
-        if len(tokens) > LONG_THRESHOLD and not s.show_special:
-            raise ValueError(f"Above {LONG_THRESHOLD} tokens special tokens are always shown; "
-                             "tick 'special tokens'.")
-        before = model.progress, model.cancel
-        model.progress, model.cancel = self.progress or progress, cancel
-        try:
-            trace = model.trace(s.text, s.layer, temperature=s.temperature)
-        finally:
-            model.progress, model.cancel = before
-        special = np.array(model.special_token_mask(s.text), dtype=bool)
-        # each head's role over all its tokens: hidden special tokens still take weight
-        long = isinstance(trace, LongTrace)
-        measured = None if long else head_roles(trace.weights[..., : len(tokens)], tokens, special)
-        if not s.show_special:
-            keep = np.flatnonzero(~special)
-            if keep.size == 0:
-                raise ValueError("The text has only special tokens; show them or add words.")
-            tokens, trace, special = [tokens[i] for i in keep], self._without(trace, keep), (
-                special[keep])
-        stages = source_stages("pretrained", family=model.model_type, layer=s.layer)
-        return Traced(tokens, trace, None, s.mask, s.layer, stages=stages,
-                      special=tuple(bool(b) for b in special), measured=measured)
-
-    @property
-    def can_generate(self) -> bool:  # type: ignore[override]
-        """A causal model generates."""
-        return bool(self.model.causal)
-
-    def generate(self, s: Settings, max_new_tokens: int, progress: Progress | None = None) -> Any:
-        """Continue ``s.text`` greedily (:meth:`PretrainedModel.generate`); a Generation."""
-        _check_text(s.text)
-        model = self.model
-        before, model.progress = model.progress, self.progress or progress
-        try:
-            return model.generate(s.text, max_new_tokens)
-        finally:
-            model.progress = before
-
-    def layer_weights(self, s: Settings) -> Any:
-        """Every layer's attention over ``s.text`` as the model computes it (temperature 1)."""
-        from .attentions import Attentions
-
-        _check_text(s.text)
-        model = self.model
-        layers = model.attentions(s.text)  # cached per text, as the trace's layers are
-        return Attentions(list(layers), model.tokenize(s.text),
-                          list(model.special_token_mask(s.text)))
-
-    def _without(self, trace: AttentionTrace, keep: np.ndarray) -> AttentionTrace:
-        """``trace`` with only the rows and columns ``keep``.
-
-        The stages before the softmax are the model's cached arrays while only the
-        temperature changes: they are cut once, so that the figures see the same arrays and
-        skip them.
-        """
-        # key columns beyond the tokens (DeepSeek V4's compressed entries) all stay
-        keys = np.concatenate([keep, np.arange(trace.seq_len, trace.k.shape[1])])
-        sq = np.ix_(np.arange(trace.n_heads), keep, keys)
-        cut = self._cut
-        if (cut is None or cut[0] is not trace.scores or cut[1] is not trace.x
-                or not np.array_equal(cut[2], keep)):
-            cut = (trace.scores, trace.x, keep, {
-                "x": trace.x[keep], "q": trace.q[:, keep], "k": trace.k[:, keys],
-                "v": trace.v[:, keys], "scores": trace.scores[sq],
-                "mask": trace.mask[np.ix_(keep, keys)],
-                "latent": None if trace.latent is None else trace.latent[keys]})
-            self._cut = cut
-        return dataclasses.replace(
-            trace, **cut[3], weights=trace.weights[sq], head_outputs=trace.head_outputs[:, keep],
-            concat=trace.concat[keep], output=trace.output[keep], entropy=trace.entropy[:, keep],
-            kept=None if trace.kept is None else trace.kept[sq],
-            sink_weights=None if trace.sink_weights is None else trace.sink_weights[:, keep])
-
-    def saved(self) -> dict[str, Any]:
-        """The checkpoint folder, read again on load."""
-        return {"mode": self.kind, "model_path": os.fspath(self.model.path)}
-
-    @classmethod
-    def restore(cls, state: Any) -> PretrainedSource:
-        """Load the checkpoint folder the state names."""
-        return cls(state.settings["model_path"])

@@ -74,16 +74,17 @@ STAGES = (
           "(seq_len, d_model)"),
     Stage("q", "q", "queries Q", "Q = X W_Q, split into heads", "(n_heads, seq_len, d_head)"),
     Stage("k", "k", "keys K", "K = X W_K, split into key/value heads",
-          "(n_kv_heads, seq_len, d_head)"),
+          "(n_kv_heads, n_keys, d_head)"),
     Stage("v", "v", "values V", "V = X W_V, split into key/value heads",
-          "(n_kv_heads, seq_len, d_head)"),
+          "(n_kv_heads, n_keys, d_v)"),
     Stage("scores", "scores", "scores", "scores = Q Kᵀ / √d_head (rows: queries, columns: keys)",
-          "(n_heads, seq_len, seq_len)"),
+          "(n_heads, seq_len, n_keys)"),
     Stage("weights", "weights", "attention weights", "weights = softmax(scores / T) over keys",
-          "(n_heads, seq_len, seq_len)", signed=False),
+          "(n_heads, seq_len, n_keys)", signed=False),
     Stage("outputs", "head_outputs", "head outputs", "head_h = weights_h V_h",
-          "(n_heads, seq_len, d_head)"),
-    Stage("concat", "concat", "concat", "concat = [head_0 … head_(h-1)]", "(seq_len, d_model)"),
+          "(n_heads, seq_len, d_v)"),
+    Stage("concat", "concat", "concat", "concat = [head_0 … head_(h-1)]",
+          "(seq_len, n_heads · d_v)"),
     Stage("output", "output", "output", "output = concat W_O", "(seq_len, d_model)"),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
@@ -107,54 +108,123 @@ def stage(name: str) -> Stage:
     raise ValueError(f"unknown stage {name!r}; the stages are {STAGE_NAMES}")
 
 
-#: What a pretrained family's layer computes, where it differs from the synthetic layer:
-#: (its input X at layer 0, at a later layer, its queries, its keys, its values, its output).
+_RMS_FIRST = ("RMSNorm of the token embeddings", "x = RMSNorm(embedding(token_i)): no position yet")
+_RMS_LATER = ("RMSNorm of the hidden state entering layer {L}",
+              "x = RMSNorm(h), h = the output of layer {P}")
+_ROPE_Q = "Q = RoPE(X W_Q): each pair of columns turned by position"
+_ROPE_K = "K = RoPE(X W_K): turned by position, split into key/value heads"
+_SINK = "weights = softmax([scores | sink_h] / T) over keys, the sink then dropped: rows sum < 1"
+_LATENT_Q = "Q = [q_nope | RoPE(q_rope)] from X (through a query latent if q_lora_rank is set)"
+_LATENT_K = ("K = [c_kv W_UK | RoPE(k_r)], latent c_kv = RMSNorm(X W_DKV); one rotary part k_r "
+             "for every head")
+_LATENT_V = "V = c_kv W_UV: from the same latent, d_v wide"
+_LATENT_S = "scores = Q Kᵀ · mscale² / √(d_nope + d_rope) (rows: queries, columns: keys)"
+_BIASED = {"q": "Q = X W_Q + b_Q, split into heads", "k": "K = X W_K + b_K, split into heads",
+           "v": "V = X W_V + b_V, split into heads"}
+
+#: What a pretrained family's layer computes, where it differs from the synthetic layer, by
+#: stage name; "x0" is the input X of layer 0 and "x" of a later one, as (title, formula).
 #: ``{L}`` is the layer shown, ``{P}`` the one before it.  Families not listed get _GENERIC.
-_FAMILY_TEXT = {
-    "bert": (
-        ("embeddings + LayerNorm", "x_i = LayerNorm(word_i + position_i + token type_i)"),
-        ("hidden state entering layer {L}", "x = the output of layer {P} (after its LayerNorm)"),
-        "Q = X W_Q + b_Q, split into heads",
-        "K = X W_K + b_K, split into heads",
-        "V = X W_V + b_V, split into heads",
-        "output = concat W_O + b_O (before the residual and LayerNorm)",
-    ),
-    "gpt2": (
-        ("LayerNorm of token + position embeddings", "x = ln_1(token_i + position_i)"),
-        ("LayerNorm of the hidden state entering layer {L}",
-         "x = ln_1(h), h = the output of layer {P}"),
-        "Q = X W_Q + b_Q, split into heads",
-        "K = X W_K + b_K, split into heads",
-        "V = X W_V + b_V, split into heads",
-        "output = concat W_O + b_O (before the residual)",
-    ),
-    "llama": (
-        ("RMSNorm of the token embeddings", "x = RMSNorm(embedding(token_i)): no position yet"),
-        ("RMSNorm of the hidden state entering layer {L}",
-         "x = RMSNorm(h), h = the output of layer {P}"),
-        "Q = RoPE(X W_Q): each pair of columns turned by position",
-        "K = RoPE(X W_K): turned by position, split into key/value heads",
-        "V = X W_V, split into key/value heads",
-        "output = concat W_O (before the residual)",
-    ),
-    "qwen3": (
-        ("RMSNorm of the token embeddings", "x = RMSNorm(embedding(token_i)): no position yet"),
-        ("RMSNorm of the hidden state entering layer {L}",
-         "x = RMSNorm(h), h = the output of layer {P}"),
-        "Q = RoPE(q_norm(X W_Q)): RMSNorm per head (q/k norm), then turned by position",
-        "K = RoPE(k_norm(X W_K)): q/k norm, RoPE, split into key/value heads",
-        "V = X W_V, split into key/value heads",
-        "output = concat W_O (before the residual)",
-    ),
+_FAMILY_TEXT: dict[str, dict[str, Any]] = {
+    "bert": {
+        "x0": ("embeddings + LayerNorm", "x_i = LayerNorm(word_i + position_i + token type_i)"),
+        "x": ("hidden state entering layer {L}",
+              "x = the output of layer {P} (after its LayerNorm)"),
+        **_BIASED, "output": "output = concat W_O + b_O (before the residual and LayerNorm)",
+    },
+    "gpt2": {
+        "x0": ("LayerNorm of token + position embeddings", "x = ln_1(token_i + position_i)"),
+        "x": ("LayerNorm of the hidden state entering layer {L}",
+              "x = ln_1(h), h = the output of layer {P}"),
+        **_BIASED, "output": "output = concat W_O + b_O (before the residual)",
+    },
+    "llama": {"x0": _RMS_FIRST, "x": _RMS_LATER, "q": _ROPE_Q, "k": _ROPE_K},
+    "qwen3": {
+        "x0": _RMS_FIRST, "x": _RMS_LATER,
+        "q": "Q = RoPE(q_norm(X W_Q)): RMSNorm per head (q/k norm), then turned by position",
+        "k": "K = RoPE(k_norm(X W_K)): q/k norm, RoPE, split into key/value heads",
+    },
+    "gemma2": {
+        "x0": ("RMSNorm of the scaled token embeddings",
+               "x = RMSNorm(√d_model · embedding(token_i)): no position yet"),
+        "x": _RMS_LATER, "q": _ROPE_Q, "k": _ROPE_K,
+        "scores": "scores = c · tanh(Q Kᵀ / √query_pre_attn_scalar / c): soft-capped at "
+                  "c = attn_logit_softcapping",
+        "output": "output = concat W_O (then RMSNorm, before the residual)",
+    },
+    "bloom": {
+        "x0": ("LayerNorm of the LayerNormed token embeddings",
+               "x = ln_1(LayerNorm(embedding(token_i))): no position at all"),
+        "x": ("LayerNorm of the hidden state entering layer {L}",
+              "x = ln_1(h), h = the output of layer {P}"),
+        **_BIASED,
+        "scores": "scores = Q Kᵀ / √d_head − m_h (i − j): ALiBi, a penalty growing with the "
+                  "distance, slope m_h per head",
+        "output": "output = concat W_O + b_O (before the residual)",
+    },
+    "gpt_oss": {
+        "x0": _RMS_FIRST, "x": _RMS_LATER,
+        "q": "Q = RoPE(X W_Q + b_Q): turned by position (YaRN)",
+        "k": "K = RoPE(X W_K + b_K): turned by position, split into key/value heads",
+        "v": "V = X W_V + b_V, split into key/value heads", "weights": _SINK,
+        "output": "output = concat W_O + b_O (before the residual)",
+    },
+    "deepseek_v3": {"x0": _RMS_FIRST, "x": _RMS_LATER, "q": _LATENT_Q, "k": _LATENT_K,
+                    "v": _LATENT_V, "scores": _LATENT_S},
+    "deepseek_v32": {
+        "x0": _RMS_FIRST, "x": _RMS_LATER, "q": _LATENT_Q, "k": _LATENT_K, "v": _LATENT_V,
+        "scores": _LATENT_S,
+        "weights": "weights = softmax(scores / T) over the keys the indexer kept (its top "
+                   "index_topk per query); the others 0",
+    },
+    "deepseek_v4": {
+        "x0": ("RMSNorm of the token embeddings' streams, mixed",
+               "x = RMSNorm(Σ_j pre_j h_j), h_j = the embeddings copied into each stream"),
+        "x": ("input of layer {L}'s attention: the streams, mixed",
+              "x = RMSNorm(Σ_j pre_j h_j), h = the residual streams after layer {P}"),
+        "q": "Q = RoPE(RMSNorm per head(c_q W_Q)), c_q = RMSNorm(X W_DQ): RoPE on the last "
+             "features only",
+        "k": "K = RoPE(RMSNorm(X W_KV)): one head for every query, the key is the value",
+        "v": "V = K: the one shared key/value head", "weights": _SINK,
+        "outputs": "head_h = RoPE⁻¹(weights_h V): the rotation undone at the query",
+        "output": "output = grouped low-rank projection of concat (before the hyper-connection)",
+    },
+    "bart": {
+        "x0": ("embeddings + LayerNorm", "x_i = LayerNorm(embedding(token_i) + position_i)"),
+        "x": ("hidden state entering encoder layer {L}",
+              "x = the output of encoder layer {P} (after its LayerNorm)"),
+        **_BIASED, "output": "output = concat W_O + b_O (before the residual and LayerNorm)",
+    },
 }
-_GENERIC = (
-    ("embeddings, as the model feeds them to layer 0", "x = the model's input of layer 0"),
-    ("hidden state entering layer {L}", "x = the output of layer {P}, normed as the model does"),
-    "Q = X W_Q, as the model computes it, split into heads",
-    "K = X W_K, as the model computes it, split into key/value heads",
-    "V = X W_V, as the model computes it, split into key/value heads",
-    "output = concat W_O (before the residual)",
-)
+_GENERIC = {
+    "x0": ("embeddings, as the model feeds them to layer 0", "x = the model's input of layer 0"),
+    "x": ("hidden state entering layer {L}",
+          "x = the output of layer {P}, normed as the model does"),
+    "q": "Q = X W_Q, as the model computes it, split into heads",
+    "k": "K = X W_K, as the model computes it, split into key/value heads",
+    "v": "V = X W_V, as the model computes it, split into key/value heads",
+    "output": "output = concat W_O (before the residual)",
+}
+#: An encoder-decoder's decoder (BART): its causal self-attention and its cross-attention.
+_DECODER_TEXT = {
+    "decoder": {
+        "x0": ("decoder embeddings + LayerNorm",
+               "x_i = LayerNorm(embedding(target_i) + position_i): the target's tokens"),
+        "x": ("hidden state entering decoder layer {L}",
+              "x = the output of decoder layer {P} (after its LayerNorm)"),
+        "weights": "weights = softmax(scores / T) over the target's keys so far (causal)",
+    },
+    "cross": {
+        "x0": ("decoder state after decoder layer {L}'s self-attention",
+               "x = LayerNorm(h + self-attention(h)), one row per target token"),
+        "q": "Q = X W_Q + b_Q: from the target's tokens",
+        "k": "K = E W_K + b_K: from the encoder's output E, one row per source token",
+        "v": "V = E W_V + b_V: from the encoder's output E",
+        "scores": "scores = Q Kᵀ / √d_head (rows: target tokens, columns: source tokens)",
+        "weights": "weights = softmax(scores / T) over the source's tokens (no mask)",
+        "output": "output = concat W_O + b_O (before the residual and LayerNorm)",
+    },
+}
 _SOURCE_X = {  # (title, formula) of X for the other sources
     "random": ("input X", "x_i = embedding(token_i) + PE(i), one row per token"),
     "random, no positions": ("input X", "x_i = embedding(token_i): no positional code"),
@@ -166,8 +236,26 @@ _SOURCE_X = {  # (title, formula) of X for the other sources
 }
 
 
+def _family_text(family: str, part: str, layer_kind: str) -> dict[str, Any]:
+    """The texts of a pretrained layer (see :data:`_FAMILY_TEXT`), its kind and part applied."""
+    text = {**_FAMILY_TEXT.get(family, _GENERIC)}
+    if part != "encoder":
+        text.update(_DECODER_TEXT[part])
+    if part == "cross":
+        text["x"] = text["x0"]
+    if "compressed" in layer_kind:  # DeepSeek V4: keys are the window, then the entries
+        text["k"] += "; then the compressed entries, one per window of tokens"
+    if "sparse" in layer_kind:
+        text["weights"] += "; entries the indexer did not keep get 0"
+    if layer_kind.startswith("sliding"):
+        text["weights"] = text.get("weights", stage("weights").formula) + (
+            f" ({layer_kind.replace('window ', 'the last ')} keys)")
+    return text
+
+
 def source_stages(kind: str, *, weights: str = "random", positional: bool = True,
-                  family: str | None = None, layer: int = 0) -> dict[str, Stage]:
+                  family: str | None = None, layer: int = 0, part: str = "encoder",
+                  layer_kind: str = "") -> dict[str, Stage]:
     """The stages as a source describes them: titles and formulas for what its arrays are.
 
     Parameters
@@ -182,6 +270,12 @@ def source_stages(kind: str, *, weights: str = "random", positional: bool = True
         A pretrained model's ``model_type`` (``"bert"``, ``"gpt2"``, ``"llama"``, ...).
     layer : int
         The pretrained layer shown.
+    part : str
+        An encoder-decoder's ``"encoder"``, ``"decoder"`` (causal self-attention) or
+        ``"cross"`` (cross-attention).
+    layer_kind : str
+        The layer's kind as the model names it (``"sliding, window 4096"``,
+        ``"compressed sparse, rate 4, top 512"``).
 
     Returns
     -------
@@ -195,13 +289,12 @@ def source_stages(kind: str, *, weights: str = "random", positional: bool = True
                                         title=out[name].title if title is None else title)
 
     if kind == "pretrained":
-        first, later, q, k, v, o = _FAMILY_TEXT.get(family or "", _GENERIC)
-        title, formula = first if layer == 0 else later
+        text = _family_text(family or "", part, layer_kind)
+        title, formula = text["x0" if layer == 0 else "x"]
         put("x", formula.format(L=layer, P=layer - 1), title.format(L=layer, P=layer - 1))
-        put("q", q)
-        put("k", k)
-        put("v", v)
-        put("output", o)
+        for name in STAGE_NAMES[1:]:
+            if name in text:
+                put(name, text[name])
         return out
     key = "arrays" if kind == "arrays" else weights + ("" if positional else ", no positions")
     title, formula = _SOURCE_X[key]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -21,10 +20,11 @@ import numpy as np
 import traitlets as T
 
 from .colors import SCALE_MODES, SEQUENTIAL, WEIGHT_SCALE_MODES
-from .controls import SCALE_STAGES, ControlPanel, progress_bar, show_now
+from .controls import SCALE_STAGES, ControlPanel
 from .diagram import Diagram
 from .engine import AttentionParams, AttentionTrace
 from .longview import LongPrompts
+from .model_source import PARTS, PretrainedConstructor
 from .modelview import ModelViewHooks
 from .overview import Overview
 from .player import GenerationHooks
@@ -32,7 +32,6 @@ from .sources import (
     DEFAULT_TEXT,
     MAX_TOKENS,
     ArraysSource,
-    PretrainedSource,
     Settings,
     Source,
     TextSource,
@@ -54,7 +53,7 @@ _SCALE_KEYS = tuple(key for _, key in SCALE_STAGES)
 
 
 class AttentionWidget(LongPrompts, ModelViewHooks, GenerationHooks, WeightsConstructors,
-                      WidgetFiles, W.VBox):
+                      PretrainedConstructor, WidgetFiles, W.VBox):
     """Multi-head self-attention, every stage drawn live and linked to controls.
 
     Parameters
@@ -108,6 +107,11 @@ class AttentionWidget(LongPrompts, ModelViewHooks, GenerationHooks, WeightsConst
     layer = T.Int(0, help="Layer of a pretrained model whose attention is shown.")
     show_special = T.Bool(True, help="Show special tokens ([CLS], [SEP], BOS) of a pretrained "
                           "model; hidden, their rows and columns are left out of the panels.")
+    part = T.Enum(list(PARTS), "encoder", help="For an encoder-decoder model: the encoder's "
+                  "self-attention over the text, the decoder's causal self-attention over the "
+                  "target, or the cross-attention (target tokens as queries, text tokens as "
+                  "keys).")
+    target = T.Unicode("", help="For an encoder-decoder model: the decoder's input text.")
     error = T.Unicode("", read_only=True, help="Message for the last bad input, '' if none.")
     notice = T.Unicode("", read_only=True, help="Last automatic adjustment, e.g. snapped heads.")
 
@@ -116,8 +120,8 @@ class AttentionWidget(LongPrompts, ModelViewHooks, GenerationHooks, WeightsConst
                  window: int = 3, seed: int = 0, positional: bool = True,
                  weights: str = "random", colormap: str = "viridis", view: str = "overview",
                  scales: dict | None = None, projector: bool = False, layer: int = 0,
-                 show_special: bool = True, source: Source | None = None,
-                 **kwargs: Any) -> None:
+                 show_special: bool = True, part: str = "encoder", target: str = "",
+                 source: Source | None = None, **kwargs: Any) -> None:
         self._ready = False
         self._snapping = False  # True while _snap sets n_heads
         self._asked_heads = 0  # the head count chosen last (not a snapped one)
@@ -144,7 +148,7 @@ class AttentionWidget(LongPrompts, ModelViewHooks, GenerationHooks, WeightsConst
                   "temperature": temperature, "mask": mask, "window": window, "seed": seed,
                   "positional": positional, "weights": weights, "colormap": colormap,
                   "view": view, "projector": projector, "layer": layer,
-                  "show_special": show_special, "text": text,
+                  "show_special": show_special, "text": text, "part": part, "target": target,
                   "scales": {**src.default_scales(weights), **(scales or {})}, **src.fixed}
         with self.hold_trait_notifications():
             for name, value in values.items():
@@ -180,51 +184,6 @@ class AttentionWidget(LongPrompts, ModelViewHooks, GenerationHooks, WeightsConst
         return cls(n_heads=n_heads, n_kv_heads=None if kv == n_heads else kv,
                    temperature=temperature, mask=mask, window=window, source=source, **kwargs)
 
-    @classmethod
-    def from_pretrained(cls, model: str | os.PathLike | Any, text: str = DEFAULT_TEXT, *,
-                        layer: int = 0, temperature: float = 1.0, show_special: bool = True,
-                        progress: bool = True, **kwargs: Any) -> AttentionWidget:
-        """Show the real attention of a pretrained model (NumPy forward, no torch).
-
-        Parameters
-        ----------
-        model : path, hub id or PretrainedModel
-            A Hugging Face checkpoint folder (``config.json``, ``model.safetensors``,
-            ``tokenizer.json``), a hub id such as ``"Qwen/Qwen3-0.6B"`` (read from the local
-            cache, or downloaded when ``huggingface_hub`` is installed and the network is
-            there: ``pip install attention-widget[hub]``), or a model from
-            :func:`attention_widget.pretrained.load_pretrained`.  Needs the ``models`` extra:
-            ``pip install attention-widget[models]``.
-        text : str
-            Tokenized with the model's own tokenizer.
-        layer : int
-            Which layer's attention to show (0-based).
-        temperature : float
-            Re-softmax the real scores with ``T`` (1 = the model as trained).
-        show_special : bool
-            Show special tokens ([CLS], [SEP], BOS).
-        progress : bool
-            Show a progress bar while the checkpoint is read and layers run.
-
-        Notes
-        -----
-        d_model, heads, key/value heads, mask, positional encodings and seed are fixed by the
-        trained model: their controls are not drawn, and one line says what the model fixes.
-        Layer, head, query, temperature and text stay live.  Every head's title carries its
-        measured role; the signed stages start on robust colour scales (``scales``).
-        """
-        box, report = progress_bar("loading")
-        shown = progress and show_now(box)
-        try:  # loading and the first diagram report to this bar
-            source = PretrainedSource(model, progress=report)
-            w = cls(text, layer=layer, temperature=temperature, show_special=show_special,
-                    source=source, **kwargs)
-        finally:
-            if shown:
-                box.close()
-        source.progress = None  # later changes report into the widget's own bar
-        return w
-
     # -- validation: impossible values from Python raise TraitError and change nothing -------------
     @T.validate(*_COMPUTED, "head", "query")
     def _valid(self, proposal: dict) -> Any:
@@ -256,13 +215,20 @@ class AttentionWidget(LongPrompts, ModelViewHooks, GenerationHooks, WeightsConst
             return f"window must be >= 1, got {value}"
         if name == "seed" and value < 0:
             return f"seed must be >= 0, got {value}"
-        if name == "layer" and not 0 <= value < self._source.n_layers:
-            return f"layer must be in 0..{self._source.n_layers - 1}, got {value}"
+        if name == "part" and value != "encoder" and "part" not in self._source.own_controls:
+            return (f"part={value!r} is for an encoder-decoder model (BART); this input has "
+                    "one attention only")
+        if name == "layer" and not 0 <= value < self._n_layers():
+            return f"layer must be in 0..{self._n_layers() - 1}, got {value}"
         if name == "head" and not 0 <= value < self.n_heads:
             return f"head must be in 0..{self.n_heads - 1}, got {value}"
         if name == "query" and not -1 <= value < max(len(self.tokens), 1):
             return f"query must be -1 or a token index < {len(self.tokens)}, got {value}"
         return ""
+
+    def _n_layers(self) -> int:
+        """Layers the source offers now (an encoder-decoder's decoder may have fewer)."""
+        return len(self._source.layer_labels(self._settings()))
 
     @T.validate("step")
     def _valid_step(self, proposal: dict) -> int:
@@ -306,6 +272,10 @@ class AttentionWidget(LongPrompts, ModelViewHooks, GenerationHooks, WeightsConst
             self.n_kv_heads = new
         if self.head >= self.n_heads:
             self.head = 0
+        if self.layer >= self._n_layers():  # (another part of an encoder-decoder)
+            self.set_trait("notice", f"layer {self.layer} is not in the {self.part}: "
+                           f"showing its last layer, {self._n_layers() - 1}")
+            self.layer = self._n_layers() - 1
 
     # -- reacting: user input -> traits -> source.trace -> diagram.draw, then the controls ---------
     def _on_control(self, name: str, value: Any) -> None:
@@ -408,7 +378,7 @@ class AttentionWidget(LongPrompts, ModelViewHooks, GenerationHooks, WeightsConst
         values["n_kv_heads"] = src.kv_heads(s)
         values["scales"] = self.scales
         self._panel.sync(values, heads=src.head_options(s.d_model), kv_heads=src.kv_options(s),
-                         tokens=self.tokens, fixed=src.fixed)
+                         tokens=self.tokens, fixed=src.fixed, layers=src.layer_labels(s))
 
     def _recompute(self, change: dict | None = None) -> None:
         if self._last_compute_s > BUSY_AFTER_S:
@@ -477,4 +447,5 @@ class AttentionWidget(LongPrompts, ModelViewHooks, GenerationHooks, WeightsConst
 
 AttentionWidget.SAVED_TRAITS = _SAVED
 AttentionWidget.SAVED_DEFAULTS = {"weights": "random", "view": "overview", "scales": {},
+                                  "part": "encoder", "target": "",
                                   "projector": False}

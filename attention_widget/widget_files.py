@@ -36,7 +36,11 @@ class WidgetFiles:
         chosen.update(self._long_export())
         return download_link(self.trace, self.tokens, format=fmt, colormap=self.colormap,
                              filename=f"attention-{what}.{fmt}", title=self.summary,
-                             scales=self.scales, **chosen)
+                             scales=self.scales, key_tokens=self._key_tokens(), **chosen)
+
+    def _key_tokens(self) -> list[str] | None:
+        """The key columns' labels where they are not the tokens (see ``Traced.key_tokens``)."""
+        return None if self._traced is None else self._traced.key_tokens
 
     def _export_stages(self) -> list[str] | None:
         """Stages exports draw by default: all (None), or the weights when only they are known."""
@@ -57,7 +61,7 @@ class WidgetFiles:
         stages = self._export_stages() if stages is None else stages
         return save_figure(self.trace, path, self.tokens, stages=stages, heads=heads,
                            colormap=self.colormap, dpi=dpi, scales=self.scales,
-                           **self._long_export(),
+                           key_tokens=self._key_tokens(), **self._long_export(),
                            title=self.summary if title is None else title)
 
     def to_html(self, path: str | os.PathLike, *,

@@ -265,8 +265,9 @@ def _model_view(model, repeats: int) -> None:
 
 def _model_view_drawn(model, texts, repeats: int) -> None:
     """The widget's model view, kernel side: a new text's grid computed and drawn."""
+    from attention_widget.model_source import PretrainedSource
     from attention_widget.modelview import ModelView, model_grid
-    from attention_widget.sources import PretrainedSource, Settings
+    from attention_widget.sources import Settings
 
     source = PretrainedSource(model)
     view = ModelView(lambda layer, head: None)

@@ -20,9 +20,7 @@ MAX_MODULE, MAX_CLASS, MAX_FUNCTION = 700, 400, 80
 #: Modules over a limit today, each to be split by job; an entry fails (strict xfail) as soon
 #: as its module is back within the limits, and is then removed from this list.
 OVER_TODAY = {
-    "export/svg.py": "diagram_svg is 85 lines",
-    "sources.py": "733 lines",
-    "widget.py": "class AttentionWidget is 420 lines",
+    "export/svg.py": "diagram_svg is 88 lines",
 }
 
 

@@ -63,6 +63,7 @@ def diagram_data_url(
     diverging: str | None = None,
     scales: Mapping[str, str] | None = None,
     zoom: tuple | None = None,
+    key_tokens: Sequence[str] | None = None,
 ) -> str:
     """A ``data:`` URL of the diagram for a browser download link (``<a download href=...>``).
 
@@ -70,7 +71,7 @@ def diagram_data_url(
     ----------
     format : {"svg", "png"}
         SVG needs nothing; PNG needs matplotlib.
-    stages, heads, colormap, dpi, title, diverging, scales, zoom
+    stages, heads, colormap, dpi, title, diverging, scales, zoom, key_tokens
         As :func:`diagram_svg` and :func:`diagram_png_bytes`.
 
     Returns
@@ -79,7 +80,7 @@ def diagram_data_url(
         ``data:image/svg+xml;base64,...`` or ``data:image/png;base64,...``.
     """
     options = {"stages": stages, "heads": heads, "colormap": colormap, "title": title,
-               "diverging": diverging, "scales": scales, "zoom": zoom}
+               "diverging": diverging, "scales": scales, "zoom": zoom, "key_tokens": key_tokens}
     if format == "svg":
         data, mime = diagram_svg(trace, tokens, **options).encode("utf-8"), "image/svg+xml"
     elif format == "png":
@@ -104,6 +105,7 @@ def download_link(
     diverging: str | None = None,
     scales: Mapping[str, str] | None = None,
     zoom: tuple | None = None,
+    key_tokens: Sequence[str] | None = None,
 ) -> str:
     """An HTML ``<a download>`` link that saves the diagram in the browser (for an HTML widget).
 
@@ -115,7 +117,7 @@ def download_link(
         Suggested file name; default ``"attention.svg"`` / ``"attention.png"``.
     label : str, optional
         Link text; default ``"Download SVG"`` / ``"Download PNG"``.
-    stages, heads, colormap, dpi, title, diverging, scales, zoom
+    stages, heads, colormap, dpi, title, diverging, scales, zoom, key_tokens
         As :func:`diagram_data_url`.
 
     Returns
@@ -126,7 +128,7 @@ def download_link(
     """
     url = diagram_data_url(
         trace, tokens, format=format, stages=stages, heads=heads, colormap=colormap, dpi=dpi,
-        title=title, diverging=diverging, scales=scales, zoom=zoom,
+        title=title, diverging=diverging, scales=scales, zoom=zoom, key_tokens=key_tokens,
     )
     filename = filename if filename is not None else f"attention.{format}"
     label = label if label is not None else f"Download {format.upper()}"
@@ -168,6 +170,7 @@ def save_figure(
     diverging: str | None = None,
     scales: Mapping[str, str] | None = None,
     zoom: tuple | None = None,
+    key_tokens: Sequence[str] | None = None,
 ) -> Path:
     """Write the diagram to an SVG, PNG or PDF file.
 
@@ -178,7 +181,7 @@ def save_figure(
     path : str or PathLike
         Where to write; the suffix (``.svg``, ``.png``, ``.pdf``) chooses the format unless
         ``format`` is given.
-    tokens, stages, heads, colormap, title, diverging, zoom
+    tokens, stages, heads, colormap, title, diverging, zoom, key_tokens
         As :func:`diagram_svg` (a LongTrace's picture: its overviews and the zoom).
     format : {"svg", "png", "pdf"}, optional
         Overrides the suffix.
@@ -214,7 +217,7 @@ def save_figure(
     fmt = _format(p, format)
     dpi = check_dpi(dpi)
     layout = build(trace, tokens, stages, heads, colormap, title, diverging, scales=scales,
-                   zoom=zoom)
+                   zoom=zoom, key_tokens=key_tokens)
     data = render(layout).encode("utf-8") if fmt == "svg" else figure_bytes(layout, fmt, dpi)
     p.write_bytes(data)
     return p

@@ -340,6 +340,8 @@ class _Rows:
 
     tokens: list[str]
     labels: list[str]  # shortened
+    keys: list[str]  # one per key column: the tokens, or the keys' own labels
+    key_labels: list[str]  # shortened
     ch: int  # row height, px
     fs: float  # label font size
     step: int  # a label on every step-th row
@@ -347,23 +349,25 @@ class _Rows:
     col_label_h: int  # room below a square panel for the (vertical) key labels
 
     @classmethod
-    def of(cls, tokens: list[str]) -> _Rows:
-        ch = int(min(16, max(2, 280 // len(tokens))))
+    def of(cls, tokens: list[str], keys: list[str] | None = None) -> _Rows:
+        keys = tokens if keys is None else keys
+        ch = int(min(16, max(2, 280 // max(len(tokens), len(keys)))))
         fs = float(min(11, max(7, ch - 1)))
-        labels = [_short(t) for t in tokens]
-        widest = max(text_width(t, fs) for t in labels)
-        return cls(tokens, labels, ch, fs, max(1, math.ceil((fs + 1) / ch)),
+        labels, key_labels = [_short(t) for t in tokens], [_short(t) for t in keys]
+        widest = max(text_width(t, fs) for t in labels + key_labels)
+        return cls(tokens, labels, keys, key_labels, ch, fs, max(1, math.ceil((fs + 1) / ch)),
                    int(min(110, widest + 6)), int(min(110, widest + 8)))
 
 
 def build(trace: AttentionTrace, tokens: Any, stages: Any, heads: Any, colormap: Any,
           title: Any, diverging: Any, tooltips: bool = False, vector_stages: Any = None,
-          scales: Any = None, zoom: Any = None) -> Layout:
+          scales: Any = None, zoom: Any = None, key_tokens: Any = None) -> Layout:
     """Check the arguments of an export and lay out its diagram.
 
     Parameters are those of :func:`~attention_widget.export.diagram_svg` (``trace`` already
-    checked).  Stages not in ``vector_stages`` (default: all) are marked ``raster``.  A
-    :class:`~attention_widget.long.LongTrace` is laid out by
+    checked); ``key_tokens`` labels the key columns where they are not the tokens (one per
+    column of ``trace.weights``).  Stages not in ``vector_stages`` (default: all) are marked
+    ``raster``.  A :class:`~attention_widget.long.LongTrace` is laid out by
     :func:`~attention_widget.export.long_layout.build_long` (its overviews, and ``zoom``).
     """
     if isinstance(trace, LongTrace):
@@ -373,7 +377,14 @@ def build(trace: AttentionTrace, tokens: Any, stages: Any, heads: Any, colormap:
     if zoom is not None:
         raise ValueError("zoom is for a LongTrace (above LONG_THRESHOLD tokens): the full "
                          "trace's picture draws every cell")
-    rows = _Rows.of(check_tokens(tokens, trace.seq_len))
+    tokens = check_tokens(tokens, trace.seq_len)
+    keys = None if key_tokens is None else check_tokens(key_tokens, trace.weights.shape[-1],
+                                                        "key_tokens")
+    n_keys = trace.weights.shape[-1]
+    if keys is None and n_keys != trace.seq_len:  # keys of their own, not named: numbered
+        first = tokens if n_keys > trace.seq_len else []  # (extra columns after the tokens)
+        keys = first + [f"key {j}" for j in range(len(first), n_keys)]
+    rows = _Rows.of(tokens, keys)
     chosen = check_stages(stages)
     heads = check_head_selection(heads, trace.n_heads)
     diverging = check_colormaps(colormap, diverging)
@@ -430,7 +441,7 @@ def _stage(trace: AttentionTrace, name: str, heads: list[int], scaling: tuple, r
         scale = stage_scale(trace, name, *scaling, int(head) if head.isdigit() else None)
         heat = Heat(x, top, cw, rows.ch, _colored(data, scale, masked), masked, raster=raster)
         if tooltips and square:
-            heat.tips = _tips(rows.tokens, data, masked)
+            heat.tips = _tips(rows.tokens, rows.keys, data, masked)
         group.items.append(_panel(name, label, head, heat, rows, square, first=x == x0,
                                   label_y=line_top + 11))
         has_mask = has_mask or (masked is not None and bool(masked.any()))
@@ -442,10 +453,11 @@ def _stage(trace: AttentionTrace, name: str, heads: list[int], scaling: tuple, r
     return group, line_top + line_h + 2 * GAP, (bar[0], bar[1], has_mask), right
 
 
-def _tips(tokens: list[str], data: np.ndarray, masked: np.ndarray | None) -> list[str]:
+def _tips(tokens: list[str], keys: list[str], data: np.ndarray,
+          masked: np.ndarray | None) -> list[str]:
     """``"query → key: value"`` for each cell of a square panel, row-major."""
     n_rows, n_cols = data.shape
-    return [f"{tokens[i]} → {tokens[j]}: "
+    return [f"{tokens[i]} → {keys[j]}: "
             + ("masked" if masked is not None and masked[i, j] else f"{data[i, j]:.4g}")
             for i in range(n_rows) for j in range(n_cols)]
 
@@ -458,15 +470,19 @@ def _panel(name: str, label: str, head: str, heat: Heat, rows: _Rows, square: bo
         group.items.append(Text(heat.x, label_y, label, 11, cls="aw-panel-title"))
     group.items.append(heat)
     fs, n_rows, n_cols = rows.fs, *heat.rgb.shape[:2]
+    # K and V have a row per key; the other stages a row per query
+    labels, full = (rows.key_labels, rows.keys) if name in ("k", "v") else (rows.labels,
+                                                                           rows.tokens)
     if first:  # query / row labels on the first panel of each line
         group.items.append(Group("aw-row-labels", items=[
-            Text(heat.x - 4, heat.y + i * heat.ch + heat.ch / 2 + fs * 0.35, rows.labels[i],
-                 fs, anchor="end", cls="aw-token", full=rows.tokens[i])
+            Text(heat.x - 4, heat.y + i * heat.ch + heat.ch / 2 + fs * 0.35, labels[i],
+                 fs, anchor="end", cls="aw-token", full=full[i])
             for i in range(0, n_rows, rows.step)]))
     bottom = heat.y + heat.height
     if square:  # key labels, vertical, hanging below the panel
-        cols = [Text(heat.x + j * heat.cw + heat.cw / 2 + fs * 0.35, bottom + 4, rows.labels[j],
-                     fs, anchor="end", rotate=-90, cls="aw-token", full=rows.tokens[j])
+        cols = [Text(heat.x + j * heat.cw + heat.cw / 2 + fs * 0.35, bottom + 4,
+                     rows.key_labels[j], fs, anchor="end", rotate=-90, cls="aw-token",
+                     full=rows.keys[j])
                 for j in range(0, n_cols, rows.step)]
     else:  # feature columns: first and last index
         cols = [Text(heat.x, bottom + 12, "0", 9, cls="aw-dim")]

@@ -132,6 +132,7 @@ def diagram_png_bytes(
     diverging: str | None = None,
     scales: Mapping[str, str] | None = None,
     zoom: tuple | None = None,
+    key_tokens: Sequence[str] | None = None,
 ) -> bytes:
     """The diagram of :func:`diagram_svg` as PNG bytes (needs matplotlib, the ``export`` extra).
 
@@ -146,5 +147,5 @@ def diagram_png_bytes(
     trace = check_trace(trace)
     dpi = check_dpi(dpi)
     layout = build(trace, tokens, stages, heads, colormap, title, diverging, scales=scales,
-                   zoom=zoom)
+                   zoom=zoom, key_tokens=key_tokens)
     return figure_bytes(layout, "png", dpi)

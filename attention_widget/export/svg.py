@@ -137,6 +137,7 @@ def diagram_svg(
     vector_stages: Sequence[str] | str | None = None,
     scales: Mapping[str, str] | None = None,
     zoom: tuple | None = None,
+    key_tokens: Sequence[str] | None = None,
 ) -> str:
     """Draw the attention diagram as a standalone SVG document, with no plotting library.
 
@@ -182,6 +183,9 @@ def diagram_svg(
         overview (``stages`` among "scores" and "weights"): also the exact weights of queries
         ``q0 .. q1 - 1`` against keys ``k0 .. k1 - 1`` of ``head``, with token labels.
 
+    key_tokens : list of str, optional
+        One label per key column where the keys are not the tokens (a cross-attention's).
+
     Returns
     -------
     str
@@ -201,7 +205,7 @@ def diagram_svg(
     hatched with white lines.
     """
     layout = build(check_trace(trace), tokens, stages, heads, colormap, title, diverging,
-                   tooltips, vector_stages, scales=scales, zoom=zoom)
+                   tooltips, vector_stages, scales=scales, zoom=zoom, key_tokens=key_tokens)
     if isinstance(max_rects, bool) or not isinstance(max_rects, numbers.Integral):
         raise TypeError(f"max_rects must be an integer, got {max_rects!r}")
     if not isinstance(id_prefix, str) or not all(c.isalnum() or c in "-_" for c in id_prefix):
