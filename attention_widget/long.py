@@ -55,6 +55,7 @@ __all__ = [
     "AttentionCancelled",
     "LongAttended",
     "LongTrace",
+    "Selector",
     "TopKeys",
     "attention_trace",
     "estimate_long_memory",
