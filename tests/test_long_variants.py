@@ -154,7 +154,7 @@ def test_bad_variants_are_named(options, message):
 
 
 def test_the_log_normaliser_counts_the_sink_also_when_it_takes_everything():
-    """``lse`` is ``log(sum_j exp(s_ij) + exp(sink_h))``, written out here in float64, also in
+    """``lse`` is ``log(sum_j exp(s_ij) + exp(sink_h))``, written out below in float64, also in
     float32 where a sink of 120 leaves every key a weight that rounds to 0."""
     rng = np.random.default_rng(2)
     q, k, v = (rng.standard_normal((h, N, 8)).astype(np.float32)

@@ -324,7 +324,7 @@ class DeepseekV3(PretrainedModel):
     def key_selection(
         self, i: int, x: np.ndarray, c_q: np.ndarray | None, positions: np.ndarray
     ) -> dict:
-        """Keys each query keeps in layer ``i``: all of them here (``{}``; see DeepSeek-V3.2)."""
+        """Keys each query keeps in layer ``i``: all of them in DeepSeek-V3 (``{}``; see V3.2)."""
         return {}
 
     def finish_block(self, i: int, h: np.ndarray, attn_out: np.ndarray) -> np.ndarray:
