@@ -392,7 +392,8 @@ class LongView:
             f"<b>query lens</b> · head {self._head} · query {q:,} "
             f"<span class='aw-token'>{html.escape(toks[q])}</span>: its {n:,} weights, one px a "
             f"key, {width:,} keys a line (grey = masked); its {len(top.positions)} heaviest keys "
-            "(boxed): <table class='aw-long-top'><tr><th>#</th><th>key</th><th>token</th>"
+            "(boxed): <table class='aw-long-top' style='line-height:1.35;border-spacing:10px 1px'>"
+            "<tr><th>#</th><th>key</th><th>token</th>"
             f"<th>weight</th></tr>{rows}</table>")
         starts = [f"{i * width:,}" for i in range(lines)]
         sent = fig.update([Panel(strip.reshape(lines, width), f"query {q:,}", starts)],

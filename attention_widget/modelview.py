@@ -46,7 +46,7 @@ PLOT_PX = 760  # widest plot area of the grid: fits JupyterLab's notebook at 128
 MAX_SLOT_PX = 110  # a thumbnail and its gap at most this wide (few heads)
 LABEL_PX = 13  # room under a thumbnail for its role (10 px text)
 FONT_PX = 10
-MARGIN = {"top": 34, "bottom": 46, "left": 64, "right": 12}
+MARGIN = {"top": 40, "bottom": 46, "left": 64, "right": 12}
 #: The aggregate columns after the heads, and what each shows.
 AGGREGATES = {
     "mean": "mean over the layer's heads: Ā_ℓ = (1/H) Σ_h A_ℓh",

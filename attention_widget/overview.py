@@ -352,8 +352,9 @@ class Overview:
         self._labels: dict[tuple, bq.Label] = {}
         self.figure = bq.Figure(
             marks=[], axes=[], fig_margin={"top": 0, "bottom": 0, "left": 0, "right": 0},
-            padding_x=0.0, padding_y=0.0, animation_duration=0, min_aspect_ratio=0.01,
-            max_aspect_ratio=100.0, layout={"width": "840px", "height": "400px"})
+            padding_x=0.0, padding_y=0.0, animation_duration=0, display_toolbar=False,
+            min_aspect_ratio=0.01, max_aspect_ratio=100.0,
+            layout={"width": "840px", "height": "400px"})
         self.figure.add_class("aw-figure")
         self.figure.add_class("aw-overview")
         self.notes = readout("aw-overview-notes")

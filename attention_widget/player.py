@@ -123,7 +123,9 @@ class GenerationPlayer:
                                 layout={"width": "360px"})
         self.play = W.Play(value=0, min=0, max=0, interval=PLAY_INTERVAL_MS,
                            description="play the steps")
-        W.jslink((self.play, "value"), (self.step, "value"))
+        # linked in the kernel: a step set before the widget is shown holds (a link in the
+        # browser copies the Play's value onto the slider when it first draws)
+        W.link((self.play, "value"), (self.step, "value"))
         for name, w in (("max-new", self.max_new), ("generate", self.button),
                         ("gen-step", self.step), ("gen-play", self.play)):
             w.add_class(f"aw-{name}")
@@ -252,7 +254,8 @@ class GenerationPlayer:
         return (f"<div style='font-size:90%'><b>key/value cache after step {t}</b>: "
                 f"{total:,} numbers, {_size(sum(r['bytes'] for r in rows))} in float32 over "
                 f"{len(rows)} layers; {html.escape(saving)}.</div>"
-                "<table class='aw-cache-table' style='font-size:85%;border-collapse:collapse'>"
+                "<table class='aw-cache-table' style='font-size:85%;line-height:1.35;"
+                "border-collapse:collapse'>"
                 f"<tr>{head}</tr>{body}</table>")
 
     # -- what is shown (tests) -----------------------------------------------------------------

@@ -199,7 +199,7 @@ class PanelFigure:
         self.figure = bq.Figure(
             marks=[], axes=[self.x_axis, self.y_axis, self.c_axis],
             fig_margin={"top": 70, "bottom": 50, "left": 90, "right": 20},
-            padding_x=0.0, padding_y=0.0, animation_duration=0,
+            padding_x=0.0, padding_y=0.0, animation_duration=0, display_toolbar=False,
             layout={"width": "100%", "max_width": "100%", "height": f"{min_height}px"},
         )
         self.figure.add_class("aw-figure")

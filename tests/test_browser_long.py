@@ -18,6 +18,7 @@ from support.browser import (
     figure_panels,
     lab_append_cell_and_run,
     open_and_run_all,
+    page_screenshot,
     press_slider,
     screenshot,
     shown_axes,
@@ -56,7 +57,8 @@ def kernel_json(page, code: str, tag: str) -> dict:
     lab_append_cell_and_run(page, code)
     out = page.locator(".jp-NotebookPanel .jp-OutputArea-output", has_text=tag).last
     out.wait_for(timeout=60000)
-    return json.loads(out.inner_text().split(tag, 1)[1])
+    # textContent: JupyterLab skips rendering cells out of view (innerText would be empty)
+    return json.loads(out.text_content().split(tag, 1)[1])
 
 
 def test_lab_long_prompt(jupyter_server, page_and_log, tmp_path: Path) -> None:
@@ -120,6 +122,27 @@ def test_lab_long_prompt(jupyter_server, page_and_log, tmp_path: Path) -> None:
     assert axes["x"][0] == WORDS[cols[0] % len(WORDS)], (axes, cols)
     assert len(axes["x"]) >= 10 and set(axes["x"]) <= set(WORDS)
 
+    # the query lens, a query typed in: its ten heaviest keys, as the engine's softmax of
+    # that one row of scores gives them
+    lens = widget.locator(".aw-long-query input").first
+    lens.fill("4900")
+    lens.press("Enter")
+    wait_text(widget, ".aw-long-lens-note", r"query 4,900 .*heaviest keys")
+    widget.locator(".aw-fig-long-lens image").first.wait_for(timeout=30000)
+    top = kernel_json(page, (
+        "import json, numpy as np\n"
+        "from attention_widget.engine import softmax\n"
+        "tr, q = w.trace, 4900\n"
+        "s = tr.q[w.head, q] @ tr.k[tr.kv_head(w.head)].T / np.sqrt(tr.d_head)\n"
+        "p = softmax(s.astype(np.float64)[None], mask=(np.arange(tr.seq_len) <= q)[None])[0]\n"
+        "top = np.argsort(-p)[:10]\n"
+        "print('AW-LENS', json.dumps([[int(j), float(p[j])] for j in top]))"), "AW-LENS")
+    shown = widget.locator(".aw-long-top").first.evaluate(
+        "t => [...t.rows].slice(1).map(r => [...r.cells].map(c => c.textContent))")
+    assert [int(r[1].replace(",", "")) for r in shown] == [j for j, _ in top], (shown, top)
+    assert [r[2].strip() for r in shown] == [WORDS[j % len(WORDS)] for j, _ in top], shown
+    assert all(abs(float(r[3]) - p) < 1e-4 for r, (_, p) in zip(shown, top, strict=True))
+
     # a temperature step by keyboard repaints the overview
     before = wait_stable_hrefs(page, widget, ".aw-fig-long-focus image")
     press_slider(page, widget.locator(".aw-temperature").first, "ArrowLeft", 30)
@@ -127,4 +150,5 @@ def test_lab_long_prompt(jupyter_server, page_and_log, tmp_path: Path) -> None:
     after = wait_stable_hrefs(page, widget, ".aw-fig-long-focus image")
     assert after != before
     screenshot(page, widget.locator(".aw-long").first, "lab_long_8192")
+    page_screenshot(page, "long-8192", top=widget.locator(".aw-long"))
     assert log.dialogs == [] and log.real_errors() == [], log.real_errors()

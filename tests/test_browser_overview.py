@@ -22,6 +22,7 @@ from support.browser import (
     TOUR_TEXT,
     new_page,
     open_and_run_all,
+    page_screenshot,
     show_view,
     text_boxes,
     text_problems,
@@ -65,18 +66,6 @@ def _open(browser, voila, **query):
     return page, log, widget
 
 
-def _shot(page, name: str, docs: str | None = None) -> Path:
-    """Screenshot the page at 1280 x 720; with ``docs`` and AW_UPDATE_SCREENSHOT set, also
-    the repository's picture ``docs/<docs>`` (refreshed on purpose only)."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"{name}.png"
-    page.screenshot(path=str(path))
-    if docs and os.environ.get("AW_UPDATE_SCREENSHOT"):
-        (REPO / "docs").mkdir(exist_ok=True)
-        shutil.copy(path, REPO / "docs" / docs)
-    return path
-
-
 @pytest.fixture(scope="module")
 def voila_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("overview")
@@ -96,14 +85,17 @@ def test_voila_default_widget_fits_and_every_head_count_reads(jupyter_server, br
             assert not fit["sideways"] and fit["right"] <= PAGE["width"], fit
             if heads == 4:  # the default sentence and heads: the whole widget on one screen
                 assert fit["height"] <= PAGE["height"], fit
-                shot = _shot(page, "voila_overview_4_heads", "overview-4-heads.png")
+                page_screenshot(page, "overview-4-heads")
                 if os.environ.get("AW_UPDATE_SCREENSHOT"):  # the README's picture
-                    shutil.copy(shot, REPO / "docs" / "screenshot.png")
+                    shutil.copy(REPO / "docs" / "screenshots" / "overview-4-heads.png",
+                                REPO / "docs" / "screenshot.png")
             if heads == 64:
-                _shot(page, "voila_overview_64_heads", "overview-64-heads.png")
+                page_screenshot(page, "overview-64-heads")
             assert text_problems(widget) == [], (heads, "overview")
             show_view(page, widget, "detailed")
             assert text_problems(widget, page=page) == [], (heads, "detailed")
+            if heads == 4:
+                page_screenshot(page, "detailed", top=widget.locator(".aw-stage-3"))
             assert log.real_errors() == [], log.real_errors()
         finally:
             page.context.close()
@@ -125,7 +117,8 @@ def test_voila_controls_uncut_at_1024px(jupyter_server, browser, voila_root) -> 
         assert text_problems(controls) == []
         assert text_problems(widget) == []
         assert not widget_fit(widget)["sideways"]
-        _shot(page, "voila_1024")
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "voila_1024.png"))
         assert log.real_errors() == []
     finally:
         page.context.close()
@@ -143,7 +136,7 @@ def test_voila_projector_text_is_at_least_14px(jupyter_server, browser, voila_ro
         assert min(b["size"] for b in tokens + titles) >= 14, sorted(
             {(b["text"], b["size"]) for b in tokens + titles if b["size"] < 14})
         assert text_problems(widget) == []
-        _shot(page, "voila_projector")
+        page_screenshot(page, "projector", top=widget.locator(".aw-summary"))
         assert log.real_errors() == []
     finally:
         page.context.close()
@@ -160,13 +153,13 @@ def test_voila_minilm_fixes_nothing_on_screen_and_names_every_head(jupyter_serve
         assert disabled == []
         for name in ("d_model", "n_heads", "n_kv_heads", "mask", "seed", "positional"):
             assert not widget.locator(f".aw-{name}").first.is_visible(), name
-        assert "Fixed by the pretrained model: d_model 384, 12 heads" in widget.locator(
-            ".aw-source-line").first.inner_text()
+        assert re.search(r"Fixed by the pretrained [\w ]+: d_model 384, 12 heads", widget.locator(
+            ".aw-source-line").first.inner_text())
         lanes = [b["text"] for b in text_boxes(widget.locator(".aw-overview").first)
                  if b["text"].startswith("head ")]
         assert len(lanes) == 4 and all(ROLE.match(t) for t in lanes), lanes
         assert text_problems(widget) == []
-        path = _shot(page, "voila_minilm", "minilm-1280x720.png")
+        path = page_screenshot(page, "minilm", top=widget.locator(".aw-overview-box"))
         show_view(page, widget, "detailed")
         fig = widget.locator(".aw-fig-weights").first
         titles = fig.evaluate("""f => [...f.querySelectorAll('text.label')]
@@ -187,7 +180,10 @@ def test_lab_default_widget_fits_beside_the_file_browser(jupyter_server, page_an
     write_notebook(tmp_path / "w.ipynb", [
         "from attention_widget import AttentionWidget\n"
         f"w = AttentionWidget(text={TOUR_TEXT!r}, d_model=64, n_heads=4)\n"
-        "w"])
+        "w",
+        f"w64 = AttentionWidget(text={TOUR_TEXT!r}, d_model=64, n_heads=64)\n"
+        "w64.add_class('aw-64')\n"
+        "w64"])
     lab = jupyter_server("lab", tmp_path)
     page, log = page_and_log
     page.set_viewport_size(PAGE)
@@ -201,4 +197,14 @@ def test_lab_default_widget_fits_beside_the_file_browser(jupyter_server, page_an
     widget.scroll_into_view_if_needed()
     assert text_problems(widget) == []
     print("JupyterLab widget:", fit)
+    # 64 heads beside the file browser: the same width, nothing overlaps or is clipped
+    w64 = page.locator(".jp-NotebookPanel .aw-64").first
+    w64.scroll_into_view_if_needed()
+    w64.locator(".aw-overview image").first.wait_for(timeout=60000)
+    wait_summary(page, w64, {"n_heads": "64"})
+    fit64 = widget_fit(w64)
+    assert fit64["width"] <= fit["width"] + 1 and not fit64["sideways"], fit64
+    assert text_problems(w64) == [], "64 heads, overview"
+    show_view(page, w64, "detailed")
+    assert text_problems(w64, page=page) == [], "64 heads, detailed"
     assert log.real_errors() == []

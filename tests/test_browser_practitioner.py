@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from support.browser import (
     open_and_run_all,
+    page_screenshot,
     press_slider,
     screenshot,
     wait_summary,
@@ -74,9 +75,13 @@ def test_model_view_and_generation_player(jupyter_server, page_and_log, tmp_path
         "() => document.querySelector('.aw-minilm .aw-head select').value === 'head 5'",
         timeout=20000)
     _wait_text(page, mw.locator(".aw-model-readout"), "layer 3 · head 5 · ")  # (the hover)
-    assert mw.locator(".aw-fig-focus text").filter(has_text="head 5: weights").count() == 1
+    # the overview draws head 5's group (heads 4-7) as lanes, each titled with its role
+    lanes = mw.locator(".aw-overview text").filter(has_text="head 5 · ")
+    lanes.first.wait_for(timeout=20000)
+    assert lanes.count() == 1
     page.mouse.move(0, 0)  # (no hover left on the figure)
     screenshot(page, view, "practitioner-model-view-clicked")
+    page_screenshot(page, "model-view", top=mw.locator(".aw-model-view"))
 
     # -- the generation player of the tiny Llama ------------------------------------------
     gw = page.locator(".jp-NotebookPanel .aw-tiny").first
@@ -95,5 +100,6 @@ def test_model_view_and_generation_player(jupyter_server, page_and_log, tmp_path
     assert "6× fewer numbers" in gw.locator(".aw-gen-cache").text_content()
     page.mouse.move(0, 0)
     screenshot(page, gw.locator(".aw-generation"), "practitioner-generation")
+    page_screenshot(page, "player", top=gw.locator(".aw-generation"))
     assert log.dialogs == []
     assert log.real_errors() == []

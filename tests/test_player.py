@@ -83,8 +83,12 @@ def test_step_is_clipped_and_play_is_linked(played):
     w, gen = played
     w.generation_step = 99
     assert w.generation_step == len(gen.steps) - 1
-    w._player.step.value = 1  # the slider (and the Play linked to it in the browser)
-    assert w.generation_step == 1
+    # the Play holds the step too: a browser drawing the widget later starts there, not at 0
+    assert w._player.play.value == len(gen.steps) - 1
+    w._player.step.value = 1  # the slider
+    assert w.generation_step == 1 and w._player.play.value == 1
+    w._player.play.value = 2  # a tick of the Play
+    assert w.generation_step == 2 and w._player.step.value == 2
 
 
 def test_errors_stay_in_the_player(llama):

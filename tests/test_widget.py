@@ -163,6 +163,16 @@ def test_each_control_updates_its_panels(w, name, value, changed, unchanged):
             np.testing.assert_array_equal(a, b)
 
 
+def test_no_figure_offers_the_pan_zoom_toolbar():
+    """bqplot's hover toolbar would cover labels, and its pan/zoom would move a figure's
+    marks off the pixels they are drawn for: no figure of any view shows it."""
+    w = AttentionWidget(n_heads=4)
+    figures = {id(f): f for f in (w._overview.figure,
+                                  *(fig.figure for fig in w._diagram.figs.values()))}
+    assert len(figures) > 4
+    assert [f for f in figures.values() if f.display_toolbar] == []
+
+
 def test_controls_drive_traits(w):
     w.controls["temperature"].value = 2.0
     assert w.temperature == 2.0 and w.trace.temperature == 2.0

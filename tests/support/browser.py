@@ -520,6 +520,8 @@ def drag_slider(page: Any, slider: Any, fraction: float, moves: int = 10) -> Non
         raise AssertionError("slider is not visible")
     x0, y0 = hb["x"] + hb["width"] / 2, hb["y"] + hb["height"] / 2
     x1 = bb["x"] + min(max(fraction, 0.0), 1.0) * bb["width"]
+    if fraction <= 0.0 or fraction >= 1.0:  # "to the end": past it, as a hand does
+        x1 += -20.0 if fraction <= 0.0 else 20.0
     page.mouse.move(x0, y0)
     page.mouse.down()
     page.mouse.move(x1, y0, steps=moves)
@@ -841,6 +843,39 @@ def stage_colors(widget: Any) -> dict[str, list[list[list[int]]]]:
 def slider(widget: Any, name: str) -> Any:
     """The ipywidgets slider with class ``aw-<name>`` inside ``widget``."""
     return widget.locator(f".aw-{name}").first
+
+
+PAGE_1280X720 = {"width": 1280, "height": 720}  # a projector's page: the documented pictures
+
+
+def page_screenshot(page: Any, name: str, top: Any = None) -> Path:
+    """The page at 1280 x 720, scrolled so that ``top`` (a locator) starts at the top, saved
+    to ``build/screenshots/<name>.png``.  With ``AW_UPDATE_SCREENSHOT`` set, also to
+    ``docs/screenshots/<name>.png`` as a palette PNG (small; refreshed on purpose only)."""
+    if page.viewport_size != PAGE_1280X720:
+        page.set_viewport_size(PAGE_1280X720)
+        page.wait_for_timeout(700)  # let bqplot relayout after the resize
+    open_tab = page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current")
+    if open_tab.count():  # JupyterLab: the file browser folded away, the notebook page-wide
+        open_tab.first.click()
+        page.wait_for_timeout(700)
+    if top is not None:
+        top.first.evaluate("el => el.scrollIntoView({block: 'start'})")
+        page.wait_for_timeout(500)
+    page.mouse.move(0, 0)  # no hover tooltip or highlight left in the picture
+    page.wait_for_timeout(200)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    if os.environ.get("AW_UPDATE_SCREENSHOT"):
+        from PIL import Image
+
+        docs = REPO / "docs" / "screenshots"
+        docs.mkdir(parents=True, exist_ok=True)
+        with Image.open(path) as im:
+            im.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE).save(
+                docs / f"{name}.png", optimize=True)
+    return path
 
 
 def full_screenshot(page: Any, target: Any, name: str, until: Any = None) -> Path:
