@@ -16,25 +16,29 @@ runs on two threads, reports ``progress(fraction, message)`` and raises
 :class:`AttentionCancelled` between blocks once its cancellation token is set, so a widget can
 run it in a worker thread and drop work nobody wants any more.  :func:`long_attend` is the step
 alone, for queries and keys made elsewhere (a pretrained model's, after its rotary embedding).
+
+The engine's variants act on each block as in :func:`~attention_widget.engine.attend`: ALiBi's
+bias for the block's cells only (from the slopes), the soft-cap, one sink logit per head (each
+row's weight on it is kept: rows sum to less than 1), and a selector's keys (DeepSeek's
+lightning indexer, asked for one block of queries at a time).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
 
+from . import variants
 from ._checks import check_int as _check_int
 from ._checks import check_temperature as _check_temperature
+from ._checks import check_variants
+from .blockrun import AttentionCancelled, Progress, hooks, run_blocks, workers
 from .engine import (
+    Attended,
     AttentionParams,
     AttentionTrace,
     attend,
@@ -42,6 +46,7 @@ from .engine import (
     multi_head_attention,
     split_heads,
 )
+from .long_tiles import MASK_KINDS, key_range, tile_reduce, tiles_visible, visible_keys
 
 __all__ = [
     "LONG_MEMORY_LIMIT_BYTES",
@@ -50,6 +55,7 @@ __all__ = [
     "AttentionCancelled",
     "LongAttended",
     "LongTrace",
+    "Selector",
     "TopKeys",
     "attention_trace",
     "estimate_long_memory",
@@ -74,25 +80,10 @@ OVERVIEW_MAX_PX = 512  # largest side of an overview, in values (pixels)
 #: enough that a block's arrays stay in the cache and a cancellation is noticed at once.
 BLOCK_ROWS = 128
 
-Progress = Callable[[float, str], None]
-MASK_KINDS = ("none", "causal", "sliding")
+#: ``select(rows, keys, visible) -> kept``: a selector's keys, see :attr:`LongTrace.select`
+Selector = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
-class AttentionCancelled(Exception):
-    """Raised by a computation whose token was set: nothing it computed is returned or kept."""
-
-
-def _hooks(progress: object, cancel: object) -> tuple[Progress, Callable[[], bool]]:
-    """``progress`` and a ``cancelled()`` test from the public arguments, checked."""
-    if progress is not None and not callable(progress):
-        raise TypeError(f"progress must be a function (fraction, message), got {type(progress)}")
-    if cancel is not None and not hasattr(cancel, "is_set") and not hasattr(cancel, "cancelled"):
-        raise TypeError("cancel must be None, a threading.Event or an object with a 'cancelled' "
-                        f"attribute, got {type(cancel).__name__}")
-    report = progress if progress is not None else (lambda fraction, message: None)
-    if cancel is None or hasattr(cancel, "is_set"):
-        return report, (lambda: False) if cancel is None else cancel.is_set
-    return report, (lambda: bool(cancel.cancelled))
 
 
 def overview_tile(seq_len: int, max_px: int | None = None) -> int:
@@ -106,37 +97,6 @@ def overview_tile(seq_len: int, max_px: int | None = None) -> int:
     seq_len = _check_int("seq_len", seq_len)
     max_px = OVERVIEW_MAX_PX if max_px is None else _check_int("max_px", max_px)
     return -(-seq_len // max_px)
-
-
-def _key_range(kind: str, window: int | None, rows: np.ndarray, n: int) -> tuple:
-    """First and one-past-last visible key of each query row: ``lo_i <= j < hi_i``."""
-    if kind == "none":
-        return np.zeros_like(rows), np.full_like(rows, n)
-    hi = rows + 1
-    if kind == "causal":
-        return np.zeros_like(rows), hi
-    return np.maximum(rows - window + 1, 0), hi
-
-
-def _visible(lo: np.ndarray, hi: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """``(rows, cols)`` boolean: True where ``lo_i <= j < hi_i``."""
-    return (cols >= lo[:, None]) & (cols < hi[:, None])
-
-
-def _tile_reduce(ufunc: np.ufunc, a: np.ndarray, tile: int, col0: int) -> np.ndarray:
-    """Reduce ``a`` (rows, cols) over square tiles; ``a``'s first column is column ``col0``.
-
-    Tiles are aligned on multiples of ``tile`` in both directions (``a``'s first row starts a
-    tile); partial tiles at the edges are reduced over the cells present.
-    """
-    full = a.shape[0] // tile * tile  # (ufunc.reduceat along rows is many times slower)
-    by_rows = [ufunc.reduce(a[:full].reshape(-1, tile, a.shape[1]), axis=1)]
-    if full < a.shape[0]:
-        by_rows.append(ufunc.reduce(a[full:], axis=0, keepdims=True))
-    by_rows = np.concatenate(by_rows)
-    first = col0 // tile * tile
-    starts = np.maximum(np.arange(first, col0 + a.shape[1], tile), col0) - col0
-    return ufunc.reduceat(by_rows, starts, axis=1)
 
 
 class TopKeys(NamedTuple):
@@ -190,6 +150,18 @@ class LongTrace:
     temperature : float
     scale : float or None
         Multiplies ``q k^T`` in the scores; None for ``1 / sqrt(d_head)``.
+    alibi, softcap, sinks : optional
+        The engine's variants (:mod:`attention_widget.variants`), as in
+        :class:`~attention_widget.engine.AttentionTrace`: ALiBi's bias ``-m_h (i - j)`` with
+        BLOOM's slopes added to the scores, the soft-cap ``c`` (scores ``<- c tanh(scores /
+        c)``), one sink logit per head (n_heads,) joining each row's softmax.
+    sink_weights : ndarray, shape (n_heads, seq_len), or None
+        With sinks, each row's weight on its head's sink: rows of weights sum to 1 less it.
+    select : callable or None
+        A selector (DeepSeek's lightning indexer): ``select(rows, keys, visible)`` gives, for
+        query positions ``rows`` (r,) and a run of key positions ``keys`` (k,) holding every
+        key they may see (``visible``, (r, k) bool), which keys each query keeps (bool (r,
+        k)).  The others are dropped from the softmax like masked keys (weight exactly 0).
     """
 
     x: np.ndarray
@@ -208,6 +180,11 @@ class LongTrace:
     window: int | None
     temperature: float
     scale: float | None = None
+    alibi: bool = False
+    softcap: float | None = None
+    sinks: np.ndarray | None = None
+    sink_weights: np.ndarray | None = None
+    select: Selector | None = None
 
     # the shape properties of the full trace read only x, q, k and entropy: the same ones
     seq_len = AttentionTrace.seq_len
@@ -231,8 +208,8 @@ class LongTrace:
     def visible(self, rows: object, cols: object) -> np.ndarray:
         """``(len(rows), len(cols))`` boolean: True where a query may attend a key."""
         rows = _indices("rows", rows, self.seq_len)
-        lo, hi = _key_range(self.mask_kind, self.window, rows, self.seq_len)
-        return _visible(lo, hi, _indices("cols", cols, self.seq_len))
+        lo, hi = key_range(self.mask_kind, self.window, rows, self.seq_len)
+        return visible_keys(lo, hi, _indices("cols", cols, self.seq_len))
 
     def _head(self, head: object) -> int:
         head = _check_int("head", head, minimum=0)
@@ -245,11 +222,22 @@ class LongTrace:
         scale = 1.0 / math.sqrt(self.d_head) if self.scale is None else self.scale
         k = self.k[self.kv_head(head), cols] * self.dtype.type(scale)
         scores = self.q[head, rows] @ k.T  # [rows, d_head] @ [d_head, cols] -> [rows, cols]
+        if self.alibi:  # -m_h (i - j) for these cells only
+            slope = variants.alibi_slopes(self.n_heads)[head : head + 1]  # [1]
+            scores += variants.alibi_bias(slope, rows, cols)[0].astype(self.dtype)
+        if self.softcap is not None:  # c tanh(scores / c)
+            scores = variants.softcap(scores, self.softcap)
         if stage == "scores":
             return scores
         z = scores / self.temperature - self.lse[head, rows, None]  # float64: <= 0 on visible
-        lo, hi = _key_range(self.mask_kind, self.window, rows, self.seq_len)
-        z[~_visible(lo, hi, cols)] = -np.inf
+        lo, hi = key_range(self.mask_kind, self.window, rows, self.seq_len)
+        seen = visible_keys(lo, hi, cols)  # [rows, cols]
+        if self.select is not None:  # the selector chooses among all the keys a row sees
+            span = np.arange(lo.min(), hi.max())  # [keys]
+            kept = self.select(rows, span, visible_keys(lo, hi, span))  # [rows, keys]
+            inside = (cols >= span[0]) & (cols <= span[-1])
+            seen[:, inside] &= kept[:, cols[inside] - span[0]]
+        z[~seen] = -np.inf
         return np.exp(z, out=z).astype(self.dtype, copy=False)
 
     def block(self, head: int, rows: object, cols: object, stage: str = "weights") -> np.ndarray:
@@ -257,8 +245,9 @@ class LongTrace:
 
         ``rows`` and ``cols`` are slices, ranges, integers or integer arrays of positions.
         ``stage="weights"`` gives the weights (masked cells exactly 0), ``"scores"`` the scores
-        (``scale`` or ``1 / sqrt(d_head)`` times ``q k^T``) before temperature and mask, as
-        :func:`multi_head_attention` has them: shape (len(rows), len(cols)), the trace's dtype.
+        (``scale`` or ``1 / sqrt(d_head)`` times ``q k^T``, with ALiBi's bias and capped where
+        the trace has them) before temperature and mask, as :func:`multi_head_attention` has
+        them: shape (len(rows), len(cols)), the trace's dtype.
         """
         head = self._head(head)
         if stage not in ("weights", "scores"):
@@ -269,7 +258,10 @@ class LongTrace:
         return self._cells(head, rows, cols, stage)
 
     def row(self, head: int, query: int) -> np.ndarray:
-        """The full row of weights of query ``query`` in ``head``: shape (seq_len,), sums to 1."""
+        """The full row of weights of query ``query`` in ``head``: shape (seq_len,).
+
+        It sums to 1, less the row's sink weight where the trace has sinks.
+        """
         query = _check_int("query", query, minimum=0)
         if query >= self.seq_len:
             raise ValueError(f"query must be < seq_len={self.seq_len}, got {query}")
@@ -282,7 +274,7 @@ class LongTrace:
         """
         k = _check_int("k", k)
         weights = self.row(head, query)
-        lo, hi = _key_range(self.mask_kind, self.window, np.array([query]), self.seq_len)
+        lo, hi = key_range(self.mask_kind, self.window, np.array([query]), self.seq_len)
         seen = weights[lo[0] : hi[0]]
         order = np.argsort(-seen, kind="stable")[:k]
         return TopKeys(order + lo[0], seen[order])
@@ -293,12 +285,12 @@ class LongTrace:
     ) -> np.ndarray:
         """The exact ``(seq_len, seq_len)`` weights of ``head`` (or ``out``), computed now.
 
-        Rows sum to 1, masked cells are exactly 0, in the trace's dtype.  ``out`` (e.g. a
-        ``numpy.memmap`` for a head larger than memory) receives them instead of a new array;
-        the memory check then counts only the working arrays.  ``progress`` and ``cancel`` as
-        in :func:`long_attention`.
+        Rows sum to 1 (less the sink's weight), masked cells are exactly 0, in the trace's
+        dtype.  ``out`` (e.g. a ``numpy.memmap`` for a head larger than memory) receives them
+        instead of a new array; the memory check then counts only the working arrays.
+        ``progress`` and ``cancel`` as in :func:`long_attention`.
         """
-        head, hooks, n = self._head(head), _hooks(progress, cancel), self.seq_len
+        head, report, n = self._head(head), hooks(progress, cancel), self.seq_len
         if out is not None and (not isinstance(out, np.ndarray) or out.shape != (n, n)):
             raise ValueError(f"out must be an array of shape ({n}, {n}), got {type(out)}")
         rows_per = max(1, (1 << 22) // n)  # ~4 M cells per block
@@ -308,15 +300,15 @@ class LongTrace:
 
         def one_block(rows: slice) -> None:
             idx = np.arange(rows.start, rows.stop)
-            lo, hi = _key_range(self.mask_kind, self.window, idx, n)
+            lo, hi = key_range(self.mask_kind, self.window, idx, n)
             span = slice(int(lo.min()), int(hi.max()))
             result[rows, : span.start] = 0
             result[rows, span] = self._cells(head, idx, np.arange(n)[span], "weights")
             result[rows, span.stop :] = 0
 
         blocks = [slice(r, min(n, r + rows_per)) for r in range(0, n, rows_per)]
-        _run_blocks(one_block, blocks, [b.stop - b.start for b in blocks],
-                    *hooks, f"weights of head {head}")
+        run_blocks(one_block, blocks, [b.stop - b.start for b in blocks],
+                    *report, f"weights of head {head}")
         return result
 
 
@@ -326,24 +318,6 @@ def _check_memory(need: int, what: str) -> None:
                          f"LONG_MEMORY_LIMIT_BYTES = {LONG_MEMORY_LIMIT_BYTES / 2**30:.2f} GiB; "
                          "nothing was computed")
 
-
-def _workers() -> int:
-    """Two threads when BLAS can be held at one thread each (threadpoolctl) and two cores."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return 2 if cpus > 1 and _threadpool_limits() is not None else 1
-
-
-@lru_cache(maxsize=1)
-def _threadpool_limits() -> Callable | None:
-    """The optional ``threadpoolctl.threadpool_limits``, imported when a long layer first runs."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # not a dependency
-        return None
-    return threadpool_limits
 
 
 def _block_rows(tile: int) -> int:
@@ -357,9 +331,9 @@ def estimate_long_memory(
     """Bytes :func:`long_attention` allocates for these sizes (an upper bound).
 
     The kept arrays (``x, q, k, v, head_outputs, concat, output``, entropy, ``lse``, the two
-    overviews), the projection before the split into heads, and for each thread at most ten
+    overviews), the projection before the split into heads, and for each thread at most twelve
     ``(block_rows, seq_len)`` working arrays (one head's scores, weights and softmax
-    temporaries, the block's mask, its tile reductions).
+    temporaries, the block's mask, its tile reductions, ALiBi's bias and the soft-cap's).
     """
     d_kv = (n_heads if n_kv_heads is None else n_kv_heads) * (d_model // n_heads)
     item = np.dtype(dtype).itemsize
@@ -368,67 +342,36 @@ def estimate_long_memory(
     kept = item * seq_len * (5 * d_model + 2 * d_kv) + 8 * 2 * n_heads * seq_len
     kept += item * 2 * n_heads * side * side
     projection = item * seq_len * (d_model + 2 * d_kv)  # x @ w before the split into heads
-    block = 10 * _block_rows(tile) * seq_len * max(item, 4) + 2 * d_model**2 * item
-    return int(kept + projection + _workers() * block)
+    block = 12 * _block_rows(tile) * seq_len * max(item, 4) + 2 * d_model**2 * item
+    return int(kept + projection + workers() * block)
 
 
-_POOL: list[ThreadPoolExecutor] = []
-_POOL_LOCK = threading.Lock()
 
+def _log_normaliser(att: Attended, temperature: float, sink: float | None) -> np.ndarray:
+    """``lse_i = s_ij / T - log w_ij`` at the largest weight of each row of one head's ``att``.
 
-def _pool() -> ThreadPoolExecutor:
-    with _POOL_LOCK:
-        if not _POOL:
-            _POOL.append(ThreadPoolExecutor(_workers(), thread_name_prefix="long-attention"))
-    return _POOL[0]
-
-
-def _one_blas_thread() -> contextlib.AbstractContextManager:
-    """BLAS at one thread while our threads share the blocks (when threadpoolctl is there)."""
-    limits = _threadpool_limits()
-    return contextlib.nullcontext() if limits is None else limits(limits=1, user_api="blas")
-
-
-def _run_blocks(
-    work: Callable[[slice], None], blocks: list[slice], costs: list[int], progress: Progress,
-    cancelled: Callable[[], bool], message: str,
-) -> None:
-    """Run ``work(block)`` for every block on the pool's threads; report progress on this thread.
-
-    ``cancelled()`` is checked before each block starts and after each one ends: once it is
-    true, the blocks not yet started are dropped, the running ones finish, and
-    :class:`AttentionCancelled` is raised.
+    That weight is ``>= 1 / (keys + 1)``, so its logarithm is exact enough; with a sink it may
+    be the sink's (logit ``sink``, weight ``att.sink_weights``).
     """
-    stop = threading.Event()
-
-    def guarded(block: slice) -> None:
-        if not stop.is_set() and not cancelled():
-            with np.errstate(over="ignore", under="ignore"):
-                work(block)
-
-    total, done = float(sum(costs)), 0
-    with _one_blas_thread():
-        futures = [_pool().submit(guarded, block) for block in blocks]
-        try:
-            for future, block, cost in zip(futures, blocks, costs, strict=True):
-                future.result()
-                if cancelled():
-                    raise AttentionCancelled(f"{message}: cancelled")
-                done += cost
-                progress(done / total, f"{message}: rows {block.stop:,} of {blocks[-1].stop:,}")
-        finally:
-            stop.set()
-            for future in futures:
-                future.cancel()
-            wait(futures)  # the running ones finish before anything is returned or raised
-
-
-def _log_normaliser(scores: np.ndarray, weights: np.ndarray, temperature: float) -> np.ndarray:
-    """``lse_i = s_ij / T - log w_ij`` at each row's largest weight (visible, >= 1 / seq_len)."""
+    scores, weights = att.scores[0], att.weights[0]  # [rows, keys]
     top = weights.argmax(axis=1)  # [rows]
     rows = np.arange(top.size)
-    return scores[rows, top].astype(np.float64) / temperature - np.log(
-        weights[rows, top].astype(np.float64))
+    top_score = scores[rows, top].astype(np.float64)
+    top_weight = weights[rows, top].astype(np.float64)
+    if sink is not None:  # the sink, where it weighs more than every key
+        sink_weight = att.sink_weights[0].astype(np.float64)  # [rows]
+        on_sink = sink_weight > top_weight
+        top_score[on_sink], top_weight[on_sink] = sink, sink_weight[on_sink]
+    return top_score / temperature - np.log(top_weight)
+
+
+class _Variants(NamedTuple):
+    """The engine's variants a long layer applies (see :mod:`attention_widget.variants`)."""
+
+    alibi: bool = False  # ALiBi's bias with BLOOM's slopes
+    softcap: float | None = None  # c: scores <- c tanh(scores / c)
+    sinks: np.ndarray | None = None  # (n_heads,): one logit per head in every row's softmax
+    select: Selector | None = None  # the keys each query keeps (see LongTrace.select)
 
 
 class LongAttended(NamedTuple):
@@ -440,6 +383,7 @@ class LongAttended(NamedTuple):
     weights_overview: np.ndarray  # (n_heads, P, P): tile maxima, NaN on masked tiles
     scores_overview: np.ndarray | None  # (n_heads, P, P), or None when not asked for
     tile: int
+    sink_weights: np.ndarray | None = None  # (n_heads, seq_len): each row's weight on the sink
 
 
 class _Blocks:
@@ -449,10 +393,12 @@ class _Blocks:
     """
 
     def __init__(self, qkv: tuple, temperature: float, kind: str, window: int | None,
-                 with_scores: bool, scale: float | None) -> None:
+                 with_scores: bool, scale: float | None, chosen: _Variants) -> None:
         self.q, self.k, self.v = qkv
         self.temperature, self.kind, self.window, self.scale = temperature, kind, window, scale
         n_heads, n, _ = self.q.shape
+        self.variants = chosen
+        self.slopes = variants.alibi_slopes(n_heads) if chosen.alibi else None  # [h]
         dt = self.q.dtype
         self.tile = overview_tile(n)
         side = -(-n // self.tile)
@@ -461,66 +407,71 @@ class _Blocks:
         self.lse = np.empty((n_heads, n))
         self.weights_overview = np.zeros((n_heads, side, side), dt)
         self.scores_overview = np.zeros((n_heads, side, side), dt) if with_scores else None
+        self.sink_weights = None if chosen.sinks is None else np.empty((n_heads, n), dt)
+
+    def variants_of(self, h: int, rows: slice, keys: slice) -> dict:
+        """The variants as ``attend`` takes them, for head ``h`` on one block of rows and keys."""
+        bias, sinks = None, self.variants.sinks
+        if self.slopes is not None:  # -m_h (i - j) on this block only: [1, rows, keys]
+            bias = variants.alibi_bias(self.slopes[h : h + 1], np.arange(rows.start, rows.stop),
+                                       np.arange(keys.start, keys.stop))
+        return {"bias": bias, "softcap": self.variants.softcap,
+                "sinks": None if sinks is None else sinks[h : h + 1]}
 
     def __call__(self, rows: slice) -> None:
         n_heads, n, _ = self.q.shape
         group, t = n_heads // self.k.shape[0], self.tile
-        lo, hi = _key_range(self.kind, self.window, np.arange(rows.start, rows.stop), n)
+        lo, hi = key_range(self.kind, self.window, np.arange(rows.start, rows.stop), n)
         keys = slice(int(lo.min()), int(hi.max()))  # every key a row of the block may see
-        mask = _visible(lo, hi, np.arange(keys.start, keys.stop))  # [rows, keys]
-        mask = None if mask.all() else mask
+        seen = visible_keys(lo, hi, np.arange(keys.start, keys.stop))  # [rows, keys]
+        mask = seen
+        if self.variants.select is not None:  # the others are dropped like masked keys
+            mask = seen & self.variants.select(np.arange(rows.start, rows.stop),
+                                               np.arange(keys.start, keys.stop), seen)
+        seen, mask = (None if m.all() else m for m in (seen, mask))
         tiles = (slice(rows.start // t, -(-rows.stop // t)), slice(keys.start // t,
                                                                    -(-keys.stop // t)))
         for h in range(n_heads):
             g = h // group
             att = attend(self.q[h : h + 1, rows], self.k[g : g + 1, keys],
                          self.v[g : g + 1, keys], mask=mask, temperature=self.temperature,
-                         scale=self.scale)
+                         scale=self.scale, **self.variants_of(h, rows, keys))
             scores, weights = att.scores[0], att.weights[0]  # [rows, keys]
             self.head_outputs[h, rows] = att.head_outputs[0]
             self.entropy[h, rows] = att.entropy[0]
-            self.lse[h, rows] = _log_normaliser(scores, weights, self.temperature)
+            sink = None if self.sink_weights is None else float(self.variants.sinks[h])
+            self.lse[h, rows] = _log_normaliser(att, self.temperature, sink)
+            if sink is not None:
+                self.sink_weights[h, rows] = att.sink_weights[0]
             # masked weights are 0, below every visible one: the tile maximum ignores them
-            self.weights_overview[(h, *tiles)] = _tile_reduce(np.maximum, weights, t, keys.start)
+            self.weights_overview[(h, *tiles)] = tile_reduce(np.maximum, weights, t, keys.start)
             if self.scores_overview is not None:
-                if mask is not None:  # masked scores 0: never of larger magnitude than a seen one
+                if seen is not None:  # masked scores 0: never of larger magnitude than a seen one
                     scores = scores if scores.flags.writeable else scores.copy()
-                    scores *= mask
-                high = _tile_reduce(np.maximum, scores, t, keys.start)
-                low = _tile_reduce(np.minimum, scores, t, keys.start)
+                    scores *= seen
+                high = tile_reduce(np.maximum, scores, t, keys.start)
+                low = tile_reduce(np.minimum, scores, t, keys.start)
                 self.scores_overview[(h, *tiles)] = np.where(-low > high, low, high)
 
     def run(self, progress: Progress, cancelled: Callable[[], bool], message: str
             ) -> LongAttended:
-        """Every block, on up to two threads (see :func:`_run_blocks`); the result."""
+        """Every block (:func:`~attention_widget.blockrun.run_blocks`); the result."""
         n = self.q.shape[1]
         step = _block_rows(self.tile)
         starts = np.arange(0, n, step)
         stops = np.minimum(starts + step, n)
-        lo = _key_range(self.kind, self.window, starts, n)[0]
-        hi = _key_range(self.kind, self.window, stops - 1, n)[1]
+        lo = key_range(self.kind, self.window, starts, n)[0]
+        hi = key_range(self.kind, self.window, stops - 1, n)[1]
         blocks = [slice(int(a), int(b)) for a, b in zip(starts, stops, strict=True)]
         costs = [int(c) for c in (stops - starts) * (hi - lo)]  # cells each block computes
-        _run_blocks(self, blocks, costs, progress, cancelled, message)
+        run_blocks(self, blocks, costs, progress, cancelled, message)
         # masked tiles: NaN in the overviews
-        masked = ~_tiles_visible(self.kind, self.window, self.q.shape[1], self.tile)
+        masked = ~tiles_visible(self.kind, self.window, self.q.shape[1], self.tile)
         self.weights_overview[:, masked] = np.nan
         if self.scores_overview is not None:
             self.scores_overview[:, masked] = np.nan
         return LongAttended(self.head_outputs, self.entropy, self.lse, self.weights_overview,
-                            self.scores_overview, self.tile)
-
-
-def _tiles_visible(kind: str, window: int | None, n: int, tile: int) -> np.ndarray:
-    """``(P, P)`` boolean: True where a tile holds a visible cell.
-
-    Each mask's runs of keys move right with the row (``lo_i``, ``hi_i`` never decrease) and
-    overlap, so a tile's rows see exactly the keys ``lo(first row) <= j < hi(last row)``.
-    """
-    starts = np.arange(0, n, tile)
-    lo, _ = _key_range(kind, window, starts, n)
-    _, hi = _key_range(kind, window, np.minimum(starts + tile, n) - 1, n)
-    return (starts[None, :] < hi[:, None]) & (starts[None, :] + tile > lo[:, None])
+                            self.scores_overview, self.tile, self.sink_weights)
 
 
 def _linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
@@ -535,6 +486,7 @@ def long_attention(
     x: np.ndarray, params: AttentionParams, *, n_heads: int, n_kv_heads: int | None = None,
     temperature: float = 1.0, mask: str | None = None, window: int | None = None,
     dtype: type | np.dtype = np.float32, progress: Progress | None = None, cancel: object = None,
+    alibi: bool = False, softcap: float | None = None, sinks: np.ndarray | None = None,
 ) -> LongTrace:
     """One multi-head self-attention layer, block by block, for sequences of any length.
 
@@ -549,6 +501,10 @@ def long_attention(
     mask : None, "none", "causal" or "sliding"
         Which keys each query sees (a described mask, not an array).
     dtype : float32 or float64, default float32
+    alibi, softcap, sinks : optional
+        The engine's variants, as in :func:`~attention_widget.engine.multi_head_attention`:
+        ALiBi's bias with BLOOM's slopes (computed block by block, never for all cells at
+        once), the soft-cap ``c`` of the scores, one sink logit per head (n_heads,).
     progress : callable(fraction, message), optional
         Called on this thread after the projections and after each block, up to 1.0.
     cancel : threading.Event or object with a ``cancelled`` attribute, optional
@@ -569,11 +525,13 @@ def long_attention(
         raise ValueError(f"x must be a (seq_len, d_model) array, got shape {x_arr.shape}")
     # the engine checks everything else on the first token (a one-token layer costs nothing)
     one = multi_head_attention(x_arr[:1], params, n_heads=n_heads, n_kv_heads=n_kv_heads,
-                               temperature=temperature, mask=mask, window=window, dtype=dtype)
+                               temperature=temperature, mask=mask, window=window, dtype=dtype,
+                               alibi=alibi, softcap=softcap, sinks=sinks)
     n_heads, n_kv_heads, temperature, dt = one.n_heads, one.n_kv_heads, one.temperature, one.q.dtype
+    chosen = _Variants(one.alibi, one.softcap, one.sinks)
     kind = mask or "none"
     window = int(window) if kind == "sliding" else None
-    progress, cancelled = _hooks(progress, cancel)
+    progress, cancelled = hooks(progress, cancel)
     seq_len = x_arr.shape[0]
     need = estimate_long_memory(seq_len, params.d_model, n_heads, n_kv_heads, dt)
     _check_memory(need, f"seq_len={seq_len} with n_heads={n_heads} in {dt}")
@@ -588,10 +546,10 @@ def long_attention(
     if cancelled():
         raise AttentionCancelled("attention: cancelled")
     # 2. attend, block by block
-    att = _Blocks((q, k, v), temperature, kind, window, True, None).run(progress, cancelled,
-                                                                        "attention")
+    att = _Blocks((q, k, v), temperature, kind, window, True, None, chosen).run(
+        progress, cancelled, "attention")
     return LongTrace(x=x_arr, q=q, k=k, v=v, **_combined(att, params), mask_kind=kind,
-                     window=window, temperature=temperature)
+                     window=window, temperature=temperature, **chosen._asdict())
 
 
 def long_with_temperature(
@@ -613,12 +571,14 @@ def long_with_temperature(
         raise TypeError(f"params must be the AttentionParams (d_model={trace.d_model}) the "
                         f"trace was computed with, got {type(params).__name__}")
     temperature = _check_temperature(temperature)
-    progress, cancelled = _hooks(progress, cancel)
+    progress, cancelled = hooks(progress, cancel)
     need = estimate_long_memory(trace.seq_len, trace.d_model, trace.n_heads,
                                 trace.n_kv_heads, trace.dtype)
     _check_memory(need, f"a temperature step at seq_len={trace.seq_len}")
+    chosen = _Variants(trace.alibi, trace.softcap, trace.sinks, trace.select)
     att = _Blocks((trace.q, trace.k, trace.v), temperature, trace.mask_kind, trace.window,
-                  False, trace.scale).run(progress, cancelled, f"temperature {temperature:g}")
+                  False, trace.scale, chosen).run(progress, cancelled,
+                                                  f"temperature {temperature:g}")
     att = att._replace(scores_overview=trace.scores_overview)
     return replace(trace, **_combined(att, params), temperature=temperature)
 
@@ -635,13 +595,16 @@ def _combined(att: LongAttended, params: AttentionParams) -> dict:
         )
     return {"head_outputs": att.head_outputs, "concat": concat, "output": output,
             "entropy": att.entropy, "lse": att.lse, "weights_overview": att.weights_overview,
-            "scores_overview": att.scores_overview, "tile": att.tile}
+            "scores_overview": att.scores_overview, "tile": att.tile,
+            "sink_weights": att.sink_weights}
 
 
 def long_attend(
     q: np.ndarray, k: np.ndarray, v: np.ndarray, *, scale: float | None = None,
     temperature: float = 1.0, mask: str | None = None, window: int | None = None,
     scores_overview: bool = True, progress: Progress | None = None, cancel: object = None,
+    alibi: bool = False, softcap: float | None = None, sinks: np.ndarray | None = None,
+    select: Selector | None = None,
 ) -> LongAttended:
     """:func:`~attention_widget.engine.attend` block by block, on ready-made q, k and v.
 
@@ -649,7 +612,9 @@ def long_attend(
     embedding): ``q`` (n_heads, seq_len, d_head), ``k`` (n_kv_heads, seq_len, d_head) and ``v``
     (n_kv_heads, seq_len, d_v) of one float dtype, over the same tokens; ``scale`` multiplies
     ``q k^T`` (default ``1 / sqrt(d_head)``); ``scores_overview=False`` skips that overview.
-    Other arguments and the errors as in :func:`long_attention`.
+    Other arguments (the variants ``alibi``, ``softcap`` and ``sinks`` too: with sinks the
+    result's ``sink_weights`` are each row's weight on its head's sink) and the errors as in
+    :func:`long_attention`; ``select`` a selector's keys (:attr:`LongTrace.select`).
     """
     q, k, v = (np.asarray(a) for a in (q, k, v))
     shapes = [a.shape for a in (q, k, v)]
@@ -667,18 +632,23 @@ def long_attend(
     kind = mask or "none"
     window = _check_int("window", window) if kind == "sliding" else None
     temperature = _check_temperature(temperature)
-    progress, cancelled = _hooks(progress, cancel)
+    progress, cancelled = hooks(progress, cancel)
     (n_heads, n, d_head), n_kv = shapes[0], shapes[1][0]
+    if select is not None and not callable(select):
+        raise TypeError(f"select must be None or a function, got {type(select).__name__}")
+    chosen = _Variants(*check_variants(n_heads, d_head, alibi=alibi, softcap=softcap,
+                                       sinks=sinks)[1:4], select)
     need = estimate_long_memory(n, n_heads * max(d_head, shapes[2][2]), n_heads, n_kv, q.dtype)
     _check_memory(need, f"attention over seq_len={n} with n_heads={n_heads}")  # (upper bound)
-    return _Blocks((q, k, v), temperature, kind, window, scores_overview, scale).run(
+    return _Blocks((q, k, v), temperature, kind, window, scores_overview, scale, chosen).run(
         progress, cancelled, "attention")
 
 
 def attention_trace(
     x: np.ndarray, params: AttentionParams, *, n_heads: int, n_kv_heads: int | None = None,
     temperature: float = 1.0, mask: str | None = None, window: int | None = None,
-    progress: Progress | None = None, cancel: object = None,
+    progress: Progress | None = None, cancel: object = None, alibi: bool = False,
+    softcap: float | None = None, sinks: np.ndarray | None = None,
 ) -> AttentionTrace | LongTrace:
     """The trace for a sequence of any length, chosen by size.
 
@@ -690,11 +660,13 @@ def attention_trace(
     if seq_len > LONG_THRESHOLD:
         return long_attention(x, params, n_heads=n_heads, n_kv_heads=n_kv_heads,
                               temperature=temperature, mask=mask, window=window,
-                              progress=progress, cancel=cancel)
-    progress, cancelled = _hooks(progress, cancel)
+                              progress=progress, cancel=cancel, alibi=alibi, softcap=softcap,
+                              sinks=sinks)
+    progress, cancelled = hooks(progress, cancel)
     if cancelled():
         raise AttentionCancelled("attention: cancelled")
     trace = multi_head_attention(x, params, n_heads=n_heads, n_kv_heads=n_kv_heads,
-                                 temperature=temperature, mask=mask, window=window)
+                                 temperature=temperature, mask=mask, window=window,
+                                 alibi=alibi, softcap=softcap, sinks=sinks)
     progress(1.0, "attention: done")
     return trace

@@ -17,7 +17,7 @@ import re
 
 import numpy as np
 import pytest
-from test_generate import CONFIGS, PROMPTS, _save
+from test_generate import CONFIGS, PROMPTS, _hf, _hf_generate, _save
 from test_modelview import rollout_by_hand
 from test_pretrained import _count_reads
 
@@ -79,8 +79,11 @@ def test_a_layer_reads_only_the_tensors_it_needs(folders, kind, monkeypatch):
 
 
 #: families whose layers run block by block above LONG_THRESHOLD, and those that refuse
-BLOCKWISE = ("gpt2", "llama", "qwen3", "deepseek_v3")
+#: (DeepSeek V4's compressed entries are keys that are not one per token)
+BLOCKWISE = ("bloom", "deepseek_v3", "deepseek_v32", "gemma2", "gpt2", "gpt_oss", "llama",
+             "qwen3")
 LONG_WORDS = "the cat sat on the mat and the dog ran after a".split()
+LONG_REFUSALS = {"deepseek_v4": "its own mask"}
 
 
 @pytest.fixture(scope="module")
@@ -99,30 +102,122 @@ def long_folders(tmp_path_factory):
 
 @pytest.mark.parametrize("kind", sorted(FAMILY_CONFIGS))
 def test_texts_longer_than_the_threshold(long_folders, kind):
-    """Above LONG_THRESHOLD a layer runs block by block and equals transformers' eager
-    attention; families whose attention has no block-wise form refuse with a clear message."""
+    """Above LONG_THRESHOLD every layer runs block by block and equals transformers' eager
+    attention (sliding and full layers, sinks, soft-capped scores, ALiBi); families whose
+    attention has no block-wise form refuse with a clear message naming what is missing."""
     import torch
     import transformers
 
     from attention_widget import LongTrace
     from attention_widget.long import LONG_THRESHOLD
 
+    assert set(BLOCKWISE) | set(LONG_REFUSALS) == set(FAMILY_CONFIGS)
     model = load_pretrained(long_folders[kind])
     text = " ".join(LONG_WORDS[i % len(LONG_WORDS)] for i in range(LONG_THRESHOLD + 80))
     ids = model.encode(text).ids
-    last = model.n_layers - 1
-    if kind not in BLOCKWISE:
-        with pytest.raises(ValueError, match=rf"{kind}: .*no block-wise form; inputs longer "
-                                             rf"than {LONG_THRESHOLD} tokens cannot be shown"):
-            model.trace(text, last)
+    if kind in LONG_REFUSALS:
+        with pytest.raises(ValueError, match=rf"{kind}: .*{re.escape(LONG_REFUSALS[kind])}.*no "
+                           rf"block-wise form; inputs longer than {LONG_THRESHOLD} tokens "
+                           "cannot be shown"):
+            model.trace(text, model.n_layers - 1)
         return
-    trace = model.trace(text, last)
-    assert isinstance(trace, LongTrace) and trace.seq_len == ids.size > LONG_THRESHOLD
     ref = transformers.AutoModelForCausalLM.from_pretrained(
         long_folders[kind], attn_implementation="eager", dtype=torch.float32).eval()
     with torch.no_grad():
         real = ref(torch.from_numpy(ids[None].copy()), output_attentions=True).attentions
-    real = real[last][0].numpy()  # (n_heads, n, n)
-    assert real.max() > 0.5  # sharp heads
-    for h in range(model.n_heads):
-        np.testing.assert_allclose(trace.head_weights(h), real[h], rtol=0, atol=1e-4)
+    for layer in range(model.n_layers):
+        trace = model.trace(text, layer)
+        assert isinstance(trace, LongTrace) and trace.seq_len == ids.size > LONG_THRESHOLD
+        expected = real[layer][0].numpy()  # (n_heads, n, n)
+        assert expected.max() > 0.5  # sharp heads
+        window = model.layer_window(layer)
+        assert trace.mask_kind == ("causal" if window is None else "sliding")
+        rows = untied_rows(model, text, layer) if kind == "deepseek_v32" else slice(None)
+        for h in range(model.n_heads):
+            weights = trace.head_weights(h)
+            np.testing.assert_allclose(weights[rows], expected[h][rows], rtol=0, atol=1e-4)
+            if trace.sinks is not None:  # each row gave the rest of its weight to the sink
+                np.testing.assert_allclose(trace.sink_weights[h], 1 - expected[h].sum(-1),
+                                           rtol=0, atol=1e-4)
+    if kind == "gpt_oss":
+        assert trace.sink_weights.max() > 0.01  # the sinks take a visible share
+    if kind in ("gpt_oss", "gemma2"):
+        assert {model.layer_window(i) for i in range(model.n_layers)} == {None, 4}
+
+
+def untied_rows(model, text, layer):
+    """Rows whose top-``index_topk`` keys are one set: the indexer's k-th best score is not
+    tied with the next (exact ties, e.g. at ReLU's 0, torch's topk breaks its own way)."""
+    scores = model.index_scores(layer, text).astype(np.float64)  # (n, n) before the mask
+    n, k = scores.shape[0], model.index_topk
+    scores[np.triu_indices(n, 1)] = -np.inf  # causal
+    ranked = -np.sort(-scores, axis=1)  # (n, n): best first
+    untied = ranked[:, k - 1] != ranked[:, k]  # (rows with k keys or fewer: -inf != -inf)
+    untied[:k] = True
+    assert untied.mean() > 0.95  # only a few rows are left out
+    return untied
+
+
+def test_long_alibi_is_made_block_by_block(long_folders, monkeypatch):
+    """BLOOM above LONG_THRESHOLD: ALiBi's bias exists only for blocks of rows, never n x n."""
+    import attention_widget.pretrained.bloom as bloom
+    from attention_widget import long, variants
+
+    shapes = []
+
+    def recorded(*args, **kwargs):
+        bias = variants_alibi_bias(*args, **kwargs)
+        shapes.append(bias.shape)
+        return bias
+
+    variants_alibi_bias = variants.alibi_bias
+    monkeypatch.setattr(variants, "alibi_bias", recorded)
+    monkeypatch.setattr(bloom, "alibi_bias", recorded)
+    model = load_pretrained(long_folders["bloom"])
+    text = " ".join(LONG_WORDS[i % len(LONG_WORDS)] for i in range(long.LONG_THRESHOLD + 80))
+    n = model.encode(text).ids.size
+    trace = model.trace(text, 1, temperature=0.5)
+    assert trace.alibi and trace.seq_len == n
+    trace.block(0, slice(0, 40), slice(0, 30))
+    assert shapes and max(shape[-2] for shape in shapes) <= long.BLOCK_ROWS < n
+    assert (1, 40, 30) in shapes  # the zoom's cells
+
+
+@pytest.mark.parametrize("kind", ["bloom", "deepseek_v32", "gemma2", "gpt_oss"])
+def test_the_widget_shows_long_texts_of_families_with_variants(long_folders, kind):
+    """from_pretrained above LONG_THRESHOLD: the long view, its cells the model's own, on
+    every kind of layer (sliding and full) and after a temperature step."""
+    from attention_widget import LongTrace
+    from attention_widget.long import LONG_THRESHOLD
+
+    model = load_pretrained(long_folders[kind])
+    text = " ".join(LONG_WORDS[i % len(LONG_WORDS)] for i in range(LONG_THRESHOLD + 40))
+    w = AttentionWidget.from_pretrained(model, text, layer=0, progress=False)
+    for layer in range(model.n_layers):
+        w.layer = layer
+        assert w.wait(60) and w.error == "", w.error
+        assert isinstance(w.trace, LongTrace) and len(w.tokens) > LONG_THRESHOLD
+        expected = model.trace(text, layer)
+        np.testing.assert_array_equal(w.head_weights(1), expected.head_weights(1))
+        w.zoom((500, 540), (470, 530))
+        np.testing.assert_array_equal(w.displayed("long-zoom")[0],
+                                      expected.block(w.head, slice(500, 540), slice(470, 530)))
+    w.temperature = 0.5
+    assert w.wait(60) and w.error == "", w.error
+    expected = model.trace(text, model.n_layers - 1, temperature=0.5)
+    np.testing.assert_array_equal(w.head_weights(2), expected.head_weights(2))
+    visible = w.trace.overview_visible  # never NaN on a tile that holds a visible cell
+    assert np.isfinite(w.trace.weights_overview[:, visible]).all()
+
+
+def test_deepseek_v32_generates_after_a_long_prompt(long_folders):
+    """The prompt's indexer choice is made block by block (no (n, n) array of kept keys);
+    the cache then chooses among every key, as transformers does."""
+    from attention_widget.long import LONG_THRESHOLD
+
+    model = load_pretrained(long_folders["deepseek_v32"])
+    text = " ".join(LONG_WORDS[i % len(LONG_WORDS)] for i in range(LONG_THRESHOLD + 80))
+    out = model.generate(text, 6)
+    assert out.prompt_ids.size > LONG_THRESHOLD
+    ref = _hf_generate(_hf(long_folders["deepseek_v32"]), out.prompt_ids, 6)
+    assert list(out.ids) == ref.sequences[0, out.prompt_ids.size :].tolist()

@@ -430,7 +430,9 @@ class PretrainedModel(Family):
 
             Above ``LONG_THRESHOLD`` tokens every layer runs block by block and the result is
             a :class:`~attention_widget.long.LongTrace` (float32; no scores, weights or mask
-            arrays: overviews, and exact cells on demand).
+            arrays: overviews, and exact cells on demand), sinks, soft-cap, ALiBi and an
+            indexer's choice included.  DeepSeek V4, whose keys include compressed entries,
+            refuses such inputs with a ValueError.
 
         Raises
         ------

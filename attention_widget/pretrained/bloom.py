@@ -26,6 +26,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..long import LONG_THRESHOLD
 from ..variants import alibi_bias
 from . import AttentionInputs, LayerCache, PretrainedModel
 from .blocks import gelu_tanh, layer_norm, linear
@@ -105,13 +106,15 @@ class Bloom(PretrainedModel):
         fused = linear(x, w["w_qkv"], w["b_qkv"])  # (seq, 3 d_model) = per head [q_h k_h v_h]
         fused = fused.reshape(x.shape[0], self.n_heads, 3, self.d_head)  # (seq, heads, 3, dh)
         q, k, v = (np.ascontiguousarray(fused[:, :, j].transpose(1, 0, 2)) for j in range(3))
+        long = positions.size > LONG_THRESHOLD
         return AttentionInputs(
             x=x,
             q=q,  # (n_heads, seq, d_head)
             k=k,
             v=v,
             scale=1.0 / math.sqrt(self.d_head),
-            options={"bias": alibi_bias(self.n_heads, positions)},  # (n_heads, seq, seq)
+            # (n_heads, seq, seq); above LONG_THRESHOLD tokens made block by block instead
+            options={} if long else {"bias": alibi_bias(self.n_heads, positions)},
             alibi=True,
         )
 

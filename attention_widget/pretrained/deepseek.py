@@ -39,6 +39,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..engine import split_heads
+from ..long import LONG_THRESHOLD
 from . import AttentionInputs, PretrainedModel
 from .blocks import (
     apply_rope,
@@ -306,8 +307,8 @@ class DeepseekV3(PretrainedModel):
             k=k,
             v=np.ascontiguousarray(kv_heads[..., nope:]),  # (n_heads, seq, d_v)
             scale=self.scale,
-            kept=self.selected_keys(i, x, c_q, positions),
             latent=c_kv,
+            **self.key_selection(i, x, c_q, positions),
         )
 
     def query_latent(self, w: dict, x: np.ndarray) -> np.ndarray | None:
@@ -320,11 +321,11 @@ class DeepseekV3(PretrainedModel):
         c_q = linear(x, w["w_qa"], w.get("b_qa"))  # (seq, q_rank)
         return rms_norm(c_q, w["q_norm"], LATENT_NORM_EPS)
 
-    def selected_keys(
+    def key_selection(
         self, i: int, x: np.ndarray, c_q: np.ndarray | None, positions: np.ndarray
-    ) -> np.ndarray | None:
-        """Keys each query keeps in layer ``i`` (all of them: None; see DeepSeek-V3.2)."""
-        return None
+    ) -> dict:
+        """Keys each query keeps in layer ``i``: all of them in DeepSeek-V3 (``{}``; see V3.2)."""
+        return {}
 
     def finish_block(self, i: int, h: np.ndarray, attn_out: np.ndarray) -> np.ndarray:
         """Residual, then RMSNorm_2, the gated MLP or the mixture of experts, and its residual."""
@@ -520,6 +521,24 @@ class DeepseekV32(DeepseekV3):
         c_q = self.query_latent(self.layer_weights(i), x)
         return indexer_scores(*self.index_inputs(i, x, c_q, positions))
 
+    def key_selection(
+        self, i: int, x: np.ndarray, c_q: np.ndarray | None, positions: np.ndarray
+    ) -> dict:
+        """The indexer's choice in layer ``i``: ``{"kept": (seq, seq) bool}``.
+
+        Above ``LONG_THRESHOLD`` tokens ``{"select": select}`` instead, which chooses for one
+        block of queries at a time (see :class:`~attention_widget.pretrained.AttentionInputs`).
+        """
+        if positions.size <= LONG_THRESHOLD:
+            return {"kept": self.selected_keys(i, x, c_q, positions)}
+        q, k, head_weights = self.index_inputs(i, x, c_q, positions)
+
+        def select(rows: np.ndarray, keys: np.ndarray, visible: np.ndarray) -> np.ndarray:
+            scores = indexer_scores(q[:, rows], k[keys], head_weights[rows])  # (rows, keys)
+            return top_k_kept(scores, visible, self.index_topk)
+
+        return {"select": select}
+
     def selected_keys(
         self, i: int, x: np.ndarray, c_q: np.ndarray | None, positions: np.ndarray
     ) -> np.ndarray:
@@ -541,8 +560,9 @@ class DeepseekV32(DeepseekV3):
         )
         earlier, kept = cache.state.get("index_k"), inputs.kept
         cache.state["index_k"] = k if earlier is None else np.concatenate([earlier, k])
-        inputs = super().extend_cache(i, replace(inputs, kept=None), positions, cache)
-        if earlier is not None:  # else the new tokens are all the keys: kept is right
+        inputs = super().extend_cache(i, replace(inputs, kept=None, select=None), positions,
+                                      cache)
+        if earlier is not None or kept is None:  # (a long prompt brings only a selector)
             scores = indexer_scores(q, cache.state["index_k"], head_weights)  # (seq, n_keys)
             allowed = positions[:, None] >= inputs.key_positions[None, :]
             kept = top_k_kept(scores, allowed, self.index_topk)

@@ -23,7 +23,7 @@ import numpy as np
 
 from .._checks import check_int
 from ..engine import Attended, AttentionTrace, attend, merge_heads
-from ..long import LONG_THRESHOLD, LongAttended, LongTrace, long_attend
+from ..long import LONG_THRESHOLD, LongAttended, LongTrace, Selector, long_attend
 from .blocks import linear
 from .checkpoint import Config, Tensors
 from .weights import CheckpointWeights
@@ -74,6 +74,10 @@ class AttentionInputs:
         second input (the encoder's output).
     alibi : bool
         Whether ``options["bias"]`` is ALiBi's (BLOOM's slopes), for the trace.
+    select : callable, optional
+        Above ``LONG_THRESHOLD`` tokens, ``kept`` as a function of blocks (no (seq, seq)
+        array): ``select(rows, keys, visible)``, as
+        :attr:`~attention_widget.long.LongTrace.select`.
     """
 
     x: np.ndarray
@@ -90,6 +94,7 @@ class AttentionInputs:
     options: dict[str, Any] = field(default_factory=dict)
     x_kv: np.ndarray | None = None
     alibi: bool = False
+    select: Selector | None = None
 
 
 @dataclass
@@ -180,21 +185,38 @@ class BlockwiseLayers:
         """The mask of a long layer as :func:`~attention_widget.long.long_attend` takes it.
 
         ``("causal" | "none" | "sliding", window)``; ValueError when the layer's attention
-        needs more than a described mask (its own mask, a selector's keys, cached keys,
-        further options).
+        needs more than a described mask and the variants of :meth:`long_variants` (its own
+        mask, a selector's keys, cached keys, another option).
         """
-        if (inputs.mask is not None or inputs.kept is not None
-                or inputs.key_positions is not None or inputs.options):
+        beyond = [what for what, there in (
+            ("its own mask", inputs.mask is not None),
+            ("a selector's keys given for every cell", inputs.kept is not None),
+            ("keys that are not one per token", inputs.key_positions is not None),
+            *((f"the option {name!r}", True) for name in inputs.options
+              if name not in ("softcap", "sinks") and not (name == "bias" and inputs.alibi)),
+        ) if there]  # fmt: skip
+        if beyond:
             raise ValueError(
-                f"{self.name}: this layer's attention (its own mask, selected or cached keys, "
-                f"options) has no block-wise form; inputs longer than {LONG_THRESHOLD} tokens "
-                "cannot be shown")
+                f"{self.name}: this layer's attention ({', '.join(beyond)}) has no block-wise "
+                f"form; inputs longer than {LONG_THRESHOLD} tokens cannot be shown")
         if inputs.window is None:
             return ("causal" if self.causal else "none"), None
         if not self.causal:
             raise ValueError(f"{self.name}: a bidirectional sliding window has no block-wise "
                              f"form; inputs longer than {LONG_THRESHOLD} tokens cannot be shown")
         return "sliding", inputs.window
+
+    @staticmethod
+    def long_variants(inputs: AttentionInputs) -> dict[str, Any]:
+        """The variants of a long layer as :func:`~attention_widget.long.long_attend` takes them.
+
+        ``{"alibi": bool, "softcap": c or None, "sinks": (n_heads,) or None, "select": ...}``:
+        ALiBi's bias (computed block by block from the slopes, whatever
+        ``inputs.options["bias"]`` holds), the soft-cap and the sinks of ``inputs.options``, and
+        a selector's choice (``inputs.select``).
+        """
+        return {"alibi": inputs.alibi, "softcap": inputs.options.get("softcap"),
+                "sinks": inputs.options.get("sinks"), "select": inputs.select}
 
     def run_long_attention(self, inputs: AttentionInputs, temperature: float = 1.0,
                            what: str = "attention", scores_overview: bool = True
@@ -205,7 +227,8 @@ class BlockwiseLayers:
         report = None if progress is None else (lambda f, m: progress(f, f"{what}: {m}"))
         return long_attend(inputs.q, inputs.k, inputs.v, scale=inputs.scale,
                            temperature=temperature, mask=kind, window=window,
-                           scores_overview=scores_overview, progress=report, cancel=self.cancel)
+                           scores_overview=scores_overview, progress=report, cancel=self.cancel,
+                           **self.long_variants(inputs))
 
     def long_trace(self, i: int, layer: LayerAttention, temperature: float) -> LongTrace:
         """Layer ``i``'s attention as a :class:`~attention_widget.long.LongTrace` at ``T``.
@@ -225,7 +248,7 @@ class BlockwiseLayers:
             output=self.attention_output(i, concat), entropy=att.entropy, lse=att.lse,
             weights_overview=att.weights_overview, scores_overview=att.scores_overview,
             tile=att.tile, mask_kind=kind, window=window, temperature=temperature,
-            scale=a.scale)
+            scale=a.scale, sink_weights=att.sink_weights, **self.long_variants(a))
 
 
 class Family(CheckpointWeights, BlockwiseLayers):
