@@ -343,8 +343,9 @@ class AttentionWidget(LongPrompts, ModelViewHooks, GenerationHooks, WeightsConst
             shown = self._overview.shown(self.step)
         else:
             shown = self._diagram.shown(self.step)
-        children = (p.box, *p.status, self._diagram.summary, *self._model_views(),
-                    *self._generation_views(), *shown)
+        # the diagram first (the first screen), then the model's grid and the player
+        children = (p.box, *p.status, self._diagram.summary, *shown, *self._model_views(),
+                    *self._generation_views())
         if self.children != children:
             self.children = children
 

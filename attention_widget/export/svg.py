@@ -3,6 +3,11 @@
 Heatmaps become one ``<rect>`` per cell (or one embedded PNG for large panels), tokens and
 titles real ``<text>``; masked cells are filled with a hatch pattern of
 :data:`~attention_widget.colors.MASK_RGB` and :data:`~attention_widget.colors.MASK_HATCH_RGB`.
+
+Colours are those of the widget's figures (:mod:`attention_widget.colors`): weights on the
+fixed scale 0..1; each signed stage on a scale symmetric around 0 shared by its step (X; Q, K,
+V; scores; head outputs; concat and output) and by every head of the trace, so a value has
+one colour whichever stages and heads are drawn.
 """
 
 from __future__ import annotations
@@ -163,10 +168,8 @@ def diagram_svg(
     title : str, optional
         Title line; defaults to a summary of the trace.
     diverging : str, optional
-        Table of the signed stages (symmetric around 0), one of
-        :data:`attention_widget.colors.DIVERGING`; default paired with ``colormap`` as in the
-        widget (:data:`attention_widget.colors.PAIRED_DIVERGING`: blue-red for viridis and
-        magma, purple-orange for cividis, black-white-black for greys).
+        Table of the signed stages, one of :data:`attention_widget.colors.DIVERGING`; default
+        paired with ``colormap`` as in the widget (``colors.PAIRED_DIVERGING``).
     max_rects : int, default 2500
         Panels with more cells are embedded as one PNG image instead of one ``<rect>`` per cell
         (files stay small; the text stays text either way).
@@ -194,15 +197,8 @@ def diagram_svg(
     Raises
     ------
     TypeError, ValueError
-        For an invalid argument, naming it.
-
-    Notes
-    -----
-    Colours are those of the widget's figures (:mod:`attention_widget.colors`): weights on
-    the fixed scale 0..1; each signed stage on a scale symmetric around 0 shared by its step
-    (X; Q, K, V; scores; head outputs; concat and output) and by every head of the trace, so
-    a value has one colour whichever stages and heads are drawn.  Masked cells are grey,
-    hatched with white lines.
+        For an invalid argument, naming it.  (Colours: see the module docstring; masked cells
+        are grey, hatched with white lines.)
     """
     layout = build(check_trace(trace), tokens, stages, heads, colormap, title, diverging,
                    tooltips, vector_stages, scales=scales, zoom=zoom, key_tokens=key_tokens)
