@@ -197,15 +197,15 @@ class DeepseekV4(DeepseekV4Layout):
         return top_k_kept(scores, visible, self.index_topk)
 
     # ---- generation with a cache --------------------------------------------------------------
-    def attention_step(
+    def attend_layer(
         self, i: int, h: np.ndarray, positions: np.ndarray, cache: LayerCache | None = None
-    ) -> tuple[np.ndarray, LayerAttention]:
+    ) -> LayerAttention:
         """As every family's; with a cache, the new tokens' keys go through :meth:`extend_cache`."""
         if cache is None:
-            return super().attention_step(i, h, positions)
+            return super().attend_layer(i, h, positions)
         w = self.layer_weights(i)
         inputs = self._token_inputs(w, self.layer_kinds[i], self._block_input(w, h), positions)
-        return self.attend_inputs(i, self.extend_cache(i, inputs, positions, cache), positions)
+        return self.attend_inputs(self.extend_cache(i, inputs, positions, cache), positions)
 
     def extend_cache(
         self, i: int, inputs: AttentionInputs, positions: np.ndarray, cache: LayerCache

@@ -449,15 +449,9 @@ class Family(CheckpointWeights, BlockwiseLayers):
         )  # fmt: skip
 
     def attend_layer(
-        self, i: int, h: np.ndarray, positions: np.ndarray
-    ) -> LayerAttention:
-        """Layer ``i``'s attention on its input ``h`` (seq, d_model), block by block if long."""
-        return self.attention_step(i, h, positions)[1]
-
-    def attention_step(
         self, i: int, h: np.ndarray, positions: np.ndarray, cache: LayerCache | None = None
-    ) -> tuple[np.ndarray, LayerAttention]:
-        """The attention of layer ``i`` on its input ``h``: its output (seq, d_model) and record.
+    ) -> LayerAttention:
+        """Layer ``i``'s attention on its input ``h`` (seq, d_model), block by block if long.
 
         With a ``cache``, ``h`` holds only new tokens: their queries attend the cached keys and
         their own (see :meth:`extend_cache`), and the cache keeps their keys and values.
@@ -466,19 +460,22 @@ class Family(CheckpointWeights, BlockwiseLayers):
         if cache is not None:
             inputs = self.extend_cache(i, inputs, positions, cache)
         elif h.shape[0] > LONG_THRESHOLD:  # block by block: no (seq, seq) array
-            att = self.run_long_attention(inputs, what=f"layer {i + 1}")
-            out = self.attention_output(i, self.concat_heads(inputs, att.head_outputs))
-            return out, LayerAttention(inputs, None, att)
-        return self.attend_inputs(i, inputs, positions)
+            return LayerAttention(inputs, None, self.run_long_attention(
+                inputs, what=f"layer {i + 1}"))
+        return self.attend_inputs(inputs, positions)
 
-    def attend_inputs(
-        self, i: int, inputs: AttentionInputs, positions: np.ndarray
-    ) -> tuple[np.ndarray, LayerAttention]:
-        """Layer ``i``'s attention on ``inputs``: mask, softmax, the output projection."""
+    def attend_inputs(self, inputs: AttentionInputs, positions: np.ndarray) -> LayerAttention:
+        """The attention on ready-made ``inputs``: their mask and the softmax."""
         mask = self.attention_mask(inputs, positions)
-        att = self.run_attention(inputs, mask)
-        out = self.attention_output(i, self.concat_heads(inputs, att.head_outputs))
-        return out, LayerAttention(inputs, mask, att)
+        return LayerAttention(inputs, mask, self.run_attention(inputs, mask))
+
+    def attention_step(
+        self, i: int, h: np.ndarray, positions: np.ndarray, cache: LayerCache | None = None
+    ) -> tuple[np.ndarray, LayerAttention]:
+        """Layer ``i``'s attention (:meth:`attend_layer`) and its output (seq, d_model)."""
+        layer = self.attend_layer(i, h, positions, cache)
+        concat = self.concat_heads(layer.inputs, layer.attended.head_outputs)
+        return self.attention_output(i, concat), layer
 
     def run_block(
         self,
