@@ -102,7 +102,7 @@ class ImageMark:
         else:
             back = self._buffers[1] if self.mark.image is self._buffers[0] else self._buffers[0]
         # a data: URL, not PNG bytes: bqplot then sets it as the href as it is, where PNG bytes
-        # cost the browser a Blob and an object URL (~1.7 ms of its main thread per image)
+        # cost the browser a Blob and an object URL on its main thread for every image
         back.value = PNG_URL_PREFIX + base64.b64encode(png)
         self._pending = (back, extent)
         return len(png)
