@@ -819,10 +819,17 @@ def test_blocks_match_torch(rows, cols, scale, seed):
         (blocks.linear(x, w_lin, b_lin), F.linear(t(x), t(w_lin), t(b_lin))),
         (blocks.linear(x, w_lin), F.linear(t(x), t(w_lin))),
     ]
-    for ours, ref in pairs:
+    # float32 centring loses eps32 * |x| / std of each row (two close values of a row): the
+    # LayerNorm rows also get that much room, scaled by |w|
+    std = x.astype(np.float64).std(axis=1, keepdims=True)
+    centring = 4 * np.finfo(np.float32).eps * np.abs(x).max(axis=1, keepdims=True) / np.sqrt(
+        std**2 + 1e-5) * np.abs(w)  # (rows, cols)
+    for i, (ours, ref) in enumerate(pairs):
         assert ours.dtype == np.float32 and ours.shape == tuple(ref.shape)
         ref = ref.numpy()
-        np.testing.assert_allclose(ours, ref, rtol=2e-5, atol=2e-5 * max(1.0, np.abs(ref).max()))
+        room = 2e-5 * max(1.0, np.abs(ref).max()) + (centring if i in (4, 5) else 0.0)
+        err = np.abs(ours - ref)
+        assert np.all(err <= room + 2e-5 * np.abs(ref)), (i, err.max())
 
 
 @pytest.mark.parametrize("seq", [1, 9])
