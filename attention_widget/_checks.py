@@ -204,11 +204,21 @@ def check_variants(
 
 
 def check_bias(bias: object, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """``bias`` as finite values of ``dtype``, of a shape that broadcasts to ``shape``."""
-    arr = as_float_array("bias", bias)
+    """``bias`` as finite values of ``dtype``, of a shape that broadcasts to ``shape``.
+
+    No copy when ``bias`` already is an array of ``dtype``.
+    """
+    arr = np.asarray(bias)
+    if arr.dtype.kind not in "fiub":  # floats, integers, booleans
+        raise TypeError(f"bias must hold real numbers, got an array of dtype {arr.dtype}")
     if arr.ndim > len(shape) or any(
         b not in (1, s) for b, s in zip(arr.shape[::-1], shape[::-1], strict=False)
     ):
         raise ValueError(f"bias must broadcast to the scores' shape (n_heads, n_q, n_k) = "
                          f"{shape}, got shape {arr.shape}")
-    return arr.astype(dtype, copy=False)
+    with np.errstate(over="ignore"):  # too large for dtype: infinite, reported below
+        arr = arr.astype(dtype, copy=False)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"bias contains NaN or infinity (in {np.dtype(dtype)}); every value "
+                         "must be finite")
+    return arr

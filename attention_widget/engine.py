@@ -531,7 +531,7 @@ def attend(
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     scores = scale * q @ k.transpose(0, 2, 1)  # [h, n_q, d] @ [h, d, n_k] -> [h, n_q, n_k]
     if bias is not None:  # e.g. ALiBi's -m_h (i - j)
-        scores = scores + _checks.check_bias(bias, scores.shape, scores.dtype)
+        scores += _checks.check_bias(bias, scores.shape, scores.dtype)
     if softcap is not None:  # Gemma 2: c tanh(scores / c)
         scores = variants.softcap(scores, softcap)
     if top_k is not None:  # each query keeps its top_k best keys: [h, n_q, n_k] of bool

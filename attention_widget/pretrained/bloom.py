@@ -58,6 +58,7 @@ class Bloom(PretrainedModel):
         self.eps = config.number("layer_norm_epsilon", default=1e-5)
         # ALiBi has no table of positions: the length is bounded by memory (and training)
         self.max_positions = config.positive_int("seq_length", default=2048)
+        self._last_bias: tuple = (None, None)  # (positions and dtype, their ALiBi bias)
         self.residual_from_norm = bool(
             config.get("apply_residual_connection_post_layernorm", default=False)
         )
@@ -114,9 +115,16 @@ class Bloom(PretrainedModel):
             v=v,
             scale=1.0 / math.sqrt(self.d_head),
             # (n_heads, seq, seq); above LONG_THRESHOLD tokens made block by block instead
-            options={} if long else {"bias": alibi_bias(self.n_heads, positions)},
+            options={} if long else {"bias": self._alibi(positions, x.dtype)},
             alibi=True,
         )
+
+    def _alibi(self, positions: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        """ALiBi's bias over ``positions`` in ``dtype``, made once for every layer of a forward."""
+        key = (positions.tobytes(), np.dtype(dtype))
+        if self._last_bias[0] != key:
+            self._last_bias = (key, alibi_bias(self.n_heads, positions).astype(dtype))
+        return self._last_bias[1]
 
     def extend_cache(
         self, i: int, inputs: AttentionInputs, positions: np.ndarray, cache: LayerCache
