@@ -252,7 +252,8 @@ def _family_text(family: str, part: str, layer_kind: str) -> dict[str, Any]:
     if part == "cross":
         text["x"] = text["x0"]
     if "compressed" in layer_kind:  # DeepSeek V4: keys are the window, then the entries
-        text["k"] += "; then the compressed entries, one per window of tokens"
+        text["k"] += ("; then the compressed entries, one per window of tokens (key column "
+                      "'cw a-b': entry w, made from tokens a to b)")
     if "sparse" in layer_kind:
         text["weights"] += "; entries the indexer did not keep get 0"
     if layer_kind.startswith("sliding"):

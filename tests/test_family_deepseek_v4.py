@@ -314,10 +314,10 @@ def test_trace_carries_sinks_entries_and_labels(tiny):
         assert tr.mask[20, :seq].sum() == 8
         assert tr.mask[20, seq:].sum() == (0, 21 // 4, 21 // 16)[layer]
     assert model.key_labels(text, 1)[seq:seq + 3] == [
-        "compressed block 0 (tokens 0-3)", "compressed block 1 (tokens 0-7)",
-        "compressed block 2 (tokens 4-11)",
+        "c0 0-3", "c1 0-7",
+        "c2 4-11",
     ]  # fmt: skip
-    assert model.key_labels(text, 2)[seq] == "compressed block 0 (tokens 0-15)"
+    assert model.key_labels(text, 2)[seq] == "c0 0-15"
     assert model.trace(text, 0).kept is None and model.trace(text, 2).kept is None
     # the temperature is a what-if: the sinks' share moves with it
     hot, cold = model.trace(text, 2, 3.0), model.trace(text, 2, 0.5)

@@ -277,11 +277,13 @@ class DeepseekV4Layout(PretrainedModel):
         return [(max(w * rate - back, 0), (w + 1) * rate - 1) for w in range(n_tokens // rate)]
 
     def key_labels(self, text: str, layer: int) -> list[str]:
-        """The tokens, then ``"compressed block w (tokens a-b)"`` for each compressed entry."""
+        """The tokens, then ``"cw a-b"`` for compressed entry ``w`` of tokens ``a..b``.
+
+        Short enough to stand whole under a column of the weights.
+        """
         tokens = self.tokenize(text)
         entries = self.entry_tokens(layer, len(tokens))
-        return tokens + [f"compressed block {w} (tokens {a}-{b})" for w, (a, b) in
-                         enumerate(entries)]  # fmt: skip
+        return tokens + [f"c{w} {a}-{b}" for w, (a, b) in enumerate(entries)]
 
     def kv_cache_size(self, layer: int, n_tokens: int) -> dict[str, int]:
         """Numbers the key/value cache of ``layer`` holds after ``n_tokens`` tokens, per part.
