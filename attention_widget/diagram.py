@@ -36,7 +36,7 @@ GRID_FOCUS_MAX = 40  # focus panel with per-cell hover up to this many tokens
 HEADS_PER_ROW = 4  # scores and weights: one square panel per head, rows of at least this many
 #: What the figures add to a stage's formula.
 CAPTIONS = {"v": "the lines across Q, K and V, in their colours, mark the heads",
-            "weights": "grey = masked; rose = dropped by top-k"}
+            "weights": "grey = masked; rose = not kept (top-k or an indexer)"}
 #: Which figure draws each colour-scale choice of the widget's ``scales``.
 SCALE_FIGURES = {"x": "x", "qkv": "qkv", "scores": "scores", "weights": "weights",
                  "outputs": "outputs", "concat": "concat"}
@@ -137,8 +137,10 @@ def _variant_notes(tr: AttentionTrace) -> list[str]:
     """What the weights' colours mean for the trace's variants."""
     out = []
     if tr.kept is not None:
-        out.append(f"Top-k = {tr.top_k}: rose cells are keys dropped (allowed by the mask, but "
-                   "not among the query's best); grey cells are masked keys.")
+        chosen = (f"Top-k = {tr.top_k}" if tr.top_k else "The indexer's choice") + (
+            ": rose cells are keys dropped (allowed by the mask, but not among the keys kept "
+            "for that query); grey cells are masked keys.")
+        out.append(chosen)
     if tr.sink_weights is not None:
         out.append("Sinks: each row of the weights sums to 1 minus what its query gave the "
                    "head's sink (the panel beside the weights).")

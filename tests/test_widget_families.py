@@ -162,6 +162,8 @@ def test_compressed_entries_are_labelled_key_columns(family):
     focus_ticks = set(w.figs["focus"].x_axis.tick_labels.values())
     entry_ticks = focus_ticks - set(labels[:n])  # (dense columns: every k-th is labelled)
     assert entry_ticks and entry_ticks <= set(labels[n:])  # whole, not cut
+    notes = w._diagram._notes_html.value
+    assert "The indexer&#x27;s choice: rose cells" in notes and "None" not in notes
     k_rows = w.displayed("qkv")[1]  # K: the tokens' keys, then the entries'
     assert k_rows.shape[0] == len(labels)
     svg = diagram_svg(w.trace, w.tokens, key_tokens=w._traced.key_tokens)

@@ -579,12 +579,24 @@ def wait_stable_hrefs(
 
 
 def screenshot(page: Any, target: Any, name: str) -> Path:
-    """Save a PNG of ``target`` (a locator) to ``build/screenshots/<name>.png``."""
+    """Save a PNG of ``target`` (a locator) to ``build/screenshots/<name>.png``.
+
+    A target taller than the page is taken in a page made tall enough for it (then the page
+    is set back), so that no toolbar of the page lies over it.
+    """
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
+    size = page.viewport_size
+    box = target.first.bounding_box()
+    if size and box and box["height"] + 160 > size["height"]:
+        page.set_viewport_size({"width": size["width"], "height": int(box["height"]) + 200})
+        page.wait_for_timeout(700)  # let bqplot relayout after the resize
     target.scroll_into_view_if_needed()
     page.wait_for_timeout(200)
     target.screenshot(path=str(path))
+    if page.viewport_size != size:
+        page.set_viewport_size(size)
+        page.wait_for_timeout(700)
     return path
 
 
