@@ -39,9 +39,9 @@ class CachedAttention:
         key = (n_heads, n_kv_heads, mask, window,
                tuple((k, np.asarray(v).tobytes()) for k, v in variants.items()))
         last, long = self._last, x.shape[0] > LONG_THRESHOLD
-        if long and variants:
-            raise ValueError(f"the variants ({', '.join(variants)}) are drawn up to "
-                             f"{LONG_THRESHOLD} tokens; shorten the text or turn them off")
+        if long and "top_k" in variants:
+            raise ValueError(f"top-k is drawn up to {LONG_THRESHOLD} tokens; shorten the text "
+                             "or turn top-k off")
         hooks = {"progress": progress, "cancel": cancel}
         if last is not None and last[0] is x and last[1] is params and last[2] == key:
             trace = (long_with_temperature(last[3], params, temperature, **hooks) if long
@@ -49,7 +49,7 @@ class CachedAttention:
         elif long:
             trace = long_attention(x, params, n_heads=n_heads, n_kv_heads=n_kv_heads,
                                    temperature=temperature, mask=mask, window=window,
-                                   dtype=long_dtype, **hooks)
+                                   dtype=long_dtype, **variants, **hooks)
         else:
             trace = multi_head_attention(x, params, n_heads=n_heads, n_kv_heads=n_kv_heads,
                                          temperature=temperature, mask=mask, window=window,

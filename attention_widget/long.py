@@ -157,6 +157,8 @@ class LongTrace:
         c)``), one sink logit per head (n_heads,) joining each row's softmax.
     sink_weights : ndarray, shape (n_heads, seq_len), or None
         With sinks, each row's weight on its head's sink: rows of weights sum to 1 less it.
+    rope : float or None
+        RoPE's base when ``q`` and ``k`` were rotated (they hold the rotated vectors).
     select : callable or None
         A selector (DeepSeek's lightning indexer): ``select(rows, keys, visible)`` gives, for
         query positions ``rows`` (r,) and a run of key positions ``keys`` (k,) holding every
@@ -185,6 +187,7 @@ class LongTrace:
     sinks: np.ndarray | None = None
     sink_weights: np.ndarray | None = None
     select: Selector | None = None
+    rope: float | None = None
 
     # the shape properties of the full trace read only x, q, k and entropy: the same ones
     seq_len = AttentionTrace.seq_len
@@ -230,15 +233,31 @@ class LongTrace:
         if stage == "scores":
             return scores
         z = scores / self.temperature - self.lse[head, rows, None]  # float64: <= 0 on visible
+        kept = self._kept(rows, cols)
+        z[~(self.visible(rows, cols) if kept is None else kept)] = -np.inf
+        return np.exp(z, out=z).astype(self.dtype, copy=False)
+
+    def _kept(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray | None:
+        """The visible keys of ``rows x cols`` the selector kept; None without a selector."""
+        if self.select is None:
+            return None
         lo, hi = key_range(self.mask_kind, self.window, rows, self.seq_len)
         seen = visible_keys(lo, hi, cols)  # [rows, cols]
-        if self.select is not None:  # the selector chooses among all the keys a row sees
-            span = np.arange(lo.min(), hi.max())  # [keys]
-            kept = self.select(rows, span, visible_keys(lo, hi, span))  # [rows, keys]
-            inside = (cols >= span[0]) & (cols <= span[-1])
-            seen[:, inside] &= kept[:, cols[inside] - span[0]]
-        z[~seen] = -np.inf
-        return np.exp(z, out=z).astype(self.dtype, copy=False)
+        span = np.arange(lo.min(), hi.max())  # [keys]: the selector chooses among all a row sees
+        kept = self.select(rows, span, visible_keys(lo, hi, span))  # [rows, keys]
+        inside = (cols >= span[0]) & (cols <= span[-1])
+        seen[:, ~inside] = False
+        seen[:, inside] &= kept[:, cols[inside] - span[0]]
+        return seen
+
+    def kept(self, rows: object, cols: object) -> np.ndarray | None:
+        """``(len(rows), len(cols))`` boolean: the visible keys the selector kept.
+
+        None when the trace has no selector (every visible key is kept).  Visible keys it did
+        not keep have weight 0, as masked ones.
+        """
+        return self._kept(_indices("rows", rows, self.seq_len),
+                          _indices("cols", cols, self.seq_len))
 
     def block(self, head: int, rows: object, cols: object, stage: str = "weights") -> np.ndarray:
         """Exact cells of a zoom: query ``rows`` against key ``cols`` of ``head``.
@@ -487,6 +506,7 @@ def long_attention(
     temperature: float = 1.0, mask: str | None = None, window: int | None = None,
     dtype: type | np.dtype = np.float32, progress: Progress | None = None, cancel: object = None,
     alibi: bool = False, softcap: float | None = None, sinks: np.ndarray | None = None,
+    rope: float | None = None,
 ) -> LongTrace:
     """One multi-head self-attention layer, block by block, for sequences of any length.
 
@@ -505,6 +525,8 @@ def long_attention(
         The engine's variants, as in :func:`~attention_widget.engine.multi_head_attention`:
         ALiBi's bias with BLOOM's slopes (computed block by block, never for all cells at
         once), the soft-cap ``c`` of the scores, one sink logit per head (n_heads,).
+    rope : float or None
+        RoPE's base: ``q`` and ``k`` rotated by position after the projection, as in the engine.
     progress : callable(fraction, message), optional
         Called on this thread after the projections and after each block, up to 1.0.
     cancel : threading.Event or object with a ``cancelled`` attribute, optional
@@ -526,7 +548,7 @@ def long_attention(
     # the engine checks everything else on the first token (a one-token layer costs nothing)
     one = multi_head_attention(x_arr[:1], params, n_heads=n_heads, n_kv_heads=n_kv_heads,
                                temperature=temperature, mask=mask, window=window, dtype=dtype,
-                               alibi=alibi, softcap=softcap, sinks=sinks)
+                               alibi=alibi, softcap=softcap, sinks=sinks, rope=rope)
     n_heads, n_kv_heads, temperature, dt = one.n_heads, one.n_kv_heads, one.temperature, one.q.dtype
     chosen = _Variants(one.alibi, one.softcap, one.sinks)
     kind = mask or "none"
@@ -543,13 +565,15 @@ def long_attention(
     q = split_heads(_linear(x_arr, params.w_q, params.b_q), n_heads)
     k = split_heads(_linear(x_arr, params.w_k, params.b_k), n_kv_heads)
     v = split_heads(_linear(x_arr, params.w_v, params.b_v), n_kv_heads)
+    if one.rope is not None:  # RoPE: q and k turned by position
+        q, k = variants.rope(q, one.rope), variants.rope(k, one.rope)
     if cancelled():
         raise AttentionCancelled("attention: cancelled")
     # 2. attend, block by block
     att = _Blocks((q, k, v), temperature, kind, window, True, None, chosen).run(
         progress, cancelled, "attention")
     return LongTrace(x=x_arr, q=q, k=k, v=v, **_combined(att, params), mask_kind=kind,
-                     window=window, temperature=temperature, **chosen._asdict())
+                     window=window, temperature=temperature, rope=one.rope, **chosen._asdict())
 
 
 def long_with_temperature(

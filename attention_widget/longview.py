@@ -81,6 +81,17 @@ def uniform_entropy(trace: LongTrace) -> float:
     return float(np.mean(np.log(seen)))
 
 
+_LENS_DROPPED = "; rose = visible, but not among the keys the indexer kept"
+
+
+def _sink_share(tr: LongTrace, head: int, query: int) -> str:
+    """What the query gave its head's sink, for the lens's note; ``""`` without sinks."""
+    if tr.sink_weights is None:
+        return ""
+    share = float(tr.sink_weights[head, query])
+    return f" · its head's sink took {share:.4f} (the weights sum to {1 - share:.4f})"
+
+
 def _box(fig: PanelFigure, panel: int, rows: tuple[float, float], cols: tuple[float, float]
          ) -> tuple[list[float], list[float]]:
     """The outline of cells ``rows[0] .. rows[1] - 1`` x ``cols[0] .. cols[1] - 1`` of a panel."""
@@ -363,10 +374,13 @@ class LongView:
         cells = tr.block(self._head, slice(r0, r1), slice(c0, c1))  # exact weights
         self._texts["zoom-note"].value = (
             f"<b>zoom</b> · head {self._head} · queries {r0:,}–{r1 - 1:,} × keys {c0:,}–"
-            f"{c1 - 1:,} · exact weights")
+            f"{c1 - 1:,} · exact weights" + (" · rose = visible, but not among the keys the "
+                                             "indexer kept" if tr.select is not None else ""))
+        visible = tr.visible(slice(r0, r1), slice(c0, c1))
+        kept = tr.kept(slice(r0, r1), slice(c0, c1))
         return self.figs["long-zoom"].update(
             [Panel(cells, f"head {self._head}: exact", toks[r0:r1], toks[c0:c1])],
-            mask=tr.visible(slice(r0, r1), slice(c0, c1)))
+            mask=visible, dropped=None if kept is None else [visible & ~kept])
 
     def _draw_lens(self, tr: LongTrace) -> int:
         fig, q, n = self.figs["long-lens"], self._query, tr.seq_len
@@ -382,6 +396,10 @@ class LongView:
         strip = np.zeros(lines * width, np.float32)
         seen = np.zeros(lines * width, bool)
         strip[:n], seen[:n] = tr.row(self._head, q), tr.visible(q, slice(None))[0]
+        kept = tr.kept(q, slice(None))
+        dropped = None if kept is None else np.zeros(lines * width, bool)
+        if kept is not None:
+            dropped[:n] = seen[:n] & ~kept[0]
         top = tr.top_keys(self._head, q, TOP_KEYS)
         toks = self._traced.tokens
         rows = "".join(
@@ -391,13 +409,15 @@ class LongView:
         self._texts["lens-note"].value = (
             f"<b>query lens</b> · head {self._head} · query {q:,} "
             f"<span class='aw-token'>{html.escape(toks[q])}</span>: its {n:,} weights, one px a "
-            f"key, {width:,} keys a line (grey = masked); its {len(top.positions)} heaviest keys "
+            f"key, {width:,} keys a line (grey = masked{_LENS_DROPPED if kept is not None else ''})"
+            f"{_sink_share(tr, self._head, q)}; its {len(top.positions)} heaviest keys "
             "(boxed): <table class='aw-long-top' style='line-height:1.35;border-spacing:10px 1px'>"
             "<tr><th>#</th><th>key</th><th>token</th>"
             f"<th>weight</th></tr>{rows}</table>")
         starts = [f"{i * width:,}" for i in range(lines)]
         sent = fig.update([Panel(strip.reshape(lines, width), f"query {q:,}", starts)],
-                          mask=seen.reshape(lines, width))
+                          mask=seen.reshape(lines, width),
+                          dropped=None if dropped is None else [dropped.reshape(lines, width)])
         fig.show_highlight([_box(fig, 0, (j // width, j // width + 1),
                                  (j % width, j % width + 1)) for j in top.positions])
         return sent
@@ -441,9 +461,13 @@ class LongView:
             f"<div style='font-size:90%'>tokens 0–{STRIP_TOKENS - 1}: {chips}… tokens "
             f"{max(STRIP_TOKENS, n - STRIP_TOKENS):,}–{n - 1:,}: {tail}</div>")
         cells = " · ".join(f"h{i}: {e:.2f}" for i, e in enumerate(tr.head_entropy))
+        sinks = "" if tr.sink_weights is None else (
+            "<br>mean share each head's queries give its sink (their rows of weights sum to 1 "
+            "minus it): " + " · ".join(f"h{i}: {s:.2f}"
+                                       for i, s in enumerate(tr.sink_weights.mean(axis=1))))
         self._texts["entropy"].value = (
             f"<span style='font-size:90%'>mean row entropy per head (nats; 0 = one-hot, "
-            f"{uniform_entropy(tr):.2f} = uniform): {cells}</span>")
+            f"{uniform_entropy(tr):.2f} = uniform): {cells}{sinks}</span>")
 
     # -- the user's choices ------------------------------------------------------------------------
     def _sync_controls(self) -> None:

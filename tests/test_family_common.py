@@ -145,6 +145,32 @@ def test_texts_longer_than_the_threshold(long_folders, kind):
         assert {model.layer_window(i) for i in range(model.n_layers)} == {None, 4}
 
 
+def test_a_long_indexer_layer_shades_the_keys_it_dropped(long_folders):
+    """DeepSeek V3.2 above LONG_THRESHOLD in the widget: the zoom and the query lens draw the
+    visible keys the indexer did not keep in the dropped colour, the masked ones grey."""
+    from attention_widget import AttentionWidget
+    from attention_widget.long import LONG_THRESHOLD
+    from attention_widget.marks import DROPPED, MASKED
+
+    model = load_pretrained(long_folders["deepseek_v32"])
+    text = " ".join(LONG_WORDS[i % len(LONG_WORDS)] for i in range(LONG_THRESHOLD + 80))
+    w = AttentionWidget.from_pretrained(model, text, layer=1)
+    assert w.wait(120) and w.error == "", w.error
+    tr = w.trace
+    zoom = (slice(500, 540), slice(440, 560))
+    w.zoom((500, 540), (440, 560))
+    visible, kept = tr.visible(*zoom), tr.kept(*zoom)
+    assert kept.sum(axis=1).max() == model.index_topk and (visible & ~kept).any()
+    cells = w.long_figs["long-zoom"].displayed_cells()[0]
+    np.testing.assert_array_equal(cells == DROPPED, visible & ~kept)
+    np.testing.assert_array_equal(cells == MASKED, ~visible)
+    assert "not among the keys the indexer kept" in w._long._texts["zoom-note"].value
+    w.query = 530
+    strip = w.long_figs["long-lens"].displayed_cells()[0].ravel()[: tr.seq_len]
+    row = (530, slice(None))
+    np.testing.assert_array_equal(strip == DROPPED, (tr.visible(*row) & ~tr.kept(*row))[0])
+
+
 def untied_rows(model, text, layer):
     """Rows whose top-``index_topk`` keys are one set: the indexer's k-th best score is not
     tied with the next (exact ties, e.g. at ReLU's 0, torch's topk breaks its own way)."""

@@ -223,3 +223,7 @@ def test_a_selector_equals_attend_with_its_keys_as_a_mask(mask, rows, monkeypatc
         zoom = (slice(300, 340), slice(250, 330))
         np.testing.assert_allclose(selected.block(h, *zoom), ref.weights[h][zoom], **TOL)
     np.testing.assert_allclose(selected.head_outputs, ref.head_outputs, **TOL)
+    # which visible keys the selector kept, for any rows and keys (the zoom shades the others)
+    rows, cols = np.array([5, 300, 301, N - 1]), slice(250, 330)
+    np.testing.assert_array_equal(selected.kept(rows, cols), kept[rows, 250:330])
+    assert trace.kept(rows, cols) is None

@@ -244,6 +244,36 @@ def test_the_query_lens_shows_the_whole_row_and_its_heaviest_keys(w64):
     assert "pick a lens query" in by_class(w, "aw-long-lens-note")[0].value
 
 
+def test_long_texts_take_rope_alibi_softcap_and_sinks(monkeypatch):
+    """Above 512 tokens the variants run block by block: exact cells against the full float64
+    trace with the same variants; each lens query says what its head's sink took."""
+    monkeypatch.setattr(sources_module, "LONG_DTYPE", np.float64)
+    asked = {"rope": 10000.0, "alibi": True, "softcap": 4.0, "sinks": True}
+    w = ready(AttentionWidget(long_text(700), d_model=32, n_heads=2, mask="causal", **asked))
+    tr = w.trace
+    assert isinstance(tr, LongTrace) and (tr.rope, tr.alibi, tr.softcap) == (1e4, True, 4.0)
+    x = embed(tokenize(w.text), 32, seed=w.seed)
+    params = init_params(32, 2, seed=w.seed)
+    full = multi_head_attention(x, params, n_heads=2, mask="causal", rope=1e4, alibi=True,
+                                softcap=4.0, sinks=tr.sinks)
+    np.testing.assert_allclose(tr.output, full.output, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(tr.sink_weights, full.sink_weights, rtol=0, atol=1e-10)
+    w.zoom((600, 640), (580, 630))
+    np.testing.assert_allclose(tr.block(0, slice(600, 640), slice(580, 630)),
+                               full.weights[0, 600:640, 580:630], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(w.displayed("long-zoom")[0], full.weights[0, 600:640, 580:630],
+                               rtol=0, atol=1e-7)  # (drawn in float32)
+    w.query = 650
+    note = by_class(w, "aw-long-lens-note")[0].value
+    share = full.sink_weights[0, 650]
+    assert f"its head's sink took {share:.4f} (the weights sum to {1 - share:.4f})" in note
+    means = " · ".join(f"h{h}: {m:.2f}" for h, m in enumerate(full.sink_weights.mean(axis=1)))
+    assert means in w._long._texts["entropy"].value
+    w.top_k = 4  # top-k is drawn on full traces only: a clear message, the diagram stays
+    assert w.wait(60)
+    assert "top-k is drawn up to 512 tokens" in w.error and w.trace is tr
+
+
 def test_tokens_are_data_never_markup():
     tokens = [f"<b>t{i}</b>" if i % 7 == 0 else f"w{i}" for i in range(700)]
     x = np.random.default_rng(2).standard_normal((700, 16))
