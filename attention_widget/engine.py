@@ -416,12 +416,14 @@ def _softmax(
     """
     if sinks is not None:  # each head's sink logit joins its rows: [h, n_q, n_k + 1]
         scores, mask = variants.with_sinks(scores, sinks, mask)
-    allowed = scores if mask is None else np.where(mask, scores, -np.inf)  # [..., n_q, n_k]
-    top = allowed.max(axis=-1, keepdims=True)  # [..., n_q, 1], the largest allowed score
-    z = allowed - top  # <= 0, and 0 at the top: exp cannot overflow
+    top = scores.max(axis=-1, keepdims=True, where=True if mask is None else mask,
+                     initial=-np.inf)  # [..., n_q, 1], the largest allowed score
+    z = scores - top  # <= 0 where allowed, and 0 at the top: exp cannot overflow
+    if mask is not None:  # masked keys: exp(-inf) = 0 exactly
+        np.copyto(z, -np.inf, where=~mask)
     if temperature != 1.0:  # (dividing by 1 would change nothing)
         z /= temperature
-    weights = np.exp(z, out=z)  # masked keys: exp(-inf) = 0 exactly
+    weights = np.exp(z, out=z)  # [..., n_q, n_k]
     total = weights.sum(axis=-1, keepdims=True)  # [..., n_q, 1], >= 1
     weights *= 1.0 / total  # rows sum to 1
     # entropy = -sum w log w, with log w = (scores - top) / T - log(total) where w > 0
