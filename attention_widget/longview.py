@@ -81,7 +81,8 @@ def uniform_entropy(trace: LongTrace) -> float:
     return float(np.mean(np.log(seen)))
 
 
-_LENS_DROPPED = "; rose = visible, but not among the keys the indexer kept"
+#: what the dropped colour means where an indexer chose the keys (DeepSeek V3.2)
+_DROPPED_NOTE = "rose = visible, but not among the keys the indexer kept"
 
 
 def _sink_share(tr: LongTrace, head: int, query: int) -> str:
@@ -374,8 +375,7 @@ class LongView:
         cells = tr.block(self._head, slice(r0, r1), slice(c0, c1))  # exact weights
         self._texts["zoom-note"].value = (
             f"<b>zoom</b> · head {self._head} · queries {r0:,}–{r1 - 1:,} × keys {c0:,}–"
-            f"{c1 - 1:,} · exact weights" + (" · rose = visible, but not among the keys the "
-                                             "indexer kept" if tr.select is not None else ""))
+            f"{c1 - 1:,} · exact weights" + (f" · {_DROPPED_NOTE}" if tr.select else ""))
         visible = tr.visible(slice(r0, r1), slice(c0, c1))
         kept = tr.kept(slice(r0, r1), slice(c0, c1))
         return self.figs["long-zoom"].update(
@@ -396,8 +396,8 @@ class LongView:
         strip = np.zeros(lines * width, np.float32)
         seen = np.zeros(lines * width, bool)
         strip[:n], seen[:n] = tr.row(self._head, q), tr.visible(q, slice(None))[0]
-        kept = tr.kept(q, slice(None))
-        dropped = None if kept is None else np.zeros(lines * width, bool)
+        kept = tr.kept(q, slice(None))  # None without an indexer
+        dropped = np.zeros(lines * width, bool)
         if kept is not None:
             dropped[:n] = seen[:n] & ~kept[0]
         top = tr.top_keys(self._head, q, TOP_KEYS)
@@ -409,7 +409,7 @@ class LongView:
         self._texts["lens-note"].value = (
             f"<b>query lens</b> · head {self._head} · query {q:,} "
             f"<span class='aw-token'>{html.escape(toks[q])}</span>: its {n:,} weights, one px a "
-            f"key, {width:,} keys a line (grey = masked{_LENS_DROPPED if kept is not None else ''})"
+            f"key, {width:,} keys a line (grey = masked{'; ' + _DROPPED_NOTE if tr.select else ''})"
             f"{_sink_share(tr, self._head, q)}; its {len(top.positions)} heaviest keys "
             "(boxed): <table class='aw-long-top' style='line-height:1.35;border-spacing:10px 1px'>"
             "<tr><th>#</th><th>key</th><th>token</th>"
@@ -417,7 +417,7 @@ class LongView:
         starts = [f"{i * width:,}" for i in range(lines)]
         sent = fig.update([Panel(strip.reshape(lines, width), f"query {q:,}", starts)],
                           mask=seen.reshape(lines, width),
-                          dropped=None if dropped is None else [dropped.reshape(lines, width)])
+                          dropped=None if kept is None else [dropped.reshape(lines, width)])
         fig.show_highlight([_box(fig, 0, (j // width, j // width + 1),
                                  (j % width, j % width + 1)) for j in top.positions])
         return sent
