@@ -121,10 +121,10 @@ class Bloom(PretrainedModel):
 
     def _alibi(self, positions: np.ndarray, dtype: np.dtype) -> np.ndarray:
         """ALiBi's bias over ``positions`` in ``dtype``, made once for every layer of a forward."""
-        key = (positions.tobytes(), np.dtype(dtype))
-        if self._last_bias[0] != key:
-            self._last_bias = (key, alibi_bias(self.n_heads, positions).astype(dtype))
-        return self._last_bias[1]
+        key, last = (positions.tobytes(), np.dtype(dtype)), self._last_bias
+        if last[0] != key:  # (one read and one write: safe when threads share the model)
+            last = self._last_bias = (key, alibi_bias(self.n_heads, positions).astype(dtype))
+        return last[1]
 
     def extend_cache(
         self, i: int, inputs: AttentionInputs, positions: np.ndarray, cache: LayerCache
