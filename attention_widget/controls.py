@@ -232,9 +232,14 @@ def _rope_options(rope: float) -> list[tuple[str, float]]:
 
 
 def _query_options(tokens: Sequence[str], query: int) -> list[tuple[str, int]]:
-    """The query choices: every token, or for a long text only the query chosen."""
+    """The query choices: every token, or for a long text only the query chosen.
+
+    A query chosen before its text's tokens are known (a long text still being computed) is
+    offered by its number alone.
+    """
     chosen = range(len(tokens)) if len(tokens) <= MAX_QUERY_CHOICES else [query] * (query >= 0)
-    return [("(none)", -1), *((f"{i}: {_short(tokens[i])}", i) for i in chosen)]
+    return [("(none)", -1), *((f"{i}: {_short(tokens[i])}", i) for i in chosen if i < len(tokens)),
+            *([(f"{query}", query)] if query >= len(tokens) else [])]
 
 
 class ControlPanel:
@@ -408,7 +413,8 @@ class ControlPanel:
             "head": (values["n_heads"], lambda: [(f"head {h}", h)
                                                  for h in range(values["n_heads"])]),
             "query": ((tuple(tokens), values["query"] if len(tokens) > MAX_QUERY_CHOICES
-                       else None), lambda: _query_options(tokens, values["query"])),
+                       or values["query"] >= len(tokens) else None),
+                      lambda: _query_options(tokens, values["query"])),
         }
         if layers:
             offered["layer"] = (tuple(layers), lambda: [(t, i) for i, t in enumerate(layers)])

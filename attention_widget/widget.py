@@ -224,13 +224,13 @@ class AttentionWidget(LongPrompts, ModelViewHooks, GenerationHooks, WeightsConst
         if name == "seed" and value < 0:
             return f"seed must be >= 0, got {value}"
         if name == "part" and value != "encoder" and "part" not in self._source.own_controls:
-            return (f"part={value!r} is for an encoder-decoder model (BART); this input has "
-                    "one attention only")
+            return f"part={value!r} is for an encoder-decoder model (BART); this has one attention"
         if name == "layer" and not 0 <= value < self._n_layers():
             return f"layer must be in 0..{self._n_layers() - 1}, got {value}"
         if name == "head" and not 0 <= value < self.n_heads:
             return f"head must be in 0..{self.n_heads - 1}, got {value}"
-        if name == "query" and not -1 <= value < max(len(self.tokens), 1):
+        if name == "query" and (value < -1 or (value >= max(len(self.tokens), 1)
+                                               and not self._jobs.running)):  # (else: once drawn)
             return f"query must be -1 or a token index < {len(self.tokens)}, got {value}"
         return ""
 

@@ -18,6 +18,7 @@ from support.comm import by_class, record_comm_messages
 from support.png import decode_palette_png, image_widget_png
 from test_long import tile_max, tile_reference
 from test_widget import assert_image_shows
+from traitlets import TraitError
 
 import attention_widget.long as long_module
 import attention_widget.sources as sources_module
@@ -272,6 +273,20 @@ def test_long_texts_take_rope_alibi_softcap_and_sinks(monkeypatch):
     w.top_k = 4  # top-k is drawn on full traces only: a clear message, the diagram stays
     assert w.wait(60)
     assert "top-k is drawn up to 512 tokens" in w.error and w.trace is tr
+
+
+def test_a_query_chosen_while_a_long_text_is_computed():
+    """``w.query = i`` in the cell that makes the widget: the tokens are not known yet; the
+    query is kept and drawn once they are (one out of range falls back to none)."""
+    w = AttentionWidget(long_text(1024), d_model=32, n_heads=2, mask="causal")
+    w.query = 900  # (the trace is still being computed)
+    assert ready(w).query == 900 and by_class(w, "aw-long-query")[0].value == 900
+    assert "query 900 <span class='aw-token'>" in by_class(w, "aw-long-lens-note")[0].value
+    w = AttentionWidget(long_text(1024), d_model=32, n_heads=2, mask="causal")
+    w.query = 5000
+    assert ready(w).query == -1
+    with pytest.raises(TraitError, match=r"query must be -1 or a token index < 1024, got 5000"):
+        w.query = 5000
 
 
 def test_tokens_are_data_never_markup():
