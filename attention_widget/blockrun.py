@@ -1,10 +1,16 @@
-"""Work done block by block on up to two threads, with progress and cancellation.
+"""Work done block by block on the cores' threads, with progress and cancellation.
 
-The long paths (:mod:`attention_widget.long`) cut their work into blocks of query rows that
-never write the same element.  :func:`run_blocks` runs them on a small shared pool (two threads
-when there are two cores and BLAS can be held at one thread each), reports
-``progress(fraction, message)`` on the calling thread and stops between blocks once the
-cancellation token is set, raising :class:`AttentionCancelled`.
+One pool of threads, one per core (made at the first use), serves every path that cuts its
+work into blocks: the fast path of large layers (:mod:`attention_widget.fast`) and the long
+paths (:mod:`attention_widget.long`).  NumPy and BLAS release the GIL.  While the pool works,
+BLAS runs one thread per call (through ``threadpoolctl``): its own worker threads would
+otherwise compete with the pool's for the same cores, also for a while after each call, when
+they keep spinning.  Without ``threadpoolctl``, or with one core, there is no pool and the
+blocks run one after another on the calling thread.
+
+:func:`run_parts` runs parts that never write the same element; :func:`run_blocks` also
+reports ``progress(fraction, message)`` on the calling thread and stops between blocks once
+the cancellation token is set, raising :class:`AttentionCancelled`.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["AttentionCancelled", "Progress", "hooks", "run_blocks", "workers"]
+__all__ = ["BLAS_AT_ONE_THREAD", "AttentionCancelled", "Progress", "held", "hooks", "pool",
+           "run_blocks", "run_parts", "workers"]
 
 Progress = Callable[[float, str], None]
 
@@ -40,40 +47,82 @@ def hooks(progress: object, cancel: object) -> tuple[Progress, Callable[[], bool
     return report, (lambda: bool(cancel.cancelled))
 
 
-def workers() -> int:
-    """Two threads when BLAS can be held at one thread each (threadpoolctl) and two cores."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return 2 if cpus > 1 and _threadpool_limits() is not None else 1
+class _BlasAtOneThread:
+    """BLAS at one thread while any work of the pool runs; as it was after the last one.
+
+    ``threadpoolctl`` sets and restores the limit; counting the running calls makes calls
+    that overlap (from several threads) restore it once, at the end of the last one.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running = 0
+        self._limits = None
+
+    def __enter__(self) -> None:
+        from threadpoolctl import threadpool_limits
+
+        with self._lock:
+            if self._running == 0:
+                self._limits = threadpool_limits(1, user_api="blas")
+            self._running += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._running -= 1
+            if self._running == 0:
+                self._limits.restore_original_limits()
+
+
+BLAS_AT_ONE_THREAD = _BlasAtOneThread()
+_POOL: list[ThreadPoolExecutor | None] = []  # made at the first call: one thread per core
+_POOL_LOCK = threading.Lock()
+if hasattr(os, "register_at_fork"):  # a forked child has none of the parent's threads
+    os.register_at_fork(after_in_child=_POOL.clear)
 
 
 @lru_cache(maxsize=1)
-def _threadpool_limits() -> Callable | None:
-    """The optional ``threadpoolctl.threadpool_limits``, imported when a long layer first runs."""
+def workers() -> int:
+    """Threads of the pool: one per core this process may run on; 1 without ``threadpoolctl``."""
     try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # not a dependency
-        return None
-    return threadpool_limits
+        import threadpoolctl  # noqa: F401
+
+        return len(os.sched_getaffinity(0))
+    except (ImportError, AttributeError):  # no threadpoolctl; not on Linux
+        return 1
 
 
-_POOL: list[ThreadPoolExecutor] = []
-_POOL_LOCK = threading.Lock()
-
-
-def _pool() -> ThreadPoolExecutor:
+def pool() -> ThreadPoolExecutor | None:
+    """The worker threads; None with one core or without ``threadpoolctl``."""
     with _POOL_LOCK:
         if not _POOL:
-            _POOL.append(ThreadPoolExecutor(workers(), thread_name_prefix="long-attention"))
+            _POOL.append(ThreadPoolExecutor(workers(), "attention") if workers() > 1 else None)
     return _POOL[0]
 
 
-def _one_blas_thread() -> contextlib.AbstractContextManager:
-    """BLAS at one thread while our threads share the blocks (when threadpoolctl is there)."""
-    limits = _threadpool_limits()
-    return contextlib.nullcontext() if limits is None else limits(limits=1, user_api="blas")
+def held() -> contextlib.AbstractContextManager:
+    """BLAS at one thread while the pool works (nothing to hold without a pool)."""
+    return BLAS_AT_ONE_THREAD if pool() is not None else contextlib.nullcontext()
+
+
+def run_parts(work: Callable, parts: list) -> None:
+    """``work(part)`` for every part: on the pool, BLAS at one thread; or on this thread.
+
+    The pool's threads handle floating-point errors as this one does (``np.errstate``).
+    """
+    threads = pool()
+    if threads is None:
+        for part in parts:
+            work(part)
+        return
+    errors = np.geterr()
+
+    def run(part: object) -> None:
+        with np.errstate(**errors):
+            work(part)
+
+    with BLAS_AT_ONE_THREAD:
+        list(threads.map(run, parts))
 
 
 def run_blocks(
@@ -84,7 +133,7 @@ def run_blocks(
 
     ``cancelled()`` is checked before each block starts and after each one ends: once it is
     true, the blocks not yet started are dropped, the running ones finish, and
-    :class:`AttentionCancelled` is raised.
+    :class:`AttentionCancelled` is raised.  Without a pool the blocks run on this thread.
     """
     stop = threading.Event()
 
@@ -93,12 +142,16 @@ def run_blocks(
             with np.errstate(over="ignore", under="ignore"):
                 work(block)
 
+    threads = pool()
     total, done = float(sum(costs)), 0
-    with _one_blas_thread():
-        futures = [_pool().submit(guarded, block) for block in blocks]
+    with held():
+        futures = [threads.submit(guarded, block) for block in blocks] if threads else []
         try:
-            for future, block, cost in zip(futures, blocks, costs, strict=True):
-                future.result()
+            for i, (block, cost) in enumerate(zip(blocks, costs, strict=True)):
+                if threads:
+                    futures[i].result()
+                else:  # no pool: each block runs now, on this thread
+                    guarded(block)
                 if cancelled():
                     raise AttentionCancelled(f"{message}: cancelled")
                 done += cost
@@ -108,4 +161,3 @@ def run_blocks(
             for future in futures:
                 future.cancel()
             wait(futures)  # the running ones finish before anything is returned or raised
-

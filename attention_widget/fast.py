@@ -10,10 +10,9 @@ on a pool of threads (NumPy and BLAS release the GIL):
    while its scores are still in cache when the softmax and ``weights @ v`` read them;
 3. the output projection by blocks of rows.
 
-Meanwhile BLAS runs one thread per call (through ``threadpoolctl``): its own worker threads
-would otherwise compete with the pool's for the same cores, also for a while after each call,
-when they keep spinning.  Without ``threadpoolctl``, or with one core, the same steps run one
-after another on the calling thread.
+The pool and the hold on BLAS (one thread per call while the pool works) are
+:mod:`attention_widget.blockrun`'s.  Without ``threadpoolctl``, or with one core, the same steps
+run one after another on the calling thread.
 
 :func:`attention_widget.engine.multi_head_attention` takes this path for layers of at least
 :data:`MIN_SCORES` scores.
@@ -21,15 +20,12 @@ after another on the calling thread.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from . import _checks, engine, variants
+from .blockrun import held, run_parts, workers
 
 __all__ = ["MIN_SCORES", "attend", "multi_head_attention"]
 
@@ -41,87 +37,17 @@ MIN_SCORES = 1 << 20
 _BLOCK_BYTES = 1 << 22
 
 
-class _BlasAtOneThread:
-    """BLAS at one thread while any call of this module runs; as it was after the last one.
-
-    ``threadpoolctl`` sets and restores the limit; counting the running calls makes calls
-    that overlap (from several threads) restore it once, at the end of the last one.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._running = 0
-        self._limits = None
-
-    def __enter__(self) -> None:
-        from threadpoolctl import threadpool_limits
-
-        with self._lock:
-            if self._running == 0:
-                self._limits = threadpool_limits(1, user_api="blas")
-            self._running += 1
-
-    def __exit__(self, *exc: object) -> None:
-        with self._lock:
-            self._running -= 1
-            if self._running == 0:
-                self._limits.restore_original_limits()
-
-
-_BLAS_AT_ONE_THREAD = _BlasAtOneThread()
-_POOL: list[ThreadPoolExecutor | None] = []  # made at the first call: one thread per core
-_POOL_LOCK = threading.Lock()
-if hasattr(os, "register_at_fork"):  # a forked child has none of the parent's threads
-    os.register_at_fork(after_in_child=_POOL.clear)
-
-
-def _pool() -> ThreadPoolExecutor | None:
-    """The worker threads; None with one core or without ``threadpoolctl``."""
-    with _POOL_LOCK:
-        if not _POOL:
-            try:
-                import threadpoolctl  # noqa: F401
-
-                cores = len(os.sched_getaffinity(0))
-            except (ImportError, AttributeError):  # no threadpoolctl; not on Linux
-                cores = 1
-            if cores > 1:
-                _POOL.append(ThreadPoolExecutor(cores, "attention"))
-            else:
-                _POOL.append(None)
-    return _POOL[0]
-
-
-def _run(pool: ThreadPoolExecutor | None, work: Callable, parts: list) -> None:
-    """``work(part)`` for every part: on the pool, BLAS at one thread; or on this thread.
-
-    The pool's threads handle floating-point errors as this one does (``np.errstate``).
-    """
-    if pool is None:
-        for part in parts:
-            work(part)
-        return
-    errors = np.geterr()
-
-    def run(part: object) -> None:
-        with np.errstate(**errors):
-            work(part)
-
-    with _BLAS_AT_ONE_THREAD:
-        list(pool.map(run, parts))
-
-
-def _linear(pool, a: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+def _linear(a: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
     """``a @ w + b`` in the dtype of ``a`` (no bias when ``b`` is None), by blocks of rows."""
     out = np.empty((a.shape[0], w.shape[1]), dtype=a.dtype)
-    step = -(-a.shape[0] // (2 if pool else 1))  # two halves: as many rows for each thread
+    step = -(-a.shape[0] // workers())  # as many rows for each thread
 
     def work(rows: slice) -> None:
         np.matmul(a[rows], w, out=out[rows], dtype=a.dtype)
         if b is not None:
             out[rows] += b
 
-    _run(pool, work, [slice(r, r + step) for r in range(0, a.shape[0], step)])
+    run_parts(work, [slice(r, r + step) for r in range(0, a.shape[0], step)])
     return out
 
 
@@ -140,7 +66,7 @@ def _blocks(n_heads: int, group: int, n_q: int, row_bytes: int) -> list[tuple[sl
             for h in range(n_heads) for r in range(0, n_q, rows)]
 
 
-def _attend(pool, q, k, v, mask, temperature, scale, bias=None, softcap=None, sinks=None,
+def _attend(q, k, v, mask, temperature, scale, bias=None, softcap=None, sinks=None,
             top_k=None) -> engine.Attended:
     """:func:`attention_widget.engine.attend`, block by block.
 
@@ -171,7 +97,7 @@ def _attend(pool, q, k, v, mask, temperature, scale, bias=None, softcap=None, si
         if top_k is not None:
             kept[heads, rows] = part.kept
 
-    _run(pool, work, _blocks(n_heads, group, n_q, n_k * q.itemsize))
+    run_parts(work, _blocks(n_heads, group, n_q, n_k * q.itemsize))
     return engine.Attended(scores, weights, head_outputs, entropy, sink_weights, kept)
 
 
@@ -192,7 +118,7 @@ def attend(
                                q.shape[:2] + k.shape[1:2])
     if sinks is not None:  # checked here: the blocks get their heads' sinks
         sinks = _checks.check_sinks(sinks, q.shape[0])
-    return _attend(_pool(), q, k, v, mask, temperature, scale,
+    return _attend(q, k, v, mask, temperature, scale,
                    None if bias is None else lambda heads, rows: bias[heads, rows],
                    softcap, sinks, top_k)
 
@@ -239,20 +165,19 @@ def multi_head_attention(
     seq_len, d_model = x.shape
     _checks.check_memory(engine.estimate_memory(seq_len, d_model, n_heads, n_kv_heads, x.dtype),
                          engine.MEMORY_LIMIT_BYTES, f"seq_len={seq_len} with n_heads={n_heads}")
-    pool = _pool()
-    with _BLAS_AT_ONE_THREAD if pool else contextlib.nullcontext():
+    with held():  # (the whole layer: BLAS's idle threads would spin on the pool's cores)
         # 1. project: Q = X W_Q + b_Q (K and V alike), then split into heads
-        q = engine.split_heads(_linear(pool, x, params.w_q, params.b_q), n_heads)
-        k = engine.split_heads(_linear(pool, x, params.w_k, params.b_k), n_kv_heads)
-        v = engine.split_heads(_linear(pool, x, params.w_v, params.b_v), n_kv_heads)
+        q = engine.split_heads(_linear(x, params.w_q, params.b_q), n_heads)
+        k = engine.split_heads(_linear(x, params.w_k, params.b_k), n_kv_heads)
+        v = engine.split_heads(_linear(x, params.w_v, params.b_v), n_kv_heads)
         if rope is not None:  # RoPE
             q, k = variants.rope(q, rope), variants.rope(k, rope)
         # 2. attend
         bias = _alibi_by_blocks(n_heads, seq_len) if alibi else None
-        att = _attend(pool, q, k, v, mask, temperature, None, bias, softcap, sinks, top_k)
+        att = _attend(q, k, v, mask, temperature, None, bias, softcap, sinks, top_k)
         # 3. combine
         concat = engine.merge_heads(att.head_outputs)
-        output = _linear(pool, concat, params.w_o, params.b_o)
+        output = _linear(concat, params.w_o, params.b_o)
     if not np.isfinite(output).all():  # as in the engine
         raise ValueError(f"the scores overflowed (values too large for {x.dtype}): scale x or "
                          "the weights down, or use dtype=float64")

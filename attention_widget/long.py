@@ -12,10 +12,11 @@ heaviest keys for a query lens, a whole head.
 
 Masks are described, not stored: ``"none"``, ``"causal"`` or ``"sliding"`` with ``window``, as
 in the engine; each lets query ``i`` see one run of keys ``lo_i <= j < hi_i``.  The block loop
-runs on two threads, reports ``progress(fraction, message)`` and raises
-:class:`AttentionCancelled` between blocks once its cancellation token is set, so a widget can
-run it in a worker thread and drop work nobody wants any more.  :func:`long_attend` is the step
-alone, for queries and keys made elsewhere (a pretrained model's, after its rotary embedding).
+runs on the cores' threads (:mod:`attention_widget.blockrun`), reports ``progress(fraction,
+message)`` and raises :class:`AttentionCancelled` between blocks once its cancellation token
+is set, so a widget can run it in a worker thread and drop work nobody wants any more.
+:func:`long_attend` is the step alone, for queries and keys made elsewhere (a pretrained
+model's, after its rotary embedding).
 
 The engine's variants act on each block as in :func:`~attention_widget.engine.attend`: ALiBi's
 bias for the block's cells only (from the slopes), the soft-cap, one sink logit per head (each
