@@ -119,6 +119,21 @@ def _indices(name: str, value: object, n: int) -> np.ndarray:
     return idx
 
 
+def _kept_keys(select: Selector | None, kind: str, window: int | None, rows: np.ndarray,
+               n: int) -> tuple[slice, np.ndarray, np.ndarray]:
+    """The run of keys ``rows`` may see, which each row sees, and which it keeps.
+
+    Returns ``keys`` (every key a row of ``rows`` may see: ``lo.min() <= j < hi.max()``),
+    ``seen`` and ``kept`` (bool, (len(rows), len(keys))): the selector, if any, chooses among
+    the keys each row sees; without one every seen key is kept.
+    """
+    lo, hi = key_range(kind, window, rows, n)
+    keys = slice(int(lo.min()), int(hi.max()))
+    span = np.arange(keys.start, keys.stop)
+    seen = visible_keys(lo, hi, span)  # [rows, keys]
+    return keys, seen, seen if select is None else seen & select(rows, span, seen)
+
+
 @dataclass(frozen=True, eq=False)
 class LongTrace:
     """One attention layer over a long sequence: the small arrays, overviews, exact cells.
@@ -242,14 +257,11 @@ class LongTrace:
         """The visible keys of ``rows x cols`` the selector kept; None without a selector."""
         if self.select is None:
             return None
-        lo, hi = key_range(self.mask_kind, self.window, rows, self.seq_len)
-        seen = visible_keys(lo, hi, cols)  # [rows, cols]
-        span = np.arange(lo.min(), hi.max())  # [keys]: the selector chooses among all a row sees
-        kept = self.select(rows, span, visible_keys(lo, hi, span))  # [rows, keys]
-        inside = (cols >= span[0]) & (cols <= span[-1])
-        seen[:, ~inside] = False
-        seen[:, inside] &= kept[:, cols[inside] - span[0]]
-        return seen
+        keys, _, kept = _kept_keys(self.select, self.mask_kind, self.window, rows, self.seq_len)
+        out = np.zeros((rows.size, cols.size), dtype=bool)  # keys outside the run: not seen
+        inside = (cols >= keys.start) & (cols < keys.stop)
+        out[:, inside] = kept[:, cols[inside] - keys.start]
+        return out
 
     def kept(self, rows: object, cols: object) -> np.ndarray | None:
         """``(len(rows), len(cols))`` boolean: the visible keys the selector kept.
@@ -441,13 +453,9 @@ class _Blocks:
     def __call__(self, rows: slice) -> None:
         n_heads, n, _ = self.q.shape
         group, t = n_heads // self.k.shape[0], self.tile
-        lo, hi = key_range(self.kind, self.window, np.arange(rows.start, rows.stop), n)
-        keys = slice(int(lo.min()), int(hi.max()))  # every key a row of the block may see
-        seen = visible_keys(lo, hi, np.arange(keys.start, keys.stop))  # [rows, keys]
-        mask = seen
-        if self.variants.select is not None:  # the others are dropped like masked keys
-            mask = seen & self.variants.select(np.arange(rows.start, rows.stop),
-                                               np.arange(keys.start, keys.stop), seen)
+        # every key a row of the block may see; those not kept are dropped like masked keys
+        keys, seen, mask = _kept_keys(self.variants.select, self.kind, self.window,
+                                      np.arange(rows.start, rows.stop), n)
         seen, mask = (None if m.all() else m for m in (seen, mask))
         tiles = (slice(rows.start // t, -(-rows.stop // t)), slice(keys.start // t,
                                                                    -(-keys.stop // t)))
@@ -673,7 +681,7 @@ def attention_trace(
     x: np.ndarray, params: AttentionParams, *, n_heads: int, n_kv_heads: int | None = None,
     temperature: float = 1.0, mask: str | None = None, window: int | None = None,
     progress: Progress | None = None, cancel: object = None, alibi: bool = False,
-    softcap: float | None = None, sinks: np.ndarray | None = None,
+    softcap: float | None = None, sinks: np.ndarray | None = None, rope: float | None = None,
 ) -> AttentionTrace | LongTrace:
     """The trace for a sequence of any length, chosen by size.
 
@@ -686,12 +694,12 @@ def attention_trace(
         return long_attention(x, params, n_heads=n_heads, n_kv_heads=n_kv_heads,
                               temperature=temperature, mask=mask, window=window,
                               progress=progress, cancel=cancel, alibi=alibi, softcap=softcap,
-                              sinks=sinks)
+                              sinks=sinks, rope=rope)
     progress, cancelled = hooks(progress, cancel)
     if cancelled():
         raise AttentionCancelled("attention: cancelled")
     trace = multi_head_attention(x, params, n_heads=n_heads, n_kv_heads=n_kv_heads,
                                  temperature=temperature, mask=mask, window=window,
-                                 alibi=alibi, softcap=softcap, sinks=sinks)
+                                 alibi=alibi, softcap=softcap, sinks=sinks, rope=rope)
     progress(1.0, "attention: done")
     return trace
