@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .engine import AttentionParams, causal_mask, sliding_window_mask
+from .engine import AttentionParams, resolve_mask
 from .kinds import cross_attention, init_latent_params, latent_attention
 from .seeded import seeded_matrix
 from .variants import kv_cache_per_token
@@ -106,15 +106,6 @@ def _refuse(s: Any, names: tuple[str, ...], why: str) -> None:
                          f"{'it' if len(on) == 1 else 'them'} off")
 
 
-def _mask(s: Any, n: int) -> np.ndarray | None:
-    """The boolean (n, n) mask of ``s.mask`` (None: every key)."""
-    if s.mask == "causal":
-        return causal_mask(n)
-    if s.mask == "sliding":
-        return sliding_window_mask(n, min(s.window, n))
-    return None
-
-
 def variant_trace(s: Any, x: np.ndarray, params: AttentionParams,
                   x_kv: np.ndarray | None = None) -> Any:
     """The trace of a latent or cross-attention layer for settings ``s``.
@@ -147,7 +138,8 @@ def variant_trace(s: Any, x: np.ndarray, params: AttentionParams,
         lp = init_latent_params(s.d_model, s.n_heads, s.kv_rank, rope_dim=s.rope_dim,
                                 seed=s.seed)
         return latent_attention(x, lp, n_heads=s.n_heads, temperature=s.temperature,
-                                mask=_mask(s, x.shape[0]), rope=float(s.rope) or None), lp
+                                mask=resolve_mask(s.mask, x.shape[0], s.window_for(x.shape[0])),
+                                rope=float(s.rope) or None), lp
     if s.mask != "none":
         raise ValueError(f"mask={s.mask!r} needs one sequence, but cross-attention's queries "
                          "and keys come from two texts: choose mask 'none'")
