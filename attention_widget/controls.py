@@ -22,6 +22,7 @@ import numpy as np
 from .colors import SEQUENTIAL
 from .sources import MAX_TOKENS, Progress
 from .stages import SECTIONS
+from .variant_source import variants_on
 
 __all__ = ["D_MODEL_CHOICES", "ControlPanel", "progress_bar", "readout", "show_now"]
 
@@ -448,8 +449,7 @@ class ControlPanel:
             self._syncing = False
         self._scales = dict(values.get("scales", {}))
         self._show_scale()
-        self._variants_on = values.get("kind", "standard") != "standard" or any(
-            values.get(name) for name in ("rope", "alibi", "softcap", "sinks", "top_k"))
+        self._variants_on = variants_on(values)
         self._show_variant_rows()
 
     def _show_variant_rows(self) -> None:

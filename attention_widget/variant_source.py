@@ -19,6 +19,7 @@ for the settings, with :func:`~attention_widget.variants.kv_cache_per_token`.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -59,10 +60,14 @@ def sink_logits(n_heads: int, seed: int) -> np.ndarray:
     return seeded_matrix(seed, _SINK_MATRIX, 1, n_heads)[0] + 1.0
 
 
-def variants_on(s: Any) -> bool:
-    """Whether the settings ``s`` ask for anything but plain self-attention."""
-    return (s.kind != "standard" or bool(s.rope) or bool(s.alibi) or bool(s.softcap)
-            or bool(s.sinks) or bool(s.top_k))
+def variants_on(settings: Mapping[str, Any]) -> bool:
+    """Whether ``settings`` ask for more than plain self-attention.
+
+    ``settings`` maps names to values (a missing one is off): another kind, or RoPE, ALiBi, a
+    soft-cap, sinks or top-k.
+    """
+    return settings.get("kind", "standard") != "standard" or any(
+        settings.get(name) for name in ("rope", "alibi", "softcap", "sinks", "top_k"))
 
 
 def engine_variants(s: Any) -> dict[str, Any]:
