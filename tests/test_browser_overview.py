@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from support.browser import (
+    PAGE_1280X720,
     REPO,
     SCREENSHOTS,
     TOUR_TEXT,
@@ -33,7 +34,6 @@ from support.browser import (
 
 pytestmark = pytest.mark.browser
 
-PAGE = {"width": 1280, "height": 720}
 ROLE = re.compile(r"^head \d+ · (previous token|next token|self|first token|special tokens"
                   r"|broad)( \d\.\d\d)?$")
 
@@ -56,7 +56,7 @@ QUERY_NOTEBOOK = [
 
 def _open(browser, voila, **query):
     page, log = new_page(browser)
-    page.set_viewport_size(PAGE)
+    page.set_viewport_size(PAGE_1280X720)
     page.goto(voila.notebook_url("w.ipynb", urllib.parse.urlencode(query)), timeout=90000)
     widget = page.locator(".attention-widget").first
     widget.wait_for(timeout=90000)
@@ -82,9 +82,9 @@ def test_voila_default_widget_fits_and_every_head_count_reads(jupyter_server, br
         try:
             fit = widget_fit(widget)
             heights[heads] = fit["height"]
-            assert not fit["sideways"] and fit["right"] <= PAGE["width"], fit
+            assert not fit["sideways"] and fit["right"] <= PAGE_1280X720["width"], fit
             if heads == 4:  # the default sentence and heads: the whole widget on one screen
-                assert fit["height"] <= PAGE["height"], fit
+                assert fit["height"] <= PAGE_1280X720["height"], fit
                 page_screenshot(page, "overview-4-heads")
                 if os.environ.get("AW_UPDATE_SCREENSHOT"):  # the README's picture
                     shutil.copy(REPO / "docs" / "screenshots" / "overview-4-heads.png",
@@ -186,14 +186,14 @@ def test_lab_default_widget_fits_beside_the_file_browser(jupyter_server, page_an
         "w64"])
     lab = jupyter_server("lab", tmp_path)
     page, log = page_and_log
-    page.set_viewport_size(PAGE)
+    page.set_viewport_size(PAGE_1280X720)
     open_and_run_all(page, lab, "w.ipynb")
     widget = page.locator(".jp-NotebookPanel .attention-widget").first
     widget.locator(".aw-overview image").first.wait_for(timeout=60000)
     wait_summary(page, widget, {"n_heads": "4"})
     page.wait_for_timeout(500)
     fit = widget_fit(widget)
-    assert fit["height"] <= PAGE["height"] and not fit["sideways"], fit
+    assert fit["height"] <= PAGE_1280X720["height"] and not fit["sideways"], fit
     widget.scroll_into_view_if_needed()
     assert text_problems(widget) == []
     print("JupyterLab widget:", fit)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from support.browser import (
+    PAGE_1280X720,
     SCREENSHOTS,
     open_and_run_all,
     show_view,
@@ -27,7 +28,6 @@ from support.browser import (
 
 pytestmark = pytest.mark.browser
 
-PAGE = {"width": 1280, "height": 720}
 TEXT = "The animal didn't cross the street because it was too tired."
 SOURCE = "Das Tier überquerte die Straße nicht, weil es zu müde war."
 #: Each variant: the widget's keyword arguments, and a text its overview must show.
@@ -56,7 +56,7 @@ def test_lab_draws_every_variant(jupyter_server, page_and_log, tmp_path: Path) -
     write_notebook(tmp_path / "variants.ipynb", cells)
     lab = jupyter_server("lab", tmp_path)
     page, log = page_and_log
-    page.set_viewport_size(PAGE)
+    page.set_viewport_size(PAGE_1280X720)
     open_and_run_all(page, lab, "variants.ipynb")
     folder = _shots()
     for name, (_, shown) in VARIANTS.items():
@@ -70,7 +70,7 @@ def test_lab_draws_every_variant(jupyter_server, page_and_log, tmp_path: Path) -
         if name == "cross":
             assert {"Straße", "müde"} & set(texts), texts  # the source's tokens are on screen
         fit = widget_fit(widget)
-        assert not fit["sideways"] and fit["right"] <= PAGE["width"], (name, fit)
+        assert not fit["sideways"] and fit["right"] <= PAGE_1280X720["width"], (name, fit)
         # the picture whole on the screen (with a variant on, the controls take more room)
         widget.locator(".aw-overview-box").first.evaluate(
             "e => e.scrollIntoView({block: 'end'})")
