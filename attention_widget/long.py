@@ -47,7 +47,14 @@ from .engine import (
     multi_head_attention,
     split_heads,
 )
-from .long_tiles import MASK_KINDS, key_range, tile_reduce, tiles_visible, visible_keys
+from .long_tiles import (
+    MASK_KINDS,
+    kept_keys,
+    key_range,
+    tile_reduce,
+    tiles_visible,
+    visible_keys,
+)
 
 __all__ = [
     "LONG_MEMORY_LIMIT_BYTES",
@@ -117,21 +124,6 @@ def _indices(name: str, value: object, n: int) -> np.ndarray:
         raise ValueError(f"{name} must select positions of 0..{n - 1} (a slice, range, integer "
                          f"or integer array), got {value!r}")
     return idx
-
-
-def _kept_keys(select: Selector | None, kind: str, window: int | None, rows: np.ndarray,
-               n: int) -> tuple[slice, np.ndarray, np.ndarray]:
-    """The run of keys ``rows`` may see, which each row sees, and which it keeps.
-
-    Returns ``keys`` (every key a row of ``rows`` may see: ``lo.min() <= j < hi.max()``),
-    ``seen`` and ``kept`` (bool, (len(rows), len(keys))): the selector, if any, chooses among
-    the keys each row sees; without one every seen key is kept.
-    """
-    lo, hi = key_range(kind, window, rows, n)
-    keys = slice(int(lo.min()), int(hi.max()))
-    span = np.arange(keys.start, keys.stop)
-    seen = visible_keys(lo, hi, span)  # [rows, keys]
-    return keys, seen, seen if select is None else seen & select(rows, span, seen)
 
 
 @dataclass(frozen=True, eq=False)
@@ -257,7 +249,7 @@ class LongTrace:
         """The visible keys of ``rows x cols`` the selector kept; None without a selector."""
         if self.select is None:
             return None
-        keys, _, kept = _kept_keys(self.select, self.mask_kind, self.window, rows, self.seq_len)
+        keys, _, kept = kept_keys(self.select, self.mask_kind, self.window, rows, self.seq_len)
         out = np.zeros((rows.size, cols.size), dtype=bool)  # keys outside the run: not seen
         inside = (cols >= keys.start) & (cols < keys.stop)
         out[:, inside] = kept[:, cols[inside] - keys.start]
@@ -454,7 +446,7 @@ class _Blocks:
         n_heads, n, _ = self.q.shape
         group, t = n_heads // self.k.shape[0], self.tile
         # every key a row of the block may see; those not kept are dropped like masked keys
-        keys, seen, mask = _kept_keys(self.variants.select, self.kind, self.window,
+        keys, seen, mask = kept_keys(self.variants.select, self.kind, self.window,
                                       np.arange(rows.start, rows.stop), n)
         seen, mask = (None if m.all() else m for m in (seen, mask))
         tiles = (slice(rows.start // t, -(-rows.stop // t)), slice(keys.start // t,

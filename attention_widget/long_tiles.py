@@ -7,9 +7,11 @@ array to know what it sees.  An overview reduces square tiles of cells to one va
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
-__all__ = ["MASK_KINDS", "key_range", "tile_reduce", "tiles_visible", "visible_keys"]
+__all__ = ["MASK_KINDS", "kept_keys", "key_range", "tile_reduce", "tiles_visible", "visible_keys"]
 
 MASK_KINDS = ("none", "causal", "sliding")
 
@@ -55,3 +57,18 @@ def tiles_visible(kind: str, window: int | None, n: int, tile: int) -> np.ndarra
     lo, _ = key_range(kind, window, starts, n)
     _, hi = key_range(kind, window, np.minimum(starts + tile, n) - 1, n)
     return (starts[None, :] < hi[:, None]) & (starts[None, :] + tile > lo[:, None])
+
+
+def kept_keys(select: Callable | None, kind: str, window: int | None, rows: np.ndarray,
+              n: int) -> tuple[slice, np.ndarray, np.ndarray]:
+    """The run of keys ``rows`` may see, which each row sees, and which it keeps.
+
+    Returns ``keys`` (every key a row of ``rows`` may see: ``lo.min() <= j < hi.max()``),
+    ``seen`` and ``kept`` (bool, (len(rows), len(keys))): the selector, if any, chooses among
+    the keys each row sees; without one every seen key is kept.
+    """
+    lo, hi = key_range(kind, window, rows, n)
+    keys = slice(int(lo.min()), int(hi.max()))
+    span = np.arange(keys.start, keys.stop)
+    seen = visible_keys(lo, hi, span)  # [rows, keys]
+    return keys, seen, seen if select is None else seen & select(rows, span, seen)
