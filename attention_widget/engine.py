@@ -528,8 +528,9 @@ def attend(
         ``sink_weights`` (n_heads, n_q), with top-k ``kept`` (bool, as weights).
     """
     group = q.shape[0] // k.shape[0]  # query heads per key/value head
-    k = np.repeat(k, group, axis=0)  # [n_kv, n_k, d_head] -> [n_heads, n_k, d_head]
-    v = np.repeat(v, group, axis=0)  # [n_kv, n_k, d_v] -> [n_heads, n_k, d_v]
+    if group > 1:  # each key/value head serves its group of query heads
+        k = np.repeat(k, group, axis=0)  # [n_kv, n_k, d_head] -> [n_heads, n_k, d_head]
+        v = np.repeat(v, group, axis=0)  # [n_kv, n_k, d_v] -> [n_heads, n_k, d_v]
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     scores = scale * q @ k.transpose(0, 2, 1)  # [h, n_q, d] @ [h, d, n_k] -> [h, n_q, n_k]
     if bias is not None:  # e.g. ALiBi's -m_h (i - j)
