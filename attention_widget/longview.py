@@ -46,7 +46,7 @@ ZOOM_DEFAULT = 64  # side of the zoom at first, and of one chosen by a click
 LENS_WIDTH = 512  # keys per line of the query lens' strip
 TOP_KEYS = 10  # heaviest keys the lens lists
 STRIP_TOKENS = 20  # tokens the token strip shows at each end of the text
-REPORT_EVERY_S = 0.1  # least time between two progress messages sent to the browser
+REPORT_EVERY_S = 0.25  # least time between two progress messages sent to the browser
 BOX_COLOR = "#ff3d8b"
 
 
