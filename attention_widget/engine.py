@@ -469,7 +469,7 @@ class Attended(NamedTuple):
 
     scores: np.ndarray  # (n_heads, n_q, n_k): scale * q k^T (+ bias, capped), before T and mask
     weights: np.ndarray  # (n_heads, n_q, n_k): softmax(scores / T), masked keys exactly 0
-    head_outputs: np.ndarray  # (n_heads, n_q, d_v): weights @ v
+    head_outputs: np.ndarray | None  # (n_heads, n_q, d_v): weights @ v (None without v)
     entropy: np.ndarray  # (n_heads, n_q): entropy of each row of weights, in nats
     sink_weights: np.ndarray | None = None  # (n_heads, n_q): each row's weight on the sink
     kept: np.ndarray | None = None  # (n_heads, n_q, n_k) of bool: the keys top-k kept
@@ -506,8 +506,9 @@ def attend(
     ----------
     q : ndarray, shape (n_heads, n_q, d_head)
     k : ndarray, shape (n_kv_heads, n_k, d_head)
-    v : ndarray, shape (n_kv_heads, n_k, d_v)
-        Query head ``h`` reads key/value head ``h // (n_heads // n_kv_heads)``.
+    v : ndarray, shape (n_kv_heads, n_k, d_v), or None
+        Query head ``h`` reads key/value head ``h // (n_heads // n_kv_heads)``.  None: the
+        weights alone, no weighted sum (``head_outputs`` is None), for a view of weights only.
     mask : ndarray of bool, shape (n_q, n_k), optional
         True where a query may attend a key; every row needs one True.
     temperature : float, default 1.0
@@ -530,7 +531,7 @@ def attend(
     group = q.shape[0] // k.shape[0]  # query heads per key/value head
     if group > 1:  # each key/value head serves its group of query heads
         k = np.repeat(k, group, axis=0)  # [n_kv, n_k, d_head] -> [n_heads, n_k, d_head]
-        v = np.repeat(v, group, axis=0)  # [n_kv, n_k, d_v] -> [n_heads, n_k, d_v]
+        v = None if v is None else np.repeat(v, group, axis=0)  # -> [n_heads, n_k, d_v]
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     scores = scale * q @ k.transpose(0, 2, 1)  # [h, n_q, d] @ [h, d, n_k] -> [h, n_q, n_k]
     if bias is not None:  # e.g. ALiBi's -m_h (i - j)
@@ -540,8 +541,9 @@ def attend(
     if top_k is not None:  # each query keeps its top_k best keys: [h, n_q, n_k] of bool
         mask = variants.top_k_keep(scores, top_k, mask)
     weights, entropy = _softmax(scores, temperature, mask, sinks)  # [h, n_q, n_k (+ the sink)]
-    head_outputs = weights[..., : v.shape[1]] @ v  # [h, n_q, n_k] @ [h, n_k, d_v] -> [h, n_q, d_v]
-    return Attended(scores, weights[..., : v.shape[1]], head_outputs, entropy,  # (the sink last)
+    n_k = k.shape[1]
+    head_outputs = None if v is None else weights[..., :n_k] @ v  # [h, n_q, n_k] @ [h, n_k, d_v]
+    return Attended(scores, weights[..., :n_k], head_outputs, entropy,  # (the sink last)
                     None if sinks is None else weights[..., -1], None if top_k is None else mask)
 
 

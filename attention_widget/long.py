@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import NamedTuple
 
 import numpy as np
@@ -38,23 +39,9 @@ from ._checks import check_int as _check_int
 from ._checks import check_temperature as _check_temperature
 from ._checks import check_variants
 from .blockrun import AttentionCancelled, Progress, hooks, run_blocks, workers
-from .engine import (
-    Attended,
-    AttentionParams,
-    AttentionTrace,
-    attend,
-    merge_heads,
-    multi_head_attention,
-    split_heads,
-)
-from .long_tiles import (
-    MASK_KINDS,
-    kept_keys,
-    key_range,
-    tile_reduce,
-    tiles_visible,
-    visible_keys,
-)
+from .engine import AttentionParams, AttentionTrace, merge_heads, multi_head_attention, split_heads
+from .long_blocks import Blocks, BlockVariants, LongAttended
+from .long_tiles import MASK_KINDS, Selector, kept_keys, key_range, visible_keys
 
 __all__ = [
     "LONG_MEMORY_LIMIT_BYTES",
@@ -87,10 +74,6 @@ OVERVIEW_MAX_PX = 512  # largest side of an overview, in values (pixels)
 #: Query rows per block, rounded up to whole tiles: enough for BLAS to run at full speed, few
 #: enough that a block's arrays stay in the cache and a cancellation is noticed at once.
 BLOCK_ROWS = 128
-
-#: ``select(rows, keys, visible) -> kept``: a selector's keys, see :attr:`LongTrace.select`
-Selector = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
-
 
 
 
@@ -137,6 +120,9 @@ class LongTrace:
     ----------
     x, concat, output : ndarray, shape (seq_len, d_model)
     q, head_outputs : ndarray, shape (n_heads, seq_len, d_head)
+        ``head_outputs``, ``concat`` and ``output`` come from ``outputs``, a function that
+        returns the three: after a temperature step (:func:`long_with_temperature`) it computes
+        them when they are first read, as no view of a long trace draws them.
     k, v : ndarray, shape (n_kv_heads, seq_len, d_head)
     entropy : ndarray, shape (n_heads, seq_len)
     lse : ndarray of float64, shape (n_heads, seq_len)
@@ -178,9 +164,7 @@ class LongTrace:
     q: np.ndarray
     k: np.ndarray
     v: np.ndarray
-    head_outputs: np.ndarray
-    concat: np.ndarray
-    output: np.ndarray
+    outputs: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]
     entropy: np.ndarray
     lse: np.ndarray
     weights_overview: np.ndarray
@@ -205,6 +189,25 @@ class LongTrace:
     d_head = AttentionTrace.d_head
     head_entropy = AttentionTrace.head_entropy
     kv_head = AttentionTrace.kv_head
+
+    @cached_property
+    def _outputs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.outputs()
+
+    @property
+    def head_outputs(self) -> np.ndarray:
+        """``weights @ v`` of every head: (n_heads, seq_len, d_v)."""
+        return self._outputs[0]
+
+    @property
+    def concat(self) -> np.ndarray:
+        """The heads side by side: (seq_len, n_heads * d_v)."""
+        return self._outputs[1]
+
+    @property
+    def output(self) -> np.ndarray:
+        """``concat @ W_O (+ b_O)``: (seq_len, d_model)."""
+        return self._outputs[2]
 
     @property
     def dtype(self) -> np.dtype:
@@ -343,7 +346,6 @@ def _check_memory(need: int, what: str) -> None:
                          "nothing was computed")
 
 
-
 def _block_rows(tile: int) -> int:
     return -(-BLOCK_ROWS // tile) * tile  # BLOCK_ROWS rounded up to whole tiles
 
@@ -370,128 +372,13 @@ def estimate_long_memory(
     return int(kept + projection + workers() * block)
 
 
-
-def _log_normaliser(att: Attended, temperature: float, sink: float | None) -> np.ndarray:
-    """``lse_i = s_ij / T - log w_ij`` at the largest weight of each row of one head's ``att``.
-
-    That weight is ``>= 1 / (keys + 1)``, so its logarithm is exact enough; with a sink it may
-    be the sink's (logit ``sink``, weight ``att.sink_weights``).
-    """
-    scores, weights = att.scores[0], att.weights[0]  # [rows, keys]
-    top = weights.argmax(axis=1)  # [rows]
-    rows = np.arange(top.size)
-    top_score = scores[rows, top].astype(np.float64)
-    top_weight = weights[rows, top].astype(np.float64)
-    if sink is not None:  # the sink, where it weighs more than every key
-        sink_weight = att.sink_weights[0].astype(np.float64)  # [rows]
-        on_sink = sink_weight > top_weight
-        top_score[on_sink], top_weight[on_sink] = sink, sink_weight[on_sink]
-    return top_score / temperature - np.log(top_weight)
-
-
-class _Variants(NamedTuple):
-    """The engine's variants a long layer applies (see :mod:`attention_widget.variants`)."""
-
-    alibi: bool = False  # ALiBi's bias with BLOOM's slopes
-    softcap: float | None = None  # c: scores <- c tanh(scores / c)
-    sinks: np.ndarray | None = None  # (n_heads,): one logit per head in every row's softmax
-    select: Selector | None = None  # the keys each query keeps (see LongTrace.select)
-
-
-class LongAttended(NamedTuple):
-    """What :func:`long_attend` keeps of one attention step over a long sequence."""
-
-    head_outputs: np.ndarray  # (n_heads, seq_len, d_v): weights @ v
-    entropy: np.ndarray  # (n_heads, seq_len)
-    lse: np.ndarray  # (n_heads, seq_len) float64: each row's log normaliser
-    weights_overview: np.ndarray  # (n_heads, P, P): tile maxima, NaN on masked tiles
-    scores_overview: np.ndarray | None  # (n_heads, P, P), or None when not asked for
-    tile: int
-    sink_weights: np.ndarray | None = None  # (n_heads, seq_len): each row's weight on the sink
-
-
-class _Blocks:
-    """What one pass over the query blocks fills in; ``self(rows)`` does one block.
-
-    Blocks cover whole tiles of rows: two never write the same element, threads need no lock.
-    """
-
-    def __init__(self, qkv: tuple, temperature: float, kind: str, window: int | None,
-                 with_scores: bool, scale: float | None, chosen: _Variants) -> None:
-        self.q, self.k, self.v = qkv
-        self.temperature, self.kind, self.window, self.scale = temperature, kind, window, scale
-        n_heads, n, _ = self.q.shape
-        self.variants = chosen
-        self.slopes = variants.alibi_slopes(n_heads) if chosen.alibi else None  # [h]
-        dt = self.q.dtype
-        self.tile = overview_tile(n)
-        side = -(-n // self.tile)
-        self.head_outputs = np.empty((n_heads, n, self.v.shape[2]), dt)
-        self.entropy = np.empty((n_heads, n), dt)
-        self.lse = np.empty((n_heads, n))
-        self.weights_overview = np.zeros((n_heads, side, side), dt)
-        self.scores_overview = np.zeros((n_heads, side, side), dt) if with_scores else None
-        self.sink_weights = None if chosen.sinks is None else np.empty((n_heads, n), dt)
-
-    def variants_of(self, h: int, rows: slice, keys: slice) -> dict:
-        """The variants as ``attend`` takes them, for head ``h`` on one block of rows and keys."""
-        bias, sinks = None, self.variants.sinks
-        if self.slopes is not None:  # -m_h (i - j) on this block only: [1, rows, keys]
-            bias = variants.alibi_bias(self.slopes[h : h + 1], np.arange(rows.start, rows.stop),
-                                       np.arange(keys.start, keys.stop))
-        return {"bias": bias, "softcap": self.variants.softcap,
-                "sinks": None if sinks is None else sinks[h : h + 1]}
-
-    def __call__(self, rows: slice) -> None:
-        n_heads, n, _ = self.q.shape
-        group, t = n_heads // self.k.shape[0], self.tile
-        # every key a row of the block may see; those not kept are dropped like masked keys
-        keys, seen, mask = kept_keys(self.variants.select, self.kind, self.window,
-                                      np.arange(rows.start, rows.stop), n)
-        seen, mask = (None if m.all() else m for m in (seen, mask))
-        tiles = (slice(rows.start // t, -(-rows.stop // t)), slice(keys.start // t,
-                                                                   -(-keys.stop // t)))
-        for h in range(n_heads):
-            g = h // group
-            att = attend(self.q[h : h + 1, rows], self.k[g : g + 1, keys],
-                         self.v[g : g + 1, keys], mask=mask, temperature=self.temperature,
-                         scale=self.scale, **self.variants_of(h, rows, keys))
-            scores, weights = att.scores[0], att.weights[0]  # [rows, keys]
-            self.head_outputs[h, rows] = att.head_outputs[0]
-            self.entropy[h, rows] = att.entropy[0]
-            sink = None if self.sink_weights is None else float(self.variants.sinks[h])
-            self.lse[h, rows] = _log_normaliser(att, self.temperature, sink)
-            if sink is not None:
-                self.sink_weights[h, rows] = att.sink_weights[0]
-            # masked weights are 0, below every visible one: the tile maximum ignores them
-            self.weights_overview[(h, *tiles)] = tile_reduce(np.maximum, weights, t, keys.start)
-            if self.scores_overview is not None:
-                if seen is not None:  # masked scores 0: never of larger magnitude than a seen one
-                    scores = scores if scores.flags.writeable else scores.copy()
-                    scores *= seen
-                high = tile_reduce(np.maximum, scores, t, keys.start)
-                low = tile_reduce(np.minimum, scores, t, keys.start)
-                self.scores_overview[(h, *tiles)] = np.where(-low > high, low, high)
-
-    def run(self, progress: Progress, cancelled: Callable[[], bool], message: str
-            ) -> LongAttended:
-        """Every block (:func:`~attention_widget.blockrun.run_blocks`); the result."""
-        n = self.q.shape[1]
-        step = _block_rows(self.tile)
-        starts = np.arange(0, n, step)
-        stops = np.minimum(starts + step, n)
-        lo = key_range(self.kind, self.window, starts, n)[0]
-        hi = key_range(self.kind, self.window, stops - 1, n)[1]
-        blocks = [slice(int(a), int(b)) for a, b in zip(starts, stops, strict=True)]
-        costs = [int(c) for c in (stops - starts) * (hi - lo)]  # cells each block computes
-        run_blocks(self, blocks, costs, progress, cancelled, message)
-        # masked tiles: NaN in the overviews
-        masked = ~tiles_visible(self.kind, self.window, self.q.shape[1], self.tile)
-        self.weights_overview[:, masked] = np.nan
-        if self.scores_overview is not None:
-            self.scores_overview[:, masked] = np.nan
-        return LongAttended(self.head_outputs, self.entropy, self.lse, self.weights_overview,
-                            self.scores_overview, self.tile, self.sink_weights)
+def _blocks(qkv: tuple, temperature: float, kind: str, window: int | None,
+            with_scores: bool, scale: float | None, chosen: BlockVariants,
+            with_outputs: bool = True) -> Blocks:
+    """A pass over the query blocks (:class:`~attention_widget.long_blocks.Blocks`)."""
+    tile = overview_tile(qkv[0].shape[1])
+    return Blocks(qkv, temperature, kind, window, with_scores, scale, chosen, tile,
+                  _block_rows(tile), with_outputs)
 
 
 def _linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
@@ -551,7 +438,7 @@ def long_attention(
                                temperature=temperature, mask=mask, window=window, dtype=dtype,
                                alibi=alibi, softcap=softcap, sinks=sinks, rope=rope)
     n_heads, n_kv_heads, temperature, dt = one.n_heads, one.n_kv_heads, one.temperature, one.q.dtype
-    chosen = _Variants(one.alibi, one.softcap, one.sinks)
+    chosen = BlockVariants(one.alibi, one.softcap, one.sinks)
     kind = mask or "none"
     window = int(window) if kind == "sliding" else None
     progress, cancelled = hooks(progress, cancel)
@@ -571,10 +458,12 @@ def long_attention(
     if cancelled():
         raise AttentionCancelled("attention: cancelled")
     # 2. attend, block by block
-    att = _Blocks((q, k, v), temperature, kind, window, True, None, chosen).run(
+    att = _blocks((q, k, v), temperature, kind, window, True, None, chosen).run(
         progress, cancelled, "attention")
-    return LongTrace(x=x_arr, q=q, k=k, v=v, **_combined(att, params), mask_kind=kind,
-                     window=window, temperature=temperature, rope=one.rope, **chosen._asdict())
+    outputs = _outputs(att.head_outputs, params)
+    return LongTrace(x=x_arr, q=q, k=k, v=v, outputs=lambda: outputs, **_drawn(att),
+                     mask_kind=kind, window=window, temperature=temperature, rope=one.rope,
+                     **chosen._asdict())
 
 
 def long_with_temperature(
@@ -585,8 +474,9 @@ def long_with_temperature(
 
     The scores are not kept (at 8,192 tokens and 8 heads they would be 2 GiB in float32), so
     each block's ``q k^T`` is computed again.  ``x, q, k, v`` and the scores overview (scores
-    come before the temperature) are shared with ``trace``; the weights, ``lse``, entropy,
-    head outputs, weights overview, concat and output are new.  ``params`` are those ``trace``
+    come before the temperature) are shared with ``trace``; ``lse``, the entropy and the
+    weights overview are new.  The head outputs, concat and output, which no view draws, are
+    computed in another pass over the blocks when first read.  ``params`` are those ``trace``
     was computed with (``w_o``, ``b_o`` are used); ``progress`` and ``cancel`` as in
     :func:`long_attention`.  ``trace`` is never changed, also when the step is cancelled.
     """
@@ -600,26 +490,39 @@ def long_with_temperature(
     need = estimate_long_memory(trace.seq_len, trace.d_model, trace.n_heads,
                                 trace.n_kv_heads, trace.dtype)
     _check_memory(need, f"a temperature step at seq_len={trace.seq_len}")
-    chosen = _Variants(trace.alibi, trace.softcap, trace.sinks, trace.select)
-    att = _Blocks((trace.q, trace.k, trace.v), temperature, trace.mask_kind, trace.window,
-                  False, trace.scale, chosen).run(progress, cancelled,
-                                                  f"temperature {temperature:g}")
+    chosen = BlockVariants(trace.alibi, trace.softcap, trace.sinks, trace.select)
+    qkv, kind, window = (trace.q, trace.k, trace.v), trace.mask_kind, trace.window
+    att = _blocks(qkv, temperature, kind, window, False, trace.scale, chosen,
+                  with_outputs=False).run(progress, cancelled, f"temperature {temperature:g}")
+
+    def outputs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # when first read
+        again = _blocks(qkv, temperature, kind, window, False, trace.scale, chosen).run(
+            *hooks(None, None), f"outputs at temperature {temperature:g}")
+        return _outputs(again.head_outputs, params)
+
     att = att._replace(scores_overview=trace.scores_overview)
-    return replace(trace, **_combined(att, params), temperature=temperature)
+    return replace(trace, outputs=outputs, **_drawn(att), temperature=temperature)
 
 
-def _combined(att: LongAttended, params: AttentionParams) -> dict:
-    """The fields of a :class:`LongTrace` after the attention: heads combined, ``W_O`` applied."""
+def _outputs(head_outputs: np.ndarray, params: AttentionParams) -> tuple:
+    """The heads combined and ``W_O`` applied: ``(head_outputs, concat, output)``."""
     # 3. combine: [h, seq, d_head] -> [seq, h * d_head] -> @ w_o -> [seq, d_model]
-    concat = merge_heads(att.head_outputs)
+    concat = merge_heads(head_outputs)
     output = _linear(concat, params.w_o, params.b_o)
     if not np.isfinite(output.sum()) and not np.isfinite(output).all():
-        raise ValueError(
-            f"the scores overflowed (values too large for {output.dtype}); scale x or the "
-            "weights down, or use dtype=float64"
-        )
-    return {"head_outputs": att.head_outputs, "concat": concat, "output": output,
-            "entropy": att.entropy, "lse": att.lse, "weights_overview": att.weights_overview,
+        raise ValueError(_OVERFLOW.format(output.dtype))
+    return head_outputs, concat, output
+
+
+_OVERFLOW = ("the scores overflowed (values too large for {}); scale x or the weights down, or "
+             "use dtype=float64")
+
+
+def _drawn(att: LongAttended) -> dict:
+    """The fields of a :class:`LongTrace` the views draw, checked for an overflow."""
+    if not np.isfinite(att.lse).all():  # scores that overflowed: NaN weights
+        raise ValueError(_OVERFLOW.format(att.entropy.dtype))
+    return {"entropy": att.entropy, "lse": att.lse, "weights_overview": att.weights_overview,
             "scores_overview": att.scores_overview, "tile": att.tile,
             "sink_weights": att.sink_weights}
 
@@ -661,11 +564,11 @@ def long_attend(
     (n_heads, n, d_head), n_kv = shapes[0], shapes[1][0]
     if select is not None and not callable(select):
         raise TypeError(f"select must be None or a function, got {type(select).__name__}")
-    chosen = _Variants(*check_variants(n_heads, d_head, alibi=alibi, softcap=softcap,
+    chosen = BlockVariants(*check_variants(n_heads, d_head, alibi=alibi, softcap=softcap,
                                        sinks=sinks)[1:4], select)
     need = estimate_long_memory(n, n_heads * max(d_head, shapes[2][2]), n_heads, n_kv, q.dtype)
     _check_memory(need, f"attention over seq_len={n} with n_heads={n_heads}")  # (upper bound)
-    return _Blocks((q, k, v), temperature, kind, window, scores_overview, scale, chosen).run(
+    return _blocks((q, k, v), temperature, kind, window, scores_overview, scale, chosen).run(
         progress, cancelled, "attention")
 
 

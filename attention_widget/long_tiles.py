@@ -11,9 +11,14 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["MASK_KINDS", "kept_keys", "key_range", "tile_reduce", "tiles_visible", "visible_keys"]
+__all__ = ["MASK_KINDS", "Selector", "kept_keys", "key_range", "tile_reduce", "tiles_visible",
+           "visible_keys"]
 
 MASK_KINDS = ("none", "causal", "sliding")
+
+#: ``select(rows, keys, visible) -> kept``: a selector's keys, see
+#: :attr:`attention_widget.long.LongTrace.select`
+Selector = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 def key_range(kind: str, window: int | None, rows: np.ndarray, n: int) -> tuple:
@@ -59,7 +64,7 @@ def tiles_visible(kind: str, window: int | None, n: int, tile: int) -> np.ndarra
     return (starts[None, :] < hi[:, None]) & (starts[None, :] + tile > lo[:, None])
 
 
-def kept_keys(select: Callable | None, kind: str, window: int | None, rows: np.ndarray,
+def kept_keys(select: Selector | None, kind: str, window: int | None, rows: np.ndarray,
               n: int) -> tuple[slice, np.ndarray, np.ndarray]:
     """The run of keys ``rows`` may see, which each row sees, and which it keeps.
 

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import attention_widget.long as long_module
+import attention_widget.long_blocks as blocks_module
 from attention_widget import AttentionTrace, init_params, multi_head_attention
 from attention_widget.engine import attend
 from attention_widget.long import (
@@ -135,6 +136,30 @@ def test_temperature_step_equals_the_full_trace_at_that_temperature(pair):
                                    atol=1e-10, err_msg=name)
     expected = tile_reference(hotter.weights[1], hotter.mask, 4, tile_max)
     np.testing.assert_allclose(stepped.weights_overview[1], expected, rtol=0, atol=1e-12)
+
+
+def test_a_temperature_step_computes_the_outputs_once_when_first_read(monkeypatch):
+    """No view of a long trace draws the head outputs: a temperature step computes weights
+    only, and the outputs (another pass) when first read, once, equal to a full pass's."""
+    x, params = layer(700, n_heads=4, n_kv=2)
+    trace = long_attention(x, params, n_heads=4, n_kv_heads=2, mask="causal", dtype=np.float64)
+    with_values = []
+
+    def counted_attend(q, k, v, **kwargs):
+        with_values.append(v is not None)
+        return attend(q, k, v, **kwargs)
+
+    monkeypatch.setattr(blocks_module, "attend", counted_attend)
+    stepped = long_with_temperature(trace, params, 0.6)
+    assert with_values and not any(with_values)  # every block: the weights alone
+    with_values.clear()
+    full = long_attention(x, params, n_heads=4, n_kv_heads=2, mask="causal", temperature=0.6,
+                          dtype=np.float64)
+    assert with_values and all(with_values)
+    with_values.clear()
+    for name in ("output", "concat", "head_outputs", "output"):
+        np.testing.assert_array_equal(getattr(stepped, name), getattr(full, name))
+    assert len(with_values) == 4 * -(-700 // long_module.BLOCK_ROWS)  # one pass, every head
 
 
 def test_float32_is_close_to_float64_and_stays_float32():
@@ -288,7 +313,7 @@ def test_cancelling_from_progress_stops_between_blocks(make_token, monkeypatch):
             after_cancel.append(1)
         return attend(*args, **kwargs)
 
-    monkeypatch.setattr(long_module, "attend", counted_attend)
+    monkeypatch.setattr(blocks_module, "attend", counted_attend)
 
     def progress(fraction, message):
         calls.append(fraction)
@@ -410,9 +435,10 @@ def test_long_attend_equals_attend_with_a_scale(mask, window, scale):
         expected = tile_reference(full.scores[h], visible[mask], 2, largest_magnitude)
         np.testing.assert_allclose(got.scores_overview[h], expected, rtol=0, atol=1e-12)
     # a LongTrace holding the scale gives the same exact cells
-    trace = LongTrace(x=np.zeros((n, 1)), q=q, k=k, v=v, head_outputs=got.head_outputs,
-                      concat=None, output=None, entropy=got.entropy, lse=got.lse,
-                      weights_overview=got.weights_overview, scores_overview=None, tile=got.tile,
+    trace = LongTrace(x=np.zeros((n, 1)), q=q, k=k, v=v,
+                      outputs=lambda: (got.head_outputs, None, None), entropy=got.entropy,
+                      lse=got.lse, weights_overview=got.weights_overview, scores_overview=None,
+                      tile=got.tile,
                       mask_kind=mask or "none", window=window, temperature=0.7, scale=scale)
     np.testing.assert_allclose(trace.block(3, slice(600, 700), slice(500, 700)),
                                full.weights[3, 600:, 500:], rtol=0, atol=1e-12)

@@ -21,6 +21,7 @@ from test_widget import assert_image_shows
 from traitlets import TraitError
 
 import attention_widget.long as long_module
+import attention_widget.long_blocks as blocks_module
 import attention_widget.sources as sources_module
 from attention_widget import (
     AttentionWidget,
@@ -359,7 +360,7 @@ def test_a_newer_change_cancels_an_older_long_computation(monkeypatch):
             assert gate.wait(30)
         return attend(*args, **kwargs)
 
-    monkeypatch.setattr(long_module, "attend", gated_attend)
+    monkeypatch.setattr(blocks_module, "attend", gated_attend)
     summaries = []
     summary = by_class(w, "aw-summary")[0]
     summary.observe(lambda change: summaries.append(change["new"]), "value")

@@ -243,9 +243,9 @@ class BlockwiseLayers:
                                           f"{temperature:g}", scores_overview=False)
             att = att._replace(scores_overview=layer.attended.scores_overview)
         concat = merge_heads(att.head_outputs)  # (seq, n_heads * d_v)
+        outputs = att.head_outputs, concat, self.attention_output(i, concat)
         return LongTrace(
-            x=a.x, q=a.q, k=a.k, v=a.v, head_outputs=att.head_outputs, concat=concat,
-            output=self.attention_output(i, concat), entropy=att.entropy, lse=att.lse,
+            x=a.x, q=a.q, k=a.k, v=a.v, outputs=lambda: outputs, entropy=att.entropy, lse=att.lse,
             weights_overview=att.weights_overview, scores_overview=att.scores_overview,
             tile=att.tile, mask_kind=kind, window=window, temperature=temperature,
             scale=a.scale, sink_weights=att.sink_weights, **self.long_variants(a))
