@@ -121,7 +121,9 @@ _RMS_LATER = ("RMSNorm of the hidden state entering layer {L}",
               "x = RMSNorm(h), h = the output of layer {P}")
 _ROPE_Q = "Q = RoPE(X W_Q): each pair of columns turned by position"
 _ROPE_K = "K = RoPE(X W_K): turned by position, split into key/value heads"
-_SINK = "weights = softmax([scores | sink_h] / T) over keys, the sink then dropped: rows sum < 1"
+#: softmax with one sink logit per head (gpt-oss, DeepSeek V4, the ``sinks`` variant)
+_SINK = ("weights = softmax([scores, sink_h] / T) over keys and the head's sink, the sink column "
+         "then left out: rows sum to 1 − what the sink took")
 _LATENT_Q = "Q = [q_nope | RoPE(q_rope)] from X (through a query latent if q_lora_rank is set)"
 _LATENT_K = ("K = [c_kv W_UK | RoPE(k_r)], latent c_kv = RMSNorm(X W_DKV); one rotary part k_r "
              "for every head")
@@ -366,11 +368,7 @@ def _scores_formula(trace: Any) -> str:
 
 def _weights_formula(trace: Any) -> str:
     """``softmax(scores / T)``, with the sink and top-k steps where the trace used them."""
-    if trace.sinks is not None:
-        formula = ("weights = softmax([scores, sink_h] / T) over keys and the head's sink, "
-                   "the sink column then left out: rows sum to 1 − what the sink took")
-    else:
-        formula = "weights = softmax(scores / T) over keys"
+    formula = _SINK if trace.sinks is not None else "weights = softmax(scores / T) over keys"
     if trace.top_k:
         formula += (f"; each query keeps its {trace.top_k} highest-scoring keys, the others "
                     "are dropped (rose; grey: masked)")
