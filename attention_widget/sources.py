@@ -60,6 +60,7 @@ __all__ = [
     "divisors",
     "mask_label",
     "restore_source",
+    "text_tokens",
 ]
 
 #: Longest text the widget draws (tokens).  Beyond it the widget shows a message.  Above
@@ -385,6 +386,18 @@ def restore_source(state: Any) -> Source:
     return Source._kinds[state.settings["mode"]].restore(state)
 
 
+def text_tokens(text: str) -> list[str]:
+    """The tokens of ``text`` (ValueError if it has none or more than MAX_TOKENS)."""
+    check_text(text)
+    tokens = tokenize(text)
+    if not tokens:
+        raise ValueError("The text has no words or symbols to attend over.")
+    if len(tokens) > MAX_TOKENS:
+        raise ValueError(f"The text has {len(tokens):,} tokens; the widget draws at most "
+                         f"{MAX_TOKENS:,}. Shorten it.")
+    return tokens
+
+
 class TextSource(Source):
     """A sentence, attended over with seeded random weights, or with designed heads.
 
@@ -405,16 +418,9 @@ class TextSource(Source):
         self._attention = CachedAttention()
 
     def tokens(self, text: str) -> list[str]:
-        """The tokens of ``text`` (ValueError if it has none or more than MAX_TOKENS)."""
+        """The tokens of ``text`` (:func:`text_tokens`), kept while the text stays."""
         if self._tokens is None or self._tokens[0] != text:
-            check_text(text)
-            tokens = tokenize(text)
-            if not tokens:
-                raise ValueError("The text has no words or symbols to attend over.")
-            if len(tokens) > MAX_TOKENS:
-                raise ValueError(f"The text has {len(tokens):,} tokens; the widget draws at most "
-                                 f"{MAX_TOKENS:,}. Shorten it.")
-            self._tokens = (text, tokens)
+            self._tokens = (text, text_tokens(text))
         return self._tokens[1]
 
     def is_long(self, s: Settings) -> bool:
@@ -448,7 +454,7 @@ class TextSource(Source):
                              "the text or choose kind 'standard'")
         source = x_kv = None
         if s.kind == "cross":
-            source = TextSource().tokens(s.source_text)  # (the same checks as the text's)
+            source = text_tokens(s.source_text)
             x_kv = embed(source, s.d_model, seed=s.seed, positional=s.positional)
         trace, used = variant_trace(s, x, params, x_kv)
         return Traced(tokens, trace, used, mask_label(s.mask, s.window_for(len(tokens))),
