@@ -532,14 +532,15 @@ def long_attend(
     temperature: float = 1.0, mask: str | None = None, window: int | None = None,
     scores_overview: bool = True, progress: Progress | None = None, cancel: object = None,
     alibi: bool = False, softcap: float | None = None, sinks: np.ndarray | None = None,
-    select: Selector | None = None,
+    select: Selector | None = None, head_outputs: bool = True,
 ) -> LongAttended:
     """:func:`~attention_widget.engine.attend` block by block, on ready-made q, k and v.
 
     For queries and keys made elsewhere (a pretrained model's, after its norms and rotary
     embedding): ``q`` (n_heads, seq_len, d_head), ``k`` (n_kv_heads, seq_len, d_head) and ``v``
     (n_kv_heads, seq_len, d_v) of one float dtype, over the same tokens; ``scale`` multiplies
-    ``q k^T`` (default ``1 / sqrt(d_head)``); ``scores_overview=False`` skips that overview.
+    ``q k^T`` (default ``1 / sqrt(d_head)``); ``scores_overview=False`` skips that overview,
+    ``head_outputs=False`` the weighted sums of values (the result's ``head_outputs`` is None).
     Other arguments (the variants ``alibi``, ``softcap`` and ``sinks`` too: with sinks the
     result's ``sink_weights`` are each row's weight on its head's sink) and the errors as in
     :func:`long_attention`; ``select`` a selector's keys (:attr:`LongTrace.select`).
@@ -568,8 +569,8 @@ def long_attend(
                                        sinks=sinks)[1:4], select)
     need = estimate_long_memory(n, n_heads * max(d_head, shapes[2][2]), n_heads, n_kv, q.dtype)
     _check_memory(need, f"attention over seq_len={n} with n_heads={n_heads}")  # (upper bound)
-    return _blocks((q, k, v), temperature, kind, window, scores_overview, scale, chosen).run(
-        progress, cancelled, "attention")
+    return _blocks((q, k, v), temperature, kind, window, scores_overview, scale, chosen,
+                   head_outputs).run(progress, cancelled, "attention")
 
 
 def attention_trace(

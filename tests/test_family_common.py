@@ -232,6 +232,9 @@ def test_the_widget_shows_long_texts_of_families_with_variants(long_folders, kin
     assert w.wait(60) and w.error == "", w.error
     expected = model.trace(text, model.n_layers - 1, temperature=0.5)
     np.testing.assert_array_equal(w.head_weights(2), expected.head_weights(2))
+    for h in (0, model.n_heads - 1):  # the outputs at T = 0.5, computed when first read
+        np.testing.assert_allclose(expected.head_outputs[h], expected.head_weights(h)
+                                   @ expected.v[expected.kv_head(h)], rtol=1e-5, atol=1e-5)
     visible = w.trace.overview_visible  # never NaN on a tile that holds a visible cell
     assert np.isfinite(w.trace.weights_overview[:, visible]).all()
 

@@ -219,16 +219,21 @@ class BlockwiseLayers:
                 "sinks": inputs.options.get("sinks"), "select": inputs.select}
 
     def run_long_attention(self, inputs: AttentionInputs, temperature: float = 1.0,
-                           what: str = "attention", scores_overview: bool = True
-                           ) -> LongAttended:
-        """:func:`~attention_widget.long.long_attend` on ``inputs`` (reporting as ``what``)."""
+                           what: str | None = "attention", scores_overview: bool = True,
+                           head_outputs: bool = True) -> LongAttended:
+        """:func:`~attention_widget.long.long_attend` on ``inputs``.
+
+        It reports progress as ``what`` and stops once :attr:`cancel` is set; with ``what``
+        None, neither.
+        """
         kind, window = self.described_mask(inputs)
-        progress = self.progress
+        progress = self.progress if what is not None else None
         report = None if progress is None else (lambda f, m: progress(f, f"{what}: {m}"))
         return long_attend(inputs.q, inputs.k, inputs.v, scale=inputs.scale,
                            temperature=temperature, mask=kind, window=window,
-                           scores_overview=scores_overview, progress=report, cancel=self.cancel,
-                           **self.long_variants(inputs))
+                           scores_overview=scores_overview, progress=report,
+                           cancel=None if what is None else self.cancel,
+                           head_outputs=head_outputs, **self.long_variants(inputs))
 
     def long_trace(self, i: int, layer: LayerAttention, temperature: float) -> LongTrace:
         """Layer ``i``'s attention as a :class:`~attention_widget.long.LongTrace` at ``T``.
@@ -238,14 +243,20 @@ class BlockwiseLayers:
         """
         a, att = layer.inputs, layer.attended
         kind, window = self.described_mask(a)
-        if temperature != 1.0:
+
+        def outputs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # when first read
+            heads = layer.attended.head_outputs  # at T = 1; at another T, computed again
+            if temperature != 1.0:
+                heads = self.run_long_attention(a, temperature, None, False).head_outputs
+            concat = merge_heads(heads)  # (seq, n_heads * d_v)
+            return heads, concat, self.attention_output(i, concat)
+
+        if temperature != 1.0:  # the weights alone: no view draws the outputs
             att = self.run_long_attention(a, temperature, f"layer {i + 1}, temperature "
-                                          f"{temperature:g}", scores_overview=False)
+                                          f"{temperature:g}", False, head_outputs=False)
             att = att._replace(scores_overview=layer.attended.scores_overview)
-        concat = merge_heads(att.head_outputs)  # (seq, n_heads * d_v)
-        outputs = att.head_outputs, concat, self.attention_output(i, concat)
         return LongTrace(
-            x=a.x, q=a.q, k=a.k, v=a.v, outputs=lambda: outputs, entropy=att.entropy, lse=att.lse,
+            x=a.x, q=a.q, k=a.k, v=a.v, outputs=outputs, entropy=att.entropy, lse=att.lse,
             weights_overview=att.weights_overview, scores_overview=att.scores_overview,
             tile=att.tile, mask_kind=kind, window=window, temperature=temperature,
             scale=a.scale, sink_weights=att.sink_weights, **self.long_variants(a))
