@@ -442,7 +442,6 @@ class Diagram:
             self._focus_html.value = ("<i>the output row (a weighted sum of V rows) is not "
                                       "available: no values V were given</i>")
             return 0
-        self._focus_box.children = (*self._focus_parts, fig.figure)
         w_row = tr.weights[h, i]  # [n_keys]
         v = tr.v[tr.kv_head(h)]  # [n_keys, d_v]
         contrib = w_row[:, None] * v  # [n_keys, d_v]: w_ij v_j
@@ -456,4 +455,6 @@ class Diagram:
         self._focus_html.value = (
             f"output of head {h} for <b>{html.escape(toks[i])}</b> = Σ<sub>j</sub> "
             f"w<sub>{i}j</sub> v<sub>j</sub> ≈ {parts}{' + …' if len(w_row) > 5 else ''}")
+        # into the page once laid out (see longview.LongView._draw_lens)
+        self._focus_box.children = (*self._focus_parts, fig.figure)
         return sent

@@ -390,7 +390,6 @@ class LongView:
                 "its heaviest keys</i>")
             self._lens.children = self._lens_parts  # (out of the DOM: see Diagram.shown)
             return 0
-        self._lens.children = (*self._lens_parts, fig.figure)
         width = min(n, LENS_WIDTH)
         lines = -(-n // width)
         strip = np.zeros(lines * width, np.float32)
@@ -420,6 +419,9 @@ class LongView:
                           dropped=None if kept is None else [dropped.reshape(lines, width)])
         fig.show_highlight([_box(fig, 0, (j // width, j // width + 1),
                                  (j % width, j % width + 1)) for j in top.positions])
+        # into the page once laid out: a bqplot figure that enters the page while its height
+        # changes draws its plot at the old height
+        self._lens.children = (*self._lens_parts, fig.figure)
         return sent
 
     def _draw_boxes(self, tr: LongTrace) -> None:

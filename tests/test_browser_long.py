@@ -142,6 +142,10 @@ def test_lab_long_prompt(jupyter_server, page_and_log, tmp_path: Path) -> None:
     assert [int(r[1].replace(",", "")) for r in shown] == [j for j, _ in top], (shown, top)
     assert [r[2].strip() for r in shown] == [WORDS[j % len(WORDS)] for j, _ in top], shown
     assert all(abs(float(r[3]) - p) < 1e-4 for r, (_, p) in zip(shown, top, strict=True))
+    # the strip at its own height, 16 lines of 6 px (a figure that entered the page while its
+    # height changed drew its plot at the old height: 16 lines in 30 px, labels overlapping)
+    strip = widget.locator(".aw-fig-long-lens image").first.bounding_box()
+    assert strip["height"] >= 16 * 5, strip
 
     # a temperature step by keyboard repaints the overview
     before = wait_stable_hrefs(page, widget, ".aw-fig-long-focus image")
