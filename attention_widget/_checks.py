@@ -24,6 +24,7 @@ __all__ = [
     "check_sinks",
     "check_temperature",
     "check_variants",
+    "overflow_error",
 ]
 
 
@@ -181,6 +182,12 @@ def check_memory(need: int, limit: int, what: str) -> None:
         raise ValueError(f"{what} would need about {need / 2**30:.1f} GiB (limit "
                          f"MEMORY_LIMIT_BYTES = {limit / 2**30:.1f} GiB): use a shorter "
                          "sequence, fewer heads or dtype=float32")
+
+
+def overflow_error(dtype: object, inputs: str = "x") -> ValueError:
+    """The error for a layer whose products overflowed ``dtype`` (its inputs were finite)."""
+    return ValueError(f"the scores overflowed (values too large for {np.dtype(dtype)}): scale "
+                      f"{inputs} or the weights down, or use dtype=float64")
 
 
 def check_variants(

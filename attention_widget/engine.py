@@ -622,8 +622,7 @@ def multi_head_attention(
     if params.b_o is not None:
         output += params.b_o
     if not np.isfinite(output).all():  # (x and the weights are finite, their products may not be)
-        raise ValueError(f"the scores overflowed (values too large for {dt}): scale x or the "
-                         "weights down, or use dtype=float64")
+        raise _checks.overflow_error(dt)
     mask = np.ones((seq_len, seq_len), dtype=bool) if mask is None else mask
     return AttentionTrace(x, q, k, v, att.scores, att.weights, att.head_outputs, concat, output,
                           mask, att.entropy, temperature, rope=rope, alibi=alibi, softcap=softcap,

@@ -179,8 +179,7 @@ def multi_head_attention(
         concat = engine.merge_heads(att.head_outputs)
         output = _linear(concat, params.w_o, params.b_o)
     if not np.isfinite(output).all():  # as in the engine
-        raise ValueError(f"the scores overflowed (values too large for {x.dtype}): scale x or "
-                         "the weights down, or use dtype=float64")
+        raise _checks.overflow_error(x.dtype)
     mask = np.ones((x.shape[0], x.shape[0]), dtype=bool) if mask is None else mask
     return engine.AttentionTrace(x, q, k, v, att.scores, att.weights, att.head_outputs, concat,
                                  output, mask, att.entropy, temperature, rope=rope, alibi=alibi,

@@ -51,8 +51,7 @@ def _attend_and_combine(q, k, v, mask, temperature, w_o, b_o, **variants_asked):
     concat = merge_heads(att.head_outputs)  # [n_q, n_heads * d_v]
     output = np.matmul(concat, w_o, dtype=q.dtype) + (0.0 if b_o is None else b_o)  # [n_q, d]
     if not np.isfinite(output).all():
-        raise ValueError(f"the scores overflowed (values too large for {q.dtype}): scale the "
-                         "inputs or the weights down, or use dtype=float64")
+        raise _checks.overflow_error(q.dtype, "the inputs")
     return att, concat, output
 
 

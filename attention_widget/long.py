@@ -37,7 +37,7 @@ import numpy as np
 from . import variants
 from ._checks import check_int as _check_int
 from ._checks import check_temperature as _check_temperature
-from ._checks import check_variants
+from ._checks import check_variants, overflow_error
 from .blockrun import AttentionCancelled, Progress, hooks, run_blocks, workers
 from .engine import AttentionParams, AttentionTrace, merge_heads, multi_head_attention, split_heads
 from .long_blocks import Blocks, BlockVariants, LongAttended
@@ -510,18 +510,14 @@ def _outputs(head_outputs: np.ndarray, params: AttentionParams) -> tuple:
     concat = merge_heads(head_outputs)
     output = _linear(concat, params.w_o, params.b_o)
     if not np.isfinite(output.sum()) and not np.isfinite(output).all():
-        raise ValueError(_OVERFLOW.format(output.dtype))
+        raise overflow_error(output.dtype)
     return head_outputs, concat, output
-
-
-_OVERFLOW = ("the scores overflowed (values too large for {}); scale x or the weights down, or "
-             "use dtype=float64")
 
 
 def _drawn(att: LongAttended) -> dict:
     """The fields of a :class:`LongTrace` the views draw, checked for an overflow."""
     if not np.isfinite(att.lse).all():  # scores that overflowed: NaN weights
-        raise ValueError(_OVERFLOW.format(att.entropy.dtype))
+        raise overflow_error(att.entropy.dtype)
     return {"entropy": att.entropy, "lse": att.lse, "weights_overview": att.weights_overview,
             "scores_overview": att.scores_overview, "tile": att.tile,
             "sink_weights": att.sink_weights}
