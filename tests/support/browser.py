@@ -392,6 +392,27 @@ class PageLog:
         return [e for e in errs if not known(e)]
 
 
+PAGE_STATE_JS = """() => {
+    const texts = sel => [...document.querySelectorAll(sel)].map(e => e.textContent.trim());
+    return {
+        url: location.href,
+        prompts: texts('.jp-NotebookPanel .jp-CodeCell .jp-InputArea-prompt'),
+        status: texts('#jp-main-statusbar, .jp-Notebook-ExecutionIndicator, .jp-KernelStatus'),
+        dialogs: texts('.jp-Dialog'),
+        errors: texts('.jp-OutputArea-output[data-mime-type*="error"]').map(t => t.slice(-1500)),
+    };
+}"""
+
+
+def page_state(page: Any, log: PageLog) -> str:
+    """What a page shows and reported, for a failed test's report (never raises)."""
+    try:
+        shown = page.evaluate(PAGE_STATE_JS)
+    except Exception as exc:  # a closed or hung page: say so instead
+        shown = f"(the page could not be read: {exc})"
+    return f"{shown}\nconsole errors: {log.console_errors}\npage errors: {log.page_errors}"
+
+
 def new_page(browser: Any) -> tuple[Any, PageLog]:
     """A fresh context + page (1280x1000) that records console errors and dialogs.
 
