@@ -168,6 +168,8 @@ class Diagram:
     ----------
     focus_controls : ipywidgets.Widget
         Shown in the focus panel (the focus head and query controls).
+    summary : ipywidgets.HTML
+        The widget's one-line summary (``aw-summary``), written last in every update.
 
     Attributes
     ----------
@@ -175,15 +177,13 @@ class Diagram:
         ``x, qkv, scores, weights, outputs, concat, focus, contrib``.
     sinks : PanelFigure
         With sinks only: what each query gave each head's sink, apart from the keys.
-    summary : ipywidgets.HTML
-        The one-line summary (``aw-summary``), written last in every update.
     """
 
-    def __init__(self, focus_controls: W.Widget) -> None:
+    def __init__(self, focus_controls: W.Widget, summary: W.HTML) -> None:
         self.figs = _figures()
         # (in the DOM with sinks only: a bqplot figure laid out hidden draws negative sizes)
         self.sinks = PanelFigure("aw-fig-sinks", signed=False, cell_px=13, max_height=320)
-        self.summary = readout("aw-summary")
+        self.summary = summary
         self._tokens_html, self._entropy_html, self._focus_html, self._hover_html = (
             readout(f"aw-{n}") for n in ("tokens", "entropy", "focus-readout", "hover"))
         self._notes_html = readout("aw-weights-notes")
@@ -458,3 +458,31 @@ class Diagram:
         # into the page once laid out (see longview.LongView._draw_lens)
         self._focus_box.children = (*self._focus_parts, fig.figure)
         return sent
+
+
+class DiagramHooks:
+    """The widget's side of the detailed view (part of :class:`~attention_widget.AttentionWidget`).
+
+    The view is built when first needed.  Most widgets never show it, and its ~240 ipywidgets
+    models, built with every widget, doubled the messages a new widget sends: a notebook that
+    shows several widgets at once then sent the kernel's output channel thousands of
+    messages within seconds, and what did not fit the channel's queue was dropped (a widget
+    missing a part, a cell that never ended).
+    """
+
+    _built_diagram: Diagram | None = None
+    _panel: Any
+    _summary: W.HTML
+    colormap: str
+
+    @property
+    def figs(self) -> dict[str, PanelFigure]:
+        """The detailed view's figures, by stage (``x, qkv, scores, weights, ...``)."""
+        return self._diagram.figs
+
+    @property
+    def _diagram(self) -> Diagram:
+        if self._built_diagram is None:
+            self._built_diagram = Diagram(self._panel.focus_row, self._summary)
+            self._built_diagram.set_colormap(self.colormap)
+        return self._built_diagram

@@ -543,7 +543,15 @@ class LongPrompts:
     def _init_long(self) -> None:
         self._lock = threading.RLock()
         self._jobs = Jobs(self._lock)
-        self._long = LongView(self._on_control, self._lock, self._diagram.summary)
+        self._built_long: LongView | None = None  # see _long
+
+    @property
+    def _long(self) -> LongView:
+        """The view of long traces, built when first needed (as the detailed view is)."""
+        if self._built_long is None:
+            self._built_long = LongView(self._on_control, self._lock, self._summary)
+            self._built_long.set_colormap(self.colormap)
+        return self._built_long
 
     def _start_long(self) -> None:
         """Compute the trace of the current settings in a worker thread (the newest is shown)."""
@@ -610,11 +618,6 @@ class LongPrompts:
         if not self._long_shown() or not self._long.zoom_chosen:
             return {}
         return {"zoom": (self.head, *self._long.zoom)}
-
-    @property
-    def _view(self) -> Any:
-        """What draws the trace on screen: the long view, or the detailed diagram."""
-        return self._long if self._long_shown() else self._diagram
 
     def _long_shown(self) -> bool:
         return isinstance(getattr(self._traced, "trace", None), LongTrace)

@@ -20,8 +20,8 @@ import numpy as np
 import traitlets as T
 
 from .colors import SCALE_MODES, SEQUENTIAL, WEIGHT_SCALE_MODES
-from .controls import SCALE_STAGES, ControlPanel
-from .diagram import Diagram
+from .controls import SCALE_STAGES, ControlPanel, readout
+from .diagram import DiagramHooks
 from .engine import AttentionParams, AttentionTrace
 from .longview import LongPrompts
 from .model_source import PARTS, PretrainedConstructor
@@ -54,8 +54,9 @@ _SAVED = (*_COMPUTED, "colormap", "view", "scales", "projector")
 _SCALE_KEYS = tuple(key for _, key in SCALE_STAGES)
 
 
-class AttentionWidget(LongPrompts, ModelViewHooks, GenerationHooks, WeightsConstructors,
-                      PretrainedConstructor, WidgetFiles, VariantTraits, W.VBox):
+class AttentionWidget(LongPrompts, DiagramHooks, ModelViewHooks, GenerationHooks,
+                      WeightsConstructors, PretrainedConstructor, WidgetFiles, VariantTraits,
+                      W.VBox):
     """Multi-head self-attention, every stage drawn live and linked to controls.
 
     Parameters
@@ -82,8 +83,6 @@ class AttentionWidget(LongPrompts, ModelViewHooks, GenerationHooks, WeightsConst
     tokens : list of str
     controls : dict of str to ipywidgets.DOMWidget
         The control of each trait, by name.
-    figs : dict of str to PanelFigure
-        The figures of the diagram.
     """
 
     text = T.Unicode(DEFAULT_TEXT, help="The sentence to attend over.")
@@ -144,11 +143,11 @@ class AttentionWidget(LongPrompts, ModelViewHooks, GenerationHooks, WeightsConst
                                    description=src.describe(), note=src.note,
                                    fixed_line=src.fixed_line(), own_controls=src.own_controls,
                                    n_layers=src.n_layers)
-        self._diagram = Diagram(self._panel.focus_row)
+        self._summary = readout("aw-summary")  # the one line above every view
         self._overview = Overview()
         self._stale: set[str] = set()  # views not drawn from the current trace yet
         self._init_long()
-        self.controls, self.figs = self._panel.controls, self._diagram.figs
+        self.controls = self._panel.controls
         values = {"d_model": d_model, "n_heads": n_heads, "n_kv_heads": n_kv_heads,
                   "temperature": temperature, "mask": mask, "window": window, "seed": seed,
                   "positional": positional, "weights": weights, "colormap": colormap,
@@ -318,10 +317,9 @@ class AttentionWidget(LongPrompts, ModelViewHooks, GenerationHooks, WeightsConst
         """A change of the view alone: no new trace."""
         with self._lock:
             name = change["name"]
-            if name == "colormap":  # (the detailed view's figures recolour themselves)
-                self._diagram.set_colormap(self.colormap)
-                self._overview.set_colormap(self.colormap)
-                self._long.set_colormap(self.colormap)
+            if name == "colormap":  # (the other views' figures recolour themselves)
+                for view in filter(None, (self._built_diagram, self._overview, self._built_long)):
+                    view.set_colormap(self.colormap)
                 self._stale.add("overview")
             if name in ("scales", "projector"):
                 self._stale = {"overview", "detailed", "long"}
@@ -344,7 +342,7 @@ class AttentionWidget(LongPrompts, ModelViewHooks, GenerationHooks, WeightsConst
         else:
             shown = self._diagram.shown(self.step)
         # the diagram first (the first screen), then the model's grid and the player
-        children = (p.box, *p.status, self._diagram.summary, *shown, *self._model_views(),
+        children = (p.box, *p.status, self._summary, *shown, *self._model_views(),
                     *self._generation_views())
         if self.children != children:
             self.children = children
@@ -369,7 +367,7 @@ class AttentionWidget(LongPrompts, ModelViewHooks, GenerationHooks, WeightsConst
             else:
                 self._overview.show_query(self.query)
                 self._bytes_sent = 0
-            self._diagram.summary.value = html.escape(self._traced.summary)
+            self._summary.value = html.escape(self._traced.summary)
             return
         if "detailed" in self._stale:
             self._diagram.set_scales(self.scales)
@@ -436,7 +434,9 @@ class AttentionWidget(LongPrompts, ModelViewHooks, GenerationHooks, WeightsConst
 
     def displayed(self, stage: str) -> list[np.ndarray]:
         """The arrays figure ``stage`` (``long_figs[stage]``, ``"sinks"``) shows, in float32."""
-        return {**self.figs, **self.long_figs, "sinks": self._diagram.sinks}[stage].displayed()
+        figs = self.long_figs if stage.startswith("long-") else {**self.figs,
+                                                                 "sinks": self._diagram.sinks}
+        return figs[stage].displayed()
 
     @property
     def bytes_sent(self) -> int:
