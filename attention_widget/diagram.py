@@ -459,30 +459,3 @@ class Diagram:
         self._focus_box.children = (*self._focus_parts, fig.figure)
         return sent
 
-
-class DiagramHooks:
-    """The widget's side of the detailed view (part of :class:`~attention_widget.AttentionWidget`).
-
-    The view is built when first needed.  Most widgets never show it, and its ~240 ipywidgets
-    models, built with every widget, doubled the messages a new widget sends: a notebook that
-    shows several widgets at once then sent the kernel's output channel thousands of
-    messages within seconds, and what did not fit the channel's queue was dropped (a widget
-    missing a part, a cell that never ended).
-    """
-
-    _built_diagram: Diagram | None = None
-    _panel: Any
-    _summary: W.HTML
-    colormap: str
-
-    @property
-    def figs(self) -> dict[str, PanelFigure]:
-        """The detailed view's figures, by stage (``x, qkv, scores, weights, ...``)."""
-        return self._diagram.figs
-
-    @property
-    def _diagram(self) -> Diagram:
-        if self._built_diagram is None:
-            self._built_diagram = Diagram(self._panel.focus_row, self._summary)
-            self._built_diagram.set_colormap(self.colormap)
-        return self._built_diagram

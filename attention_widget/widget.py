@@ -21,12 +21,10 @@ import traitlets as T
 
 from .colors import SCALE_MODES, SEQUENTIAL, WEIGHT_SCALE_MODES
 from .controls import SCALE_STAGES, ControlPanel, readout
-from .diagram import DiagramHooks
 from .engine import AttentionParams, AttentionTrace
 from .longview import LongPrompts
 from .model_source import PARTS, PretrainedConstructor
 from .modelview import ModelViewHooks
-from .overview import Overview
 from .player import GenerationHooks
 from .sources import (
     DEFAULT_TEXT,
@@ -41,6 +39,7 @@ from .sources import (
 from .stages import SECTIONS
 from .variant_source import VARIANT_DEFAULTS
 from .variant_traits import VARIANT_TRAITS, VariantTraits
+from .views import Views
 from .weights_only import WeightsConstructors
 from .widget_files import WidgetFiles
 
@@ -54,7 +53,7 @@ _SAVED = (*_COMPUTED, "colormap", "view", "scales", "projector")
 _SCALE_KEYS = tuple(key for _, key in SCALE_STAGES)
 
 
-class AttentionWidget(LongPrompts, DiagramHooks, ModelViewHooks, GenerationHooks,
+class AttentionWidget(LongPrompts, Views, ModelViewHooks, GenerationHooks,
                       WeightsConstructors, PretrainedConstructor, WidgetFiles, VariantTraits,
                       W.VBox):
     """Multi-head self-attention, every stage drawn live and linked to controls.
@@ -144,7 +143,6 @@ class AttentionWidget(LongPrompts, DiagramHooks, ModelViewHooks, GenerationHooks
                                    fixed_line=src.fixed_line(), own_controls=src.own_controls,
                                    n_layers=src.n_layers)
         self._summary = readout("aw-summary")  # the one line above every view
-        self._overview = Overview()
         self._stale: set[str] = set()  # views not drawn from the current trace yet
         self._init_long()
         self.controls = self._panel.controls
@@ -317,8 +315,9 @@ class AttentionWidget(LongPrompts, DiagramHooks, ModelViewHooks, GenerationHooks
         """A change of the view alone: no new trace."""
         with self._lock:
             name = change["name"]
-            if name == "colormap":  # (the other views' figures recolour themselves)
-                for view in filter(None, (self._built_diagram, self._overview, self._built_long)):
+            if name == "colormap":  # (a view built later takes the colormap then)
+                for view in filter(None, (self._built_diagram, self._built_overview,
+                                          self._built_long)):
                     view.set_colormap(self.colormap)
                 self._stale.add("overview")
             if name in ("scales", "projector"):

@@ -616,6 +616,26 @@ def test_stage_headers_state_shapes():
     assert "[attention weights: 4 × 12 × 12]" in heads[3] and "keys K: 2 × 12 × 8" in heads[1]
 
 
+def test_a_view_is_built_when_first_shown():
+    """A new widget sends the models of the view it shows, not those of every view.
+
+    With every view built, a widget of a sentence sent 961 messages (682 widget models); a
+    notebook showing several at once lost some of them on the way to the browser.
+    """
+    with record_comm_messages() as rec:
+        w = AttentionWidget(TEXT, d_model=32, n_heads=4)
+    assert len(rec.messages) <= 550, len(rec.messages)
+    assert by_class(w, "aw-overview") and not by_class(w, "aw-stage")
+    assert w._built_diagram is None and w._built_long is None
+    w.colormap = "cividis"
+    with record_comm_messages() as rec:
+        w.view = "detailed"  # built now, in the colours chosen before
+    assert len(rec.messages) > 200 and len(by_class(w, "aw-stage")) == 6
+    assert list(w.figs["weights"].color_scale.colors) == colors.hex_colors("cividis")
+    assert_image_shows(w.figs["weights"])
+    np.testing.assert_allclose(w.displayed("weights")[0], w.trace.weights[0], atol=1e-6)
+
+
 def test_slow_recompute_shows_busy_before_computing():
     with record_comm_messages() as rec:
         w = Detailed(TEXT, d_model=32, n_heads=4)
