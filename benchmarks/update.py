@@ -13,7 +13,10 @@ For seq_len 64, d_model 256, 8 heads it measures, in one run:
 - bytes sent versus the float32 payload of what changed;
 - the same temperature change at seq_len 512 (goal: < 1 s);
 - each for the overview (the default view) and the detailed view, in the same run, so that
-  the two compare on the same machine under the same load (``--view`` picks one).
+  the two compare on the same machine under the same load (``--view`` picks one);
+- what a new widget sends (widget models opened and updates): the kernel's output channel
+  carries them all within a fraction of a second, and a notebook that shows several widgets
+  at once must not send more than reaches the browser.
 """
 
 from __future__ import annotations
@@ -110,6 +113,16 @@ def ours(seq: int, name: str, values, view: str = "overview") -> tuple[float, in
         return t, rec.total_bytes, payload
 
 
+def created(view: str) -> tuple[float, int, int]:
+    """Seconds to make a widget of a sentence, widget models opened, updates sent."""
+    with record_comm_messages() as rec:
+        t0 = time.perf_counter()
+        AttentionWidget("The cat sat on the mat because the cat was tired.", view=view)
+        t = time.perf_counter() - t0
+    opened = sum(kind == "comm_open" for kind, _, _ in rec.messages)
+    return t, opened, len(rec.messages) - opened
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--view", choices=["overview", "detailed", "both"], default="both",
@@ -131,6 +144,9 @@ def main(argv: list[str] | None = None) -> None:
         t, sent, payload = ours(512, "temperature", [0.5, 2.0, 0.7], view)
         print(f"{view:<9} temperature at seq_len=512: {t * 1e3:8.1f} ms   "
               f"sent {sent / 1e6:.2f} MB = {sent / payload:.2f}x payload")
+        t, opened, updates = created(view)
+        print(f"{view:<9} a new widget (12 tokens): {t * 1e3:8.1f} ms   messages "
+              f"{opened + updates} ({opened} widget models opened, {updates} updates)")
     print("goals: speed-up >= 50x; sent <= 1.2x payload; seq_len 512 < 1000 ms; "
           "the overview no slower than the detailed view")
 
