@@ -145,10 +145,11 @@ def fit(text: str, size: float, room: float, bold: bool = False) -> str:
 def fit_title(title: str, room: float, size: float = 12) -> str:
     """A panel title that fits ``room`` px.
 
-    Whole, else its part before " · " (``"head 2"``), else its number, else cut.
+    Whole, else its part before " · " or ":" (``"head 2"``), else its last word (the head's
+    number), else cut.
     """
     first = title.split(" · ")[0]
-    for candidate in (title, first, first.split(" ")[-1]):
+    for candidate in (title, first, first.split(":")[0], first.split(" ")[-1]):
         if text_width(candidate, size) * 1.08 <= room:
             return candidate
     return fit(first.split(" ")[-1], size, room, bold=True)

@@ -636,6 +636,14 @@ def test_a_view_is_built_when_first_shown():
     np.testing.assert_allclose(w.displayed("weights")[0], w.trace.weights[0], atol=1e-6)
 
 
+def test_a_title_too_long_for_its_panel_keeps_the_head():
+    # "head 0: weights (3 × 3)" over a 3-key panel: its head, not its last word "3)"
+    w = Detailed("a short one", d_model=16, n_heads=2)
+    assert list(w.figs["focus"].titles.text) == ["head 0"]
+    w.text = TEXT
+    assert list(w.figs["focus"].titles.text) == ["head 0: weights (12 × 12)"]
+
+
 def test_slow_recompute_shows_busy_before_computing():
     with record_comm_messages() as rec:
         w = Detailed(TEXT, d_model=32, n_heads=4)
