@@ -336,14 +336,14 @@ class PanelFigure:
             height = float(y_starts[-1] - GAP)
             return y_starts, height, self._cell_size(width, height)
 
-        # Every row of panels has TITLE_ROOM_PX above it for its titles: a number of cells
-        # that depends on the cells' pixel size, which depends on the grid's height.  A fixed
-        # point, reached in a step or two.  Where the titles alone would not fit (e.g. 16 rows
-        # of heads in one figure) there is none: the panels keep the room, the gap is 2 cells.
-        title_gap = 2
+        # Every row of panels has TITLE_ROOM_PX above it for its titles: cells (one if a cell
+        # is that tall) whose number depends on the cells' size, which depends on the grid's
+        # height: a fixed point, reached in a step or two.  Where the titles alone would not
+        # fit (e.g. 16 rows of heads in one figure) the panels keep the room: a 2-cell gap.
+        title_gap = 1
         room = TITLE_ROOM_PX + (ROLE_PX if any(" · " in p.title for p in panels) else 0)
         for _ in range(6):
-            need = max(2, math.ceil(room / rows_at(title_gap)[2][1]))
+            need = math.ceil(room / rows_at(title_gap)[2][1])
             if need <= title_gap:
                 break
             title_gap = need

@@ -955,9 +955,9 @@ def _all_changed(new: dict[str, list], old: dict[str, list]) -> None:
 def check_focus_hover(page: Any, widget: Any) -> None:
     """Hovering a cell of the focus panel names that cell's query and key tokens.
 
-    The focus figure's image is the panel (one pixel a cell) below two transparent title
-    rows; the pointer goes to the centre of cell (row, column) and the readout must name
-    exactly that query and key.
+    The focus figure's image is the panel (one pixel a cell, square cells) below its
+    transparent title rows (as many as its title needs); the pointer goes to the centre of
+    cell (row, column) and the readout must name exactly that query and key.
     """
     from attention_widget import tokenize
 
@@ -968,10 +968,13 @@ def check_focus_hover(page: Any, widget: Any) -> None:
     page.wait_for_timeout(300)
     box = image.bounding_box()
     assert box is not None
-    cell_w, cell_h = box["width"] / n, box["height"] / (n + 2)  # 2 title rows above the panel
+    title_rows = round(box["height"] * n / box["width"]) - n  # above the panel
+    assert title_rows in (1, 2), box
+    cell_w, cell_h = box["width"] / n, box["height"] / (n + title_rows)
     readout = widget.locator(".aw-hover").first
     for row, col in [(0, 0), (3, 1), (7, 2), (n - 1, n - 1), (2, 9)]:
-        page.mouse.move(box["x"] + (col + 0.5) * cell_w, box["y"] + (row + 2.5) * cell_h)
+        page.mouse.move(box["x"] + (col + 0.5) * cell_w,
+                        box["y"] + (row + title_rows + 0.5) * cell_h)
         expected = f"query {tokens[row]} ({row}) → key {tokens[col]} ({col})"
         deadline = time.monotonic() + 10
         while expected not in readout.inner_text():
