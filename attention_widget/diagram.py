@@ -458,4 +458,3 @@ class Diagram:
         # into the page once laid out (see longview.LongView._draw_lens)
         self._focus_box.children = (*self._focus_parts, fig.figure)
         return sent
-
