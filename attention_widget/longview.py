@@ -537,21 +537,13 @@ class LongPrompts:
 
     :class:`~attention_widget.widget.AttentionWidget` calls :meth:`_init_long` in its
     constructor, holds :attr:`_lock` in its handlers and hands a long computation to
-    :meth:`_start_long`; its ``_show(traced, start)`` and ``_fail(error)`` draw the result.
+    :meth:`_start_long`; its ``_show(traced, start)`` and ``_fail(error)`` draw the result,
+    in the :class:`LongView` its ``_long`` builds when first read (:mod:`attention_widget.views`).
     """
 
     def _init_long(self) -> None:
         self._lock = threading.RLock()
         self._jobs = Jobs(self._lock)
-        self._built_long: LongView | None = None  # see _long
-
-    @property
-    def _long(self) -> LongView:
-        """The view of long traces, built when first needed (as the detailed view is)."""
-        if self._built_long is None:
-            self._built_long = LongView(self._on_control, self._lock, self._summary)
-            self._built_long.set_colormap(self.colormap)
-        return self._built_long
 
     def _start_long(self) -> None:
         """Compute the trace of the current settings in a worker thread (the newest is shown)."""

@@ -4,16 +4,18 @@ Most widgets show one view.  Built together with every widget, the views it neve
 doubled the messages a new widget sends (961 instead of 495 for a sentence): a notebook that
 showed several widgets at once sent the kernel's output channel thousands of messages within
 seconds, and some never reached the browser (a widget missing a part, a cell that never
-ended).  The long view is built likewise (:class:`~attention_widget.longview.LongPrompts`).
+ended).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as W
 
 from .diagram import Diagram
+from .longview import LongView
 from .overview import Overview
 from .plots import PanelFigure
 
@@ -21,12 +23,19 @@ __all__ = ["Views"]
 
 
 class Views:
-    """The overview and the detailed view (a part of :class:`~attention_widget.AttentionWidget`)."""
+    """The overview, the detailed view and the long view (part of the widget).
+
+    Each is built by the property of its name the first time it is read, in the widget's
+    colours; ``_built_*`` is None until then.
+    """
 
     _built_diagram: Diagram | None = None
     _built_overview: Overview | None = None
+    _built_long: LongView | None = None
     _panel: Any
     _summary: W.HTML
+    _lock: Any
+    _on_control: Callable[[str, Any], None]
     colormap: str
 
     @property
@@ -47,3 +56,10 @@ class Views:
             self._built_overview = Overview()
             self._built_overview.set_colormap(self.colormap)
         return self._built_overview
+
+    @property
+    def _long(self) -> LongView:
+        if self._built_long is None:
+            self._built_long = LongView(self._on_control, self._lock, self._summary)
+            self._built_long.set_colormap(self.colormap)
+        return self._built_long
