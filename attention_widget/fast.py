@@ -15,19 +15,21 @@ The pool and the hold on BLAS (one thread per call while the pool works) are
 run one after another on the calling thread.
 
 :func:`attention_widget.engine.multi_head_attention` takes this path for layers of at least
-:data:`MIN_SCORES` scores.
+:data:`MIN_SCORES` scores; so do cross-attention and latent attention
+(:mod:`attention_widget.kinds`), through :func:`products` and :func:`attend`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
 from . import _checks, engine, variants
 from .blockrun import held, run_parts, workers
 
-__all__ = ["MIN_SCORES", "attend", "multi_head_attention"]
+__all__ = ["MIN_SCORES", "attend", "linear", "multi_head_attention", "products"]
 
 #: Layers with at least this many scores (``n_heads * seq_len**2``) take this path.
 MIN_SCORES = 1 << 20
@@ -37,7 +39,7 @@ MIN_SCORES = 1 << 20
 _BLOCK_BYTES = 1 << 22
 
 
-def _linear(a: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+def linear(a: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
     """``a @ w + b`` in the dtype of ``a`` (no bias when ``b`` is None), by blocks of rows."""
     out = np.empty((a.shape[0], w.shape[1]), dtype=a.dtype)
     step = -(-a.shape[0] // workers())  # as many rows for each thread
@@ -49,6 +51,28 @@ def _linear(a: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
 
     run_parts(work, [slice(r, r + step) for r in range(0, a.shape[0], step)])
     return out
+
+
+def _product(a: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    """``a @ w + b`` in the dtype of ``a``, one product (BLAS shares it between the cores)."""
+    out = np.matmul(a, w, dtype=a.dtype)
+    return out if b is None else out + b
+
+
+@contextlib.contextmanager
+def products(large: bool) -> Iterator[Callable[..., np.ndarray]]:
+    """``linear(a, w, b=None)``: the products ``a @ w + b`` of one layer, for its steps.
+
+    For a ``large`` layer, each product is cut by rows between the pool's threads (:func:`linear`)
+    and BLAS stays at one thread until the layer ends: the layer's attention step, on the pool
+    too, would otherwise share the cores with BLAS's threads, which keep spinning for a while
+    after each product.  Otherwise one plain product each.
+    """
+    if not large:
+        yield _product
+        return
+    with held():
+        yield linear
 
 
 def _blocks(n_heads: int, group: int, n_q: int, row_bytes: int) -> list[tuple[slice, slice]]:
@@ -167,9 +191,9 @@ def multi_head_attention(
                          engine.MEMORY_LIMIT_BYTES, f"seq_len={seq_len} with n_heads={n_heads}")
     with held():  # (the whole layer: BLAS's idle threads would spin on the pool's cores)
         # 1. project: Q = X W_Q + b_Q (K and V alike), then split into heads
-        q = engine.split_heads(_linear(x, params.w_q, params.b_q), n_heads)
-        k = engine.split_heads(_linear(x, params.w_k, params.b_k), n_kv_heads)
-        v = engine.split_heads(_linear(x, params.w_v, params.b_v), n_kv_heads)
+        q = engine.split_heads(linear(x, params.w_q, params.b_q), n_heads)
+        k = engine.split_heads(linear(x, params.w_k, params.b_k), n_kv_heads)
+        v = engine.split_heads(linear(x, params.w_v, params.b_v), n_kv_heads)
         if rope is not None:  # RoPE
             q, k = variants.rope(q, rope), variants.rope(k, rope)
         # 2. attend
@@ -177,7 +201,7 @@ def multi_head_attention(
         att = _attend(q, k, v, mask, temperature, None, bias, softcap, sinks, top_k)
         # 3. combine
         concat = engine.merge_heads(att.head_outputs)
-        output = _linear(concat, params.w_o, params.b_o)
+        output = linear(concat, params.w_o, params.b_o)
     if not np.isfinite(output).all():  # as in the engine
         raise _checks.overflow_error(x.dtype)
     mask = np.ones((x.shape[0], x.shape[0]), dtype=bool) if mask is None else mask

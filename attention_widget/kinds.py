@@ -6,9 +6,10 @@
   rebuilt from a narrow latent ``c_kv``, so that a decoder's cache keeps only the latent and
   one shared rotary key per token (see :func:`attention_widget.variants.kv_cache_per_token`).
 
-Both compute their attention step with :func:`attention_widget.engine.attend` (large inputs:
-:func:`attention_widget.fast.attend`) and return an
-:class:`~attention_widget.engine.AttentionTrace`.
+Both compute their attention step with :func:`attention_widget.engine.attend` and return an
+:class:`~attention_widget.engine.AttentionTrace`.  A large layer runs the same steps on every core:
+its products through :func:`attention_widget.fast.products`, its attention step through
+:func:`attention_widget.fast.attend`.
 """
 
 from __future__ import annotations
@@ -34,22 +35,20 @@ from .seeded import seeded_matrix
 __all__ = ["LatentParams", "cross_attention", "init_latent_params", "latent_attention"]
 
 
-def _heads(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, n: int) -> np.ndarray:
-    """``x @ w (+ b)`` split into ``n`` heads: ``[seq, d_in] -> [n, seq, width / n]``."""
-    y = np.matmul(x, w, dtype=x.dtype)
-    return split_heads(y if b is None else y + b, n)
-
-
-def _attend_and_combine(q, k, v, mask, temperature, w_o, b_o, **variants_asked):
-    """Step 2 and 3 of a layer: the attention step, then ``concat @ w_o (+ b_o)``."""
-    n_heads, n_q, n_k = q.shape[0], q.shape[1], k.shape[1]
-    big = n_heads * n_q * n_k >= fast.MIN_SCORES
-    _checks.check_memory((2 * n_heads + 2) * n_q * n_k * q.itemsize, MEMORY_LIMIT_BYTES,
+def _large(n_heads: int, n_q: int, n_k: int, dtype: np.dtype) -> bool:
+    """Whether a layer takes the fast path (:mod:`attention_widget.fast`); its memory checked."""
+    _checks.check_memory((2 * n_heads + 2) * n_q * n_k * dtype.itemsize, MEMORY_LIMIT_BYTES,
                          f"{n_q} queries and {n_k} keys with n_heads={n_heads}")
-    att = (fast.attend if big else attend)(q, k, v, mask=mask, temperature=temperature,
-                                           **variants_asked)
+    return n_heads * n_q * n_k >= fast.MIN_SCORES
+
+
+def _attend_and_combine(q, k, v, mask, temperature, w_o, b_o, linear, **variants_asked):
+    """Step 2 and 3 of a layer: the attention step, then ``concat @ w_o (+ b_o)``."""
+    large = q.shape[0] * q.shape[1] * k.shape[1] >= fast.MIN_SCORES  # as ``linear`` was chosen
+    att = (fast.attend if large else attend)(q, k, v, mask=mask, temperature=temperature,
+                                             **variants_asked)
     concat = merge_heads(att.head_outputs)  # [n_q, n_heads * d_v]
-    output = np.matmul(concat, w_o, dtype=q.dtype) + (0.0 if b_o is None else b_o)  # [n_q, d]
+    output = linear(concat, w_o, b_o)  # [n_q, n_heads * d_v] -> [n_q, d_model]
     if not np.isfinite(output).all():
         raise _checks.overflow_error(q.dtype, "the inputs")
     return att, concat, output
@@ -109,13 +108,16 @@ def cross_attention(
                          f"mask=None or a boolean ({n_q}, {n_kv}) array (True = may attend)")
     mask = None if mask is None or isinstance(mask, str) else _checks.check_mask(mask, n_q, n_kv)
 
-    # 1. project: queries from x_q, keys and values from x_kv
-    q = _heads(x_q, params.w_q, params.b_q, n_heads)  # [n_heads, n_q, d_head]
-    k = _heads(x_kv, params.w_k, params.b_k, n_kv_heads)  # [n_kv_heads, n_kv, d_head]
-    v = _heads(x_kv, params.w_v, params.b_v, n_kv_heads)  # [n_kv_heads, n_kv, d_head]
-    # 2. attend and 3. combine, as in self-attention
-    att, concat, output = _attend_and_combine(q, k, v, mask, temperature, params.w_o, params.b_o,
-                                              softcap=softcap, sinks=sinks, top_k=top_k)
+    with fast.products(_large(n_heads, n_q, n_kv, x_q.dtype)) as linear:  # x @ w + b
+        # 1. project: queries from x_q, keys and values from x_kv
+        q = split_heads(linear(x_q, params.w_q, params.b_q), n_heads)  # [n_heads, n_q, d_head]
+        k = linear(x_kv, params.w_k, params.b_k)  # [n_kv, d_model] -> [n_kv, n_kv_heads * d_head]
+        v = linear(x_kv, params.w_v, params.b_v)  # [n_kv, d_model] -> [n_kv, n_kv_heads * d_head]
+        k, v = split_heads(k, n_kv_heads), split_heads(v, n_kv_heads)  # [n_kv_heads, n_kv, d_head]
+        # 2. attend and 3. combine, as in self-attention
+        att, concat, output = _attend_and_combine(q, k, v, mask, temperature, params.w_o,
+                                                  params.b_o, linear, softcap=softcap,
+                                                  sinks=sinks, top_k=top_k)
     mask = np.ones((n_q, n_kv), dtype=bool) if mask is None else mask
     return AttentionTrace(x_q, q, k, v, att.scores, att.weights, att.head_outputs, concat, output,
                           mask, att.entropy, temperature, x_kv=x_kv, softcap=softcap,
@@ -323,23 +325,27 @@ def latent_attention(
     seq_len, d_head, rope_dim = x.shape[0], width // n_heads, params.rope_dim
     mask = None if mask is None else resolve_mask(mask, seq_len, None)  # [seq, seq], or None
 
-    # 1. compress into the latent, and rebuild keys and values from it
-    c_kv = x @ params.w_dkv  # [seq, d_model] -> [seq, kv_rank]: what a cache keeps
-    k = split_heads(c_kv @ params.w_uk, n_heads)  # [seq, kv_rank] -> [n_heads, seq, d_head]
-    v = split_heads(c_kv @ params.w_uv, n_heads)  # [seq, kv_rank] -> [n_heads, seq, d_head]
-    q_in = x if params.w_q is not None else x @ params.w_dq  # [seq, d_model or q_rank]
-    q = split_heads(q_in @ (params.w_q if params.w_q is not None else params.w_uq), n_heads)
-    if rope_dim:  # the rotary parts, a key part shared by all heads: [h, seq, d_head + rope_dim]
-        q_rope = split_heads(x @ params.w_qr, n_heads)  # [n_heads, seq, rope_dim]
-        k_rope = (x @ params.w_kr)[None]  # [1, seq, rope_dim]: one key for every head
-        if rope is not None:
-            q_rope, k_rope = variants.rope(q_rope, rope), variants.rope(k_rope, rope)
-        q = np.concatenate([q, q_rope], axis=-1)
-        k = np.concatenate([k, np.broadcast_to(k_rope, (n_heads, seq_len, rope_dim))], axis=-1)
+    with fast.products(_large(n_heads, seq_len, seq_len, x.dtype)) as linear:  # x @ w
+        # 1. compress into the latent, and rebuild keys and values from it
+        c_kv = linear(x, params.w_dkv)  # [seq, d_model] -> [seq, kv_rank]: what a cache keeps
+        k = split_heads(linear(c_kv, params.w_uk), n_heads)  # -> [n_heads, seq, d_head]
+        v = split_heads(linear(c_kv, params.w_uv), n_heads)  # -> [n_heads, seq, d_head]
+        if params.w_q is not None:
+            q = split_heads(linear(x, params.w_q), n_heads)  # [n_heads, seq, d_head]
+        else:  # through a query latent: [seq, d_model] -> [seq, q_rank] -> [n_heads, seq, d_head]
+            q = split_heads(linear(linear(x, params.w_dq), params.w_uq), n_heads)
+        if rope_dim:  # rotary parts, a key part shared by all heads: [h, seq, d_head + rope_dim]
+            q_rope = split_heads(linear(x, params.w_qr), n_heads)  # [n_heads, seq, rope_dim]
+            k_rope = linear(x, params.w_kr)[None]  # [1, seq, rope_dim]: one key for every head
+            if rope is not None:
+                q_rope, k_rope = variants.rope(q_rope, rope), variants.rope(k_rope, rope)
+            q = np.concatenate([q, q_rope], axis=-1)
+            k = np.concatenate([k, np.broadcast_to(k_rope, (n_heads, seq_len, rope_dim))],
+                               axis=-1)
 
-    # 2. attend: (q_nope . k_nope + q_rope . k_rope) / sqrt(d_head + rope_dim), and 3. combine
-    att, concat, output = _attend_and_combine(q, k, v, mask, temperature, params.w_o, None,
-                                              scale=1.0 / math.sqrt(d_head + rope_dim))
+        # 2. attend: (q_nope . k_nope + q_rope . k_rope) / sqrt(d_head + rope_dim); 3. combine
+        att, concat, output = _attend_and_combine(q, k, v, mask, temperature, params.w_o, None,
+                                                  linear, scale=1.0 / math.sqrt(d_head + rope_dim))
     mask = np.ones((seq_len, seq_len), dtype=bool) if mask is None else mask
     return AttentionTrace(x, q, k, v, att.scores, att.weights, att.head_outputs, concat, output,
                           mask, att.entropy, temperature, latent=c_kv,

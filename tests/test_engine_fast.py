@@ -15,7 +15,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from attention_widget import fast, init_params, multi_head_attention, sliding_window_mask
+from attention_widget import (
+    cross_attention,
+    fast,
+    init_latent_params,
+    init_params,
+    latent_attention,
+    multi_head_attention,
+    sliding_window_mask,
+)
 from attention_widget.engine import attend
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -113,13 +121,26 @@ def test_large_inputs_in_many_blocks(mask, n_q, n_k, n_heads, n_kv):
                     attend(q, k, v, mask=m, temperature=temperature))
 
 
-def layer(min_scores: float, *args, **kwargs):
-    """``multi_head_attention`` with the fast path taken from ``min_scores`` scores on."""
+def layer(min_scores: float, *args, kind=multi_head_attention, **kwargs):
+    """A layer (``multi_head_attention`` or ``kind``) with the fast path taken from
+    ``min_scores`` scores on."""
     saved, fast.MIN_SCORES = fast.MIN_SCORES, min_scores
     try:
-        return multi_head_attention(*args, **kwargs)
+        return kind(*args, **kwargs)
     finally:
         fast.MIN_SCORES = saved
+
+
+TRACE_FIELDS = ("x", "q", "k", "v", "scores", "weights", "head_outputs", "concat", "output", "mask",
+                "entropy", "sink_weights", "kept", "x_kv", "latent")
+
+
+def assert_same_traces(got, want) -> None:
+    for name in TRACE_FIELDS:
+        g, w = getattr(got, name), getattr(want, name)
+        assert (g is None) == (w is None), name
+        if w is not None:
+            np.testing.assert_allclose(g, w, rtol=0, atol=1e-12, err_msg=name)
 
 
 @SETTINGS
@@ -136,10 +157,7 @@ def test_layers_through_either_path_are_equal(layout, d_head, seq_len, bias, mas
               "mask": mask, "window": 3}
     got = layer(0, x, params, **kwargs)  # every layer takes the fast path
     want = layer(float("inf"), x, params, **kwargs)  # none does
-    for name in ("x", "q", "k", "v", "scores", "weights", "head_outputs", "concat", "output",
-                 "mask", "entropy"):
-        np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=0, atol=1e-12,
-                                   err_msg=name)
+    assert_same_traces(got, want)
 
 
 def test_without_threadpoolctl_the_fast_path_still_works():
@@ -230,12 +248,7 @@ def test_layers_with_variants_through_either_path_are_equal(layout, half, seq_le
               "mask": mask, "window": 3, **options}
     got = layer(0, x, params, **kwargs)  # every layer takes the fast path
     want = layer(float("inf"), x, params, **kwargs)  # none does
-    for name in ("q", "k", "v", "scores", "weights", "head_outputs", "concat", "output", "mask",
-                 "entropy", "sink_weights", "kept"):
-        g, w = getattr(got, name), getattr(want, name)
-        assert (g is None) == (w is None), name
-        if w is not None:
-            np.testing.assert_allclose(g, w, rtol=0, atol=1e-12, err_msg=name)
+    assert_same_traces(got, want)
     for name in ("rope", "alibi", "softcap", "top_k"):
         assert getattr(got, name) == getattr(want, name), name
 
@@ -254,3 +267,55 @@ def test_variants_in_many_blocks(n_heads):
     for name in ("scores", "weights", "output", "sink_weights", "kept"):
         np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=0, atol=1e-12,
                                    err_msg=name)
+
+
+@SETTINGS
+@given(st.sampled_from(LAYOUTS), st.integers(1, 4), st.integers(1, 20), st.integers(1, 20),
+       st.booleans(), TEMPERATURES, st.integers(0, 2**16), st.data())
+def test_cross_attention_through_either_path_is_equal(layout, d_head, n_q, n_kv, bias,
+                                                      temperature, seed, data):
+    """Cross-attention's products and attention step on the pool give the plain steps' trace."""
+    n_heads, n_kv_heads = layout
+    params = init_params(n_heads * d_head, n_heads, n_kv_heads, seed=seed, bias=bias)
+    rng = np.random.default_rng(seed)
+    x_q = rng.standard_normal((n_q, params.d_model))
+    x_kv = rng.standard_normal((n_kv, params.d_model))
+    options = data.draw(variants(n_heads, alibi=False))
+    if data.draw(st.booleans()):  # e.g. the padding of the source
+        options["mask"] = masks(data.draw, n_q, n_kv)
+    kwargs = {"n_heads": n_heads, "n_kv_heads": n_kv_heads, "temperature": temperature, **options}
+    assert_same_traces(layer(0, x_q, x_kv, params, kind=cross_attention, **kwargs),
+                       layer(float("inf"), x_q, x_kv, params, kind=cross_attention, **kwargs))
+
+
+@SETTINGS
+@given(st.integers(1, 4), st.integers(1, 4), st.integers(1, 6), st.sampled_from([None, 3]),
+       st.sampled_from([0, 2, 4]), st.integers(1, 20), st.sampled_from([None, "causal"]),
+       TEMPERATURES, st.integers(0, 2**16))
+def test_latent_attention_through_either_path_is_equal(n_heads, d_head, kv_rank, q_rank, rope_dim,
+                                                       seq_len, mask, temperature, seed):
+    """Latent attention's products and attention step on the pool give the plain steps' trace."""
+    d_model = 8
+    params = init_latent_params(d_model, n_heads, kv_rank, d_head=d_head, q_rank=q_rank,
+                                rope_dim=rope_dim, seed=seed)
+    x = np.random.default_rng(seed).standard_normal((seq_len, d_model))
+    kwargs = {"n_heads": n_heads, "temperature": temperature, "mask": mask}
+    got = layer(0, x, params, kind=latent_attention, **kwargs)
+    assert_same_traces(got, layer(float("inf"), x, params, kind=latent_attention, **kwargs))
+    assert got.latent.shape == (seq_len, kv_rank)
+
+
+def test_large_cross_and_latent_layers_take_the_fast_path(monkeypatch):
+    """At their default size limit, large layers of both kinds run their products on the pool."""
+    calls = []
+    monkeypatch.setattr(fast, "linear", lambda *a: calls.append(a[1].shape) or fast._product(*a))
+    params = init_params(16, 4, seed=0)
+    x = np.random.default_rng(0).standard_normal((600, 16))
+    assert 4 * 600**2 >= fast.MIN_SCORES
+    cross_attention(x, x[:2], params, n_heads=4)  # 4 x 600 x 2 scores: small
+    assert calls == []
+    cross_attention(x, x, params, n_heads=4)
+    assert calls == [(16, 16)] * 4  # q, k, v and the output
+    calls.clear()
+    latent_attention(x, init_latent_params(16, 4, 8, rope_dim=2, seed=0), n_heads=4)
+    assert len(calls) == 7  # c_kv, k, v, q, q_rope, k_rope, and the output
