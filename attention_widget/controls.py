@@ -18,6 +18,7 @@ from typing import Any
 
 import ipywidgets as W
 import numpy as np
+from ipywidgets.widgets.widget_description import DescriptionWidget
 
 from .colors import SEQUENTIAL
 from .sources import MAX_TOKENS, Progress
@@ -66,19 +67,16 @@ MAX_QUERY_CHOICES = 512
 ERROR_COLOR = "#c62828"
 
 
-def readout(css_class: str) -> W.HTML:
+def readout(css_class: str, **kwargs: Any) -> W.HTML:
     """An empty HTML readout carrying ``css_class`` (for tests and custom styling)."""
-    out = W.HTML()
-    out.add_class(css_class)
-    return out
+    return W.HTML(_dom_classes=(css_class,), **kwargs)
 
 
 def progress_bar(description: str) -> tuple[W.HBox, Progress]:
     """A progress bar with a message, and the ``report(fraction, message)`` that drives it."""
     bar = W.FloatProgress(min=0.0, max=1.0, description=description, bar_style="info")
     label = W.Label()
-    box = W.HBox([bar, label])
-    box.add_class("aw-progress")
+    box = W.HBox([bar, label], _dom_classes=("aw-progress",))
 
     def report(fraction: float, message: str) -> None:
         bar.value, label.value = float(np.clip(fraction, 0.0, 1.0)), str(message)
@@ -99,95 +97,123 @@ def show_now(box: W.Widget) -> bool:
     return True
 
 
-def _controls() -> dict[str, W.DOMWidget]:
-    """Every control, by the name of the widget trait it sets."""
+Spec = tuple[type, dict[str, Any]]  # a control's class and its arguments
+
+
+def made(specs: dict[str, Spec], prefix: str = "aw-") -> dict[str, W.DOMWidget]:
+    """The controls of ``specs`` (name -> (class, arguments)), by name.
+
+    Each is made with its CSS class ``<prefix><name>`` and room for its whole description: set when
+    it is made, neither costs a message of its own to the browser (a notebook of several
+    widgets sends them all at once).
+    """
+    out = {}
+    for name, (cls, kwargs) in specs.items():
+        if issubclass(cls, DescriptionWidget):
+            kwargs = {**kwargs, "style": {"description_width": "initial",
+                                          **kwargs.get("style", {})}}
+        out[name] = cls(_dom_classes=(f"{prefix}{name}",), **kwargs)
+    return out
+
+
+def _controls(n_layers: int) -> dict[str, W.DOMWidget]:
+    """Every control, by the name of the widget trait it sets (``layer`` offers ``n_layers``)."""
     narrow = {"width": "130px"}
     arch = {"width": "200px"}  # three and the variants button on one line beside the files
-    return {
-        "text": W.Text(description="text", continuous_update=False,
-                       layout={"flex": "1 1 240px", "min_width": "200px"}),
-        "weights": W.ToggleButtons(options=["random", "designed"], tooltips=[
+    return made({
+        "text": (W.Text, dict(description="text", continuous_update=False,
+                              layout={"flex": "1 1 240px", "min_width": "200px"})),
+        "weights": (W.ToggleButtons, dict(options=["random", "designed"], tooltips=[
             "seeded random W_Q, W_K, W_V, W_O", "heads built to do known jobs"],
-            style={"button_width": "84px"}),
-        "d_model": W.SelectionSlider(description="d_model", options=list(D_MODEL_CHOICES),
-                                     continuous_update=True, layout=arch),
-        "n_heads": W.SelectionSlider(description="n_heads", options=[1], layout=arch),
-        "n_kv_heads": W.SelectionSlider(description="n_kv_heads", options=[1], layout=arch),
-        "temperature": W.FloatLogSlider(description="temperature", base=10, min=-1.3, max=1.3,
-                                        step=0.01, readout_format=".3g",
-                                        layout={"width": "300px"}),  # a long track: fine steps
-        "mask": W.ToggleButtons(options=["none", "causal", "sliding"],
-                                style={"button_width": "64px"}),
-        "window": W.BoundedIntText(description="window", min=1, max=MAX_TOKENS, layout=narrow),
-        "seed": W.BoundedIntText(description="seed", min=0, max=2**31 - 1, layout=narrow),
-        "positional": W.Checkbox(description="positional encodings", indent=False,
-                                 layout={"width": "auto"}),
-        "view": W.ToggleButtons(options=["overview", "detailed"], tooltips=[
+            style={"button_width": "84px"})),
+        "d_model": (W.SelectionSlider, dict(description="d_model",
+                                            options=list(D_MODEL_CHOICES),
+                                            continuous_update=True, layout=arch)),
+        "n_heads": (W.SelectionSlider, dict(description="n_heads", options=[1], layout=arch)),
+        "n_kv_heads": (W.SelectionSlider, dict(description="n_kv_heads", options=[1],
+                                               layout=arch)),
+        "temperature": (W.FloatLogSlider, dict(
+            description="temperature", base=10, min=-1.3, max=1.3, step=0.01,
+            readout_format=".3g", layout={"width": "300px"})),  # a long track: fine steps
+        "mask": (W.ToggleButtons, dict(options=["none", "causal", "sliding"],
+                                       style={"button_width": "64px"})),
+        "window": (W.BoundedIntText, dict(description="window", min=1, max=MAX_TOKENS,
+                                          layout=narrow)),
+        "seed": (W.BoundedIntText, dict(description="seed", min=0, max=2**31 - 1,
+                                        layout=narrow)),
+        "positional": (W.Checkbox, dict(description="positional encodings", indent=False,
+                                        layout={"width": "auto"})),
+        "view": (W.ToggleButtons, dict(options=["overview", "detailed"], tooltips=[
             "every stage side by side", "one section per stage, with the focus panel"],
-            style={"button_width": "84px"}),
-        "colormap": W.Dropdown(description="colours", options=list(SEQUENTIAL),
-                               layout={"width": "150px"}),
-        "scale-of": W.Dropdown(description="colour scale of", options=SCALE_STAGES,
-                               layout={"width": "230px"}),
-        "scale": W.ToggleButtons(options=SIGNED_SCALES, style={"button_width": "82px"}),
-        "projector": W.Checkbox(description="projector (large text)", indent=False,
-                                layout={"width": "auto"}),
-        "head": W.Dropdown(description="focus head", options=[0], layout={"width": "150px"}),
-        "query": W.Dropdown(description="query", options=[("(none)", -1)],
-                            layout={"width": "180px"}),
-        "step": W.IntSlider(description="", min=1, max=len(SECTIONS), readout=True,
-                            layout={"width": "150px"}),
-        "layer": W.Dropdown(description="layer", options=[("layer 0", 0)],
-                            layout={"width": "340px"}),
-        "part": W.ToggleButtons(options=[("encoder", "encoder"), ("decoder", "decoder"),
-                                         ("cross", "cross")], tooltips=[
+            style={"button_width": "84px"})),
+        "colormap": (W.Dropdown, dict(description="colours", options=list(SEQUENTIAL),
+                                      layout={"width": "150px"})),
+        "scale-of": (W.Dropdown, dict(description="colour scale of", options=SCALE_STAGES,
+                                      layout={"width": "230px"})),
+        "scale": (W.ToggleButtons, dict(options=SIGNED_SCALES, style={"button_width": "82px"})),
+        "projector": (W.Checkbox, dict(description="projector (large text)", indent=False,
+                                       layout={"width": "auto"})),
+        "head": (W.Dropdown, dict(description="focus head", options=[0],
+                                  layout={"width": "150px"})),
+        "query": (W.Dropdown, dict(description="query", options=[("(none)", -1)],
+                                   layout={"width": "180px"})),
+        "step": (W.IntSlider, dict(description="", min=1, max=len(SECTIONS), readout=True,
+                                   layout={"width": "150px"})),
+        "layer": (W.Dropdown, dict(description="layer", layout={"width": "340px"},
+                                   options=[(f"layer {i}", i) for i in range(n_layers)])),
+        "part": (W.ToggleButtons, dict(options=[("encoder", "encoder"), ("decoder", "decoder"),
+                                                ("cross", "cross")], tooltips=[
             "the encoder's self-attention over the text",
             "the decoder's causal self-attention over the target",
             "cross-attention: target tokens (queries) over text tokens (keys)"],
-            style={"button_width": "72px"}),
-        "target": W.Text(description="target", continuous_update=False,
-                         layout={"flex": "1 1 240px", "min_width": "200px"}),
+            style={"button_width": "72px"})),
+        "target": (W.Text, dict(description="target", continuous_update=False,
+                                layout={"flex": "1 1 240px", "min_width": "200px"})),
         **_variant_controls(),
-        "show_special": W.Checkbox(description="special tokens", indent=False,
-                                   layout={"width": "auto"}),
-    }
+        "show_special": (W.Checkbox, dict(description="special tokens", indent=False,
+                                          layout={"width": "auto"})),
+    })
 
 
-def _variant_controls() -> dict[str, W.DOMWidget]:
+def _variant_controls() -> dict[str, Spec]:
     """The attention variants' controls (:mod:`attention_widget.variant_traits`)."""
     narrow = {"width": "110px"}
+    apart = {"width": "auto", "margin": "0 16px 0 4px"}  # (its name is not the next one's)
     return {
-        "kind": W.ToggleButtons(options=["standard", "latent", "cross"], tooltips=[
+        "kind": (W.ToggleButtons, dict(options=["standard", "latent", "cross"], tooltips=[
             "multi-head; grouped-query and multi-query through n_kv_heads",
             "DeepSeek's latent attention: K and V rebuilt from c_kv",
             "queries from the text, keys and values from a source text"],
-            style={"button_width": "88px"}),
-        "kv_rank": W.IntSlider(description="kv_rank", min=1, max=64, layout={"width": "228px"}),
-        "rope_dim": W.IntSlider(description="rope_dim", min=0, max=32, step=2,
-                                layout={"width": "228px"}),
-        "source_text": W.Text(description="source text", continuous_update=False,
-                              layout={"flex": "1 1 240px", "min_width": "200px"}),
-        "rope": W.Dropdown(description="RoPE", options=list(ROPE_CHOICES),
-                           layout={"width": "150px"}),
-        "alibi": W.Checkbox(description="ALiBi", indent=False, layout={"width": "auto"}),
-        "softcap": W.BoundedFloatText(description="soft-cap", min=0.0, max=1e6, step=1.0,
-                                      layout={"width": "130px"}),
-        "sinks": W.Checkbox(description="sinks", indent=False, layout={"width": "auto"}),
-        "top_k": W.BoundedIntText(description="top-k", min=0, max=MAX_TOKENS, layout=narrow),
+            style={"button_width": "88px"})),
+        "kv_rank": (W.IntSlider, dict(description="kv_rank", min=1, max=64,
+                                      layout={"width": "228px"})),
+        "rope_dim": (W.IntSlider, dict(description="rope_dim", min=0, max=32, step=2,
+                                       layout={"width": "228px"})),
+        "source_text": (W.Text, dict(description="source text", continuous_update=False,
+                                     layout={"flex": "1 1 240px", "min_width": "200px"})),
+        "rope": (W.Dropdown, dict(description="RoPE", options=list(ROPE_CHOICES),
+                                  layout={"width": "150px"})),
+        "alibi": (W.Checkbox, dict(description="ALiBi", indent=False, layout=apart)),
+        "softcap": (W.BoundedFloatText, dict(description="soft-cap", min=0.0, max=1e6, step=1.0,
+                                             layout={"width": "130px"})),
+        "sinks": (W.Checkbox, dict(description="sinks", indent=False, layout=apart)),
+        "top_k": (W.BoundedIntText, dict(description="top-k", min=0, max=MAX_TOKENS,
+                                         layout=narrow)),
     }
 
 
 def _export_row() -> dict[str, W.DOMWidget]:
     """The download controls: what, which format, a button and the link it makes."""
-    return {
-        "export-what": W.Dropdown(description="export", options=[
+    return made({
+        "export-what": (W.Dropdown, dict(description="export", options=[
             ("whole diagram", "all"), ("weights", "weights"), ("focus head", "focus")],
-            layout={"width": "210px"}),
-        "export-format": W.ToggleButtons(options=["svg", "png"], style={"button_width": "50px"}),
-        "export-button": W.Button(description="prepare download", icon="download",
-                                   layout={"width": "auto"}),
-        "export-link": W.HTML(),
-    }
+            layout={"width": "210px"})),
+        "export-format": (W.ToggleButtons, dict(options=["svg", "png"],
+                                                style={"button_width": "50px"})),
+        "export-button": (W.Button, dict(description="prepare download", icon="download",
+                                         layout={"width": "auto"})),
+        "export-link": (W.HTML, {}),
+    })
 
 
 def _group(label: str, rows: Sequence[Sequence[W.Widget]]) -> W.HBox:
@@ -196,10 +222,8 @@ def _group(label: str, rows: Sequence[Sequence[W.Widget]]) -> W.HBox:
                   layout={"width": f"{GROUP_LABEL_PX}px", "flex": "0 0 auto"})
     body = W.VBox([W.HBox(list(r), layout={"flex_flow": "row wrap", "align_items": "center"})
                    for r in rows], layout={"flex": "1 1 0%", "min_width": "0"})
-    box = W.HBox([name, body], layout={"align_items": "flex-start", "width": "100%"})
-    box.add_class(f"aw-group-{label.lower()}")
-    box.add_class("aw-group")
-    return box
+    return W.HBox([name, body], layout={"align_items": "flex-start", "width": "100%"},
+                  _dom_classes=(f"aw-group-{label.lower()}", "aw-group"))
 
 
 def _label(text: str) -> W.HTML:
@@ -288,37 +312,28 @@ class ControlPanel:
         self._syncing = False  # the guard: True while sync() writes the controls
         self._offered: dict[str, Any] = {}  # what the choices offer now (see sync)
         self._scales: dict[str, str] = {}
-        c = _controls()
-        c["layer"].options = [(f"layer {i}", i) for i in range(n_layers)]
-        for name, ctrl in c.items():
-            ctrl.add_class(f"aw-{name}")
-            if hasattr(ctrl, "style") and "description_width" in ctrl.style.keys:
-                ctrl.style.description_width = "initial"
-        self.play = W.Play(min=1, max=len(SECTIONS), interval=1500)
-        self.play.add_class("aw-play")
+        c = _controls(n_layers)
+        self.play = W.Play(min=1, max=len(SECTIONS), interval=1500, _dom_classes=("aw-play",))
         self._all = c
         self.controls = {name: ctrl for name, ctrl in c.items() if name not in SCALE_PICKERS}
         self.scale_controls = {name: c[name] for name in SCALE_PICKERS}
         self._names = {id(ctrl): name for name, ctrl in (*c.items(), ("step", self.play))}
         for ctrl in (*c.values(), self.play):
             ctrl.observe(self._changed, "value")
-        player = W.HTML("step through the stages", layout={"margin": "0 4px 0 12px"})
-        player.add_class("aw-play-label")
+        player = W.HTML("step through the stages", layout={"margin": "0 4px 0 12px"},
+                        _dom_classes=("aw-play-label",))
         self._mask_box = W.HBox([_label("mask"), c["mask"]])
         self._kind_box = W.HBox([_label("attention"), c["kind"]])
         self.kv_cache = readout("aw-kv-cache")
         self.variants = W.ToggleButton(description="variants ▾", tooltip="attention kinds, "
                                        "RoPE, ALiBi, soft-cap, sinks, top-k and the KV cache",
-                                       layout={"width": "96px"})
-        self.variants.add_class("aw-variants")
+                                       layout={"width": "96px"}, _dom_classes=("aw-variants",))
         self.variants.observe(lambda _: self._show_variant_rows(), "value")
         parts = {**c, "play": W.HBox([player, self.play]), "mask": self._mask_box,
                  "kind": self._kind_box, "kv-cache": self.kv_cache, "variants": self.variants}
         own = set(own_controls)
         only = set(OWN_CONTROLS) - own  # controls of other inputs
         self.export = _export_row()
-        for name, wdg in self.export.items():
-            wdg.add_class(f"aw-{name}")
         self.export["export-button"].on_click(self._download)
         self.export_row = _group("Export", [list(self.export.values())])
         self.groups = {label: _group(label, [[parts[n] for n in row if n not in only]
@@ -328,14 +343,12 @@ class ControlPanel:
             lines.append(f"<b>{html.escape(description)}</b>. {html.escape(note)}".rstrip())
         if fixed_line:
             lines.append(html.escape(fixed_line))
-        self.source_line = W.HTML("<br>".join(lines))
-        self.source_line.add_class("aw-source-line")
-        if not lines:
-            self.source_line.layout.display = "none"
+        self.source_line = W.HTML("<br>".join(lines), _dom_classes=("aw-source-line",),
+                                  layout={"display": None if lines else "none"})
         self._variants_on = False  # a variant is on: its rows stay open
         self._show_variant_rows()
-        self.box = W.VBox([self.source_line, *self.groups.values(), self.export_row])
-        self.box.add_class("aw-controls")
+        self.box = W.VBox([self.source_line, *self.groups.values(), self.export_row],
+                          _dom_classes=("aw-controls",))
         self.focus_row = W.HBox([c[n] for n in FOCUS_ROW])
 
         self._busy, self._error, self._notice = (readout(f"aw-{n}")

@@ -199,15 +199,12 @@ class Diagram:
         for i, (section, body) in enumerate(zip(SECTIONS, bodies, strict=True)):
             head = readout("aw-stage-head")
             self._heads.append((head, section))
-            box = W.VBox([head, *body])
-            box.add_class("aw-stage")
-            box.add_class(f"aw-stage-{i + 1}")
-            self._sections.append(box)
+            self._sections.append(W.VBox([head, *body],
+                                         _dom_classes=("aw-stage", f"aw-stage-{i + 1}")))
         self._focus_parts = (
             W.HTML("<b>Focus</b> &nbsp; one head large; a query row as a weighted sum of V rows"),
             focus_controls, self._hover_html, f["focus"].figure, self._focus_html)
-        self._focus_box = W.VBox(self._focus_parts)
-        self._focus_box.add_class("aw-focus")
+        self._focus_box = W.VBox(self._focus_parts, _dom_classes=("aw-focus",))
         self._missing = [readout("aw-unavailable") for _ in SECTIONS]
         self._focus_grid: Any = None
         self._drawn: Traced | None = None

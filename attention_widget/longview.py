@@ -32,7 +32,7 @@ import bqplot as bq
 import ipywidgets as W
 import numpy as np
 
-from .controls import readout
+from .controls import made, readout
 from .long import AttentionCancelled, LongTrace
 from .plots import Panel, PanelFigure, shown_together
 from .sources import Progress, Traced
@@ -245,20 +245,19 @@ class LongView:
         self._bar = W.FloatProgress(min=0.0, max=1.0, value=1.0, bar_style="info",
                                     description="long prompt")
         self._status = W.Label()
-        status = W.HBox([self._bar, self._status])
-        status.add_class("aw-long-status")
-        c = self.controls = {
-            "head": W.Dropdown(description="focus head", options=[0], layout={"width": "180px"}),
-            "query": W.BoundedIntText(value=-1, min=-1, max=0, description="lens query",
-                                      layout={"width": "200px"}),
-            "zoom-queries": W.IntRangeSlider(description="zoom queries", continuous_update=False,
-                                             layout={"width": "440px"}),
-            "zoom-keys": W.IntRangeSlider(description="zoom keys", continuous_update=False,
-                                          layout={"width": "440px"}),
-        }
-        for name, ctrl in c.items():
-            ctrl.add_class(f"aw-long-{name}")
-            ctrl.style.description_width = "initial"
+        status = W.HBox([self._bar, self._status], _dom_classes=("aw-long-status",))
+        c = self.controls = made({
+            "head": (W.Dropdown, dict(description="focus head", options=[0],
+                                      layout={"width": "180px"})),
+            "query": (W.BoundedIntText, dict(value=-1, min=-1, max=0, description="lens query",
+                                             layout={"width": "200px"})),
+            "zoom-queries": (W.IntRangeSlider, dict(description="zoom queries",
+                                                    continuous_update=False,
+                                                    layout={"width": "440px"})),
+            "zoom-keys": (W.IntRangeSlider, dict(description="zoom keys", continuous_update=False,
+                                                 layout={"width": "440px"})),
+        }, prefix="aw-long-")
+        for ctrl in c.values():
             ctrl.observe(self._changed, "value")
         self._syncing = False
         self.brush = bq.interacts.BrushSelector(
@@ -282,8 +281,7 @@ class LongView:
             t["heads-note"], f["long-heads"].figure,
             W.HBox([W.VBox([t["focus-note"], f["long-focus"].figure]),
                     W.VBox([t["zoom-note"], f["long-zoom"].figure])], layout=wrap),
-            self._lens])
-        self.box.add_class("aw-long")
+            self._lens], _dom_classes=("aw-long",))
 
     # -- what the widget calls -----------------------------------------------------------------
     def shown(self) -> tuple[W.Widget, ...]:

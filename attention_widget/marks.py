@@ -63,6 +63,15 @@ def scale_caption(limits: Sequence[Limits], label: str = "") -> str:
     return " · ".join(parts)
 
 
+def png_buffer(layout: W.Layout, value: bytes = b"") -> W.Image:
+    """An ``ipywidgets.Image`` that carries a PNG (as a ``data:`` URL) to a bqplot ``Image`` mark.
+
+    A buffer is never drawn as a widget of its own, so the buffers of a figure can share one
+    ``layout``: a widget model less to open in the browser for each.
+    """
+    return W.Image(value=value, format="url", layout=layout)
+
+
 class ImageMark:
     """A bqplot ``Image`` mark that shows palette PNGs, switched without a flash.
 
@@ -75,10 +84,14 @@ class ImageMark:
     ----------
     x_scale, y_scale : bqplot scales
         Of the figure the mark is drawn in.
+    layout : ipywidgets.Layout, optional
+        The layout of the two buffers (see :func:`png_buffer`); a new one by default.
     """
 
-    def __init__(self, x_scale: bq.Scale, y_scale: bq.Scale) -> None:
-        self._buffers = (W.Image(format="url"), W.Image(format="url"))
+    def __init__(self, x_scale: bq.Scale, y_scale: bq.Scale,
+                 layout: W.Layout | None = None) -> None:
+        layout = W.Layout() if layout is None else layout
+        self._buffers = (png_buffer(layout), png_buffer(layout))
         self.mark = bq.Image(image=self._buffers[0], x=[-0.5, 0.5], y=[0.5, -0.5],
                              pixelated=True, preserve_domain=FIXED,
                              scales={"x": x_scale, "y": y_scale})

@@ -34,6 +34,7 @@ from .aggregate import attention_rollout, head_mean
 from .attentions import Attentions
 from .colors import LEVELS, hex_colors, levels, palette
 from .controls import readout
+from .marks import png_buffer
 from .plots import PNG_URL_PREFIX, TRANSPARENT
 from .png import palette_png
 from .roles import HeadRole, head_roles
@@ -248,7 +249,8 @@ class ModelView:
         scales = {"x": self.x_scale, "y": self.y_scale}
         fixed = {"x": True, "y": True}
         self.color_scale = bq.ColorScale(min=0.0, max=1.0)
-        self._buffers = (W.Image(format="url"), W.Image(format="url"))
+        layout = W.Layout()  # of both PNG buffers (see marks.png_buffer)
+        self._buffers = (png_buffer(layout), png_buffer(layout))
         self.image = bq.Image(image=self._buffers[0], x=[-0.5, 0.5], y=[0.5, -0.5],
                               pixelated=True, preserve_domain=fixed, scales=scales)
         self.labels = bq.Label(x=[0.0], y=[0.0], text=[""], colors=["#606060"],
@@ -276,13 +278,12 @@ class ModelView:
             marks=[self.image, self.labels, self.outline, self.grid],
             axes=[self.x_axis, self.y_axis, self.c_axis], fig_margin=dict(MARGIN),
             padding_x=0.0, padding_y=0.0, animation_duration=0, display_toolbar=False,
-            layout={"width": "400px", "height": "200px"})
-        self.figure.add_class("aw-model-figure")
+            layout={"width": "400px", "height": "200px"}, _dom_classes=("aw-model-figure",))
         self.header, self.readout, self.legend = (
             readout(c) for c in ("aw-model-header", "aw-model-readout", "aw-model-legend"))
         self.readout.value = HOVER_HINT  # (a line from the start: the hover shifts nothing)
-        self.box = W.VBox([self.header, self.readout, self.figure, self.legend])
-        self.box.add_class("aw-model-view")
+        self.box = W.VBox([self.header, self.readout, self.figure, self.legend],
+                          _dom_classes=("aw-model-view",))
         self._grid: ModelGrid | None = None
         self._layout: _Layout | None = None
         self._shown: dict[str, np.ndarray] = {}

@@ -35,6 +35,7 @@ from .marks import (
     TRANSPARENT,
     ImageMark,
     image_palette,
+    png_buffer,
     scale_caption,
 )
 from .overview_plan import (
@@ -94,12 +95,13 @@ class Overview:
         self.x_scale = bq.LinearScale(min=0.0, max=1.0, allow_padding=False)
         self.y_scale = bq.LinearScale(min=0.0, max=1.0, allow_padding=False, reverse=True)
         sc = {"x": self.x_scale, "y": self.y_scale}
-        self.images = {key: ImageMark(self.x_scale, self.y_scale)
+        self._buffer_layout = W.Layout()  # of every PNG buffer (see marks.png_buffer)
+        self.images = {key: ImageMark(self.x_scale, self.y_scale, self._buffer_layout)
                        for key in IMAGES}
         self._strips = {}  # colour bar images, one per table
         # every mark keeps the scales' fixed ranges: a mark that recomputed them would have
         # the figure redraw all its marks at each image switch
-        self.bar_marks = {key: bq.Image(image=W.Image(format="url"), x=[0, 1], y=[1, 0],
+        self.bar_marks = {key: bq.Image(image=png_buffer(self._buffer_layout), x=[0, 1], y=[1, 0],
                                         scales=sc, preserve_domain=FIXED)
                           for key in (*SECTION_OF, )}
         self.arrows = bq.Lines(x=np.zeros((1, 7)), y=np.zeros((1, 7)), scales=sc,
@@ -112,14 +114,12 @@ class Overview:
             marks=[], axes=[], fig_margin={"top": 0, "bottom": 0, "left": 0, "right": 0},
             padding_x=0.0, padding_y=0.0, animation_duration=0, display_toolbar=False,
             min_aspect_ratio=0.01, max_aspect_ratio=100.0,
-            layout={"width": "840px", "height": "400px"})
-        self.figure.add_class("aw-figure")
-        self.figure.add_class("aw-overview")
-        self.notes = readout("aw-overview-notes")
+            layout={"width": "840px", "height": "400px"}, _dom_classes=("aw-figure", "aw-overview"))
         # beside the picture where the page is wide enough (Voila), else under it
-        self.notes.layout = W.Layout(flex="1 1 300px", min_width="300px", margin="0 0 0 12px")
-        self.box = W.HBox([self.figure, self.notes], layout={"flex_flow": "row wrap"})
-        self.box.add_class("aw-overview-box")
+        self.notes = readout("aw-overview-notes", layout={"flex": "1 1 300px", "min_width": "300px",
+                                                          "margin": "0 0 0 12px"})
+        self.box = W.HBox([self.figure, self.notes], layout={"flex_flow": "row wrap"},
+                          _dom_classes=("aw-overview-box",))
         self.table = "viridis"
         self._plan: Plan | None = None
         self._traced: Traced | None = None
@@ -259,8 +259,8 @@ class Overview:
         if table not in self._strips:
             png = palette_png(np.arange(LEVELS, dtype=np.uint8)[None, :], image_palette(table),
                               transparent=(TRANSPARENT,))
-            self._strips[table] = W.Image(value=PNG_URL_PREFIX + base64.b64encode(png),
-                                          format="url")
+            self._strips[table] = png_buffer(self._buffer_layout,
+                                             PNG_URL_PREFIX + base64.b64encode(png))
         return self._strips[table]
 
     def _show_texts(self, p: Plan, step: int) -> None:

@@ -116,19 +116,18 @@ class GenerationPlayer:
     def __init__(self, on_generate: Callable[[int], None]) -> None:
         self._on_generate = on_generate
         self.max_new = W.BoundedIntText(value=DEFAULT_NEW_TOKENS, min=1, max=512,
-                                        description="new tokens", layout={"width": "170px"})
-        self.button = W.Button(description="generate", icon="play-circle")
+                                        description="new tokens", layout={"width": "170px"},
+                                        _dom_classes=("aw-max-new",))
+        self.button = W.Button(description="generate", icon="play-circle",
+                               _dom_classes=("aw-generate",))
         self.button.on_click(lambda _b: self._on_generate(int(self.max_new.value)))
         self.step = W.IntSlider(value=0, min=0, max=0, description="step",
-                                layout={"width": "360px"})
+                                layout={"width": "360px"}, _dom_classes=("aw-gen-step",))
         self.play = W.Play(value=0, min=0, max=0, interval=PLAY_INTERVAL_MS,
-                           description="play the steps")
+                           description="play the steps", _dom_classes=("aw-gen-play",))
         # linked in the kernel: a step set before the widget is shown holds (a link in the
         # browser copies the Play's value onto the slider when it first draws)
         W.link((self.play, "value"), (self.step, "value"))
-        for name, w in (("max-new", self.max_new), ("generate", self.button),
-                        ("gen-step", self.step), ("gen-play", self.play)):
-            w.add_class(f"aw-{name}")
         self.figs = {
             "row": PanelFigure("aw-fig-gen-row", signed=False, cell_px=14, max_height=360,
                                min_height=150),
@@ -142,8 +141,7 @@ class GenerationPlayer:
         self._controls = W.HBox([self.max_new, self.button, self.status],
                                 layout={"flex_flow": "row wrap"})
         self._player = W.HBox([self.play, self.step], layout={"flex_flow": "row wrap"})
-        self.box = W.VBox([self.intro, self._controls])
-        self.box.add_class("aw-generation")
+        self.box = W.VBox([self.intro, self._controls], _dom_classes=("aw-generation",))
         self.generation: Any = None
         self._model: tuple[int, int, int] = (1, 1, 1)  # n_heads, d_key, d_value of the model
         self._rows: tuple[int, np.ndarray, np.ndarray] | None = None  # layer, weights, cached

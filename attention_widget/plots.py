@@ -202,9 +202,8 @@ class PanelFigure:
             fig_margin={"top": 70, "bottom": 50, "left": 90, "right": 20},
             padding_x=0.0, padding_y=0.0, animation_duration=0, display_toolbar=False,
             layout={"width": "100%", "max_width": "100%", "height": f"{min_height}px"},
+            _dom_classes=("aw-figure", css_class),
         )
-        self.figure.add_class("aw-figure")
-        self.figure.add_class(css_class)
         self._mask: np.ndarray | None = None
         self._dropped: list[np.ndarray] | None = None  # per panel: keys dropped by top-k
         self._shown: np.ndarray | None = None  # palette indices of the image on screen

@@ -135,8 +135,7 @@ class AttentionWidget(LongPrompts, Views, ModelViewHooks, GenerationHooks,
         self.params: AttentionParams | None = None
         self.tokens: list[str] = []
         variants = {k: kwargs.pop(k) for k in VARIANT_TRAITS if k in kwargs}
-        super().__init__(**kwargs)
-        self.add_class("attention-widget")
+        super().__init__(_dom_classes=("attention-widget",), **kwargs)
         src = self._source
         self._panel = ControlPanel(self._on_control, self._download_link,
                                    description=src.describe(), note=src.note,

@@ -624,7 +624,7 @@ def test_a_view_is_built_when_first_shown():
     """
     with record_comm_messages() as rec:
         w = AttentionWidget(TEXT, d_model=32, n_heads=4)
-    assert len(rec.messages) <= 550, len(rec.messages)
+    assert len(rec.messages) <= 400, len(rec.messages)  # 372 in December 2026
     assert by_class(w, "aw-overview") and not by_class(w, "aw-stage")
     assert w._built_diagram is None and w._built_long is None
     w.colormap = "cividis"
@@ -634,6 +634,25 @@ def test_a_view_is_built_when_first_shown():
     assert list(w.figs["weights"].color_scale.colors) == colors.hex_colors("cividis")
     assert_image_shows(w.figs["weights"])
     np.testing.assert_allclose(w.displayed("weights")[0], w.trace.weights[0], atol=1e-6)
+
+
+def test_a_new_widget_sends_its_settings_with_its_models():
+    """CSS classes and description widths travel in each model as it opens, and the PNG
+    buffers of the overview share one layout: none costs a message of its own."""
+    with record_comm_messages() as rec:
+        AttentionWidget(TEXT, d_model=32, n_heads=4)
+    updated = {key for kind, data, _ in rec.messages if kind != "comm_open"
+               for key in data.get("state", {})}
+    assert not updated & {"_dom_classes", "description_width", "layout"}, updated
+    opened = [data["state"] for kind, data, _ in rec.messages if kind == "comm_open"]
+    buffers = [st for st in opened if st["_model_name"] == "ImageModel"
+               and st["_model_module"] == "@jupyter-widgets/controls"]
+    assert len(buffers) > 20 and len({st["layout"] for st in buffers}) == 1
+    classes = {c for st in opened for c in st.get("_dom_classes", ())}
+    assert {"attention-widget", "aw-text", "aw-temperature", "aw-group", "aw-controls",
+            "aw-overview", "aw-export-button", "aw-play"} <= classes
+    widths = [st["description_width"] for st in opened if "description_width" in st]
+    assert widths.count("initial") >= 20
 
 
 def test_a_title_too_long_for_its_panel_keeps_the_head():
