@@ -28,15 +28,14 @@ from .controls import readout
 from .engine import AttentionTrace
 from .plots import Panel, PanelFigure, shown_together
 from .sources import MAX_TOKENS, Traced
-from .stages import SECTIONS, Section, Stage
+from .stages import SECTIONS, Section, Stage, weights_marks
 
 __all__ = ["Diagram", "formula_html"]
 
 GRID_FOCUS_MAX = 40  # focus panel with per-cell hover up to this many tokens
 HEADS_PER_ROW = 4  # scores and weights: one square panel per head, rows of at least this many
-#: What the figures add to a stage's formula.
-CAPTIONS = {"v": "the lines across Q, K and V, in their colours, mark the heads",
-            "weights": "grey = masked; rose = not kept (top-k or an indexer)"}
+#: What the figures add to a stage's formula (the weights' marks: see ``_caption``).
+CAPTIONS = {"v": "the lines across Q, K and V, in their colours, mark the heads"}
 #: Which figure draws each colour-scale choice of the widget's ``scales``.
 SCALE_FIGURES = {"x": "x", "qkv": "qkv", "scores": "scores", "weights": "weights",
                  "outputs": "outputs", "concat": "concat"}
@@ -60,12 +59,18 @@ def section_head(section: Section, trace: AttentionTrace, stages: Mapping[str, S
     The formulas are the ones the source gives (``Traced.stages``).
     """
     chosen = [stages[name] for name in section.stages if stages[name].present(trace)]
-    formulas = "; ".join(formula_html(s.formula) + (f" ({CAPTIONS[s.name]})"
-                                                    if s.name in CAPTIONS else "")
+    formulas = "; ".join(formula_html(s.formula) + (f" ({caption})"
+                                                    if (caption := _caption(s, trace)) else "")
                          for s in chosen)
     shapes = " · ".join(f"{s.title}: {s.dims(trace)}" for s in chosen)
     return (f"<b>{html.escape(section.title)}</b> &nbsp; <span class='aw-formula'>{formulas}"
             f"</span> &nbsp; <span class='aw-shape'>[{html.escape(shapes)}]</span>")
+
+
+def _caption(stage: Stage, trace: AttentionTrace) -> str:
+    """What the figure of ``stage`` adds to its formula (the weights: the marks it shows)."""
+    return weights_marks(trace, short=True) if stage.name == "weights" else CAPTIONS.get(
+        stage.name, "")
 
 
 def heads_per_row(n_heads: int) -> int:
@@ -135,12 +140,7 @@ def _dropped(tr: AttentionTrace) -> list[np.ndarray] | None:
 
 def _variant_notes(tr: AttentionTrace) -> list[str]:
     """What the weights' colours mean for the trace's variants."""
-    out = []
-    if tr.kept is not None:
-        chosen = (f"Top-k = {tr.top_k}" if tr.top_k else "The indexer's choice") + (
-            ": rose cells are keys dropped (allowed by the mask, but not among the keys kept "
-            "for that query); grey cells are masked keys.")
-        out.append(chosen)
+    out = [marks] if tr.kept is not None and (marks := weights_marks(tr)) else []
     if tr.sink_weights is not None:
         out.append("Sinks: each row of the weights sums to 1 minus what its query gave the "
                    "head's sink (the panel beside the weights).")

@@ -52,7 +52,7 @@ from .overview_plan import (
 )
 from .png import palette_png
 from .sources import Traced
-from .stages import SECTIONS
+from .stages import SECTIONS, weights_marks
 
 __all__ = ["FONTS", "MAX_LANES", "WIDTH", "Overview", "Plan", "TextItem", "lane_heads", "plan"]
 #: The images of the figure: a column's panels each, the source's X with X, sinks apart.
@@ -438,9 +438,8 @@ def _notes_html(traced: Traced, lanes: list[int], limits: dict[str, list[Limits]
         if (st.formula != traced.stages[name].formula or "RoPE" in st.formula
                 or "+ b" in st.formula or name == "latent"):
             lines.append(f"{st.title}: {st.formula}")
-    if tr.kept is not None:
-        lines.append("Rose cells: keys dropped by top-k (allowed by the mask, not among the "
-                     "query's best); grey cells: masked keys.")
+    if tr.kept is not None and (marks := weights_marks(tr)):
+        lines.append(marks)
     if tr.sink_weights is not None:
         lines.append("The column apart, right of each lane's weights: what each query gave "
                      "the head's sink (rows of the weights sum to 1 minus it).")

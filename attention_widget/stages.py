@@ -28,6 +28,7 @@ __all__ = [
     "stage",
     "summary",
     "variant_stages",
+    "weights_marks",
 ]
 
 
@@ -371,8 +372,26 @@ def _weights_formula(trace: Any) -> str:
     formula = _SINK if trace.sinks is not None else "weights = softmax(scores / T) over keys"
     if trace.top_k:
         formula += (f"; each query keeps its {trace.top_k} highest-scoring keys, the others "
-                    "are dropped (rose; grey: masked)")
+                    "are dropped")
     return formula
+
+
+def weights_marks(trace: Any, short: bool = False) -> str:
+    """What the weights' cells outside the colour scale mean, of those ``trace`` has.
+
+    Rose: keys the mask allows but top-k or an indexer (``trace.kept``) dropped; grey: masked
+    keys.  ``short`` gives a caption (``"grey = masked; rose = not kept ..."``), else
+    sentences; '' when the trace has neither.
+    """
+    dropped = trace.kept is not None and bool((trace.mask & ~trace.kept).any())
+    masked = not trace.mask.all()
+    if short:
+        return "; ".join(["grey = masked"] * masked
+                         + ["rose = not kept (top-k or an indexer)"] * dropped)
+    by = f"Top-k = {trace.top_k}" if trace.top_k else "The indexer's choice"
+    return " ".join([f"{by}: rose cells are keys dropped (allowed by the mask, but not among "
+                     "the keys kept for that query)."] * dropped
+                    + ["Grey cells are masked keys."] * masked)
 
 
 def variant_stages(stages: dict[str, Stage], trace: Any) -> dict[str, Stage]:

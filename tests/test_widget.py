@@ -655,6 +655,22 @@ def test_a_new_widget_sends_its_settings_with_its_models():
     assert widths.count("initial") >= 20
 
 
+def test_the_weights_header_names_only_the_marks_drawn():
+    """Grey (masked) and rose (not kept) are explained where such cells are drawn, only."""
+    w = AttentionWidget(TEXT, d_model=32, n_heads=4, view="detailed")
+
+    def weights_head() -> str:
+        return by_class(w, "aw-stage-head")[3].value
+
+    assert "grey" not in weights_head() and "rose" not in weights_head()
+    w.mask = "causal"
+    assert "grey = masked" in weights_head() and "rose" not in weights_head()
+    w.top_k = 2  # the formula names both (as in the exports): once, not twice
+    assert weights_head().count("rose") == 1 and weights_head().count("grey") == 1
+    w.mask, w.top_k = "none", 0
+    assert "grey" not in weights_head() and "rose" not in weights_head()
+
+
 def test_a_title_too_long_for_its_panel_keeps_the_head():
     # "head 0: weights (3 × 3)" over a 3-key panel: its head, not its last word "3)"
     w = Detailed("a short one", d_model=16, n_heads=2)
