@@ -85,6 +85,11 @@ def uniform_entropy(trace: LongTrace) -> float:
 _DROPPED_NOTE = "rose = visible, but not among the keys the indexer kept"
 
 
+def _marks(tr: LongTrace) -> list[str]:
+    """The notes of the cells drawn outside the colour scale: grey and rose, where drawn."""
+    return ["grey = masked"] * (tr.mask_kind != "none") + [_DROPPED_NOTE] * bool(tr.select)
+
+
 def _sink_share(tr: LongTrace, head: int, query: int) -> str:
     """What the query gave its head's sink, for the lens's note; ``""`` without sinks."""
     if tr.sink_weights is None:
@@ -351,8 +356,8 @@ class LongView:
         visible = ~np.isnan(pooled[0])
         panels = [Panel(np.nan_to_num(p), f"head {h}") for h, p in enumerate(pooled)]
         cells = tr.tile * self._factor
-        self._texts["heads-note"].value = (
-            f"<b>all heads</b> · 1 px = max of {cells}×{cells} cells · grey = masked")
+        self._texts["heads-note"].value = " · ".join(
+            [f"<b>all heads</b> · 1 px = max of {cells}×{cells} cells", *_marks(tr)])
         return self.figs["long-heads"].update(panels, ncols=min(tr.n_heads, HEADS_PER_ROW),
                                               mask=visible)
 
@@ -399,6 +404,7 @@ class LongView:
             dropped[:n] = seen[:n] & ~kept[0]
         top = tr.top_keys(self._head, q, TOP_KEYS)
         toks = self._traced.tokens
+        marks = "; ".join(_marks(tr))
         rows = "".join(
             f"<tr><td>{k + 1}</td><td>{int(j):,}</td><td class='aw-token'>"
             f"{html.escape(toks[j])}</td><td>{w:.4f}</td></tr>"
@@ -406,7 +412,7 @@ class LongView:
         self._texts["lens-note"].value = (
             f"<b>query lens</b> · head {self._head} · query {q:,} "
             f"<span class='aw-token'>{html.escape(toks[q])}</span>: its {n:,} weights, one px a "
-            f"key, {width:,} keys a line (grey = masked{'; ' + _DROPPED_NOTE if tr.select else ''})"
+            f"key, {width:,} keys a line{f' ({marks})' if marks else ''}"
             f"{_sink_share(tr, self._head, q)}; its {len(top.positions)} heaviest keys "
             "(boxed): <table class='aw-long-top' style='line-height:1.35;border-spacing:10px 1px'>"
             "<tr><th>#</th><th>key</th><th>token</th>"
@@ -451,7 +457,8 @@ class LongView:
             f"<b>Long prompt: {n:,} tokens</b>, attention computed block by block (no "
             f"{n:,}×{n:,} array is kept). Each head's weights are drawn as an overview, rows "
             f"the queries and columns the keys: <b>1 px = max of {t}×{t} cells</b>, so a single "
-            "sharp weight stays visible; grey = masked. The zoom and the query lens show exact "
+            f"sharp weight stays visible{''.join('; ' + m for m in _marks(tr))}. "
+            "The zoom and the query lens show exact "
             "weights; the zoom's colour bar is the scale of every picture.")
         chips = "".join(f"<span class='aw-token' title='token {i:,}'>{html.escape(toks[i])}"
                         "</span> " for i in range(min(n, STRIP_TOKENS)))

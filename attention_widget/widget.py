@@ -53,6 +53,19 @@ _SAVED = (*_COMPUTED, "colormap", "view", "scales", "projector")
 _SCALE_KEYS = tuple(key for _, key in SCALE_STAGES)
 
 
+def _value_problem(name: str, value: Any) -> str:
+    """Why trait ``name`` can never take ``value``, whatever the others ('' if it can)."""
+    if name == "d_model" and not 1 <= value <= 4096:
+        return f"d_model must be between 1 and 4096, got {value}"
+    if name == "temperature" and not (np.isfinite(value) and value > 0):
+        return f"temperature must be a finite number > 0, got {value!r}"
+    if name == "window" and value < 1:
+        return f"window must be >= 1, got {value}"
+    if name == "seed" and value < 0:
+        return f"seed must be >= 0, got {value}"
+    return ""
+
+
 class AttentionWidget(LongPrompts, Views, ModelViewHooks, GenerationHooks,
                       WeightsConstructors, PretrainedConstructor, WidgetFiles, VariantTraits,
                       W.VBox):
@@ -68,6 +81,8 @@ class AttentionWidget(LongPrompts, Views, ModelViewHooks, GenerationHooks,
         The attention variants, keyword arguments (see each trait's ``help``).
     colormap, view, scales, projector
         How it is drawn (see each trait's ``help``).
+    head, query, step
+        The focus head, the query token highlighted (``-1``: none), the stages revealed.
     layer, show_special
         For a pretrained model: the layer shown, and whether special tokens are.
     source : Source, optional
@@ -123,6 +138,7 @@ class AttentionWidget(LongPrompts, Views, ModelViewHooks, GenerationHooks,
                  weights: str = "random", colormap: str = "viridis", view: str = "overview",
                  scales: dict | None = None, projector: bool = False, layer: int = 0,
                  show_special: bool = True, part: str = "encoder", target: str = "",
+                 head: int = 0, query: int = -1, step: int = len(SECTIONS),
                  source: Source | None = None, **kwargs: Any) -> None:
         self._ready = False
         self._snapping = False  # True while _snap sets n_heads
@@ -151,13 +167,16 @@ class AttentionWidget(LongPrompts, Views, ModelViewHooks, GenerationHooks,
                   "view": view, "projector": projector, "layer": layer,
                   "show_special": show_special, "text": text, "part": part, "target": target,
                   **variants,
-                  "scales": {**src.default_scales(weights), **(scales or {})}, **src.fixed}
+                  "scales": {**src.default_scales(weights), **(scales or {})}, **src.fixed,
+                  "head": head, "query": query, "step": step}  # (these last: they need n_heads)
         with self.hold_trait_notifications():
             for name, value in values.items():
                 setattr(self, name, value)
         self._layout()
         self._ready = True
         self._recompute()
+        if query >= len(self.tokens) and not (self._jobs.running or self.error):
+            raise ValueError(f"query must be -1 or a token index < {len(self.tokens)}, got {query}")
         self._sync()
 
     # -- construction ------------------------------------------------------------------------------
@@ -203,8 +222,8 @@ class AttentionWidget(LongPrompts, Views, ModelViewHooks, GenerationHooks,
         if name in fixed:
             return "" if value == fixed[name] else (
                 f"{name} is fixed at {fixed[name]!r} by {self._source.fixed_by}, got {value!r}")
-        if name == "d_model" and not 1 <= value <= 4096:
-            return f"d_model must be between 1 and 4096, got {value}"
+        if problem := _value_problem(name, value):
+            return problem
         if name == "n_heads":
             try:
                 self._source.check_heads(value, self.d_model)
@@ -213,21 +232,16 @@ class AttentionWidget(LongPrompts, Views, ModelViewHooks, GenerationHooks,
         if name == "n_kv_heads" and value is not None and (value < 1 or self.n_heads % value):
             return (f"n_kv_heads={value} does not divide n_heads={self.n_heads}: choose one of "
                     f"{divisors(self.n_heads)}")
-        if name == "temperature" and not (np.isfinite(value) and value > 0):
-            return f"temperature must be a finite number > 0, got {value!r}"
-        if name == "window" and value < 1:
-            return f"window must be >= 1, got {value}"
-        if name == "seed" and value < 0:
-            return f"seed must be >= 0, got {value}"
         if name == "part" and value != "encoder" and "part" not in self._source.own_controls:
             return f"part={value!r} is for an encoder-decoder model (BART); this has one attention"
         if name == "layer" and not 0 <= value < self._n_layers():
             return f"layer must be in 0..{self._n_layers() - 1}, got {value}"
         if name == "head" and not 0 <= value < self.n_heads:
             return f"head must be in 0..{self.n_heads - 1}, got {value}"
-        if name == "query" and (value < -1 or (value >= max(len(self.tokens), 1)
+        if name == "query" and (value < -1 or (self._ready and value >= max(len(self.tokens), 1)
                                                and not self._jobs.running)):  # (else: once drawn)
-            return f"query must be -1 or a token index < {len(self.tokens)}, got {value}"
+            below = f" < {len(self.tokens)}" if self._ready else ""
+            return f"query must be -1 or a token index{below}, got {value}"
         return ""
 
     def _n_layers(self) -> int:

@@ -75,6 +75,16 @@ def w64():
 
 
 # ---- the trace ----------------------------------------------------------------------------------
+def test_the_notes_name_grey_only_where_keys_are_masked():
+    w = ready(AttentionWidget(long_text(600), d_model=32, n_heads=2, mask="none", query=5))
+    notes = [w._long._texts[n].value for n in ("heads-note", "caption", "lens-note")]
+    assert not any("grey" in note for note in notes), notes
+    w.mask = "causal"
+    ready(w)
+    notes = [w._long._texts[n].value for n in ("heads-note", "caption", "lens-note")]
+    assert all("grey = masked" in note for note in notes), notes
+
+
 @pytest.mark.parametrize(("mask", "window"), [("causal", 3), ("sliding", 300), ("none", 3)])
 def test_block_wise_trace_equals_the_plain_trace_in_float64(mask, window, monkeypatch):
     monkeypatch.setattr(sources_module, "LONG_DTYPE", np.float64)

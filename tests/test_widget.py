@@ -671,6 +671,18 @@ def test_the_weights_header_names_only_the_marks_drawn():
     assert "grey" not in weights_head() and "rose" not in weights_head()
 
 
+def test_head_query_and_step_can_be_given_when_the_widget_is_made():
+    """They are set after n_heads and the text, so they are checked against those."""
+    w = AttentionWidget(TEXT, d_model=32, n_heads=8, head=6, query=3, step=2)
+    assert (w.head, w.query, w.step) == (6, 3, 2)
+    with pytest.raises(traitlets.TraitError, match=r"head must be in 0\.\.7, got 8"):
+        AttentionWidget(TEXT, d_model=32, n_heads=8, head=8)
+    with pytest.raises(ValueError, match="query must be -1 or a token index < 12, got 12"):
+        AttentionWidget(TEXT, d_model=32, n_heads=8, query=12)
+    with pytest.raises(traitlets.TraitError, match="query must be -1 or a token index, got -2"):
+        AttentionWidget(TEXT, d_model=32, query=-2)
+
+
 def test_a_title_too_long_for_its_panel_keeps_the_head():
     # "head 0: weights (3 × 3)" over a 3-key panel: its head, not its last word "3)"
     w = Detailed("a short one", d_model=16, n_heads=2)
