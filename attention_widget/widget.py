@@ -150,7 +150,8 @@ class AttentionWidget(LongPrompts, Views, ModelViewHooks, GenerationHooks,
         self.trace: AttentionTrace | None = None
         self.params: AttentionParams | None = None
         self.tokens: list[str] = []
-        variants = {k: kwargs.pop(k) for k in VARIANT_TRAITS if k in kwargs}
+        # the other traits of this widget (the variants, show_model_view, ...): set with the rest
+        own = {k: kwargs.pop(k) for k in list(kwargs) if k in _OWN_TRAITS}
         super().__init__(_dom_classes=("attention-widget",), **kwargs)
         src = self._source
         self._panel = ControlPanel(self._on_control, self._download_link,
@@ -166,9 +167,8 @@ class AttentionWidget(LongPrompts, Views, ModelViewHooks, GenerationHooks,
                   "positional": positional, "weights": weights, "colormap": colormap,
                   "view": view, "projector": projector, "layer": layer,
                   "show_special": show_special, "text": text, "part": part, "target": target,
-                  **variants,
                   "scales": {**src.default_scales(weights), **(scales or {})}, **src.fixed,
-                  "head": head, "query": query, "step": step}  # (these last: they need n_heads)
+                  **own, "head": head, "query": query, "step": step}  # (last: need n_heads)
         with self.hold_trait_notifications():
             for name, value in values.items():
                 setattr(self, name, value)
@@ -472,3 +472,8 @@ AttentionWidget.SAVED_TRAITS = _SAVED
 AttentionWidget.SAVED_DEFAULTS = {"weights": "random", "view": "overview", "scales": {},
                                   "part": "encoder", "target": "",
                                   "projector": False, **VARIANT_DEFAULTS}
+
+
+#: The traits a widget adds to its ipywidgets box (a box's own are set when it is made).
+_OWN_TRAITS = frozenset(AttentionWidget.class_trait_names()) - frozenset(
+    W.VBox.class_trait_names())

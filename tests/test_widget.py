@@ -673,8 +673,9 @@ def test_the_weights_header_names_only_the_marks_drawn():
 
 def test_head_query_and_step_can_be_given_when_the_widget_is_made():
     """They are set after n_heads and the text, so they are checked against those."""
-    w = AttentionWidget(TEXT, d_model=32, n_heads=8, head=6, query=3, step=2)
-    assert (w.head, w.query, w.step) == (6, 3, 2)
+    w = AttentionWidget(TEXT, d_model=32, n_heads=8, head=6, query=3, step=2, top_k=2,
+                        show_model_view=False)
+    assert (w.head, w.query, w.step, w.top_k, w.show_model_view) == (6, 3, 2, 2, False)
     with pytest.raises(traitlets.TraitError, match=r"head must be in 0\.\.7, got 8"):
         AttentionWidget(TEXT, d_model=32, n_heads=8, head=8)
     with pytest.raises(ValueError, match="query must be -1 or a token index < 12, got 12"):
