@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as W
+import numpy as np
 
 from .diagram import Diagram
 from .longview import LongView
@@ -42,6 +43,14 @@ class Views:
     def figs(self) -> dict[str, PanelFigure]:
         """The detailed view's figures, by stage (``x, qkv, scores, weights, ...``)."""
         return self._diagram.figs
+
+    def displayed(self, stage: str) -> list[np.ndarray]:
+        """The arrays figure ``stage`` (``long_figs[stage]``, ``"sinks"``) shows, in float32."""
+        figs = self._long.figs if stage.startswith("long-") else {**self.figs,
+                                                                  "sinks": self._diagram.sinks}
+        if stage not in figs:
+            raise ValueError(f"stage must be one of {sorted(figs)}, got {stage!r}")
+        return figs[stage].displayed()
 
     @property
     def _diagram(self) -> Diagram:

@@ -10,6 +10,7 @@ maths :mod:`~attention_widget.engine`'s.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import html
 import time
 from collections.abc import Sequence
@@ -51,6 +52,18 @@ _COMPUTED = tuple(f.name for f in dataclasses.fields(Settings))
 #: Traits restored from a state file, besides head, query and step.
 _SAVED = (*_COMPUTED, "colormap", "view", "scales", "projector")
 _SCALE_KEYS = tuple(key for _, key in SCALE_STAGES)
+
+
+def _check_arguments(kwargs: dict[str, Any], scales: Any) -> None:
+    """Refuse a keyword that names no trait (a misspelt one would be ignored) and bad ``scales``."""
+    unknown = sorted(set(kwargs) - _OWN_TRAITS - frozenset(W.VBox.class_trait_names()))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(_OWN_TRAITS), n=1)
+        raise TypeError(f"AttentionWidget got an unexpected keyword argument {unknown[0]!r}"
+                        + (f"; did you mean {close[0]!r}?" if close else ""))
+    if scales is not None and not isinstance(scales, dict):
+        raise T.TraitError(f"scales must be a dict of stage to colour scale, e.g. {{'weights': "
+                           f"'per head'}}, got {type(scales).__name__}")
 
 
 def _value_problem(name: str, value: Any) -> str:
@@ -150,8 +163,8 @@ class AttentionWidget(LongPrompts, Views, ModelViewHooks, GenerationHooks,
         self.trace: AttentionTrace | None = None
         self.params: AttentionParams | None = None
         self.tokens: list[str] = []
-        # the other traits of this widget (the variants, show_model_view, ...): set with the rest
-        own = {k: kwargs.pop(k) for k in list(kwargs) if k in _OWN_TRAITS}
+        _check_arguments(kwargs, scales)
+        own = {k: kwargs.pop(k) for k in list(kwargs) if k in _OWN_TRAITS}  # set with the rest
         super().__init__(_dom_classes=("attention-widget",), **kwargs)
         src = self._source
         self._panel = ControlPanel(self._on_control, self._download_link,
@@ -443,12 +456,6 @@ class AttentionWidget(LongPrompts, Views, ModelViewHooks, GenerationHooks,
     def summary(self) -> str:
         """One line stating what is drawn."""
         return "nothing drawn yet" if self._traced is None else self._traced.summary
-
-    def displayed(self, stage: str) -> list[np.ndarray]:
-        """The arrays figure ``stage`` (``long_figs[stage]``, ``"sinks"``) shows, in float32."""
-        figs = self.long_figs if stage.startswith("long-") else {**self.figs,
-                                                                 "sinks": self._diagram.sinks}
-        return figs[stage].displayed()
 
     @property
     def bytes_sent(self) -> int:

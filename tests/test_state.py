@@ -214,6 +214,9 @@ def test_save_rejects_bad_arguments(tmp_path, case):
         save_state(tmp_path / "a.npz", {}, trace, tokens, params=init_params(16, 4))
     with pytest.raises(TypeError, match="trace"):
         save_state(tmp_path / "a.npz", {}, "not a trace", tokens)
+    with pytest.raises(FileNotFoundError, match=r"no folder '.*missing'"):
+        save_state(tmp_path / "missing" / "a.npz", {}, trace, tokens)
+    assert not (tmp_path / "missing").exists()
     with pytest.raises(TypeError, match="x must be an array of real numbers"):
         save_state(tmp_path / "a.npz", {}, trace, tokens, x=np.array([["a"] * 32] * 11))
     assert not (tmp_path / "a.npz").exists()

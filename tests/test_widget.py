@@ -684,6 +684,17 @@ def test_head_query_and_step_can_be_given_when_the_widget_is_made():
         AttentionWidget(TEXT, d_model=32, query=-2)
 
 
+def test_a_misspelt_keyword_is_refused_not_ignored():
+    with pytest.raises(TypeError, match="'temprature'; did you mean 'temperature'"):
+        AttentionWidget(TEXT, temprature=0.5)
+    with pytest.raises(traitlets.TraitError, match="scales must be a dict"):
+        AttentionWidget(TEXT, scales="per head")
+    w = AttentionWidget(TEXT, layout={"width": "500px"})  # the box's own traits still pass
+    assert w.layout.width == "500px"
+    with pytest.raises(ValueError, match=r"stage must be one of .*'weights'.*, got 'weight'"):
+        w.displayed("weight")
+
+
 def test_a_title_too_long_for_its_panel_keeps_the_head():
     # "head 0: weights (3 × 3)" over a 3-key panel: its head, not its last word "3)"
     w = Detailed("a short one", d_model=16, n_heads=2)
