@@ -291,7 +291,8 @@ class PretrainedConstructor:
         Notes
         -----
         d_model, heads, key/value heads, mask, positional encodings and seed are fixed by the
-        trained model: their controls are not drawn, and one line says what the model fixes.
+        trained model (another value given for one is a TraitError): their controls are not
+        drawn, and one line says what the model fixes.
         Layer, head, query, temperature and text stay live.  Every head's title carries its
         measured role; the signed stages start on robust colour scales (``scales``).
         """

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import html
+import inspect
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -66,6 +67,14 @@ def _check_arguments(kwargs: dict[str, Any], scales: Any) -> None:
                            f"'per head'}}, got {type(scales).__name__}")
 
 
+def _check_fixed(values: dict[str, Any], source: Source) -> None:
+    """Refuse a value chosen for a setting ``source`` fixes (defaults were not chosen)."""
+    for name, fixed in source.fixed.items():  # (the variants' traits: see _variant_problem)
+        if name in values and values[name] not in (fixed, _DEFAULTS[name]):
+            raise T.TraitError(f"{name} is fixed at {fixed!r} by {source.fixed_by}, got "
+                               f"{values[name]!r}")
+
+
 def _value_problem(name: str, value: Any) -> str:
     """Why trait ``name`` can never take ``value``, whatever the others ('' if it can)."""
     if name == "d_model" and not 1 <= value <= 4096:
@@ -100,7 +109,8 @@ class AttentionWidget(LongPrompts, Views, ModelViewHooks, GenerationHooks,
         For a pretrained model: the layer shown, and whether special tokens are.
     source : Source, optional
         Where the arrays come from (default: the text, :class:`~.sources.TextSource`).  The
-        settings it fixes take its values.  See :meth:`from_arrays`, :meth:`from_pretrained`.
+        settings it fixes take its values; another value chosen for one is a TraitError.
+        See :meth:`from_arrays`, :meth:`from_pretrained`.
 
     Attributes
     ----------
@@ -175,13 +185,14 @@ class AttentionWidget(LongPrompts, Views, ModelViewHooks, GenerationHooks,
         self._stale: set[str] = set()  # views not drawn from the current trace yet
         self._init_long()
         self.controls = self._panel.controls
-        values = {"d_model": d_model, "n_heads": n_heads, "n_kv_heads": n_kv_heads,
+        chosen = {"d_model": d_model, "n_heads": n_heads, "n_kv_heads": n_kv_heads,
                   "temperature": temperature, "mask": mask, "window": window, "seed": seed,
                   "positional": positional, "weights": weights, "colormap": colormap,
                   "view": view, "projector": projector, "layer": layer,
-                  "show_special": show_special, "text": text, "part": part, "target": target,
-                  "scales": {**src.default_scales(weights), **(scales or {})}, **src.fixed,
-                  **own, "head": head, "query": query, "step": step}  # (last: need n_heads)
+                  "show_special": show_special, "text": text, "part": part, "target": target}
+        _check_fixed(chosen, src)
+        values = {**chosen, "scales": {**src.default_scales(weights), **(scales or {})},
+                  **src.fixed, **own, "head": head, "query": query, "step": step}  # (these 3 last)
         with self.hold_trait_notifications():
             for name, value in values.items():
                 setattr(self, name, value)
@@ -484,3 +495,6 @@ AttentionWidget.SAVED_DEFAULTS = {"weights": "random", "view": "overview", "scal
 #: The traits a widget adds to its ipywidgets box (a box's own are set when it is made).
 _OWN_TRAITS = frozenset(AttentionWidget.class_trait_names()) - frozenset(
     W.VBox.class_trait_names())
+#: The defaults of the widget's arguments (a value that differs was chosen).
+_DEFAULTS = {name: p.default for name, p in
+             inspect.signature(AttentionWidget.__init__).parameters.items()}

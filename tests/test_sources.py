@@ -109,10 +109,12 @@ class MirrorSource(TextSource):
 
 
 def test_a_new_source_needs_no_change_to_the_widget(tmp_path):
-    w = AttentionWidget(TEXT, d_model=16, n_heads=2, seed=1, source=MirrorSource())
+    w = AttentionWidget(TEXT, d_model=16, n_heads=2, source=MirrorSource())
     assert w.seed == 7 and w.controls["seed"].layout.display == "none"
-    with pytest.raises(traitlets.TraitError, match="seed is fixed at 7 by the mirror"):
+    with pytest.raises(traitlets.TraitError, match="seed is fixed at 7 by the mirror, got 1"):
         w.seed = 1
+    with pytest.raises(traitlets.TraitError, match="seed is fixed at 7 by the mirror, got 1"):
+        AttentionWidget(TEXT, d_model=16, n_heads=2, seed=1, source=MirrorSource())
     scores = w.trace.scores
     np.testing.assert_allclose(scores, scores.transpose(0, 2, 1), atol=1e-12)
     w.temperature = 0.5

@@ -64,6 +64,15 @@ def test_architecture_controls_are_fixed_and_not_drawn(w, model):
         w.layer = 6
 
 
+def test_a_setting_the_model_fixes_cannot_be_chosen_when_made(model):
+    with pytest.raises(traitlets.TraitError, match=r"n_heads is fixed at 12 by .*, got 6"):
+        AttentionWidget.from_pretrained(model, TEXT, n_heads=6, progress=False)
+    with pytest.raises(traitlets.TraitError, match=r"d_model is fixed at 384 by .*, got 128"):
+        AttentionWidget.from_pretrained(model, TEXT, d_model=128, progress=False)
+    w = AttentionWidget.from_pretrained(model, TEXT, n_heads=12, progress=False)  # its own
+    assert w.n_heads == 12
+
+
 def test_bad_text_keeps_widget_alive(w):
     w.text = "   "
     assert "empty" in w.error
