@@ -335,8 +335,10 @@ def summary(trace: Any, *, mask: str | None = None, layer: int | None = None) ->
     text reads as causal there).
     """
     mask = mask_name(trace.mask) if mask is None else mask
+    latent = getattr(trace, "latent", None) is not None  # (keys and values of every head)
     return (f"seq_len={trace.seq_len}, d_model={trace.d_model}, n_heads={trace.n_heads}, "
-            f"n_kv_heads={trace.n_kv_heads}, temperature={trace.temperature:.3g}, mask={mask}"
+            + ("" if latent else f"n_kv_heads={trace.n_kv_heads}, ")
+            + f"temperature={trace.temperature:.3g}, mask={mask}"
             + "".join(f", {v}" for v in _variant_names(trace))
             + ("" if layer is None else f", layer={layer}"))
 

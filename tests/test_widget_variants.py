@@ -62,6 +62,7 @@ def test_latent_and_cross_reach_the_engine():
                               mask="causal", rope=10000.0)
     np.testing.assert_array_equal(w.trace.latent, direct.latent)
     np.testing.assert_array_equal(w.trace.weights, direct.weights)
+    assert "latent kv_rank=8" in w.summary and "n_kv_heads" not in w.summary  # (no kv heads)
     w = widget(kind="cross", source_text=SOURCE)
     x_kv = embed(tokenize(SOURCE), 32, seed=0)
     direct = cross_attention(x, x_kv, init_params(32, 4, seed=0), n_heads=4)
