@@ -7,6 +7,7 @@ import base64
 import functools
 import io
 import re
+import warnings
 import xml.etree.ElementTree as ET
 
 import matplotlib
@@ -88,6 +89,15 @@ def test_levels_are_the_nearest_level(value, high):
     level = int(levels(np.array([value]), -high, high)[0])
     exact = (np.clip(value, -high, high) + high) / (2 * high) * (LEVELS - 1)
     assert abs(level - exact) <= 0.5 + 1e-3
+
+
+@given(st.floats(1e-308, 1e-30))
+def test_levels_of_a_scale_too_narrow_for_float32_are_exact(high):
+    """Scores soft-capped to a tiny cap: the scale still maps its ends to the end levels."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow in a float32 cast
+        got = levels(np.array([-high, 0.0, high]), -high, high)
+    assert got[0] == 0 and got[2] == LEVELS - 1 and abs(int(got[1]) - (LEVELS - 1) / 2) <= 0.5
 
 
 @given(st.floats(1e-9, 1e9))
