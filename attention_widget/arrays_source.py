@@ -46,6 +46,12 @@ class ArraysSource(Source):
                  window: int = 3) -> None:
         if not isinstance(params, AttentionParams):
             raise TypeError(f"params must be an AttentionParams, got {type(params).__name__}")
+        if not isinstance(mask, str) or mask not in ("none", "causal", "sliding"):
+            got = repr(mask) if isinstance(mask, str) else f"a {type(mask).__name__}"
+            raise ValueError(f"mask must be 'none', 'causal' or 'sliding', got {got}; to show a "
+                             "mask of your own, compute trace = multi_head_attention(x, params, "
+                             "mask=...) and show AttentionWidget.from_attentions(trace.weights, "
+                             "tokens)")
         if n_kv_heads is None and isinstance(n_heads, int) and n_heads > 0:
             d_head = params.d_model // n_heads
             if d_head and params.d_kv % d_head == 0:

@@ -215,11 +215,11 @@ def levels(values: np.ndarray, low: float, high: float, out: np.ndarray | None =
         ``round((v - low) / (high - low) * (LEVELS - 1))`` clipped to ``0 .. LEVELS - 1``: a
         cell's colour is its value's to within half a level, 0.2 % of the scale.
     """
-    span = high - low
-    if (LEVELS - 1) / span < float(np.finfo(np.float32).max):  # float32, as drawn
+    span, big = high - low, float(np.finfo(np.float32).max)
+    if (LEVELS - 1) / span < big and max(-low, high) < big:  # float32, as drawn
         t = (np.asarray(values, dtype=np.float32) - np.float32(low)) * np.float32(
             (LEVELS - 1) / span)
-    else:  # a scale too narrow for float32 (e.g. scores soft-capped to 1e-300)
+    else:  # a scale beyond float32: too narrow (scores soft-capped to 1e-300) or too wide
         t = (np.asarray(values, dtype=np.float64) - low) / span * (LEVELS - 1)
     np.clip(t, 0.0, LEVELS - 1, out=t)
     t += 0.5

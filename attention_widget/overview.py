@@ -232,8 +232,7 @@ class Overview:
         table = self.table if name in ("weights", "sinks") else PAIRED_DIVERGING[self.table]
         if name in ("latent", "concat", "output") or (name == "x" and len(arrays) == 1):
             box = p.panels[name]
-            grid = levels(np.asarray(arrays[0], dtype=np.float32), limits[0].low,
-                          limits[0].high)
+            grid = levels(arrays[0], limits[0].low, limits[0].high)
             extent = ([box.x, box.right], [box.bottom, box.y])
         else:
             names = {"qkv": ["q", "k", "v"], "x": ["x", "x_kv"]}.get(name) or [
@@ -378,7 +377,7 @@ def _stacked(arrays: list[np.ndarray], limits: list[Limits], boxes: list[Box],
     grid = np.full((height, width), TRANSPARENT, dtype=np.uint8)
     grid_rows: list[Box] = []  # the panels done
     for arr, lim, b in zip(arrays, limits, boxes, strict=True):
-        lv = levels(np.asarray(arr, dtype=np.float32), lim.low, lim.high)  # [seq, cols]
+        lv = levels(arr, lim.low, lim.high)  # [seq, cols]
         if mask is not None and mask.shape == lv.shape and not mask.all():
             lv[~mask] = MASKED
         if dropped is not None:

@@ -100,6 +100,14 @@ def test_levels_of_a_scale_too_narrow_for_float32_are_exact(high):
     assert got[0] == 0 and got[2] == LEVELS - 1 and abs(int(got[1]) - (LEVELS - 1) / 2) <= 0.5
 
 
+def test_levels_of_a_scale_beyond_float32():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = levels(np.array([-1e60, 0.0, 1e60, 3e60]), -1e60, 1e60)
+    assert got[0] == 0 and got[2] == got[3] == LEVELS - 1
+    assert abs(int(got[1]) - (LEVELS - 1) / 2) <= 0.5
+
+
 @given(st.floats(1e-9, 1e9))
 def test_symmetric_limit_is_the_next_readable_number(peak):
     limit = symmetric_limit(peak)

@@ -525,6 +525,9 @@ def test_from_arrays_shows_user_arrays():
         AttentionWidget.from_arrays(x, params, tokens=["a", "b"], n_heads=3)
     with pytest.raises(ValueError, match="x has width"):
         AttentionWidget.from_arrays(x[:, :4], params, n_heads=3)
+    with pytest.raises(ValueError, match=r"mask must be 'none', 'causal' or 'sliding', got a "
+                                         r"ndarray; .*from_attentions\(trace.weights"):
+        AttentionWidget.from_arrays(x, params, n_heads=3, mask=np.tri(5, dtype=bool))
 
 
 def test_large_input_stays_drawable():
