@@ -18,7 +18,6 @@ the image takes the clicks and the hover.
 
 from __future__ import annotations
 
-import base64
 import html
 import math
 from collections.abc import Callable, Sequence
@@ -32,11 +31,10 @@ import traitlets as T
 
 from .aggregate import attention_rollout, head_mean
 from .attentions import Attentions
-from .colors import LEVELS, hex_colors, levels, palette
+from .colors import hex_colors, levels
 from .controls import readout
-from .marks import png_buffer
-from .plots import PNG_URL_PREFIX, TRANSPARENT
-from .png import palette_png
+from .marks import ImageMark
+from .plots import TRANSPARENT
 from .roles import HeadRole, head_roles
 
 __all__ = [
@@ -249,10 +247,8 @@ class ModelView:
         scales = {"x": self.x_scale, "y": self.y_scale}
         fixed = {"x": True, "y": True}
         self.color_scale = bq.ColorScale(min=0.0, max=1.0)
-        layout = W.Layout()  # of both PNG buffers (see marks.png_buffer)
-        self._buffers = (png_buffer(layout), png_buffer(layout))
-        self.image = bq.Image(image=self._buffers[0], x=[-0.5, 0.5], y=[0.5, -0.5],
-                              pixelated=True, preserve_domain=fixed, scales=scales)
+        self._image = ImageMark(self.x_scale, self.y_scale)
+        self.image = self._image.mark
         self.labels = bq.Label(x=[0.0], y=[0.0], text=[""], colors=["#606060"],
                                default_size=FONT_PX, align="middle", preserve_domain=fixed,
                                scales=scales)
@@ -288,7 +284,6 @@ class ModelView:
         self._layout: _Layout | None = None
         self._shown: dict[str, np.ndarray] = {}
         self._table = "viridis"
-        self.png = b""
         self.set_colormap("viridis")
 
     # -- drawing -----------------------------------------------------------------------------
@@ -341,19 +336,10 @@ class ModelView:
             for layer, a in enumerate(arrays):
                 y0 = lay.y0(layer)
                 levels(a, 0.0, 1.0, out=grid[y0:y0 + m, x0:x0 + m])
-        colors = np.zeros((256, 3), dtype=np.uint8)
-        colors[:LEVELS] = palette(self._table)
-        png = palette_png(grid, colors, transparent=(TRANSPARENT,))
-        if png == self.png:
-            return 0
-        self.png = png
-        back = self._buffers[1] if self.image.image is self._buffers[0] else self._buffers[0]
-        back.value = PNG_URL_PREFIX + base64.b64encode(png)
-        height, width = lay.size
-        with self.image.hold_sync():  # (the first image row at the larger y: reversed scale)
-            self.image.x, self.image.y = [-0.5, width - 0.5], [height - 0.5, -0.5]
-            self.image.image = back
-        return len(png)
+        height, width = lay.size  # (the first image row at the larger y: reversed scale)
+        sent = self._image.fill(grid, self._table, ([-0.5, width - 0.5], [height - 0.5, -0.5]))
+        self._image.show_pending()
+        return sent
 
     def _axes(self, lay: _Layout) -> None:
         centre = (lay.cells - 1) / 2
