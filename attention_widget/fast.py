@@ -16,20 +16,21 @@ run one after another on the calling thread.
 
 :func:`attention_widget.engine.multi_head_attention` takes this path for layers of at least
 :data:`MIN_SCORES` scores; so do cross-attention and latent attention
-(:mod:`attention_widget.kinds`), through :func:`products` and :func:`attend`.
+(:mod:`attention_widget.kinds`), through :func:`steps`.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
 from . import _checks, engine, variants
 from .blockrun import held, run_parts, workers
 
-__all__ = ["MIN_SCORES", "attend", "linear", "multi_head_attention", "products"]
+__all__ = ["MIN_SCORES", "attend", "linear", "multi_head_attention", "steps"]
 
 #: Layers with at least this many scores (``n_heads * seq_len**2``) take this path.
 MIN_SCORES = 1 << 20
@@ -60,19 +61,20 @@ def _product(a: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.nd
 
 
 @contextlib.contextmanager
-def products(large: bool) -> Iterator[Callable[..., np.ndarray]]:
-    """``linear(a, w, b=None)``: the products ``a @ w + b`` of one layer, for its steps.
+def steps(large: bool) -> Iterator[tuple[Callable[..., np.ndarray], Callable[..., Any]]]:
+    """``(linear, attend)`` for one layer: its products ``a @ w + b`` and its attention step.
 
-    For a ``large`` layer, each product is cut by rows between the pool's threads (:func:`linear`)
-    and BLAS stays at one thread until the layer ends: the layer's attention step, on the pool
-    too, would otherwise share the cores with BLAS's threads, which keep spinning for a while
-    after each product.  Otherwise one plain product each.
+    For a ``large`` layer, each product is cut by rows between the pool's threads (:func:`linear`),
+    the attention step by blocks (:func:`attend`), and BLAS stays at one thread until the layer
+    ends: the attention step would otherwise share the cores with BLAS's threads, which keep
+    spinning for a while after each product.  Otherwise one plain product each and
+    :func:`attention_widget.engine.attend`.
     """
     if not large:
-        yield _product
+        yield _product, engine.attend
         return
     with held():
-        yield linear
+        yield linear, attend
 
 
 def _blocks(n_heads: int, group: int, n_q: int, row_bytes: int) -> list[tuple[slice, slice]]:

@@ -8,8 +8,7 @@
 
 Both compute their attention step with :func:`attention_widget.engine.attend` and return an
 :class:`~attention_widget.engine.AttentionTrace`.  A large layer runs the same steps on every core:
-its products through :func:`attention_widget.fast.products`, its attention step through
-:func:`attention_widget.fast.attend`.
+its products and its attention step through :func:`attention_widget.fast.steps`.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ from .engine import (
     AttentionParams,
     AttentionTrace,
     MaskLike,
-    attend,
     merge_heads,
     resolve_mask,
     split_heads,
@@ -42,11 +40,10 @@ def _large(n_heads: int, n_q: int, n_k: int, dtype: np.dtype) -> bool:
     return n_heads * n_q * n_k >= fast.MIN_SCORES
 
 
-def _attend_and_combine(q, k, v, mask, temperature, w_o, b_o, linear, **variants_asked):
+def _attend_and_combine(q, k, v, mask, temperature, w_o, b_o, linear, attend,
+                        **variants_asked):
     """Step 2 and 3 of a layer: the attention step, then ``concat @ w_o (+ b_o)``."""
-    large = q.shape[0] * q.shape[1] * k.shape[1] >= fast.MIN_SCORES  # as ``linear`` was chosen
-    att = (fast.attend if large else attend)(q, k, v, mask=mask, temperature=temperature,
-                                             **variants_asked)
+    att = attend(q, k, v, mask=mask, temperature=temperature, **variants_asked)
     concat = merge_heads(att.head_outputs)  # [n_q, n_heads * d_v]
     output = linear(concat, w_o, b_o)  # [n_q, n_heads * d_v] -> [n_q, d_model]
     if not np.isfinite(output).all():
@@ -108,7 +105,7 @@ def cross_attention(
                          f"mask=None or a boolean ({n_q}, {n_kv}) array (True = may attend)")
     mask = None if mask is None or isinstance(mask, str) else _checks.check_mask(mask, n_q, n_kv)
 
-    with fast.products(_large(n_heads, n_q, n_kv, x_q.dtype)) as linear:  # x @ w + b
+    with fast.steps(_large(n_heads, n_q, n_kv, x_q.dtype)) as (linear, attend):  # x @ w + b
         # 1. project: queries from x_q, keys and values from x_kv
         q = split_heads(linear(x_q, params.w_q, params.b_q), n_heads)  # [n_heads, n_q, d_head]
         k = linear(x_kv, params.w_k, params.b_k)  # [n_kv, d_model] -> [n_kv, n_kv_heads * d_head]
@@ -116,7 +113,7 @@ def cross_attention(
         k, v = split_heads(k, n_kv_heads), split_heads(v, n_kv_heads)  # [n_kv_heads, n_kv, d_head]
         # 2. attend and 3. combine, as in self-attention
         att, concat, output = _attend_and_combine(q, k, v, mask, temperature, params.w_o,
-                                                  params.b_o, linear, softcap=softcap,
+                                                  params.b_o, linear, attend, softcap=softcap,
                                                   sinks=sinks, top_k=top_k)
     mask = np.ones((n_q, n_kv), dtype=bool) if mask is None else mask
     return AttentionTrace(x_q, q, k, v, att.scores, att.weights, att.head_outputs, concat, output,
@@ -325,7 +322,7 @@ def latent_attention(
     seq_len, d_head, rope_dim = x.shape[0], width // n_heads, params.rope_dim
     mask = None if mask is None else resolve_mask(mask, seq_len, None)  # [seq, seq], or None
 
-    with fast.products(_large(n_heads, seq_len, seq_len, x.dtype)) as linear:  # x @ w
+    with fast.steps(_large(n_heads, seq_len, seq_len, x.dtype)) as (linear, attend):
         # 1. compress into the latent, and rebuild keys and values from it
         c_kv = linear(x, params.w_dkv)  # [seq, d_model] -> [seq, kv_rank]: what a cache keeps
         k = split_heads(linear(c_kv, params.w_uk), n_heads)  # -> [n_heads, seq, d_head]
@@ -345,7 +342,8 @@ def latent_attention(
 
         # 2. attend: (q_nope . k_nope + q_rope . k_rope) / sqrt(d_head + rope_dim); 3. combine
         att, concat, output = _attend_and_combine(q, k, v, mask, temperature, params.w_o, None,
-                                                  linear, scale=1.0 / math.sqrt(d_head + rope_dim))
+                                                  linear, attend,
+                                                  scale=1.0 / math.sqrt(d_head + rope_dim))
     mask = np.ones((seq_len, seq_len), dtype=bool) if mask is None else mask
     return AttentionTrace(x, q, k, v, att.scores, att.weights, att.head_outputs, concat, output,
                           mask, att.entropy, temperature, latent=c_kv,
