@@ -235,7 +235,7 @@ def _meta_bytes(meta: dict[str, Any]) -> np.ndarray:
 
 def _write_atomically(p: Path, arrays: dict[str, np.ndarray]) -> Path:
     """Write ``arrays`` to ``p`` as a compressed ``.npz``: the old file or the new, never half."""
-    if not (p.parent or Path(".")).is_dir():
+    if not p.parent.is_dir():
         raise FileNotFoundError(f"cannot save the state to {str(p)!r}: no folder "
                                 f"{str(p.parent)!r}")
     fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent or ".")

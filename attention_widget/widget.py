@@ -57,7 +57,7 @@ _SCALE_KEYS = tuple(key for _, key in SCALE_STAGES)
 
 def _check_arguments(kwargs: dict[str, Any], scales: Any) -> None:
     """Refuse a keyword that names no trait (a misspelt one would be ignored) and bad ``scales``."""
-    unknown = sorted(set(kwargs) - _OWN_TRAITS - frozenset(W.VBox.class_trait_names()))
+    unknown = sorted(set(kwargs) - _TRAITS)
     if unknown:
         close = difflib.get_close_matches(unknown[0], sorted(_OWN_TRAITS), n=1)
         raise TypeError(f"AttentionWidget got an unexpected keyword argument {unknown[0]!r}"
@@ -492,9 +492,9 @@ AttentionWidget.SAVED_DEFAULTS = {"weights": "random", "view": "overview", "scal
                                   "projector": False, **VARIANT_DEFAULTS}
 
 
+_TRAITS = frozenset(AttentionWidget.class_trait_names())
 #: The traits a widget adds to its ipywidgets box (a box's own are set when it is made).
-_OWN_TRAITS = frozenset(AttentionWidget.class_trait_names()) - frozenset(
-    W.VBox.class_trait_names())
+_OWN_TRAITS = _TRAITS - frozenset(W.VBox.class_trait_names())
 #: The defaults of the widget's arguments (a value that differs was chosen).
 _DEFAULTS = {name: p.default for name, p in
              inspect.signature(AttentionWidget.__init__).parameters.items()}
