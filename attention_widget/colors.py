@@ -54,6 +54,7 @@ __all__ = [
     "V_COLOR",
     "WEIGHT_SCALE_MODES",
     "Limits",
+    "as_drawn",
     "check_colormap",
     "hex_colors",
     "levels",
@@ -197,6 +198,26 @@ def symmetric_limit(peak: float) -> float:
     return float(10.0 * power)
 
 
+def as_drawn(values: np.ndarray) -> np.ndarray:
+    """An array as the diagram holds it to colour it: float32, on screen and in every export.
+
+    Float64 instead when a value lies beyond float32's range (your own arrays of 1e20 give
+    scores of 1e40): a float32 copy would hold infinities, and the scale would end nowhere.
+
+    Parameters
+    ----------
+    values : array_like of finite numbers, any shape
+
+    Returns
+    -------
+    ndarray of float32 (or float64), same shape
+    """
+    a = np.asarray(values)
+    if a.dtype != np.float32 and a.size and np.abs(a).max() >= np.finfo(np.float32).max:
+        return a.astype(np.float64, copy=False)
+    return a.astype(np.float32, copy=False)
+
+
 def levels(values: np.ndarray, low: float, high: float, out: np.ndarray | None = None
            ) -> np.ndarray:
     """The colour level of each value on the scale ``low .. high``.
@@ -272,7 +293,8 @@ def scale_limits(arrays: Sequence[np.ndarray], mode: str, *, signed: bool) -> li
     Parameters
     ----------
     arrays : sequence of ndarray
-        The step's panels (any shapes), as drawn: float32 on screen and in every export.
+        The step's panels (any shapes), as drawn (:func:`as_drawn`), on screen and in every
+        export.
     mode : str
         ``"shared"``, ``"per head"`` or ``"robust"`` for signed stages; ``"fixed"`` or
         ``"per head"`` for the weights (``signed=False``).  See the module docstring.
@@ -294,7 +316,7 @@ def scale_limits(arrays: Sequence[np.ndarray], mode: str, *, signed: bool) -> li
         return [Limits(-symmetric_limit(p), symmetric_limit(p), False, mode) for p in peaks]
     peak = max(peaks, default=0.0)
     if mode == "robust" and arrays:
-        flat = np.concatenate([np.abs(np.asarray(a, dtype=np.float32)).ravel() for a in arrays])
+        flat = np.concatenate([np.abs(as_drawn(a)).ravel() for a in arrays])
         end = float(np.percentile(flat, ROBUST_PERCENTILE)) if flat.size else 0.0
         if np.isfinite(end) and 0.0 < end < peak:
             return [Limits(-end, end, p > end, mode) for p in peaks]

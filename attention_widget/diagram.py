@@ -231,7 +231,7 @@ class Diagram:
             fig.set_colormap(name)
 
     def displayed(self, name: str) -> list[np.ndarray]:
-        """The arrays figure ``name``'s panels show (float32, as coloured into its image)."""
+        """The arrays figure ``name``'s panels show, as coloured (:func:`.colors.as_drawn`)."""
         return self.figs[name].displayed()
 
     def draw(self, traced: Traced, head: int, query: int) -> int:

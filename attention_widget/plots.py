@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import bqplot as bq
 import numpy as np
 
-from .colors import PAIRED_DIVERGING, Limits, hex_colors, levels, scale_limits
+from .colors import PAIRED_DIVERGING, Limits, as_drawn, hex_colors, levels, scale_limits
 from .marks import (
     DROPPED,
     FIXED,
@@ -162,7 +162,7 @@ class PanelFigure:
         self.color_scale = bq.ColorScale(min=-1.0 if signed else 0.0, max=1.0)
         if signed:
             self.color_scale.mid = 0.0
-        self._panels: list[np.ndarray] = []  # the float32 arrays on screen, one per panel
+        self._panels: list[np.ndarray] = []  # the arrays on screen, one per panel (as_drawn)
         self.set_colormap(colormap)
         self.x_axis = bq.Axis(scale=self.x_scale, side="top",
                               tick_values=np.array([]), tick_labels={}, grid_lines="none",
@@ -258,7 +258,7 @@ class PanelFigure:
                 self._announce_ticks(ticks)
             if moved:
                 self._apply_layout()
-            arrays = [np.asarray(p.array, dtype=np.float32) for p in panels]
+            arrays = [as_drawn(p.array) for p in panels]
             mask = None if mask is None or mask.all() else mask
             same = not moved and _same_cells(dropped, self._dropped) and (
                 len(arrays) == len(self._panels) and (
@@ -497,7 +497,7 @@ class PanelFigure:
         return [left, right, right, left, left], [top, top, bottom, bottom, top]
 
     def displayed(self) -> list[np.ndarray]:
-        """The arrays on screen, one per panel (float32, as coloured into the image)."""
+        """The arrays on screen, one per panel, as coloured (:func:`.colors.as_drawn`)."""
         return list(self._panels)
 
     def displayed_cells(self) -> list[np.ndarray]:

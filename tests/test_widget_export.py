@@ -117,3 +117,21 @@ def test_state_file_edited_or_truncated_is_rejected(w, tmp_path):
     np.savez(tmp_path / "e.npz", **arrays)
     with pytest.raises(ValueError, match=r"e\.npz"):
         AttentionWidget.load_state(tmp_path / "e.npz")
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_arrays_beyond_float32_keep_their_scale_on_screen_and_in_exports(tmp_path):
+    """Your own x of 1e20 gives scores of about 1e40, beyond float32: both views and the SVG
+    draw them on the scale of their true peak (not on -1 .. 1 from infinities), warning-free."""
+    params = init_params(16, 2, seed=0)
+    x = np.random.default_rng(0).standard_normal((5, 16)) * 1e20
+    w = AttentionWidget.from_arrays(x, params, n_heads=2, view="detailed")
+    peak = float(np.abs(w.trace.scores).max())
+    assert peak > 1e39  # beyond float32's 3.4e38
+    detailed = w.figs["scores"].limits()[0]
+    assert peak <= detailed.high <= 10 * peak and detailed.low == -detailed.high
+    assert max(np.abs(a).max() for a in w.displayed("scores")) == pytest.approx(peak, rel=1e-12)
+    root = ET.parse(w.save_figure(tmp_path / "big.svg")).getroot()
+    vmax = [float(g.get("data-vmax")) for g in root.iter() if g.get("data-vmax")]
+    assert detailed.high in vmax  # the scores' scale, as on screen
+    assert all(np.isfinite(vmax)), vmax

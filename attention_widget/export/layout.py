@@ -34,6 +34,7 @@ from ..colors import (
     MASK_RGB,
     PAIRED_DIVERGING,
     SEQUENTIAL,
+    as_drawn,
     check_colormap,
     check_scale_mode,
     scale_limits,
@@ -252,7 +253,7 @@ def stage_scale(trace: AttentionTrace, name: str, colormap: str, diverging: str,
     """The colour scale of stage ``name`` (of head ``head``'s panel): the widget's for its step.
 
     The rule is :func:`attention_widget.colors.scale_limits` over the arrays the widget's
-    figure of the step shows (all heads, masked scores included, in float32), with the
+    figure of the step shows (all heads, masked scores included, as drawn), with the
     step's choice in ``scales`` (default: shared; weights 0..1).  Per head, the scores,
     weights and head outputs of each head get their own end, and X, Q, K, V, concat and
     output each theirs (as the widget's panels of them).
@@ -261,9 +262,9 @@ def stage_scale(trace: AttentionTrace, name: str, colormap: str, diverging: str,
     key = SCALE_KEYS[name]
     mode = (scales or {}).get(key, "shared" if st.signed else "fixed")
     table = diverging if st.signed else colormap
-    # in float32, as the screen holds the arrays: the same peak, the same rounding
+    # as the screen holds the arrays (float32): the same peak, the same rounding
     present = [s for s in _SECTION_STAGES[name] if stage(s).present(trace)]
-    step = [np.asarray(getattr(trace, stage(s).attr), dtype=np.float32) for s in present]
+    step = [as_drawn(getattr(trace, stage(s).attr)) for s in present]
     arrays = [a[i] for a in step for i in range(a.shape[0])] if (
         mode == "per head" and name in ("scores", "weights", "outputs")) else step
     limits = scale_limits(arrays, mode, signed=st.signed)
