@@ -372,8 +372,9 @@ def estimate_memory(
         ``(seq_len, seq_len)`` working arrays and the boolean mask, plus the ``(seq_len, ...)``
         projections, head outputs, concat and output.
     """
-    n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
-    d_kv = n_kv_heads * (d_model // n_heads)
+    seq_len, d_model = _checks.check_int("seq_len", seq_len), _checks.check_int("d_model", d_model)
+    n_heads, n_kv_heads, d_head = _checks.check_heads(d_model, n_heads, n_kv_heads)
+    d_kv = n_kv_heads * d_head
     square = (2 * n_heads + 2) * seq_len * seq_len  # scores, weights, working arrays
     rows = seq_len * (4 * d_model + 4 * d_kv + n_heads + 3)  # projections, outputs, entropy
     return int(np.dtype(dtype).itemsize * (square + rows) + seq_len * seq_len)  # + the mask

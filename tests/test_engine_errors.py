@@ -296,3 +296,15 @@ def test_memory_estimate_covers_the_arrays():
     assert held <= estimate_memory(50, 16, 4) <= 3 * held
     assert estimate_memory(50, 16, 4, dtype=np.float32) * 2 == pytest.approx(
         estimate_memory(50, 16, 4), rel=0.05)
+
+
+@pytest.mark.parametrize("args, kwargs, error, pattern", [
+    ((-1, 16, 4), {}, ValueError, r"seq_len must be >= 1, got -1"),
+    ((8, 0, 4), {}, ValueError, r"d_model must be >= 1"),
+    ((8, 16, 3), {}, ValueError, r"d_model=16 is not divisible by n_heads=3"),
+    ((8, 16, 4, 3), {}, ValueError, r"n_heads=4 is not divisible by n_kv_heads=3"),
+    ((8.0, 16, 4), {}, TypeError, r"seq_len must be an integer"),
+])
+def test_memory_estimate_bad_sizes(args, kwargs, error, pattern):
+    with pytest.raises(error, match=pattern):
+        estimate_memory(*args, **kwargs)
