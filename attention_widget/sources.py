@@ -217,10 +217,10 @@ def mask_label(mask: str, window: int | None) -> str:
     return f"{mask}, window={window}" if mask == "sliding" else mask
 
 
-def check_text(text: str) -> None:
-    """ValueError for a text with nothing but white space."""
+def check_text(text: str, what: str = "text") -> None:
+    """ValueError for a text with nothing but white space (``what``: the box's name)."""
     if not text.strip():
-        raise ValueError("The text is empty: type a sentence to see its attention.")
+        raise ValueError(f"The {what} is empty: type a sentence to see its attention.")
 
 
 class Source(ABC):
@@ -386,14 +386,17 @@ def restore_source(state: Any) -> Source:
     return Source._kinds[state.settings["mode"]].restore(state)
 
 
-def text_tokens(text: str) -> list[str]:
-    """The tokens of ``text`` (ValueError if it has none or more than MAX_TOKENS)."""
-    check_text(text)
+def text_tokens(text: str, what: str = "text") -> list[str]:
+    """The tokens of ``text`` (ValueError if it has none or more than MAX_TOKENS).
+
+    ``what`` names the text in the messages (``"source text"`` for cross-attention's).
+    """
+    check_text(text, what)
     tokens = tokenize(text)
     if not tokens:
-        raise ValueError("The text has no words or symbols to attend over.")
+        raise ValueError(f"The {what} has no words or symbols to attend over.")
     if len(tokens) > MAX_TOKENS:
-        raise ValueError(f"The text has {len(tokens):,} tokens; the widget draws at most "
+        raise ValueError(f"The {what} has {len(tokens):,} tokens; the widget draws at most "
                          f"{MAX_TOKENS:,}. Shorten it.")
     return tokens
 
@@ -454,7 +457,7 @@ class TextSource(Source):
                              "the text or choose kind 'standard'")
         source = x_kv = None
         if s.kind == "cross":
-            source = text_tokens(s.source_text)
+            source = text_tokens(s.source_text, "source text")
             x_kv = embed(source, s.d_model, seed=s.seed, positional=s.positional)
         trace, used = variant_trace(s, x, params, x_kv)
         return Traced(tokens, trace, used, mask_label(s.mask, s.window_for(len(tokens))),

@@ -216,7 +216,7 @@ def test_bad_values_from_python_are_refused_by_name(name, value, words):
     ({"kind": "cross"}, {"mask": "causal"}, "mask='causal' needs one sequence"),
     ({"kind": "latent"}, {"alibi": True}, "alibi cannot be used with kind='latent'"),
     ({"kind": "cross"}, {"rope": 10000.0}, "rope cannot be used with kind='cross'"),
-    ({"kind": "cross"}, {"source_text": "   "}, "The text is empty"),
+    ({"kind": "cross"}, {"source_text": "   "}, "The source text is empty"),
     ({}, {"kind": "latent", "weights": "designed"}, "weights='designed'"),
 ])
 def test_impossible_combinations_show_an_error_and_keep_the_last_diagram(start, change, words):
