@@ -238,8 +238,9 @@ def levels(values: np.ndarray, low: float, high: float, out: np.ndarray | None =
     """
     span, big = high - low, float(np.finfo(np.float32).max)
     if (LEVELS - 1) / span < big and max(-low, high) < big:  # float32, as drawn
-        t = (np.asarray(values, dtype=np.float32) - np.float32(low)) * np.float32(
-            (LEVELS - 1) / span)
+        with np.errstate(over="ignore"):  # values beyond float32: +-inf, the end's level
+            t = (np.asarray(values, dtype=np.float32) - np.float32(low)) * np.float32(
+                (LEVELS - 1) / span)
     else:  # a scale beyond float32: too narrow (scores soft-capped to 1e-300) or too wide
         t = (np.asarray(values, dtype=np.float64) - low) / span * (LEVELS - 1)
     np.clip(t, 0.0, LEVELS - 1, out=t)

@@ -31,7 +31,7 @@ import traitlets as T
 
 from .aggregate import attention_rollout, head_mean
 from .attentions import Attentions
-from .colors import hex_colors, levels
+from .colors import as_drawn, hex_colors, levels
 from .controls import readout
 from .marks import ImageMark
 from .plots import TRANSPARENT
@@ -302,9 +302,9 @@ class ModelView:
         lay = plan(grid.n_layers, grid.n_heads, len(grid.tokens))
         self._grid, self._layout = grid, lay
         m = lay.cells
-        self._shown = {"heads": np.stack([pool(a, m) for a in grid.heads]).astype(np.float32),
-                       "mean": pool(grid.means, m).astype(np.float32),
-                       "rollout": pool(grid.rollout, m).astype(np.float32)}
+        self._shown = {"heads": as_drawn(np.stack([pool(a, m) for a in grid.heads])),
+                       "mean": as_drawn(pool(grid.means, m)),
+                       "rollout": as_drawn(pool(grid.rollout, m))}
         height, width = lay.size
         with self.figure.hold_sync():
             self.x_scale.min, self.x_scale.max = -0.5, width - 0.5
@@ -476,7 +476,7 @@ class ModelView:
 
     # -- what is shown (tests) -----------------------------------------------------------------
     def displayed(self) -> dict[str, np.ndarray]:
-        """The arrays coloured into the image, float32.
+        """The arrays coloured into the image (float32, see :func:`.colors.as_drawn`).
 
         ``heads`` (n_layers, n_heads, m, m), ``mean`` and ``rollout`` (n_layers, m, m); ``m`` is
         the number of tokens, or of blocks of tokens (:func:`pool`).

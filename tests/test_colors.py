@@ -108,6 +108,14 @@ def test_levels_of_a_scale_beyond_float32():
     assert abs(int(got[1]) - (LEVELS - 1) / 2) <= 0.5
 
 
+def test_levels_of_values_beyond_float32_on_a_float32_scale():
+    """Weights of 1e200 (your own, not a softmax's) on the scale 0..1: the end's level."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = levels(np.array([1e200, -1e200, 0.5, 1e39]), 0.0, 1.0)
+    assert got.tolist() == [LEVELS - 1, 0, (LEVELS - 1) // 2, LEVELS - 1]
+
+
 @given(st.floats(1e-9, 1e9))
 def test_symmetric_limit_is_the_next_readable_number(peak):
     limit = symmetric_limit(peak)

@@ -154,6 +154,17 @@ def test_notes_and_clear_errors(bert):
         w.temperature = 2.0
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_weights_beyond_float32_draw_at_the_end_of_the_scale():
+    """Maps of 1e200 (not a softmax's): drawn at the top of 0..1 in the diagram and in the
+    model view, with no overflow warning, and noted."""
+    w = AttentionWidget.from_attentions([np.full((2, 3, 3), 1e200)] * 2, list("abc"))
+    assert "not 1" in texts(w)
+    assert all(np.isfinite(a).all() for a in w.displayed("weights"))
+    shown = w.model_view.displayed()["heads"]
+    assert np.isfinite(shown).all() and shown.max() == 1e200
+
+
 def test_exports_and_state(bert, tmp_path):
     tokens = [f"t{i}" for i in range(7)]
     w = AttentionWidget.from_attentions(bert, tokens)
