@@ -337,15 +337,16 @@ def _texts(p: Plan, tokens: Sequence[str], trace: AttentionTrace, titles: Sequen
         _token_labels(p, b, room.keys or [], rows["x_kv"], f["token"])
         p.texts.append(TextItem(b.x, b.y - f["text"] / 2 - 2, "source X", f["text"], 1, True))
     rope = " · RoPE" if trace.rope else ""
-    names = {"q": (f"Q{rope} · {h} heads", Q_COLOR), "k": (f"K{rope} · {kv} kv heads", K_COLOR),
-             "v": (f"V · {kv} kv heads", V_COLOR)}
     qkv_room = lefts["qkv"][1] + ARROW_PX - 8 - (lefts["qkv"][0] - lefts["qkv"][2])
-    for key, (text, color) in names.items():
+    # Q, K and V named alike: the most detailed of these that fits all three
+    names = next((n for n in (
+        (f"Q{rope} · {h} heads", f"K{rope} · {kv} kv heads", f"V · {kv} kv heads"),
+        (f"Q{rope} · {h} heads", f"K{rope} · {kv} heads", f"V · {kv} heads"),
+        (f"Q{rope}", f"K{rope}", "V"),
+    ) if all(text_width(t, f["text"]) * 1.08 <= qkv_room for t in n)), ("Q", "K", "V"))
+    for key, text, color in zip("qkv", names, (Q_COLOR, K_COLOR, V_COLOR), strict=True):
         b = p.panels[key]
-        fits = [t for t in (text, text.rsplit(" · ", 1)[0], key.upper())
-                if text_width(t, f["text"]) * 1.08 <= qkv_room]
-        short = fits[0] if fits else key.upper()
-        p.texts.append(TextItem(b.x, b.y - f["text"] / 2 - 2, short, f["text"], 2, True,
+        p.texts.append(TextItem(b.x, b.y - f["text"] / 2 - 2, text, f["text"], 2, True,
                                 color=color))
     for i, head in enumerate(p.lanes):
         s, o = p.panels[f"scores {i}"], p.panels[f"outputs {i}"]

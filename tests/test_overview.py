@@ -62,6 +62,23 @@ def test_no_text_overlaps_another_or_a_panel_and_all_is_inside(projector, n_word
         assert min(f["token"], f["title"], f["text"]) >= 14
 
 
+@pytest.mark.parametrize("projector", [False, True])
+@pytest.mark.parametrize("kw", [{}, {"n_kv_heads": 2}, {"rope": 10000.0},
+                                {"rope": 10000.0, "n_kv_heads": 1}])
+def test_q_k_and_v_are_named_alike(projector, kw):
+    """Q, K and V carry the same detail (all with their head counts, or none), whatever fits."""
+    traced = _traced(TEXT, 64, 4, **kw)
+    p = plan(traced.tokens, traced.trace, lane_heads(4, 0), traced.head_titles(), projector)
+    names = {t.text.split(" ")[0]: t.text for t in p.texts if t.section == 2 and t.bold
+             and t.text.split(" ")[0] in ("Q", "K", "V")}
+    assert set(names) == {"Q", "K", "V"}, names
+    counts = {key: "heads" in text for key, text in names.items()}
+    assert len(set(counts.values())) == 1, names
+    if not projector and "rope" not in kw:  # room for the whole names
+        kv = kw.get("n_kv_heads", 4)
+        assert names["K"].endswith(f"· {kv} kv heads") and names["Q"].endswith("· 4 heads")
+
+
 def test_overview_images_show_the_trace_on_its_scales():
     w = AttentionWidget(TEXT, d_model=32, n_heads=4, mask="causal")
     ov, tr = w._overview, w.trace
