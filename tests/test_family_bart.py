@@ -181,6 +181,37 @@ def test_traces_of_every_attention_match_transformers(barts, kind):
         )
 
 
+def test_a_source_longer_than_the_threshold(tmp_path):
+    """A BART with 1,024 positions on a source of more than 512 tokens: each encoder layer runs
+    block by block (a LongTrace) and the cross-attention reads every source token, both equal
+    to transformers' eager attention; ``attentions`` says to ask for one layer instead."""
+    from attention_widget import LongTrace
+    from attention_widget.long import LONG_THRESHOLD
+
+    config = {"long": {**CONFIGS["small"], "max_position_embeddings": 1024}}
+    make = tiny.maker(transformers.BartConfig, transformers.BartForConditionalGeneration, config,
+                      _bart_tokenizer, seed=11)
+    folder = make(tmp_path / "long", "long")
+    model = load_pretrained(folder)
+    source = " ".join(SOURCE.split() * 48)
+    src, tgt = model.encode(source).ids, model.encode(TARGET).ids
+    assert src.size > LONG_THRESHOLD
+    _, out = _reference(folder, src, tgt)
+    for layer in range(model.n_layers):
+        trace = model.trace(source, layer)
+        assert isinstance(trace, LongTrace) and trace.mask_kind == "none"
+        expected = out["encoder_attentions"][layer]
+        assert expected.max() > 0.3  # sharp heads
+        for h in range(model.n_heads):
+            np.testing.assert_allclose(trace.head_weights(h), expected[h], rtol=0, atol=TOL)
+    cross = model.cross_attentions(source, TARGET)
+    for layer, weights in enumerate(cross):
+        assert weights.shape == (model.n_decoder_heads, tgt.size, src.size)
+        np.testing.assert_allclose(weights, out["cross_attentions"][layer], rtol=0, atol=TOL)
+    with pytest.raises(ValueError, match="block by block"):
+        model.attentions(source)
+
+
 def test_cross_trace_temperature(barts):
     model = load_pretrained(barts["small"])
     base = model.cross_trace(SOURCE, TARGET, 1)

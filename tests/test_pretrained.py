@@ -1106,3 +1106,37 @@ def test_reader_on_minilm_matches_safetensors_package():
     for name in ref:
         np.testing.assert_array_equal(f.get(name), ref[name])
     assert f.dtype("embeddings.position_ids") == "I64"
+
+
+def test_a_bert_encoder_reads_texts_longer_than_the_threshold(tmp_path):
+    """A BERT with 1,024 positions on 661 tokens: every layer block by block (a LongTrace, no
+    mask: an encoder sees every token) equals transformers' eager attention."""
+    from support.tiny import randomize
+
+    from attention_widget import LongTrace
+    from attention_widget.long import LONG_THRESHOLD
+
+    torch.manual_seed(5)
+    tok = _word_tokenizer(bos=True)
+    cfg = transformers.BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32,
+                                  num_attention_heads=4, num_hidden_layers=2,
+                                  intermediate_size=48, max_position_embeddings=1024)
+    model = randomize(transformers.BertModel(cfg), stds={"LayerNorm.bias": 0.1})
+    with torch.no_grad():  # norms far from the identity, as randomize gives other families
+        for name, p in model.named_parameters():
+            if name.endswith("LayerNorm.weight"):
+                p.copy_(1.0 + 0.3 * torch.randn_like(p))
+    model.save_pretrained(tmp_path)
+    tok.save(str(tmp_path / "tokenizer.json"))
+    ours = load_pretrained(tmp_path)
+    text = " ".join(CORPUS[0].split() * 110)
+    ids = ours.encode(text).ids
+    assert ids.size > LONG_THRESHOLD
+    _, expected = _run_hf(_hf(tmp_path, causal=False), ids)
+    for layer in range(ours.n_layers):
+        trace = ours.trace(text, layer)
+        assert isinstance(trace, LongTrace) and trace.mask_kind == "none"
+        assert expected[layer].max() > 0.3  # sharp heads
+        for h in range(ours.n_heads):
+            np.testing.assert_allclose(trace.head_weights(h), expected[layer][h], rtol=0,
+                                       atol=TOL)
