@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+from pathlib import Path
 
 import numpy as np
 
@@ -229,3 +231,17 @@ def check_bias(bias: object, shape: tuple[int, ...], dtype: np.dtype) -> np.ndar
         raise ValueError(f"bias contains NaN or infinity (in {np.dtype(dtype)}); every value "
                          "must be finite")
     return arr
+
+
+def output_path(path: object, what: str) -> Path:
+    """``path`` as a :class:`~pathlib.Path` to write ``what`` to, in a folder that exists.
+
+    TypeError for a path that is not a str or PathLike; FileNotFoundError, before anything is
+    computed, when its folder is missing.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    p = Path(path)
+    if not p.parent.is_dir():
+        raise FileNotFoundError(f"cannot save {what} to {str(p)!r}: no folder {str(p.parent)!r}")
+    return p

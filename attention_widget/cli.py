@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ._checks import output_path
+
 __all__ = ["main"]
 
 _SUFFIXES = (".svg", ".png", ".pdf", ".html", ".htm")
@@ -80,6 +82,12 @@ def _check_arguments(args: argparse.Namespace) -> list[str] | None:
     suffix = args.output.suffix.lower()
     if suffix not in _SUFFIXES:
         raise _Failure(f"-o {args.output}: the suffix must be one of {', '.join(_SUFFIXES)}", 2)
+    try:
+        output_path(args.output, "the figure")
+    except FileNotFoundError as err:
+        raise _Failure(f"-o {args.output}: {err}", 2) from None
+    if not args.text.strip():
+        raise _Failure("the text is empty: give the text to run the model on", 2)
     if not (math.isfinite(args.temperature) and args.temperature > 0):
         raise _Failure(f"--temperature must be a finite number > 0, got {args.temperature}", 2)
     if args.layer < 0:

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from ._checks import output_path
 from .engine import MEMORY_LIMIT_BYTES, AttentionParams, AttentionTrace
 from .long import LongTrace, overview_tile
 
@@ -158,8 +159,7 @@ def save_state(
     pathlib.Path
         The file written.
     """
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    p = output_path(path, "the state")
     tokens = _checked_tokens(tokens, trace)
     long = isinstance(trace, LongTrace)
     if not isinstance(settings, Mapping) or not all(isinstance(k, str) for k in settings):
@@ -190,7 +190,7 @@ def save_state(
     for name in () if long else OPTIONAL_ARRAYS:
         if getattr(trace, name) is not None:
             arrays[f"trace_{name}"] = np.ascontiguousarray(getattr(trace, name))
-    return _write_atomically(Path(path), arrays)
+    return _write_atomically(p, arrays)
 
 
 def _checked_tokens(tokens: Sequence[str], trace: AttentionTrace | LongTrace) -> list[str]:
@@ -235,10 +235,7 @@ def _meta_bytes(meta: dict[str, Any]) -> np.ndarray:
 
 def _write_atomically(p: Path, arrays: dict[str, np.ndarray]) -> Path:
     """Write ``arrays`` to ``p`` as a compressed ``.npz``: the old file or the new, never half."""
-    if not p.parent.is_dir():
-        raise FileNotFoundError(f"cannot save the state to {str(p)!r}: no folder "
-                                f"{str(p.parent)!r}")
-    fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent or ".")
+    fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent)
     try:
         with os.fdopen(fd, "wb") as f:  # a file object: savez adds no ".npz" suffix
             np.savez_compressed(f, allow_pickle=False, **arrays)

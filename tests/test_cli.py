@@ -214,12 +214,16 @@ def test_usage_errors_from_argparse(gpt2, tmp_path, capsys):
 def test_bad_text_suffix_and_folder(gpt2, tmp_path, capsys):
     code, _, err = _run(capsys, "figure", gpt2, "the cat", "-o", tmp_path / "fig.jpg")
     assert code == 2 and "-o" in err and "the suffix must be one of .svg, .png, .pdf" in err
-    code, _, err = _run(capsys, "figure", gpt2, "", "-o", tmp_path / "fig.svg")
-    assert code == 2 and "gives no tokens" in err
+    for text in ("", "  \n "):  # nothing to run the model on: said before it is read
+        code, _, err = _run(capsys, "figure", tmp_path / "nowhere", text, "-o",
+                            tmp_path / "fig.svg")
+        assert code == 2 and "the text is empty" in err
     code, _, err = _run(capsys, "figure", tmp_path / "nowhere", "x", "-o", tmp_path / "f.svg")
     assert code == 1 and "no such folder" in err
-    code, _, err = _run(capsys, "figure", gpt2, "the cat", "-o", tmp_path / "no" / "f.svg")
-    assert code == 1 and "No such file or directory" in err
+    code, _, err = _run(capsys, "figure", tmp_path / "nowhere", "the cat", "-o",
+                        tmp_path / "no" / "f.svg")  # the folder of -o, before the model
+    missing = tmp_path / "no" / "f.svg"
+    assert code == 2 and f"cannot save the figure to '{missing}': no folder" in err
 
 
 def test_missing_extras(gpt2, tmp_path, capsys, monkeypatch):

@@ -135,3 +135,15 @@ def test_arrays_beyond_float32_keep_their_scale_on_screen_and_in_exports(tmp_pat
     vmax = [float(g.get("data-vmax")) for g in root.iter() if g.get("data-vmax")]
     assert detailed.high in vmax  # the scores' scale, as on screen
     assert all(np.isfinite(vmax)), vmax
+
+
+@pytest.mark.parametrize("method, name, what", [
+    ("save_figure", "d.svg", "the figure"), ("save_figure", "d.png", "the figure"),
+    ("to_html", "d.html", "the page"), ("save_state", "s.npz", "the state"),
+])
+def test_a_missing_folder_is_named_before_anything_is_drawn(w, tmp_path, method, name, what):
+    path = tmp_path / "missing" / name
+    with pytest.raises(FileNotFoundError, match=rf"cannot save {what} to .*: no folder "
+                                                rf"'.*missing'"):
+        getattr(w, method)(path)
+    assert not path.parent.exists()

@@ -28,6 +28,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from .._checks import output_path
 from ..engine import AttentionTrace
 from ..stages import STAGE_NAMES
 from .html import to_html
@@ -211,9 +212,7 @@ def save_figure(
     Type 3 glyph drawings; a font with TrueType outlines (WenQuanYi Zen Hei) is preferred.
     """
     trace = check_trace(trace)
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    p = Path(path)
+    p = output_path(path, "the figure")
     fmt = _format(p, format)
     dpi = check_dpi(dpi)
     layout = build(trace, tokens, stages, heads, colormap, title, diverging, scales=scales,

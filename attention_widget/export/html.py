@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._checks import output_path
 from ..engine import AttentionTrace
 from ..long import LongTrace
 from ..stages import summary
@@ -166,9 +167,7 @@ def to_html(
     ``<img onerror=...>`` is displayed, never run.
     """
     trace = check_trace(trace)
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    p = Path(path)
+    p = output_path(path, "the page")
     if p.suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"path {str(p)!r} must end in .html or .htm")
     items = _variants(trace, variants)
