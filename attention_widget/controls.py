@@ -166,7 +166,7 @@ def _controls(n_layers: int) -> dict[str, W.DOMWidget]:
             "the encoder's self-attention over the text",
             "the decoder's causal self-attention over the target",
             "cross-attention: target tokens (queries) over text tokens (keys)"],
-            style={"button_width": "72px"})),
+            style={"button_width": "88px"})),
         "target": (W.Text, dict(description="target", continuous_update=False,
                                 layout={"flex": "1 1 240px", "min_width": "200px"})),
         **_variant_controls(),
@@ -399,7 +399,7 @@ class ControlPanel:
     # -- widget -> controls ----------------------------------------------------------------------
     def sync(self, values: Mapping[str, Any], *, heads: Sequence[int], kv_heads: Sequence[int],
              tokens: Sequence[str], fixed: Collection[str],
-             layers: Sequence[str] = ()) -> None:
+             layers: Sequence[str] = (), focus_heads: int | None = None) -> None:
         """Show the widget's state: every control's options and value.
 
         Parameters
@@ -415,17 +415,20 @@ class ControlPanel:
             Controls the input decides: not drawn (and a group left empty is not drawn).
         layers : sequence of str
             One label per layer (``"layer 3 · sliding, window 4096"``); () keeps the last.
+        focus_heads : int, optional
+            The heads the focus head chooses from, when not ``values["n_heads"]`` (an
+            encoder-decoder's decoder).
         """
         c = self._all
         d_model = values["d_model"]
+        n_focus = values["n_heads"] if focus_heads is None else focus_heads
         offered = {  # what each choice offers, and how its options are made from that
             "d_model": ((d_model, "d_model" in fixed), lambda: [d_model] if "d_model" in fixed
                         else sorted({*D_MODEL_CHOICES, d_model})),
             "n_heads": (tuple(heads), lambda: list(heads)),
             "n_kv_heads": (tuple(kv_heads), lambda: list(kv_heads)),
             "rope": (values.get("rope"), lambda: _rope_options(values.get("rope", 0.0))),
-            "head": (values["n_heads"], lambda: [(f"head {h}", h)
-                                                 for h in range(values["n_heads"])]),
+            "head": (n_focus, lambda: [(f"head {h}", h) for h in range(n_focus)]),
             "query": ((tuple(tokens), values["query"] if len(tokens) > MAX_QUERY_CHOICES
                        or values["query"] >= len(tokens) else None),
                       lambda: _query_options(tokens, values["query"])),

@@ -81,6 +81,21 @@ class PretrainedSource(Source):
                 "mask": "causal" if m.causal else "none", "seed": 0, "positional": False,
                 "weights": "random", **VARIANT_DEFAULTS}
 
+    def fixed_line(self) -> str:
+        """What the checkpoint fixes; an encoder-decoder's for each of its parts."""
+        if not self.encoder_decoder:
+            return super().fixed_line()
+        m = self.model
+        return (f"Fixed by {self.fixed_by}: d_model {m.d_model}; the encoder {m.n_heads} heads, "
+                f"mask none; the decoder {m.n_decoder_heads} heads, mask causal (its "
+                "cross-attention sees every source token).")
+
+    def heads_shown(self, s: Settings) -> int:
+        """An encoder-decoder's decoder may have another head count than its encoder."""
+        if self.encoder_decoder and s.part != "encoder":
+            return self.model.n_decoder_heads
+        return s.n_heads
+
     def default_scales(self, weights: str = "random") -> dict[str, str]:
         """Robust scales for every signed stage: a few outliers would wash out the rest."""
         return {key: "robust" for key in ("x", "qkv", "scores", "outputs", "concat")}
@@ -108,8 +123,14 @@ class PretrainedSource(Source):
         return [f"decoder layer {i} · {kind}" for i in range(m.n_decoder_layers)]
 
     def is_long(self, s: Settings) -> bool:
-        """More than ``LONG_THRESHOLD`` tokens, special ones included."""
+        """More than ``LONG_THRESHOLD`` tokens, special ones included.
+
+        An encoder-decoder's decoder and cross-attention are drawn whole (their queries are the
+        target's tokens; see :meth:`_decoder_trace`): only its encoder reads a long text.
+        """
         check_text(s.text)
+        if self.encoder_decoder and s.part != "encoder":
+            return False
         return self.model.encode(s.text).ids.size > LONG_THRESHOLD
 
     @contextlib.contextmanager
@@ -165,6 +186,9 @@ class PretrainedSource(Source):
         model, cross = self.model, s.part == "cross"
         tokens, special = model.tokenize(s.target), np.array(
             model.special_token_mask(s.target), dtype=bool)
+        if len(tokens) > LONG_THRESHOLD:
+            raise ValueError(f"The target has {len(tokens):,} tokens; the decoder and its "
+                             f"cross-attention are drawn up to {LONG_THRESHOLD}. Shorten it.")
         sources = model.tokenize(s.text)
         run = model.cross_trace if cross else model.decoder_trace
         with self._reporting(progress, cancel):

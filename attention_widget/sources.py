@@ -266,6 +266,10 @@ class Source(ABC):
         """The head counts the ``n_heads`` control offers at ``d_model``."""
         return [self.fixed["n_heads"]] if "n_heads" in self.fixed else divisors(d_model)
 
+    def heads_shown(self, s: Settings) -> int:
+        """The query heads of the attention drawn at ``s``: the focus head's choices."""
+        return s.n_heads
+
     def kv_heads(self, s: Settings) -> int:
         """The number of key/value heads the trace will have."""
         return s.n_kv_heads or s.n_heads

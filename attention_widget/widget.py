@@ -260,8 +260,8 @@ class AttentionWidget(LongPrompts, Views, ModelViewHooks, GenerationHooks,
             return f"part={value!r} is for an encoder-decoder model (BART); this has one attention"
         if name == "layer" and not 0 <= value < self._n_layers():
             return f"layer must be in 0..{self._n_layers() - 1}, got {value}"
-        if name == "head" and not 0 <= value < self.n_heads:
-            return f"head must be in 0..{self.n_heads - 1}, got {value}"
+        if name == "head" and not 0 <= value < (n := self._source.heads_shown(self._settings())):
+            return f"head must be in 0..{n - 1}, got {value}"
         if name == "query" and (value < -1 or (self._ready and value >= max(len(self.tokens), 1)
                                                and not self._jobs.running)):  # (else: once drawn)
             below = f" < {len(self.tokens)}" if self._ready else ""
@@ -312,7 +312,7 @@ class AttentionWidget(LongPrompts, Views, ModelViewHooks, GenerationHooks,
             self.set_trait("notice", f"n_kv_heads {old} does not divide n_heads "
                            f"{self.n_heads}: snapped to {new}")
             self.n_kv_heads = new
-        if self.head >= self.n_heads:
+        if self.head >= self._source.heads_shown(self._settings()):
             self.head = 0
         if self.layer >= self._n_layers():  # (another part of an encoder-decoder)
             self.set_trait("notice", f"layer {self.layer} is not in the {self.part}: "
@@ -422,7 +422,8 @@ class AttentionWidget(LongPrompts, Views, ModelViewHooks, GenerationHooks,
         values["n_kv_heads"] = src.kv_heads(s)
         values["scales"] = self.scales
         self._panel.sync(values, heads=src.head_options(s.d_model), kv_heads=src.kv_options(s),
-                         tokens=self.tokens, fixed=src.fixed, layers=src.layer_labels(s))
+                         tokens=self.tokens, fixed=src.fixed, layers=src.layer_labels(s),
+                         focus_heads=src.heads_shown(s))
         self._panel.show_kv_cache(self.kv_cache)
 
     def _recompute(self, change: dict | None = None) -> None:

@@ -55,6 +55,8 @@ def test_bart_cross_attention_and_v4_entries(jupyter_server, page_and_log,
     bw = page.locator(".jp-NotebookPanel .aw-bart").first
     bw.locator(".aw-fig-focus image").first.wait_for(timeout=60000)
     assert bw.locator(".aw-part button.mod-active").inner_text() == "cross"
+    for button in bw.locator(".aw-part button").all():  # "encoder", not "enco…"
+        assert button.evaluate("e => e.scrollWidth <= e.clientWidth"), button.inner_text()
     focus = bw.locator(".aw-fig-focus")
     page.wait_for_function("() => [...document.querySelectorAll('.aw-bart .aw-fig-focus text')]"
                            ".some(t => t.textContent.includes('head 0: weights (10 × 8)'))",

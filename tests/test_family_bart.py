@@ -18,6 +18,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np
 import pytest
 import torch
+import traitlets as T
 import transformers
 from support import tiny
 from test_pretrained import CORPUS, TOL, _attend_spy, _max_diff
@@ -181,19 +182,28 @@ def test_traces_of_every_attention_match_transformers(barts, kind):
         )
 
 
-def test_a_source_longer_than_the_threshold(tmp_path):
-    """A BART with 1,024 positions on a source of more than 512 tokens: each encoder layer runs
-    block by block (a LongTrace) and the cross-attention reads every source token, both equal
-    to transformers' eager attention; ``attentions`` says to ask for one layer instead."""
-    from attention_widget import LongTrace
-    from attention_widget.long import LONG_THRESHOLD
+#: A source of more than LONG_THRESHOLD (512) tokens
+LONG_SOURCE = " ".join(SOURCE.split() * 48)
 
+
+@pytest.fixture(scope="module")
+def long_bart(tmp_path_factory) -> Path:
+    """The "small" BART with 1,024 positions."""
     config = {"long": {**CONFIGS["small"], "max_position_embeddings": 1024}}
     make = tiny.maker(transformers.BartConfig, transformers.BartForConditionalGeneration, config,
                       _bart_tokenizer, seed=11)
-    folder = make(tmp_path / "long", "long")
+    return make(tmp_path_factory.mktemp("bart_long") / "long", "long")
+
+
+def test_a_source_longer_than_the_threshold(long_bart):
+    """A source of more than 512 tokens: each encoder layer runs block by block (a LongTrace)
+    and the cross-attention reads every source token, both equal to transformers' eager
+    attention; ``attentions`` says to ask for one layer instead."""
+    from attention_widget import LongTrace
+    from attention_widget.long import LONG_THRESHOLD
+
+    folder, source = long_bart, LONG_SOURCE
     model = load_pretrained(folder)
-    source = " ".join(SOURCE.split() * 48)
     src, tgt = model.encode(source).ids, model.encode(TARGET).ids
     assert src.size > LONG_THRESHOLD
     _, out = _reference(folder, src, tgt)
@@ -264,6 +274,48 @@ def test_bart_errors_and_description(barts, tmp_path):
         (folder / "config.json").write_text(json.dumps({**cfg, key: True}))
         with pytest.raises(ValueError, match=rf"config\.json: {key}=true .* not supported"):
             load_pretrained(folder)
+
+
+def test_widget_with_a_long_source(long_bart):
+    """The encoder of a long source is the long view; the decoder and the cross-attention are
+    drawn whole (target rows, every source token as a key column); a long target is refused
+    by name, and the last diagram stays."""
+    from attention_widget import LongTrace
+
+    model = load_pretrained(long_bart)
+    w = AttentionWidget.from_pretrained(model, LONG_SOURCE, target=TARGET, part="cross",
+                                        progress=False)
+    n_src, n_tgt = model.encode(LONG_SOURCE).ids.size, model.encode(TARGET).ids.size
+    assert w.error == "" and w.trace.weights.shape == (model.n_decoder_heads, n_tgt, n_src)
+    np.testing.assert_allclose(w.trace.weights, model.cross_attentions(LONG_SOURCE, TARGET)[0],
+                               atol=1e-6)
+    w.part = "encoder"
+    assert w.wait(60) and isinstance(w.trace, LongTrace) and w.trace.seq_len == n_src
+    w.part = "decoder"
+    assert w.error == "" and w.trace.weights.shape == (model.n_decoder_heads, n_tgt, n_tgt)
+    shown = w.trace
+    w.target = " ".join(["the cat"] * 300)
+    assert "the decoder and its cross-attention are drawn up to 512" in w.error
+    assert w.trace is shown
+
+
+def test_widget_focus_heads_follow_the_part(barts):
+    """The encoder has 4 heads, the decoder 2: the focus head offers and accepts the heads of
+    the part shown, snaps back to 0 when the part has fewer, and the fixed line names both."""
+    model = load_pretrained(barts["small"])
+    w = AttentionWidget.from_pretrained(model, SOURCE, target=TARGET, progress=False)
+    assert [h for _, h in w.controls["head"].options] == [0, 1, 2, 3]
+    w.head = 3
+    w.part = "decoder"
+    assert w.head == 0 and w.trace.n_heads == 2
+    assert [h for _, h in w.controls["head"].options] == [0, 1]
+    with pytest.raises(T.TraitError, match=r"head must be in 0\.\.1, got 3"):
+        w.head = 3
+    w.part = "cross"
+    w.head = 1
+    assert w.head == 1 and w.error == ""
+    assert ("the encoder 4 heads, mask none; the decoder 2 heads, mask causal"
+            in w._source.fixed_line())
 
 
 def test_widget_shows_the_encoder(barts):
