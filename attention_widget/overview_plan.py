@@ -32,6 +32,7 @@ MAX_LANES = 4  # heads drawn as lanes at once
 ARROW_PX = 26  # room between two columns, for the arrow
 BAR_PX = 8  # colour bar thickness
 MAX_CELL_PX = 16  # largest square cell of the lanes
+MIN_ROW_PX = 4  # smallest row of a lane whose keys are another sequence's, while the height allows
 MAX_ROW_PX = {False: 14, True: 20}  # largest row of X, concat and output (room for a label)
 FEATURE_PX = 72  # width of a feature panel (X, Q, K, V, concat, output)
 LATENT_PX = 40  # width of the latent c_kv
@@ -121,6 +122,9 @@ class Plan:
         The heads drawn as lanes, top to bottom.
     cell : float
         Pixel side of a lane's square cell: whole pixels, or below 1 for long texts.
+    key_cell : float
+        Pixel width of a key column of the scores and weights: ``cell``, or less where the keys
+        outnumber the width (cross-attention over a long source).
     bars : dict of str to Box
         Each column's colour bar.
     texts : list of TextItem
@@ -135,6 +139,7 @@ class Plan:
     panels: dict[str, Box] = field(default_factory=dict)
     lanes: list[int] = field(default_factory=list)
     cell: float = 1.0
+    key_cell: float = 1.0
     bars: dict[str, Box] = field(default_factory=dict)
     texts: list[TextItem] = field(default_factory=list)
     arrows: list[tuple[list[float], list[float], str, int]] = field(default_factory=list)
@@ -177,9 +182,10 @@ class _Room:
     header: float
     band: float  # height of the key labels' band under the lanes
 
-    def panel_widths(self, cell: float, trace: AttentionTrace) -> dict[str, float]:
-        """Each column's panel width at lane cell ``cell``."""
-        keys_w = self.n_keys * cell
+    def panel_widths(self, cell: float, trace: AttentionTrace,
+                     key_cell: float | None = None) -> dict[str, float]:
+        """Each column's panel width at lane cell ``cell`` (key columns ``key_cell`` wide)."""
+        keys_w = self.n_keys * (cell if key_cell is None else key_cell)
         return {"x": FEATURE_PX, "latent": LATENT_PX, "qkv": FEATURE_PX, "scores": keys_w,
                 "weights": keys_w + (SINK_GAP + cell if self.sink else 0.0),
                 "outputs": FEATURE_PX * 0.6, "concat": FEATURE_PX, "output": FEATURE_PX}
@@ -224,8 +230,8 @@ def plan(tokens: Sequence[str], trace: AttentionTrace, lanes: Sequence[int],
     need = {key: max(text_width(title, f["title"]) * 1.08, text_width(formula, f["text"]))
             - ARROW_PX + 6 for key, title, formula, _ in cols}
 
-    def widths(cell: float) -> dict[str, float]:
-        panel = room.panel_widths(cell, trace)
+    def widths(cell: float, key_cell: float | None = None) -> dict[str, float]:
+        panel = room.panel_widths(cell, trace, key_cell)
         return {key: max(panel[key], need[key]) for key, *_ in cols}
 
     # the lanes' square cells: as large as the height and the width allow
@@ -233,27 +239,38 @@ def plan(tokens: Sequence[str], trace: AttentionTrace, lanes: Sequence[int],
     # whole pixels while a cell has one; below that (long texts) a lane shows one pixel row
     # per screen row, the rows between them left out (the detailed view has every one)
     cell = float(int(cell)) if cell >= 1 else max(cell, 0.05)
-    while cell > 1 and (labels_w + sum(widths(cell).values()) + (len(cols) - 1) * ARROW_PX
-                        > WIDTH[projector] - EDGE_PX):
+    room_w = WIDTH[projector] - EDGE_PX
+    # keys of another sequence (a source) keep the rows at least MIN_ROW_PX high: beyond
+    # that the key columns narrow instead (below)
+    floor = 1 if room.keys is None else min(cell, MIN_ROW_PX)
+    while cell > floor and (labels_w + sum(widths(cell).values()) + (len(cols) - 1) * ARROW_PX
+                            > room_w):
         cell -= 1
+    # more keys than the width holds (a long source): narrower key columns, rows as they are
+    key_cell = cell
+    other = labels_w + (len(cols) - 1) * ARROW_PX + sum(
+        w for key, w in widths(cell).items() if key not in ("scores", "weights"))
+    keys_room = (room_w - other - (SINK_GAP + cell if sink else 0.0)) / 2
+    if room.n_keys * cell > keys_room:
+        key_cell = max(keys_room, 1.0) / room.n_keys
     lane_h = lane_title + room.n * cell + lane_gap
     body_h = max(len(lanes) * lane_h, 3 * (f["text"] + 6 + min(room.n, 40)) + 12)
     p = Plan(WIDTH[projector], int(room.header + body_h + band + footer), lanes=list(lanes),
-             cell=cell, columns=cols)
-    panel_w = room.panel_widths(cell, trace)
+             cell=cell, key_cell=key_cell, columns=cols)
+    panel_w = room.panel_widths(cell, trace, key_cell)
     x, lefts = labels_w, {}
-    for key, col_w in widths(cell).items():
+    for key, col_w in widths(cell, key_cell).items():
         lefts[key] = (x + (col_w - panel_w[key]) / 2, col_w, x)
         x += col_w + ARROW_PX
     rows = _feature_panels(p, trace, room, lefts, body_h)
     for i, _h in enumerate(lanes):
         ly = room.header + i * lane_h + lane_title
         for key in ("scores", "weights", "outputs"):
-            w = room.n_keys * cell if key == "weights" else panel_w[key]
+            w = room.n_keys * key_cell if key == "weights" else panel_w[key]
             p.panels[f"{key} {i}"] = Box(lefts[key][0], ly, w, room.n * cell)
         if sink:
-            p.panels[f"sink {i}"] = Box(lefts["weights"][0] + room.n_keys * cell + SINK_GAP, ly,
-                                        cell, room.n * cell)
+            p.panels[f"sink {i}"] = Box(lefts["weights"][0] + room.n_keys * key_cell + SINK_GAP,
+                                        ly, cell, room.n * cell)
     _texts(p, tokens, trace, titles, lefts, rows, room)
     _key_labels(p, room, room.header + len(lanes) * lane_h)
     _arrows(p, trace, lanes)
@@ -273,13 +290,16 @@ def _feature_panels(p: Plan, trace: AttentionTrace, room: _Room, lefts: dict,
     max_row = MAX_ROW_PX[room.projector]
     n_src = 0 if trace.x_kv is None else trace.x_kv.shape[0]
     # X, concat and output: bands of the tokens' rows, in the middle of the body; the
-    # source's X under the text's
-    row = min(max_row, (body_h - 4 - (SOURCE_GAP + f["text"] + 4) * bool(n_src)) / (n + n_src))
-    x_top = mid - (n + n_src) * row / 2 - (SOURCE_GAP + f["text"] + 4) * bool(n_src) / 2
+    # source's X under the text's.  A source longer than the text is given the text's share
+    # of the height at most: its rows get narrower, the text's keep their height.
+    room_h = body_h - 4 - (SOURCE_GAP + f["text"] + 4) * bool(n_src)
+    row = min(max_row, room_h / (n + min(n_src, n)))
+    src_row = min(max_row, (room_h - n * row) / n_src) if n_src else row
+    x_top = mid - (n * row + n_src * src_row) / 2 - (SOURCE_GAP + f["text"] + 4) * bool(n_src) / 2
     p.panels["x"] = Box(lefts["x"][0], x_top, FEATURE_PX, n * row)
     if n_src:
         p.panels["x_kv"] = Box(lefts["x"][0], x_top + n * row + SOURCE_GAP + f["text"] + 4,
-                               FEATURE_PX, n_src * row)
+                               FEATURE_PX, n_src * src_row)
     for key in ("concat", "output"):
         p.panels[key] = Box(lefts[key][0], mid - n * row / 2, FEATURE_PX, n * row)
     if trace.latent is not None:
@@ -287,13 +307,14 @@ def _feature_panels(p: Plan, trace: AttentionTrace, room: _Room, lefts: dict,
     # Q, K, V: one above the other, each under its own title (K and V: a row per key)
     n_k = trace.k.shape[1]
     qkv_h = body_h - 3 * (f["text"] + 4) - 2 * 6
-    q_row = min(max_row, qkv_h / (n + 2 * n_k))
-    y = mid - (3 * (f["text"] + 4) + (n + 2 * n_k) * q_row + 12) / 2
-    for key, rows in (("q", n), ("k", n_k), ("v", n_k)):
+    q_row = min(max_row, qkv_h / (n + 2 * min(n_k, n)))  # (many keys: as for the source's X)
+    k_row = min(max_row, (qkv_h - n * q_row) / (2 * n_k))
+    y = mid - (3 * (f["text"] + 4) + n * q_row + 2 * n_k * k_row + 12) / 2
+    for key, rows, height in (("q", n, q_row), ("k", n_k, k_row), ("v", n_k, k_row)):
         y += f["text"] + 4
-        p.panels[key] = Box(lefts["qkv"][0], y, FEATURE_PX, rows * q_row)
-        y += rows * q_row + 6
-    return {"x": row, "x_kv": row}
+        p.panels[key] = Box(lefts["qkv"][0], y, FEATURE_PX, rows * height)
+        y += rows * height + 6
+    return {"x": row, "x_kv": src_row}
 
 
 def _token_labels(p: Plan, box: Box, tokens: Sequence[str], row: float, size: int) -> None:
@@ -359,11 +380,11 @@ def _key_labels(p: Plan, room: _Room, top: float) -> None:
     last = len(p.lanes) - 1
     size = room.f["small"]
     if room.keys is not None:
-        step = max(1, math.ceil((size + 1) / max(p.cell, 0.05)))
+        step = max(1, math.ceil((size + 1) / p.key_cell))
         for key, section in (("scores", 3), ("weights", 4)):
             b = p.panels[f"{key} {last}"]
             for j in range(0, room.n_keys, step):
-                p.texts.append(TextItem(b.x + (j + 0.5) * p.cell + size * 0.35, top - 4,
+                p.texts.append(TextItem(b.x + (j + 0.5) * p.key_cell + size * 0.35, top - 4,
                                         fit(room.keys[j], size, room.band - 4), size, section,
                                         anchor="end", rotate=-90.0))
     if room.sink:

@@ -63,6 +63,32 @@ def test_no_text_overlaps_another_or_a_panel_and_all_is_inside(projector, n_word
 
 
 @pytest.mark.parametrize("projector", [False, True])
+@pytest.mark.parametrize("n_source", [12, 200, 700, 3000])
+def test_a_long_source_narrows_the_key_columns_to_fit(projector, n_source):
+    """Cross-attention over a source of thousands of tokens: the key columns narrow (the rows
+    keep their height) so that every column of the picture stays inside it."""
+    source = " ".join((tokenize(TEXT) * 300)[:n_source])
+    traced = _traced(TEXT, 64, 4, kind="cross", source_text=source)
+    assert traced.trace.weights.shape[-1] == n_source
+    p = plan(traced.tokens, traced.trace, lane_heads(4, 0), traced.head_titles(), projector,
+             keys=traced.key_tokens)
+    boxes = list(p.panels.values()) + list(p.bars.values())
+    assert all(0 <= b.x and b.right <= p.width for b in boxes), [
+        (k, b) for k, b in p.panels.items() if b.right > p.width]
+    assert all(t.box().right <= p.width for t in p.texts if t.text)
+    assert p.panels["weights 0"].w == pytest.approx(n_source * p.key_cell)
+    assert p.panels["weights 0"].h == pytest.approx(len(traced.tokens) * p.cell)
+    if n_source == 12:  # room for square cells
+        assert p.key_cell == p.cell
+    if n_source >= 700:  # rows of several pixels, narrower key columns
+        assert p.cell >= 4 and p.key_cell < 1
+    assert p.panels["output"].right > p.panels["weights 0"].right  # every stage drawn
+    n = len(traced.tokens)  # the text's rows keep their height beside a long source
+    for key in ("x", "q", "concat", "output"):
+        assert p.panels[key].h >= 4 * n, (key, p.panels[key])
+
+
+@pytest.mark.parametrize("projector", [False, True])
 @pytest.mark.parametrize("kw", [{}, {"n_kv_heads": 2}, {"rope": 10000.0},
                                 {"rope": 10000.0, "n_kv_heads": 1}])
 def test_q_k_and_v_are_named_alike(projector, kw):
