@@ -15,7 +15,7 @@ trace's numbers.  A variant is drawn where it acts:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .colors import K_COLOR, LATENT_COLOR, Q_COLOR, V_COLOR
@@ -239,20 +239,8 @@ def plan(tokens: Sequence[str], trace: AttentionTrace, lanes: Sequence[int],
     # whole pixels while a cell has one; below that (long texts) a lane shows one pixel row
     # per screen row, the rows between them left out (the detailed view has every one)
     cell = float(int(cell)) if cell >= 1 else max(cell, 0.05)
-    room_w = WIDTH[projector] - EDGE_PX
-    # keys of another sequence (a source) keep the rows at least MIN_ROW_PX high: beyond
-    # that the key columns narrow instead (below)
-    floor = 1 if room.keys is None else min(cell, MIN_ROW_PX)
-    while cell > floor and (labels_w + sum(widths(cell).values()) + (len(cols) - 1) * ARROW_PX
-                            > room_w):
-        cell -= 1
-    # more keys than the width holds (a long source): narrower key columns, rows as they are
-    key_cell = cell
-    other = labels_w + (len(cols) - 1) * ARROW_PX + sum(
-        w for key, w in widths(cell).items() if key not in ("scores", "weights"))
-    keys_room = (room_w - other - (SINK_GAP + cell if sink else 0.0)) / 2
-    if room.n_keys * cell > keys_room:
-        key_cell = max(keys_room, 1.0) / room.n_keys
+    cell, key_cell = _lane_cells(room, cell, labels_w + (len(cols) - 1) * ARROW_PX, widths,
+                                 WIDTH[projector] - EDGE_PX)
     lane_h = lane_title + room.n * cell + lane_gap
     body_h = max(len(lanes) * lane_h, 3 * (f["text"] + 6 + min(room.n, 40)) + 12)
     p = Plan(WIDTH[projector], int(room.header + body_h + band + footer), lanes=list(lanes),
@@ -280,6 +268,26 @@ def plan(tokens: Sequence[str], trace: AttentionTrace, lanes: Sequence[int],
         width = max(panel_w[key], min(col_w, 90))
         p.bars[key] = Box(left + panel_w[key] / 2 - width / 2, bar_y, width, BAR_PX)
     return p
+
+
+def _lane_cells(room: _Room, cell: float, fixed_w: float,
+                widths: Callable[[float], dict[str, float]], width: float
+                ) -> tuple[float, float]:
+    """The lanes' cell (a row's height) and key column width, from the cell the height allows.
+
+    ``fixed_w`` is the width of the token labels and the arrows, ``widths(cell)`` each
+    column's at ``cell``, ``width`` the picture's room.  Cells stay square, shrinking a pixel
+    at a time while the picture is too wide; keys of another sequence (a source) keep the rows
+    at least :data:`MIN_ROW_PX` high, and beyond that the key columns narrow instead.
+    """
+    floor = 1 if room.keys is None else min(cell, MIN_ROW_PX)
+    while cell > floor and fixed_w + sum(widths(cell).values()) > width:
+        cell -= 1
+    other = fixed_w + sum(w for key, w in widths(cell).items() if key not in ("scores", "weights"))
+    keys_room = (width - other - (SINK_GAP + cell if room.sink else 0.0)) / 2
+    if room.n_keys * cell > keys_room:  # more keys than the width holds: narrower columns
+        return cell, max(keys_room, 1.0) / room.n_keys
+    return cell, cell
 
 
 def _feature_panels(p: Plan, trace: AttentionTrace, room: _Room, lefts: dict,
