@@ -48,6 +48,9 @@ LABEL_PX = 14  # room one slanted (-45 degree) column label needs along the axis
 VERTICAL_LABEL_PX = 9  # the same for a vertical one (10 px text): columns narrower than
 #                         LABEL_PX get vertical labels, so that short sequences keep them all
 ROW_LABEL_PX = 12  # room one row label (10 px text, a 12 px box) needs down the axis
+#: Rows of panels far wider than tall (a long source's keys), where the height allows: one
+#: row label each
+MIN_ROW_PX = ROW_LABEL_PX
 NUMBER_PX = 2 * LABEL_PX  # room between two column numbers (feature indices)
 MAX_LABEL_CHARS = 11  # longer column labels are cut (with an ellipsis) to fit the top margin
 # bqplot rotates a tick label about the tick, where d3 centres it 9 px above the axis: a long
@@ -119,6 +122,17 @@ def _tick_labels(ticks: dict[float, str]) -> tuple[np.ndarray, dict[str, str]]:
     """``(sorted tick values, {key: label})`` as a bqplot axis takes them."""
     values = np.array(sorted(ticks), dtype=float)
     return values, {_key(v): ticks[v] for v in values}
+
+
+def _square_cells(width: float, height: float, room_h: float, wide: bool) -> tuple[float, float]:
+    """A square figure's cell width and height (px) for a grid of ``width x height`` cells.
+
+    Cells of at most MAX_CELL_PX, the plot at most PLOT_WIDTH_PX wide and ``room_h`` tall.
+    Panels far wider than tall (``wide``: the keys of a long source) keep rows of MIN_ROW_PX
+    where the height allows, their columns as narrow as the width needs.
+    """
+    cell = min(MAX_CELL_PX, PLOT_WIDTH_PX / width, room_h / height)
+    return cell, (max(cell, min(MIN_ROW_PX, room_h / height)) if wide else cell)
 
 
 class PanelFigure:
@@ -329,11 +343,12 @@ class PanelFigure:
         row_heights, col_widths = _tracks([p.array.shape for p in panels], ncols)
         x_starts = np.cumsum([0] + [w + 2 * GAP for w in col_widths])
         width = float(x_starts[-1] - 2 * GAP)
+        wide = all(cols > 2 * rows for rows, cols in (p.array.shape for p in panels))
 
         def rows_at(gap: int) -> tuple[np.ndarray, float, tuple[float | None, float, int]]:
             y_starts = np.cumsum([0] + [h + GAP + gap for h in row_heights])
             height = float(y_starts[-1] - GAP)
-            return y_starts, height, self._cell_size(width, height)
+            return y_starts, height, self._cell_size(width, height, wide)
 
         # Every row of panels has TITLE_ROOM_PX above it for its titles: cells (one if a cell
         # is that tall) whose number depends on the cells' size, which depends on the grid's
@@ -378,18 +393,18 @@ class PanelFigure:
             # a short bar: fewer ticks (bqplot's bar is 200 px shorter than the plot)
             self.c_axis.num_ticks = 5 if plot_w - 200 >= 250 else 3
 
-    def _cell_size(self, width: float, height: float) -> tuple[float | None, float, int]:
+    def _cell_size(self, width: float, height: float, wide: bool = False
+                   ) -> tuple[float | None, float, int]:
         """``(cell width px or None, cell height px, figure height px)`` for a grid this size.
 
-        Square figures: cells of at most MAX_CELL_PX, the plot at most PLOT_WIDTH_PX wide and
-        ``max_height`` tall.  Others: ``cell_px`` high, the figure clamped to
+        Square figures: :func:`_square_cells`.  Others: ``cell_px`` high, the figure clamped to
         ``min_height .. max_height``; their width follows the notebook's (unknown here).
         """
         m = self.figure.fig_margin
         margins = m["top"] + m["bottom"]
         if self.square:
-            cell = min(MAX_CELL_PX, PLOT_WIDTH_PX / width, (self.max_height - margins) / height)
-            return cell, cell, int(cell * height + margins)
+            cell, cell_h = _square_cells(width, height, self.max_height - margins, wide)
+            return cell, cell_h, int(cell_h * height + margins)
         px = int(np.clip(self.cell_px * height + margins, self.min_height, self.max_height))
         return None, (px - margins) / height, px
 

@@ -337,6 +337,25 @@ def test_titles_and_row_labels_have_room_at_every_length(n_words):
             assert min(np.diff(rows)) * _cell_height_px(fig) >= 8 - 1e-9, name
 
 
+@pytest.mark.parametrize("n_source", [60, 660])
+def test_a_long_source_keeps_readable_rows_in_the_detailed_view(n_source):
+    """Cross-attention over a long source: panels far wider than tall keep rows of MIN_ROW_PX
+    (they were a fraction of a pixel at 660 source tokens, the rows unlabelled) while their
+    columns narrow to the width; every row labelled; self-attention keeps square cells."""
+    from attention_widget import plots
+
+    source = " ".join((SENTENCE_16.split() * 60)[:n_source])
+    w = Detailed("The cat sat on the mat.", d_model=64, n_heads=4, kind="cross",
+                 source_text=source)
+    for name in ("scores", "weights"):
+        fig = w.figs[name]
+        assert _cell_height_px(fig) >= plots.MIN_ROW_PX - 1e-9, name
+        assert fig._cell_px < _cell_height_px(fig), name  # narrower columns, taller rows
+        assert set(fig.y_axis.tick_labels.values()) == set(w.tokens), name
+    square = Detailed(SENTENCE_16, d_model=64, n_heads=4).figs["weights"]
+    assert square._cell_px == pytest.approx(_cell_height_px(square), rel=0.01)  # (whole px)
+
+
 def test_figures_with_too_many_rows_for_titles_keep_every_panel_inside_the_image():
     """64 heads make 16 rows of panels: titles cannot all get their room there.  The layout
     then keeps the panels inside the image (it once placed them by one title gap and sized
