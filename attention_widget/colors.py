@@ -213,9 +213,13 @@ def as_drawn(values: np.ndarray) -> np.ndarray:
     ndarray of float32 (or float64), same shape
     """
     a = np.asarray(values)
-    if a.dtype != np.float32 and a.size and np.abs(a).max() >= np.finfo(np.float32).max:
+    if a.dtype == np.float32:
+        return a
+    with np.errstate(over="ignore"):  # beyond float32: infinities, found below
+        drawn = a.astype(np.float32)
+    if a.size and not (np.isfinite(drawn.max()) and np.isfinite(drawn.min())):
         return a.astype(np.float64, copy=False)
-    return a.astype(np.float32, copy=False)
+    return drawn
 
 
 def levels(values: np.ndarray, low: float, high: float, out: np.ndarray | None = None

@@ -393,7 +393,7 @@ class PanelFigure:
             # a short bar: fewer ticks (bqplot's bar is 200 px shorter than the plot)
             self.c_axis.num_ticks = 5 if plot_w - 200 >= 250 else 3
 
-    def _cell_size(self, width: float, height: float, wide: bool = False
+    def _cell_size(self, width: float, height: float, wide: bool
                    ) -> tuple[float | None, float, int]:
         """``(cell width px or None, cell height px, figure height px)`` for a grid this size.
 

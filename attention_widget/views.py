@@ -45,7 +45,10 @@ class Views:
         return self._diagram.figs
 
     def displayed(self, stage: str) -> list[np.ndarray]:
-        """The arrays figure ``stage`` (``long_figs[stage]``, ``"sinks"``) shows, in float32."""
+        """The arrays figure ``stage`` (``long_figs[stage]``, ``"sinks"``) shows, as coloured.
+
+        Float32, or float64 beyond float32's range (:func:`~attention_widget.colors.as_drawn`).
+        """
         figs = self._long.figs if stage.startswith("long-") else {**self.figs,
                                                                   "sinks": self._diagram.sinks}
         if stage not in figs:
