@@ -1111,7 +1111,7 @@ def test_reader_on_minilm_matches_safetensors_package():
 def test_a_bert_encoder_reads_texts_longer_than_the_threshold(tmp_path):
     """A BERT with 1,024 positions on 661 tokens: every layer block by block (a LongTrace, no
     mask: an encoder sees every token) equals transformers' eager attention."""
-    from support.tiny import randomize
+    from support import tiny
 
     from attention_widget import LongTrace
     from attention_widget.long import LONG_THRESHOLD
@@ -1121,13 +1121,7 @@ def test_a_bert_encoder_reads_texts_longer_than_the_threshold(tmp_path):
     cfg = transformers.BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32,
                                   num_attention_heads=4, num_hidden_layers=2,
                                   intermediate_size=48, max_position_embeddings=1024)
-    model = randomize(transformers.BertModel(cfg), stds={"LayerNorm.bias": 0.1})
-    with torch.no_grad():  # norms far from the identity, as randomize gives other families
-        for name, p in model.named_parameters():
-            if name.endswith("LayerNorm.weight"):
-                p.copy_(1.0 + 0.3 * torch.randn_like(p))
-    model.save_pretrained(tmp_path)
-    tok.save(str(tmp_path / "tokenizer.json"))
+    tiny.save(tiny.randomize(transformers.BertModel(cfg)), tok, tmp_path)
     ours = load_pretrained(tmp_path)
     text = " ".join(CORPUS[0].split() * 110)
     ids = ours.encode(text).ids

@@ -31,7 +31,7 @@ def randomize(model: Any, stds: dict[str, float] | None = None, matrix_std: floa
                 p.normal_(0.0, own[0])
             elif p.ndim >= 2:
                 p.normal_(0.0, matrix_std)
-            elif ("norm" in name or "ln_" in name) and name.endswith("weight"):
+            elif ("norm" in name.lower() or "ln_" in name) and name.endswith("weight"):
                 p.copy_(1.0 + 0.3 * torch.randn_like(p))
             else:
                 p.normal_(0.0, 0.1)
